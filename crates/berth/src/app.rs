@@ -1,0 +1,133 @@
+//! An app: the objects of every class, one state file, one engine, one session.
+//!
+//! The session id labels every container this process starts, so that shutdown removes
+//! exactly those, and a later run can tell containers of a dead session from its own.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use crate::container::ContainerClass;
+use crate::hooks::{Hooks, StopReason};
+use crate::namespace::Namespace;
+use crate::object::{AppContext, Class};
+use crate::proxy;
+use crate::runtime::{labels, Runtime, RuntimeError, Signal};
+use crate::state::Store;
+
+/// A berth app. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct App {
+    context: Arc<AppContext>,
+    namespaces: Arc<Mutex<Vec<Namespace>>>,
+}
+
+impl App {
+    /// An app called `name`, running containers on `runtime` and keeping state in `store`.
+    pub fn new(name: &str, runtime: Arc<dyn Runtime>, store: Store) -> App {
+        let mut session = [0u8; 8];
+        let _ = getrandom::fill(&mut session);
+        App {
+            context: Arc::new(AppContext {
+                name: name.to_string(),
+                session: session.iter().map(|b| format!("{b:02x}")).collect(),
+                runtime,
+                store: Arc::new(store),
+                client: proxy::client(),
+            }),
+            namespaces: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.context.name
+    }
+
+    /// The id of this process's session, on the `berth.session` label of its containers.
+    pub fn session(&self) -> &str {
+        &self.context.session
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.context.store
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.context.runtime
+    }
+
+    /// The namespace of `class`, whose objects run its containers and call `hooks`.
+    pub fn namespace(&self, class: ContainerClass, hooks: Arc<dyn Hooks>) -> Namespace {
+        let namespace = Namespace::new(Arc::new(Class {
+            namespace_key: format!("{}/{}", self.context.name, class.name),
+            limit: Arc::new(Semaphore::new(class.max_instances)),
+            options: class,
+            app: self.context.clone(),
+            hooks,
+        }));
+        self.lock().push(namespace.clone());
+        namespace
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Namespace>> {
+        self.namespaces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops every container this session started (SIGTERM, then SIGKILL after each
+    /// class's grace period), calls their `on_stop`, then removes anything still labelled
+    /// with this session. Returns how many containers were stopped or removed.
+    pub async fn shutdown(&self) -> Result<usize, RuntimeError> {
+        let objects: Vec<_> = self
+            .lock()
+            .iter()
+            .flat_map(Namespace::objects)
+            .filter(|o| o.state().is_active())
+            .collect();
+        let stopped = objects.len();
+        let results = futures_util::future::join_all(
+            objects
+                .iter()
+                .map(|o| o.stop_with(StopReason::Shutdown, Signal::Term)),
+        )
+        .await;
+        for (object, result) in objects.iter().zip(results) {
+            if let Err(e) = result {
+                tracing::warn!(object = %object.describe(), "stop failed at shutdown: {e}");
+            }
+        }
+        let swept = self
+            .remove_containers(&[
+                (labels::APP, self.name()),
+                (labels::SESSION, self.session()),
+            ])
+            .await?;
+        Ok(stopped + swept)
+    }
+
+    /// Removes containers of this app left by other sessions (a berth that was killed).
+    /// Returns how many were removed.
+    pub async fn remove_leftovers(&self) -> Result<usize, RuntimeError> {
+        let found = self
+            .context
+            .runtime
+            .list(&[(labels::APP, self.name())])
+            .await?;
+        let mut removed = 0;
+        for info in found {
+            if info.labels.get(labels::SESSION).map(String::as_str) == Some(self.session()) {
+                continue;
+            }
+            self.context.runtime.remove(&info.id).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    async fn remove_containers(&self, with: &[(&str, &str)]) -> Result<usize, RuntimeError> {
+        let found = self.context.runtime.list(with).await?;
+        for info in &found {
+            self.context.runtime.remove(&info.id).await?;
+        }
+        Ok(found.len())
+    }
+}

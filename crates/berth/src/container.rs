@@ -1,0 +1,273 @@
+//! What a container class declares: the options that shape every container an object of
+//! the class runs, and the states such a container moves through.
+//!
+//! Mirrors the reference `Container` class options, with berth's additions: configurable
+//! readiness timeouts, compound `sleep_after` values and classes without any port.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The lifecycle state of an object's container, as `state()` reports and the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// No container runs (never started, stopped on request, or slept after idling).
+    Stopped,
+    /// The container process has started; its ports are not yet known to answer.
+    Running,
+    /// Every required port accepted a connection (and the ping endpoint answered).
+    Healthy,
+    /// A stop was sent; the container has not exited yet.
+    Stopping,
+    /// The container exited by itself with this code.
+    StoppedWithCode(i64),
+}
+
+impl State {
+    /// The name used in the store, in `berth ps` and in logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Running => "running",
+            State::Healthy => "healthy",
+            State::Stopping => "stopping",
+            State::StoppedWithCode(_) => "stopped_with_code",
+        }
+    }
+
+    /// Whether a container exists in this state (so it may need cleaning up).
+    pub fn is_active(&self) -> bool {
+        matches!(self, State::Running | State::Healthy | State::Stopping)
+    }
+
+    pub(crate) fn from_parts(name: &str, exit_code: Option<i64>) -> Option<State> {
+        Some(match name {
+            "stopped" => State::Stopped,
+            "running" => State::Running,
+            "healthy" => State::Healthy,
+            "stopping" => State::Stopping,
+            "stopped_with_code" => State::StoppedWithCode(exit_code.unwrap_or(-1)),
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn exit_code(&self) -> Option<i64> {
+        match self {
+            State::StoppedWithCode(code) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::StoppedWithCode(code) => write!(f, "stopped_with_code({code})"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// A bad class option value.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ClassError {
+    #[error("invalid duration {value:?}: {why}; use seconds (90) or units h, m, s, ms, combinable as in 1h30m")]
+    Duration { value: String, why: &'static str },
+    #[error("unknown instance type {value:?}; use lite, basic, standard-1, standard-2, standard-3, standard-4 or a custom {{ vcpu, memory_mib }}")]
+    InstanceType { value: String },
+}
+
+/// Parses `sleep_after`-style durations: `90` (seconds), `30s`, `3m`, `1h`, `250ms`, and
+/// compound values such as `1h30m` or `2m30s`, which the reference rejects.
+pub fn parse_duration(value: &str) -> Result<Duration, ClassError> {
+    let err = |why| ClassError::Duration {
+        value: value.to_string(),
+        why,
+    };
+    let text = value.trim();
+    if text.is_empty() {
+        return Err(err("it is empty"));
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(err("each unit needs a number before it"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("a number is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => Duration::from_secs(3600),
+            "m" => Duration::from_secs(60),
+            "s" => Duration::from_secs(1),
+            "ms" => Duration::from_millis(1),
+            "" => return Err(err("a number after a unit needs a unit too")),
+            _ => return Err(err("the unit is not one of h, m, s, ms")),
+        };
+        rest = &rest[unit_len..];
+        let part = unit
+            .checked_mul(u32::try_from(number).map_err(|_| err("a number is too large"))?)
+            .ok_or_else(|| err("it is too long"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| err("it is too long"))?;
+    }
+    Ok(total)
+}
+
+/// CPU and memory limits for each container of a class (wrangler's `instance_type`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceType {
+    pub vcpu: f64,
+    pub memory_mib: u64,
+}
+
+impl InstanceType {
+    /// The named sizes of the reference: lite, basic, standard-1 … standard-4.
+    pub fn named(name: &str) -> Result<InstanceType, ClassError> {
+        let (vcpu, memory_mib) = match name {
+            "lite" | "dev" => (1.0 / 16.0, 256),
+            "basic" => (0.25, 1024),
+            "standard-1" | "standard" => (0.5, 4096),
+            "standard-2" => (1.0, 6144),
+            "standard-3" => (2.0, 8192),
+            "standard-4" => (4.0, 12288),
+            _ => {
+                return Err(ClassError::InstanceType {
+                    value: name.to_string(),
+                })
+            }
+        };
+        Ok(InstanceType { vcpu, memory_mib })
+    }
+}
+
+/// A container class: the image and the options that every object of the class uses.
+///
+/// Build one with [`ContainerClass::new`] and adjust the public fields; the defaults are
+/// the reference's where it has one.
+#[derive(Debug, Clone)]
+pub struct ContainerClass {
+    /// The class name (`MyContainer`), used in labels, logs and object ids.
+    pub name: String,
+    /// The image every container of the class runs.
+    pub image: String,
+    /// The port `fetch` proxies to when a request names no other. `None`: the class has
+    /// no port; its containers still start and run.
+    pub default_port: Option<u16>,
+    /// Ports that must accept connections before an instance counts as healthy. Empty:
+    /// only `default_port`, if any.
+    pub required_ports: Vec<u16>,
+    /// Idle time after which the container is stopped. Default 10 minutes.
+    pub sleep_after: Duration,
+    /// Environment of the container process.
+    pub env_vars: BTreeMap<String, String>,
+    /// Overrides the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// `false`: the container gets no route out of the machine.
+    pub enable_internet: bool,
+    /// `host/path` asked over HTTP once the port is open; any HTTP answer counts as ready.
+    /// Default `ping` (host `ping`, path `/`), as in the reference. `None` skips the probe.
+    pub ping_endpoint: Option<String>,
+    /// Extra labels on every container of the class.
+    pub labels: BTreeMap<String, String>,
+    /// How long creating and starting a container may take. Default 30 s.
+    pub start_timeout: Duration,
+    /// How long the ports (and the ping endpoint) may take to answer once the process has
+    /// started. Default 20 s; raise it for slow-starting apps.
+    pub port_ready_timeout: Duration,
+    /// Time between the stop signal and SIGKILL. Default 10 s.
+    pub stop_grace: Duration,
+    /// Maximum number of running containers of the class. Default 20.
+    pub max_instances: usize,
+    /// CPU and memory limits. `None`: no limits.
+    pub instance_type: Option<InstanceType>,
+}
+
+impl ContainerClass {
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> ContainerClass {
+        ContainerClass {
+            name: name.into(),
+            image: image.into(),
+            default_port: None,
+            required_ports: Vec::new(),
+            sleep_after: Duration::from_secs(600),
+            env_vars: BTreeMap::new(),
+            entrypoint: None,
+            enable_internet: true,
+            ping_endpoint: Some("ping".to_string()),
+            labels: BTreeMap::new(),
+            start_timeout: Duration::from_secs(30),
+            port_ready_timeout: Duration::from_secs(20),
+            stop_grace: Duration::from_secs(10),
+            max_instances: 20,
+            instance_type: None,
+        }
+    }
+
+    /// The ports that readiness waits for.
+    pub fn ready_ports(&self) -> Vec<u16> {
+        if self.required_ports.is_empty() {
+            self.default_port.into_iter().collect()
+        } else {
+            self.required_ports.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_plain_units_and_compounds() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2m30s"), Ok(Duration::from_secs(150)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn durations_reject_garbage_with_a_reason() {
+        for bad in ["", "m", "3x", "1h30", "-5", "1.5h", "99999999999999999999s"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.to_string().contains("invalid duration"), "{err}");
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_its_stored_form() {
+        for state in [
+            State::Stopped,
+            State::Running,
+            State::Healthy,
+            State::Stopping,
+            State::StoppedWithCode(3),
+        ] {
+            assert_eq!(
+                State::from_parts(state.as_str(), state.exit_code()),
+                Some(state)
+            );
+        }
+    }
+
+    #[test]
+    fn named_instance_types_match_the_reference_sizes() {
+        assert_eq!(InstanceType::named("basic").map(|t| t.memory_mib), Ok(1024));
+        assert!(InstanceType::named("huge").is_err());
+    }
+}

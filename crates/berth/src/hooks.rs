@@ -1,0 +1,95 @@
+//! Hooks: the points where a class's own code runs in an object's lifecycle.
+//!
+//! Hooks run on the object's monitor task, after the state change they report has been
+//! recorded, so they may call the object's methods (stop, start, state) without deadlock.
+//! Each container's exit gives exactly one `on_stop`.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::object::{Object, StartError};
+use crate::runtime::ExitStatus;
+
+/// Why a container stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The process exited by itself.
+    Exited,
+    /// `stop()` was called.
+    Requested,
+    /// It was idle for `sleep_after`.
+    Slept,
+    /// `destroy()` was called.
+    Destroyed,
+    /// It never became ready, so berth stopped it.
+    StartFailed,
+    /// The app shut down.
+    Shutdown,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Exited => "exited",
+            StopReason::Requested => "stop requested",
+            StopReason::Slept => "slept after idle",
+            StopReason::Destroyed => "destroyed",
+            StopReason::StartFailed => "start failed",
+            StopReason::Shutdown => "shutdown",
+        })
+    }
+}
+
+/// What `on_stop` learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopParams {
+    pub exit_code: i64,
+    pub reason: StopReason,
+}
+
+/// An error reported to `on_error`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ObjectError {
+    /// The container exited by itself with a non-zero code (or was killed for memory).
+    #[error("container {status}; last log lines:\n{}", .logs.join("\n"))]
+    Crashed {
+        status: ExitStatus,
+        logs: Vec<String>,
+    },
+    /// A start failed.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// What to do when the activity timeout expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Stop the container (SIGTERM, then SIGKILL after the grace period).
+    Sleep,
+    /// Keep it running for another `sleep_after`.
+    KeepAwake,
+}
+
+/// A class's lifecycle hooks. Every method has a default, so implement only what you need.
+#[async_trait]
+pub trait Hooks: Send + Sync + 'static {
+    /// The container is healthy.
+    async fn on_start(&self, _object: &Object) {}
+
+    /// The container has stopped, for whatever reason. Called once per container.
+    async fn on_stop(&self, _object: &Object, _params: StopParams) {}
+
+    /// The container crashed, or a start failed.
+    async fn on_error(&self, _object: &Object, _error: &ObjectError) {}
+
+    /// `sleep_after` has passed with no request in flight. The default sleeps.
+    async fn on_activity_expired(&self, _object: &Object) -> Expiry {
+        Expiry::Sleep
+    }
+}
+
+/// Hooks that do nothing but the defaults.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}

@@ -1,0 +1,41 @@
+//! berth: self-hosted, on-demand containers addressed by name.
+//!
+//! Every request goes to an [`Object`] picked by name from a [`Namespace`]. There is one
+//! live object per name; it owns at most one container, starts it the first time a
+//! request needs it, waits until it is ready, proxies to it, and stops it after it has
+//! been idle for `sleep_after`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use berth::{App, ContainerClass, DockerRuntime, NoHooks, Store};
+//!
+//! # async fn demo(request: http::Request<berth::Body>) -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Arc::new(DockerRuntime::connect().await?);
+//! let app = App::new("hello", runtime, Store::open(".berth/state.db")?);
+//! let mut class = ContainerClass::new("MyContainer", "berth-dev/hello:latest");
+//! class.default_port = Some(8080);
+//! let namespace = app.namespace(class, Arc::new(NoHooks));
+//! let response = namespace.get_container(Some("container")).fetch(request).await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod container;
+pub mod hooks;
+pub mod namespace;
+pub mod object;
+pub mod proxy;
+mod readiness;
+pub mod runtime;
+pub mod state;
+
+pub use app::App;
+pub use container::{parse_duration, ContainerClass, InstanceType, State};
+pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams, StopReason};
+pub use namespace::{switch_port, IdError, Namespace, ObjectId, TARGET_PORT_HEADER};
+pub use object::{FetchError, Object, StartError, StartOptions, Storage};
+pub use proxy::{Body, BoxError};
+pub use runtime::docker::{DockerRuntime, Reach};
+pub use runtime::{ExitStatus, Runtime, RuntimeError, Signal};
+pub use state::Store;

@@ -1,0 +1,130 @@
+//! Knowing the moment a container can serve.
+//!
+//! The reference polls every 300 ms. berth tries TCP connects with a backoff that starts at
+//! 1 ms and is capped at 5 ms, so an opening port is seen within a few milliseconds; a
+//! refused connect to a local bridge address costs microseconds. Then, if the class has a
+//! ping endpoint, one HTTP request must get any answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::proxy::Client;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(5);
+const CONNECT_ATTEMPT: Duration = Duration::from_millis(500);
+const PROBE_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// Why a container did not become ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotReady {
+    /// The port was never reachable.
+    Port(u16),
+    /// The port opened but the ping endpoint never answered over HTTP.
+    Probe { port: u16, endpoint: String },
+}
+
+/// Waits until every port accepts a connection and the ping endpoint (if any) answers,
+/// or `deadline` passes.
+pub(crate) async fn wait_until_ready(
+    client: &Client,
+    addrs: &[(u16, SocketAddr)],
+    probe: Option<(u16, SocketAddr, &str)>,
+    deadline: Instant,
+) -> Result<(), NotReady> {
+    for (port, addr) in addrs {
+        retry(deadline, || async {
+            matches!(
+                timeout(CONNECT_ATTEMPT, TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            )
+        })
+        .await
+        .map_err(|()| NotReady::Port(*port))?;
+    }
+    if let Some((port, addr, endpoint)) = probe {
+        let (host, path) = split_endpoint(endpoint);
+        retry(deadline, || ping(client, addr, &host, &path))
+            .await
+            .map_err(|()| NotReady::Probe {
+                port,
+                endpoint: endpoint.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+async fn retry<F, Fut>(deadline: Instant, mut attempt: F) -> Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if attempt().await {
+            return Ok(());
+        }
+        if Instant::now() + backoff >= deadline {
+            return Err(());
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn ping(client: &Client, addr: SocketAddr, host: &str, path: &str) -> bool {
+    let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
+        return false;
+    };
+    let Ok(request) = Request::get(uri)
+        .header(http::header::HOST, host)
+        .body(Empty::<Bytes>::new().map_err(Into::into).boxed())
+    else {
+        return false;
+    };
+    match timeout(PROBE_ATTEMPT, client.request(request)).await {
+        Ok(Ok(response)) => {
+            // Read the answer to the end so the connection goes back to the pool.
+            let _ = timeout(PROBE_ATTEMPT, response.into_body().collect()).await;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `ping` → (`ping`, `/`); `localhost/health?x=1` → (`localhost`, `/health?x=1`).
+fn split_endpoint(endpoint: &str) -> (String, String) {
+    if endpoint.starts_with('/') {
+        return ("localhost".to_string(), endpoint.to_string());
+    }
+    let trimmed = endpoint.trim_start_matches("http://");
+    match trimmed.split_once('/') {
+        Some((host, path)) => (host.to_string(), format!("/{path}")),
+        None => (trimmed.to_string(), "/".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_endpoint;
+
+    #[test]
+    fn ping_endpoints_split_into_host_and_path() {
+        assert_eq!(split_endpoint("ping"), ("ping".into(), "/".into()));
+        assert_eq!(
+            split_endpoint("localhost/health?x=1"),
+            ("localhost".into(), "/health?x=1".into())
+        );
+        assert_eq!(split_endpoint("http://a/b"), ("a".into(), "/b".into()));
+        assert_eq!(
+            split_endpoint("/health"),
+            ("localhost".into(), "/health".into())
+        );
+    }
+}

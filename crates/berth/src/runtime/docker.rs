@@ -1,0 +1,396 @@
+//! The Docker Engine API (and Podman's compatible API), through `bollard`.
+//!
+//! Containers are reached on their bridge address by default: a published port goes
+//! through Docker's userland proxy, which costs more than half the throughput. Engines
+//! whose bridge this machine cannot reach (Docker Desktop) use [`Reach::Loopback`]: ports
+//! are published on 127.0.0.1 only, never on another address.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::OnceCell;
+
+use super::{ContainerInfo, ContainerSpec, Endpoint, ExitStatus, Runtime, RuntimeError, Signal};
+
+/// The network for containers with `enable_internet = false`: internal, so it has no route
+/// out, while this machine can still reach the containers on it.
+pub const INTERNAL_NETWORK: &str = "berth-internal";
+const DEFAULT_NETWORK: &str = "bridge";
+
+/// How berth reaches container ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reach {
+    /// The container's address on its bridge network (Linux engines).
+    #[default]
+    Bridge,
+    /// Ports published on 127.0.0.1 (engines in a VM, such as Docker Desktop).
+    Loopback,
+}
+
+/// A [`Runtime`] over the Docker Engine API.
+pub struct DockerRuntime {
+    docker: Docker,
+    host: String,
+    reach: Reach,
+    internal_network: OnceCell<()>,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine named by `DOCKER_HOST` (default: the local socket) and
+    /// agrees on an API version with it.
+    pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
+        let host = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let unreachable = |e: BollardError| RuntimeError::Unreachable {
+            host: host.clone(),
+            reason: e.to_string(),
+        };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(DockerRuntime {
+            docker,
+            host,
+            reach: Reach::default(),
+            internal_network: OnceCell::new(),
+        })
+    }
+
+    /// Chooses how container ports are reached.
+    pub fn with_reach(mut self, reach: Reach) -> DockerRuntime {
+        self.reach = reach;
+        self
+    }
+
+    /// The underlying client, for operations the trait does not cover (builds, for one).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn error(&self, operation: &'static str, target: &str, e: BollardError) -> RuntimeError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => {
+                if operation == "create a container from image" {
+                    RuntimeError::ImageMissing {
+                        image: target.to_string(),
+                    }
+                } else if message.contains("network") {
+                    RuntimeError::Engine {
+                        operation,
+                        target: target.to_string(),
+                        message,
+                    }
+                } else {
+                    RuntimeError::NotFound {
+                        container: target.to_string(),
+                    }
+                }
+            }
+            BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine {
+                operation,
+                target: target.to_string(),
+                message,
+            },
+            BollardError::JsonDataError { .. }
+            | BollardError::JsonSerdeError { .. }
+            | BollardError::APIVersionParseError {} => RuntimeError::Engine {
+                operation,
+                target: target.to_string(),
+                message: e.to_string(),
+            },
+            other => RuntimeError::Unreachable {
+                host: self.host.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    async fn ensure_internal_network(&self) -> Result<(), RuntimeError> {
+        self.internal_network
+            .get_or_try_init(|| async {
+                if self
+                    .docker
+                    .inspect_network(INTERNAL_NETWORK, None)
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                let request = NetworkCreateRequest {
+                    name: INTERNAL_NETWORK.to_string(),
+                    driver: Some("bridge".to_string()),
+                    internal: Some(true),
+                    labels: Some(HashMap::from([(
+                        "berth.network".to_string(),
+                        "internal".to_string(),
+                    )])),
+                    ..Default::default()
+                };
+                match self.docker.create_network(request).await {
+                    Ok(_) => Ok(()),
+                    // Another berth process created it meanwhile.
+                    Err(BollardError::DockerResponseServerError {
+                        status_code: 409, ..
+                    }) => Ok(()),
+                    Err(e) => Err(self.error("create network", INTERNAL_NETWORK, e)),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    fn endpoint(&self, info: &ContainerInspectResponse) -> Option<Endpoint> {
+        let settings = info.network_settings.as_ref()?;
+        match self.reach {
+            Reach::Bridge => {
+                let networks = settings.networks.as_ref()?;
+                let ip = [DEFAULT_NETWORK, INTERNAL_NETWORK]
+                    .iter()
+                    .filter_map(|name| networks.get(*name))
+                    .chain(networks.values())
+                    .filter_map(|n| n.ip_address.as_deref())
+                    .find_map(|ip| ip.parse::<IpAddr>().ok())?;
+                Some(Endpoint::Bridge(ip))
+            }
+            Reach::Loopback => {
+                let ports = settings.ports.as_ref()?;
+                let published = ports
+                    .iter()
+                    .filter_map(|(key, bindings)| {
+                        let port = key.strip_suffix("/tcp")?.parse::<u16>().ok()?;
+                        let host_port = bindings
+                            .as_ref()?
+                            .iter()
+                            .filter(|b| b.host_ip.as_deref() == Some("127.0.0.1"))
+                            .find_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())?;
+                        Some((
+                            port,
+                            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), host_port),
+                        ))
+                    })
+                    .collect();
+                Some(Endpoint::Published(published))
+            }
+        }
+    }
+
+    fn info(&self, info: ContainerInspectResponse) -> ContainerInfo {
+        let state = info.state.clone().unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        let endpoint = if running { self.endpoint(&info) } else { None };
+        let exited = matches!(
+            state.status,
+            Some(bollard::models::ContainerStateStatusEnum::EXITED)
+                | Some(bollard::models::ContainerStateStatusEnum::DEAD)
+        );
+        ContainerInfo {
+            id: info.id.unwrap_or_default(),
+            name: info
+                .name
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            labels: info
+                .config
+                .and_then(|c| c.labels)
+                .map(|l| l.into_iter().collect())
+                .unwrap_or_default(),
+            running,
+            exit: exited.then(|| ExitStatus {
+                code: state.exit_code.unwrap_or(-1),
+                oom_killed: state.oom_killed.unwrap_or(false),
+            }),
+            endpoint,
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let network = if spec.enable_internet {
+            DEFAULT_NETWORK
+        } else {
+            self.ensure_internal_network().await?;
+            INTERNAL_NETWORK
+        };
+        let port_keys: Vec<String> = spec.ports.iter().map(|p| format!("{p}/tcp")).collect();
+        let port_bindings = (self.reach == Reach::Loopback).then(|| {
+            port_keys
+                .iter()
+                .map(|key| {
+                    let binding = PortBinding {
+                        host_ip: Some("127.0.0.1".to_string()),
+                        host_port: Some(String::new()),
+                    };
+                    (key.clone(), Some(vec![binding]))
+                })
+                .collect()
+        });
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            entrypoint: spec.entrypoint.clone(),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: Some(port_keys),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.to_string()),
+                port_bindings,
+                nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
+                memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
+                // No swap beyond the memory limit, so the limit means what it says.
+                memory_swap: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.to_string(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| self.error("create a container from image", &spec.image, e))?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<Endpoint, RuntimeError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| self.error("start container", id, e))?;
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.error("inspect container", id, e))?;
+        // A container that exits at once has no address; its exit is reported by `wait`.
+        Ok(self.endpoint(&info).unwrap_or_else(Endpoint::unknown))
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        let options = KillContainerOptionsBuilder::new()
+            .signal(signal.as_str())
+            .build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 409: not running, so there is nothing to signal.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error("signal container", id, e)),
+        }
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        loop {
+            let mut stream = self.docker.wait_container(id, None);
+            let code = match stream.next().await {
+                Some(Ok(response)) => response.status_code,
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => code,
+                // The engine's request timeout, not the container: wait again.
+                Some(Err(BollardError::RequestTimeoutError)) => continue,
+                Some(Err(e)) => return Err(self.error("wait for container", id, e)),
+                None => {
+                    return Err(RuntimeError::Unreachable {
+                        host: self.host.clone(),
+                        reason: format!("the wait for container {id} ended without an answer"),
+                    })
+                }
+            };
+            let oom_killed = match self.docker.inspect_container(id, None).await {
+                Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
+                Err(_) => false,
+            };
+            return Ok(ExitStatus { code, oom_killed });
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            // 409: removal already in progress.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error("remove container", id, e)),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.error("inspect container", id, e))?;
+        Ok(self.info(info))
+    }
+
+    async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error("read the logs of container", id, e))?;
+            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+        }
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let label_filters: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let filters = HashMap::from([("label", label_filters)]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error("list containers", "with berth labels", e))?;
+        let mut found = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            match self.inspect(&id).await {
+                Ok(info) => found.push(info),
+                // Removed between the list and the inspect.
+                Err(RuntimeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+}

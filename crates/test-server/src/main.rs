@@ -1,0 +1,323 @@
+//! `berth-test-server`: a tiny HTTP/1.1 + WebSocket server baked into berth's
+//! `FROM scratch` test images.
+//!
+//! It runs as PID 1 inside a container, so it handles SIGTERM and SIGINT
+//! itself and exits 0 on them. Its endpoints let integration tests observe
+//! what the proxy in front of it did (headers, port, streaming bodies,
+//! WebSocket upgrades) and make the container misbehave on demand
+//! (slow start, slow answers, exit with a given code).
+//!
+//! Configuration (environment variables):
+//! - `PORT`: main port (default 8080), bound on 0.0.0.0.
+//! - `EXTRA_PORTS`: comma separated list of additional ports, same handler.
+//! - `STARTUP_DELAY_MS`: milliseconds to sleep before listening (default 0).
+//! - `MESSAGE`: text appended to the `/` greeting.
+//!
+//! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/echo`,
+//! `/headers`, `/port`, `/ws`; anything else is a 404.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+const GREETING: &str = "Hi, I'm a container and this is my message: ";
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("berth-test-server: {msg}");
+    std::process::exit(1);
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| fail(format_args!("invalid {name}={v:?}: {e}"))),
+        _ => default,
+    }
+}
+
+fn ports() -> Vec<u16> {
+    let mut ports = vec![env_parse("PORT", 8080u16)];
+    if let Ok(extra) = std::env::var("EXTRA_PORTS") {
+        for p in extra.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let port: u16 = p
+                .parse()
+                .unwrap_or_else(|e| fail(format_args!("invalid port {p:?} in EXTRA_PORTS: {e}")));
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    // Install the handlers first so that signals are honoured even during
+    // the startup delay.
+    let mut sigterm =
+        signal(SignalKind::terminate()).unwrap_or_else(|e| fail(format_args!("SIGTERM: {e}")));
+    let mut sigint =
+        signal(SignalKind::interrupt()).unwrap_or_else(|e| fail(format_args!("SIGINT: {e}")));
+
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+        _ = run() => {}
+    }
+    std::process::exit(0);
+}
+
+async fn run() {
+    let ports = ports();
+    let delay = env_parse("STARTUP_DELAY_MS", 0u64);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+
+    let mut listeners = Vec::with_capacity(ports.len());
+    for port in ports {
+        let addr = format!("0.0.0.0:{port}");
+        match TcpListener::bind(&addr).await {
+            Ok(l) => listeners.push((port, l)),
+            Err(e) => fail(format_args!("cannot bind {addr}: {e}")),
+        }
+        eprintln!("berth-test-server: listening on {addr}");
+    }
+
+    let tasks: Vec<_> = listeners
+        .into_iter()
+        .map(|(port, listener)| tokio::spawn(accept_loop(port, listener)))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn accept_loop(port: u16, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // E.g. EMFILE: back off a little instead of spinning.
+                eprintln!("berth-test-server: accept on port {port}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, port));
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let res = match path.as_str() {
+        "/" => {
+            let msg = std::env::var("MESSAGE").unwrap_or_default();
+            text(StatusCode::OK, format!("{GREETING}{msg}"))
+        }
+        "/env" => respond(StatusCode::OK, "application/json", env_json()),
+        "/ping" => text(StatusCode::OK, "pong"),
+        "/port" => text(StatusCode::OK, port.to_string()),
+        "/headers" => {
+            let mut out = String::new();
+            for (name, value) in req.headers() {
+                let _ = writeln!(
+                    out,
+                    "{}: {}",
+                    name,
+                    String::from_utf8_lossy(value.as_bytes())
+                );
+            }
+            text(StatusCode::OK, out)
+        }
+        // Stream the request body straight back: hyper pulls request frames
+        // only as fast as the response side consumes them.
+        "/echo" => {
+            let mut res = Response::new(req.into_body().boxed());
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            res
+        }
+        "/ws" => websocket(req),
+        p => {
+            if let Some(code) = p.strip_prefix("/exit/") {
+                match code.parse::<i32>() {
+                    // Exit without answering: the client sees the
+                    // connection drop.
+                    Ok(code) => std::process::exit(code),
+                    Err(_) => text(StatusCode::BAD_REQUEST, format!("bad exit code: {code}")),
+                }
+            } else if let Some(ms) = p.strip_prefix("/sleep/") {
+                match ms.parse::<u64>() {
+                    Ok(ms) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        text(StatusCode::OK, format!("slept {ms}"))
+                    }
+                    Err(_) => text(StatusCode::BAD_REQUEST, format!("bad duration: {ms}")),
+                }
+            } else {
+                text(StatusCode::NOT_FOUND, format!("not found: {p}"))
+            }
+        }
+    };
+    Ok(res)
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+    if !header_has_token(&req, header::UPGRADE, "websocket") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade request",
+        );
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "bad accept key");
+    };
+
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("berth-test-server: websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        // Ping is answered and Close is echoed by tungstenite itself; the
+        // stream ends once the closing handshake has been flushed.
+        while let Some(msg) = ws.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            match msg {
+                Message::Text(_) | Message::Binary(_) => {
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => {
+                    // Make sure the queued Close reply goes out.
+                    let _ = ws.flush().await;
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    });
+
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    res
+}
+
+/// The process environment as a JSON object, keys sorted.
+fn env_json() -> String {
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    vars.sort();
+    let mut out = String::from("{");
+    for (i, (k, v)) in vars.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_string(&mut out, k);
+        out.push(':');
+        json_string(&mut out, v);
+    }
+    out.push('}');
+    out
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
