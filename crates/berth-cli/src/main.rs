@@ -8,7 +8,13 @@ use clap::Parser;
 /// an object picked by name, which starts its container on first use, waits until it is
 /// ready, proxies to it, and stops it after it has been idle.
 #[derive(Parser)]
-#[command(name = "berth", version, about, long_about, arg_required_else_help = true)]
+#[command(
+    name = "berth",
+    version,
+    about,
+    long_about,
+    arg_required_else_help = true
+)]
 struct Cli {}
 
 fn main() {
