@@ -23,11 +23,14 @@
 pub mod app;
 pub mod container;
 pub mod hooks;
+pub mod manifest;
 pub mod namespace;
 pub mod object;
 pub mod proxy;
 mod readiness;
+pub mod router;
 pub mod runtime;
+pub mod server;
 pub mod state;
 
 pub use app::App;
@@ -36,6 +39,7 @@ pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams, StopReason};
 pub use namespace::{switch_port, IdError, Namespace, ObjectId, TARGET_PORT_HEADER};
 pub use object::{FetchError, Object, StartError, StartOptions, Storage};
 pub use proxy::{Body, BoxError};
+pub use router::{Env, Router, Worker};
 pub use runtime::docker::{DockerRuntime, Reach};
 pub use runtime::{ExitStatus, Runtime, RuntimeError, Signal};
 pub use state::Store;

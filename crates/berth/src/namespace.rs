@@ -236,7 +236,7 @@ pub fn switch_port<B>(request: &mut Request<B>, port: u16) {
         .insert(TARGET_PORT_HEADER, http::HeaderValue::from(port));
 }
 
-fn random_below(n: usize) -> usize {
+pub(crate) fn random_below(n: usize) -> usize {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
         // Not security-relevant: fall back to the clock.

@@ -1,0 +1,467 @@
+//! The router: the seeds' Worker. It picks, for each request, the binding and the object
+//! name that serve it, by the first route whose path matches.
+//!
+//! A route sends a request to a fixed name, to a name taken from the request (a path
+//! parameter, a header, a query parameter or a cookie), or across a pool of N objects
+//! named `instance-<k>` (random, round-robin, least-in-flight, or a consistent hash of a
+//! request key). Library users who want their own routing implement [`Worker`] instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::namespace::{random_below, Namespace};
+use crate::object::Object;
+use crate::proxy::{error_response, Body};
+
+/// A worker's bindings: binding name → the namespace of a container class.
+#[derive(Clone, Default)]
+pub struct Env {
+    bindings: BTreeMap<String, Namespace>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::default()
+    }
+
+    pub fn bind(&mut self, name: impl Into<String>, namespace: Namespace) {
+        self.bindings.insert(name.into(), namespace);
+    }
+
+    /// The namespace bound as `name`.
+    pub fn get(&self, name: &str) -> Option<&Namespace> {
+        self.bindings.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.bindings.keys().map(String::as_str)
+    }
+}
+
+/// Request handling in front of objects: the seeds' `export default { fetch }`.
+#[async_trait]
+pub trait Worker: Send + Sync + 'static {
+    async fn fetch(&self, request: Request<Incoming>, env: &Env) -> Response<Body>;
+}
+
+/// Where in a request a key (an object name, or a hash key) is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A `:param` of the route's path.
+    Path(String),
+    Header(String),
+    Query(String),
+    Cookie(String),
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Path(p) => write!(f, "path parameter :{p}"),
+            KeySource::Header(h) => write!(f, "header {h}"),
+            KeySource::Query(q) => write!(f, "query parameter {q}"),
+            KeySource::Cookie(c) => write!(f, "cookie {c}"),
+        }
+    }
+}
+
+/// How a pool route picks one of its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    Random,
+    RoundRobin,
+    /// The instance with the fewest requests in flight (the lowest index on a tie).
+    LeastInFlight,
+    /// A consistent hash of a request key: the same key always reaches the same
+    /// instance, and growing the pool moves only a share of the keys.
+    Hash(KeySource),
+}
+
+/// Which object a route sends a request to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instance {
+    /// Always the object with this name.
+    Fixed(String),
+    /// The object named by a part of the request.
+    From(KeySource),
+    /// One of `size` objects named `instance-0` … `instance-<size-1>`.
+    Pool { size: usize, strategy: Strategy },
+}
+
+/// A path pattern: literal segments, `:name` segments that capture one segment, and an
+/// optional final `*` that matches the rest (including nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    raw: String,
+    segments: Vec<Segment>,
+    rest: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+impl PathPattern {
+    pub fn parse(raw: &str) -> Result<PathPattern, String> {
+        let Some(body) = raw.strip_prefix('/') else {
+            return Err(format!("route path {raw:?} must start with /"));
+        };
+        let mut segments = Vec::new();
+        let mut rest = false;
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
+        for (i, part) in parts.iter().enumerate() {
+            if *part == "*" {
+                if i + 1 != parts.len() {
+                    return Err(format!(
+                        "route path {raw:?}: * may only be the last segment"
+                    ));
+                }
+                rest = true;
+            } else if let Some(name) = part.strip_prefix(':') {
+                if name.is_empty() {
+                    return Err(format!(
+                        "route path {raw:?}: a : segment needs a name, as in :user"
+                    ));
+                }
+                segments.push(Segment::Param(name.to_string()));
+            } else {
+                segments.push(Segment::Literal(part.to_string()));
+            }
+        }
+        Ok(PathPattern {
+            raw: raw.to_string(),
+            segments,
+            rest,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// Whether the pattern has a `:name` segment.
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(p) if p == name))
+    }
+
+    /// The captured parameters, if `path` matches.
+    pub fn matches<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
+        let body = path.strip_prefix('/')?;
+        let mut parts = body.split('/');
+        let mut captured = Vec::new();
+        for segment in &self.segments {
+            let part = parts.next()?;
+            match segment {
+                Segment::Literal(lit) if lit == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) if !part.is_empty() => captured.push((name.as_str(), part)),
+                Segment::Param(_) => return None,
+            }
+        }
+        let remaining: Vec<&str> = parts.collect();
+        let exhausted = remaining.is_empty() || remaining == [""];
+        (self.rest || exhausted).then_some(captured)
+    }
+}
+
+/// One route of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub path: PathPattern,
+    /// The binding (a name in the worker's `bindings`) whose namespace serves the route.
+    pub binding: String,
+    pub instance: Instance,
+}
+
+/// Why a router could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouterError {
+    #[error(
+        "route {path} uses binding {binding:?}, which the worker does not have; bindings: {known}"
+    )]
+    UnknownBinding {
+        path: String,
+        binding: String,
+        known: String,
+    },
+}
+
+struct Compiled {
+    route: Route,
+    namespace: Namespace,
+    next: AtomicUsize,
+}
+
+/// A [`Worker`] that follows a list of routes.
+pub struct Router {
+    routes: Vec<Compiled>,
+}
+
+/// Why a request matched no object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Miss {
+    /// No route matches the path.
+    NoRoute,
+    /// The route needs a key the request lacks.
+    MissingKey(KeySource),
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>, env: &Env) -> Result<Router, RouterError> {
+        let routes = routes
+            .into_iter()
+            .map(|route| {
+                let namespace = env.get(&route.binding).cloned().ok_or_else(|| {
+                    RouterError::UnknownBinding {
+                        path: route.path.as_str().to_string(),
+                        binding: route.binding.clone(),
+                        known: env.names().collect::<Vec<_>>().join(", "),
+                    }
+                })?;
+                Ok(Compiled {
+                    route,
+                    namespace,
+                    next: AtomicUsize::new(0),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Router { routes })
+    }
+
+    /// The object that serves `request`.
+    pub fn pick<B>(&self, request: &Request<B>) -> Result<Object, Miss> {
+        let path = request.uri().path();
+        for compiled in &self.routes {
+            let Some(params) = compiled.route.path.matches(path) else {
+                continue;
+            };
+            let key = |source: &KeySource| {
+                read_key(request, &params, source).ok_or_else(|| Miss::MissingKey(source.clone()))
+            };
+            let ns = &compiled.namespace;
+            return match &compiled.route.instance {
+                Instance::Fixed(name) => Ok(ns.get_by_name(name)),
+                Instance::From(source) => Ok(ns.get_by_name(&key(source)?)),
+                Instance::Pool { size, strategy } => {
+                    let size = (*size).max(1);
+                    let k = match strategy {
+                        Strategy::Random => random_below(size),
+                        Strategy::RoundRobin => {
+                            compiled.next.fetch_add(1, Ordering::Relaxed) % size
+                        }
+                        Strategy::LeastInFlight => least_in_flight(ns, size, &compiled.next),
+                        Strategy::Hash(source) => jump_hash(fnv1a(key(source)?.as_bytes()), size),
+                    };
+                    Ok(ns.get_by_name(&pool_name(k)))
+                }
+            };
+        }
+        Err(Miss::NoRoute)
+    }
+
+    /// The answer for a request that matched no object.
+    pub fn miss_response(&self, miss: &Miss) -> Response<Body> {
+        match miss {
+            Miss::NoRoute => {
+                let routes: Vec<&str> = self.routes.iter().map(|c| c.route.path.as_str()).collect();
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    "no-route",
+                    &format!("no route matches this path; routes: {}", routes.join(", ")),
+                )
+            }
+            Miss::MissingKey(source) => error_response(
+                StatusCode::BAD_REQUEST,
+                "missing-key",
+                &format!("this route picks its instance by {source}, which the request lacks"),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for Router {
+    async fn fetch(&self, request: Request<Incoming>, _env: &Env) -> Response<Body> {
+        match self.pick(&request) {
+            Ok(object) => object.fetch(request).await,
+            Err(miss) => self.miss_response(&miss),
+        }
+    }
+}
+
+/// The name of the `k`-th pool instance, as the reference's `getRandom` names them.
+pub fn pool_name(k: usize) -> String {
+    format!("instance-{k}")
+}
+
+fn least_in_flight(ns: &Namespace, size: usize, next: &AtomicUsize) -> usize {
+    // Start the scan at a rotating index so ties spread out.
+    let start = next.fetch_add(1, Ordering::Relaxed) % size;
+    (0..size)
+        .map(|i| (start + i) % size)
+        .min_by_key(|k| ns.get_by_name(&pool_name(*k)).in_flight())
+        .unwrap_or(0)
+}
+
+fn read_key<B>(
+    request: &Request<B>,
+    params: &[(&str, &str)],
+    source: &KeySource,
+) -> Option<String> {
+    let value = match source {
+        KeySource::Path(name) => params
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, v)| percent_decode(v)),
+        KeySource::Header(name) => request
+            .headers()
+            .get(name.as_str())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        KeySource::Query(name) => request.uri().query().and_then(|q| {
+            q.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k) == *name).then(|| percent_decode(v))
+            })
+        }),
+        KeySource::Cookie(name) => request
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| percent_decode(v))
+            }),
+    }?;
+    (!value.is_empty()).then_some(value)
+}
+
+/// Decodes `%XX` escapes (and `+` in queries is left alone: it is a literal plus in paths).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(byte) = text
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Lamping and Veach's jump consistent hash: `key` → a bucket in `0..buckets`.
+fn jump_hash(mut key: u64, buckets: usize) -> usize {
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < buckets as i64 {
+        b = j;
+        key = key.wrapping_mul(2862933555777941757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_literals_params_and_rest() {
+        let p = PathPattern::parse("/users/:user/*").expect("pattern");
+        assert_eq!(p.matches("/users/bob/x/y"), Some(vec![("user", "bob")]));
+        assert_eq!(p.matches("/users/bob"), Some(vec![("user", "bob")]));
+        assert_eq!(p.matches("/users/"), None);
+        assert_eq!(p.matches("/other/bob"), None);
+        let all = PathPattern::parse("/*").expect("pattern");
+        assert_eq!(all.matches("/"), Some(vec![]));
+        assert_eq!(all.matches("/a/b"), Some(vec![]));
+        let exact = PathPattern::parse("/health").expect("pattern");
+        assert!(exact.matches("/health").is_some());
+        assert!(exact.matches("/health/").is_some());
+        assert!(exact.matches("/health/x").is_none());
+        assert!(PathPattern::parse("users").is_err());
+        assert!(PathPattern::parse("/a/*/b").is_err());
+        assert!(PathPattern::parse("/a/:").is_err());
+    }
+
+    #[test]
+    fn keys_come_from_each_part_of_the_request() {
+        let request = Request::get("/u/al%20ice?user=bob&x=1")
+            .header("x-user", "carol")
+            .header("cookie", "a=1; session=dave")
+            .body(())
+            .expect("request");
+        let params = [("user", "al%20ice")];
+        let read = |s| read_key(&request, &params, &s);
+        assert_eq!(
+            read(KeySource::Path("user".into())).as_deref(),
+            Some("al ice")
+        );
+        assert_eq!(
+            read(KeySource::Query("user".into())).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            read(KeySource::Header("x-user".into())).as_deref(),
+            Some("carol")
+        );
+        assert_eq!(
+            read(KeySource::Cookie("session".into())).as_deref(),
+            Some("dave")
+        );
+        assert_eq!(read(KeySource::Header("x-none".into())), None);
+    }
+
+    #[test]
+    fn the_consistent_hash_is_stable_and_moves_few_keys_when_the_pool_grows() {
+        let keys: Vec<u64> = (0..10_000u64).map(|k| fnv1a(&k.to_le_bytes())).collect();
+        let at = |n| keys.iter().map(|k| jump_hash(*k, n)).collect::<Vec<_>>();
+        let (five, six) = (at(5), at(6));
+        assert!(five.iter().all(|b| *b < 5));
+        let moved = five.iter().zip(&six).filter(|(a, b)| a != b).count();
+        // Ideally 1/6 of the keys move; allow some slack.
+        assert!(moved < 2_200, "{moved} of 10000 keys moved");
+        assert_eq!(at(5), five, "stable");
+        let mut counts = [0usize; 5];
+        five.iter().for_each(|b| counts[*b] += 1);
+        assert!(counts.iter().all(|c| *c > 1_500), "{counts:?}");
+    }
+
+    #[test]
+    fn percent_decoding_handles_escapes_and_leaves_bad_ones() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%+f"), "%+f");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+    }
+}
