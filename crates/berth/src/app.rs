@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 use crate::container::ContainerClass;
+use crate::event::Event;
 use crate::hooks::{Hooks, StopReason};
 use crate::namespace::Namespace;
 use crate::object::{AppContext, Class};
 use crate::proxy;
-use crate::runtime::{labels, Runtime, RuntimeError, Signal};
+use crate::runtime::{labels, Runtime, RuntimeError};
 use crate::state::Store;
 
 /// A berth app. Cheap to clone; clones share everything.
@@ -34,6 +35,7 @@ impl App {
                 runtime,
                 store: Arc::new(store),
                 client: proxy::client(),
+                events: tokio::sync::broadcast::channel(1024).0,
             }),
             namespaces: Arc::new(Mutex::new(Vec::new())),
         }
@@ -56,11 +58,17 @@ impl App {
         &self.context.runtime
     }
 
+    /// Lifecycle events of every object of the app, from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.context.events.subscribe()
+    }
+
     /// The namespace of `class`, whose objects run its containers and call `hooks`.
     pub fn namespace(&self, class: ContainerClass, hooks: Arc<dyn Hooks>) -> Namespace {
         let namespace = Namespace::new(Arc::new(Class {
             namespace_key: format!("{}/{}", self.context.name, class.name),
             limit: Arc::new(Semaphore::new(class.max_instances)),
+            image: std::sync::RwLock::new(class.image.clone()),
             options: class,
             app: self.context.clone(),
             hooks,
@@ -77,23 +85,10 @@ impl App {
     /// class's grace period), calls their `on_stop`, then removes anything still labelled
     /// with this session. Returns how many containers were stopped or removed.
     pub async fn shutdown(&self) -> Result<usize, RuntimeError> {
-        let objects: Vec<_> = self
-            .lock()
-            .iter()
-            .flat_map(Namespace::objects)
-            .filter(|o| o.state().is_active())
-            .collect();
-        let stopped = objects.len();
-        let results = futures_util::future::join_all(
-            objects
-                .iter()
-                .map(|o| o.stop_with(StopReason::Shutdown, Signal::Term)),
-        )
-        .await;
-        for (object, result) in objects.iter().zip(results) {
-            if let Err(e) = result {
-                tracing::warn!(object = %object.describe(), "stop failed at shutdown: {e}");
-            }
+        let namespaces = self.lock().clone();
+        let mut stopped = 0;
+        for namespace in namespaces {
+            stopped += namespace.stop_all(StopReason::Shutdown).await;
         }
         let swept = self
             .remove_containers(&[
@@ -118,6 +113,9 @@ impl App {
                 continue;
             }
             self.context.runtime.remove(&info.id).await?;
+            if let Err(e) = self.context.store.forget_container(&info.id) {
+                tracing::warn!("{e}");
+            }
             removed += 1;
         }
         Ok(removed)

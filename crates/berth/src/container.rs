@@ -51,7 +51,8 @@ impl State {
         })
     }
 
-    pub(crate) fn exit_code(&self) -> Option<i64> {
+    /// The exit code of `StoppedWithCode`.
+    pub fn exit_code(&self) -> Option<i64> {
         match self {
             State::StoppedWithCode(code) => Some(*code),
             _ => None,

@@ -26,6 +26,8 @@ pub enum StopReason {
     StartFailed,
     /// The app shut down.
     Shutdown,
+    /// A new image replaced it.
+    Replaced,
 }
 
 impl fmt::Display for StopReason {
@@ -37,6 +39,7 @@ impl fmt::Display for StopReason {
             StopReason::Destroyed => "destroyed",
             StopReason::StartFailed => "start failed",
             StopReason::Shutdown => "shutdown",
+            StopReason::Replaced => "replaced by a new image",
         })
     }
 }

@@ -21,7 +21,10 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod build;
 pub mod container;
+pub mod dev;
+pub mod event;
 pub mod hooks;
 pub mod manifest;
 pub mod namespace;
@@ -35,6 +38,7 @@ pub mod state;
 
 pub use app::App;
 pub use container::{parse_duration, ContainerClass, InstanceType, State};
+pub use event::{Event, EventKind};
 pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams, StopReason};
 pub use namespace::{switch_port, IdError, Namespace, ObjectId, TARGET_PORT_HEADER};
 pub use object::{FetchError, Object, StartError, StartOptions, Storage};

@@ -20,7 +20,9 @@ use hmac::{Hmac, Mac};
 use http::Request;
 use sha2::{Digest, Sha256};
 
+use crate::hooks::StopReason;
 use crate::object::{Class, Object};
+use crate::runtime::Signal;
 
 /// The header that [`switch_port`] sets to make `fetch` use another container port.
 pub const TARGET_PORT_HEADER: &str = "berth-container-target-port";
@@ -206,6 +208,46 @@ impl Namespace {
     pub fn get_random(&self, instances: usize) -> Object {
         let k = random_below(instances.max(1));
         self.get_by_name(&format!("instance-{k}"))
+    }
+
+    /// Makes new containers of the class run `image` (after a rebuild).
+    pub fn set_image(&self, image: &str) {
+        *self
+            .inner
+            .class
+            .image
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = image.to_string();
+    }
+
+    /// The image new containers of the class run.
+    pub fn image(&self) -> String {
+        self.inner
+            .class
+            .image
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops every running container of the namespace (SIGTERM, then SIGKILL after the
+    /// grace period), all at once. Returns how many were running.
+    pub async fn stop_all(&self, reason: StopReason) -> usize {
+        let objects: Vec<Object> = self
+            .objects()
+            .into_iter()
+            .filter(|o| o.state().is_active())
+            .collect();
+        let results = futures_util::future::join_all(
+            objects.iter().map(|o| o.stop_with(reason, Signal::Term)),
+        )
+        .await;
+        for (object, result) in objects.iter().zip(results) {
+            if let Err(e) = result {
+                tracing::warn!(object = %object.describe(), "stop failed: {e}");
+            }
+        }
+        objects.len()
     }
 
     /// The objects that are live in this process.

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::container::{ContainerClass, State};
+use crate::event::{Event, EventKind};
 use crate::hooks::{Expiry, Hooks, ObjectError, StopParams, StopReason};
 use crate::namespace::{ObjectId, TARGET_PORT_HEADER};
 use crate::proxy::{self, Body, BoxError, Client, ProxyFailure};
@@ -40,11 +41,14 @@ pub(crate) struct AppContext {
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) store: Arc<Store>,
     pub(crate) client: Client,
+    pub(crate) events: tokio::sync::broadcast::Sender<Event>,
 }
 
 /// What the objects of one class share.
 pub(crate) struct Class {
     pub(crate) options: ContainerClass,
+    /// The image new containers run; a rebuild replaces it.
+    pub(crate) image: std::sync::RwLock<String>,
     pub(crate) namespace_key: String,
     pub(crate) app: Arc<AppContext>,
     pub(crate) hooks: Arc<dyn Hooks>,
@@ -360,6 +364,21 @@ impl Object {
         }
     }
 
+    fn emit(&self, container_id: &str, kind: EventKind) {
+        let event = Event {
+            class: self.class_name().to_string(),
+            object: match self.name() {
+                Some(name) => format!("{:?}", truncate(name, 80)),
+                None => self.inner.id.short(),
+            },
+            container_id: container_id.to_string(),
+            kind,
+        };
+        tracing::debug!("{event}");
+        // Nobody listening is fine.
+        let _ = self.inner.class.app.events.send(event);
+    }
+
     /// The container's lifecycle state.
     pub fn state(&self) -> State {
         self.live().state
@@ -596,7 +615,12 @@ impl Object {
             .store(number, Ordering::Release);
         if let Err(error) = &result {
             attempts.last_failure = Some((number, error.clone()));
-            tracing::warn!(class = %self.class_name(), object = %self.describe(), "start failed: {error}");
+            self.emit(
+                "",
+                EventKind::Error {
+                    message: error.to_string(),
+                },
+            );
             // A container that exited while starting was already reported by its monitor.
             if !matches!(**error, StartError::ExitedWhileStarting { .. }) {
                 let object = self.clone();
@@ -696,7 +720,11 @@ impl Object {
                 self.inner.id.short(),
                 random_suffix()
             ),
-            image: opts.image.clone(),
+            image: class
+                .image
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             env,
             entrypoint,
             labels: container_labels,
@@ -753,12 +781,12 @@ impl Object {
                 });
             }
         };
-        tracing::info!(
-            class = %self.class_name(),
-            object = %self.describe(),
-            container = %spec.name,
-            "started in {} ms",
-            began.elapsed().as_millis()
+        self.emit(
+            &container_id,
+            EventKind::Started {
+                container_name: spec.name.clone(),
+                elapsed: began.elapsed(),
+            },
         );
         Ok(self.adopt(container_id, endpoint, began, permit))
     }
@@ -805,7 +833,7 @@ impl Object {
                     && info.endpoint.is_some() =>
             {
                 if let Ok(permit) = self.inner.class.limit.clone().try_acquire_owned() {
-                    tracing::info!(object = %self.describe(), "re-adopted container {container_id}");
+                    self.emit(&container_id, EventKind::Adopted);
                     let endpoint = info.endpoint.unwrap_or_else(Endpoint::unknown);
                     return Some(self.adopt(container_id, endpoint, Instant::now(), permit));
                 }
@@ -883,11 +911,11 @@ impl Object {
                 self.persist();
                 instance.healthy.notify_one();
                 instance.wake.notify_one();
-                tracing::info!(
-                    class = %self.class_name(),
-                    object = %self.describe(),
-                    "healthy after {} ms",
-                    instance.started_at.elapsed().as_millis()
+                self.emit(
+                    &instance.container_id,
+                    EventKind::Healthy {
+                        elapsed: instance.started_at.elapsed(),
+                    },
                 );
                 Ok(())
             }
@@ -966,11 +994,11 @@ impl Object {
             live.state = State::Stopping;
         }
         self.persist();
-        tracing::info!(
-            class = %self.class_name(),
-            object = %self.describe(),
-            "sleeping after {:?} idle",
-            self.options().sleep_after
+        self.emit(
+            &instance.container_id,
+            EventKind::Sleeping {
+                idle: self.options().sleep_after,
+            },
         );
         if let Err(e) = self
             .runtime()
@@ -1057,13 +1085,14 @@ impl Object {
             }
         }
         self.persist();
-        tracing::info!(
-            class = %self.class_name(),
-            object = %self.describe(),
-            "stopped ({reason}, exit code {}{}) after {} ms",
-            status.code,
-            if status.oom_killed { ", killed for lack of memory" } else { "" },
-            instance.started_at.elapsed().as_millis()
+        self.emit(
+            &instance.container_id,
+            EventKind::Stopped {
+                exit_code: status.code,
+                reason,
+                oom_killed: status.oom_killed,
+                uptime: instance.started_at.elapsed(),
+            },
         );
         let exit = Exit {
             status,
@@ -1077,7 +1106,12 @@ impl Object {
                 status,
                 logs: exit.logs,
             };
-            tracing::warn!(class = %self.class_name(), object = %self.describe(), "{error}");
+            self.emit(
+                &instance.container_id,
+                EventKind::Error {
+                    message: error.to_string(),
+                },
+            );
             hooks.on_error(self, &error).await;
         }
         hooks

@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS storage (
 );
 ";
 
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -143,6 +144,19 @@ impl Store {
                     record.started_at_ms,
                     record.updated_at_ms,
                 ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records that a container is gone (removed outside any object's lifecycle).
+    pub fn forget_container(&self, container_id: &str) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE objects SET state = 'stopped', exit_code = NULL, container_id = NULL,
+                   started_at_ms = NULL, updated_at_ms = ?2
+                 WHERE container_id = ?1",
+                params![container_id, now_ms()],
             )
             .map(drop)
         })

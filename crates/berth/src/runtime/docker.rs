@@ -369,6 +369,34 @@ impl Runtime for DockerRuntime {
         Ok(text.lines().map(str::to_string).collect())
     }
 
+    async fn follow_logs(
+        &self,
+        id: &str,
+        lines: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), RuntimeError> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut partial = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error("follow the logs of container", id, e))?;
+            partial.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                if lines.send(line.trim_end().to_string()).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if !partial.is_empty() {
+            let _ = lines.send(partial).await;
+        }
+        Ok(())
+    }
+
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let label_filters: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let filters = HashMap::from([("label", label_filters)]);

@@ -170,6 +170,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
     /// The last `lines` lines the container wrote to stdout and stderr.
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError>;
+    /// Sends each line the container writes (stdout and stderr, from its start) to
+    /// `lines` until the container stops or the receiver is dropped.
+    async fn follow_logs(
+        &self,
+        id: &str,
+        lines: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), RuntimeError>;
     /// Every container (running or not) that carries all of these labels.
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError>;
 

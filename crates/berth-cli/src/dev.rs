@@ -1,0 +1,178 @@
+//! `berth dev`: serve the app until Ctrl-C, then leave nothing running.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use berth::dev::Session;
+use berth::runtime::{labels, Runtime};
+use berth::EventKind;
+use tokio::io::AsyncBufReadExt;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// How long requests in flight may take to finish once shutdown starts.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
+    let mut progress = |line: &str| eprintln!("{} {line}", clock());
+    let session = Session::open(dir, &mut progress).await?;
+    let session = Arc::new(session);
+    show_events(&session);
+
+    let mut listeners = Vec::new();
+    for (i, handle) in session.workers().iter().enumerate() {
+        let port = if port == 0 {
+            0
+        } else {
+            port.saturating_add(i as u16)
+        };
+        let addr = SocketAddr::new(host, port);
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                session.shutdown().await.ok();
+                anyhow::bail!("cannot listen on {addr}: {e}; pick another port with --port");
+            }
+        };
+        listeners.push((handle, listener));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    for (handle, listener) in listeners {
+        let addr = listener.local_addr().context("the router's address")?;
+        let worker_note = if session.workers().len() > 1 {
+            format!(" (worker {})", handle.name)
+        } else {
+            String::new()
+        };
+        println!("Ready on http://{addr}{worker_note}");
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(berth::server::serve(
+            listener,
+            handle.worker.clone(),
+            handle.env.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+            DRAIN,
+        )));
+    }
+    if servers.is_empty() {
+        eprintln!("{} berth.toml has no workers, so nothing is served; add [workers.NAME] with bindings and routes", clock());
+    }
+    eprintln!("{} type r and Enter to rebuild; Ctrl-C to stop", clock());
+
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) if line.trim() == "r" => {
+                    let mut progress = |line: &str| eprintln!("{} {line}", clock());
+                    match session.rebuild(&mut progress).await {
+                        Ok(0) => eprintln!("{} rebuilt; no running container needed replacing", clock()),
+                        Ok(n) => eprintln!("{} rebuilt; replaced {n} running container(s)", clock()),
+                        Err(e) => eprintln!("{} rebuild failed: {e}", clock()),
+                    }
+                }
+                Ok(Some(_)) => {}
+                _ => stdin_open = false,
+            },
+        }
+    }
+
+    eprintln!(
+        "{} shutting down: finishing requests in flight, then stopping containers",
+        clock()
+    );
+    // A second Ctrl-C removes everything at once.
+    let force_session = session.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        eprintln!("{} forced: removing containers now", clock());
+        let runtime = force_session.runtime();
+        let app = force_session.app.name().to_string();
+        let sessions = force_session.app.session().to_string();
+        if let Ok(found) = runtime
+            .list(&[(labels::APP, &app), (labels::SESSION, &sessions)])
+            .await
+        {
+            for info in found {
+                let _ = runtime.remove(&info.id).await;
+            }
+        }
+        std::process::exit(130);
+    });
+    let _ = stop_tx.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
+    let stopped = session
+        .shutdown()
+        .await
+        .context("stopping the containers")?;
+    eprintln!(
+        "{} stopped and removed {stopped} container(s); bye",
+        clock()
+    );
+    Ok(())
+}
+
+/// Prints each lifecycle event as one line, and each container's logs prefixed with its
+/// class and instance name.
+fn show_events(session: &Arc<Session>) {
+    let mut events = session.app.events();
+    let runtime: Arc<dyn Runtime> = session.app.runtime().clone();
+    tokio::spawn(async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("{} ({n} events not shown)", clock());
+                    continue;
+                }
+                Err(_) => return,
+            };
+            eprintln!("{} {event}", clock());
+            if matches!(event.kind, EventKind::Started { .. } | EventKind::Adopted) {
+                let runtime = runtime.clone();
+                let prefix = format!("{} {}", event.class, event.object);
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+                let id = event.container_id.clone();
+                tokio::spawn(async move {
+                    let _ = runtime.follow_logs(&id, tx).await;
+                });
+                tokio::spawn(async move {
+                    while let Some(line) = rx.recv().await {
+                        eprintln!("{} {prefix} | {line}", clock());
+                    }
+                });
+            }
+        }
+    });
+}
+
+/// `HH:MM:SS` in UTC.
+pub fn clock() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}

@@ -1,0 +1,493 @@
+//! Images from Dockerfiles, through the Engine API.
+//!
+//! The context is read once: honouring `.dockerignore`, its files are hashed (with the
+//! Dockerfile path, the build args and the target) and sent as a tar. The hash is the
+//! default tag and is stored as a label on the image, so an unchanged context skips the
+//! build and a changed one rebuilds, whatever the tag.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::BuildSpec;
+use crate::runtime::docker::DockerRuntime;
+
+/// The label on built images that records the hash of their inputs.
+pub const CONTENT_HASH_LABEL: &str = "berth.content-hash";
+/// The prefix of images built for `berth dev`; they are never pushed.
+pub const DEV_PREFIX: &str = "berth-dev";
+
+/// Why an image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("build.command `{command}` for {image} failed ({status}); fix it, or run it by hand in {dir}")]
+    Command {
+        image: String,
+        command: String,
+        dir: PathBuf,
+        status: String,
+    },
+    #[error("cannot read the build context {path}: {reason}")]
+    Context { path: PathBuf, reason: String },
+    #[error(
+        "the Dockerfile {path} does not exist; set build.dockerfile (relative to build.context)"
+    )]
+    NoDockerfile { path: PathBuf },
+    #[error("building {image} failed{}: {message}\n{}", .step.as_ref().map(|s| format!(" at {s}")).unwrap_or_default(), .output.join("\n"))]
+    Failed {
+        image: String,
+        step: Option<String>,
+        message: String,
+        /// The last lines the build printed.
+        output: Vec<String>,
+    },
+    #[error("cannot reach the Docker Engine to build {image}: {reason}; start Docker or set DOCKER_HOST")]
+    Engine { image: String, reason: String },
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// `berth-dev/<name>:<tag>`.
+    pub image: String,
+    pub content_hash: String,
+    /// The image was already there with the same inputs, so nothing was built.
+    pub up_to_date: bool,
+}
+
+/// A file of the build context.
+struct Entry {
+    path: String,
+    kind: EntryKind,
+}
+
+enum EntryKind {
+    File { data: Vec<u8>, executable: bool },
+    Dir,
+    Symlink(PathBuf),
+}
+
+/// Runs `build.command` (in `manifest_dir`), then builds the image unless an image with
+/// the same inputs exists. Each line of output goes to `progress`.
+pub async fn build(
+    runtime: &DockerRuntime,
+    spec: &BuildSpec,
+    manifest_dir: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Built, BuildError> {
+    let image_name = format!("{DEV_PREFIX}/{}", spec.name);
+    if let Some(command) = &spec.command {
+        progress(&format!("running {command}"));
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(manifest_dir)
+            .status()
+            .await;
+        let failure = match status {
+            Ok(s) if s.success() => None,
+            Ok(s) => Some(s.to_string()),
+            Err(e) => Some(format!("could not run sh: {e}")),
+        };
+        if let Some(status) = failure {
+            return Err(BuildError::Command {
+                image: image_name,
+                command: command.clone(),
+                dir: manifest_dir.to_path_buf(),
+                status,
+            });
+        }
+    }
+
+    let context = spec.context.clone();
+    let dockerfile = spec.dockerfile.clone();
+    let entries = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile))
+        .await
+        .map_err(|e| BuildError::Context {
+            path: spec.context.clone(),
+            reason: e.to_string(),
+        })??;
+    let hash = content_hash(&entries, spec);
+    let tag = spec.tag.clone().unwrap_or_else(|| hash[..12].to_string());
+    let image = format!("{image_name}:{tag}");
+    let docker = runtime.docker();
+
+    if let Ok(existing) = docker.inspect_image(&image).await {
+        let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
+        if labels.get(CONTENT_HASH_LABEL) == Some(&hash) {
+            progress(&format!("{image} is up to date"));
+            return Ok(Built {
+                image,
+                content_hash: hash,
+                up_to_date: true,
+            });
+        }
+    }
+
+    progress(&format!("building {image} from {}", spec.context.display()));
+    let archive = tar_of(&entries).map_err(|e| BuildError::Context {
+        path: spec.context.clone(),
+        reason: e.to_string(),
+    })?;
+    let labels = HashMap::from([(CONTENT_HASH_LABEL, hash.as_str())]);
+    let args: HashMap<&str, &str> = spec
+        .args
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut options = BuildImageOptionsBuilder::new()
+        .dockerfile(&spec.dockerfile)
+        .t(&image)
+        .rm(true)
+        .forcerm(true)
+        .labels(&labels)
+        .buildargs(&args);
+    if let Some(target) = &spec.target {
+        options = options.target(target);
+    }
+    let mut stream = docker.build_image(
+        options.build(),
+        None,
+        Some(bollard::body_full(archive.into())),
+    );
+    let mut step = None;
+    let mut output: Vec<String> = Vec::new();
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+            | Err(bollard::errors::Error::DockerStreamError { error: message }) => {
+                return Err(BuildError::Failed {
+                    image,
+                    step,
+                    message,
+                    output,
+                })
+            }
+            Err(e) => {
+                return Err(BuildError::Engine {
+                    image,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+            for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                if line.starts_with("Step ") || line.starts_with("#") {
+                    step = Some(line.to_string());
+                }
+                progress(line);
+                output.push(line.to_string());
+                if output.len() > 20 {
+                    output.remove(0);
+                }
+            }
+        }
+        if let Some(detail) = info.error_detail {
+            return Err(BuildError::Failed {
+                image,
+                step,
+                message: detail.message.unwrap_or_else(|| "the build failed".into()),
+                output,
+            });
+        }
+    }
+    progress(&format!("built {image}"));
+    Ok(Built {
+        image,
+        content_hash: hash,
+        up_to_date: false,
+    })
+}
+
+fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    field(b"berth-build-v1");
+    field(spec.dockerfile.as_bytes());
+    field(spec.target.as_deref().unwrap_or("").as_bytes());
+    for (k, v) in &spec.args {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    for entry in entries {
+        field(entry.path.as_bytes());
+        match &entry.kind {
+            EntryKind::File { data, executable } => {
+                field(if *executable { b"x" } else { b"f" });
+                field(data);
+            }
+            EntryKind::Dir => field(b"d"),
+            EntryKind::Symlink(target) => {
+                field(b"l");
+                field(target.to_string_lossy().as_bytes());
+            }
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tar_of(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        match &entry.kind {
+            EntryKind::File { data, executable } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(data.len() as u64);
+                header.set_mode(if *executable { 0o755 } else { 0o644 });
+                archive.append_data(&mut header, &entry.path, data.as_slice())?;
+            }
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                header.set_mode(0o755);
+                archive.append_data(&mut header, &entry.path, std::io::empty())?;
+            }
+            EntryKind::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                archive.append_link(&mut header, &entry.path, target)?;
+            }
+        }
+    }
+    archive.into_inner()
+}
+
+/// Reads the files of the context that `.dockerignore` keeps, in a stable order.
+fn read_context(context: &Path, dockerfile: &str) -> Result<Vec<Entry>, BuildError> {
+    let err = |path: &Path, e: std::io::Error| BuildError::Context {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let dockerfile_path = context.join(dockerfile);
+    if !dockerfile_path.is_file() {
+        return Err(BuildError::NoDockerfile {
+            path: dockerfile_path,
+        });
+    }
+    let ignore = match std::fs::read_to_string(context.join(".dockerignore")) {
+        Ok(text) => Ignore::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ignore::default(),
+        Err(e) => return Err(err(&context.join(".dockerignore"), e)),
+    };
+    let always = [normalise(dockerfile), ".dockerignore".to_string()];
+    let mut entries = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(relative) = stack.pop() {
+        let dir = context.join(&relative);
+        let mut children: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| err(&dir, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(&dir, e))?;
+        children.sort_by_key(|c| c.file_name());
+        for child in children {
+            let rel = relative.join(child.file_name());
+            let rel_str = rel.to_string_lossy().replace('\\', "/");
+            // berth's own state lives in the app folder and changes all the time.
+            if rel_str == ".berth" {
+                continue;
+            }
+            let excluded = ignore.excludes(&rel_str) && !always.contains(&rel_str);
+            let file_type = child.file_type().map_err(|e| err(&child.path(), e))?;
+            if file_type.is_dir() {
+                if excluded && !ignore.has_exceptions() {
+                    continue;
+                }
+                if !excluded {
+                    entries.push(Entry {
+                        path: rel_str,
+                        kind: EntryKind::Dir,
+                    });
+                }
+                stack.push(rel);
+            } else if !excluded {
+                let kind = if file_type.is_symlink() {
+                    EntryKind::Symlink(
+                        std::fs::read_link(child.path()).map_err(|e| err(&child.path(), e))?,
+                    )
+                } else {
+                    use std::os::unix::fs::PermissionsExt;
+                    let meta = child.metadata().map_err(|e| err(&child.path(), e))?;
+                    EntryKind::File {
+                        data: std::fs::read(child.path()).map_err(|e| err(&child.path(), e))?,
+                        executable: meta.permissions().mode() & 0o111 != 0,
+                    }
+                };
+                entries.push(Entry {
+                    path: rel_str,
+                    kind,
+                });
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+fn normalise(path: &str) -> String {
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `.dockerignore` rules: glob patterns (`*`, `?`, `[…]`, `**`), `!` exceptions, the last
+/// matching rule wins, and a rule that matches a folder covers everything in it.
+#[derive(Default)]
+struct Ignore {
+    rules: Vec<(bool, Vec<String>)>,
+}
+
+impl Ignore {
+    fn parse(text: &str) -> Ignore {
+        let rules = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (exception, pattern) = match l.strip_prefix('!') {
+                    Some(p) => (true, p.trim()),
+                    None => (false, l),
+                };
+                let segments = normalise(pattern).split('/').map(str::to_string).collect();
+                (exception, segments)
+            })
+            .collect();
+        Ignore { rules }
+    }
+
+    fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|(exception, _)| *exception)
+    }
+
+    fn excludes(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut excluded = false;
+        for (exception, pattern) in &self.rules {
+            // The path itself, or any folder above it.
+            let matched = (1..=parts.len()).any(|n| match_segments(pattern, &parts[..n]));
+            if matched {
+                excluded = !exception;
+            }
+        }
+        excluded
+    }
+}
+
+fn match_segments(pattern: &[String], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((segment, path_rest)) => {
+                glob(first.as_bytes(), segment.as_bytes()) && match_segments(rest, path_rest)
+            }
+            None => false,
+        },
+    }
+}
+
+/// One path segment against one glob segment.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
+        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
+        Some((b'[', rest)) => {
+            let Some(close) = rest.iter().position(|b| *b == b']') else {
+                return text.first() == Some(&b'[') && glob(rest, &text[1..]);
+            };
+            let Some((&c, text_rest)) = text.split_first() else {
+                return false;
+            };
+            let (negate, class) = match rest[..close].split_first() {
+                Some((b'^' | b'!', class)) => (true, class),
+                _ => (false, &rest[..close]),
+            };
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == b'-' {
+                    hit |= class[i] <= c && c <= class[i + 2];
+                    i += 3;
+                } else {
+                    hit |= class[i] == c;
+                    i += 1;
+                }
+            }
+            hit != negate && glob(&rest[close + 1..], text_rest)
+        }
+        Some((b'\\', rest)) if !rest.is_empty() => {
+            text.first() == Some(&rest[0]) && glob(&rest[1..], &text[1..])
+        }
+        Some((&c, rest)) => text.first() == Some(&c) && glob(rest, &text[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn dockerignore_rules_follow_docker() {
+        let ignore = Ignore::parse("# comment\ntarget\n*.log\n!keep.log\ndocs/**/*.md\n/secret?\n");
+        assert!(ignore.excludes("target"));
+        assert!(ignore.excludes("target/debug/app"));
+        assert!(ignore.excludes("a.log"));
+        assert!(!ignore.excludes("keep.log"));
+        assert!(!ignore.excludes("sub/a.log"), "* does not cross folders");
+        assert!(ignore.excludes("docs/x/y/readme.md"));
+        assert!(ignore.excludes("docs/readme.md"));
+        assert!(ignore.excludes("secret1"));
+        assert!(!ignore.excludes("src/main.rs"));
+        assert!(glob(b"[a-c]x", b"bx"));
+        assert!(!glob(b"[^a-c]x", b"bx"));
+    }
+
+    #[test]
+    fn the_context_hash_changes_with_content_and_ignores_ignored_files() {
+        let dir = std::env::temp_dir().join(format!("berth-build-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).expect("dir");
+        std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").expect("write");
+        std::fs::write(dir.join("sub/a.txt"), "a").expect("write");
+        std::fs::write(dir.join(".dockerignore"), "*.log\n").expect("write");
+        std::fs::create_dir_all(dir.join(".berth")).expect("dir");
+        std::fs::write(dir.join(".berth/state.db"), "x").expect("write");
+        let spec = BuildSpec {
+            name: "t".into(),
+            tag: None,
+            context: dir.clone(),
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::new(),
+            target: None,
+            command: None,
+        };
+        let hash = || content_hash(&read_context(&dir, "Dockerfile").expect("context"), &spec);
+        let first = hash();
+        std::fs::write(dir.join("debug.log"), "noise").expect("write");
+        std::fs::write(dir.join(".berth/state.db"), "changed").expect("write");
+        assert_eq!(hash(), first, "ignored files and .berth do not count");
+        std::fs::write(dir.join("sub/a.txt"), "b").expect("write");
+        assert_ne!(hash(), first, "a changed file does");
+        let entries = read_context(&dir, "Dockerfile").expect("context");
+        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, [".dockerignore", "Dockerfile", "sub", "sub/a.txt"]);
+        assert!(matches!(
+            read_context(&dir, "Nope"),
+            Err(BuildError::NoDockerfile { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,127 @@
+//! Lifecycle events: one for each thing that happens to an object's container, so that a
+//! command line, a log or a UI can show them as they happen.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::hooks::StopReason;
+
+/// Something that happened to an object's container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The class name.
+    pub class: String,
+    /// The object's name, or its short id when it has none.
+    pub object: String,
+    /// The engine's id of the container concerned.
+    pub container_id: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A container was created and started.
+    Started {
+        container_name: String,
+        elapsed: Duration,
+    },
+    /// A container that an earlier berth process started was taken over.
+    Adopted,
+    /// The container's ports answered.
+    Healthy { elapsed: Duration },
+    /// It was idle for `sleep_after` and is being stopped.
+    Sleeping { idle: Duration },
+    /// The container exited and was removed.
+    Stopped {
+        exit_code: i64,
+        reason: StopReason,
+        oom_killed: bool,
+        uptime: Duration,
+    },
+    /// A start failed, or the container crashed.
+    Error { message: String },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: ", self.class, self.object)?;
+        match &self.kind {
+            EventKind::Started {
+                container_name,
+                elapsed,
+            } => {
+                write!(f, "started {container_name} in {} ms", elapsed.as_millis())
+            }
+            EventKind::Adopted => write!(
+                f,
+                "re-adopted running container {}",
+                short(&self.container_id)
+            ),
+            EventKind::Healthy { elapsed } => write!(f, "healthy after {} ms", elapsed.as_millis()),
+            EventKind::Sleeping { idle } => write!(f, "sleeping after {} idle", human(*idle)),
+            EventKind::Stopped {
+                exit_code,
+                reason,
+                oom_killed,
+                uptime,
+            } => {
+                write!(f, "stopped ({reason}, exit code {exit_code}")?;
+                if *oom_killed {
+                    f.write_str(", killed for lack of memory")?;
+                }
+                write!(f, ") after {}", human(*uptime))
+            }
+            EventKind::Error { message } => write!(f, "error: {message}"),
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// `850 ms`, `12.3 s`, `3m`, `1h30m`.
+pub(crate) fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else if secs < 3600 {
+        match secs % 60 {
+            0 => format!("{}m", secs / 60),
+            s => format!("{}m{s}s", secs / 60),
+        }
+    } else {
+        match (secs % 3600) / 60 {
+            0 => format!("{}h", secs / 3600),
+            m => format!("{}h{m}m", secs / 3600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_one_line() {
+        let event = Event {
+            class: "MyContainer".into(),
+            object: "\"container\"".into(),
+            container_id: "abcdef0123456789".into(),
+            kind: EventKind::Stopped {
+                exit_code: 0,
+                reason: StopReason::Slept,
+                oom_killed: false,
+                uptime: Duration::from_secs(200),
+            },
+        };
+        assert_eq!(
+            event.to_string(),
+            "MyContainer \"container\": stopped (slept after idle, exit code 0) after 3m20s"
+        );
+        assert_eq!(human(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(human(Duration::from_secs(5400)), "1h30m");
+    }
+}
