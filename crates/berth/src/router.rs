@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
@@ -18,10 +20,10 @@ use crate::namespace::{random_below, Namespace};
 use crate::object::Object;
 use crate::proxy::{error_response, Body};
 
-/// A worker's bindings: binding name → the namespace of a container class.
+/// A worker's bindings: binding name → the namespace of a container class. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Env {
-    bindings: BTreeMap<String, Namespace>,
+    bindings: Arc<BTreeMap<String, Namespace>>,
 }
 
 impl Env {
@@ -30,7 +32,7 @@ impl Env {
     }
 
     pub fn bind(&mut self, name: impl Into<String>, namespace: Namespace) {
-        self.bindings.insert(name.into(), namespace);
+        Arc::make_mut(&mut self.bindings).insert(name.into(), namespace);
     }
 
     /// The namespace bound as `name`.
@@ -47,6 +49,41 @@ impl Env {
 #[async_trait]
 pub trait Worker: Send + Sync + 'static {
     async fn fetch(&self, request: Request<Incoming>, env: &Env) -> Response<Body>;
+}
+
+/// A [`Worker`] from an async function, for custom routing:
+///
+/// ```no_run
+/// # use berth::{router::{worker_fn, Env}, Body};
+/// # use http::{Request, Response};
+/// async fn fetch(request: Request<hyper::body::Incoming>, env: Env) -> Response<Body> {
+///     let Some(containers) = env.get("MY_CONTAINER") else {
+///         return berth::proxy::error_response(http::StatusCode::INTERNAL_SERVER_ERROR, "unbound", "MY_CONTAINER is not bound");
+///     };
+///     containers.get_container(Some("container")).fetch(request).await
+/// }
+/// let worker = worker_fn(fetch);
+/// ```
+pub fn worker_fn<F, Fut>(f: F) -> FnWorker<F>
+where
+    F: Fn(Request<Incoming>, Env) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    FnWorker(f)
+}
+
+/// See [`worker_fn`].
+pub struct FnWorker<F>(F);
+
+#[async_trait]
+impl<F, Fut> Worker for FnWorker<F>
+where
+    F: Fn(Request<Incoming>, Env) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    async fn fetch(&self, request: Request<Incoming>, env: &Env) -> Response<Body> {
+        (self.0)(request, env.clone()).await
+    }
 }
 
 /// Where in a request a key (an object name, or a hash key) is read.
