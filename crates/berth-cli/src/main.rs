@@ -86,6 +86,8 @@ fn main() -> ExitCode {
             Command::Ps { dir, json } => ps::run(&dir, json).await,
         }
     });
+    // A read of stdin may still be pending on a blocking thread; do not wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

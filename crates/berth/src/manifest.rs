@@ -158,6 +158,8 @@ struct RawRoute {
     path: RoutePath,
     binding: String,
     instance: InstanceValue,
+    #[serde(default)]
+    strip_prefix: bool,
 }
 
 /// A port from 1 to 65535.
@@ -646,6 +648,7 @@ impl Manifest {
                     path: r.path.0.clone(),
                     binding: r.binding.clone(),
                     instance: r.instance.0.clone(),
+                    strip_prefix: r.strip_prefix,
                 });
             }
             workers.push(WorkerDef {

@@ -196,21 +196,31 @@ impl PathPattern {
 
     /// The captured parameters, if `path` matches.
     pub fn matches<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
-        let body = path.strip_prefix('/')?;
-        let mut parts = body.split('/');
+        self.match_with_rest(path).map(|(captured, _)| captured)
+    }
+
+    /// The captured parameters and what the final `*` matched (`/` and onwards).
+    fn match_with_rest<'p>(&self, path: &'p str) -> Option<(Vec<(&str, &'p str)>, &'p str)> {
+        let mut rest = path.strip_prefix('/')?;
         let mut captured = Vec::new();
         for segment in &self.segments {
-            let part = parts.next()?;
+            let (part, after) = rest.split_once('/').unwrap_or((rest, ""));
             match segment {
                 Segment::Literal(lit) if lit == part => {}
                 Segment::Literal(_) => return None,
                 Segment::Param(name) if !part.is_empty() => captured.push((name.as_str(), part)),
                 Segment::Param(_) => return None,
             }
+            rest = after;
         }
-        let remaining: Vec<&str> = parts.collect();
-        let exhausted = remaining.is_empty() || remaining == [""];
-        (self.rest || exhausted).then_some(captured)
+        (self.rest || rest.is_empty()).then(|| {
+            // `rest` lost its leading slash; give the slash before it back.
+            let rest = match rest {
+                "" => "",
+                _ => &path[path.len() - rest.len() - 1..],
+            };
+            (captured, rest)
+        })
     }
 }
 
@@ -221,6 +231,8 @@ pub struct Route {
     /// The binding (a name in the worker's `bindings`) whose namespace serves the route.
     pub binding: String,
     pub instance: Instance,
+    /// Send the container only what the final `*` matched: `/lb/x` becomes `/x`.
+    pub strip_prefix: bool,
 }
 
 /// Why a router could not be built.
@@ -278,35 +290,46 @@ impl Router {
         Ok(Router { routes })
     }
 
-    /// The object that serves `request`.
-    pub fn pick<B>(&self, request: &Request<B>) -> Result<Object, Miss> {
+    /// The object that serves `request`. A route with `strip_prefix` rewrites the
+    /// request's path to what its `*` matched.
+    pub fn pick<B>(&self, request: &mut Request<B>) -> Result<Object, Miss> {
         let path = request.uri().path();
-        for compiled in &self.routes {
-            let Some(params) = compiled.route.path.matches(path) else {
-                continue;
-            };
-            let key = |source: &KeySource| {
-                read_key(request, &params, source).ok_or_else(|| Miss::MissingKey(source.clone()))
-            };
-            let ns = &compiled.namespace;
-            return match &compiled.route.instance {
-                Instance::Fixed(name) => Ok(ns.get_by_name(name)),
-                Instance::From(source) => Ok(ns.get_by_name(&key(source)?)),
-                Instance::Pool { size, strategy } => {
-                    let size = (*size).max(1);
-                    let k = match strategy {
-                        Strategy::Random => random_below(size),
-                        Strategy::RoundRobin => {
-                            compiled.next.fetch_add(1, Ordering::Relaxed) % size
-                        }
-                        Strategy::LeastInFlight => least_in_flight(ns, size, &compiled.next),
-                        Strategy::Hash(source) => jump_hash(fnv1a(key(source)?.as_bytes()), size),
-                    };
-                    Ok(ns.get_by_name(&pool_name(k)))
-                }
-            };
+        let Some((compiled, params, rest)) = self.routes.iter().find_map(|c| {
+            c.route
+                .path
+                .match_with_rest(path)
+                .map(|(params, rest)| (c, params, rest))
+        }) else {
+            return Err(Miss::NoRoute);
+        };
+        let key = |source: &KeySource| {
+            read_key(request, &params, source).ok_or_else(|| Miss::MissingKey(source.clone()))
+        };
+        let ns = &compiled.namespace;
+        let name = match &compiled.route.instance {
+            Instance::Fixed(name) => name.clone(),
+            Instance::From(source) => key(source)?,
+            Instance::Pool { size, strategy } => {
+                let size = (*size).max(1);
+                pool_name(match strategy {
+                    Strategy::Random => random_below(size),
+                    Strategy::RoundRobin => compiled.next.fetch_add(1, Ordering::Relaxed) % size,
+                    Strategy::LeastInFlight => least_in_flight(ns, size, &compiled.next),
+                    Strategy::Hash(source) => jump_hash(fnv1a(key(source)?.as_bytes()), size),
+                })
+            }
+        };
+        let stripped = compiled.route.strip_prefix.then(|| {
+            let path = if rest.is_empty() { "/" } else { rest };
+            match request.uri().query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_string(),
+            }
+        });
+        if let Some(uri) = stripped.and_then(|u| u.parse().ok()) {
+            *request.uri_mut() = uri;
         }
-        Err(Miss::NoRoute)
+        Ok(ns.get_by_name(&name))
     }
 
     /// The answer for a request that matched no object.
@@ -331,8 +354,8 @@ impl Router {
 
 #[async_trait]
 impl Worker for Router {
-    async fn fetch(&self, request: Request<Incoming>, _env: &Env) -> Response<Body> {
-        match self.pick(&request) {
+    async fn fetch(&self, mut request: Request<Incoming>, _env: &Env) -> Response<Body> {
+        match self.pick(&mut request) {
             Ok(object) => object.fetch(request).await,
             Err(miss) => self.miss_response(&miss),
         }
@@ -445,6 +468,12 @@ mod tests {
         assert!(exact.matches("/health").is_some());
         assert!(exact.matches("/health/").is_some());
         assert!(exact.matches("/health/x").is_none());
+        assert_eq!(
+            p.match_with_rest("/users/bob/x/y").map(|m| m.1),
+            Some("/x/y")
+        );
+        assert_eq!(p.match_with_rest("/users/bob").map(|m| m.1), Some(""));
+        assert_eq!(all.match_with_rest("/a").map(|m| m.1), Some("/a"));
         assert!(PathPattern::parse("users").is_err());
         assert!(PathPattern::parse("/a/*/b").is_err());
         assert!(PathPattern::parse("/a/:").is_err());

@@ -1,0 +1,558 @@
+//! `berth dev` and `berth ps`, driven as a user drives them: the real binary, a folder
+//! with a Dockerfile and a berth.toml, HTTP requests, signals, and the real Docker Engine.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use berth::runtime::labels;
+use berth::{DockerRuntime, Runtime};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static test server, compiled once by the example's own build script.
+fn server_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let script = root().join("examples/hello/build-server.sh");
+            let status = Command::new("sh").arg(&script).status().expect("sh runs");
+            assert!(status.success(), "{} failed", script.display());
+            root().join("examples/hello/server")
+        })
+        .clone()
+}
+
+/// A temporary app folder: a FROM-scratch Dockerfile, the server binary copied in by
+/// build.command, and the berth.toml given.
+struct AppDir {
+    dir: PathBuf,
+    name: String,
+}
+
+impl AppDir {
+    fn new(test: &str, manifest_body: &str) -> AppDir {
+        let name = format!("cli-{test}-{}", std::process::id());
+        let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("app dir");
+        std::fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n",
+        )
+        .expect("Dockerfile");
+        std::fs::write(dir.join(".dockerignore"), "*\n!Dockerfile\n!server\n")
+            .expect("dockerignore");
+        let app = AppDir { dir, name };
+        app.write_manifest(manifest_body);
+        app
+    }
+
+    fn write_manifest(&self, body: &str) {
+        let server = server_binary();
+        let text = format!(
+            "name = \"{}\"\n\n{}",
+            self.name,
+            body.replace("@SERVER@", &server.display().to_string())
+                .replace("@NAME@", &self.name)
+        );
+        std::fs::write(self.dir.join("berth.toml"), text).expect("berth.toml");
+    }
+
+    async fn containers(&self) -> Vec<berth::runtime::ContainerInfo> {
+        let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+        runtime
+            .list(&[(labels::APP, &self.name)])
+            .await
+            .expect("list")
+    }
+}
+
+impl Drop for AppDir {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+                for info in runtime.list(&[(labels::APP, &name)]).await.expect("list") {
+                    runtime.remove(&info.id).await.expect("remove");
+                }
+                // The images each test built under its own name.
+                let docker = runtime.docker();
+                let filters = std::collections::HashMap::from([(
+                    "reference",
+                    vec![format!("berth-dev/{name}")],
+                )]);
+                let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
+                    .filters(&filters)
+                    .build();
+                for image in docker.list_images(Some(options)).await.unwrap_or_default() {
+                    let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                        .force(true)
+                        .build();
+                    let _ = docker.remove_image(&image.id, Some(options), None).await;
+                }
+            });
+        })
+        .join();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `berth` process with its output collected.
+struct Berth {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stdout_lines: mpsc::Receiver<String>,
+}
+
+impl Berth {
+    fn start(args: &[&str], dir: &Path) -> Berth {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("stderr")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Berth {
+            child,
+            stderr,
+            stdout_lines: rx,
+        }
+    }
+
+    /// Waits for `Ready on http://ADDR` and returns ADDR.
+    fn ready(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.stdout_lines.recv_timeout(Duration::from_millis(200)) {
+                if let Some(addr) = line.strip_prefix("Ready on http://") {
+                    return addr.split_whitespace().next().expect("address").to_string();
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "berth exited with {status} before it was ready:\n{}",
+                    self.stderr()
+                );
+            }
+        }
+        panic!("berth was not ready in time:\n{}", self.stderr());
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread take the last words.
+                std::thread::sleep(Duration::from_millis(50));
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("berth did not exit:\n{}", self.stderr());
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on its own connection; returns the status and the body.
+fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to berth");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+const ROUTES: &str = r#"
+[containers.app]
+class_name = "App"
+name = "@NAME@"
+build = { context = ".", command = "cp @SERVER@ server" }
+
+[containers.app.class]
+default_port = 8080
+env_vars = { MESSAGE = "from berth.toml" }
+
+[workers.web]
+bindings = { APP = "app" }
+routes = [
+  { path = "/users/:user/*", strip_prefix = true, binding = "APP", instance = { from = "path", param = "user" } },
+  { path = "/by-header/*", strip_prefix = true, binding = "APP", instance = { from = "header", name = "x-user" } },
+  { path = "/by-query/*", strip_prefix = true, binding = "APP", instance = { from = "query", name = "user" } },
+  { path = "/by-cookie/*", strip_prefix = true, binding = "APP", instance = { from = "cookie", name = "session" } },
+  { path = "/rr/*", strip_prefix = true, binding = "APP", instance = { pool = 2, strategy = "round-robin" } },
+  { path = "/hash/*", strip_prefix = true, binding = "APP", instance = { pool = 3, strategy = "hash", key = { from = "header", name = "x-user" } } },
+  { path = "/fixed/*", strip_prefix = true, binding = "APP", instance = "container" },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_every_kind_of_route_and_removes_its_containers_on_ctrl_c() {
+    let app = AppDir::new("routes", ROUTES);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+
+    let (status, body) = http(&addr, "/fixed/", &[]);
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "Hi, I'm a container and this is my message: from berth.toml"
+        )
+    );
+    assert_eq!(http(&addr, "/users/alice/ping", &[]), (200, "pong".into()));
+    assert_eq!(
+        http(&addr, "/by-header/ping", &[("x-user", "bob")]),
+        (200, "pong".into())
+    );
+    assert_eq!(
+        http(&addr, "/by-query/ping?user=carol", &[]),
+        (200, "pong".into())
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "/by-cookie/ping",
+            &[("cookie", "theme=dark; session=dave")]
+        ),
+        (200, "pong".into())
+    );
+    assert_eq!(http(&addr, "/rr/ping", &[]).0, 200);
+    assert_eq!(http(&addr, "/rr/ping", &[]).0, 200);
+    for _ in 0..3 {
+        assert_eq!(http(&addr, "/hash/ping", &[("x-user", "erin")]).0, 200);
+    }
+
+    let (status, body) = http(&addr, "/by-header/ping", &[]);
+    assert_eq!(status, 400);
+    assert!(body.contains("header x-user"), "{body}");
+    let (status, body) = http(&addr, "/nowhere", &[]);
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("routes: /users/:user/*, /by-header/*"),
+        "{body}"
+    );
+
+    let mut names: Vec<String> = app
+        .containers()
+        .await
+        .iter()
+        .map(|c| c.labels[labels::OBJECT_NAME].clone())
+        .collect();
+    names.sort();
+    let hashed: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("instance-"))
+        .collect();
+    // instance-0 and instance-1 from round robin, and one instance for all of erin's requests.
+    assert!(hashed.len() == 2 || hashed.len() == 3, "{names:?}");
+    for expected in [
+        "alice",
+        "bob",
+        "carol",
+        "container",
+        "dave",
+        "instance-0",
+        "instance-1",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for c in app.containers().await {
+        assert_eq!(c.labels[labels::APP], app.name);
+        assert_eq!(c.labels[labels::CLASS], "App");
+        assert!(c.running);
+    }
+
+    let ps = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["ps", "--json"])
+        .arg(&app.dir)
+        .output()
+        .expect("berth ps");
+    assert!(ps.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("JSON");
+    let alice = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["name"] == "alice")
+        .expect("alice is listed");
+    assert_eq!(alice["class"], "App");
+    assert_eq!(alice["state"], "healthy");
+    assert!(alice["uptime_seconds"].is_u64());
+    assert_eq!(alice["id"].as_str().map(str::len), Some(64));
+
+    let table = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("ps")
+        .arg(&app.dir)
+        .output()
+        .expect("ps");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("CLASS"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("alice") && l.contains("healthy")),
+        "{table}"
+    );
+
+    berth.signal("INT");
+    assert_eq!(
+        berth.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        berth.stderr()
+    );
+    assert!(
+        app.containers().await.is_empty(),
+        "no container is left after Ctrl-C"
+    );
+    let log = berth.stderr();
+    assert!(log.contains("App \"alice\": started"), "{log}");
+    assert!(log.contains("App \"alice\": healthy after"), "{log}");
+    assert!(
+        log.contains("App \"alice\" | berth-test-server: listening on 0.0.0.0:8080"),
+        "container logs are shown: {log}"
+    );
+    assert!(log.contains("stopped (shutdown, exit code 0)"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_cleaned_up() {
+    let app = AppDir::new("rerun", ROUTES);
+    let mut first = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = first.ready();
+    assert!(
+        first
+            .stderr()
+            .contains(&format!("building berth-dev/{}:", app.name)),
+        "{}",
+        first.stderr()
+    );
+    assert_eq!(http(&addr, "/fixed/ping", &[]).0, 200);
+    first.signal("KILL");
+    first.wait(Duration::from_secs(10));
+    assert_eq!(
+        app.containers().await.len(),
+        1,
+        "SIGKILL leaves the container behind"
+    );
+
+    let mut second = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = second.ready();
+    let log = second.stderr();
+    assert!(
+        log.contains("removed 1 container(s) left behind by an earlier session"),
+        "{log}"
+    );
+    assert!(log.contains("is up to date"), "{log}");
+    assert!(
+        !log.contains("building berth-dev"),
+        "an unchanged context is not rebuilt: {log}"
+    );
+    assert!(app.containers().await.is_empty());
+    assert_eq!(http(&addr, "/fixed/ping", &[]).0, 200);
+
+    // A changed context rebuilds, on request, and replaces the running container.
+    std::fs::write(
+        app.dir.join("Dockerfile"),
+        "FROM scratch\nCOPY server /server\nENV CHANGED=1\nENTRYPOINT [\"/server\"]\n",
+    )
+    .expect("Dockerfile");
+    second.type_line("r");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !second.stderr().contains("replaced 1 running container(s)") {
+        assert!(
+            Instant::now() < deadline,
+            "no rebuild:\n{}",
+            second.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(second
+        .stderr()
+        .contains(&format!("building berth-dev/{}:", app.name)));
+    let (status, body) = http(&addr, "/fixed/env", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"CHANGED\":\"1\""),
+        "the new image serves: {body}"
+    );
+
+    second.signal("TERM");
+    assert_eq!(
+        second.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        second.stderr()
+    );
+    assert!(app.containers().await.is_empty());
+}
+
+#[test]
+fn bad_manifests_say_where_and_what_is_accepted() {
+    let cases = [
+        (
+            "[containers.app]\nclass_name = \"App\"\n[containers.app.class]\nsleep_afte = \"3m\"\n",
+            vec!["berth.toml:6:1: containers.app.class.sleep_afte: unknown key `sleep_afte` (did you mean `sleep_after`?)", "accepted keys:"],
+        ),
+        (
+            "[containers.app]\n[containers.app.class]\nsleep_after = \"3 minutes\"\n",
+            vec!["berth.toml:5:15: containers.app.class.sleep_after: invalid duration \"3 minutes\"", "1h30m"],
+        ),
+        (
+            "[containers.app]\n[workers.w]\nbindings = { APP = \"ap\" }\nroutes = [{ path = \"/*\", binding = \"APP\", instance = \"x\" }]\n",
+            vec!["berth.toml:5:20: workers.w.bindings.APP: binds container \"ap\", which is not defined; defined containers: app (did you mean `app`?)"],
+        ),
+        (
+            "[containers.app]\ninstance_type = \"huge\"\n",
+            vec!["containers.app.instance_type: unknown instance type \"huge\"; use lite, basic"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let app = AppDir::new("bad", body);
+        let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("dev")
+            .arg(&app.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("berth runs");
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for part in expected {
+            assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_failing_build_shows_the_step_and_exits_non_zero() {
+    let app = AppDir::new(
+        "badbuild",
+        "[containers.app]\nbuild = { context = \".\" }\n",
+    );
+    std::fs::write(
+        app.dir.join("Dockerfile"),
+        "FROM scratch\nCOPY missing-file /x\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(app.dir.join(".dockerignore"), "").expect("dockerignore");
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("dev")
+        .arg(&app.dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: building berth-dev/app:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Step 2/3 : COPY missing-file /x"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--help")
+        .output()
+        .expect("berth runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(help.contains("dev") && help.contains("ps"), "{help}");
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["dev", "--help"])
+        .output()
+        .expect("berth runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--port") && help.contains("Ctrl-C"), "{help}");
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--version")
+        .output()
+        .expect("berth runs");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("berth "));
+}
