@@ -556,3 +556,25 @@ fn help_explains_the_commands() {
         .expect("berth runs");
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("berth "));
 }
+
+#[test]
+fn an_unreachable_engine_is_a_clear_error() {
+    let app = AppDir::new("noengine", "[containers.app]\n");
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("dev")
+        .arg(&app.dir)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: cannot reach the Docker Engine at unix:///nonexistent/docker.sock"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("start Docker or point DOCKER_HOST at a running engine"),
+        "{stderr}"
+    );
+}

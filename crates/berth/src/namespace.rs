@@ -231,7 +231,7 @@ impl Namespace {
     }
 
     /// Stops every running container of the namespace (SIGTERM, then SIGKILL after the
-    /// grace period), all at once. Returns how many were running.
+    /// grace period), all at once. Returns how many were stopped.
     pub async fn stop_all(&self, reason: StopReason) -> usize {
         let objects: Vec<Object> = self
             .objects()
@@ -242,12 +242,15 @@ impl Namespace {
             objects.iter().map(|o| o.stop_with(reason, Signal::Term)),
         )
         .await;
+        let mut stopped = 0;
         for (object, result) in objects.iter().zip(results) {
-            if let Err(e) = result {
-                tracing::warn!(object = %object.describe(), "stop failed: {e}");
+            match result {
+                Ok(true) => stopped += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(object = %object.describe(), "stop failed: {e}"),
             }
         }
-        objects.len()
+        stopped
     }
 
     /// The objects that are live in this process.

@@ -512,27 +512,32 @@ impl Object {
     /// Sends `signal` to the container, SIGKILLs it after the class's grace period, and
     /// returns once it has exited and been removed.
     pub async fn stop(&self, signal: Signal) -> Result<(), RuntimeError> {
-        self.stop_with(StopReason::Requested, signal).await
+        self.stop_with(StopReason::Requested, signal)
+            .await
+            .map(drop)
     }
 
     /// Kills and removes the container at once.
     pub async fn destroy(&self) -> Result<(), RuntimeError> {
-        self.stop_with(StopReason::Destroyed, Signal::Kill).await
+        self.stop_with(StopReason::Destroyed, Signal::Kill)
+            .await
+            .map(drop)
     }
 
+    /// Stops the container, if one runs; returns whether one did.
     pub(crate) async fn stop_with(
         &self,
         reason: StopReason,
         signal: Signal,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<bool, RuntimeError> {
         let _lifecycle = self.inner.lifecycle.lock().await;
         let Some(instance) = self.live().instance.clone() else {
-            return Ok(());
+            return Ok(false);
         };
         self.begin_stop(&instance, reason, signal).await?;
         let grace = self.inner.class.options.stop_grace;
         match wait_for_exit(&instance, grace + EXIT_REPORT).await {
-            Some(_) => Ok(()),
+            Some(_) => Ok(true),
             None => Err(RuntimeError::Engine {
                 operation: "stop",
                 target: self.describe(),

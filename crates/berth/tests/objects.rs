@@ -507,3 +507,30 @@ async fn an_idle_container_stays_when_on_activity_expired_says_so() {
     assert_eq!(object.state(), State::Stopped);
     let _ = StopReason::Shutdown;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let t = TestApp::new("stubborn").await;
+    let mut class = t.class("Stubborn").await;
+    class.env_vars.insert("IGNORE_SIGTERM".into(), "1".into());
+    class.stop_grace = Duration::from_secs(1);
+    let hooks = Arc::new(Recorder::default());
+    let ns = t.app.namespace(class, hooks.clone());
+    let object = ns.get_by_name("mule");
+    let (status, _) = text(object.fetch(request("/")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    object.stop(Signal::Term).await.expect("stop");
+    assert_eq!(object.state(), State::Stopped);
+    assert!(t.containers().await.is_empty());
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            hooks.count("stop") == 1
+        })
+        .await
+    );
+    assert_eq!(
+        hooks.events().last().map(String::as_str),
+        Some("stop 137 stop requested"),
+        "SIGKILLed"
+    );
+}

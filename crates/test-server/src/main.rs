@@ -11,9 +11,10 @@
 //! - `PORT`: main port (default 8080), bound on 0.0.0.0.
 //! - `EXTRA_PORTS`: comma separated list of additional ports, same handler.
 //! - `STARTUP_DELAY_MS`: milliseconds to sleep before listening (default 0).
+//! - `IGNORE_SIGTERM=1`: ignore SIGTERM, as an app that does not stop when asked.
 //! - `MESSAGE`: text appended to the `/` greeting.
 //!
-//! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/echo`,
+//! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/echo`,
 //! `/headers`, `/port`, `/ws`; anything else is a 404.
 
 use std::convert::Infallible;
@@ -82,10 +83,21 @@ async fn main() {
     let mut sigint =
         signal(SignalKind::interrupt()).unwrap_or_else(|e| fail(format_args!("SIGINT: {e}")));
 
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = sigint.recv() => {}
-        _ = run() => {}
+    // IGNORE_SIGTERM=1 plays an app that does not stop when asked.
+    let ignore_term = std::env::var("IGNORE_SIGTERM").is_ok_and(|v| v == "1");
+    let server = run();
+    tokio::pin!(server);
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => {
+                if !ignore_term {
+                    break;
+                }
+                eprintln!("berth-test-server: ignoring SIGTERM");
+            }
+            _ = sigint.recv() => break,
+            _ = &mut server => break,
+        }
     }
     std::process::exit(0);
 }
@@ -209,6 +221,19 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
                         text(StatusCode::OK, format!("slept {ms}"))
                     }
                     Err(_) => text(StatusCode::BAD_REQUEST, format!("bad duration: {ms}")),
+                }
+            } else if let Some(mib) = p.strip_prefix("/alloc/") {
+                match mib.parse::<usize>() {
+                    Ok(mib) => {
+                        // Touch every page so the memory is really used, and keep it.
+                        let block = vec![1u8; mib.saturating_mul(1 << 20)];
+                        let kept = Box::leak(block.into_boxed_slice());
+                        text(
+                            StatusCode::OK,
+                            format!("allocated {} MiB", kept.len() >> 20),
+                        )
+                    }
+                    Err(_) => text(StatusCode::BAD_REQUEST, format!("bad size: {mib}")),
                 }
             } else {
                 text(StatusCode::NOT_FOUND, format!("not found: {p}"))
