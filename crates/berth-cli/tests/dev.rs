@@ -397,8 +397,16 @@ async fn dev_serves_every_kind_of_route_and_removes_its_containers_on_ctrl_c() {
     assert!(log.contains("stopped (shutdown, exit code 0)"), "{log}");
 }
 
+/// The container's hostname: the first 12 digits of its id.
+fn hostname(addr: &str) -> String {
+    let (status, env) = http(addr, "/fixed/env", &[]);
+    assert_eq!(status, 200, "{env}");
+    let at = env.find("\"HOSTNAME\":\"").expect("HOSTNAME in the env") + 12;
+    env[at..at + 12].to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_cleaned_up() {
+async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered() {
     let app = AppDir::new("rerun", ROUTES);
     let mut first = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = first.ready();
@@ -409,7 +417,7 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_cleaned_up(
         "{}",
         first.stderr()
     );
-    assert_eq!(http(&addr, "/fixed/ping", &[]).0, 200);
+    let container = hostname(&addr);
     first.signal("KILL");
     first.wait(Duration::from_secs(10));
     assert_eq!(
@@ -418,11 +426,12 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_cleaned_up(
         "SIGKILL leaves the container behind"
     );
 
+    // The next session re-adopts the healthy container instead of starting another.
     let mut second = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = second.ready();
     let log = second.stderr();
     assert!(
-        log.contains("removed 1 container(s) left behind by an earlier session"),
+        log.contains("re-adopted 1 running container(s) of an earlier session"),
         "{log}"
     );
     assert!(log.contains("is up to date"), "{log}");
@@ -430,8 +439,8 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_cleaned_up(
         !log.contains("building berth-dev"),
         "an unchanged context is not rebuilt: {log}"
     );
-    assert!(app.containers().await.is_empty());
-    assert_eq!(http(&addr, "/fixed/ping", &[]).0, 200);
+    assert_eq!(hostname(&addr), container, "the same container serves");
+    assert_eq!(app.containers().await.len(), 1);
 
     // A changed context rebuilds, on request, and replaces the running container.
     std::fs::write(
@@ -458,13 +467,29 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_cleaned_up(
         body.contains("\"CHANGED\":\"1\""),
         "the new image serves: {body}"
     );
+    second.signal("KILL");
+    second.wait(Duration::from_secs(10));
 
-    second.signal("TERM");
+    // A container on an image that has changed since is not re-adopted but removed.
+    std::fs::write(
+        app.dir.join("Dockerfile"),
+        "FROM scratch\nCOPY server /server\nENV CHANGED=2\nENTRYPOINT [\"/server\"]\n",
+    )
+    .expect("Dockerfile");
+    let mut third = Berth::start(&["dev", "--port", "0"], &app.dir);
+    third.ready();
+    let log = third.stderr();
+    assert!(
+        log.contains("removed 1 container(s) left behind by an earlier session"),
+        "{log}"
+    );
+    assert!(app.containers().await.is_empty());
+    third.signal("TERM");
     assert_eq!(
-        second.wait(Duration::from_secs(60)),
+        third.wait(Duration::from_secs(60)),
         Some(0),
         "{}",
-        second.stderr()
+        third.stderr()
     );
     assert!(app.containers().await.is_empty());
 }

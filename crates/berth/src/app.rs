@@ -16,6 +16,15 @@ use crate::proxy;
 use crate::runtime::{labels, Runtime, RuntimeError};
 use crate::state::Store;
 
+/// What [`App::recover`] did with containers left by earlier sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Still healthy, and now this session's.
+    pub adopted: usize,
+    /// Exited, unknown, stale, or on an old image: removed.
+    pub removed: usize,
+}
+
 /// A berth app. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct App {
@@ -99,26 +108,49 @@ impl App {
         Ok(stopped + swept)
     }
 
-    /// Removes containers of this app left by other sessions (a berth that was killed).
-    /// Returns how many were removed.
-    pub async fn remove_leftovers(&self) -> Result<usize, RuntimeError> {
+    /// Deals with the containers of this app left by other sessions (a berth that was
+    /// killed): a running one that its object still records, on the class's current
+    /// image, that is still healthy, is re-adopted; every other one is removed. Call it
+    /// after creating the app's namespaces.
+    pub async fn recover(&self) -> Result<Recovery, RuntimeError> {
         let found = self
             .context
             .runtime
             .list(&[(labels::APP, self.name())])
             .await?;
-        let mut removed = 0;
+        let namespaces = self.lock().clone();
+        let mut recovery = Recovery::default();
         for info in found {
             if info.labels.get(labels::SESSION).map(String::as_str) == Some(self.session()) {
+                continue;
+            }
+            let class = info
+                .labels
+                .get(labels::CLASS)
+                .map(String::as_str)
+                .unwrap_or("");
+            let object = namespaces
+                .iter()
+                .find(|ns| ns.class_name() == class)
+                .and_then(|ns| {
+                    let id = info.labels.get(labels::OBJECT_ID)?;
+                    ns.id_from_string(id).ok().map(|id| ns.get(id))
+                });
+            let adopted = match object {
+                Some(object) if info.running => object.readopt(&info.id).await,
+                _ => false,
+            };
+            if adopted {
+                recovery.adopted += 1;
                 continue;
             }
             self.context.runtime.remove(&info.id).await?;
             if let Err(e) = self.context.store.forget_container(&info.id) {
                 tracing::warn!("{e}");
             }
-            removed += 1;
+            recovery.removed += 1;
         }
-        Ok(removed)
+        Ok(recovery)
     }
 
     async fn remove_containers(&self, with: &[(&str, &str)]) -> Result<usize, RuntimeError> {

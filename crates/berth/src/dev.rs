@@ -62,8 +62,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads `dir/berth.toml`, takes the app's lock, removes containers left by an earlier
-    /// session that was killed, builds the images, and prepares the workers. Progress
+    /// Loads `dir/berth.toml`, takes the app's lock, builds the images, re-adopts or
+    /// removes containers left by an earlier session that was killed, and prepares the
+    /// workers. Progress
     /// lines go to `progress`.
     pub async fn open(
         dir: &Path,
@@ -93,20 +94,25 @@ impl Session {
         let runtime = Arc::new(DockerRuntime::connect().await?);
         let store = Store::open(state_dir.join("state.db"))?;
         let app = App::new(&manifest.name, runtime.clone(), store);
-        let removed = app.remove_leftovers().await?;
-        if removed > 0 {
-            progress(&format!(
-                "removed {removed} container(s) left behind by an earlier session of {}",
-                manifest.name
-            ));
-        }
-
         let mut namespaces = BTreeMap::new();
         for def in &manifest.containers {
             let image = image_of(&runtime, &manifest, &def.id, &def.image, progress).await?;
             let mut class = def.class.clone();
             class.image = image;
             namespaces.insert(def.id.clone(), app.namespace(class, Arc::new(NoHooks)));
+        }
+        let recovery = app.recover().await?;
+        if recovery.adopted > 0 {
+            progress(&format!(
+                "re-adopted {} running container(s) of an earlier session of {}",
+                recovery.adopted, manifest.name
+            ));
+        }
+        if recovery.removed > 0 {
+            progress(&format!(
+                "removed {} container(s) left behind by an earlier session of {}",
+                recovery.removed, manifest.name
+            ));
         }
         let mut workers = Vec::new();
         for def in &manifest.workers {

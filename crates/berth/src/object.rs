@@ -835,6 +835,13 @@ impl Object {
             Some(info)
                 if info.running
                     && info.labels.get(labels::OBJECT_ID) == Some(&id)
+                    && info.image
+                        == *self
+                            .inner
+                            .class
+                            .image
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
                     && info.endpoint.is_some() =>
             {
                 if let Ok(permit) = self.inner.class.limit.clone().try_acquire_owned() {
@@ -857,6 +864,23 @@ impl Object {
         }
         self.persist();
         None
+    }
+
+    /// Takes over `container_id`, left running by an earlier berth process, if the store
+    /// records it as this object's container, it runs the class's current image, and it
+    /// is still healthy. Returns whether it was re-adopted; if not, it is removed.
+    pub(crate) async fn readopt(&self, container_id: &str) -> bool {
+        let _lifecycle = self.inner.lifecycle.lock().await;
+        {
+            let live = self.live();
+            if live.instance.is_some() || live.leftover.as_deref() != Some(container_id) {
+                return false;
+            }
+        }
+        match self.adopt_leftover().await {
+            Some(instance) => self.await_ready(&instance, None).await.is_ok(),
+            None => false,
+        }
     }
 
     async fn await_ready(

@@ -1,8 +1,9 @@
 //! Serving a worker over HTTP/1.1 on a local socket.
 //!
 //! One task per connection, upgrades allowed (WebSockets pass through), a bound on header
-//! read time so slow clients cannot hold connections forever, and a graceful shutdown:
-//! stop accepting, let requests in flight finish up to a deadline, then return.
+//! read time so slow clients cannot hold connections forever, a bound on connections,
+//! and a graceful shutdown: requests in flight finish up to a deadline while new ones get
+//! a 503, then the server returns.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,18 +11,40 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::proxy::{error_response, Body};
 use crate::router::{Env, Worker};
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How a server treats its clients.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long requests in flight may take to finish once shutdown starts; meanwhile new
+    /// requests get a 503.
+    pub drain: Duration,
+    /// How long a client may take to send its request headers (slow clients are cut off).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further clients wait to be accepted.
+    pub max_connections: usize,
+}
 
-/// Serves `worker` on `listener` until `shutdown` resolves, then waits up to `drain` for
-/// requests in flight to finish.
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            drain: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 16_384,
+        }
+    }
+}
+
+/// Serves `worker` on `listener` until `shutdown` resolves, then drains for up to `drain`.
 pub async fn serve(
     listener: TcpListener,
     worker: Arc<dyn Worker>,
@@ -29,15 +52,39 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    let options = ServeOptions {
+        drain,
+        ..ServeOptions::default()
+    };
+    serve_with(listener, worker, env, shutdown, options).await
+}
+
+/// [`serve`], with every option.
+pub async fn serve_with(
+    listener: TcpListener,
+    worker: Arc<dyn Worker>,
+    env: Env,
+    shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
+) {
     // Each connection holds a sender; when all are dropped, every connection has ended.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let draining = Arc::new(AtomicBool::new(false));
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -53,10 +100,17 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let worker = worker.clone();
         let env = env.clone();
+        let draining = draining.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let worker = worker.clone();
             let env = env.clone();
-            async move { Ok::<_, Infallible>(worker.fetch(forwarded(request, remote), &env).await) }
+            let draining = draining.load(Ordering::Acquire);
+            async move {
+                if draining {
+                    return Ok::<_, Infallible>(shutting_down());
+                }
+                Ok(worker.fetch(forwarded(request, remote), &env).await)
+            }
         });
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
@@ -76,15 +130,47 @@ pub async fn serve(
             if let Err(e) = result {
                 tracing::debug!("connection from {remote}: {e}");
             }
-            drop(done);
+            drop((done, slot));
         });
     }
-    drop(listener);
+    draining.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     drop(done_tx);
-    if tokio::time::timeout(drain, done_rx.recv()).await.is_err() {
-        tracing::warn!("requests still in flight after {drain:?}; closing them");
+    // While requests in flight finish, newcomers learn that berth is going away.
+    let deadline = tokio::time::sleep(options.drain);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = done_rx.recv() => break,
+            () = &mut deadline => {
+                tracing::warn!("requests still in flight after {:?}; closing them", options.drain);
+                break;
+            }
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                        Ok::<_, Infallible>(shutting_down())
+                    });
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                    });
+                }
+            }
+        }
     }
+}
+
+fn shutting_down() -> Response<Body> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting-down",
+        "berth is shutting down and takes no new requests",
+    );
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Records the client's address for the container, as proxies do.

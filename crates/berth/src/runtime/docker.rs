@@ -204,6 +204,11 @@ impl DockerRuntime {
                 .name
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_default(),
+            image: info
+                .config
+                .as_ref()
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default(),
             labels: info
                 .config
                 .and_then(|c| c.labels)

@@ -95,6 +95,8 @@ impl fmt::Display for ExitStatus {
 pub struct ContainerInfo {
     pub id: String,
     pub name: String,
+    /// The image the container was created from, as named at creation.
+    pub image: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
     /// Set once the container has exited.
