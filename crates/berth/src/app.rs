@@ -16,6 +16,9 @@ use crate::proxy;
 use crate::runtime::{labels, Runtime, RuntimeError};
 use crate::state::Store;
 
+/// How long a shutdown waits for the hooks of stopped containers.
+const HOOKS_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What [`App::recover`] did with containers left by earlier sessions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -45,6 +48,7 @@ impl App {
                 store: Arc::new(store),
                 client: proxy::client(),
                 events: tokio::sync::broadcast::channel(1024).0,
+                monitors: Arc::default(),
             }),
             namespaces: Arc::new(Mutex::new(Vec::new())),
         }
@@ -91,13 +95,16 @@ impl App {
     }
 
     /// Stops every container this session started (SIGTERM, then SIGKILL after each
-    /// class's grace period), calls their `on_stop`, then removes anything still labelled
-    /// with this session. Returns how many containers were stopped or removed.
+    /// class's grace period), waits for their `on_stop` hooks, then removes anything still
+    /// labelled with this session. Returns how many containers were stopped or removed.
     pub async fn shutdown(&self) -> Result<usize, RuntimeError> {
         let namespaces = self.lock().clone();
         let mut stopped = 0;
         for namespace in namespaces {
             stopped += namespace.stop_all(StopReason::Shutdown).await;
+        }
+        if !self.context.monitors.settled(HOOKS_AT_SHUTDOWN).await {
+            tracing::warn!("some on_stop hooks were still running after {HOOKS_AT_SHUTDOWN:?}");
         }
         let swept = self
             .remove_containers(&[

@@ -233,11 +233,8 @@ impl Namespace {
     /// Stops every running container of the namespace (SIGTERM, then SIGKILL after the
     /// grace period), all at once. Returns how many were stopped.
     pub async fn stop_all(&self, reason: StopReason) -> usize {
-        let objects: Vec<Object> = self
-            .objects()
-            .into_iter()
-            .filter(|o| o.state().is_active())
-            .collect();
+        // Every object, not only those that look active: one may be starting right now.
+        let objects = self.objects();
         let results = futures_util::future::join_all(
             objects.iter().map(|o| o.stop_with(reason, Signal::Term)),
         )

@@ -10,12 +10,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::container::{ContainerClass, State};
@@ -42,6 +43,47 @@ pub(crate) struct AppContext {
     pub(crate) store: Arc<Store>,
     pub(crate) client: Client,
     pub(crate) events: tokio::sync::broadcast::Sender<Event>,
+    pub(crate) monitors: Arc<Monitors>,
+}
+
+/// Counts the monitors still running, so that a shutdown can wait for the last `on_stop`.
+#[derive(Default)]
+pub(crate) struct Monitors {
+    running: AtomicUsize,
+    settled: Notify,
+}
+
+impl Monitors {
+    fn enter(self: &Arc<Self>) -> MonitorGuard {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        MonitorGuard(self.clone())
+    }
+
+    /// Waits until no monitor runs, up to `limit`; returns whether none does.
+    pub(crate) async fn settled(&self, limit: Duration) -> bool {
+        let deadline = after(limit);
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+struct MonitorGuard(Arc<Monitors>);
+
+impl Drop for MonitorGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
 }
 
 /// What the objects of one class share.
@@ -92,13 +134,17 @@ pub enum StartError {
     PortUnreachable { object: String, port: u16 },
     #[error("the container for {object} was stopped while it was starting")]
     Interrupted { object: String },
+    #[error("the previous container for {object} did not exit within {waited:?} of being stopped; check the Docker Engine and retry")]
+    StillStopping { object: String, waited: Duration },
 }
 
 impl StartError {
     /// The HTTP status a request that needed this start gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            StartError::LimitReached { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            StartError::LimitReached { .. } | StartError::StillStopping { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             StartError::Runtime { source, .. } if source.is_unreachable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -124,6 +170,7 @@ impl StartError {
             StartError::ProbeTimeout { .. } => "ping-timeout",
             StartError::PortUnreachable { .. } => "port-unreachable",
             StartError::Interrupted { .. } => "interrupted",
+            StartError::StillStopping { .. } => "still-stopping",
         }
     }
 }
@@ -159,6 +206,8 @@ pub enum FetchError {
     },
     #[error("the container for {object} stopped each time before it could take the request; see its logs")]
     Unavailable { object: String },
+    #[error("the request body broke off or was malformed: {cause}")]
+    BadRequestBody { cause: String },
 }
 
 impl FetchError {
@@ -171,6 +220,7 @@ impl FetchError {
             | FetchError::Dropped { .. }
             | FetchError::Connect { .. } => StatusCode::BAD_GATEWAY,
             FetchError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            FetchError::BadRequestBody { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -185,6 +235,7 @@ impl FetchError {
             FetchError::Dropped { .. } => "connection-dropped",
             FetchError::Connect { .. } => "connect-failed",
             FetchError::Unavailable { .. } => "unavailable",
+            FetchError::BadRequestBody { .. } => "bad-request-body",
         };
         let status = self.status();
         let mut response = proxy::error_response(status, kind, &self.to_string());
@@ -222,7 +273,7 @@ struct Inner {
     id: ObjectId,
     name: OnceLock<String>,
     live: Mutex<Live>,
-    lifecycle: tokio::sync::Mutex<Attempts>,
+    lifecycle: Arc<tokio::sync::Mutex<Attempts>>,
     finished_attempts: AtomicU64,
     persisting: Mutex<()>,
 }
@@ -234,6 +285,8 @@ struct Live {
     in_flight: u32,
     last_activity: Instant,
     stop: Option<PendingStop>,
+    /// Readiness is being awaited: a `running` container is not idle, it is starting.
+    readying: bool,
     /// A container recorded by an earlier berth process, to re-adopt or remove.
     leftover: Option<String>,
 }
@@ -250,6 +303,7 @@ struct Instance {
     started_at: Instant,
     started_at_ms: i64,
     healthy: Notify,
+    became_healthy: std::sync::atomic::AtomicBool,
     wake: Notify,
     exited: tokio::sync::watch::Sender<Option<Exit>>,
 }
@@ -328,9 +382,10 @@ impl Object {
                     in_flight: 0,
                     last_activity: Instant::now(),
                     stop: None,
+                    readying: false,
                     leftover,
                 }),
-                lifecycle: tokio::sync::Mutex::new(Attempts::default()),
+                lifecycle: Arc::new(tokio::sync::Mutex::new(Attempts::default())),
                 finished_attempts: AtomicU64::new(0),
                 persisting: Mutex::new(()),
             }),
@@ -465,6 +520,9 @@ impl Object {
         let request = request.map(proxy::body);
         match proxy::forward(&self.inner.class.app.client, request, addr, lease).await {
             Ok(response) => Ok(response),
+            Err(ProxyFailure::ClientBody(e)) => Err(FetchError::BadRequestBody {
+                cause: error_chain(&e),
+            }),
             Err(failure) => {
                 let exit = wait_for_exit(&instance, EXIT_NOTICE).await;
                 let object = self.describe();
@@ -479,11 +537,13 @@ impl Object {
                         port,
                         cause: error_chain(&e),
                     },
-                    (_, ProxyFailure::Dropped(e)) => FetchError::Dropped {
-                        object,
-                        port,
-                        cause: error_chain(&e),
-                    },
+                    (_, ProxyFailure::Dropped(e) | ProxyFailure::ClientBody(e)) => {
+                        FetchError::Dropped {
+                            object,
+                            port,
+                            cause: error_chain(&e),
+                        }
+                    }
                 })
             }
         }
@@ -535,13 +595,12 @@ impl Object {
             return Ok(false);
         };
         self.begin_stop(&instance, reason, signal).await?;
-        let grace = self.inner.class.options.stop_grace;
-        match wait_for_exit(&instance, grace + EXIT_REPORT).await {
+        let waited = self.options().stop_grace.saturating_add(EXIT_REPORT);
+        match wait_for_exit(&instance, waited).await {
             Some(_) => Ok(true),
-            None => Err(RuntimeError::Engine {
-                operation: "stop",
-                target: self.describe(),
-                message: format!("no exit was reported within {:?}", grace + EXIT_REPORT),
+            None => Err(RuntimeError::NoExit {
+                container: instance.container_id.clone(),
+                waited,
             }),
         }
     }
@@ -600,7 +659,7 @@ impl Object {
         options: Option<&StartOptions>,
     ) -> Result<(), Arc<StartError>> {
         let arrived = self.inner.finished_attempts.load(Ordering::Acquire);
-        let mut attempts = self.inner.lifecycle.lock().await;
+        let attempts = self.inner.lifecycle.clone().lock_owned().await;
         if self.reached(&readiness) {
             return Ok(());
         }
@@ -609,10 +668,29 @@ impl Object {
                 return Err(error.clone());
             }
         }
+        // The attempt runs on its own task: a caller that gives up (a client that
+        // disconnects) must not leave a half-started container behind.
+        let object = self.clone();
+        let options = options.cloned();
+        tokio::spawn(async move { object.attempt(attempts, readiness, options).await })
+            .await
+            .unwrap_or_else(|_| {
+                Err(Arc::new(StartError::Interrupted {
+                    object: self.describe(),
+                }))
+            })
+    }
+
+    async fn attempt(
+        &self,
+        mut attempts: tokio::sync::OwnedMutexGuard<Attempts>,
+        readiness: Readiness,
+        options: Option<StartOptions>,
+    ) -> Result<(), Arc<StartError>> {
         attempts.number += 1;
         let number = attempts.number;
         let result = self
-            .start_locked(&readiness, options)
+            .start_locked(&readiness, options.as_ref())
             .await
             .map_err(Arc::new);
         self.inner
@@ -662,10 +740,11 @@ impl Object {
             live.instance.clone().filter(|_| live.stop.is_some())
         };
         if let Some(old) = stopping {
-            let grace = self.options().stop_grace;
-            if wait_for_exit(&old, grace + EXIT_REPORT).await.is_none() {
-                return Err(StartError::Interrupted {
+            let waited = self.options().stop_grace.saturating_add(EXIT_REPORT);
+            if wait_for_exit(&old, waited).await.is_none() {
+                return Err(StartError::StillStopping {
                     object: self.describe(),
+                    waited,
                 });
             }
         }
@@ -763,10 +842,17 @@ impl Object {
             object: self.describe(),
             timeout: start_timeout,
         };
-        let container_id = timeout(start_timeout, self.runtime().create(&spec))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(runtime_error)?;
+        let created = timeout(start_timeout, self.runtime().create(&spec)).await;
+        let container_id = match created {
+            Ok(created) => created.map_err(runtime_error)?,
+            Err(_) => {
+                // The engine may still create it: remove it by name once it can.
+                let runtime = self.inner.class.app.runtime.clone();
+                let name = spec.name.clone();
+                tokio::spawn(async move { runtime.remove(&name).await });
+                return Err(timed_out());
+            }
+        };
         let started = timeout(
             start_timeout.saturating_sub(began.elapsed()),
             self.runtime().start(&container_id),
@@ -810,6 +896,7 @@ impl Object {
             started_at,
             started_at_ms: now_ms() - started_at.elapsed().as_millis() as i64,
             healthy: Notify::new(),
+            became_healthy: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             exited: tokio::sync::watch::channel(None).0,
         });
@@ -846,7 +933,7 @@ impl Object {
             {
                 if let Ok(permit) = self.inner.class.limit.clone().try_acquire_owned() {
                     self.emit(&container_id, EventKind::Adopted);
-                    let endpoint = info.endpoint.unwrap_or_else(Endpoint::unknown);
+                    let endpoint = info.endpoint.unwrap_or(Endpoint::Unreachable);
                     return Some(self.adopt(container_id, endpoint, Instant::now(), permit));
                 }
                 let _ = self.runtime().remove(&container_id).await;
@@ -888,20 +975,82 @@ impl Object {
         instance: &Arc<Instance>,
         ports: Option<&[u16]>,
     ) -> Result<(), StartError> {
+        self.live().readying = true;
+        let result = self.readiness(instance, ports).await;
+        self.live().readying = false;
+        match &result {
+            Ok(()) => {
+                {
+                    let mut live = self.live();
+                    if live.stop.is_none() && live.state == State::Running {
+                        live.state = State::Healthy;
+                        live.last_activity = Instant::now();
+                    }
+                }
+                self.persist();
+                instance.became_healthy.store(true, Ordering::Release);
+                instance.healthy.notify_one();
+                instance.wake.notify_one();
+                self.emit(
+                    &instance.container_id,
+                    EventKind::Healthy {
+                        elapsed: instance.started_at.elapsed(),
+                    },
+                );
+            }
+            Err(StartError::ExitedWhileStarting { .. } | StartError::Interrupted { .. }) => {}
+            Err(_) => {
+                // A container that never became ready is not left running.
+                let _ = self
+                    .begin_stop(instance, StopReason::StartFailed, Signal::Kill)
+                    .await;
+                wait_for_exit(instance, EXIT_REPORT).await;
+            }
+        }
+        result
+    }
+
+    /// Waits until the container's ports answer, or says why they will not.
+    async fn readiness(
+        &self,
+        instance: &Arc<Instance>,
+        ports: Option<&[u16]>,
+    ) -> Result<(), StartError> {
         let opts = self.options();
         let ports = ports
             .map(<[u16]>::to_vec)
             .unwrap_or_else(|| opts.ready_ports());
+        let mut exited = instance.exited.subscribe();
+        let exit_error = |exit: Option<Exit>| match exit {
+            Some(exit) if exit.reason == StopReason::Exited => StartError::ExitedWhileStarting {
+                object: self.describe(),
+                status: exit.status,
+                logs: exit.logs,
+            },
+            _ => StartError::Interrupted {
+                object: self.describe(),
+            },
+        };
         let mut addrs = Vec::with_capacity(ports.len());
         for port in &ports {
-            let addr = instance
-                .endpoint
-                .addr(*port)
-                .ok_or(StartError::PortUnreachable {
-                    object: self.describe(),
-                    port: *port,
-                })?;
-            addrs.push((*port, addr));
+            match instance.endpoint.addr(*port) {
+                Some(addr) => addrs.push((*port, addr)),
+                None if instance.endpoint == Endpoint::Unreachable => {
+                    // It exited before it got an address; its monitor reports how.
+                    let exit = timeout(EXIT_REPORT, exited.wait_for(Option::is_some)).await;
+                    let exit = match exit {
+                        Ok(Ok(exit)) => exit.clone(),
+                        _ => None,
+                    };
+                    return Err(exit_error(exit));
+                }
+                None => {
+                    return Err(StartError::PortUnreachable {
+                        object: self.describe(),
+                        port: *port,
+                    })
+                }
+            }
         }
         let probe_port = opts.default_port.or(ports.first().copied());
         let probe = match (&opts.ping_endpoint, probe_port) {
@@ -912,49 +1061,11 @@ impl Object {
             _ => None,
         };
         let limit = opts.port_ready_timeout;
-        let deadline = Instant::now() + limit;
-        let mut exited = instance.exited.subscribe();
-        let outcome = tokio::select! {
-            ready = readiness::wait_until_ready(&self.inner.class.app.client, &addrs, probe, deadline) => ready,
-            exit = exited.wait_for(Option::is_some) => {
-                let exit = exit.ok().and_then(|e| e.clone());
-                return Err(match exit {
-                    Some(exit) if exit.reason == StopReason::Exited => StartError::ExitedWhileStarting {
-                        object: self.describe(),
-                        status: exit.status,
-                        logs: exit.logs,
-                    },
-                    _ => StartError::Interrupted { object: self.describe() },
-                });
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                {
-                    let mut live = self.live();
-                    if live.stop.is_none() && live.state == State::Running {
-                        live.state = State::Healthy;
-                        live.last_activity = Instant::now();
-                    }
-                }
-                self.persist();
-                instance.healthy.notify_one();
-                instance.wake.notify_one();
-                self.emit(
-                    &instance.container_id,
-                    EventKind::Healthy {
-                        elapsed: instance.started_at.elapsed(),
-                    },
-                );
-                Ok(())
-            }
-            Err(not_ready) => {
-                // A container that never became ready is not left running.
-                let _ = self
-                    .begin_stop(instance, StopReason::StartFailed, Signal::Kill)
-                    .await;
-                wait_for_exit(instance, EXIT_REPORT).await;
-                Err(match not_ready {
+        let deadline = after(limit);
+        let client = &self.inner.class.app.client;
+        tokio::select! {
+            ready = readiness::wait_until_ready(client, &addrs, probe, deadline) => {
+                ready.map_err(|not_ready| match not_ready {
                     NotReady::Port(port) => StartError::PortTimeout {
                         object: self.describe(),
                         port,
@@ -967,6 +1078,9 @@ impl Object {
                         timeout: limit,
                     },
                 })
+            }
+            exit = exited.wait_for(Option::is_some) => {
+                Err(exit_error(exit.ok().and_then(|e| e.clone())))
             }
         }
     }
@@ -987,7 +1101,7 @@ impl Object {
             if live.stop.is_none() {
                 live.stop = Some(PendingStop {
                     reason,
-                    kill_at: Some(Instant::now() + self.options().stop_grace),
+                    kill_at: Some(after(self.options().stop_grace)),
                 });
                 live.state = State::Stopping;
             }
@@ -1018,7 +1132,7 @@ impl Object {
             }
             live.stop = Some(PendingStop {
                 reason: StopReason::Slept,
-                kill_at: Some(Instant::now() + self.options().stop_grace),
+                kill_at: Some(after(self.options().stop_grace)),
             });
             live.state = State::Stopping;
         }
@@ -1052,23 +1166,25 @@ impl Object {
         if let Some(stop) = &live.stop {
             return (None, stop.kill_at);
         }
-        if live.state != State::Healthy {
+        if !awake(&live) {
             return (None, None);
         }
         let sleep_after = self.options().sleep_after;
         let idle_at = if live.in_flight > 0 {
             // Whenever the last request ends, it renews activity: the deadline is at
             // least this far away.
-            Instant::now() + sleep_after
+            after(sleep_after)
         } else {
-            live.last_activity + sleep_after
+            live.last_activity
+                .checked_add(sleep_after)
+                .unwrap_or_else(far_future)
         };
         (Some(idle_at), None)
     }
 
-    fn disarm_kill(&self) {
+    fn set_kill_at(&self, at: Option<Instant>) {
         if let Some(stop) = self.live().stop.as_mut() {
-            stop.kill_at = None;
+            stop.kill_at = at;
         }
     }
 
@@ -1079,6 +1195,7 @@ impl Object {
         instance: Arc<Instance>,
         status: ExitStatus,
         permit: OwnedSemaphorePermit,
+        on_start: Option<JoinHandle<()>>,
     ) {
         let reason = {
             let live = self.live();
@@ -1129,8 +1246,14 @@ impl Object {
             logs,
         };
         instance.exited.send_replace(Some(exit.clone()));
+        // on_start comes before on_stop, even when it is slow.
+        if let Some(on_start) = on_start {
+            let _ = on_start.await;
+        }
         let hooks = self.inner.class.hooks.clone();
-        if reason == StopReason::Exited && (status.code != 0 || status.oom_killed) {
+        // Exiting by itself is an error if it failed, or if it never became ready.
+        let healthy = instance.became_healthy.load(Ordering::Acquire);
+        if reason == StopReason::Exited && (status.code != 0 || status.oom_killed || !healthy) {
             let error = ObjectError::Crashed {
                 status,
                 logs: exit.logs,
@@ -1201,11 +1324,19 @@ fn is_current(live: &Live, instance: &Arc<Instance>) -> bool {
         .is_some_and(|current| Arc::ptr_eq(current, instance))
 }
 
+/// Serving (or started with no wait for readiness), and nothing going on.
+fn awake(live: &Live) -> bool {
+    live.state == State::Healthy || (live.state == State::Running && !live.readying)
+}
+
 fn idle(live: &Live, sleep_after: Duration, now: Instant) -> bool {
-    live.state == State::Healthy
+    awake(live)
         && live.stop.is_none()
         && live.in_flight == 0
-        && live.last_activity + sleep_after <= now
+        && live
+            .last_activity
+            .checked_add(sleep_after)
+            .is_some_and(|deadline| deadline <= now)
 }
 
 async fn wait_for_exit(instance: &Instance, limit: Duration) -> Option<Exit> {
@@ -1220,6 +1351,7 @@ async fn wait_for_exit(instance: &Instance, limit: Duration) -> Option<Exit> {
 /// Watches one container from start to removal: runs `on_start`, puts it to sleep when
 /// idle, enforces the SIGKILL deadline, and notices its exit.
 async fn monitor(object: Object, instance: Arc<Instance>, permit: OwnedSemaphorePermit) {
+    let _tracked = object.inner.class.app.monitors.enter();
     let runtime = object.inner.class.app.runtime.clone();
     let container_id = instance.container_id.clone();
     let exit = async {
@@ -1240,34 +1372,54 @@ async fn monitor(object: Object, instance: Arc<Instance>, permit: OwnedSemaphore
         }
     };
     tokio::pin!(exit);
-    let mut announced = false;
+    // Hooks run on tasks of their own, so that a slow or re-entrant hook never keeps the
+    // monitor from noticing an exit or enforcing a deadline.
+    let mut on_start: Option<JoinHandle<()>> = None;
+    let mut idle_check: Option<JoinHandle<()>> = None;
     let status = loop {
         let (idle_at, kill_at) = object.deadlines(&instance);
+        let idle_at = idle_at.filter(|_| idle_check.is_none());
         tokio::select! {
             biased;
-            _ = instance.healthy.notified(), if !announced => {
-                announced = true;
-                let hooks = object.inner.class.hooks.clone();
-                hooks.on_start(&object).await;
+            _ = instance.healthy.notified(), if on_start.is_none() => {
+                let (object, hooks) = (object.clone(), object.inner.class.hooks.clone());
+                on_start = Some(tokio::spawn(async move { hooks.on_start(&object).await }));
             }
             status = &mut exit => break status,
             _ = instance.wake.notified() => {}
+            _ = async { if let Some(check) = idle_check.as_mut() { let _ = check.await; } }, if idle_check.is_some() => {
+                idle_check = None;
+            }
             _ = sleep_until(kill_at.unwrap_or_else(far_future)), if kill_at.is_some() => {
-                object.disarm_kill();
-                if let Err(e) = runtime.kill(&container_id, Signal::Kill).await {
-                    tracing::warn!("could not kill container {container_id}: {e}");
+                match runtime.kill(&container_id, Signal::Kill).await {
+                    Ok(()) => object.set_kill_at(None),
+                    Err(e) => {
+                        tracing::warn!("could not kill container {container_id}, retrying: {e}");
+                        object.set_kill_at(Some(after(Duration::from_secs(1))));
+                    }
                 }
             }
             _ = sleep_until(idle_at.unwrap_or_else(far_future)), if idle_at.is_some() => {
-                object.on_idle(&instance).await;
+                let (object, instance) = (object.clone(), instance.clone());
+                idle_check = Some(tokio::spawn(async move { object.on_idle(&instance).await }));
             }
         }
     };
-    object.finish(instance, status, permit).await;
+    if let Some(check) = idle_check {
+        check.abort();
+    }
+    object.finish(instance, status, permit, on_start).await;
+}
+
+/// `d` from now, or as far as the clock goes.
+fn after(d: Duration) -> Instant {
+    Instant::now().checked_add(d).unwrap_or_else(far_future)
 }
 
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365)
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(86400 * 365))
+        .unwrap_or(now)
 }
 
 /// Object names may hold any text; labels get a printable, bounded form.

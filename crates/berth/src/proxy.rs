@@ -7,6 +7,8 @@
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -81,6 +83,8 @@ pub(crate) enum ProxyFailure {
     Connect(hyper_util::client::legacy::Error),
     /// The container closed the connection (or failed) before answering.
     Dropped(hyper_util::client::legacy::Error),
+    /// The client's request body broke off or was malformed.
+    ClientBody(hyper_util::client::legacy::Error),
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -157,9 +161,19 @@ pub(crate) async fn forward(
     headers.remove(TARGET_PORT_HEADER);
     strip_hop_by_hop(headers, upgrade);
 
+    let client_failed = Arc::new(AtomicBool::new(false));
+    let request = request.map(|inner| {
+        WatchedBody {
+            inner,
+            failed: client_failed.clone(),
+        }
+        .boxed()
+    });
     let mut response = client.request(request).await.map_err(|e| {
         if e.is_connect() {
             ProxyFailure::Connect(e)
+        } else if client_failed.load(Ordering::Acquire) {
+            ProxyFailure::ClientBody(e)
         } else {
             ProxyFailure::Dropped(e)
         }
@@ -232,6 +246,37 @@ async fn tunnel(
         let _ = client_write.shutdown().await;
     };
     tokio::join!(up, down);
+}
+
+/// A request body that remembers whether the client broke it, so that a failure is put
+/// on the right side.
+struct WatchedBody {
+    inner: Body,
+    failed: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = polled {
+            self.failed.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response body that keeps its request counted as in flight until it ends.

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::namespace::TARGET_PORT_HEADER;
 use crate::proxy::{error_response, Body};
 use crate::router::{Env, Worker};
 
@@ -173,8 +174,10 @@ fn shutting_down() -> Response<Body> {
     response
 }
 
-/// Records the client's address for the container, as proxies do.
+/// Records the client's address for the container, as proxies do, and drops the header
+/// that picks a container port: only the worker's own code may set it (`switch_port`).
 fn forwarded(mut request: Request<Incoming>, remote: SocketAddr) -> Request<Incoming> {
+    request.headers_mut().remove(TARGET_PORT_HEADER);
     if let Ok(value) = HeaderValue::from_str(&remote.ip().to_string()) {
         request.headers_mut().append("x-forwarded-for", value);
     }

@@ -14,7 +14,8 @@
 //! - `IGNORE_SIGTERM=1`: ignore SIGTERM, as an app that does not stop when asked.
 //! - `MESSAGE`: text appended to the `/` greeting.
 //!
-//! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/echo`,
+//! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/routes`,
+//! `/connect/<ip:port>`, `/echo`,
 //! `/headers`, `/port`, `/ws`; anything else is a 404.
 
 use std::convert::Infallible;
@@ -221,6 +222,32 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
                         text(StatusCode::OK, format!("slept {ms}"))
                     }
                     Err(_) => text(StatusCode::BAD_REQUEST, format!("bad duration: {ms}")),
+                }
+            } else if let Some(target) = p.strip_prefix("/connect/") {
+                // Whether this container can open a TCP connection to `target`.
+                match target.parse::<std::net::SocketAddr>() {
+                    Ok(addr) => {
+                        let attempt = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            tokio::net::TcpStream::connect(addr),
+                        )
+                        .await;
+                        match attempt {
+                            Ok(Ok(_)) => text(StatusCode::OK, "connected".to_string()),
+                            Ok(Err(e)) => text(StatusCode::OK, format!("failed: {e}")),
+                            Err(_) => text(StatusCode::OK, "failed: timed out".to_string()),
+                        }
+                    }
+                    Err(_) => text(StatusCode::BAD_REQUEST, format!("bad address: {target}")),
+                }
+            } else if p == "/routes" {
+                // The kernel's IPv4 routing table, to show whether a route out exists.
+                match std::fs::read_to_string("/proc/net/route") {
+                    Ok(table) => text(StatusCode::OK, table),
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("no routing table: {e}"),
+                    ),
                 }
             } else if let Some(mib) = p.strip_prefix("/alloc/") {
                 match mib.parse::<usize>() {

@@ -53,16 +53,21 @@ impl DockerRuntime {
     pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
         let host = std::env::var("DOCKER_HOST")
             .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        DockerRuntime::connect_to(&host).await
+    }
+
+    /// Connects to the engine at `host` (`unix:///path`, `tcp://host:port`).
+    pub async fn connect_to(host: &str) -> Result<DockerRuntime, RuntimeError> {
         let unreachable = |e: BollardError| RuntimeError::Unreachable {
-            host: host.clone(),
+            host: host.to_string(),
             reason: e.to_string(),
         };
-        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = Docker::connect_with_host(host).map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
         Ok(DockerRuntime {
             docker,
-            host,
+            host: host.to_string(),
             reach: Reach::default(),
             internal_network: OnceCell::new(),
         })
@@ -291,7 +296,7 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(|e| self.error("inspect container", id, e))?;
         // A container that exits at once has no address; its exit is reported by `wait`.
-        Ok(self.endpoint(&info).unwrap_or_else(Endpoint::unknown))
+        Ok(self.endpoint(&info).unwrap_or(Endpoint::Unreachable))
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {

@@ -9,7 +9,7 @@ pub mod docker;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -52,6 +52,8 @@ pub enum Endpoint {
     /// Ports published on the loopback address (for engines whose bridge this machine
     /// cannot reach, such as Docker Desktop): container port → host address.
     Published(Vec<(u16, SocketAddr)>),
+    /// The container has no address (it exited before it got one).
+    Unreachable,
 }
 
 impl Endpoint {
@@ -63,12 +65,8 @@ impl Endpoint {
                 .iter()
                 .find(|(container_port, _)| *container_port == port)
                 .map(|(_, addr)| *addr),
+            Endpoint::Unreachable => None,
         }
-    }
-
-    /// A placeholder for containers whose address is not known.
-    pub fn unknown() -> Endpoint {
-        Endpoint::Bridge(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
 }
 
@@ -141,6 +139,8 @@ pub enum RuntimeError {
     ImageMissing { image: String },
     #[error("container {container} no longer exists in the Docker Engine")]
     NotFound { container: String },
+    #[error("container {container} did not report its exit within {waited:?}; check the Docker Engine (docker ps -a) and retry")]
+    NoExit { container: String, waited: Duration },
     #[error("the Docker Engine refused to {operation} {target}: {message}")]
     Engine {
         operation: &'static str,

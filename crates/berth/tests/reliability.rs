@@ -1,0 +1,525 @@
+//! Faults, races, limits, bad input and isolation, each against the real Docker Engine.
+//! RELIABILITY.md says what each test injects and how often.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth::router::{Env, Instance, PathPattern, Route, Router};
+use berth::runtime::labels;
+use berth::server::{serve_with, ServeOptions};
+use berth::{
+    DockerRuntime, Hooks, NoHooks, Object, ObjectError, Runtime, State, StopParams, Store,
+};
+use common::{request, text, TestApp};
+use http::StatusCode;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::AbortHandle;
+
+/// A socket that relays to the machine's Docker Engine and can be cut and restored, so a
+/// test can take the engine away from berth without touching the real daemon.
+struct EngineLink {
+    path: PathBuf,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl EngineLink {
+    fn new(test: &str) -> EngineLink {
+        let path =
+            std::env::temp_dir().join(format!("berth-engine-{test}-{}.sock", std::process::id()));
+        let link = EngineLink {
+            path,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        link.restore();
+        link
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    fn restore(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = UnixListener::bind(&self.path).expect("bind the engine link");
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+                tasks.lock().expect("tasks").push(relay.abort_handle());
+            }
+        });
+        self.tasks
+            .lock()
+            .expect("tasks")
+            .push(accept.abort_handle());
+    }
+
+    /// Closes the socket and every connection through it.
+    fn cut(&self) {
+        for task in self.tasks.lock().expect("tasks").drain(..) {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for EngineLink {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_engine_gives_503_and_berth_recovers_when_it_returns() {
+    let t = TestApp::new("engine-loss").await;
+    let link = EngineLink::new("loss");
+    let runtime = DockerRuntime::connect_to(&link.host())
+        .await
+        .expect("through the link");
+    let app = berth::App::new(
+        &t.name,
+        Arc::new(runtime),
+        Store::in_memory().expect("store"),
+    );
+    let ns = app.namespace(t.class("Fragile").await, Arc::new(NoHooks));
+
+    let (status, _) = text(ns.get_by_name("warm").fetch(request("/ping")).await).await;
+    assert_eq!(status, StatusCode::OK);
+
+    link.cut();
+    let response = ns.get_by_name("cold").fetch(request("/ping")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let (_, body) = text(response).await;
+    assert!(
+        body.contains("cannot reach the Docker Engine at unix://"),
+        "{body}"
+    );
+    let (status, _) = text(ns.get_by_name("warm").fetch(request("/ping")).await).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a running container still serves without the engine"
+    );
+
+    link.restore();
+    let (status, _) = text(ns.get_by_name("cold").fetch(request("/ping")).await).await;
+    assert_eq!(status, StatusCode::OK, "berth recovers without a restart");
+    // The warm container's monitor lost its watch on the engine and picked it up again.
+    let warm = ns.get_by_name("warm");
+    let _ = warm.fetch(request("/exit/4")).await;
+    let noticed = common::eventually(Duration::from_secs(10), || async {
+        warm.state() == State::StoppedWithCode(4)
+    })
+    .await;
+    assert!(
+        noticed,
+        "the exit is still noticed; state is {}",
+        warm.state()
+    );
+    app.shutdown().await.expect("shutdown");
+    assert!(t.containers().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_at_the_sleep_boundary_are_never_lost() {
+    const OBJECTS: usize = 10;
+    const ROUNDS: usize = 100;
+    let t = TestApp::new("boundary").await;
+    let mut class = t.class("Boundary").await;
+    class.sleep_after = Duration::from_millis(200);
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    let kept = Arc::new(AtomicUsize::new(0));
+    let restarted = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let loops = (0..OBJECTS).map(|k| {
+        let object = ns.get_by_name(&format!("edge-{k}"));
+        let (kept, restarted, failures) = (kept.clone(), restarted.clone(), failures.clone());
+        tokio::spawn(async move {
+            let mut last_host = String::new();
+            for round in 0..ROUNDS {
+                // Sweep the gap across the idle deadline: 190 ms to 210 ms.
+                let gap = 190 + ((round * 7 + k) % 21) as u64;
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+                let (status, body) = text(object.fetch(request("/env")).await).await;
+                if status != StatusCode::OK {
+                    failures
+                        .lock()
+                        .expect("failures")
+                        .push(format!("{k}/{round}: {status} {body}"));
+                    continue;
+                }
+                let host = body
+                    .split("\"HOSTNAME\":\"")
+                    .nth(1)
+                    .unwrap_or("")
+                    .chars()
+                    .take(12)
+                    .collect::<String>();
+                if round > 0 {
+                    if host == last_host { &kept } else { &restarted }
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                last_host = host;
+            }
+        })
+    });
+    for result in futures_util::future::join_all(loops).await {
+        result.expect("loop");
+    }
+    let failures = failures.lock().expect("failures").clone();
+    let (kept, restarted) = (
+        kept.load(Ordering::Relaxed),
+        restarted.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "sleep boundary: {} requests, {kept} kept awake, {restarted} after a restart, {} lost",
+        OBJECTS * ROUNDS,
+        failures.len()
+    );
+    assert!(failures.is_empty(), "lost requests: {failures:?}");
+    assert!(
+        kept > 0 && restarted > 0,
+        "both sides of the boundary were hit: {kept} kept, {restarted} restarted"
+    );
+    t.app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_instances_is_never_exceeded_under_a_storm() {
+    const LIMIT: usize = 4;
+    let t = TestApp::new("storm").await;
+    let mut class = t.class("Storm").await;
+    class.max_instances = LIMIT;
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling, name) = (peak.clone(), sampling.clone(), t.name.clone());
+        tokio::spawn(async move {
+            let runtime = DockerRuntime::connect().await.expect("engine");
+            while sampling.load(Ordering::Relaxed) {
+                let running = runtime
+                    .list(&[(labels::APP, name.as_str())])
+                    .await
+                    .map(|c| c.iter().filter(|c| c.running).count())
+                    .unwrap_or(0);
+                peak.fetch_max(running, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let storm = (0..24).map(|k| {
+        let object = ns.get_by_name(&format!("n{k}"));
+        tokio::spawn(async move {
+            let response = object.fetch(request("/sleep/300")).await;
+            let retry = response.headers().get("retry-after").is_some();
+            let (status, body) = text(response).await;
+            (status, retry, body)
+        })
+    });
+    let results: Vec<_> = futures_util::future::join_all(storm)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    let ok = results
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::OK)
+        .count();
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert_eq!(ok, LIMIT, "{results:?}");
+    assert_eq!(refused.len(), 24 - LIMIT);
+    assert!(refused
+        .iter()
+        .all(|(_, retry, body)| *retry && body.contains("maximum of 4 instances")));
+    assert!(
+        peak.load(Ordering::Relaxed) <= LIMIT,
+        "peak {} running",
+        peak.load(Ordering::Relaxed)
+    );
+    assert_eq!(t.containers().await.len(), LIMIT);
+    t.app.shutdown().await.expect("shutdown");
+}
+
+#[derive(Default)]
+struct Errors(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Hooks for Errors {
+    async fn on_error(&self, _: &Object, error: &ObjectError) {
+        self.0.lock().expect("errors").push(error.to_string());
+    }
+    async fn on_stop(&self, _: &Object, params: StopParams) {
+        self.0
+            .lock()
+            .expect("errors")
+            .push(format!("stop {}", params.exit_code));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_memory_is_reported_as_such() {
+    let t = TestApp::new("oom").await;
+    let mut class = t.class("Hungry").await;
+    class.instance_type = Some(berth::InstanceType {
+        vcpu: 0.5,
+        memory_mib: 32,
+    });
+    let hooks = Arc::new(Errors::default());
+    let ns = t.app.namespace(class, hooks.clone());
+    let object = ns.get_by_name("glutton");
+    let (status, body) = text(object.fetch(request("/alloc/128")).await).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("killed for lack of memory"), "{body}");
+    let reported = common::eventually(Duration::from_secs(5), || async {
+        hooks
+            .0
+            .lock()
+            .expect("errors")
+            .iter()
+            .any(|e| e.contains("killed for lack of memory"))
+    })
+    .await;
+    assert!(
+        reported,
+        "on_error says so: {:?}",
+        hooks.0.lock().expect("errors")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_internet_a_container_cannot_leave_its_network() {
+    let t = TestApp::new("noroute").await;
+    let open = t.app.namespace(t.class("Open").await, Arc::new(NoHooks));
+    let mut closed = t.class("Closed").await;
+    closed.enable_internet = false;
+    let closed = t.app.namespace(closed, Arc::new(NoHooks));
+
+    // A target outside the internal network: a container of this test, on the bridge.
+    let (status, _) = text(open.get_by_name("target").fetch(request("/ping")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let target = t
+        .containers()
+        .await
+        .into_iter()
+        .find_map(|c| c.endpoint.and_then(|e| e.addr(8080)))
+        .expect("the target's bridge address");
+    let path = format!("/connect/{target}");
+
+    let (status, answer) = text(open.get_by_name("o").fetch(request(&path)).await).await;
+    assert_eq!(
+        (status, answer.as_str()),
+        (StatusCode::OK, "connected"),
+        "a normal container gets out"
+    );
+    let (status, answer) = text(closed.get_by_name("c").fetch(request(&path)).await).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "berth still reaches the closed container"
+    );
+    assert!(
+        answer.starts_with("failed"),
+        "without internet nothing outside its network is reached: {answer}"
+    );
+    t.app.shutdown().await.expect("shutdown");
+}
+
+/// A router with one catch-all route to the singleton, served on 127.0.0.1.
+async fn front(
+    t: &TestApp,
+    options: ServeOptions,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let ns = t.app.namespace(t.class("Front").await, Arc::new(NoHooks));
+    let mut env = Env::new();
+    env.bind("APP", ns);
+    let routes = vec![Route {
+        path: PathPattern::parse("/*").expect("pattern"),
+        binding: "APP".into(),
+        instance: Instance::Fixed("container".into()),
+        strip_prefix: false,
+    }];
+    let router = Router::new(routes, &env).expect("router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        Arc::new(router),
+        env,
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+    (addr, stop, server)
+}
+
+/// Sends raw bytes and returns what came back before the server closed or 5 s passed.
+fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(bytes).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_is_no_open_proxy_and_malformed_http_gets_clear_errors() {
+    let t = TestApp::new("badhttp").await;
+    let options = ServeOptions {
+        header_read_timeout: Duration::from_secs(1),
+        ..ServeOptions::default()
+    };
+    let (addr, stop, server) = front(&t, options).await;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut answers = Vec::new();
+        // Absolute-form and a foreign Host still reach only berth's own container.
+        answers.push(raw(addr, b"GET http://example.com/ping HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"));
+        answers.push(raw(addr, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"));
+        let big = format!("GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+        answers.push(raw(addr, big.as_bytes()));
+        answers.push(raw(addr, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot a chunk\r\n"));
+        // A slow client that never finishes its headers.
+        let started = std::time::Instant::now();
+        answers.push(raw(addr, b"GET /ping HTTP/1.1\r\nHost: x\r\n"));
+        answers.push(format!("{}", started.elapsed().as_millis()));
+        answers.push(raw(addr, b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        answers
+    })
+    .await
+    .expect("client");
+    assert!(answer[0].starts_with("HTTP/1.1 200"), "{}", answer[0]);
+    assert!(
+        answer[0].ends_with("pong"),
+        "answered by the container: {}",
+        answer[0]
+    );
+    assert!(
+        answer[1].starts_with("HTTP/1.1 404"),
+        "CONNECT tunnels nothing: {}",
+        answer[1]
+    );
+    assert!(
+        answer[2].starts_with("HTTP/1.1 431"),
+        "oversized headers: {}",
+        answer[2]
+    );
+    assert!(
+        answer[3].starts_with("HTTP/1.1 400"),
+        "a malformed body is the client's fault: {}",
+        answer[3]
+    );
+    assert!(
+        answer[3].contains("the request body broke off or was malformed"),
+        "{}",
+        answer[3]
+    );
+    let waited: u128 = answer[5].parse().expect("millis");
+    assert!(waited < 5_000, "a slow client is cut off: {}", answer[4]);
+    assert!(
+        answer[6].starts_with("HTTP/1.1 200"),
+        "still serving: {}",
+        answer[6]
+    );
+    let _ = stop.send(());
+    server.await.expect("server");
+    t.app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight_turns_new_ones_away_then_removes_containers() {
+    let t = TestApp::new("drain").await;
+    let options = ServeOptions {
+        drain: Duration::from_secs(10),
+        ..ServeOptions::default()
+    };
+    let (addr, stop, server) = front(&t, options).await;
+    assert_eq!(common::get(addr, "/ping").await.0, StatusCode::OK);
+    let in_flight = tokio::spawn(async move { common::get(addr, "/sleep/1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, headers, body) = common::get(addr, "/ping").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["berth-error"], "shutting-down");
+    let (status, _, body) = in_flight.await.expect("request");
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "slept 1500"),
+        "the request in flight finished"
+    );
+    server.await.expect("server");
+    assert_eq!(t.app.shutdown().await.expect("shutdown"), 1);
+    assert!(t.containers().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_names_of_any_bytes_map_to_valid_containers() {
+    let t = TestApp::new("names").await;
+    let ns = t.app.namespace(t.class("Names").await, Arc::new(NoHooks));
+    let long = "n".repeat(10 * 1024);
+    let names = [
+        "a/b/../c",
+        "nul\0byte",
+        long.as_str(),
+        "日本語 🚢 \"quoted\"\n",
+        " ",
+        "--help",
+    ];
+    for name in names {
+        let (status, body) = text(ns.get_by_name(name).fetch(request("/ping")).await).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "pong"),
+            "name {name:?}"
+        );
+    }
+    let containers = t.containers().await;
+    assert_eq!(containers.len(), names.len());
+    for c in &containers {
+        assert!(
+            c.name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)),
+            "{}",
+            c.name
+        );
+        assert!(c.labels[labels::OBJECT_NAME].len() <= 1100, "bounded label");
+        assert!(!c.labels[labels::OBJECT_NAME].contains('\0'));
+    }
+    let ids: std::collections::HashSet<_> = containers
+        .iter()
+        .map(|c| c.labels[labels::OBJECT_ID].clone())
+        .collect();
+    assert_eq!(ids.len(), names.len(), "each name its own object");
+    t.app.shutdown().await.expect("shutdown");
+}
