@@ -900,4 +900,49 @@ routes = [
         );
         assert_eq!(suggest("zzz", &["sleep_after", "labels"]), "");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn check(text: &str) {
+            match parse(text) {
+                Ok(m) => assert!(!m.name.is_empty()),
+                Err(ManifestError::Invalid { line, column, .. }) => {
+                    assert!(line >= 1 && column >= 1);
+                    assert!(
+                        line <= text.lines().count().max(1) + 1,
+                        "line {line} is in the file"
+                    );
+                }
+                Err(e) => panic!("parse gave a non-positional error: {e}"),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// Any text gives a manifest or a positioned error, never a panic.
+            #[test]
+            fn any_text(text in "\\PC{0,400}") {
+                check(&text);
+            }
+
+            /// Edits of a valid manifest: characters replaced, removed or inserted.
+            #[test]
+            fn edited_seed(edits in proptest::collection::vec((0usize..2000, 0u8..3, "[ -~\n]"), 1..6)) {
+                let mut text: Vec<char> = SEED.chars().collect();
+                for (at, kind, c) in edits {
+                    let at = at % (text.len() + 1);
+                    let c = c.chars().next().unwrap_or('x');
+                    match kind {
+                        0 if at < text.len() => text[at] = c,
+                        1 if at < text.len() => { text.remove(at); }
+                        _ => text.insert(at, c),
+                    }
+                }
+                check(&text.into_iter().collect::<String>());
+            }
+        }
+    }
 }

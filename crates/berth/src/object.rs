@@ -1513,4 +1513,25 @@ mod tests {
         assert_eq!(label_value("a\0b\nc"), "a\\u{0}b\\nc");
         assert_eq!(label_value(&"x".repeat(10_000)).chars().count(), 257);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// Object names of any text give valid Docker name parts and bounded,
+            /// printable labels.
+            #[test]
+            fn names_of_any_text(name in "\\PC{0,300}|[\\x00-\\x1f/\\\\]{0,40}") {
+                let part = docker_name_part(&name);
+                prop_assert!(!part.is_empty() && part.len() <= 40);
+                prop_assert!(part.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+                let label = label_value(&name);
+                prop_assert!(label.chars().count() <= 257);
+                prop_assert!(!label.chars().any(char::is_control));
+            }
+        }
+    }
 }

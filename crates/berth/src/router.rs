@@ -530,4 +530,40 @@ mod tests {
         assert_eq!(percent_decode("%+f"), "%+f");
         assert_eq!(percent_decode("%e2%82%ac"), "€");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// Patterns and paths of any text: no panic, and the rest is the path's tail.
+            #[test]
+            fn patterns_and_paths(pattern in "\\PC{0,40}", path in "\\PC{0,80}") {
+                if let Ok(p) = PathPattern::parse(&pattern) {
+                    if let Some((_, rest)) = p.match_with_rest(&path) {
+                        prop_assert!(path.ends_with(rest));
+                    }
+                }
+                let _ = percent_decode(&path);
+            }
+
+            /// Keys are read from any header, query and cookie bytes without a panic.
+            #[test]
+            fn keys_from_any_request(query in "[ -~]{0,60}", cookie in "[ -~]{0,60}", header in "[ -~]{0,60}") {
+                let uri = format!("/x?{}", query.replace(['#', ' '], ""));
+                if let Ok(request) = Request::get(uri).header("cookie", cookie.trim()).header("x-k", header.trim()).body(()) {
+                    for source in [
+                        KeySource::Query("k".into()),
+                        KeySource::Cookie("k".into()),
+                        KeySource::Header("x-k".into()),
+                        KeySource::Path("k".into()),
+                    ] {
+                        let _ = read_key(&request, &[("k", "v%zz")], &source);
+                    }
+                }
+            }
+        }
+    }
 }

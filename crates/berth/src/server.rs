@@ -76,6 +76,8 @@ pub async fn serve_with(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
+        // A client that sends its request and closes its side still gets the answer.
+        .half_close(true)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {

@@ -353,7 +353,9 @@ async fn front(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let ns = t.app.namespace(t.class("Front").await, Arc::new(NoHooks));
+    let mut class = t.class("Front").await;
+    class.env_vars.insert("EXTRA_PORTS".into(), "9001".into());
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
     let mut env = Env::new();
     env.bind("APP", ns);
     let routes = vec![Route {
@@ -521,5 +523,77 @@ async fn object_names_of_any_bytes_map_to_valid_containers() {
         .map(|c| c.labels[labels::OBJECT_ID].clone())
         .collect();
     assert_eq!(ids.len(), names.len(), "each name its own object");
+    t.app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_mid_start_leaves_nothing_stuck() {
+    let t = TestApp::new("giveup").await;
+    let mut class = t.class("Abandoned").await;
+    class
+        .env_vars
+        .insert("STARTUP_DELAY_MS".into(), "800".into());
+    class.sleep_after = Duration::from_secs(1);
+    class.max_instances = 1;
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    let object = ns.get_by_name("left");
+    // The client disconnects while the container is still starting.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(200), object.fetch(request("/ping"))).await;
+    assert!(gave_up.is_err());
+    let healthy = common::eventually(Duration::from_secs(10), || async {
+        object.state() == State::Healthy
+    })
+    .await;
+    assert!(healthy, "the start went on; state is {}", object.state());
+    let slept = common::eventually(Duration::from_secs(10), || async {
+        object.state() == State::Stopped
+    })
+    .await;
+    assert!(slept, "then it slept; state is {}", object.state());
+    let (status, body) = text(ns.get_by_name("next").fetch(request("/ping")).await).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "its max_instances slot was given back: {body}"
+    );
+    t.app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_started_without_requests_still_sleeps() {
+    let t = TestApp::new("startonly").await;
+    let mut class = t.class("Idle").await;
+    class.sleep_after = Duration::from_secs(1);
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    let object = ns.get_by_name("idle");
+    object
+        .start(berth::StartOptions::default())
+        .await
+        .expect("start");
+    let slept = common::eventually(Duration::from_secs(10), || async {
+        object.state() == State::Stopped
+    })
+    .await;
+    assert!(slept, "state is {}", object.state());
+    assert!(t.containers().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_pick_a_container_port() {
+    let t = TestApp::new("portpick").await;
+    let (addr, stop, server) = front(&t, ServeOptions::default()).await;
+    let request = http::Request::get("/port")
+        .header(berth::TARGET_PORT_HEADER, "9001")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let (status, _, body) = common::send(addr, request).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "8080"),
+        "the header from outside is ignored"
+    );
+    let _ = stop.send(());
+    server.await.expect("server");
     t.app.shutdown().await.expect("shutdown");
 }

@@ -1,0 +1,230 @@
+//! Raw bytes at the router's socket: whatever a client sends, berth answers with HTTP or
+//! closes, never panics, and keeps serving. No container is needed: the engine behind
+//! this router is unreachable, so every request that routes gets a 503.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth::router::{Env, Instance, KeySource, PathPattern, Route, Router, Strategy};
+use berth::runtime::{ContainerInfo, ContainerSpec, Endpoint, ExitStatus};
+use berth::server::{serve_with, ServeOptions};
+use berth::{App, ContainerClass, NoHooks, Runtime, RuntimeError, Signal, Store};
+use proptest::prelude::*;
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+static ANSWERED: AtomicUsize = AtomicUsize::new(0);
+static EDITED: AtomicUsize = AtomicUsize::new(0);
+
+struct NoEngine;
+
+fn gone<T>() -> Result<T, RuntimeError> {
+    Err(RuntimeError::Unreachable {
+        host: "nowhere".into(),
+        reason: "this test has no engine".into(),
+    })
+}
+
+#[async_trait]
+impl Runtime for NoEngine {
+    async fn create(&self, _: &ContainerSpec) -> Result<String, RuntimeError> {
+        gone()
+    }
+    async fn start(&self, _: &str) -> Result<Endpoint, RuntimeError> {
+        gone()
+    }
+    async fn kill(&self, _: &str, _: Signal) -> Result<(), RuntimeError> {
+        gone()
+    }
+    async fn wait(&self, _: &str) -> Result<ExitStatus, RuntimeError> {
+        gone()
+    }
+    async fn remove(&self, _: &str) -> Result<(), RuntimeError> {
+        gone()
+    }
+    async fn inspect(&self, _: &str) -> Result<ContainerInfo, RuntimeError> {
+        gone()
+    }
+    async fn logs(&self, _: &str, _: usize) -> Result<Vec<String>, RuntimeError> {
+        gone()
+    }
+    async fn follow_logs(
+        &self,
+        _: &str,
+        _: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), RuntimeError> {
+        gone()
+    }
+    async fn list(&self, _: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        gone()
+    }
+}
+
+/// A router on a background runtime, shared by every case.
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let app = App::new(
+                    "fuzz",
+                    Arc::new(NoEngine),
+                    Store::in_memory().expect("store"),
+                );
+                let mut class = ContainerClass::new("Fuzz", "none");
+                class.default_port = Some(8080);
+                let mut env = Env::new();
+                env.bind("APP", app.namespace(class, Arc::new(NoHooks)));
+                let route = |path: &str, instance| Route {
+                    path: PathPattern::parse(path).expect("pattern"),
+                    binding: "APP".into(),
+                    instance,
+                    strip_prefix: true,
+                };
+                let routes = vec![
+                    route("/u/:user/*", Instance::From(KeySource::Path("user".into()))),
+                    route("/h/*", Instance::From(KeySource::Header("x-user".into()))),
+                    route("/q/*", Instance::From(KeySource::Query("user".into()))),
+                    route("/c/*", Instance::From(KeySource::Cookie("s".into()))),
+                    route(
+                        "/hash/*",
+                        Instance::Pool {
+                            size: 3,
+                            strategy: Strategy::Hash(KeySource::Header("x-user".into())),
+                        },
+                    ),
+                    route(
+                        "/lif/*",
+                        Instance::Pool {
+                            size: 3,
+                            strategy: Strategy::LeastInFlight,
+                        },
+                    ),
+                    route("/fixed", Instance::Fixed("container".into())),
+                ];
+                let router = Router::new(routes, &env).expect("router");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                let options = ServeOptions {
+                    header_read_timeout: Duration::from_secs(1),
+                    ..ServeOptions::default()
+                };
+                serve_with(
+                    listener,
+                    Arc::new(router),
+                    env,
+                    std::future::pending(),
+                    options,
+                )
+                .await;
+            });
+        });
+        rx.recv().expect("server address")
+    })
+}
+
+fn exchange(bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+const VALID: &str = "GET /h/ping?user=a HTTP/1.1\r\nHost: x\r\nX-User: bob\r\nCookie: s=1\r\nContent-Length: 0\r\n\r\n";
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1500))]
+
+    #[test]
+    fn random_bytes_get_http_or_a_close(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let answer = exchange(&bytes);
+        prop_assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 "), "{answer:?}");
+    }
+
+    #[test]
+    fn edited_requests_get_http_or_a_close(edits in proptest::collection::vec((0usize..200, any::<u8>()), 1..8)) {
+        let mut bytes = VALID.as_bytes().to_vec();
+        for (at, byte) in edits {
+            let at = at % bytes.len();
+            bytes[at] = byte;
+        }
+        let answer = exchange(&bytes);
+        prop_assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 "), "{answer:?}");
+        EDITED.fetch_add(1, Ordering::SeqCst);
+        if !answer.is_empty() {
+            ANSWERED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn edited_requests_are_mostly_answered_not_dropped() {
+    // Run the edited cases first if this test runs alone.
+    let mut runner = proptest::test_runner::TestRunner::new(config(300));
+    let strategy = proptest::collection::vec((0usize..200, any::<u8>()), 1..4);
+    let result = runner.run(&strategy, |edits| {
+        let mut bytes = VALID.as_bytes().to_vec();
+        for (at, byte) in edits {
+            let at = at % bytes.len();
+            bytes[at] = byte;
+        }
+        let answer = exchange(&bytes);
+        EDITED.fetch_add(1, Ordering::SeqCst);
+        if answer.starts_with("HTTP/1.1 ") {
+            ANSWERED.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    });
+    assert!(result.is_ok());
+    let (answered, edited) = (
+        ANSWERED.load(Ordering::SeqCst),
+        EDITED.load(Ordering::SeqCst),
+    );
+    eprintln!("edited requests: {answered} of {edited} answered with HTTP");
+    assert!(answered * 2 > edited, "{answered} of {edited}");
+}
+
+#[test]
+fn after_the_noise_berth_still_answers_and_never_panicked() {
+    let answer = exchange(VALID.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("cannot reach the Docker Engine at nowhere"),
+        "{answer}"
+    );
+    let answer = exchange(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let answer = exchange(b"GET /h/x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0);
+}
