@@ -603,3 +603,28 @@ fn an_unreachable_engine_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_port_in_use_is_a_clear_error_and_leaves_nothing() {
+    let app = AppDir::new("busyport", ROUTES);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["dev", "--port", &port])
+        .arg(&app.dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pick another port with --port"), "{stderr}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    assert!(rt.block_on(app.containers()).is_empty());
+}
