@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use berth::dev::Session;
 use berth::runtime::{labels, Runtime};
+use berth::server::{serve_with, ServeOptions};
 use berth::EventKind;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
@@ -51,14 +52,22 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
         };
         println!("Ready on http://{addr}{worker_note}");
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(berth::server::serve(
+        let options = ServeOptions {
+            drain: DRAIN,
+            // A thread per core, each serving its own connections end to end.
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            ..ServeOptions::default()
+        };
+        servers.push(tokio::spawn(serve_with(
             listener,
             handle.worker.clone(),
             handle.env.clone(),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
-            DRAIN,
+            options,
         )));
     }
     if servers.is_empty() {

@@ -12,7 +12,6 @@ use crate::event::Event;
 use crate::hooks::{Hooks, StopReason};
 use crate::namespace::Namespace;
 use crate::object::{AppContext, Class};
-use crate::proxy;
 use crate::runtime::{labels, Runtime, RuntimeError};
 use crate::state::Store;
 
@@ -37,6 +36,7 @@ pub struct App {
 
 impl App {
     /// An app called `name`, running containers on `runtime` and keeping state in `store`.
+    /// Created inside a Tokio runtime, it runs its lifecycle tasks there.
     pub fn new(name: &str, runtime: Arc<dyn Runtime>, store: Store) -> App {
         let mut session = [0u8; 8];
         let _ = getrandom::fill(&mut session);
@@ -46,9 +46,9 @@ impl App {
                 session: session.iter().map(|b| format!("{b:02x}")).collect(),
                 runtime,
                 store: Arc::new(store),
-                client: proxy::client(),
                 events: tokio::sync::broadcast::channel(1024).0,
                 monitors: Arc::default(),
+                handle: tokio::runtime::Handle::try_current().ok(),
             }),
             namespaces: Arc::new(Mutex::new(Vec::new())),
         }

@@ -147,7 +147,14 @@ pub struct Namespace {
 struct NamespaceInner {
     class: Arc<Class>,
     ids: IdScheme,
-    objects: Mutex<HashMap<ObjectId, Object>>,
+    objects: Mutex<Objects>,
+}
+
+/// The live objects, and the ids of the names seen, so that a name is hashed once.
+#[derive(Default)]
+struct Objects {
+    by_id: HashMap<ObjectId, Object>,
+    by_name: HashMap<String, ObjectId>,
 }
 
 impl Namespace {
@@ -157,7 +164,7 @@ impl Namespace {
             inner: Arc::new(NamespaceInner {
                 class,
                 ids,
-                objects: Mutex::new(HashMap::new()),
+                objects: Mutex::new(Objects::default()),
             }),
         }
     }
@@ -194,7 +201,20 @@ impl Namespace {
 
     /// The one live object called `name`.
     pub fn get_by_name(&self, name: &str) -> Object {
-        self.object(self.id_from_name(name), Some(name))
+        {
+            let objects = self.lock();
+            if let Some(object) = objects
+                .by_name
+                .get(name)
+                .and_then(|id| objects.by_id.get(id))
+            {
+                return object.clone();
+            }
+        }
+        let id = self.id_from_name(name);
+        let object = self.object(id, Some(name));
+        self.lock().by_name.insert(name.to_string(), id);
+        object
     }
 
     /// The object called `name`, or the class's singleton when `name` is `None` (the
@@ -252,16 +272,17 @@ impl Namespace {
 
     /// The objects that are live in this process.
     pub fn objects(&self) -> Vec<Object> {
-        self.lock().values().cloned().collect()
+        self.lock().by_id.values().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, Object>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Objects> {
         self.inner.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn object(&self, id: ObjectId, name: Option<&str>) -> Object {
         let mut objects = self.lock();
         let object = objects
+            .by_id
             .entry(id)
             .or_insert_with(|| Object::new(self.inner.class.clone(), id));
         if let Some(name) = name {

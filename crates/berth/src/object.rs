@@ -23,7 +23,7 @@ use crate::container::{ContainerClass, State};
 use crate::event::{Event, EventKind};
 use crate::hooks::{Expiry, Hooks, ObjectError, StopParams, StopReason};
 use crate::namespace::{ObjectId, TARGET_PORT_HEADER};
-use crate::proxy::{self, Body, BoxError, Client, ProxyFailure};
+use crate::proxy::{self, Body, BoxError, Pool, ProxyFailure};
 use crate::readiness::{self, NotReady};
 use crate::runtime::{labels, ContainerSpec, Endpoint, ExitStatus, Runtime, RuntimeError, Signal};
 use crate::state::{now_ms, ObjectRecord, StateError, Store};
@@ -41,9 +41,24 @@ pub(crate) struct AppContext {
     pub(crate) session: String,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) store: Arc<Store>,
-    pub(crate) client: Client,
     pub(crate) events: tokio::sync::broadcast::Sender<Event>,
     pub(crate) monitors: Arc<Monitors>,
+    /// The runtime lifecycle tasks run on, whichever thread serves the request that
+    /// starts them: a server thread may go away before the containers do.
+    pub(crate) handle: Option<tokio::runtime::Handle>,
+}
+
+impl AppContext {
+    pub(crate) fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.handle {
+            Some(handle) => handle.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
 }
 
 /// Counts the monitors still running, so that a shutdown can wait for the last `on_stop`.
@@ -302,6 +317,8 @@ struct Instance {
     endpoint: Endpoint,
     started_at: Instant,
     started_at_ms: i64,
+    /// Keep-alive connections to this container.
+    pool: Arc<Pool>,
     healthy: Notify,
     became_healthy: std::sync::atomic::AtomicBool,
     wake: Notify,
@@ -393,7 +410,7 @@ impl Object {
     }
 
     pub(crate) fn learn_name(&self, name: &str) {
-        if self.inner.name.set(name.to_string()).is_ok() {
+        if self.inner.name.get().is_none() && self.inner.name.set(name.to_string()).is_ok() {
             self.persist();
         }
     }
@@ -464,7 +481,7 @@ impl Object {
     /// that state the cause.
     pub async fn fetch<B>(&self, request: Request<B>) -> Response<Body>
     where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         match self.try_fetch(request).await {
@@ -476,7 +493,7 @@ impl Object {
     /// [`Object::fetch`], with failures as a typed error.
     pub async fn try_fetch<B>(&self, request: Request<B>) -> Result<Response<Body>, FetchError>
     where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let port = match request.headers().get(TARGET_PORT_HEADER) {
@@ -507,7 +524,7 @@ impl Object {
         port: u16,
     ) -> Result<Response<Body>, FetchError>
     where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let (lease, instance) = self.lease().await?;
@@ -517,11 +534,10 @@ impl Object {
                 port,
             }))
         })?;
-        let request = request.map(proxy::body);
-        match proxy::forward(&self.inner.class.app.client, request, addr, lease).await {
+        match proxy::forward(&instance.pool, request, addr, lease).await {
             Ok(response) => Ok(response),
             Err(ProxyFailure::ClientBody(e)) => Err(FetchError::BadRequestBody {
-                cause: error_chain(&e),
+                cause: error_chain(e.as_ref()),
             }),
             Err(failure) => {
                 let exit = wait_for_exit(&instance, EXIT_NOTICE).await;
@@ -535,13 +551,13 @@ impl Object {
                     (_, ProxyFailure::Connect(e)) => FetchError::Connect {
                         object,
                         port,
-                        cause: error_chain(&e),
+                        cause: error_chain(e.as_ref()),
                     },
                     (_, ProxyFailure::Dropped(e) | ProxyFailure::ClientBody(e)) => {
                         FetchError::Dropped {
                             object,
                             port,
-                            cause: error_chain(&e),
+                            cause: error_chain(e.as_ref()),
                         }
                     }
                 })
@@ -672,7 +688,8 @@ impl Object {
         // disconnects) must not leave a half-started container behind.
         let object = self.clone();
         let options = options.cloned();
-        tokio::spawn(async move { object.attempt(attempts, readiness, options).await })
+        let app = self.inner.class.app.clone();
+        app.spawn(async move { object.attempt(attempts, readiness, options).await })
             .await
             .unwrap_or_else(|_| {
                 Err(Arc::new(StartError::Interrupted {
@@ -708,7 +725,8 @@ impl Object {
             if !matches!(**error, StartError::ExitedWhileStarting { .. }) {
                 let object = self.clone();
                 let error = ObjectError::Start((**error).clone());
-                tokio::spawn(async move {
+                let app = self.inner.class.app.clone();
+                app.spawn(async move {
                     let hooks = object.inner.class.hooks.clone();
                     hooks.on_error(&object, &error).await;
                 });
@@ -849,7 +867,10 @@ impl Object {
                 // The engine may still create it: remove it by name once it can.
                 let runtime = self.inner.class.app.runtime.clone();
                 let name = spec.name.clone();
-                tokio::spawn(async move { runtime.remove(&name).await });
+                self.inner
+                    .class
+                    .app
+                    .spawn(async move { runtime.remove(&name).await });
                 return Err(timed_out());
             }
         };
@@ -895,6 +916,7 @@ impl Object {
             endpoint,
             started_at,
             started_at_ms: now_ms() - started_at.elapsed().as_millis() as i64,
+            pool: Arc::default(),
             healthy: Notify::new(),
             became_healthy: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
@@ -908,7 +930,10 @@ impl Object {
             live.last_activity = Instant::now();
         }
         self.persist();
-        tokio::spawn(monitor(self.clone(), instance.clone(), permit));
+        self.inner
+            .class
+            .app
+            .spawn(monitor(self.clone(), instance.clone(), permit));
         instance
     }
 
@@ -1062,9 +1087,8 @@ impl Object {
         };
         let limit = opts.port_ready_timeout;
         let deadline = after(limit);
-        let client = &self.inner.class.app.client;
         tokio::select! {
-            ready = readiness::wait_until_ready(client, &addrs, probe, deadline) => {
+            ready = readiness::wait_until_ready(&instance.pool, &addrs, probe, deadline) => {
                 ready.map_err(|not_ready| match not_ready {
                     NotReady::Port(port) => StartError::PortTimeout {
                         object: self.describe(),

@@ -2,7 +2,9 @@
 //!
 //! Bodies stream both ways (nothing is buffered whole), `Host` is kept, hop-by-hop headers
 //! are dropped, and WebSocket (any HTTP/1.1 upgrade) is tunnelled in both directions, each
-//! chunk renewing the object's activity. Connections to containers are pooled and reused.
+//! chunk renewing the object's activity. Connections to a container are kept in a pool of
+//! its own and reused; a pooled connection that the container closed meanwhile is replaced
+//! transparently.
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
@@ -17,10 +19,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::namespace::TARGET_PORT_HEADER;
 use crate::object::Lease;
@@ -31,26 +34,161 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// The body type of berth's requests and responses: any stream of bytes.
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// The pooled HTTP/1.1 client that talks to containers.
-pub(crate) type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
-
 /// The header that names what went wrong on a response berth itself made.
 pub const ERROR_HEADER: &str = "berth-error";
 
-pub(crate) fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+/// How long connecting to a container may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections kept per container.
+const MAX_IDLE: usize = 256;
+
+/// Keep-alive connections to one container's ports, reused across requests. It lives as
+/// long as the container does. A connection is driven by a task on the thread that opened
+/// it, so each thread prefers its own connections: no request wakes another thread.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: std::sync::Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    addr: SocketAddr,
+    thread: std::thread::ThreadId,
+    sender: SendRequest<Body>,
+}
+
+/// A connection, with the thread whose runtime drives it.
+pub(crate) struct Conn {
+    thread: std::thread::ThreadId,
+    sender: SendRequest<Body>,
+}
+
+impl Pool {
+    fn take(&self, addr: SocketAddr) -> Option<Conn> {
+        let here = std::thread::current().id();
+        // On a thread-per-core server, another thread's connection would wake that
+        // thread on every request: open one of our own instead.
+        let strict = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|i| !i.sender.is_closed());
+        let mine = idle
+            .iter()
+            .rposition(|i| i.addr == addr && i.thread == here);
+        let at = match mine {
+            Some(at) => at,
+            None if strict => return None,
+            None => idle.iter().rposition(|i| i.addr == addr)?,
+        };
+        let i = idle.swap_remove(at);
+        Some(Conn {
+            thread: i.thread,
+            sender: i.sender,
+        })
+    }
+
+    fn give_back(&self, addr: SocketAddr, conn: Conn) {
+        let Conn { thread, sender } = conn;
+        if sender.is_closed() {
+            tracing::debug!("closed connection to {addr} not pooled");
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                addr,
+                thread,
+                sender,
+            });
+        }
+    }
+
+    async fn connect(addr: SocketAddr) -> Result<Conn, ProxyFailure> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(ProxyFailure::Connect(e.into())),
+            Err(_) => {
+                return Err(ProxyFailure::Connect(
+                    format!("no connection within {CONNECT_TIMEOUT:?}").into(),
+                ))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::debug!("new connection to {addr}");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyFailure::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!("connection to {addr}: {e}");
+            }
+        });
+        Ok(Conn {
+            thread: std::thread::current().id(),
+            sender,
+        })
+    }
+
+    /// Sends `request` on a pooled connection (or a new one). A pooled connection that
+    /// turns out closed before the request went out is replaced, once, by a new one.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Conn), ProxyFailure> {
+        let mut request = request;
+        if let Some(mut conn) = self.take(addr) {
+            if conn.sender.ready().await.is_err() {
+                return self.send_fresh(addr, request).await;
+            }
+            match conn.sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, conn)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(ProxyFailure::Dropped(e.into_error().into())),
+                },
+            }
+        }
+        self.send_fresh(addr, request).await
+    }
+
+    async fn send_fresh(
+        &self,
+        addr: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Conn), ProxyFailure> {
+        let mut conn = Pool::connect(addr).await?;
+        match conn.sender.send_request(request).await {
+            Ok(response) => Ok((response, conn)),
+            Err(e) => Err(ProxyFailure::Dropped(e.into())),
+        }
+    }
+
+    /// One GET with the given `Host`; whether any HTTP answer came back.
+    pub(crate) async fn probe(&self, addr: SocketAddr, host: &str, path: &str) -> bool {
+        let Ok(uri) = path.parse::<Uri>() else {
+            return false;
+        };
+        let Ok(request) = Request::get(uri)
+            .header(header::HOST, host)
+            .body(full(Bytes::new()))
+        else {
+            return false;
+        };
+        let Ok((response, sender)) = self.send(addr, request).await else {
+            return false;
+        };
+        // Read the answer to the end so the connection can serve the first request.
+        if response.into_body().collect().await.is_ok() {
+            self.give_back(addr, sender);
+        }
+        true
+    }
 }
 
 /// Boxes any body into berth's [`Body`].
 pub fn body<B>(body: B) -> Body
 where
-    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed()
@@ -80,11 +218,11 @@ pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response
 #[derive(Debug)]
 pub(crate) enum ProxyFailure {
     /// No connection could be made to the container port.
-    Connect(hyper_util::client::legacy::Error),
+    Connect(BoxError),
     /// The container closed the connection (or failed) before answering.
-    Dropped(hyper_util::client::legacy::Error),
+    Dropped(BoxError),
     /// The client's request body broke off or was malformed.
-    ClientBody(hyper_util::client::legacy::Error),
+    ClientBody(BoxError),
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -131,24 +269,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Sends `request` to `addr` and streams the answer back. The lease is held until the
 /// response body has been read to its end (or dropped), so the request counts as in
 /// flight all that time.
-pub(crate) async fn forward(
-    client: &Client,
-    mut request: Request<Body>,
+pub(crate) async fn forward<B>(
+    pool: &Arc<Pool>,
+    mut request: Request<B>,
     addr: SocketAddr,
     lease: Lease,
-) -> Result<Response<Body>, ProxyFailure> {
+) -> Result<Response<Body>, ProxyFailure>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
     let original = request.uri().clone();
-    let path = original.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    // `addr` is always a container berth created: the URI the client sent is never used
-    // to pick where to connect, so berth cannot be turned into an open proxy.
-    let uri: Uri = match format!("http://{addr}{path}").parse() {
-        Ok(uri) => uri,
-        Err(_) => Uri::from_static("/"),
+    // Only the path goes on: where to connect is `addr`, always a container berth
+    // created, so berth cannot be turned into an open proxy.
+    *request.uri_mut() = match original.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
     };
-    *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_11;
     let headers = request.headers_mut();
     if !headers.contains_key(header::HOST) {
@@ -169,16 +309,15 @@ pub(crate) async fn forward(
         }
         .boxed()
     });
-    let mut response = client.request(request).await.map_err(|e| {
-        if e.is_connect() {
-            ProxyFailure::Connect(e)
-        } else if client_failed.load(Ordering::Acquire) {
-            ProxyFailure::ClientBody(e)
-        } else {
-            ProxyFailure::Dropped(e)
-        }
-    })?;
-
+    let (mut response, sender) =
+        pool.send(addr, request)
+            .await
+            .map_err(|failure| match failure {
+                ProxyFailure::Dropped(e) if client_failed.load(Ordering::Acquire) => {
+                    ProxyFailure::ClientBody(e)
+                }
+                other => other,
+            })?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let backend_upgrade = hyper::upgrade::on(&mut response);
@@ -188,10 +327,12 @@ pub(crate) async fn forward(
         }
     }
     strip_hop_by_hop(response.headers_mut(), false);
+    let pool = pool.clone();
     Ok(response.map(|incoming| {
         LeasedBody {
-            inner: body(incoming),
+            inner: incoming,
             lease: Some(lease),
+            connection: Some((pool, addr, sender)),
         }
         .boxed()
     }))
@@ -250,12 +391,16 @@ async fn tunnel(
 
 /// A request body that remembers whether the client broke it, so that a failure is put
 /// on the right side.
-struct WatchedBody {
-    inner: Body,
+struct WatchedBody<B> {
+    inner: B,
     failed: Arc<AtomicBool>,
 }
 
-impl hyper::body::Body for WatchedBody {
+impl<B> hyper::body::Body for WatchedBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -267,7 +412,7 @@ impl hyper::body::Body for WatchedBody {
         if let Poll::Ready(Some(Err(_))) = polled {
             self.failed.store(true, Ordering::Release);
         }
-        polled
+        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -279,10 +424,25 @@ impl hyper::body::Body for WatchedBody {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it ends.
+/// A response body that keeps its request counted as in flight until it ends, and then
+/// gives its connection back to the pool.
 struct LeasedBody {
-    inner: Body,
+    inner: Incoming,
     lease: Option<Lease>,
+    connection: Option<(Arc<Pool>, SocketAddr, Conn)>,
+}
+
+impl Drop for LeasedBody {
+    fn drop(&mut self) {
+        // An answer with an empty body may never be polled to its end.
+        if self.inner.is_end_stream() {
+            if let Some((pool, addr, sender)) = self.connection.take() {
+                pool.give_back(addr, sender);
+            }
+        } else if self.connection.is_some() {
+            tracing::debug!("response body dropped before its end; connection dropped");
+        }
+    }
 }
 
 impl hyper::body::Body for LeasedBody {
@@ -294,10 +454,22 @@ impl hyper::body::Body for LeasedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
-            self.lease = None;
+        match &polled {
+            Poll::Ready(None) => {
+                // The whole answer was read: the connection can take the next request.
+                if let Some((pool, addr, sender)) = self.connection.take() {
+                    pool.give_back(addr, sender);
+                }
+                self.lease = None;
+            }
+            Poll::Ready(Some(Err(_))) => {
+                tracing::debug!("response body failed; connection dropped");
+                self.connection = None;
+                self.lease = None;
+            }
+            _ => {}
         }
-        polled
+        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -8,13 +8,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::proxy::Client;
+use crate::proxy::Pool;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(1);
 const MAX_BACKOFF: Duration = Duration::from_millis(5);
@@ -33,7 +30,7 @@ pub(crate) enum NotReady {
 /// Waits until every port accepts a connection and the ping endpoint (if any) answers,
 /// or `deadline` passes.
 pub(crate) async fn wait_until_ready(
-    client: &Client,
+    pool: &Pool,
     addrs: &[(u16, SocketAddr)],
     probe: Option<(u16, SocketAddr, &str)>,
     deadline: Instant,
@@ -50,7 +47,7 @@ pub(crate) async fn wait_until_ready(
     }
     if let Some((port, addr, endpoint)) = probe {
         let (host, path) = split_endpoint(endpoint);
-        retry(deadline, || ping(client, addr, &host, &path))
+        retry(deadline, || ping(pool, addr, &host, &path))
             .await
             .map_err(|()| NotReady::Probe {
                 port,
@@ -78,24 +75,10 @@ where
     }
 }
 
-async fn ping(client: &Client, addr: SocketAddr, host: &str, path: &str) -> bool {
-    let Ok(uri) = format!("http://{addr}{path}").parse::<Uri>() else {
-        return false;
-    };
-    let Ok(request) = Request::get(uri)
-        .header(http::header::HOST, host)
-        .body(Empty::<Bytes>::new().map_err(Into::into).boxed())
-    else {
-        return false;
-    };
-    match timeout(PROBE_ATTEMPT, client.request(request)).await {
-        Ok(Ok(response)) => {
-            // Read the answer to the end so the connection goes back to the pool.
-            let _ = timeout(PROBE_ATTEMPT, response.into_body().collect()).await;
-            true
-        }
-        _ => false,
-    }
+async fn ping(pool: &Pool, addr: SocketAddr, host: &str, path: &str) -> bool {
+    timeout(PROBE_ATTEMPT, pool.probe(addr, host, path))
+        .await
+        .unwrap_or(false)
 }
 
 /// `ping` → (`ping`, `/`); `localhost/health?x=1` → (`localhost`, `/health?x=1`).

@@ -252,6 +252,8 @@ struct Compiled {
     route: Route,
     namespace: Namespace,
     next: AtomicUsize,
+    /// The object of a fixed-name route, looked up once.
+    fixed: Option<Object>,
 }
 
 /// A [`Worker`] that follows a list of routes.
@@ -280,10 +282,15 @@ impl Router {
                         known: env.names().collect::<Vec<_>>().join(", "),
                     }
                 })?;
+                let fixed = match &route.instance {
+                    Instance::Fixed(name) => Some(namespace.get_by_name(name)),
+                    _ => None,
+                };
                 Ok(Compiled {
                     route,
                     namespace,
                     next: AtomicUsize::new(0),
+                    fixed,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -306,17 +313,18 @@ impl Router {
             read_key(request, &params, source).ok_or_else(|| Miss::MissingKey(source.clone()))
         };
         let ns = &compiled.namespace;
-        let name = match &compiled.route.instance {
-            Instance::Fixed(name) => name.clone(),
-            Instance::From(source) => key(source)?,
-            Instance::Pool { size, strategy } => {
+        let object = match (&compiled.fixed, &compiled.route.instance) {
+            (Some(object), _) => object.clone(),
+            (None, Instance::Fixed(name)) => ns.get_by_name(name),
+            (None, Instance::From(source)) => ns.get_by_name(&key(source)?),
+            (None, Instance::Pool { size, strategy }) => {
                 let size = (*size).max(1);
-                pool_name(match strategy {
+                ns.get_by_name(&pool_name(match strategy {
                     Strategy::Random => random_below(size),
                     Strategy::RoundRobin => compiled.next.fetch_add(1, Ordering::Relaxed) % size,
                     Strategy::LeastInFlight => least_in_flight(ns, size, &compiled.next),
                     Strategy::Hash(source) => jump_hash(fnv1a(key(source)?.as_bytes()), size),
-                })
+                }))
             }
         };
         let stripped = compiled.route.strip_prefix.then(|| {
@@ -329,7 +337,7 @@ impl Router {
         if let Some(uri) = stripped.and_then(|u| u.parse().ok()) {
             *request.uri_mut() = uri;
         }
-        Ok(ns.get_by_name(&name))
+        Ok(object)
     }
 
     /// The answer for a request that matched no object.

@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +30,11 @@ pub struct ServeOptions {
     pub drain: Duration,
     /// How long a client may take to send its request headers (slow clients are cut off).
     pub header_read_timeout: Duration,
-    /// Connections served at once; further clients wait to be accepted.
+    /// Connections served at once (per thread); further clients wait to be accepted.
     pub max_connections: usize,
+    /// Server threads, each with a runtime of its own. 1 (the default): serve on the
+    /// caller's runtime.
+    pub threads: usize,
 }
 
 impl Default for ServeOptions {
@@ -41,6 +43,7 @@ impl Default for ServeOptions {
             drain: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             max_connections: 16_384,
+            threads: 1,
         }
     }
 }
@@ -68,6 +71,80 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
     options: ServeOptions,
 ) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    if options.threads <= 1 {
+        let serving = serve_here(listener, worker, env, stopped, options);
+        tokio::join!(serving, shutdown);
+        return;
+    }
+    // Thread per core: each thread accepts on the same socket and serves its connections
+    // (and their connections to containers) itself, so no request wakes another thread.
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot share the listening socket: {e}");
+            return;
+        }
+    };
+    let mut threads = Vec::new();
+    for n in 0..options.threads {
+        let (worker, env, stopped, options) = (
+            worker.clone(),
+            env.clone(),
+            stopped.clone(),
+            options.clone(),
+        );
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let listener = match listener.try_clone() {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!("cannot share the listening socket: {e}");
+                break;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("berth-serve-{n}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                serve_here(listener, worker, env, stopped, options).await
+                            }
+                            Err(e) => tracing::error!("cannot listen on the server thread: {e}"),
+                        }
+                    }),
+                    Err(e) => tracing::error!("cannot start a server thread: {e}"),
+                }
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => threads.push(finished),
+            Err(e) => tracing::error!("cannot start a server thread: {e}"),
+        }
+    }
+    let all_done = futures_util::future::join_all(threads);
+    tokio::join!(all_done, shutdown);
+}
+
+/// One accept loop on the current runtime, until `stopped` turns true; then the drain.
+async fn serve_here(
+    listener: TcpListener,
+    worker: Arc<dyn Worker>,
+    env: Env,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    options: ServeOptions,
+) {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     // Each connection holds a sender; when all are dropped, every connection has ended.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -104,15 +181,18 @@ pub async fn serve_with(
         let worker = worker.clone();
         let env = env.clone();
         let draining = draining.clone();
+        // The client's address, as the header carries it, made once per connection.
+        let client = HeaderValue::from_str(&remote.ip().to_string()).ok();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let worker = worker.clone();
             let env = env.clone();
+            let client = client.clone();
             let draining = draining.load(Ordering::Acquire);
             async move {
                 if draining {
                     return Ok::<_, Infallible>(shutting_down());
                 }
-                Ok(worker.fetch(forwarded(request, remote), &env).await)
+                Ok(worker.fetch(forwarded(request, &client), &env).await)
             }
         });
         let connection = http
@@ -178,10 +258,11 @@ fn shutting_down() -> Response<Body> {
 
 /// Records the client's address for the container, as proxies do, and drops the header
 /// that picks a container port: only the worker's own code may set it (`switch_port`).
-fn forwarded(mut request: Request<Incoming>, remote: SocketAddr) -> Request<Incoming> {
-    request.headers_mut().remove(TARGET_PORT_HEADER);
-    if let Ok(value) = HeaderValue::from_str(&remote.ip().to_string()) {
-        request.headers_mut().append("x-forwarded-for", value);
+fn forwarded(mut request: Request<Incoming>, remote: &Option<HeaderValue>) -> Request<Incoming> {
+    let headers = request.headers_mut();
+    headers.remove(TARGET_PORT_HEADER);
+    if let Some(value) = remote {
+        headers.append("x-forwarded-for", value.clone());
     }
     request
 }

@@ -12,6 +12,7 @@
 //! - `EXTRA_PORTS`: comma separated list of additional ports, same handler.
 //! - `STARTUP_DELAY_MS`: milliseconds to sleep before listening (default 0).
 //! - `IGNORE_SIGTERM=1`: ignore SIGTERM, as an app that does not stop when asked.
+//! - `WORKERS`: server threads (default 1).
 //! - `MESSAGE`: text appended to the `/` greeting.
 //!
 //! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/routes`,
@@ -75,8 +76,26 @@ fn ports() -> Vec<u16> {
     ports
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+/// One thread by default, as a small container; `WORKERS=N` gives benchmarks more.
+fn main() {
+    let workers = env_parse("WORKERS", 1usize);
+    let runtime = if workers > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(serve_until_signalled()),
+        Err(e) => fail(format_args!("cannot start the runtime: {e}")),
+    }
+}
+
+async fn serve_until_signalled() {
     // Install the handlers first so that signals are honoured even during
     // the startup delay.
     let mut sigterm =
@@ -117,7 +136,12 @@ async fn run() {
             Ok(l) => listeners.push((port, l)),
             Err(e) => fail(format_args!("cannot bind {addr}: {e}")),
         }
-        eprintln!("berth-test-server: listening on {addr}");
+        // The wall-clock time lets a benchmark see how soon berth noticed the port open.
+        let at_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        eprintln!("berth-test-server: listening on {addr} at_ns={at_ns}");
     }
 
     let tasks: Vec<_> = listeners

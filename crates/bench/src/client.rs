@@ -1,0 +1,127 @@
+//! The load client: a separate process, so that its work is not counted as berth's. It
+//! sends requests over HTTP/1.1 and prints one summary line for the parent to read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Barrier;
+
+use crate::stats::Stats;
+
+pub struct Load {
+    /// `{}` is replaced by the name `n<k>`.
+    pub url_template: String,
+    pub names: usize,
+    pub concurrency: usize,
+    pub requests: usize,
+    /// Reuse one connection per worker; otherwise one connection per request.
+    pub keep_alive: bool,
+}
+
+/// Runs the load and prints `ok=… failed=… p50_us=… p95_us=… p99_us=… max_us=…`.
+pub async fn run(load: Load) -> anyhow::Result<()> {
+    let per_worker = load.requests.div_ceil(load.concurrency.max(1));
+    let barrier = Arc::new(Barrier::new(load.concurrency));
+    let load = Arc::new(load);
+    let mut workers = Vec::new();
+    for w in 0..load.concurrency {
+        let (load, barrier) = (load.clone(), barrier.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_worker);
+            let mut failed = 0usize;
+            let mut sender = None;
+            barrier.wait().await;
+            for i in 0..per_worker {
+                let k = (w * per_worker + i) % load.names.max(1);
+                let url = load.url_template.replace("{}", &format!("n{k}"));
+                let started = Instant::now();
+                match get(&url, &mut sender, load.keep_alive).await {
+                    Ok(200) => latencies.push(started.elapsed()),
+                    _ => failed += 1,
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for worker in workers {
+        let (latencies, f) = worker.await?;
+        all.extend(latencies);
+        failed += f;
+    }
+    let s = Stats::of(&all);
+    println!(
+        "ok={} failed={} p50_us={} p95_us={} p99_us={} max_us={}",
+        all.len(),
+        failed,
+        s.median.as_micros(),
+        s.p95.as_micros(),
+        s.p99.as_micros(),
+        s.max.as_micros()
+    );
+    Ok(())
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn get(url: &str, sender: &mut Option<Sender>, keep_alive: bool) -> anyhow::Result<u16> {
+    let uri: http::Uri = url.parse()?;
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    if sender.is_none() || !keep_alive {
+        let stream = tokio::net::TcpStream::connect(&authority).await?;
+        stream.set_nodelay(true)?;
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        *sender = Some(s);
+    }
+    let Some(s) = sender.as_mut() else {
+        anyhow::bail!("no connection");
+    };
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .body(Empty::new())?;
+    let response = s.send_request(request).await?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
+/// Parses the line [`run`] prints.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    pub ok: usize,
+    pub failed: usize,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Summary {
+    pub fn parse(line: &str) -> Option<Summary> {
+        let mut s = Summary::default();
+        for field in line.split_whitespace() {
+            let (key, value) = field.split_once('=')?;
+            let n: u64 = value.parse().ok()?;
+            let us = Duration::from_micros(n);
+            match key {
+                "ok" => s.ok = n as usize,
+                "failed" => s.failed = n as usize,
+                "p50_us" => s.p50 = us,
+                "p95_us" => s.p95 = us,
+                "p99_us" => s.p99 = us,
+                "max_us" => s.max = us,
+                _ => {}
+            }
+        }
+        Some(s)
+    }
+}

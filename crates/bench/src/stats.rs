@@ -1,0 +1,61 @@
+//! Medians and tail percentiles of samples.
+
+use std::time::Duration;
+
+/// Summary of one set of samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub n: usize,
+    pub median: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Stats {
+    pub fn of(samples: &[Duration]) -> Stats {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let at = |p: f64| -> Duration {
+            if sorted.is_empty() {
+                return Duration::ZERO;
+            }
+            // Nearest rank.
+            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            sorted[rank - 1]
+        };
+        Stats {
+            n: sorted.len(),
+            median: at(0.5),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: sorted.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// `12.3 ms` or `45 µs`.
+pub fn show(d: Duration) -> String {
+    if d >= Duration::from_millis(10) {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    } else if d >= Duration::from_millis(1) {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{} µs", d.as_micros())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = Stats::of(&samples);
+        assert_eq!(s.median, Duration::from_millis(50));
+        assert_eq!(s.p95, Duration::from_millis(95));
+        assert_eq!(s.p99, Duration::from_millis(99));
+        assert_eq!(s.max, Duration::from_millis(100));
+    }
+}
