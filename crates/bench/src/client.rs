@@ -14,6 +14,8 @@ use crate::stats::Stats;
 pub struct Load {
     /// `{}` is replaced by the name `n<k>`.
     pub url_template: String,
+    /// Instead of the template: URLs to rotate over, one per line of this file.
+    pub urls: Option<String>,
     pub names: usize,
     pub concurrency: usize,
     pub requests: usize,
@@ -24,21 +26,30 @@ pub struct Load {
 /// Runs the load and prints `ok=… failed=… p50_us=… p95_us=… p99_us=… max_us=…`.
 pub async fn run(load: Load) -> anyhow::Result<()> {
     let per_worker = load.requests.div_ceil(load.concurrency.max(1));
+    let urls: Vec<String> = match &load.urls {
+        Some(file) => std::fs::read_to_string(file)?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => (0..load.names.max(1))
+            .map(|k| load.url_template.replace("{}", &format!("n{k}")))
+            .collect(),
+    };
+    let urls = Arc::new(urls);
     let barrier = Arc::new(Barrier::new(load.concurrency));
     let load = Arc::new(load);
     let mut workers = Vec::new();
     for w in 0..load.concurrency {
-        let (load, barrier) = (load.clone(), barrier.clone());
+        let (load, barrier, urls) = (load.clone(), barrier.clone(), urls.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_worker);
             let mut failed = 0usize;
-            let mut sender = None;
+            let mut senders = std::collections::HashMap::new();
             barrier.wait().await;
             for i in 0..per_worker {
-                let k = (w * per_worker + i) % load.names.max(1);
-                let url = load.url_template.replace("{}", &format!("n{k}"));
+                let url = &urls[(w * per_worker + i) % urls.len()];
                 let started = Instant::now();
-                match get(&url, &mut sender, load.keep_alive).await {
+                match get(url, &mut senders, load.keep_alive).await {
                     Ok(200) => latencies.push(started.elapsed()),
                     _ => failed += 1,
                 }
@@ -68,20 +79,25 @@ pub async fn run(load: Load) -> anyhow::Result<()> {
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn get(url: &str, sender: &mut Option<Sender>, keep_alive: bool) -> anyhow::Result<u16> {
+/// One GET, on the worker's connection to that host if it keeps connections.
+async fn get(
+    url: &str,
+    senders: &mut std::collections::HashMap<String, Sender>,
+    keep_alive: bool,
+) -> anyhow::Result<u16> {
     let uri: http::Uri = url.parse()?;
     let authority = uri
         .authority()
         .map(|a| a.as_str().to_string())
         .unwrap_or_default();
-    if sender.is_none() || !keep_alive {
+    if !keep_alive || !senders.contains_key(&authority) {
         let stream = tokio::net::TcpStream::connect(&authority).await?;
         stream.set_nodelay(true)?;
         let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        *sender = Some(s);
+        senders.insert(authority.clone(), s);
     }
-    let Some(s) = sender.as_mut() else {
+    let Some(s) = senders.get_mut(&authority) else {
         anyhow::bail!("no connection");
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

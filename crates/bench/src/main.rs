@@ -65,8 +65,10 @@ struct Cli {
 enum Command {
     /// The load client, run as a separate process by the benchmarks.
     Client {
-        #[arg(long)]
+        #[arg(long, default_value = "")]
         url_template: String,
+        #[arg(long)]
+        urls: Option<String>,
         #[arg(long, default_value_t = 1)]
         names: usize,
         #[arg(long)]
@@ -87,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Some(Command::Client {
                 url_template,
+                urls,
                 names,
                 concurrency,
                 requests,
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             }) => {
                 client::run(client::Load {
                     url_template,
+                    urls,
                     names,
                     concurrency,
                     requests,
@@ -188,7 +192,7 @@ impl Bench {
             },
         ];
         let router = Router::new(routes, &env)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = berth::server::bind("127.0.0.1:0".parse()?)?;
         let addr = listener.local_addr()?;
         let threads = std::env::var("BERTH_SERVE_THREADS")
             .ok()
@@ -500,6 +504,25 @@ impl Bench {
         Ok(())
     }
 
+    async fn load_urls(&self, file: &Path) -> anyhow::Result<client::Summary> {
+        let exe = std::env::current_exe()?;
+        let output = tokio::process::Command::new(exe)
+            .args([
+                "client",
+                "--concurrency",
+                "1",
+                "--requests",
+                "5000",
+                "--keep-alive",
+                "--urls",
+            ])
+            .arg(file)
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        client::Summary::parse(text.trim()).with_context(|| format!("the load client said: {text}"))
+    }
+
     async fn load(
         &self,
         url: &str,
@@ -605,14 +628,21 @@ impl Bench {
                 true,
             )
             .await?;
-        let direct = self.container_addr("n0").await?;
-        let base = self
-            .load(&format!("http://{direct}/"), 1, 1, 5000, true)
-            .await?;
-        println!("Per-request overhead with {running} running (1 keep-alive connection, 5,000 requests, each to the next name):\n");
+        // The baseline rotates over the same containers, straight to their addresses.
+        let found = self.runtime.list(&[(labels::APP, "bench")]).await?;
+        let direct: Vec<String> = found
+            .iter()
+            .filter_map(|c| c.endpoint.as_ref().and_then(|e| e.addr(8080)))
+            .map(|addr| format!("http://{addr}/"))
+            .collect();
+        let urls = self.dir.join("direct-urls.txt");
+        std::fs::write(&urls, direct.join("\n"))?;
+        let base = self.load_urls(&urls).await?;
+        println!("Per-request overhead with {running} running (one client, 5,000 requests, each to the next container; to berth over one keep-alive connection, direct over a keep-alive connection per container):\n");
         println!("| | p50 | p95 | p99 |\n|---|---|---|---|");
         println!(
-            "| direct to one container | {} | {} | {} |",
+            "| direct, rotating over the {} containers | {} | {} | {} |",
+            direct.len(),
             show(base.p50),
             show(base.p95),
             show(base.p99)

@@ -11,7 +11,6 @@ use berth::runtime::{labels, Runtime};
 use berth::server::{serve_with, ServeOptions};
 use berth::EventKind;
 use tokio::io::AsyncBufReadExt;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -32,7 +31,7 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
             port.saturating_add(i as u16)
         };
         let addr = SocketAddr::new(host, port);
-        let listener = match TcpListener::bind(addr).await {
+        let listener = match berth::server::bind(addr) {
             Ok(listener) => listener,
             Err(e) => {
                 session.shutdown().await.ok();

@@ -480,8 +480,12 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     third.ready();
     let log = third.stderr();
     assert!(
-        log.contains("removed 1 container(s) left behind by an earlier session"),
+        log.contains("container(s) left behind by an earlier session"),
         "{log}"
+    );
+    assert!(
+        !log.contains("re-adopted"),
+        "a container on the old image is not re-adopted: {log}"
     );
     assert!(app.containers().await.is_empty());
     third.signal("TERM");

@@ -31,7 +31,7 @@ pub enum EventKind {
     Healthy { elapsed: Duration },
     /// It was idle for `sleep_after` and is being stopped.
     Sleeping { idle: Duration },
-    /// The container exited and was removed.
+    /// The container exited (its removal follows).
     Stopped {
         exit_code: i64,
         reason: StopReason,

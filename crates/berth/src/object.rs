@@ -1237,6 +1237,16 @@ impl Object {
         } else {
             Vec::new()
         };
+        // Reported as soon as it is known; the removal that follows is cleanup.
+        self.emit(
+            &instance.container_id,
+            EventKind::Stopped {
+                exit_code: status.code,
+                reason,
+                oom_killed: status.oom_killed,
+                uptime: instance.started_at.elapsed(),
+            },
+        );
         if let Err(e) = self.runtime().remove(&instance.container_id).await {
             tracing::warn!(object = %self.describe(), "could not remove container {}: {e}", instance.container_id);
         }
@@ -1255,15 +1265,6 @@ impl Object {
             }
         }
         self.persist();
-        self.emit(
-            &instance.container_id,
-            EventKind::Stopped {
-                exit_code: status.code,
-                reason,
-                oom_killed: status.oom_killed,
-                uptime: instance.started_at.elapsed(),
-            },
-        );
         let exit = Exit {
             status,
             reason,

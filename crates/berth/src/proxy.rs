@@ -9,7 +9,7 @@
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +41,10 @@ pub const ERROR_HEADER: &str = "berth-error";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per container.
 const MAX_IDLE: usize = 256;
+/// Open connections per container past which a request waits briefly for one to free up.
+const BUSY_CONNECTIONS: usize = 64;
+/// How long it waits before opening one more anyway.
+const REUSE_WAIT: Duration = Duration::from_millis(2);
 
 /// Keep-alive connections to one container's ports, reused across requests. It lives as
 /// long as the container does. A connection is driven by a task on the thread that opened
@@ -48,6 +52,10 @@ const MAX_IDLE: usize = 256;
 #[derive(Default)]
 pub(crate) struct Pool {
     idle: std::sync::Mutex<Vec<Idle>>,
+    /// Connections open now, idle or busy.
+    open: Arc<AtomicUsize>,
+    /// Signalled when a connection comes back to the pool.
+    returned: tokio::sync::Notify,
 }
 
 struct Idle {
@@ -99,10 +107,12 @@ impl Pool {
                 thread,
                 sender,
             });
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 
-    async fn connect(addr: SocketAddr) -> Result<Conn, ProxyFailure> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyFailure> {
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(ProxyFailure::Connect(e.into())),
@@ -117,10 +127,13 @@ impl Pool {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyFailure::Connect(e.into()))?;
+        let open = self.open.clone();
+        open.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!("connection to {addr}: {e}");
             }
+            open.fetch_sub(1, Ordering::AcqRel);
         });
         Ok(Conn {
             thread: std::thread::current().id(),
@@ -129,26 +142,42 @@ impl Pool {
     }
 
     /// Sends `request` on a pooled connection (or a new one). A pooled connection that
-    /// turns out closed before the request went out is replaced, once, by a new one.
+    /// turns out closed before the request went out is replaced by another.
+    ///
+    /// Past [`BUSY_CONNECTIONS`] open connections, a request first waits a moment for one
+    /// to come back: a stampede then reuses connections instead of opening one each.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         request: Request<Body>,
     ) -> Result<(Response<Incoming>, Conn), ProxyFailure> {
         let mut request = request;
-        if let Some(mut conn) = self.take(addr) {
-            if conn.sender.ready().await.is_err() {
+        let mut waited = false;
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(mut conn) = self.take(addr) {
+                if conn.sender.ready().await.is_err() {
+                    continue;
+                }
+                match conn.sender.try_send_request(request).await {
+                    Ok(response) => return Ok((response, conn)),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => {
+                            request = unsent;
+                            continue;
+                        }
+                        None => return Err(ProxyFailure::Dropped(e.into_error().into())),
+                    },
+                }
+            }
+            if waited || self.open.load(Ordering::Acquire) < BUSY_CONNECTIONS {
                 return self.send_fresh(addr, request).await;
             }
-            match conn.sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, conn)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(ProxyFailure::Dropped(e.into_error().into())),
-                },
-            }
+            waited = true;
+            let _ = tokio::time::timeout(REUSE_WAIT, returned).await;
         }
-        self.send_fresh(addr, request).await
     }
 
     async fn send_fresh(
@@ -156,7 +185,7 @@ impl Pool {
         addr: SocketAddr,
         request: Request<Body>,
     ) -> Result<(Response<Incoming>, Conn), ProxyFailure> {
-        let mut conn = Pool::connect(addr).await?;
+        let mut conn = self.connect(addr).await?;
         match conn.sender.send_request(request).await {
             Ok(response) => Ok((response, conn)),
             Err(e) => Err(ProxyFailure::Dropped(e.into())),

@@ -48,6 +48,22 @@ impl Default for ServeOptions {
     }
 }
 
+/// How many connections may wait to be accepted: enough for a stampede of a thousand
+/// clients connecting at once (the kernel caps it at `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listening socket for [`serve`], with a backlog deep enough for bursts of clients.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Serves `worker` on `listener` until `shutdown` resolves, then drains for up to `drain`.
 pub async fn serve(
     listener: TcpListener,

@@ -132,7 +132,13 @@ async fn run() {
     let mut listeners = Vec::with_capacity(ports.len());
     for port in ports {
         let addr = format!("0.0.0.0:{port}");
-        match TcpListener::bind(&addr).await {
+        // A deep accept queue, so that bursts of connections are not dropped.
+        let bound = tokio::net::TcpSocket::new_v4().and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)))?;
+            socket.listen(4096)
+        });
+        match bound {
             Ok(l) => listeners.push((port, l)),
             Err(e) => fail(format_args!("cannot bind {addr}: {e}")),
         }
