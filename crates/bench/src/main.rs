@@ -705,7 +705,31 @@ impl Bench {
                 }
             }
         }
-        let (d, g) = (Stats::of(&decided), Stats::of(&gone));
+        // The engine's own part: SIGTERM to a container until its exit is reported.
+        let mut engine = Vec::new();
+        for i in 0..samples.min(10) {
+            let spec = ContainerSpec {
+                name: format!("berth-bench-stop-{}-{i}", std::process::id()),
+                image: self.image.clone(),
+                labels: BTreeMap::from([(labels::APP.to_string(), "bench".to_string())]),
+                ports: vec![8080],
+                enable_internet: true,
+                ..ContainerSpec::default()
+            };
+            let id = self.runtime.create(&spec).await?;
+            let endpoint = self.runtime.start(&id).await?;
+            let addr = endpoint.addr(8080).context("the container's address")?;
+            while !matches!(http_get(addr, "/").await, Ok(200)) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let waiting = self.runtime.wait(&id);
+            let started = Instant::now();
+            self.runtime.kill(&id, berth::Signal::Term).await?;
+            waiting.await?;
+            engine.push(started.elapsed());
+            self.runtime.remove(&id).await?;
+        }
+        let (d, g, e) = (Stats::of(&decided), Stats::of(&gone), Stats::of(&engine));
         println!("## Sleep accuracy (sleep_after = 1 s, {} samples)\n", d.n);
         println!(
             "| lateness after sleep_after | median | p95 | p99 | max |\n|---|---|---|---|---|"
@@ -718,11 +742,19 @@ impl Bench {
             show(d.max)
         );
         println!(
-            "| container exited and removed | {} | {} | {} | {} |\n",
+            "| container exited (berth's stop event) | {} | {} | {} | {} |",
             show(g.median),
             show(g.p95),
             show(g.p99),
             show(g.max)
+        );
+        println!(
+            "| baseline: SIGTERM to exit reported, straight through the Engine API ({} samples) | {} | {} | {} | {} |\n",
+            e.n,
+            show(e.median),
+            show(e.p95),
+            show(e.p99),
+            show(e.max)
         );
         Ok(())
     }
