@@ -215,6 +215,21 @@ impl Drop for Berth {
     }
 }
 
+/// Runs `berth ARGS DIR` to its end with no input; its exit code and its standard error.
+fn run_to_end(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .arg(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// One HTTP/1.1 request on its own connection; returns the status and the body.
 fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to berth");
@@ -520,14 +535,8 @@ fn bad_manifests_say_where_and_what_is_accepted() {
     ];
     for (body, expected) in cases {
         let app = AppDir::new("bad", body);
-        let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("dev")
-            .arg(&app.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("berth runs");
-        assert_eq!(output.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, stderr) = run_to_end(&["dev"], &app.dir, &[]);
+        assert_eq!(code, Some(1));
         for part in expected {
             assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
         }
@@ -546,14 +555,8 @@ fn a_failing_build_shows_the_step_and_exits_non_zero() {
     )
     .expect("Dockerfile");
     std::fs::write(app.dir.join(".dockerignore"), "").expect("dockerignore");
-    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("dev")
-        .arg(&app.dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("berth runs");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = run_to_end(&["dev"], &app.dir, &[]);
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("error: building berth-dev/app:"),
         "{stderr}"
@@ -589,15 +592,9 @@ fn help_explains_the_commands() {
 #[test]
 fn an_unreachable_engine_is_a_clear_error() {
     let app = AppDir::new("noengine", "[containers.app]\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("dev")
-        .arg(&app.dir)
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .stdin(Stdio::null())
-        .output()
-        .expect("berth runs");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let env = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    let (code, stderr) = run_to_end(&["dev"], &app.dir, &env);
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("error: cannot reach the Docker Engine at unix:///nonexistent/docker.sock"),
         "{stderr}"
@@ -613,14 +610,8 @@ fn a_port_in_use_is_a_clear_error_and_leaves_nothing() {
     let app = AppDir::new("busyport", ROUTES);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["dev", "--port", &port])
-        .arg(&app.dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("berth runs");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = run_to_end(&["dev", "--port", &port], &app.dir, &[]);
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{stderr}"
