@@ -504,25 +504,22 @@ impl Bench {
         Ok(())
     }
 
+    /// The load client over the URLs listed in `file`: one keep-alive client, 5,000 requests.
     async fn load_urls(&self, file: &Path) -> anyhow::Result<client::Summary> {
-        let exe = std::env::current_exe()?;
-        let output = tokio::process::Command::new(exe)
-            .args([
-                "client",
-                "--concurrency",
-                "1",
-                "--requests",
-                "5000",
-                "--keep-alive",
-                "--urls",
-            ])
-            .arg(file)
-            .output()
-            .await?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        client::Summary::parse(text.trim()).with_context(|| format!("the load client said: {text}"))
+        let file = file.display().to_string();
+        run_client(&[
+            "--concurrency",
+            "1",
+            "--requests",
+            "5000",
+            "--keep-alive",
+            "--urls",
+            &file,
+        ])
+        .await
     }
 
+    /// The load client over `names` names in the `url` template.
     async fn load(
         &self,
         url: &str,
@@ -531,30 +528,25 @@ impl Bench {
         requests: usize,
         keep_alive: bool,
     ) -> anyhow::Result<client::Summary> {
-        let exe = std::env::current_exe()?;
-        let mut command = tokio::process::Command::new(exe);
-        command.args([
-            "client",
+        let (names, concurrency, requests) = (
+            names.to_string(),
+            concurrency.to_string(),
+            requests.to_string(),
+        );
+        let mut args = vec![
             "--url-template",
             url,
             "--names",
-            &names.to_string(),
+            &names,
             "--concurrency",
-            &concurrency.to_string(),
+            &concurrency,
             "--requests",
-            &requests.to_string(),
-        ]);
+            &requests,
+        ];
         if keep_alive {
-            command.arg("--keep-alive");
+            args.push("--keep-alive");
         }
-        let output = command.output().await?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        client::Summary::parse(text.trim()).with_context(|| {
-            format!(
-                "the load client said: {text} {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+        run_client(&args).await
     }
 
     /// Sleeping objects' memory; then many running containers: memory, CPU and the
@@ -758,6 +750,22 @@ impl Bench {
         );
         Ok(())
     }
+}
+
+/// Runs `berth-bench client ARGS` as a separate process and reads its summary line.
+async fn run_client(args: &[&str]) -> anyhow::Result<client::Summary> {
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("client")
+        .args(args)
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    client::Summary::parse(text.trim()).with_context(|| {
+        format!(
+            "the load client said: {text} {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {
