@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use berth::manifest::BuildSpec;
-use berth::router::{Env, Instance, KeySource, PathPattern, Route, Router};
+use berth::router::{Env, KeySource, PathPattern, Route, Router, Target};
 use berth::runtime::{labels, ContainerSpec};
 use berth::server::{serve_with, ServeOptions};
 use berth::{
@@ -181,13 +181,13 @@ impl Bench {
             Route {
                 path: PathPattern::parse("/s/:name/*").map_err(anyhow::Error::msg)?,
                 binding: "APP".into(),
-                instance: Instance::From(KeySource::Path("name".into())),
+                target: Target::From(KeySource::Path("name".into())),
                 strip_prefix: true,
             },
             Route {
                 path: PathPattern::parse("/*").map_err(anyhow::Error::msg)?,
                 binding: "APP".into(),
-                instance: Instance::Fixed("warm".into()),
+                target: Target::Fixed("warm".into()),
                 strip_prefix: false,
             },
         ];

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use berth::dev::STATE_DIR;
 use berth::runtime::labels;
-use berth::state::now_ms;
+use berth::store::now_ms;
 use berth::{DockerRuntime, Runtime, State, Store};
 use serde::Serialize;
 

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 /// The worker's `fetch`: pick an object by name, and let it proxy the request.
 pub async fn fetch(mut request: Request<Incoming>, env: Env) -> Response<Body> {
     let Some(containers) = env.get("MY_CONTAINER") else {
-        return berth::proxy::error_response(
+        return berth::http::error_response(
             http::StatusCode::INTERNAL_SERVER_ERROR,
             "unbound",
             "the worker has no MY_CONTAINER binding",

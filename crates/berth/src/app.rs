@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
-use crate::container::ContainerClass;
+use crate::class::ContainerClass;
 use crate::event::Event;
-use crate::hooks::{Hooks, StopReason};
+use crate::hooks::Hooks;
+use crate::lifecycle::StopReason;
 use crate::namespace::Namespace;
 use crate::object::{AppContext, Class};
 use crate::runtime::{labels, Runtime, RuntimeError};
-use crate::state::Store;
+use crate::store::Store;
 
 /// How long a shutdown waits for the hooks of stopped containers.
 const HOOKS_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);

@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::build::{self, BuildError};
-use crate::hooks::{NoHooks, StopReason};
+use crate::hooks::NoHooks;
+use crate::lifecycle::StopReason;
 use crate::manifest::{ImageSource, Manifest, ManifestError};
 use crate::namespace::Namespace;
 use crate::router::{Env, Router, RouterError, Worker};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::RuntimeError;
-use crate::state::{StateError, Store};
+use crate::store::{Store, StoreError};
 
 /// The folder, inside the app's folder, that holds berth's state.
 pub const STATE_DIR: &str = ".berth";
@@ -32,7 +33,7 @@ pub enum DevError {
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
-    State(#[from] StateError),
+    State(#[from] StoreError),
     #[error(transparent)]
     Router(#[from] RouterError),
     #[error("cannot use {path}: {reason}")]

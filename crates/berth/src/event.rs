@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::hooks::StopReason;
+use crate::lifecycle::StopReason;
 
 /// Something that happened to an object's container.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,45 +4,11 @@
 //! recorded, so they may call the object's methods (stop, start, state) without deadlock.
 //! Each container's exit gives exactly one `on_stop`.
 
-use std::fmt;
-
 use async_trait::async_trait;
 
+use crate::lifecycle::StopReason;
 use crate::object::{Object, StartError};
 use crate::runtime::ExitStatus;
-
-/// Why a container stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The process exited by itself.
-    Exited,
-    /// `stop()` was called.
-    Requested,
-    /// It was idle for `sleep_after`.
-    Slept,
-    /// `destroy()` was called.
-    Destroyed,
-    /// It never became ready, so berth stopped it.
-    StartFailed,
-    /// The app shut down.
-    Shutdown,
-    /// A new image replaced it.
-    Replaced,
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StopReason::Exited => "exited",
-            StopReason::Requested => "stop requested",
-            StopReason::Slept => "slept after idle",
-            StopReason::Destroyed => "destroyed",
-            StopReason::StartFailed => "start failed",
-            StopReason::Shutdown => "shutdown",
-            StopReason::Replaced => "replaced by a new image",
-        })
-    }
-}
 
 /// What `on_stop` learns.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::container::{parse_duration, ContainerClass, InstanceType};
-use crate::router::{Instance, KeySource, PathPattern, Route, Strategy};
+use crate::class::{parse_duration, ContainerClass, InstanceType};
+use crate::router::{KeySource, PathPattern, Route, Strategy, Target};
 
 /// The manifest's file name.
 pub const FILE_NAME: &str = "berth.toml";
@@ -157,7 +157,7 @@ struct RawWorker {
 struct RawRoute {
     path: RoutePath,
     binding: String,
-    instance: InstanceValue,
+    instance: TargetValue,
     #[serde(default)]
     strip_prefix: bool,
 }
@@ -291,7 +291,7 @@ impl<'de> Deserialize<'de> for RoutePath {
 
 /// `"name"`, `{ from = "path", param = "user" }`, `{ from = "header", name = "x-user" }`,
 /// `{ pool = 3, strategy = "round-robin" }`, or `{ pool = 3, strategy = "hash", key = { … } }`.
-struct InstanceValue(Instance);
+struct TargetValue(Target);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -342,7 +342,7 @@ impl KeyTable {
     }
 }
 
-impl<'de> Deserialize<'de> for InstanceValue {
+impl<'de> Deserialize<'de> for TargetValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -356,17 +356,17 @@ impl<'de> Deserialize<'de> for InstanceValue {
         }
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = InstanceValue;
+            type Value = TargetValue;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object name, { from = \"path\", param = \"user\" }, or { pool = 3, strategy = \"round-robin\" }")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<InstanceValue, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetValue, E> {
                 if v.is_empty() {
                     return Err(E::custom("the instance name is empty"));
                 }
-                Ok(InstanceValue(Instance::Fixed(v.to_string())))
+                Ok(TargetValue(Target::Fixed(v.to_string())))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<InstanceValue, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetValue, A::Error> {
                 let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 match (t.from, t.pool) {
                     (Some(_), Some(_)) => Err(de::Error::custom(
@@ -377,7 +377,7 @@ impl<'de> Deserialize<'de> for InstanceValue {
                             return Err(de::Error::custom("strategy and key belong to pools; with from, give param or name"));
                         }
                         let key = KeyTable { from, param: t.param, name: t.name };
-                        Ok(InstanceValue(Instance::From(key.into_source()?)))
+                        Ok(TargetValue(Target::From(key.into_source()?)))
                     }
                     (None, Some(size)) => {
                         if size == 0 {
@@ -400,7 +400,7 @@ impl<'de> Deserialize<'de> for InstanceValue {
                                 )))
                             }
                         };
-                        Ok(InstanceValue(Instance::Pool { size, strategy }))
+                        Ok(TargetValue(Target::Pool { size, strategy }))
                     }
                     (None, None) => Err(de::Error::custom(
                         "an instance table needs from (a name taken from the request) or pool (a pool of instances)",
@@ -627,8 +627,8 @@ impl Manifest {
                     _ => None,
                 };
                 let missing = match &r.instance.0 {
-                    Instance::From(source)
-                    | Instance::Pool {
+                    Target::From(source)
+                    | Target::Pool {
                         strategy: Strategy::Hash(source),
                         ..
                     } => path_params(source),
@@ -647,7 +647,7 @@ impl Manifest {
                 routes.push(Route {
                     path: r.path.0.clone(),
                     binding: r.binding.clone(),
-                    instance: r.instance.0.clone(),
+                    target: r.instance.0.clone(),
                     strip_prefix: r.strip_prefix,
                 });
             }
@@ -797,24 +797,24 @@ routes = [
         let w = &m.workers[0];
         assert_eq!(w.routes.len(), 4);
         assert_eq!(
-            w.routes[0].instance,
-            Instance::From(KeySource::Path("user".into()))
+            w.routes[0].target,
+            Target::From(KeySource::Path("user".into()))
         );
         assert_eq!(
-            w.routes[1].instance,
-            Instance::Pool {
+            w.routes[1].target,
+            Target::Pool {
                 size: 3,
                 strategy: Strategy::RoundRobin
             }
         );
         assert_eq!(
-            w.routes[2].instance,
-            Instance::Pool {
+            w.routes[2].target,
+            Target::Pool {
                 size: 4,
                 strategy: Strategy::Hash(KeySource::Header("x-user".into()))
             }
         );
-        assert_eq!(w.routes[3].instance, Instance::Fixed("container".into()));
+        assert_eq!(w.routes[3].target, Target::Fixed("container".into()));
     }
 
     #[test]

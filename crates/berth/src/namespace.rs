@@ -1,142 +1,18 @@
 //! Names to ids, and ids to the one live object that owns them.
 //!
-//! A namespace is bound to one container class. Ids follow the reference scheme so that
-//! they need no I/O and cannot be forged across namespaces:
-//!
-//! * an id is 32 bytes, written as 64 lowercase hex digits;
-//! * `key = SHA-256(namespace key)`, where the namespace key is `"<app>/<class>"`;
-//! * for [`Namespace::id_from_name`], the first 16 bytes are `HMAC-SHA256(key, name)[..16]`;
-//!   for [`Namespace::new_unique_id`] they are random;
-//! * the last 16 bytes are `HMAC-SHA256(key, first 16 bytes)[..16]`, which
-//!   [`Namespace::id_from_string`] verifies, so an id of another namespace is rejected.
-//!
-//! Creating an id creates nothing: the object comes into being on first use.
+//! A namespace is bound to one container class. Creating an id creates nothing: the
+//! object comes into being on first use.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use hmac::{Hmac, Mac};
-use http::Request;
-use sha2::{Digest, Sha256};
-
-use crate::hooks::StopReason;
+use crate::id::{random_below, IdError, IdScheme, ObjectId};
+use crate::lifecycle::StopReason;
 use crate::object::{Class, Object};
 use crate::runtime::Signal;
 
-/// The header that [`switch_port`] sets to make `fetch` use another container port.
-pub const TARGET_PORT_HEADER: &str = "berth-container-target-port";
-
 /// The object name [`Namespace::get_container`] uses when given none.
 pub const SINGLETON_NAME: &str = "berth-singleton-container";
-
-/// The id of an object: 32 bytes, displayed as 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId([u8; 32]);
-
-impl ObjectId {
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The first 12 hex digits, enough to tell objects apart in names and logs.
-    pub fn short(&self) -> String {
-        self.to_string()[..12].to_string()
-    }
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ObjectId({self})")
-    }
-}
-
-/// Why a string is not an id of a namespace.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdError {
-    #[error("{value:?} is not an object id: an id is 64 lowercase hex digits")]
-    Malformed { value: String },
-    #[error("{value} is not an id of namespace {namespace}: it was made by another namespace")]
-    ForeignNamespace { value: String, namespace: String },
-}
-
-/// The id arithmetic of one namespace, with no I/O.
-#[derive(Clone)]
-pub(crate) struct IdScheme {
-    key: [u8; 32],
-}
-
-impl IdScheme {
-    pub(crate) fn new(namespace_key: &str) -> IdScheme {
-        IdScheme {
-            key: Sha256::digest(namespace_key.as_bytes()).into(),
-        }
-    }
-
-    fn mac(&self, data: &[u8]) -> [u8; 16] {
-        // HMAC takes keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(data);
-        let full = mac.finalize().into_bytes();
-        let mut half = [0u8; 16];
-        half.copy_from_slice(&full[..16]);
-        half
-    }
-
-    fn seal(&self, first: [u8; 16]) -> ObjectId {
-        let mut id = [0u8; 32];
-        id[..16].copy_from_slice(&first);
-        id[16..].copy_from_slice(&self.mac(&first));
-        ObjectId(id)
-    }
-
-    pub(crate) fn for_name(&self, name: &str) -> ObjectId {
-        self.seal(self.mac(name.as_bytes()))
-    }
-
-    pub(crate) fn unique(&self) -> ObjectId {
-        let mut first = [0u8; 16];
-        // The OS random source failing leaves no safe way to make an unguessable id.
-        getrandom::fill(&mut first).unwrap_or_else(|e| panic!("the OS random source failed: {e}"));
-        self.seal(first)
-    }
-
-    pub(crate) fn parse(&self, value: &str, namespace: &str) -> Result<ObjectId, IdError> {
-        let malformed = || IdError::Malformed {
-            value: value.chars().take(80).collect(),
-        };
-        if value.len() != 64
-            || !value
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(malformed());
-        }
-        let mut bytes = [0u8; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&value[2 * i..2 * i + 2], 16).map_err(|_| malformed())?;
-        }
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&bytes[..16]);
-        if self.seal(first).0 != bytes {
-            return Err(IdError::ForeignNamespace {
-                value: value.to_string(),
-                namespace: namespace.to_string(),
-            });
-        }
-        Ok(ObjectId(bytes))
-    }
-}
 
 /// All objects of one container class. Cheap to clone; clones share the objects.
 #[derive(Clone)]
@@ -289,81 +165,5 @@ impl Namespace {
             object.learn_name(name);
         }
         object.clone()
-    }
-}
-
-/// Makes `fetch` send `request` to `port` of the container instead of the default port.
-pub fn switch_port<B>(request: &mut Request<B>, port: u16) {
-    request
-        .headers_mut()
-        .insert(TARGET_PORT_HEADER, http::HeaderValue::from(port));
-}
-
-pub(crate) fn random_below(n: usize) -> usize {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Not security-relevant: fall back to the clock.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        return nanos as usize % n;
-    }
-    (u64::from_le_bytes(bytes) % n as u64) as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_give_stable_distinct_ids() {
-        let ids = IdScheme::new("app/Class");
-        assert_eq!(ids.for_name("alpha"), ids.for_name("alpha"));
-        assert_ne!(ids.for_name("alpha"), ids.for_name("beta"));
-        let text = ids.for_name("alpha").to_string();
-        assert_eq!(text.len(), 64);
-        assert!(text
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-    }
-
-    #[test]
-    fn ids_round_trip_and_other_namespaces_are_rejected() {
-        let mine = IdScheme::new("app/Class");
-        let theirs = IdScheme::new("app/Other");
-        for id in [mine.for_name("alpha"), mine.unique()] {
-            assert_eq!(mine.parse(&id.to_string(), "app/Class"), Ok(id));
-            assert!(matches!(
-                theirs.parse(&id.to_string(), "app/Other"),
-                Err(IdError::ForeignNamespace { .. })
-            ));
-        }
-        assert_ne!(mine.for_name("alpha"), theirs.for_name("alpha"));
-    }
-
-    #[test]
-    fn malformed_ids_are_rejected() {
-        let ids = IdScheme::new("app/Class");
-        let good = ids.for_name("alpha").to_string();
-        for bad in [
-            String::new(),
-            "xyz".to_string(),
-            good.to_uppercase(),
-            good[..63].to_string(),
-            format!("{good}0"),
-            format!("{}g", &good[..63]),
-        ] {
-            assert!(
-                matches!(ids.parse(&bad, "app/Class"), Err(IdError::Malformed { .. })),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn unique_ids_differ() {
-        let ids = IdScheme::new("app/Class");
-        assert_ne!(ids.unique(), ids.unique());
     }
 }

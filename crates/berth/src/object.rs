@@ -19,14 +19,16 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::container::{ContainerClass, State};
+use crate::class::ContainerClass;
 use crate::event::{Event, EventKind};
-use crate::hooks::{Expiry, Hooks, ObjectError, StopParams, StopReason};
-use crate::namespace::{ObjectId, TARGET_PORT_HEADER};
-use crate::proxy::{self, Body, BoxError, Pool, ProxyFailure};
+use crate::hooks::{Expiry, Hooks, ObjectError, StopParams};
+use crate::http::{error_chain, error_response, Body, BoxError, TARGET_PORT_HEADER};
+use crate::id::ObjectId;
+use crate::lifecycle::{State, StopReason};
+use crate::proxy::{self, Pool, ProxyFailure};
 use crate::readiness::{self, NotReady};
 use crate::runtime::{labels, ContainerSpec, Endpoint, ExitStatus, Runtime, RuntimeError, Signal};
-use crate::state::{now_ms, ObjectRecord, StateError, Store};
+use crate::store::{now_ms, ObjectRecord, Storage, Store};
 
 /// How many log lines a start failure or a crash reports.
 const LOG_TAIL: usize = 20;
@@ -253,7 +255,7 @@ impl FetchError {
             FetchError::BadRequestBody { .. } => "bad-request-body",
         };
         let status = self.status();
-        let mut response = proxy::error_response(status, kind, &self.to_string());
+        let mut response = error_response(status, kind, &self.to_string());
         let retry_after = match &self {
             FetchError::Start(e) if matches!(**e, StartError::LimitReached { .. }) => Some("1"),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("5"),
@@ -468,11 +470,11 @@ impl Object {
 
     /// The object's private durable storage.
     pub fn storage(&self) -> Storage {
-        Storage {
-            store: self.inner.class.app.store.clone(),
-            namespace: self.inner.class.namespace_key.clone(),
-            id: self.inner.id.to_string(),
-        }
+        Storage::new(
+            self.inner.class.app.store.clone(),
+            &self.inner.class.namespace_key,
+            self.inner.id,
+        )
     }
 
     /// Sends `request` to the container, starting it and waiting for it first if it is
@@ -1485,45 +1487,6 @@ fn random_suffix() -> String {
     let mut bytes = [0u8; 3];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// An object's private durable storage: keys to bytes, kept in the app's SQLite file.
-#[derive(Clone)]
-pub struct Storage {
-    store: Arc<Store>,
-    namespace: String,
-    id: String,
-}
-
-impl Storage {
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        self.store.storage_get(&self.namespace, &self.id, key)
-    }
-
-    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
-        self.store
-            .storage_put(&self.namespace, &self.id, key, value)
-    }
-
-    /// Deletes `key`; returns whether it existed.
-    pub fn delete(&self, key: &str) -> Result<bool, StateError> {
-        self.store.storage_delete(&self.namespace, &self.id, key)
-    }
-
-    pub fn keys(&self) -> Result<Vec<String>, StateError> {
-        self.store.storage_keys(&self.namespace, &self.id)
-    }
 }
 
 #[cfg(test)]

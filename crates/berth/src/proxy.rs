@@ -6,7 +6,6 @@
 //! its own and reused; a pooled connection that the container closed meanwhile is replaced
 //! transparently.
 
-use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,25 +16,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::namespace::TARGET_PORT_HEADER;
+use crate::http::{full, Body, BoxError, TARGET_PORT_HEADER};
 use crate::object::Lease;
-
-/// A boxed error, as bodies carry.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// The body type of berth's requests and responses: any stream of bytes.
-pub type Body = BoxBody<Bytes, BoxError>;
-
-/// The header that names what went wrong on a response berth itself made.
-pub const ERROR_HEADER: &str = "berth-error";
 
 /// How long connecting to a container may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -212,35 +201,6 @@ impl Pool {
         }
         true
     }
-}
-
-/// Boxes any body into berth's [`Body`].
-pub fn body<B>(body: B) -> Body
-where
-    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
-    body.map_err(Into::into).boxed()
-}
-
-/// A body of fixed bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    body(Full::new(bytes.into()))
-}
-
-/// A plain-text response that berth makes itself, saying what went wrong.
-pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let mut response = Response::new(full(format!("{message}\n")));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Ok(value) = HeaderValue::from_str(kind) {
-        headers.insert(ERROR_HEADER, value);
-    }
-    response
 }
 
 /// How forwarding failed.

@@ -16,9 +16,10 @@ use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::namespace::{random_below, Namespace};
+use crate::http::{error_response, Body};
+use crate::id::random_below;
+use crate::namespace::Namespace;
 use crate::object::Object;
-use crate::proxy::{error_response, Body};
 
 /// A worker's bindings: binding name → the namespace of a container class. Cheap to clone.
 #[derive(Clone, Default)]
@@ -58,7 +59,7 @@ pub trait Worker: Send + Sync + 'static {
 /// # use http::{Request, Response};
 /// async fn fetch(request: Request<hyper::body::Incoming>, env: Env) -> Response<Body> {
 ///     let Some(containers) = env.get("MY_CONTAINER") else {
-///         return berth::proxy::error_response(http::StatusCode::INTERNAL_SERVER_ERROR, "unbound", "MY_CONTAINER is not bound");
+///         return berth::http::error_response(http::StatusCode::INTERNAL_SERVER_ERROR, "unbound", "MY_CONTAINER is not bound");
 ///     };
 ///     containers.get_container(Some("container")).fetch(request).await
 /// }
@@ -107,21 +108,22 @@ impl fmt::Display for KeySource {
     }
 }
 
-/// How a pool route picks one of its instances.
+/// How a pool route picks one of its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
     Random,
     RoundRobin,
-    /// The instance with the fewest requests in flight (the lowest index on a tie).
+    /// The object with the fewest requests in flight (the lowest index on a tie).
     LeastInFlight,
     /// A consistent hash of a request key: the same key always reaches the same
-    /// instance, and growing the pool moves only a share of the keys.
+    /// object, and growing the pool moves only a share of the keys.
     Hash(KeySource),
 }
 
-/// Which object a route sends a request to.
+/// Which object a route sends a request to (the `instance` key of a route in
+/// `berth.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Instance {
+pub enum Target {
     /// Always the object with this name.
     Fixed(String),
     /// The object named by a part of the request.
@@ -230,7 +232,7 @@ pub struct Route {
     pub path: PathPattern,
     /// The binding (a name in the worker's `bindings`) whose namespace serves the route.
     pub binding: String,
-    pub instance: Instance,
+    pub target: Target,
     /// Send the container only what the final `*` matched: `/lb/x` becomes `/x`.
     pub strip_prefix: bool,
 }
@@ -282,8 +284,8 @@ impl Router {
                         known: env.names().collect::<Vec<_>>().join(", "),
                     }
                 })?;
-                let fixed = match &route.instance {
-                    Instance::Fixed(name) => Some(namespace.get_by_name(name)),
+                let fixed = match &route.target {
+                    Target::Fixed(name) => Some(namespace.get_by_name(name)),
                     _ => None,
                 };
                 Ok(Compiled {
@@ -313,11 +315,11 @@ impl Router {
             read_key(request, &params, source).ok_or_else(|| Miss::MissingKey(source.clone()))
         };
         let ns = &compiled.namespace;
-        let object = match (&compiled.fixed, &compiled.route.instance) {
+        let object = match (&compiled.fixed, &compiled.route.target) {
             (Some(object), _) => object.clone(),
-            (None, Instance::Fixed(name)) => ns.get_by_name(name),
-            (None, Instance::From(source)) => ns.get_by_name(&key(source)?),
-            (None, Instance::Pool { size, strategy }) => {
+            (None, Target::Fixed(name)) => ns.get_by_name(name),
+            (None, Target::From(source)) => ns.get_by_name(&key(source)?),
+            (None, Target::Pool { size, strategy }) => {
                 let size = (*size).max(1);
                 ns.get_by_name(&pool_name(match strategy {
                     Strategy::Random => random_below(size),
@@ -370,7 +372,7 @@ impl Worker for Router {
     }
 }
 
-/// The name of the `k`-th pool instance, as the reference's `getRandom` names them.
+/// The name of the `k`-th object of a pool, as Cloudflare's `getRandom` names them.
 pub fn pool_name(k: usize) -> String {
     format!("instance-{k}")
 }

@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::namespace::TARGET_PORT_HEADER;
-use crate::proxy::{error_response, Body};
+use crate::http::TARGET_PORT_HEADER;
+use crate::http::{error_response, Body};
 use crate::router::{Env, Worker};
 
 /// How a server treats its clients.

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth::router::{Env, Instance, KeySource, PathPattern, Route, Router, Strategy};
+use berth::router::{Env, KeySource, PathPattern, Route, Router, Strategy, Target};
 use berth::runtime::{ContainerInfo, ContainerSpec, Endpoint, ExitStatus};
 use berth::server::{serve_with, ServeOptions};
 use berth::{App, ContainerClass, NoHooks, Runtime, RuntimeError, Signal, Store};
@@ -89,32 +89,32 @@ fn server() -> SocketAddr {
                 class.default_port = Some(8080);
                 let mut env = Env::new();
                 env.bind("APP", app.namespace(class, Arc::new(NoHooks)));
-                let route = |path: &str, instance| Route {
+                let route = |path: &str, target| Route {
                     path: PathPattern::parse(path).expect("pattern"),
                     binding: "APP".into(),
-                    instance,
+                    target,
                     strip_prefix: true,
                 };
                 let routes = vec![
-                    route("/u/:user/*", Instance::From(KeySource::Path("user".into()))),
-                    route("/h/*", Instance::From(KeySource::Header("x-user".into()))),
-                    route("/q/*", Instance::From(KeySource::Query("user".into()))),
-                    route("/c/*", Instance::From(KeySource::Cookie("s".into()))),
+                    route("/u/:user/*", Target::From(KeySource::Path("user".into()))),
+                    route("/h/*", Target::From(KeySource::Header("x-user".into()))),
+                    route("/q/*", Target::From(KeySource::Query("user".into()))),
+                    route("/c/*", Target::From(KeySource::Cookie("s".into()))),
                     route(
                         "/hash/*",
-                        Instance::Pool {
+                        Target::Pool {
                             size: 3,
                             strategy: Strategy::Hash(KeySource::Header("x-user".into())),
                         },
                     ),
                     route(
                         "/lif/*",
-                        Instance::Pool {
+                        Target::Pool {
                             size: 3,
                             strategy: Strategy::LeastInFlight,
                         },
                     ),
-                    route("/fixed", Instance::Fixed("container".into())),
+                    route("/fixed", Target::Fixed("container".into())),
                 ];
                 let router = Router::new(routes, &env).expect("router");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth::router::{Env, Instance, PathPattern, Route, Router};
+use berth::router::{Env, PathPattern, Route, Router, Target};
 use berth::runtime::labels;
 use berth::server::{serve_with, ServeOptions};
 use berth::{
@@ -361,7 +361,7 @@ async fn front(
     let routes = vec![Route {
         path: PathPattern::parse("/*").expect("pattern"),
         binding: "APP".into(),
-        instance: Instance::Fixed("container".into()),
+        target: Target::Fixed("container".into()),
         strip_prefix: false,
     }];
     let router = Router::new(routes, &env).expect("router");

@@ -5,16 +5,17 @@
 //! private key-value storage. Writes happen on lifecycle transitions, never per request.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::container::State;
+use crate::id::ObjectId;
+use crate::lifecycle::State;
 
 /// A failure of the state store.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum StoreError {
     #[error("cannot open the state database {path}: {source}; check that the folder exists and is writable")]
     Open {
         path: PathBuf,
@@ -79,9 +80,9 @@ pub fn now_ms() -> i64 {
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store, StateError> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |source| StateError::Open {
+        let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
         };
@@ -100,14 +101,14 @@ impl Store {
     }
 
     /// A store that lives only as long as the process (for tests and throwaway apps).
-    pub fn in_memory() -> Result<Store, StateError> {
+    pub fn in_memory() -> Result<Store, StoreError> {
         let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StateError::Open {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;
         conn.execute_batch(SCHEMA)
-            .map_err(|source| StateError::Open {
+            .map_err(|source| StoreError::Open {
                 path: path.clone(),
                 source,
             })?;
@@ -117,15 +118,15 @@ impl Store {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| StateError::Query {
+        f(&conn).map_err(|source| StoreError::Query {
             path: self.path.clone(),
             source,
         })
     }
 
-    pub fn save_object(&self, record: &ObjectRecord) -> Result<(), StateError> {
+    pub fn save_object(&self, record: &ObjectRecord) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO objects (namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms)
@@ -150,7 +151,7 @@ impl Store {
     }
 
     /// Records that a container is gone (removed outside any object's lifecycle).
-    pub fn forget_container(&self, container_id: &str) -> Result<(), StateError> {
+    pub fn forget_container(&self, container_id: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE objects SET state = 'stopped', exit_code = NULL, container_id = NULL,
@@ -166,7 +167,7 @@ impl Store {
         &self,
         namespace: &str,
         id: &str,
-    ) -> Result<Option<ObjectRecord>, StateError> {
+    ) -> Result<Option<ObjectRecord>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms
@@ -179,7 +180,7 @@ impl Store {
     }
 
     /// Every object the app has recorded, in namespace then name order.
-    pub fn objects(&self) -> Result<Vec<ObjectRecord>, StateError> {
+    pub fn objects(&self) -> Result<Vec<ObjectRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms
@@ -195,7 +196,7 @@ impl Store {
         namespace: &str,
         id: &str,
         key: &str,
-    ) -> Result<Option<Vec<u8>>, StateError> {
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|c| {
             c.query_row(
                 "SELECT value FROM storage WHERE namespace = ?1 AND id = ?2 AND key = ?3",
@@ -212,7 +213,7 @@ impl Store {
         id: &str,
         key: &str,
         value: &[u8],
-    ) -> Result<(), StateError> {
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO storage (namespace, id, key, value) VALUES (?1, ?2, ?3, ?4)
@@ -224,7 +225,7 @@ impl Store {
     }
 
     /// Deletes a key; returns whether it existed.
-    pub fn storage_delete(&self, namespace: &str, id: &str, key: &str) -> Result<bool, StateError> {
+    pub fn storage_delete(&self, namespace: &str, id: &str, key: &str) -> Result<bool, StoreError> {
         self.with(|c| {
             c.execute(
                 "DELETE FROM storage WHERE namespace = ?1 AND id = ?2 AND key = ?3",
@@ -235,13 +236,49 @@ impl Store {
     }
 
     /// The object's keys, in order.
-    pub fn storage_keys(&self, namespace: &str, id: &str) -> Result<Vec<String>, StateError> {
+    pub fn storage_keys(&self, namespace: &str, id: &str) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
             let mut stmt =
                 c.prepare("SELECT key FROM storage WHERE namespace = ?1 AND id = ?2 ORDER BY key")?;
             let rows = stmt.query_map(params![namespace, id], |row| row.get(0))?;
             rows.collect()
         })
+    }
+}
+
+/// An object's private durable storage: keys to bytes, kept in the app's SQLite file.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<Store>,
+    namespace: String,
+    id: String,
+}
+
+impl Storage {
+    pub(crate) fn new(store: Arc<Store>, namespace: &str, id: ObjectId) -> Storage {
+        Storage {
+            store,
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.storage_get(&self.namespace, &self.id, key)
+    }
+
+    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.store
+            .storage_put(&self.namespace, &self.id, key, value)
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.store.storage_delete(&self.namespace, &self.id, key)
+    }
+
+    pub fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.store.storage_keys(&self.namespace, &self.id)
     }
 }
 

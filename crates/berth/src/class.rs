@@ -1,73 +1,12 @@
 //! What a container class declares: the options that shape every container an object of
-//! the class runs, and the states such a container moves through.
+//! the class runs.
 //!
-//! Mirrors the reference `Container` class options, with berth's additions: configurable
-//! readiness timeouts, compound `sleep_after` values and classes without any port.
+//! Mirrors the options of Cloudflare's `Container` class, with berth's additions:
+//! configurable readiness timeouts, compound `sleep_after` values and classes without any
+//! port.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
-
-/// The lifecycle state of an object's container, as `state()` reports and the store keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// No container runs (never started, stopped on request, or slept after idling).
-    Stopped,
-    /// The container process has started; its ports are not yet known to answer.
-    Running,
-    /// Every required port accepted a connection (and the ping endpoint answered).
-    Healthy,
-    /// A stop was sent; the container has not exited yet.
-    Stopping,
-    /// The container exited by itself with this code.
-    StoppedWithCode(i64),
-}
-
-impl State {
-    /// The name used in the store, in `berth ps` and in logs.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            State::Stopped => "stopped",
-            State::Running => "running",
-            State::Healthy => "healthy",
-            State::Stopping => "stopping",
-            State::StoppedWithCode(_) => "stopped_with_code",
-        }
-    }
-
-    /// Whether a container exists in this state (so it may need cleaning up).
-    pub fn is_active(&self) -> bool {
-        matches!(self, State::Running | State::Healthy | State::Stopping)
-    }
-
-    pub(crate) fn from_parts(name: &str, exit_code: Option<i64>) -> Option<State> {
-        Some(match name {
-            "stopped" => State::Stopped,
-            "running" => State::Running,
-            "healthy" => State::Healthy,
-            "stopping" => State::Stopping,
-            "stopped_with_code" => State::StoppedWithCode(exit_code.unwrap_or(-1)),
-            _ => return None,
-        })
-    }
-
-    /// The exit code of `StoppedWithCode`.
-    pub fn exit_code(&self) -> Option<i64> {
-        match self {
-            State::StoppedWithCode(code) => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            State::StoppedWithCode(code) => write!(f, "stopped_with_code({code})"),
-            other => f.write_str(other.as_str()),
-        }
-    }
-}
 
 /// A bad class option value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -247,22 +186,6 @@ mod tests {
         for bad in ["", "m", "3x", "1h30", "-5", "1.5h", "99999999999999999999s"] {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.to_string().contains("invalid duration"), "{err}");
-        }
-    }
-
-    #[test]
-    fn state_round_trips_through_its_stored_form() {
-        for state in [
-            State::Stopped,
-            State::Running,
-            State::Healthy,
-            State::Stopping,
-            State::StoppedWithCode(3),
-        ] {
-            assert_eq!(
-                State::from_parts(state.as_str(), state.exit_code()),
-                Some(state)
-            );
         }
     }
 
