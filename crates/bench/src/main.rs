@@ -7,6 +7,7 @@
 
 mod client;
 mod stats;
+mod table;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,8 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use stats::{show, Stats};
+use stats::Stats;
+use table::{show, Cell, Table};
 
 #[derive(Parser)]
 #[command(
@@ -307,33 +309,17 @@ impl Bench {
         let (b, d) = (Stats::of(&berth), Stats::of(&baseline));
         self.cold_median = Some(b.median);
         let det = Stats::of(&detection);
+        let tail = |s: &Stats| [s.median, s.p95, s.p99];
         println!("## Cold start ({samples} samples each, interleaved)\n");
-        println!("| | median | p95 | p99 |\n|---|---|---|---|");
-        println!(
-            "| docker run + first answer (baseline) | {} | {} | {} |",
-            show(d.median),
-            show(d.p95),
-            show(d.p99)
-        );
-        println!(
-            "| berth: request to a stopped name | {} | {} | {} |",
-            show(b.median),
-            show(b.p95),
-            show(b.p99)
-        );
-        println!(
-            "| berth / baseline | {:.3} | {:.3} | {:.3} |",
-            ratio(b.median, d.median),
-            ratio(b.p95, d.p95),
-            ratio(b.p99, d.p99)
-        );
-        println!(
-            "| port open → berth healthy ({} samples) | {} | {} | {} |\n",
-            det.n,
-            show(det.median),
-            show(det.p95),
-            show(det.p99)
-        );
+        Table::new(["", "median", "p95", "p99"])
+            .times("docker run + first answer (baseline)", tail(&d))
+            .times("berth: request to a stopped name", tail(&b))
+            .ratios("berth / baseline", tail(&b).into_iter().zip(tail(&d)), 3)
+            .times(
+                format!("port open → berth healthy ({} samples)", det.n),
+                tail(&det),
+            )
+            .print();
         Ok(())
     }
 
@@ -399,8 +385,15 @@ impl Bench {
         let nginx2 = wrk::Nginx::start(&self.dir.join("nginx2"), 2, free_port()?, direct)?;
         let n2 = nginx_addr(&self.dir.join("nginx2"))?;
         println!("## Warm proxy (wrk, {seconds} s per run, keep-alive)\n");
-        println!("| connections | direct req/s | berth req/s | nginx 1w req/s | nginx 2w req/s | berth / best nginx | berth / direct |");
-        println!("|---|---|---|---|---|---|---|");
+        let mut throughput = Table::new([
+            "connections",
+            "direct req/s",
+            "berth req/s",
+            "nginx 1w req/s",
+            "nginx 2w req/s",
+            "berth / best nginx",
+            "berth / direct",
+        ]);
         let mut one = None;
         for connections in [1, 16, 64] {
             let targets = [direct, self.router, n1, n2];
@@ -411,43 +404,46 @@ impl Bench {
                         .await??;
                 runs.push(run);
             }
-            let best_nginx = runs[2].requests_per_sec.max(runs[3].requests_per_sec);
-            println!(
-                "| {connections} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
-                runs[0].requests_per_sec,
-                runs[1].requests_per_sec,
-                runs[2].requests_per_sec,
-                runs[3].requests_per_sec,
-                runs[1].requests_per_sec / best_nginx,
-                runs[1].requests_per_sec / runs[0].requests_per_sec
-            );
+            let rate = |i: usize| runs[i].requests_per_sec;
+            let best_nginx = rate(2).max(rate(3));
+            throughput.row([
+                Cell::text(connections.to_string()),
+                Cell::Rate(rate(0)),
+                Cell::Rate(rate(1)),
+                Cell::Rate(rate(2)),
+                Cell::Rate(rate(3)),
+                Cell::Ratio(rate(1) / best_nginx, 2),
+                Cell::Ratio(rate(1) / rate(0), 2),
+            ]);
             if connections == 1 {
                 one = Some(runs);
             }
         }
+        throughput.print();
         if let Some(runs) = one {
-            let added = |r: &wrk::Run| {
-                (
-                    r.p50.as_micros() as i128 - runs[0].p50.as_micros() as i128,
-                    r.p99.as_micros() as i128 - runs[0].p99.as_micros() as i128,
-                )
-            };
-            println!("\nLatency at 1 connection (wrk's percentiles):\n");
-            println!("| | p50 | p99 | added p50 | added p99 |\n|---|---|---|---|---|");
+            println!("Latency at 1 connection (wrk's percentiles):\n");
+            let mut latency = Table::new(["", "p50", "p99", "added p50", "added p99"]);
             for (label, run) in [
                 ("direct", &runs[0]),
                 ("berth", &runs[1]),
                 ("nginx 1 worker", &runs[2]),
                 ("nginx 2 workers", &runs[3]),
             ] {
-                let (a50, a99) = added(run);
-                println!(
-                    "| {label} | {} | {} | {a50} µs | {a99} µs |",
-                    show(run.p50),
-                    show(run.p99)
-                );
+                latency.row([
+                    Cell::text(label),
+                    Cell::Time(run.p50),
+                    Cell::Time(run.p99),
+                    Cell::Added {
+                        value: run.p50,
+                        baseline: runs[0].p50,
+                    },
+                    Cell::Added {
+                        value: run.p99,
+                        baseline: runs[0].p99,
+                    },
+                ]);
             }
-            println!();
+            latency.print();
         }
         drop((nginx1, nginx2));
         Ok(())
@@ -477,11 +473,14 @@ impl Bench {
             }
         };
         println!("## Stampede (1,000 concurrent first requests to one cold name, 3 runs)\n");
-        println!(
-            "| run | successes | containers | p50 | p99 | p99 / single cold start ({}) |",
-            show(single)
-        );
-        println!("|---|---|---|---|---|---|");
+        let mut table = Table::new([
+            "run".to_string(),
+            "successes".into(),
+            "containers".into(),
+            "p50".into(),
+            "p99".into(),
+            format!("p99 / single cold start ({})", show(single)),
+        ]);
         for run in 0..3 {
             let name = format!("stampede-{run}");
             let url = format!("http://{}/s/{name}/", self.router);
@@ -491,16 +490,17 @@ impl Bench {
                 .list(&[(labels::APP, "bench"), (labels::OBJECT_NAME, name.as_str())])
                 .await?
                 .len();
-            println!(
-                "| {run} | {} of 1000 | {containers} | {} | {} | {:.2} |",
-                summary.ok,
-                show(summary.p50),
-                show(summary.p99),
-                ratio(summary.p99, single)
-            );
+            table.row([
+                Cell::text(run.to_string()),
+                Cell::text(format!("{} of 1000", summary.ok)),
+                Cell::text(containers.to_string()),
+                Cell::Time(summary.p50),
+                Cell::Time(summary.p99),
+                Cell::ratio(summary.p99, single, 2),
+            ]);
             self.ns.get_by_name(&name).destroy().await?;
         }
-        println!();
+        table.print();
         Ok(())
     }
 
@@ -631,26 +631,18 @@ impl Bench {
         std::fs::write(&urls, direct.join("\n"))?;
         let base = self.load_urls(&urls).await?;
         println!("Per-request overhead with {running} running (one client, 5,000 requests, each to the next container; to berth over one keep-alive connection, direct over a keep-alive connection per container):\n");
-        println!("| | p50 | p95 | p99 |\n|---|---|---|---|");
-        println!(
-            "| direct, rotating over the {} containers | {} | {} | {} |",
-            direct.len(),
-            show(base.p50),
-            show(base.p95),
-            show(base.p99)
-        );
-        println!(
-            "| berth, rotating over {running} names | {} | {} | {} |",
-            show(berth.p50),
-            show(berth.p95),
-            show(berth.p99)
-        );
-        println!(
-            "| added by berth | {} µs | {} µs | {} µs |\n",
-            berth.p50.as_micros() as i128 - base.p50.as_micros() as i128,
-            berth.p95.as_micros() as i128 - base.p95.as_micros() as i128,
-            berth.p99.as_micros() as i128 - base.p99.as_micros() as i128
-        );
+        let tail = |s: &client::Summary| [s.p50, s.p95, s.p99];
+        Table::new(["", "p50", "p95", "p99"])
+            .times(
+                format!("direct, rotating over the {} containers", direct.len()),
+                tail(&base),
+            )
+            .times(
+                format!("berth, rotating over {running} names"),
+                tail(&berth),
+            )
+            .added("added by berth", tail(&berth).into_iter().zip(tail(&base)))
+            .print();
         let stopped = self.ns.stop_all(StopReason::Requested).await;
         eprintln!("stopped {stopped} containers");
         Ok(())
@@ -723,31 +715,18 @@ impl Bench {
         }
         let (d, g, e) = (Stats::of(&decided), Stats::of(&gone), Stats::of(&engine));
         println!("## Sleep accuracy (sleep_after = 1 s, {} samples)\n", d.n);
-        println!(
-            "| lateness after sleep_after | median | p95 | p99 | max |\n|---|---|---|---|---|"
-        );
-        println!(
-            "| sleep decided, SIGTERM sent | {} | {} | {} | {} |",
-            show(d.median),
-            show(d.p95),
-            show(d.p99),
-            show(d.max)
-        );
-        println!(
-            "| container exited (berth's stop event) | {} | {} | {} | {} |",
-            show(g.median),
-            show(g.p95),
-            show(g.p99),
-            show(g.max)
-        );
-        println!(
-            "| baseline: SIGTERM to exit reported, straight through the Engine API ({} samples) | {} | {} | {} | {} |\n",
-            e.n,
-            show(e.median),
-            show(e.p95),
-            show(e.p99),
-            show(e.max)
-        );
+        let all = |s: &Stats| [s.median, s.p95, s.p99, s.max];
+        Table::new(["lateness after sleep_after", "median", "p95", "p99", "max"])
+            .times("sleep decided, SIGTERM sent", all(&d))
+            .times("container exited (berth's stop event)", all(&g))
+            .times(
+                format!(
+                    "baseline: SIGTERM to exit reported, straight through the Engine API ({} samples)",
+                    e.n
+                ),
+                all(&e),
+            )
+            .print();
         Ok(())
     }
 }
@@ -766,10 +745,6 @@ async fn run_client(args: &[&str]) -> anyhow::Result<client::Summary> {
             String::from_utf8_lossy(&output.stderr)
         )
     })
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
 
 /// One GET on a fresh connection; the status.

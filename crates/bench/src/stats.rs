@@ -34,17 +34,6 @@ impl Stats {
     }
 }
 
-/// `12.3 ms` or `45 µs`.
-pub fn show(d: Duration) -> String {
-    if d >= Duration::from_millis(10) {
-        format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    } else if d >= Duration::from_millis(1) {
-        format!("{:.2} ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{} µs", d.as_micros())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
