@@ -1,9 +1,12 @@
 //! The load client: a separate process, so that its work is not counted as berth's. It
-//! sends requests over HTTP/1.1 and prints one summary line for the parent to read.
+//! sends requests over HTTP/1.1 and prints one summary line for the parent to read. Both
+//! sides are here: [`run`] in the client process, [`load`] and [`load_urls`] in the parent.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -140,4 +143,64 @@ impl Summary {
         }
         Some(s)
     }
+}
+
+/// The load client over `names` names in the `url` template.
+pub async fn load(
+    url: &str,
+    names: usize,
+    concurrency: usize,
+    requests: usize,
+    keep_alive: bool,
+) -> anyhow::Result<Summary> {
+    let (names, concurrency, requests) = (
+        names.to_string(),
+        concurrency.to_string(),
+        requests.to_string(),
+    );
+    let mut args = vec![
+        "--url-template",
+        url,
+        "--names",
+        &names,
+        "--concurrency",
+        &concurrency,
+        "--requests",
+        &requests,
+    ];
+    if keep_alive {
+        args.push("--keep-alive");
+    }
+    run_process(&args).await
+}
+
+/// The load client over the URLs listed in `file`: one keep-alive client, 5,000 requests.
+pub async fn load_urls(file: &Path) -> anyhow::Result<Summary> {
+    let file = file.display().to_string();
+    run_process(&[
+        "--concurrency",
+        "1",
+        "--requests",
+        "5000",
+        "--keep-alive",
+        "--urls",
+        &file,
+    ])
+    .await
+}
+
+/// Runs `berth-bench client ARGS` as a separate process and reads its summary line.
+async fn run_process(args: &[&str]) -> anyhow::Result<Summary> {
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("client")
+        .args(args)
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    Summary::parse(text.trim()).with_context(|| {
+        format!(
+            "the load client said: {text} {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
