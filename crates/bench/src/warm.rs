@@ -3,7 +3,6 @@
 //! reverse proxy is held to; the direct figure is what no proxy can beat.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use anyhow::Context;
 use berth::runtime::labels;
@@ -18,10 +17,10 @@ pub async fn run(fixture: &Fixture, seconds: u64) -> anyhow::Result<()> {
     anyhow::ensure!(status == 200, "warm-up got {status}");
     let direct = container_addr(fixture, "warm").await?;
     let dir = &fixture.dir;
-    let nginx1 = wrk::Nginx::start(&dir.join("nginx1"), 1, free_port()?, direct)?;
-    let n1 = nginx_addr(&dir.join("nginx1"))?;
-    let nginx2 = wrk::Nginx::start(&dir.join("nginx2"), 2, free_port()?, direct)?;
-    let n2 = nginx_addr(&dir.join("nginx2"))?;
+    let n1 = free_port()?;
+    let nginx1 = wrk::Nginx::start(&dir.join("nginx1"), 1, n1, direct)?;
+    let n2 = free_port()?;
+    let nginx2 = wrk::Nginx::start(&dir.join("nginx2"), 2, n2, direct)?;
     println!("## Warm proxy (wrk, {seconds} s per run, keep-alive)\n");
     let mut throughput = Table::new([
         "connections",
@@ -99,20 +98,9 @@ async fn container_addr(fixture: &Fixture, name: &str) -> anyhow::Result<SocketA
         .context("the container's bridge address")
 }
 
+/// A port the kernel considers free. It is released at once, so the next one is picked only
+/// after nginx has taken this one.
 fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
-}
-
-fn nginx_addr(dir: &Path) -> anyhow::Result<SocketAddr> {
-    let conf = std::fs::read_to_string(dir.join("nginx.conf"))?;
-    conf.lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("listen ")?
-                .trim_end_matches(';')
-                .parse()
-                .ok()
-        })
-        .context("nginx's address")
 }
