@@ -2,11 +2,10 @@
 //! the same container through the Engine API and polling it every 1 ms. The two are
 //! interleaved, sample by sample, so that a slow stretch of the machine hits both.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context;
-use berth::runtime::{labels, ContainerSpec};
+
 use berth::{EventKind, Runtime};
 
 use crate::fixture::{http_get, Fixture};
@@ -50,18 +49,10 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<Duration> 
 /// The baseline: what it takes without berth to go from an image to a container's first
 /// answer, polled as often as berth could notice it.
 async fn docker_run(fixture: &Fixture, i: usize) -> anyhow::Result<Duration> {
-    let spec = ContainerSpec {
-        name: format!("berth-bench-baseline-{}-{i}", std::process::id()),
-        image: fixture.image.clone(),
-        env: BTreeMap::from([("WORKERS".to_string(), "2".to_string())]),
-        labels: BTreeMap::from([(labels::APP.to_string(), "bench".to_string())]),
-        ports: vec![8080],
-        enable_internet: true,
-        ..ContainerSpec::default()
-    };
+    let spec = fixture.baseline_spec(&format!("baseline-{i}"));
     let runtime = &fixture.runtime;
     let started = Instant::now();
-    let id = runtime.create(&spec).await?;
+    let id = runtime.create(&spec).await?.id;
     let endpoint = runtime.start(&id).await?;
     let addr = endpoint.addr(8080).context("the container's address")?;
     let deadline = started + Duration::from_secs(20);

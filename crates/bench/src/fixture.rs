@@ -10,9 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use berth::manifest::BuildSpec;
-use berth::router::{Env, KeySource, PathPattern, Route, Router, Target};
+use berth::router::{KeySource, PathPattern, Route, Router, Target};
+use berth::runtime::{ContainerSpec, Identity};
 use berth::server::{serve_with, ServeOptions};
-use berth::{App, ContainerClass, DockerRuntime, Event, Namespace, NoHooks, Store};
+use berth::{App, Binding, ContainerClass, DockerRuntime, Env, Event, Namespace, NoHooks, Store};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -62,7 +63,7 @@ impl Fixture {
         let image = berth::build::build(&runtime, &spec, &dir, &mut |_| {})
             .await?
             .image;
-        let app = App::new("bench", runtime.clone(), Store::open(dir.join("state.db"))?);
+        let app = App::new("bench", runtime.clone(), Store::open(dir.join("state.db"))?)?;
         let timeline: Timeline = Arc::default();
         let mut events = app.events();
         let sink = timeline.clone();
@@ -93,6 +94,29 @@ impl Fixture {
             timeline,
             dir,
         })
+    }
+
+    /// A container of the benchmark's image made straight through the engine, for the
+    /// baselines: the same image, environment and init process as berth's containers.
+    pub fn baseline_spec(&self, name: &str) -> ContainerSpec {
+        ContainerSpec {
+            identity: Identity {
+                app: "bench".into(),
+                class: "Baseline".into(),
+                object_id: self.ns.id_from_name(name),
+                object_name: Some(name.into()),
+                session: format!("baseline-{}", std::process::id()),
+            },
+            image: self.image.clone(),
+            env: BTreeMap::from([("WORKERS".to_string(), "2".to_string())]),
+            entrypoint: None,
+            labels: BTreeMap::new(),
+            ports: vec![8080],
+            enable_internet: true,
+            init: true,
+            nano_cpus: 0,
+            memory_bytes: 0,
+        }
     }
 
     /// The figures mean little without the machine they came from.
@@ -141,7 +165,7 @@ impl Fixture {
 /// `BERTH_SERVE_THREADS` says otherwise), so that the proxy measured is the one users run.
 async fn serve_router(ns: &Namespace) -> anyhow::Result<SocketAddr> {
     let mut env = Env::new();
-    env.bind("APP", ns.clone());
+    env.bind("APP", Binding::Container(ns.clone()));
     let routes = vec![
         Route {
             path: PathPattern::parse("/s/:name/*").map_err(anyhow::Error::msg)?,

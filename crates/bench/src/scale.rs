@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth::runtime::labels;
+use berth::runtime::Selector;
 use berth::{Runtime, StopReason};
 use futures_util::StreamExt;
 
@@ -93,7 +93,7 @@ async fn overhead(fixture: &Fixture, running: usize) -> anyhow::Result<()> {
     let url = format!("http://{}/s/{{}}/", fixture.router);
     let berth = client::load(&url, running, 1, 5000, true).await?;
     // The baseline rotates over the same containers, straight to their addresses.
-    let found = fixture.runtime.list(&[(labels::APP, "bench")]).await?;
+    let found = fixture.runtime.list(&Selector::app("bench")).await?;
     let direct: Vec<String> = found
         .iter()
         .filter_map(|c| c.endpoint.as_ref().and_then(|e| e.addr(8080)))

@@ -2,11 +2,10 @@
 //! and the container is gone. The baseline is the engine's own stop latency, since most of
 //! the time between the decision and the exit is the engine's, not berth's.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use berth::runtime::{labels, ContainerSpec};
+
 use berth::{EventKind, Runtime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -81,15 +80,10 @@ async fn engine_stops(fixture: &Fixture, samples: usize) -> anyhow::Result<Vec<D
     let runtime = &fixture.runtime;
     let mut engine = Vec::new();
     for i in 0..samples {
-        let spec = ContainerSpec {
-            name: format!("berth-bench-stop-{}-{i}", std::process::id()),
-            image: fixture.image.clone(),
-            labels: BTreeMap::from([(labels::APP.to_string(), "bench".to_string())]),
-            ports: vec![8080],
-            enable_internet: true,
-            ..ContainerSpec::default()
-        };
-        let id = runtime.create(&spec).await?;
+        let mut spec = fixture.baseline_spec(&format!("stop-{i}"));
+        // As the sleeping class runs it: one server thread.
+        spec.env.clear();
+        let id = runtime.create(&spec).await?.id;
         let endpoint = runtime.start(&id).await?;
         let addr = endpoint.addr(8080).context("the container's address")?;
         while !matches!(http_get(addr, "/").await, Ok(200)) {

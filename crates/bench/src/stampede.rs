@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth::runtime::labels;
+use berth::runtime::Selector;
 use berth::Runtime;
 
 use crate::client;
@@ -39,7 +39,7 @@ pub async fn run(fixture: &Fixture, single: Option<Duration>) -> anyhow::Result<
         let summary = client::load(&url, 1, 1000, 1000, false).await?;
         let containers = fixture
             .runtime
-            .list(&[(labels::APP, "bench"), (labels::OBJECT_NAME, name.as_str())])
+            .list(&Selector::app("bench").object(fixture.ns.id_from_name(&name)))
             .await?
             .len();
         table.row([

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use berth::runtime::labels;
+use berth::runtime::Selector;
 use berth::Runtime;
 
 use crate::fixture::{http_get, Fixture};
@@ -90,7 +90,7 @@ pub async fn run(fixture: &Fixture, seconds: u64) -> anyhow::Result<()> {
 async fn container_addr(fixture: &Fixture, name: &str) -> anyhow::Result<SocketAddr> {
     let found = fixture
         .runtime
-        .list(&[(labels::APP, "bench"), (labels::OBJECT_NAME, name)])
+        .list(&Selector::app("bench").object(fixture.ns.id_from_name(name)))
         .await?;
     found
         .iter()

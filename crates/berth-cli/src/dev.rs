@@ -7,9 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use berth::dev::Session;
-use berth::runtime::{labels, Runtime};
 use berth::server::{serve_with, ServeOptions};
-use berth::EventKind;
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -109,16 +107,8 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
             _ = terminate.recv() => {},
         }
         eprintln!("{} forced: removing containers now", clock());
-        let runtime = force_session.runtime();
-        let app = force_session.app.name().to_string();
-        let sessions = force_session.app.session().to_string();
-        if let Ok(found) = runtime
-            .list(&[(labels::APP, &app), (labels::SESSION, &sessions)])
-            .await
-        {
-            for info in found {
-                let _ = runtime.remove(&info.id).await;
-            }
+        if let Err(e) = force_session.app.sweep().await {
+            eprintln!("{} could not remove every container: {e}", clock());
         }
         std::process::exit(130);
     });
@@ -138,35 +128,24 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
 }
 
 /// Prints each lifecycle event as one line, and each container's logs prefixed with its
-/// class and instance name.
+/// class and object name.
 fn show_events(session: &Arc<Session>) {
     let mut events = session.app.events();
-    let runtime: Arc<dyn Runtime> = session.app.runtime().clone();
+    let mut logs = session.app.logs();
     tokio::spawn(async move {
         loop {
-            let event = match events.recv().await {
-                Ok(event) => event,
+            match events.recv().await {
+                Ok(event) => eprintln!("{} {event}", clock()),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     eprintln!("{} ({n} events not shown)", clock());
-                    continue;
                 }
                 Err(_) => return,
-            };
-            eprintln!("{} {event}", clock());
-            if matches!(event.kind, EventKind::Started { .. } | EventKind::Adopted) {
-                let runtime = runtime.clone();
-                let prefix = format!("{} {}", event.class, event.object);
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
-                let id = event.container_id.clone();
-                tokio::spawn(async move {
-                    let _ = runtime.follow_logs(&id, tx).await;
-                });
-                tokio::spawn(async move {
-                    while let Some(line) = rx.recv().await {
-                        eprintln!("{} {prefix} | {line}", clock());
-                    }
-                });
             }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(log) = logs.recv().await {
+            eprintln!("{} {} {} | {}", clock(), log.class, log.object, log.line);
         }
     });
 }

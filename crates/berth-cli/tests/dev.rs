@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use berth::runtime::labels;
+use berth::runtime::docker::labels;
+use berth::runtime::Selector;
 use berth::{DockerRuntime, Runtime};
 
 fn root() -> PathBuf {
@@ -68,7 +69,7 @@ impl AppDir {
     async fn containers(&self) -> Vec<berth::runtime::ContainerInfo> {
         let runtime = DockerRuntime::connect().await.expect("Docker Engine");
         runtime
-            .list(&[(labels::APP, &self.name)])
+            .list(&Selector::app(&self.name))
             .await
             .expect("list")
     }
@@ -84,7 +85,7 @@ impl Drop for AppDir {
                 .expect("runtime");
             rt.block_on(async {
                 let runtime = DockerRuntime::connect().await.expect("Docker Engine");
-                for info in runtime.list(&[(labels::APP, &name)]).await.expect("list") {
+                for info in runtime.list(&Selector::app(&name)).await.expect("list") {
                     runtime.remove(&info.id).await.expect("remove");
                 }
                 // The images each test built under its own name.

@@ -1,4 +1,4 @@
-//! Custom routing in Rust: the seeds' `worker.ts`, as a library user writes it.
+//! Custom routing in Rust: Cloudflare's `worker.ts`, as a library user writes it.
 //!
 //! Requests to `/lb/...` are spread over a pool of three instances with `get_random`;
 //! `/admin/...` goes to port 9000 of the singleton with `switch_port` (both without their
@@ -15,14 +15,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::router::{worker_fn, Env};
-use berth::{switch_port, App, Body, ContainerClass, DockerRuntime, NoHooks, Store};
+use berth::worker::worker_fn;
+use berth::{switch_port, App, Binding, Body, ContainerClass, DockerRuntime, Env, NoHooks, Store};
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 /// The worker's `fetch`: pick an object by name, and let it proxy the request.
-pub async fn fetch(mut request: Request<Incoming>, env: Env) -> Response<Body> {
-    let Some(containers) = env.get("MY_CONTAINER") else {
+pub async fn fetch(mut request: Request<Body>, env: Env) -> Response<Body> {
+    let Some(containers) = env.namespace("MY_CONTAINER") else {
         return berth::http::error_response(
             http::StatusCode::INTERNAL_SERVER_ERROR,
             "unbound",
@@ -60,7 +59,7 @@ fn strip_prefix<B>(request: &mut Request<B>, prefix: &str) -> bool {
     true
 }
 
-/// The container class, as the seeds' `MyContainer` declares it.
+/// The container class, as Cloudflare's `MyContainer` example declares it.
 pub fn my_container(image: &str) -> ContainerClass {
     let mut class = ContainerClass::new("MyContainer", image);
     class.default_port = Some(8080);
@@ -79,11 +78,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .ok_or("usage: custom_router IMAGE (an image whose server listens on port 8080)")?;
     let runtime = Arc::new(DockerRuntime::connect().await?);
-    let app = App::new("custom-router", runtime, Store::in_memory()?);
+    let app = App::new("custom-router", runtime, Store::in_memory()?)?;
     let mut env = Env::new();
     env.bind(
         "MY_CONTAINER",
-        app.namespace(my_container(&image), Arc::new(NoHooks)),
+        Binding::Container(app.namespace(my_container(&image), Arc::new(NoHooks))),
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8788").await?;

@@ -1,20 +1,22 @@
-//! An app: the objects of every class, one state file, one engine, one session.
+//! An app: the objects of every class, one state store, one engine, one session.
 //!
 //! The session id labels every container this process starts, so that shutdown removes
 //! exactly those, and a later run can tell containers of a dead session from its own.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::Semaphore;
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::class::ContainerClass;
-use crate::event::Event;
-use crate::hooks::Hooks;
-use crate::lifecycle::StopReason;
+use crate::context::AppContext;
+use crate::event::{Event, EventKind};
+use crate::id::{hex, random_bytes, RandomError};
+use crate::lifecycle::{State, StopReason};
 use crate::namespace::Namespace;
-use crate::object::{AppContext, Class};
-use crate::runtime::{labels, Runtime, RuntimeError};
-use crate::store::Store;
+use crate::object::{Class, Hooks};
+use crate::runtime::{Runtime, RuntimeError, Selector};
+use crate::store::{now_ms, Store, StoreError};
 
 /// How long a shutdown waits for the hooks of stopped containers.
 const HOOKS_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);
@@ -37,29 +39,28 @@ pub struct App {
 
 impl App {
     /// An app called `name`, running containers on `runtime` and keeping state in `store`.
-    /// Created inside a Tokio runtime, it runs its lifecycle tasks there.
-    pub fn new(name: &str, runtime: Arc<dyn Runtime>, store: Store) -> App {
-        let mut session = [0u8; 8];
-        let _ = getrandom::fill(&mut session);
-        App {
+    /// Created inside a Tokio runtime, it runs its lifecycle tasks there. Fails only if
+    /// the operating system cannot give the random session id.
+    pub fn new(name: &str, runtime: Arc<dyn Runtime>, store: Store) -> Result<App, RandomError> {
+        Ok(App {
             context: Arc::new(AppContext {
                 name: name.to_string(),
-                session: session.iter().map(|b| format!("{b:02x}")).collect(),
+                session: hex(&random_bytes::<8>()?),
                 runtime,
-                store: Arc::new(store),
+                store,
                 events: tokio::sync::broadcast::channel(1024).0,
                 monitors: Arc::default(),
                 handle: tokio::runtime::Handle::try_current().ok(),
             }),
             namespaces: Arc::new(Mutex::new(Vec::new())),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.context.name
     }
 
-    /// The id of this process's session, on the `berth.session` label of its containers.
+    /// The id of this process's session, which every container it starts carries.
     pub fn session(&self) -> &str {
         &self.context.session
     }
@@ -82,7 +83,7 @@ impl App {
         let namespace = Namespace::new(Arc::new(Class {
             namespace_key: format!("{}/{}", self.context.name, class.name),
             limit: Arc::new(Semaphore::new(class.max_instances)),
-            image: std::sync::RwLock::new(class.image.clone()),
+            image: RwLock::new(class.image.clone()),
             options: class,
             app: self.context.clone(),
             hooks,
@@ -107,13 +108,18 @@ impl App {
         if !self.context.monitors.settled(HOOKS_AT_SHUTDOWN).await {
             tracing::warn!("some on_stop hooks were still running after {HOOKS_AT_SHUTDOWN:?}");
         }
-        let swept = self
-            .remove_containers(&[
-                (labels::APP, self.name()),
-                (labels::SESSION, self.session()),
-            ])
-            .await?;
-        Ok(stopped + swept)
+        Ok(stopped + self.sweep().await?)
+    }
+
+    /// Removes every container of this session at once, with no stop signal and no
+    /// hooks: for a second Ctrl-C, when waiting is no longer wanted. Returns how many.
+    pub async fn sweep(&self) -> Result<usize, RuntimeError> {
+        let selector = Selector::app(self.name()).session(self.session());
+        let found = self.context.runtime.list(&selector).await?;
+        for info in &found {
+            self.context.runtime.remove(&info.id).await?;
+        }
+        Ok(found.len())
     }
 
     /// Deals with the containers of this app left by other sessions (a berth that was
@@ -124,26 +130,22 @@ impl App {
         let found = self
             .context
             .runtime
-            .list(&[(labels::APP, self.name())])
+            .list(&Selector::app(self.name()))
             .await?;
         let namespaces = self.lock().clone();
         let mut recovery = Recovery::default();
         for info in found {
-            if info.labels.get(labels::SESSION).map(String::as_str) == Some(self.session()) {
+            let identity = info.identity.as_ref();
+            if identity.is_some_and(|i| i.session == self.session()) {
                 continue;
             }
-            let class = info
-                .labels
-                .get(labels::CLASS)
-                .map(String::as_str)
-                .unwrap_or("");
-            let object = namespaces
-                .iter()
-                .find(|ns| ns.class_name() == class)
-                .and_then(|ns| {
-                    let id = info.labels.get(labels::OBJECT_ID)?;
-                    ns.id_from_string(id).ok().map(|id| ns.get(id))
-                });
+            let object = identity.and_then(|identity| {
+                let ns = namespaces
+                    .iter()
+                    .find(|ns| ns.class_name() == identity.class)?;
+                let id = ns.id_from_string(&identity.object_id.to_string()).ok()?;
+                Some(ns.get(id))
+            });
             let adopted = match object {
                 Some(object) if info.running => object.readopt(&info.id).await,
                 _ => false,
@@ -153,7 +155,7 @@ impl App {
                 continue;
             }
             self.context.runtime.remove(&info.id).await?;
-            if let Err(e) = self.context.store.forget_container(&info.id) {
+            if let Err(e) = self.context.store.forget_container(&info.id).await {
                 tracing::warn!("{e}");
             }
             recovery.removed += 1;
@@ -161,11 +163,136 @@ impl App {
         Ok(recovery)
     }
 
-    async fn remove_containers(&self, with: &[(&str, &str)]) -> Result<usize, RuntimeError> {
-        let found = self.context.runtime.list(with).await?;
-        for info in &found {
-            self.context.runtime.remove(&info.id).await?;
-        }
-        Ok(found.len())
+    /// Every object the app has recorded, with its state checked against the engine.
+    pub async fn objects(&self) -> Result<Vec<ObjectStatus>, StoreError> {
+        list_objects(&self.context.store, Some(self.context.runtime.as_ref())).await
     }
+
+    /// Each line the app's containers write, from the moment they start (or are
+    /// re-adopted) until they stop, for as long as the receiver is kept.
+    pub fn logs(&self) -> mpsc::Receiver<LogLine> {
+        let (lines, receiver) = mpsc::channel(1024);
+        let mut events = self.events();
+        let runtime = self.context.runtime.clone();
+        self.context.spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                if !matches!(event.kind, EventKind::Started { .. } | EventKind::Adopted) {
+                    continue;
+                }
+                if lines.is_closed() {
+                    return;
+                }
+                let (runtime, lines) = (runtime.clone(), lines.clone());
+                tokio::spawn(async move {
+                    let (tx, mut rx) = mpsc::channel::<String>(256);
+                    let id = event.container_id.clone();
+                    let follow = tokio::spawn(async move { runtime.follow_logs(&id, tx).await });
+                    while let Some(line) = rx.recv().await {
+                        let line = LogLine {
+                            class: event.class.clone(),
+                            object: event.object.clone(),
+                            line,
+                        };
+                        if lines.send(line).await.is_err() {
+                            break;
+                        }
+                    }
+                    follow.abort();
+                });
+            }
+        });
+        receiver
+    }
+}
+
+/// One line a container wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub class: String,
+    /// The object's quoted name, or its short id.
+    pub object: String,
+    pub line: String,
+}
+
+/// What `berth ps` shows of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectStatus {
+    pub app: String,
+    pub class: String,
+    pub name: Option<String>,
+    pub id: String,
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub uptime_seconds: Option<u64>,
+    pub container_id: Option<String>,
+}
+
+/// Every object recorded in `store`. A record of a running container is only as good as
+/// the engine's word for it: with a `runtime` to ask, containers that no longer run are
+/// shown stopped. Records of several apps (an app renamed over the same state) are each
+/// checked against their own app's containers.
+pub async fn list_objects(
+    store: &Store,
+    runtime: Option<&dyn Runtime>,
+) -> Result<Vec<ObjectStatus>, StoreError> {
+    let records = store.objects().await?;
+    let mut running = std::collections::HashMap::new();
+    if let Some(runtime) = runtime {
+        for record in &records {
+            let app = app_of(&record.namespace).to_string();
+            if running.contains_key(&app) {
+                continue;
+            }
+            let ids: Option<std::collections::HashSet<String>> =
+                runtime.list(&Selector::app(&app)).await.ok().map(|found| {
+                    found
+                        .into_iter()
+                        .filter(|c| c.running)
+                        .map(|c| c.id)
+                        .collect()
+                });
+            running.insert(app, ids);
+        }
+    }
+    let now = now_ms();
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let app = app_of(&r.namespace);
+            let gone = r.state.is_active()
+                && running
+                    .get(app)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|ids| !r.container_id.as_ref().is_some_and(|id| ids.contains(id)));
+            let state = if gone { State::Stopped } else { r.state };
+            ObjectStatus {
+                app: app.to_string(),
+                class: r
+                    .namespace
+                    .split_once('/')
+                    .map(|(_, c)| c.to_string())
+                    .unwrap_or_else(|| r.namespace.clone()),
+                name: r.name,
+                id: r.id,
+                state: state.as_str().to_string(),
+                exit_code: state.exit_code(),
+                uptime_seconds: state
+                    .is_active()
+                    .then_some(r.started_at_ms)
+                    .flatten()
+                    .map(|t| u64::try_from((now - t) / 1000).unwrap_or(0)),
+                container_id: r.container_id.filter(|_| state.is_active()),
+            }
+        })
+        .collect())
+}
+
+/// The app of a namespace key `"<app>/<class>"`: app names hold no `/`.
+fn app_of(namespace: &str) -> &str {
+    namespace.split_once('/').map_or(namespace, |(app, _)| app)
 }

@@ -129,6 +129,11 @@ pub struct ContainerClass {
     pub port_ready_timeout: Duration,
     /// Time between the stop signal and SIGKILL. Default 10 s.
     pub stop_grace: Duration,
+    /// Run an init process as the container's PID 1 (the engine's `--init`). Default
+    /// `true`: an app that installs no SIGTERM handler (busybox `httpd`, most shell-script
+    /// servers) would otherwise ignore SIGTERM as PID 1, and keep running for the whole
+    /// `stop_grace` each time it goes to sleep.
+    pub init: bool,
     /// Maximum number of running containers of the class. Default 20.
     pub max_instances: usize,
     /// CPU and memory limits. `None`: no limits.
@@ -151,6 +156,7 @@ impl ContainerClass {
             start_timeout: Duration::from_secs(30),
             port_ready_timeout: Duration::from_secs(20),
             stop_grace: Duration::from_secs(10),
+            init: true,
             max_instances: 20,
             instance_type: None,
         }

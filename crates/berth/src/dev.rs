@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::build::{self, BuildError};
-use crate::hooks::NoHooks;
 use crate::lifecycle::StopReason;
 use crate::manifest::{ImageSource, Manifest, ManifestError};
 use crate::namespace::Namespace;
-use crate::router::{Env, Router, RouterError, Worker};
+use crate::object::NoHooks;
+use crate::router::{Router, RouterError};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::RuntimeError;
 use crate::store::{Store, StoreError};
+use crate::worker::{Binding, Env, Worker};
 
 /// The folder, inside the app's folder, that holds berth's state.
 pub const STATE_DIR: &str = ".berth";
@@ -36,6 +37,8 @@ pub enum DevError {
     State(#[from] StoreError),
     #[error(transparent)]
     Router(#[from] RouterError),
+    #[error(transparent)]
+    Random(#[from] crate::id::RandomError),
     #[error("cannot use {path}: {reason}")]
     Io { path: PathBuf, reason: String },
     #[error("another berth session is running for {dir}; stop it first (its lock is {lock})")]
@@ -94,7 +97,7 @@ impl Session {
 
         let runtime = Arc::new(DockerRuntime::connect().await?);
         let store = Store::open(state_dir.join("state.db"))?;
-        let app = App::new(&manifest.name, runtime.clone(), store);
+        let app = App::new(&manifest.name, runtime.clone(), store)?;
         let mut namespaces = BTreeMap::new();
         for def in &manifest.containers {
             let image = image_of(&runtime, &manifest, &def.id, &def.image, progress).await?;
@@ -120,7 +123,7 @@ impl Session {
             let mut env = Env::new();
             for (binding, container) in &def.bindings {
                 if let Some(ns) = namespaces.get(container) {
-                    env.bind(binding.clone(), ns.clone());
+                    env.bind(binding.clone(), Binding::Container(ns.clone()));
                 }
             }
             let router = Router::new(def.routes.clone(), &env)?;

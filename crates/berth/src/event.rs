@@ -31,6 +31,8 @@ pub enum EventKind {
     Healthy { elapsed: Duration },
     /// It was idle for `sleep_after` and is being stopped.
     Sleeping { idle: Duration },
+    /// It did not exit within `grace` of being asked to stop, so it got SIGKILL.
+    Killed { grace: Duration },
     /// The container exited (its removal follows).
     Stopped {
         exit_code: i64,
@@ -59,6 +61,12 @@ impl fmt::Display for Event {
             ),
             EventKind::Healthy { elapsed } => write!(f, "healthy after {} ms", elapsed.as_millis()),
             EventKind::Sleeping { idle } => write!(f, "sleeping after {} idle", human(*idle)),
+            EventKind::Killed { grace } => write!(
+                f,
+                "did not exit within {} of SIGTERM, so it was killed (SIGKILL); \
+                 handle SIGTERM in the app, or keep init = true so that an init process does",
+                human(*grace)
+            ),
             EventKind::Stopped {
                 exit_code,
                 reason,
@@ -76,8 +84,12 @@ impl fmt::Display for Event {
     }
 }
 
+/// The first 12 characters of an engine's container id, whatever the id is made of.
 fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    match id.char_indices().nth(12) {
+        Some((end, _)) => &id[..end],
+        None => id,
+    }
 }
 
 /// `850 ms`, `12.3 s`, `3m`, `1h30m`.
@@ -122,6 +134,13 @@ mod tests {
             "MyContainer \"container\": stopped (slept after idle, exit code 0) after 3m20s"
         );
         assert_eq!(human(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(short("abcdef0123456789"), "abcdef012345");
+        assert_eq!(
+            short("éééééééééééééé"),
+            "éééééééééééé",
+            "ids are cut by character"
+        );
+        assert_eq!(short("abc"), "abc");
         assert_eq!(human(Duration::from_secs(5400)), "1h30m");
     }
 }

@@ -26,7 +26,28 @@ impl ObjectId {
 
     /// The first 12 hex digits, enough to tell objects apart in names and logs.
     pub fn short(&self) -> String {
-        self.to_string()[..12].to_string()
+        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads an id from its 64 hex digits, with no check of the namespace that made it
+    /// (for ids that berth itself wrote down, such as a container's labels).
+    pub fn parse_hex(value: &str) -> Result<ObjectId, IdError> {
+        let malformed = || IdError::Malformed {
+            value: value.chars().take(80).collect(),
+        };
+        if value.len() != 64
+            || !value
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(malformed());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            let digits = value.get(2 * i..2 * i + 2).ok_or_else(malformed)?;
+            *byte = u8::from_str_radix(digits, 16).map_err(|_| malformed())?;
+        }
+        Ok(ObjectId(bytes))
     }
 }
 
@@ -52,6 +73,35 @@ pub enum IdError {
     Malformed { value: String },
     #[error("{value} is not an id of namespace {namespace}: it was made by another namespace")]
     ForeignNamespace { value: String, namespace: String },
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// The operating system's random source failed. berth then refuses to go on rather than
+/// make guessable ids or a session id that another process could share.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the operating system's random source failed: {reason}; berth needs it for unguessable ids (check /dev/urandom and the getrandom system call)")]
+pub struct RandomError {
+    reason: String,
+}
+
+/// Fills `bytes` from the operating system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    random_bytes_from(|bytes| getrandom::fill(bytes).map_err(|e| e.to_string()))
+}
+
+/// [`random_bytes`] over any source, so that a failing one can be tested.
+pub(crate) fn random_bytes_from<const N: usize>(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), String>,
+) -> Result<[u8; N], RandomError> {
+    let mut bytes = [0u8; N];
+    fill(&mut bytes).map_err(|reason| RandomError { reason })?;
+    Ok(bytes)
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The id arithmetic of one namespace, with no I/O.
@@ -89,28 +139,12 @@ impl IdScheme {
         self.seal(self.mac(name.as_bytes()))
     }
 
-    pub(crate) fn unique(&self) -> ObjectId {
-        let mut first = [0u8; 16];
-        // The OS random source failing leaves no safe way to make an unguessable id.
-        getrandom::fill(&mut first).unwrap_or_else(|e| panic!("the OS random source failed: {e}"));
-        self.seal(first)
+    pub(crate) fn unique(&self) -> Result<ObjectId, RandomError> {
+        Ok(self.seal(random_bytes()?))
     }
 
     pub(crate) fn parse(&self, value: &str, namespace: &str) -> Result<ObjectId, IdError> {
-        let malformed = || IdError::Malformed {
-            value: value.chars().take(80).collect(),
-        };
-        if value.len() != 64
-            || !value
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(malformed());
-        }
-        let mut bytes = [0u8; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&value[2 * i..2 * i + 2], 16).map_err(|_| malformed())?;
-        }
+        let ObjectId(bytes) = ObjectId::parse_hex(value)?;
         let mut first = [0u8; 16];
         first.copy_from_slice(&bytes[..16]);
         if self.seal(first).0 != bytes {
@@ -123,16 +157,17 @@ impl IdScheme {
     }
 }
 
+/// A number in `0..n`, for spreading load: not security-relevant, so a failing random
+/// source falls back to the clock.
 pub(crate) fn random_below(n: usize) -> usize {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Not security-relevant: fall back to the clock.
+    let n = n.max(1);
+    let bytes = random_bytes::<8>().unwrap_or_else(|_| {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        return nanos as usize % n;
-    }
+        u64::from(nanos).to_le_bytes()
+    });
     (u64::from_le_bytes(bytes) % n as u64) as usize
 }
 
@@ -156,7 +191,7 @@ mod tests {
     fn ids_round_trip_and_other_namespaces_are_rejected() {
         let mine = IdScheme::new("app/Class");
         let theirs = IdScheme::new("app/Other");
-        for id in [mine.for_name("alpha"), mine.unique()] {
+        for id in [mine.for_name("alpha"), mine.unique().expect("random")] {
             assert_eq!(mine.parse(&id.to_string(), "app/Class"), Ok(id));
             assert!(matches!(
                 theirs.parse(&id.to_string(), "app/Other"),
@@ -188,6 +223,25 @@ mod tests {
     #[test]
     fn unique_ids_differ() {
         let ids = IdScheme::new("app/Class");
-        assert_ne!(ids.unique(), ids.unique());
+        assert_ne!(ids.unique().expect("random"), ids.unique().expect("random"));
+    }
+
+    #[test]
+    fn a_failing_random_source_is_an_error_not_zeros() {
+        let failed = random_bytes_from::<8>(|_| Err("no entropy".to_string()));
+        let error = failed.expect_err("a failing source must fail");
+        assert!(error.to_string().contains("no entropy"), "{error}");
+        let good = random_bytes_from::<4>(|b| {
+            b.copy_from_slice(&[1, 2, 3, 4]);
+            Ok(())
+        });
+        assert_eq!(good, Ok([1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn short_ids_are_the_first_twelve_hex_digits() {
+        let id = IdScheme::new("app/Class").for_name("alpha");
+        assert_eq!(id.short(), id.to_string()[..12]);
+        assert!(ObjectId::parse_hex("é".repeat(32).as_str()).is_err());
     }
 }

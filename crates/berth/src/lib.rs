@@ -11,7 +11,7 @@
 //!
 //! # async fn demo(request: http::Request<berth::Body>) -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Arc::new(DockerRuntime::connect().await?);
-//! let app = App::new("hello", runtime, Store::open(".berth/state.db")?);
+//! let app = App::new("hello", runtime, Store::open(".berth/state.db")?)?;
 //! let mut class = ContainerClass::new("MyContainer", "berth-dev/hello:latest");
 //! class.default_port = Some(8080);
 //! let namespace = app.namespace(class, Arc::new(NoHooks));
@@ -20,35 +20,45 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod app;
-pub mod build;
+// Floor 1: the shared vocabulary.
+pub mod activity;
 pub mod class;
-pub mod dev;
-pub mod event;
-pub mod hooks;
 pub mod http;
 pub mod id;
 pub mod lifecycle;
+pub mod runtime;
+pub mod store;
+// Floor 2: events and forwarding.
+pub mod event;
+pub mod proxy;
+// Floor 3: what objects rely on.
+mod context;
+mod readiness;
+// Floor 4: the object.
+pub mod object;
+// Floor 5 and up: names, apps, workers, and what is in front of them.
+pub mod app;
+pub mod build;
+pub mod dev;
 pub mod manifest;
 pub mod namespace;
-pub mod object;
-pub mod proxy;
-mod readiness;
 pub mod router;
-pub mod runtime;
 pub mod server;
-pub mod store;
+pub mod worker;
 
 pub use app::App;
 pub use class::{parse_duration, ContainerClass, InstanceType};
 pub use event::{Event, EventKind};
-pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
 pub use http::{switch_port, Body, BoxError, TARGET_PORT_HEADER};
 pub use id::{IdError, ObjectId};
 pub use lifecycle::{State, StopReason};
 pub use namespace::Namespace;
-pub use object::{FetchError, Object, StartError, StartOptions};
-pub use router::{Env, Router, Worker};
+pub use object::{
+    ErrorKind, Expiry, FetchError, Hooks, NoHooks, Object, ObjectError, StartError, StartOptions,
+    StopParams,
+};
+pub use router::Router;
 pub use runtime::docker::{DockerRuntime, Reach};
 pub use runtime::{ExitStatus, Runtime, RuntimeError, Signal};
 pub use store::{Storage, Store};
+pub use worker::{Binding, Env, Worker};

@@ -1,6 +1,9 @@
 //! The words of an object's lifecycle: the state its container is in, and why it stopped.
 
 use std::fmt;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The lifecycle state of an object's container, as `state()` reports and the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +97,18 @@ impl fmt::Display for StopReason {
             StopReason::Replaced => "replaced by a new image",
         })
     }
+}
+
+/// `d` from now, or as far as the clock goes.
+pub(crate) fn after(d: Duration) -> Instant {
+    Instant::now().checked_add(d).unwrap_or_else(far_future)
+}
+
+/// A moment that never comes in practice: a year from now.
+pub(crate) fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(86400 * 365))
+        .unwrap_or(now)
 }
 
 #[cfg(test)]

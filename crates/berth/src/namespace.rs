@@ -66,8 +66,8 @@ impl Namespace {
     }
 
     /// A new random id, unguessable and verifiable by this namespace.
-    pub fn new_unique_id(&self) -> ObjectId {
-        self.inner.ids.unique()
+    pub fn new_unique_id(&self) -> Result<ObjectId, IdError> {
+        Ok(self.inner.ids.unique()?)
     }
 
     /// The one live object for `id`, created on first use.
@@ -118,12 +118,7 @@ impl Namespace {
 
     /// The image new containers of the class run.
     pub fn image(&self) -> String {
-        self.inner
-            .class
-            .image
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.class.image()
     }
 
     /// Stops every running container of the namespace (SIGTERM, then SIGKILL after the
@@ -160,7 +155,7 @@ impl Namespace {
         let object = objects
             .by_id
             .entry(id)
-            .or_insert_with(|| Object::new(self.inner.class.clone(), id));
+            .or_insert_with(|| Object::new(self.inner.class.clone(), id, name));
         if let Some(name) = name {
             object.learn_name(name);
         }

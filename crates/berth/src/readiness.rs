@@ -1,14 +1,12 @@
 //! Knowing the moment a container can serve.
 //!
-//! The reference polls every 300 ms. berth tries TCP connects with a backoff that starts at
-//! 1 ms and is capped at 5 ms, so an opening port is seen within a few milliseconds; a
-//! refused connect to a local bridge address costs microseconds. Then, if the class has a
-//! ping endpoint, one HTTP request must get any answer.
+//! Cloudflare's library polls every 300 ms. berth tries connects with a backoff that
+//! starts at 1 ms and is capped at 5 ms, so an opening port is seen within a few
+//! milliseconds; a refused connect to a local bridge address costs microseconds. Then, if
+//! the class has a ping endpoint, one HTTP request must get any answer.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::proxy::Pool;
@@ -27,27 +25,27 @@ pub(crate) enum NotReady {
     Probe { port: u16, endpoint: String },
 }
 
-/// Waits until every port accepts a connection and the ping endpoint (if any) answers,
-/// or `deadline` passes.
+/// Waits until every port of the pool's container accepts a connection and the ping
+/// endpoint (if any) answers on its port, or `deadline` passes.
 pub(crate) async fn wait_until_ready(
     pool: &Pool,
-    addrs: &[(u16, SocketAddr)],
-    probe: Option<(u16, SocketAddr, &str)>,
+    ports: &[u16],
+    probe: Option<(u16, &str)>,
     deadline: Instant,
 ) -> Result<(), NotReady> {
-    for (port, addr) in addrs {
+    for port in ports {
         retry(deadline, || async {
             matches!(
-                timeout(CONNECT_ATTEMPT, TcpStream::connect(addr)).await,
+                timeout(CONNECT_ATTEMPT, pool.endpoint().connect(*port)).await,
                 Ok(Ok(_))
             )
         })
         .await
         .map_err(|()| NotReady::Port(*port))?;
     }
-    if let Some((port, addr, endpoint)) = probe {
+    if let Some((port, endpoint)) = probe {
         let (host, path) = split_endpoint(endpoint);
-        retry(deadline, || ping(pool, addr, &host, &path))
+        retry(deadline, || ping(pool, port, &host, &path))
             .await
             .map_err(|()| NotReady::Probe {
                 port,
@@ -75,8 +73,8 @@ where
     }
 }
 
-async fn ping(pool: &Pool, addr: SocketAddr, host: &str, path: &str) -> bool {
-    timeout(PROBE_ATTEMPT, pool.probe(addr, host, path))
+async fn ping(pool: &Pool, port: u16, host: &str, path: &str) -> bool {
+    timeout(PROBE_ATTEMPT, pool.probe(port, host, path))
         .await
         .unwrap_or(false)
 }

@@ -1,91 +1,22 @@
-//! The router: the seeds' Worker. It picks, for each request, the binding and the object
-//! name that serve it, by the first route whose path matches.
+//! The router: the declarative [`Worker`] of `berth.toml`. It picks, for each request, the
+//! binding and the object name that serve it, by the first route whose path matches.
 //!
 //! A route sends a request to a fixed name, to a name taken from the request (a path
 //! parameter, a header, a query parameter or a cookie), or across a pool of N objects
 //! named `instance-<k>` (random, round-robin, least-in-flight, or a consistent hash of a
 //! request key). Library users who want their own routing implement [`Worker`] instead.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::http::{error_response, Body};
 use crate::id::random_below;
 use crate::namespace::Namespace;
 use crate::object::Object;
-
-/// A worker's bindings: binding name → the namespace of a container class. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Env {
-    bindings: Arc<BTreeMap<String, Namespace>>,
-}
-
-impl Env {
-    pub fn new() -> Env {
-        Env::default()
-    }
-
-    pub fn bind(&mut self, name: impl Into<String>, namespace: Namespace) {
-        Arc::make_mut(&mut self.bindings).insert(name.into(), namespace);
-    }
-
-    /// The namespace bound as `name`.
-    pub fn get(&self, name: &str) -> Option<&Namespace> {
-        self.bindings.get(name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.bindings.keys().map(String::as_str)
-    }
-}
-
-/// Request handling in front of objects: the seeds' `export default { fetch }`.
-#[async_trait]
-pub trait Worker: Send + Sync + 'static {
-    async fn fetch(&self, request: Request<Incoming>, env: &Env) -> Response<Body>;
-}
-
-/// A [`Worker`] from an async function, for custom routing:
-///
-/// ```no_run
-/// # use berth::{router::{worker_fn, Env}, Body};
-/// # use http::{Request, Response};
-/// async fn fetch(request: Request<hyper::body::Incoming>, env: Env) -> Response<Body> {
-///     let Some(containers) = env.get("MY_CONTAINER") else {
-///         return berth::http::error_response(http::StatusCode::INTERNAL_SERVER_ERROR, "unbound", "MY_CONTAINER is not bound");
-///     };
-///     containers.get_container(Some("container")).fetch(request).await
-/// }
-/// let worker = worker_fn(fetch);
-/// ```
-pub fn worker_fn<F, Fut>(f: F) -> FnWorker<F>
-where
-    F: Fn(Request<Incoming>, Env) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    FnWorker(f)
-}
-
-/// See [`worker_fn`].
-pub struct FnWorker<F>(F);
-
-#[async_trait]
-impl<F, Fut> Worker for FnWorker<F>
-where
-    F: Fn(Request<Incoming>, Env) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    async fn fetch(&self, request: Request<Incoming>, env: &Env) -> Response<Body> {
-        (self.0)(request, env.clone()).await
-    }
-}
+use crate::worker::{Env, Worker};
 
 /// Where in a request a key (an object name, or a hash key) is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +208,7 @@ impl Router {
         let routes = routes
             .into_iter()
             .map(|route| {
-                let namespace = env.get(&route.binding).cloned().ok_or_else(|| {
+                let namespace = env.namespace(&route.binding).cloned().ok_or_else(|| {
                     RouterError::UnknownBinding {
                         path: route.path.as_str().to_string(),
                         binding: route.binding.clone(),
@@ -364,7 +295,7 @@ impl Router {
 
 #[async_trait]
 impl Worker for Router {
-    async fn fetch(&self, mut request: Request<Incoming>, _env: &Env) -> Response<Body> {
+    async fn fetch(&self, mut request: Request<Body>, _env: &Env) -> Response<Body> {
         match self.pick(&mut request) {
             Ok(object) => object.fetch(request).await,
             Err(miss) => self.miss_response(&miss),

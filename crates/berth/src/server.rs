@@ -18,9 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::http::TARGET_PORT_HEADER;
-use crate::http::{error_response, Body};
-use crate::router::{Env, Worker};
+use crate::http::{body, error_response, Body, TARGET_PORT_HEADER};
+use crate::worker::{Env, Worker};
 
 /// How a server treats its clients.
 #[derive(Debug, Clone)]
@@ -274,7 +273,8 @@ fn shutting_down() -> Response<Body> {
 
 /// Records the client's address for the container, as proxies do, and drops the header
 /// that picks a container port: only the worker's own code may set it (`switch_port`).
-fn forwarded(mut request: Request<Incoming>, remote: &Option<HeaderValue>) -> Request<Incoming> {
+fn forwarded(request: Request<Incoming>, remote: &Option<HeaderValue>) -> Request<Body> {
+    let mut request = request.map(body);
     let headers = request.headers_mut();
     headers.remove(TARGET_PORT_HEADER);
     if let Some(value) = remote {

@@ -3,29 +3,32 @@
 //! It keeps each object's lifecycle state (so `state()` and `berth ps` survive a restart
 //! of berth, and containers left by a crashed berth can be found again) and each object's
 //! private key-value storage. Writes happen on lifecycle transitions, never per request.
+//!
+//! SQLite blocks: a write may wait for a lock held by another process up to the busy
+//! timeout. So every query runs on Tokio's blocking pool, never on the threads that serve
+//! requests; the store is a cheap handle to share.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::id::ObjectId;
 use crate::lifecycle::State;
 
+/// How long a write waits for another process's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A failure of the state store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the state database {path}: {source}; check that the folder exists and is writable")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("the state database {path} failed: {source}")]
-    Query {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    #[error("cannot open the state database {path}: {reason}; check that the folder exists and is writable")]
+    Open { path: PathBuf, reason: String },
+    #[error("the state database {path} failed: {reason}; check the disk, and that no other program holds the file")]
+    Query { path: PathBuf, reason: String },
+    #[error("the state database {path} could not be reached: {reason}")]
+    Interrupted { path: PathBuf, reason: String },
 }
 
 /// What the store keeps of one object.
@@ -43,8 +46,13 @@ pub struct ObjectRecord {
     pub updated_at_ms: i64,
 }
 
-/// The app's SQLite database.
+/// The app's SQLite database. Cheap to clone; clones share the connection.
+#[derive(Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
@@ -79,55 +87,76 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. It blocks: call it before
+    /// serving, or from a blocking thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |source| StoreError::Open {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.clone(),
-            source,
+            reason: e.to_string(),
         };
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        Ok(Store {
-            path,
-            conn: Mutex::new(conn),
-        })
+        Ok(Store::from_connection(path, conn))
     }
 
     /// A store that lives only as long as the process (for tests and throwaway apps).
     pub fn in_memory() -> Result<Store, StoreError> {
         let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.clone(),
-            source,
-        })?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(Store {
-            path,
-            conn: Mutex::new(conn),
+            reason: e.to_string(),
+        };
+        let conn = Connection::open_in_memory().map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Store::from_connection(path, conn))
+    }
+
+    fn from_connection(path: PathBuf, conn: Connection) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+            }),
+        }
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `query` on the blocking pool.
+    async fn run<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let path = self.inner.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+            query(&conn).map_err(|e| StoreError::Query {
+                path: inner.path.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Interrupted {
+                path,
+                reason: e.to_string(),
+            })
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| StoreError::Query {
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    pub fn save_object(&self, record: &ObjectRecord) -> Result<(), StoreError> {
-        self.with(|c| {
+    pub async fn save_object(&self, record: ObjectRecord) -> Result<(), StoreError> {
+        self.run(move |c| {
             c.execute(
                 "INSERT INTO objects (namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -148,11 +177,13 @@ impl Store {
             )
             .map(drop)
         })
+        .await
     }
 
     /// Records that a container is gone (removed outside any object's lifecycle).
-    pub fn forget_container(&self, container_id: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+    pub async fn forget_container(&self, container_id: &str) -> Result<(), StoreError> {
+        let container_id = container_id.to_string();
+        self.run(move |c| {
             c.execute(
                 "UPDATE objects SET state = 'stopped', exit_code = NULL, container_id = NULL,
                    started_at_ms = NULL, updated_at_ms = ?2
@@ -161,14 +192,16 @@ impl Store {
             )
             .map(drop)
         })
+        .await
     }
 
-    pub fn load_object(
+    pub async fn load_object(
         &self,
         namespace: &str,
         id: &str,
     ) -> Result<Option<ObjectRecord>, StoreError> {
-        self.with(|c| {
+        let (namespace, id) = (namespace.to_string(), id.to_string());
+        self.run(move |c| {
             c.query_row(
                 "SELECT namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms
                  FROM objects WHERE namespace = ?1 AND id = ?2",
@@ -177,11 +210,12 @@ impl Store {
             )
             .optional()
         })
+        .await
     }
 
     /// Every object the app has recorded, in namespace then name order.
-    pub fn objects(&self) -> Result<Vec<ObjectRecord>, StoreError> {
-        self.with(|c| {
+    pub async fn objects(&self) -> Result<Vec<ObjectRecord>, StoreError> {
+        self.run(|c| {
             let mut stmt = c.prepare(
                 "SELECT namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms
                  FROM objects ORDER BY namespace, name, id",
@@ -189,96 +223,82 @@ impl Store {
             let rows = stmt.query_map([], row_to_record)?;
             rows.collect()
         })
-    }
-
-    pub fn storage_get(
-        &self,
-        namespace: &str,
-        id: &str,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT value FROM storage WHERE namespace = ?1 AND id = ?2 AND key = ?3",
-                params![namespace, id, key],
-                |row| row.get(0),
-            )
-            .optional()
-        })
-    }
-
-    pub fn storage_put(
-        &self,
-        namespace: &str,
-        id: &str,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO storage (namespace, id, key, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (namespace, id, key) DO UPDATE SET value = excluded.value",
-                params![namespace, id, key, value],
-            )
-            .map(drop)
-        })
-    }
-
-    /// Deletes a key; returns whether it existed.
-    pub fn storage_delete(&self, namespace: &str, id: &str, key: &str) -> Result<bool, StoreError> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM storage WHERE namespace = ?1 AND id = ?2 AND key = ?3",
-                params![namespace, id, key],
-            )
-            .map(|n| n > 0)
-        })
-    }
-
-    /// The object's keys, in order.
-    pub fn storage_keys(&self, namespace: &str, id: &str) -> Result<Vec<String>, StoreError> {
-        self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT key FROM storage WHERE namespace = ?1 AND id = ?2 ORDER BY key")?;
-            let rows = stmt.query_map(params![namespace, id], |row| row.get(0))?;
-            rows.collect()
-        })
+        .await
     }
 }
 
 /// An object's private durable storage: keys to bytes, kept in the app's SQLite file.
 #[derive(Clone)]
 pub struct Storage {
-    store: Arc<Store>,
-    namespace: String,
-    id: String,
+    store: Store,
+    namespace: Arc<str>,
+    id: Arc<str>,
 }
 
 impl Storage {
-    pub(crate) fn new(store: Arc<Store>, namespace: &str, id: ObjectId) -> Storage {
+    pub(crate) fn new(store: Store, namespace: &str, id: ObjectId) -> Storage {
         Storage {
             store,
-            namespace: namespace.to_string(),
-            id: id.to_string(),
+            namespace: namespace.into(),
+            id: id.to_string().into(),
         }
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.storage_get(&self.namespace, &self.id, key)
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (ns, id, key) = (self.namespace.clone(), self.id.clone(), key.to_string());
+        self.store
+            .run(move |c| {
+                c.query_row(
+                    "SELECT value FROM storage WHERE namespace = ?1 AND id = ?2 AND key = ?3",
+                    params![&*ns, &*id, key],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .await
     }
 
-    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (ns, id, key) = (self.namespace.clone(), self.id.clone(), key.to_string());
+        let value = value.to_vec();
         self.store
-            .storage_put(&self.namespace, &self.id, key, value)
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO storage (namespace, id, key, value) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (namespace, id, key) DO UPDATE SET value = excluded.value",
+                    params![&*ns, &*id, key, value],
+                )
+                .map(drop)
+            })
+            .await
     }
 
     /// Deletes `key`; returns whether it existed.
-    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.store.storage_delete(&self.namespace, &self.id, key)
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let (ns, id, key) = (self.namespace.clone(), self.id.clone(), key.to_string());
+        self.store
+            .run(move |c| {
+                c.execute(
+                    "DELETE FROM storage WHERE namespace = ?1 AND id = ?2 AND key = ?3",
+                    params![&*ns, &*id, key],
+                )
+                .map(|n| n > 0)
+            })
+            .await
     }
 
-    pub fn keys(&self) -> Result<Vec<String>, StoreError> {
-        self.store.storage_keys(&self.namespace, &self.id)
+    /// The object's keys, in order.
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let (ns, id) = (self.namespace.clone(), self.id.clone());
+        self.store
+            .run(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT key FROM storage WHERE namespace = ?1 AND id = ?2 ORDER BY key",
+                )?;
+                let rows = stmt.query_map(params![&*ns, &*id], |row| row.get(0))?;
+                rows.collect()
+            })
+            .await
     }
 }
 
@@ -299,6 +319,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::IdScheme;
 
     fn record(state: State) -> ObjectRecord {
         ObjectRecord {
@@ -312,26 +333,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn object_state_survives_reopening_the_file() {
-        let dir = std::env::temp_dir().join(format!("berth-state-test-{}", std::process::id()));
+    fn temp_db(test: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("berth-store-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("state.db");
-        let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn object_state_and_storage_survive_reopening_the_file() {
+        let (dir, path) = temp_db("reopen");
+        let id = IdScheme::new("app/Class").for_name("x");
         {
             let store = Store::open(&path).expect("open");
-            store.save_object(&record(State::Healthy)).expect("save");
             store
-                .save_object(&ObjectRecord {
+                .save_object(record(State::Healthy))
+                .await
+                .expect("save");
+            store
+                .save_object(ObjectRecord {
                     name: None,
                     ..record(State::StoppedWithCode(3))
                 })
+                .await
                 .expect("save again");
-            store.storage_put("app/Class", "x", "k", b"v").expect("put");
+            let storage = Storage::new(store.clone(), "app/Class", id);
+            storage.put("k", b"v").await.expect("put");
         }
         let store = Store::open(&path).expect("reopen");
         let loaded = store
             .load_object("app/Class", &"ab".repeat(32))
+            .await
             .expect("load")
             .expect("present");
         assert_eq!(loaded.state, State::StoppedWithCode(3));
@@ -340,15 +373,38 @@ mod tests {
             Some("alpha"),
             "a missing name keeps the known one"
         );
-        assert_eq!(
-            store.storage_get("app/Class", "x", "k").expect("get"),
-            Some(b"v".to_vec())
-        );
-        assert!(store.storage_delete("app/Class", "x", "k").expect("delete"));
-        assert_eq!(
-            store.storage_keys("app/Class", "x").expect("keys"),
-            Vec::<String>::new()
-        );
+        let storage = Storage::new(store.clone(), "app/Class", id);
+        assert_eq!(storage.get("k").await.expect("get"), Some(b"v".to_vec()));
+        assert!(storage.delete("k").await.expect("delete"));
+        assert_eq!(storage.keys().await.expect("keys"), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A write that waits for another process's lock must not stall the thread that
+    /// serves requests: here, the only thread of the runtime.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_locked_database_does_not_stall_the_async_thread() {
+        let (dir, path) = temp_db("locked");
+        let store = Store::open(&path).expect("open");
+        let other = Connection::open(&path).expect("second connection");
+        other
+            .execute_batch("BEGIN EXCLUSIVE")
+            .expect("the other process takes the lock");
+        let write = tokio::spawn({
+            let store = store.clone();
+            async move { store.save_object(record(State::Healthy)).await }
+        });
+        // With the write blocking this thread, neither this timer nor anything else on
+        // the thread would run until the busy timeout ended.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!write.is_finished(), "the write waits for the lock");
+        other.execute_batch("COMMIT").expect("release the lock");
+        write.await.expect("join").expect("the write goes through");
+        let loaded = store
+            .load_object("app/Class", &"ab".repeat(32))
+            .await
+            .expect("load");
+        assert_eq!(loaded.map(|r| r.state), Some(State::Healthy));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,9 +9,10 @@ mod example;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::router::{worker_fn, Env};
-use berth::runtime::labels;
+use berth::runtime::docker::labels;
+use berth::worker::worker_fn;
 use berth::NoHooks;
+use berth::{Binding, Env};
 use common::{get, TestApp};
 use http::StatusCode;
 
@@ -23,7 +24,7 @@ async fn the_custom_router_uses_get_container_get_random_and_switch_port() {
         Arc::new(NoHooks),
     );
     let mut env = Env::new();
-    env.bind("MY_CONTAINER", namespace.clone());
+    env.bind("MY_CONTAINER", Binding::Container(namespace.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -8,60 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use berth::router::{Env, KeySource, PathPattern, Route, Router, Strategy, Target};
-use berth::runtime::{ContainerInfo, ContainerSpec, Endpoint, ExitStatus};
+use berth::router::{KeySource, PathPattern, Route, Router, Strategy, Target};
+use berth::runtime::fake::FakeRuntime;
 use berth::server::{serve_with, ServeOptions};
-use berth::{App, ContainerClass, NoHooks, Runtime, RuntimeError, Signal, Store};
+use berth::{App, Binding, ContainerClass, Env, NoHooks, Store};
 use proptest::prelude::*;
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 static ANSWERED: AtomicUsize = AtomicUsize::new(0);
 static EDITED: AtomicUsize = AtomicUsize::new(0);
-
-struct NoEngine;
-
-fn gone<T>() -> Result<T, RuntimeError> {
-    Err(RuntimeError::Unreachable {
-        host: "nowhere".into(),
-        reason: "this test has no engine".into(),
-    })
-}
-
-#[async_trait]
-impl Runtime for NoEngine {
-    async fn create(&self, _: &ContainerSpec) -> Result<String, RuntimeError> {
-        gone()
-    }
-    async fn start(&self, _: &str) -> Result<Endpoint, RuntimeError> {
-        gone()
-    }
-    async fn kill(&self, _: &str, _: Signal) -> Result<(), RuntimeError> {
-        gone()
-    }
-    async fn wait(&self, _: &str) -> Result<ExitStatus, RuntimeError> {
-        gone()
-    }
-    async fn remove(&self, _: &str) -> Result<(), RuntimeError> {
-        gone()
-    }
-    async fn inspect(&self, _: &str) -> Result<ContainerInfo, RuntimeError> {
-        gone()
-    }
-    async fn logs(&self, _: &str, _: usize) -> Result<Vec<String>, RuntimeError> {
-        gone()
-    }
-    async fn follow_logs(
-        &self,
-        _: &str,
-        _: tokio::sync::mpsc::Sender<String>,
-    ) -> Result<(), RuntimeError> {
-        gone()
-    }
-    async fn list(&self, _: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        gone()
-    }
-}
 
 /// A router on a background runtime, shared by every case.
 fn server() -> SocketAddr {
@@ -80,15 +35,17 @@ fn server() -> SocketAddr {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let app = App::new(
-                    "fuzz",
-                    Arc::new(NoEngine),
-                    Store::in_memory().expect("store"),
-                );
+                let engine = FakeRuntime::new();
+                engine.set_down(true);
+                let app =
+                    App::new("fuzz", engine, Store::in_memory().expect("store")).expect("app");
                 let mut class = ContainerClass::new("Fuzz", "none");
                 class.default_port = Some(8080);
                 let mut env = Env::new();
-                env.bind("APP", app.namespace(class, Arc::new(NoHooks)));
+                env.bind(
+                    "APP",
+                    Binding::Container(app.namespace(class, Arc::new(NoHooks))),
+                );
                 let route = |path: &str, target| Route {
                     path: PathPattern::parse(path).expect("pattern"),
                     binding: "APP".into(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth::runtime::labels;
+use berth::runtime::docker::labels;
 use berth::{
     Hooks, NoHooks, Object, ObjectError, Signal, StartOptions, State, StopParams, StopReason,
 };
@@ -89,7 +89,10 @@ async fn two_names_get_two_containers_and_a_name_keeps_its_own() {
         t.containers().await.is_empty(),
         "shutdown removes every container"
     );
-    assert_eq!(ns.get_by_name("alpha").state(), State::Stopped);
+    assert_eq!(
+        ns.get_by_name("alpha").state().await.expect("state"),
+        State::Stopped
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,16 +134,16 @@ async fn an_idle_container_sleeps_and_the_next_request_wakes_it_with_its_env() {
         body,
         "Hi, I'm a container and this is my message: I was passed in via the container class!"
     );
-    assert_eq!(object.state(), State::Healthy);
+    assert_eq!(object.state().await.expect("state"), State::Healthy);
 
     let slept = eventually(Duration::from_secs(10), || async {
-        object.state() == State::Stopped
+        object.state().await.expect("state") == State::Stopped
     })
     .await;
     assert!(
         slept,
         "stopped after sleep_after; state is {}",
-        object.state()
+        object.state().await.expect("state")
     );
     assert!(t.containers().await.is_empty(), "the container is removed");
     assert!(
@@ -179,7 +182,7 @@ async fn requests_in_flight_keep_a_container_awake() {
     let (status, body) = text(object.fetch(request("/sleep/3000")).await).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "slept 3000"));
     assert_eq!(
-        object.state(),
+        object.state().await.expect("state"),
         State::Healthy,
         "not stopped under a request"
     );
@@ -201,7 +204,7 @@ async fn a_container_that_exits_by_itself_is_recorded_with_its_code() {
 
     assert!(
         eventually(Duration::from_secs(5), || async {
-            object.state() == State::StoppedWithCode(3)
+            object.state().await.expect("state") == State::StoppedWithCode(3)
         })
         .await
     );
@@ -352,7 +355,7 @@ async fn a_class_without_a_port_starts_and_runs_and_fetch_explains() {
         .start_and_wait_for_ports(&[], StartOptions::default())
         .await
         .expect("starts without any port check");
-    assert_eq!(object.state(), State::Healthy);
+    assert_eq!(object.state().await.expect("state"), State::Healthy);
     assert_eq!(t.containers().await.len(), 1);
     let (status, body) = text(object.fetch(request("/")).await).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -369,10 +372,13 @@ async fn start_stop_and_destroy_report_every_state_and_one_on_stop_each() {
     class.env_vars.insert("EXTRA_PORTS".into(), "9001".into());
     let ns = t.app.namespace(class, hooks.clone());
     let object = ns.get_by_name("cycle");
-    assert_eq!(object.state(), State::Stopped);
+    assert_eq!(object.state().await.expect("state"), State::Stopped);
 
     object.start(StartOptions::default()).await.expect("start");
-    assert!(matches!(object.state(), State::Running | State::Healthy));
+    assert!(matches!(
+        object.state().await.expect("state"),
+        State::Running | State::Healthy
+    ));
     object
         .start_and_wait_for_ports(&[8080, 9001], StartOptions::default())
         .await
@@ -382,16 +388,16 @@ async fn start_stop_and_destroy_report_every_state_and_one_on_stop_each() {
     berth::switch_port(&mut req, 9001);
     let (status, body) = text(object.fetch(req).await).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "9001"));
-    assert_eq!(object.state(), State::Healthy);
+    assert_eq!(object.state().await.expect("state"), State::Healthy);
 
     object.stop(Signal::Term).await.expect("stop");
-    assert_eq!(object.state(), State::Stopped);
+    assert_eq!(object.state().await.expect("state"), State::Stopped);
     assert!(t.containers().await.is_empty());
 
     let (status, _) = text(object.fetch(request("/")).await).await;
     assert_eq!(status, StatusCode::OK);
     object.destroy().await.expect("destroy");
-    assert_eq!(object.state(), State::Stopped);
+    assert_eq!(object.state().await.expect("state"), State::Stopped);
     assert!(t.containers().await.is_empty());
 
     assert!(
@@ -420,7 +426,7 @@ async fn state_survives_a_restart_of_berth_and_the_container_is_readopted() {
         let object = ns.get_by_name("keeper");
         let (status, _) = text(object.fetch(request("/")).await).await;
         assert_eq!(status, StatusCode::OK);
-        object.storage().put("visits", b"1").expect("storage");
+        object.storage().put("visits", b"1").await.expect("storage");
         t.containers().await[0].id.clone()
     };
 
@@ -429,12 +435,12 @@ async fn state_survives_a_restart_of_berth_and_the_container_is_readopted() {
     let ns = again.namespace(class, Arc::new(NoHooks));
     let object = ns.get_by_name("keeper");
     assert_eq!(
-        object.state(),
+        object.state().await.expect("state"),
         State::Healthy,
         "the recorded state is reported"
     );
     assert_eq!(
-        object.storage().get("visits").expect("storage"),
+        object.storage().get("visits").await.expect("storage"),
         Some(b"1".to_vec())
     );
     let (status, _) = text(object.fetch(request("/")).await).await;
@@ -450,6 +456,7 @@ async fn state_survives_a_restart_of_berth_and_the_container_is_readopted() {
     let record = again
         .store()
         .load_object(ns.key(), &object.id().to_string())
+        .await
         .expect("load")
         .expect("recorded");
     assert_eq!(record.state, State::Stopped);
@@ -502,9 +509,9 @@ async fn an_idle_container_stays_when_on_activity_expired_says_so() {
     let (status, _) = text(object.fetch(request("/")).await).await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(object.state(), State::Healthy);
+    assert_eq!(object.state().await.expect("state"), State::Healthy);
     t.app.shutdown().await.expect("shutdown");
-    assert_eq!(object.state(), State::Stopped);
+    assert_eq!(object.state().await.expect("state"), State::Stopped);
     let _ = StopReason::Shutdown;
 }
 
@@ -520,7 +527,7 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let (status, _) = text(object.fetch(request("/")).await).await;
     assert_eq!(status, StatusCode::OK);
     object.stop(Signal::Term).await.expect("stop");
-    assert_eq!(object.state(), State::Stopped);
+    assert_eq!(object.state().await.expect("state"), State::Stopped);
     assert!(t.containers().await.is_empty());
     assert!(
         eventually(Duration::from_secs(2), || async {

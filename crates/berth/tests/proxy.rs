@@ -82,16 +82,16 @@ async fn websocket_messages_keep_a_container_awake() {
     }
     let object = ns.get_by_name("room");
     assert_eq!(
-        object.state(),
+        object.state().await.expect("state"),
         State::Healthy,
         "messages renewed the activity"
     );
     // Silence: the container goes to sleep.
     let slept = common::eventually(Duration::from_secs(10), || async {
-        object.state() == State::Stopped
+        object.state().await.expect("state") == State::Stopped
     })
     .await;
-    assert!(slept, "state is {}", object.state());
+    assert!(slept, "state is {}", object.state().await.expect("state"));
 }
 
 fn peak_memory_kib() -> u64 {
@@ -174,7 +174,8 @@ async fn published_ports_are_bound_to_loopback_only() {
         &t.name,
         Arc::new(runtime),
         Store::in_memory().expect("store"),
-    );
+    )
+    .expect("app");
     let ns = app.namespace(t.class("Published").await, Arc::new(NoHooks));
     let (status, body) = text(ns.get_by_name("p").fetch(request("/")).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth::router::{Env, PathPattern, Route, Router, Target};
-use berth::runtime::labels;
+use berth::router::{PathPattern, Route, Router, Target};
+use berth::runtime::docker::labels;
+use berth::runtime::Selector;
 use berth::server::{serve_with, ServeOptions};
+use berth::{Binding, Env};
 use berth::{
     DockerRuntime, Hooks, NoHooks, Object, ObjectError, Runtime, State, StopParams, Store,
 };
@@ -93,7 +95,8 @@ async fn losing_the_engine_gives_503_and_berth_recovers_when_it_returns() {
         &t.name,
         Arc::new(runtime),
         Store::in_memory().expect("store"),
-    );
+    )
+    .expect("app");
     let ns = app.namespace(t.class("Fragile").await, Arc::new(NoHooks));
 
     let (status, _) = text(ns.get_by_name("warm").fetch(request("/ping")).await).await;
@@ -122,13 +125,13 @@ async fn losing_the_engine_gives_503_and_berth_recovers_when_it_returns() {
     let warm = ns.get_by_name("warm");
     let _ = warm.fetch(request("/exit/4")).await;
     let noticed = common::eventually(Duration::from_secs(10), || async {
-        warm.state() == State::StoppedWithCode(4)
+        warm.state().await.expect("state") == State::StoppedWithCode(4)
     })
     .await;
     assert!(
         noticed,
         "the exit is still noticed; state is {}",
-        warm.state()
+        warm.state().await.expect("state")
     );
     app.shutdown().await.expect("shutdown");
     assert!(t.containers().await.is_empty());
@@ -213,7 +216,7 @@ async fn max_instances_is_never_exceeded_under_a_storm() {
             let runtime = DockerRuntime::connect().await.expect("engine");
             while sampling.load(Ordering::Relaxed) {
                 let running = runtime
-                    .list(&[(labels::APP, name.as_str())])
+                    .list(&Selector::app(&name))
                     .await
                     .map(|c| c.iter().filter(|c| c.running).count())
                     .unwrap_or(0);
@@ -357,7 +360,7 @@ async fn front(
     class.env_vars.insert("EXTRA_PORTS".into(), "9001".into());
     let ns = t.app.namespace(class, Arc::new(NoHooks));
     let mut env = Env::new();
-    env.bind("APP", ns);
+    env.bind("APP", Binding::Container(ns));
     let routes = vec![Route {
         path: PathPattern::parse("/*").expect("pattern"),
         binding: "APP".into(),
@@ -542,15 +545,23 @@ async fn a_caller_that_gives_up_mid_start_leaves_nothing_stuck() {
         tokio::time::timeout(Duration::from_millis(200), object.fetch(request("/ping"))).await;
     assert!(gave_up.is_err());
     let healthy = common::eventually(Duration::from_secs(10), || async {
-        object.state() == State::Healthy
+        object.state().await.expect("state") == State::Healthy
     })
     .await;
-    assert!(healthy, "the start went on; state is {}", object.state());
+    assert!(
+        healthy,
+        "the start went on; state is {}",
+        object.state().await.expect("state")
+    );
     let slept = common::eventually(Duration::from_secs(10), || async {
-        object.state() == State::Stopped
+        object.state().await.expect("state") == State::Stopped
     })
     .await;
-    assert!(slept, "then it slept; state is {}", object.state());
+    assert!(
+        slept,
+        "then it slept; state is {}",
+        object.state().await.expect("state")
+    );
     let (status, body) = text(ns.get_by_name("next").fetch(request("/ping")).await).await;
     assert_eq!(
         status,
@@ -572,10 +583,10 @@ async fn a_container_started_without_requests_still_sleeps() {
         .await
         .expect("start");
     let slept = common::eventually(Duration::from_secs(10), || async {
-        object.state() == State::Stopped
+        object.state().await.expect("state") == State::Stopped
     })
     .await;
-    assert!(slept, "state is {}", object.state());
+    assert!(slept, "state is {}", object.state().await.expect("state"));
     assert!(t.containers().await.is_empty());
 }
 

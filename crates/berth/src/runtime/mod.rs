@@ -1,50 +1,118 @@
 //! The container engine, behind a trait.
 //!
 //! Objects only ever create, start, signal, wait for, inspect and remove containers; this
-//! trait is that boundary. [`docker::DockerRuntime`] implements it over the Docker Engine
-//! API (Podman's compatible API works through the same code). A fake can implement it to
-//! unit-test lifecycle logic, never to replace the tests against a real engine.
+//! trait is that boundary, in engine-neutral terms. [`docker::DockerRuntime`] implements it
+//! over the Docker Engine API (Podman's compatible API works through the same code).
+//! [`fake::FakeRuntime`] (feature `test-util`) implements it in memory, to unit-test the
+//! lifecycle with paused time; it never replaces the tests against a real engine.
 
 pub mod docker;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
-/// Labels berth puts on every container it creates, so that it can find, re-adopt or clean
-/// them up after a crash of its own.
-pub mod labels {
-    pub const APP: &str = "berth.app";
-    pub const CLASS: &str = "berth.class";
-    pub const OBJECT_ID: &str = "berth.object-id";
-    pub const OBJECT_NAME: &str = "berth.object-name";
-    pub const SESSION: &str = "berth.session";
+use crate::id::ObjectId;
+
+/// Who a container belongs to, in engine-neutral terms. Each runtime renders it into its
+/// engine's names and labels within that engine's limits (a Kubernetes label value holds
+/// at most 63 characters, an object id is 64), and reads it back when it lists containers,
+/// so that berth can find, re-adopt or clean them up after a crash of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub app: String,
+    pub class: String,
+    pub object_id: ObjectId,
+    /// The name the object was addressed by; `None` for an object known by id only. A
+    /// runtime may store it bounded and escaped: read back, it is for display only.
+    pub object_name: Option<String>,
+    /// The berth process (session) that started the container.
+    pub session: String,
+}
+
+/// Which containers [`Runtime::list`] returns: those of an app, narrowed down further.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub app: String,
+    pub session: Option<String>,
+    pub object_id: Option<ObjectId>,
+}
+
+impl Selector {
+    /// Every container of `app`.
+    pub fn app(app: &str) -> Selector {
+        Selector {
+            app: app.to_string(),
+            session: None,
+            object_id: None,
+        }
+    }
+
+    /// Only the containers of this session.
+    pub fn session(mut self, session: &str) -> Selector {
+        self.session = Some(session.to_string());
+        self
+    }
+
+    /// Only the containers of this object.
+    pub fn object(mut self, id: ObjectId) -> Selector {
+        self.object_id = Some(id);
+        self
+    }
+
+    /// Whether `identity` is selected.
+    pub fn matches(&self, identity: &Identity) -> bool {
+        identity.app == self.app
+            && self.session.as_ref().is_none_or(|s| *s == identity.session)
+            && self.object_id.is_none_or(|id| id == identity.object_id)
+    }
 }
 
 /// Everything needed to create one container.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ContainerSpec {
-    /// The container name; must be unique in the engine.
-    pub name: String,
+    pub identity: Identity,
     pub image: String,
     pub env: BTreeMap<String, String>,
     pub entrypoint: Option<Vec<String>>,
+    /// The class's own labels (metadata), added to berth's.
     pub labels: BTreeMap<String, String>,
     /// Ports berth must be able to reach from this machine.
     pub ports: Vec<u16>,
     /// `false`: attach only to an internal network with no route out.
     pub enable_internet: bool,
+    /// Run an init process as PID 1 that forwards signals and reaps zombies, so that an
+    /// app that installs no SIGTERM handler still stops when asked.
+    pub init: bool,
     /// CPU limit in billionths of a CPU; 0 for none.
     pub nano_cpus: i64,
     /// Memory limit in bytes; 0 for none.
     pub memory_bytes: i64,
 }
 
-/// How berth reaches a running container's ports from this machine.
+/// A container that [`Runtime::create`] made.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The engine's id, for every further call.
+    pub id: String,
+    /// The name the engine shows, for people.
+    pub name: String,
+}
+
+/// How berth reaches a running container's ports from this machine.
+#[derive(Clone)]
 pub enum Endpoint {
     /// The container's own address on a bridge network berth attached it to: every port
     /// is reachable directly, with no userland proxy in between.
@@ -52,12 +120,25 @@ pub enum Endpoint {
     /// Ports published on the loopback address (for engines whose bridge this machine
     /// cannot reach, such as Docker Desktop): container port → host address.
     Published(Vec<(u16, SocketAddr)>),
+    /// Reached through the runtime's own means (an in-memory fake, a tunnel).
+    Dialer(Arc<dyn Dial>),
     /// The container has no address (it exited before it got one).
     Unreachable,
 }
 
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Bridge(ip) => write!(f, "Bridge({ip})"),
+            Endpoint::Published(ports) => write!(f, "Published({ports:?})"),
+            Endpoint::Dialer(_) => f.write_str("Dialer"),
+            Endpoint::Unreachable => f.write_str("Unreachable"),
+        }
+    }
+}
+
 impl Endpoint {
-    /// The address to connect to for a container port, if it is reachable.
+    /// The TCP address of a container port, for endpoints reached over TCP.
     pub fn addr(&self, port: u16) -> Option<SocketAddr> {
         match self {
             Endpoint::Bridge(ip) => Some(SocketAddr::new(*ip, port)),
@@ -65,7 +146,105 @@ impl Endpoint {
                 .iter()
                 .find(|(container_port, _)| *container_port == port)
                 .map(|(_, addr)| *addr),
-            Endpoint::Unreachable => None,
+            Endpoint::Dialer(_) | Endpoint::Unreachable => None,
+        }
+    }
+
+    /// Whether `port` can be reached at all (it may still refuse connections).
+    pub fn reaches(&self, port: u16) -> bool {
+        matches!(self, Endpoint::Dialer(_)) || self.addr(port).is_some()
+    }
+
+    /// Opens a connection to `port` of the container.
+    pub async fn connect(&self, port: u16) -> io::Result<Conn> {
+        match self {
+            Endpoint::Dialer(dialer) => dialer.dial(port).await,
+            _ => {
+                let addr = self.addr(port).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::AddrNotAvailable,
+                        format!("port {port} is not reachable from this machine"),
+                    )
+                })?;
+                let stream = TcpStream::connect(addr).await?;
+                // Requests are small writes that should go out at once.
+                let _ = stream.set_nodelay(true);
+                Ok(Conn::Tcp(stream))
+            }
+        }
+    }
+}
+
+/// A runtime's own way to open connections to a container's ports.
+pub trait Dial: Send + Sync + 'static {
+    fn dial(&self, port: u16) -> BoxFuture<'static, io::Result<Conn>>;
+}
+
+/// Any byte stream a connection may run over.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A connection to a container port: TCP, or whatever a [`Dial`] gives.
+pub enum Conn {
+    Tcp(TcpStream),
+    Other(Box<dyn Io>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Other(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Other(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Other(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Other(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Other(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Other(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -93,8 +272,11 @@ impl fmt::Display for ExitStatus {
 pub struct ContainerInfo {
     pub id: String,
     pub name: String,
+    /// Whose container it is, if it carries berth's identity.
+    pub identity: Option<Identity>,
     /// The image the container was created from, as named at creation.
     pub image: String,
+    /// The engine's metadata on the container as it is (for Docker: every label).
     pub labels: BTreeMap<String, String>,
     pub running: bool,
     /// Set once the container has exited.
@@ -130,19 +312,26 @@ impl Signal {
     }
 }
 
-/// A failure of the container engine, with what to do about it.
+/// A failure of the container engine, with what to do about it. `engine` names the
+/// engine and where it is (`the Docker Engine at unix:///var/run/docker.sock`); `hint` is
+/// that engine's advice.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot reach the Docker Engine at {host}: {reason}; start Docker or point DOCKER_HOST at a running engine")]
-    Unreachable { host: String, reason: String },
-    #[error("image {image:?} is not in the Docker Engine; build it (berth dev builds the images of berth.toml) or fix the image name")]
-    ImageMissing { image: String },
-    #[error("container {container} no longer exists in the Docker Engine")]
-    NotFound { container: String },
-    #[error("container {container} did not report its exit within {waited:?}; check the Docker Engine (docker ps -a) and retry")]
+    #[error("cannot reach {engine}: {reason}; {hint}")]
+    Unreachable {
+        engine: String,
+        reason: String,
+        hint: &'static str,
+    },
+    #[error("image {image:?} is not in {engine}; build it (berth dev builds the images of berth.toml) or fix the image name")]
+    ImageMissing { engine: String, image: String },
+    #[error("container {container} no longer exists in {engine}")]
+    NotFound { engine: String, container: String },
+    #[error("container {container} did not report its exit within {waited:?}; check the container engine and retry")]
     NoExit { container: String, waited: Duration },
-    #[error("the Docker Engine refused to {operation} {target}: {message}")]
+    #[error("{engine} refused to {operation} {target}: {message}")]
     Engine {
+        engine: String,
         operation: &'static str,
         target: String,
         message: String,
@@ -159,8 +348,8 @@ impl RuntimeError {
 /// The operations berth needs from a container engine.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
-    /// Creates (does not start) a container and returns its id.
-    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    /// Creates (does not start) a container.
+    async fn create(&self, spec: &ContainerSpec) -> Result<Created, RuntimeError>;
     /// Starts a created container and tells how to reach its ports.
     async fn start(&self, id: &str) -> Result<Endpoint, RuntimeError>;
     /// Sends a signal to the container's main process. Not an error if it already exited.
@@ -179,8 +368,8 @@ pub trait Runtime: Send + Sync + 'static {
         id: &str,
         lines: tokio::sync::mpsc::Sender<String>,
     ) -> Result<(), RuntimeError>;
-    /// Every container (running or not) that carries all of these labels.
-    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// Every container (running or not) that `selector` selects.
+    async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError>;
 
     /// Sends `signal`, waits up to `grace` for the exit, then SIGKILLs.
     async fn stop(

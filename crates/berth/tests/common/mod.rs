@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::runtime::labels;
+use berth::runtime::Selector;
 use berth::{App, Body, ContainerClass, DockerRuntime, Runtime, Store};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -130,7 +130,7 @@ impl TestApp {
     pub async fn containers(&self) -> Vec<berth::runtime::ContainerInfo> {
         self.app
             .runtime()
-            .list(&[(labels::APP, self.name.as_str())])
+            .list(&Selector::app(&self.name))
             .await
             .expect("list containers")
     }
@@ -141,7 +141,7 @@ pub async fn open_app(name: &str, dir: &std::path::Path) -> App {
         .await
         .expect("a running Docker Engine");
     let store = Store::open(dir.join("state.db")).expect("state store");
-    App::new(name, Arc::new(runtime), store)
+    App::new(name, Arc::new(runtime), store).expect("app")
 }
 
 impl Drop for TestApp {
@@ -154,10 +154,7 @@ impl Drop for TestApp {
                 .expect("runtime");
             rt.block_on(async {
                 let runtime = DockerRuntime::connect().await.expect("Docker Engine");
-                let left = runtime
-                    .list(&[(labels::APP, name.as_str())])
-                    .await
-                    .expect("list");
+                let left = runtime.list(&Selector::app(&name)).await.expect("list");
                 for info in &left {
                     runtime.remove(&info.id).await.expect("remove");
                 }

@@ -6,8 +6,8 @@
 
 use async_trait::async_trait;
 
+use super::{Object, StartError};
 use crate::lifecycle::StopReason;
-use crate::object::{Object, StartError};
 use crate::runtime::ExitStatus;
 
 /// What `on_stop` learns.

@@ -5,8 +5,11 @@
 //! whose bridge this machine cannot reach (Docker Desktop) use [`Reach::Loopback`]: ports
 //! are published on 127.0.0.1 only, never on another address.
 
+pub mod labels;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
@@ -22,7 +25,10 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use super::{ContainerInfo, ContainerSpec, Endpoint, ExitStatus, Runtime, RuntimeError, Signal};
+use super::{
+    ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Runtime, RuntimeError, Selector,
+    Signal,
+};
 
 /// The network for containers with `enable_internet = false`: internal, so it has no route
 /// out, while this machine can still reach the containers on it.
@@ -45,7 +51,11 @@ pub struct DockerRuntime {
     host: String,
     reach: Reach,
     internal_network: OnceCell<()>,
+    /// Numbers the containers this process creates, so that their names never clash.
+    serial: AtomicU64,
 }
+
+const HINT: &str = "start Docker or point DOCKER_HOST at a running engine";
 
 impl DockerRuntime {
     /// Connects to the engine named by `DOCKER_HOST` (default: the local socket) and
@@ -59,8 +69,9 @@ impl DockerRuntime {
     /// Connects to the engine at `host` (`unix:///path`, `tcp://host:port`).
     pub async fn connect_to(host: &str) -> Result<DockerRuntime, RuntimeError> {
         let unreachable = |e: BollardError| RuntimeError::Unreachable {
-            host: host.to_string(),
+            engine: format!("the Docker Engine at {host}"),
             reason: e.to_string(),
+            hint: HINT,
         };
         let docker = Docker::connect_with_host(host).map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
@@ -70,6 +81,7 @@ impl DockerRuntime {
             host: host.to_string(),
             reach: Reach::default(),
             internal_network: OnceCell::new(),
+            serial: AtomicU64::new(0),
         })
     }
 
@@ -84,7 +96,12 @@ impl DockerRuntime {
         &self.docker
     }
 
+    fn engine(&self) -> String {
+        format!("the Docker Engine at {}", self.host)
+    }
+
     fn error(&self, operation: &'static str, target: &str, e: BollardError) -> RuntimeError {
+        let engine = self.engine();
         match e {
             BollardError::DockerResponseServerError {
                 status_code: 404,
@@ -92,21 +109,25 @@ impl DockerRuntime {
             } => {
                 if operation == "create a container from image" {
                     RuntimeError::ImageMissing {
+                        engine,
                         image: target.to_string(),
                     }
                 } else if message.contains("network") {
                     RuntimeError::Engine {
+                        engine,
                         operation,
                         target: target.to_string(),
                         message,
                     }
                 } else {
                     RuntimeError::NotFound {
+                        engine,
                         container: target.to_string(),
                     }
                 }
             }
             BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine {
+                engine,
                 operation,
                 target: target.to_string(),
                 message,
@@ -114,13 +135,15 @@ impl DockerRuntime {
             BollardError::JsonDataError { .. }
             | BollardError::JsonSerdeError { .. }
             | BollardError::APIVersionParseError {} => RuntimeError::Engine {
+                engine,
                 operation,
                 target: target.to_string(),
                 message: e.to_string(),
             },
             other => RuntimeError::Unreachable {
-                host: self.host.clone(),
+                engine,
                 reason: other.to_string(),
+                hint: HINT,
             },
         }
     }
@@ -198,6 +221,12 @@ impl DockerRuntime {
         let state = info.state.clone().unwrap_or_default();
         let running = state.running.unwrap_or(false);
         let endpoint = if running { self.endpoint(&info) } else { None };
+        let container_labels: std::collections::BTreeMap<String, String> = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .map(|l| l.into_iter().collect())
+            .unwrap_or_default();
         let exited = matches!(
             state.status,
             Some(bollard::models::ContainerStateStatusEnum::EXITED)
@@ -214,11 +243,8 @@ impl DockerRuntime {
                 .as_ref()
                 .and_then(|c| c.image.clone())
                 .unwrap_or_default(),
-            labels: info
-                .config
-                .and_then(|c| c.labels)
-                .map(|l| l.into_iter().collect())
-                .unwrap_or_default(),
+            identity: labels::parse(&container_labels),
+            labels: container_labels,
             running,
             exit: exited.then(|| ExitStatus {
                 code: state.exit_code.unwrap_or(-1),
@@ -231,7 +257,9 @@ impl DockerRuntime {
 
 #[async_trait]
 impl Runtime for DockerRuntime {
-    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+    async fn create(&self, spec: &ContainerSpec) -> Result<Created, RuntimeError> {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let name = labels::container_name(&spec.identity, serial);
         let network = if spec.enable_internet {
             DEFAULT_NETWORK
         } else {
@@ -255,11 +283,16 @@ impl Runtime for DockerRuntime {
             image: Some(spec.image.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             entrypoint: spec.entrypoint.clone(),
-            labels: Some(spec.labels.clone().into_iter().collect()),
+            labels: Some(
+                labels::render(&spec.identity, &spec.labels)
+                    .into_iter()
+                    .collect(),
+            ),
             exposed_ports: Some(port_keys),
             host_config: Some(HostConfig {
                 network_mode: Some(network.to_string()),
                 port_bindings,
+                init: Some(spec.init),
                 nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
                 memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
                 // No swap beyond the memory limit, so the limit means what it says.
@@ -274,15 +307,16 @@ impl Runtime for DockerRuntime {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::new()
-            .name(&spec.name)
-            .build();
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = self
             .docker
             .create_container(Some(options), body)
             .await
             .map_err(|e| self.error("create a container from image", &spec.image, e))?;
-        Ok(created.id)
+        Ok(Created {
+            id: created.id,
+            name,
+        })
     }
 
     async fn start(&self, id: &str) -> Result<Endpoint, RuntimeError> {
@@ -324,8 +358,9 @@ impl Runtime for DockerRuntime {
                 Some(Err(e)) => return Err(self.error("wait for container", id, e)),
                 None => {
                     return Err(RuntimeError::Unreachable {
-                        host: self.host.clone(),
+                        engine: self.engine(),
                         reason: format!("the wait for container {id} ended without an answer"),
+                        hint: HINT,
                     })
                 }
             };
@@ -407,9 +442,8 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let label_filters: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let filters = HashMap::from([("label", label_filters)]);
+    async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters = HashMap::from([("label", labels::filters(selector))]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)

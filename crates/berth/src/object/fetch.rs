@@ -1,0 +1,139 @@
+//! Sending a request through an object to its container, starting it first if needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+
+use super::error::{FetchError, StartError};
+use super::instance::Instance;
+use super::live::Goal;
+use super::Object;
+use crate::activity::InFlight;
+use crate::http::{error_chain, Body, BoxError, TARGET_PORT_HEADER};
+use crate::lifecycle::StopReason;
+use crate::proxy::{self, ProxyFailure};
+
+/// How long a failed request waits to learn whether the container exited.
+const EXIT_NOTICE: Duration = Duration::from_secs(2);
+
+/// Fresh starts a request may wait for, when a container stops before it takes the
+/// request: a few are worth it, an endless loop is not.
+const STARTS_PER_REQUEST: usize = 3;
+
+impl Object {
+    /// Sends `request` to the container, starting it and waiting for it first if it is
+    /// not healthy. The port is the request's `berth-container-target-port` header (see
+    /// [`crate::switch_port`]) or the class's `default_port`. Failures become HTTP answers
+    /// that state the cause.
+    pub async fn fetch<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match self.try_fetch(request).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    /// [`Object::fetch`], with failures as a typed error.
+    pub async fn try_fetch<B>(&self, request: Request<B>) -> Result<Response<Body>, FetchError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let port = match request.headers().get(TARGET_PORT_HEADER) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| FetchError::BadTargetPort {
+                    value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                })?,
+            None => self
+                .options()
+                .default_port
+                .ok_or_else(|| FetchError::NoPort {
+                    class: self.class_name().to_string(),
+                })?,
+        };
+        self.container_fetch(request, port).await
+    }
+
+    /// Sends `request` to `port` of the container, starting it first if needed.
+    pub async fn container_fetch<B>(
+        &self,
+        request: Request<B>,
+        port: u16,
+    ) -> Result<Response<Body>, FetchError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (in_flight, instance) = self.lease().await?;
+        if !instance.endpoint().reaches(port) {
+            return Err(FetchError::Start(Arc::new(StartError::PortUnreachable {
+                object: self.describe(),
+                port,
+            })));
+        }
+        match proxy::forward(&instance.pool, request, port, in_flight).await {
+            Ok(response) => Ok(response),
+            Err(ProxyFailure::ClientBody(e)) => Err(FetchError::BadRequestBody {
+                cause: error_chain(e.as_ref()),
+            }),
+            Err(failure) => {
+                let exit = instance.exit(EXIT_NOTICE).await;
+                let object = self.describe();
+                Err(match (exit, failure) {
+                    (Some(exit), _) if exit.reason == StopReason::Exited => FetchError::Crashed {
+                        object,
+                        port,
+                        status: exit.status,
+                    },
+                    (_, ProxyFailure::Connect(e)) => FetchError::Connect {
+                        object,
+                        port,
+                        cause: error_chain(e.as_ref()),
+                    },
+                    (_, ProxyFailure::Dropped(e) | ProxyFailure::ClientBody(e)) => {
+                        FetchError::Dropped {
+                            object,
+                            port,
+                            cause: error_chain(e.as_ref()),
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    /// Counts a request in flight on a healthy container, if there is one. Decided under
+    /// the phase lock, where the sleeper decides too.
+    fn try_lease(&self) -> Option<(InFlight, Arc<Instance>)> {
+        let phase = self.phase();
+        let instance = phase.serving()?.clone();
+        Some((self.inner.activity.enter(), instance))
+    }
+
+    /// A healthy container and the request counted in flight on it, starting one if
+    /// needed. A container that stops between becoming healthy and taking the request
+    /// (it crashed, slept at that very moment, or was stopped) is started afresh.
+    async fn lease(&self) -> Result<(InFlight, Arc<Instance>), FetchError> {
+        for _ in 0..STARTS_PER_REQUEST {
+            if let Some(lease) = self.try_lease() {
+                return Ok(lease);
+            }
+            match self.ensure(Goal::Healthy, None).await {
+                Ok(()) => {}
+                Err(e) if matches!(*e, StartError::Interrupted { .. }) => {}
+                Err(e) => return Err(FetchError::Start(e)),
+            }
+        }
+        self.try_lease().ok_or_else(|| FetchError::Unavailable {
+            object: self.describe(),
+        })
+    }
+}

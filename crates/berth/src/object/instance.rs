@@ -1,0 +1,67 @@
+//! One container's life as its object sees it, from its start to its removal.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::time::{timeout, Instant};
+
+use crate::lifecycle::StopReason;
+use crate::proxy::Pool;
+use crate::runtime::{Endpoint, ExitStatus};
+use crate::store::now_ms;
+
+/// A running container of an object: the only meaning of "instance" in berth.
+pub(crate) struct Instance {
+    pub(crate) container_id: String,
+    pub(crate) started_at: Instant,
+    /// The same moment on the wall clock, for the store and `berth ps`.
+    pub(crate) started_at_ms: i64,
+    /// Keep-alive connections to this container; it knows how to reach it.
+    pub(crate) pool: Arc<Pool>,
+    /// Tells the monitor that the container became healthy, to run `on_start`.
+    pub(crate) healthy: Notify,
+    pub(crate) became_healthy: AtomicBool,
+    /// Tells the monitor to look at its deadlines again.
+    pub(crate) wake: Notify,
+    /// Set once, when the container has exited and its exit is recorded.
+    pub(crate) exited: watch::Sender<Option<Exit>>,
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Exit {
+    pub(crate) status: ExitStatus,
+    pub(crate) reason: StopReason,
+    pub(crate) logs: Vec<String>,
+}
+
+impl Instance {
+    pub(crate) fn new(container_id: String, endpoint: Endpoint, started_at: Instant) -> Instance {
+        Instance {
+            container_id,
+            started_at,
+            started_at_ms: now_ms() - i64::try_from(started_at.elapsed().as_millis()).unwrap_or(0),
+            pool: Arc::new(Pool::new(endpoint)),
+            healthy: Notify::new(),
+            became_healthy: AtomicBool::new(false),
+            wake: Notify::new(),
+            exited: watch::channel(None).0,
+        }
+    }
+
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        self.pool.endpoint()
+    }
+
+    /// Waits up to `limit` for the exit to be recorded.
+    pub(crate) async fn exit(&self, limit: Duration) -> Option<Exit> {
+        let mut exited = self.exited.subscribe();
+        let waited = timeout(limit, exited.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(exit)) => exit.clone(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! Where an object's container is in its life: one [`Phase`] value, and every rule about
+//! what may happen next as a method on it, with no I/O, so that the rules can be read in
+//! one place and tested alone.
+//!
+//! The object keeps its phase behind a short synchronous lock. Requests count themselves
+//! in flight under that lock ([`Phase::serving`]), and the idle sleeper decides under it
+//! too ([`Phase::fall_asleep`]): a request that arrives exactly at the deadline either
+//! keeps the container awake or finds it stopping and waits for a new one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::instance::Instance;
+use crate::activity::Activity;
+use crate::lifecycle::{after, State, StopReason};
+use crate::runtime::{ExitStatus, Signal};
+use crate::store::ObjectRecord;
+
+/// The phase of one object's container.
+pub(crate) enum Phase {
+    /// The store has not been read yet: nothing is known.
+    Unloaded,
+    /// No container runs. `exit_code` is set when the last one exited by itself.
+    Stopped { exit_code: Option<i64> },
+    /// An earlier berth process recorded this container in `state`; the next start
+    /// re-adopts it if it still runs and serves, or removes it.
+    Leftover { container_id: String, state: State },
+    /// A container is being created and started; none runs yet. `stop` is a stop that
+    /// came meanwhile, carried out as soon as the container exists. `exit_code` is the
+    /// last container's, shown until this one starts.
+    Starting {
+        exit_code: Option<i64>,
+        stop: Option<(StopReason, Signal)>,
+    },
+    /// The process started; its ports are not known to answer. `readying`: a start is
+    /// waiting for them, so the container is not idle, it is starting.
+    Running {
+        instance: Arc<Instance>,
+        readying: bool,
+    },
+    /// Every required port answered.
+    Healthy { instance: Arc<Instance> },
+    /// A stop was sent; the container has not exited yet.
+    Stopping {
+        instance: Arc<Instance>,
+        reason: StopReason,
+        /// When to send SIGKILL; `None` once it was sent.
+        kill_at: Option<Instant>,
+    },
+}
+
+/// What a start brings the container to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Goal {
+    /// Started, with no wait for its ports.
+    Started,
+    /// Healthy: the class's ports answer.
+    Healthy,
+    /// These ports answer (they are checked every time).
+    Ports(Vec<u16>),
+}
+
+/// When the monitor of an instance must look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    /// When the container becomes idle, if nothing happens meanwhile.
+    pub(crate) idle_at: Option<Instant>,
+    /// When it gets SIGKILL.
+    pub(crate) kill_at: Option<Instant>,
+}
+
+impl Phase {
+    /// The state that `state()`, the store and `berth ps` show.
+    pub(crate) fn state(&self) -> State {
+        match self {
+            Phase::Unloaded
+            | Phase::Stopped { exit_code: None }
+            | Phase::Starting {
+                exit_code: None, ..
+            } => State::Stopped,
+            Phase::Stopped {
+                exit_code: Some(code),
+            }
+            | Phase::Starting {
+                exit_code: Some(code),
+                ..
+            } => State::StoppedWithCode(*code),
+            Phase::Leftover { state, .. } => *state,
+            Phase::Running { .. } => State::Running,
+            Phase::Healthy { .. } => State::Healthy,
+            Phase::Stopping { .. } => State::Stopping,
+        }
+    }
+
+    /// The container this object owns now, if any.
+    pub(crate) fn instance(&self) -> Option<&Arc<Instance>> {
+        match self {
+            Phase::Running { instance, .. }
+            | Phase::Healthy { instance }
+            | Phase::Stopping { instance, .. } => Some(instance),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_current(&self, instance: &Arc<Instance>) -> bool {
+        self.instance().is_some_and(|i| Arc::ptr_eq(i, instance))
+    }
+
+    /// The container on its way out, which a new start must wait for.
+    pub(crate) fn stopping(&self) -> Option<&Arc<Instance>> {
+        match self {
+            Phase::Stopping { instance, .. } => Some(instance),
+            _ => None,
+        }
+    }
+
+    /// The container that takes requests now: a healthy one that is not stopping.
+    pub(crate) fn serving(&self) -> Option<&Arc<Instance>> {
+        match self {
+            Phase::Healthy { instance } => Some(instance),
+            _ => None,
+        }
+    }
+
+    /// The container id the store should keep.
+    pub(crate) fn container_id(&self) -> Option<&str> {
+        match self {
+            Phase::Leftover { container_id, .. } => Some(container_id),
+            other => other.instance().map(|i| i.container_id.as_str()),
+        }
+    }
+
+    pub(crate) fn reached(&self, goal: &Goal) -> bool {
+        matches!(
+            (self, goal),
+            (Phase::Running { .. } | Phase::Healthy { .. }, Goal::Started)
+                | (Phase::Healthy { .. }, Goal::Healthy)
+        )
+    }
+
+    /// Serving, or started with no wait for readiness: a container that can fall asleep.
+    fn awake(&self) -> bool {
+        matches!(
+            self,
+            Phase::Healthy { .. }
+                | Phase::Running {
+                    readying: false,
+                    ..
+                }
+        )
+    }
+
+    /// Takes in what the store recorded: the first thing an object learns.
+    pub(crate) fn load(&mut self, record: Option<&ObjectRecord>) {
+        if !matches!(self, Phase::Unloaded) {
+            return;
+        }
+        *self = match record {
+            Some(r) if r.state.is_active() && r.container_id.is_some() => Phase::Leftover {
+                container_id: r.container_id.clone().unwrap_or_default(),
+                state: r.state,
+            },
+            Some(r) => Phase::Stopped {
+                exit_code: r.state.exit_code(),
+            },
+            None => Phase::Stopped { exit_code: None },
+        };
+    }
+
+    /// The recorded container to re-adopt or remove, once; afterwards the object is
+    /// stopped until it adopts one.
+    pub(crate) fn take_leftover(&mut self) -> Option<String> {
+        match std::mem::replace(self, Phase::Stopped { exit_code: None }) {
+            Phase::Leftover { container_id, .. } => Some(container_id),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// A start begins: creating the container.
+    pub(crate) fn begin_start(&mut self) {
+        let exit_code = self.state().exit_code();
+        *self = Phase::Starting {
+            exit_code,
+            stop: None,
+        };
+    }
+
+    /// A start failed before any container ran.
+    pub(crate) fn start_failed(&mut self) {
+        if let Phase::Starting { exit_code, .. } = self {
+            *self = Phase::Stopped {
+                exit_code: *exit_code,
+            };
+        }
+    }
+
+    /// A stop while a container is being created: remembered for when it exists.
+    /// Returns whether a start was in progress.
+    pub(crate) fn stop_starting(&mut self, reason: StopReason, signal: Signal) -> bool {
+        match self {
+            Phase::Starting { stop, .. } => {
+                if stop.is_none_or(|(r, _)| reason == StopReason::Destroyed && r != reason) {
+                    *stop = Some((reason, signal));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A started container is now this object's. Returns the stop that was asked for
+    /// while it was being created, which the caller must now carry out.
+    pub(crate) fn adopt(&mut self, instance: Arc<Instance>) -> Option<(StopReason, Signal)> {
+        let stop = match self {
+            Phase::Starting { stop, .. } => stop.take(),
+            _ => None,
+        };
+        *self = Phase::Running {
+            instance,
+            readying: false,
+        };
+        stop
+    }
+
+    /// Marks that a start is (or is no longer) waiting for the container's ports.
+    pub(crate) fn set_readying(&mut self, instance: &Arc<Instance>, waiting: bool) {
+        if let Phase::Running {
+            instance: current,
+            readying,
+        } = self
+        {
+            if Arc::ptr_eq(current, instance) {
+                *readying = waiting;
+            }
+        }
+    }
+
+    /// The container's ports answered; returns whether it became healthy now (a stop
+    /// that came meanwhile wins).
+    pub(crate) fn become_healthy(&mut self, instance: &Arc<Instance>) -> bool {
+        match self {
+            Phase::Running {
+                instance: current, ..
+            } if Arc::ptr_eq(current, instance) => {
+                *self = Phase::Healthy {
+                    instance: instance.clone(),
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A stop of `instance` for `reason`; returns whether the phase changed. A stop of a
+    /// container already stopping keeps its reason, except that a destroy always says so.
+    pub(crate) fn begin_stop(
+        &mut self,
+        instance: &Arc<Instance>,
+        reason: StopReason,
+        kill_at: Instant,
+    ) -> bool {
+        if !self.is_current(instance) {
+            return false;
+        }
+        if let Phase::Stopping {
+            reason: current, ..
+        } = self
+        {
+            let upgrade = reason == StopReason::Destroyed && *current != StopReason::Destroyed;
+            if upgrade {
+                *current = StopReason::Destroyed;
+            }
+            return upgrade;
+        }
+        *self = Phase::Stopping {
+            instance: instance.clone(),
+            reason,
+            kill_at: Some(kill_at),
+        };
+        true
+    }
+
+    /// The idle deadline passed: puts the container to sleep if it is still this
+    /// object's, awake, and idle by `activity` now. Returns whether it did.
+    pub(crate) fn fall_asleep(
+        &mut self,
+        instance: &Arc<Instance>,
+        activity: &Activity,
+        sleep_after: Duration,
+        stop_grace: Duration,
+    ) -> bool {
+        if !(self.is_current(instance)
+            && self.awake()
+            && activity.is_idle(sleep_after, Instant::now()))
+        {
+            return false;
+        }
+        self.begin_stop(instance, StopReason::Slept, after(stop_grace))
+    }
+
+    /// Why `instance` stopped: the stop that was asked for, or `Exited` if none was.
+    pub(crate) fn stop_reason(&self, instance: &Arc<Instance>) -> StopReason {
+        match self {
+            Phase::Stopping {
+                instance: current,
+                reason,
+                ..
+            } if Arc::ptr_eq(current, instance) => *reason,
+            _ => StopReason::Exited,
+        }
+    }
+
+    /// The container exited with `status`, for `reason` (as [`Phase::stop_reason`] told
+    /// when the exit was noticed): the object is stopped.
+    pub(crate) fn exit(
+        &mut self,
+        instance: &Arc<Instance>,
+        status: ExitStatus,
+        reason: StopReason,
+    ) {
+        if self.is_current(instance) {
+            *self = Phase::Stopped {
+                exit_code: (reason == StopReason::Exited).then_some(status.code),
+            };
+        }
+    }
+
+    /// When the monitor of `instance` must look again.
+    pub(crate) fn deadlines(
+        &self,
+        instance: &Arc<Instance>,
+        activity: &Activity,
+        sleep_after: Duration,
+    ) -> Deadlines {
+        let none = Deadlines {
+            idle_at: None,
+            kill_at: None,
+        };
+        match self {
+            Phase::Stopping {
+                instance: current,
+                kill_at,
+                ..
+            } if Arc::ptr_eq(current, instance) => Deadlines {
+                idle_at: None,
+                kill_at: *kill_at,
+            },
+            _ if !(self.is_current(instance) && self.awake()) => none,
+            // Whenever the last request ends, it renews the activity: the deadline is at
+            // least `sleep_after` away.
+            _ => Deadlines {
+                idle_at: Some(
+                    activity
+                        .idle_at(sleep_after)
+                        .unwrap_or_else(|| after(sleep_after)),
+                ),
+                kill_at: None,
+            },
+        }
+    }
+
+    /// Moves (or clears, once SIGKILL went out) the kill deadline of a stopping container.
+    pub(crate) fn set_kill_at(&mut self, at: Option<Instant>) {
+        if let Phase::Stopping { kill_at, .. } = self {
+            *kill_at = at;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Endpoint;
+
+    fn instance() -> Arc<Instance> {
+        Arc::new(Instance::new(
+            "c1".into(),
+            Endpoint::Unreachable,
+            Instant::now(),
+        ))
+    }
+
+    const EXITED: ExitStatus = ExitStatus {
+        code: 3,
+        oom_killed: false,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_container_goes_healthy_then_sleeps_when_idle() {
+        let (i, activity) = (instance(), Activity::new());
+        let mut phase = Phase::Stopped { exit_code: None };
+        phase.adopt(i.clone());
+        assert_eq!(phase.state(), State::Running);
+        assert!(phase.reached(&Goal::Started) && !phase.reached(&Goal::Healthy));
+        assert!(phase.serving().is_none(), "not serving before healthy");
+        assert!(phase.become_healthy(&i));
+        assert!(phase.serving().is_some());
+        let sleep_after = Duration::from_secs(10);
+        let grace = Duration::from_secs(1);
+        assert!(
+            !phase.fall_asleep(&i, &activity, sleep_after, grace),
+            "not idle yet"
+        );
+        tokio::time::advance(sleep_after).await;
+        let deadlines = phase.deadlines(&i, &activity, sleep_after);
+        assert_eq!(deadlines.idle_at, Some(Instant::now()));
+        assert!(phase.fall_asleep(&i, &activity, sleep_after, grace));
+        assert_eq!(phase.state(), State::Stopping);
+        assert!(
+            phase.serving().is_none(),
+            "a stopping container takes no request"
+        );
+        assert_eq!(phase.stop_reason(&i), StopReason::Slept);
+        phase.exit(&i, EXITED, StopReason::Slept);
+        assert_eq!(phase.state(), State::Stopped, "a sleep is not a crash");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_keeps_it_awake_past_the_deadline() {
+        let (i, activity) = (instance(), Activity::new());
+        let mut phase = Phase::Healthy {
+            instance: i.clone(),
+        };
+        let guard = activity.enter();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let sleep_after = Duration::from_secs(10);
+        assert!(!phase.fall_asleep(&i, &activity, sleep_after, Duration::ZERO));
+        drop(guard);
+        let deadlines = phase.deadlines(&i, &activity, sleep_after);
+        assert_eq!(deadlines.idle_at, Some(Instant::now() + sleep_after));
+    }
+
+    #[test]
+    fn a_container_being_readied_is_not_idle() {
+        let i = instance();
+        let mut phase = Phase::Running {
+            instance: i.clone(),
+            readying: false,
+        };
+        phase.set_readying(&i, true);
+        let deadlines = phase.deadlines(&i, &Activity::new(), Duration::ZERO);
+        assert_eq!(deadlines.idle_at, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_destroy_overrides_a_sleep_in_progress_but_nothing_else_does() {
+        let i = instance();
+        let mut phase = Phase::Healthy {
+            instance: i.clone(),
+        };
+        assert!(phase.begin_stop(&i, StopReason::Slept, after(Duration::from_secs(5))));
+        assert!(!phase.begin_stop(&i, StopReason::Requested, Instant::now()));
+        assert!(phase.begin_stop(&i, StopReason::Destroyed, Instant::now()));
+        assert_eq!(phase.stop_reason(&i), StopReason::Destroyed);
+    }
+
+    #[test]
+    fn a_stop_during_a_create_is_handed_to_the_adopter() {
+        let mut phase = Phase::Stopped { exit_code: Some(1) };
+        phase.begin_start();
+        assert_eq!(phase.state(), State::StoppedWithCode(1), "nothing runs yet");
+        assert!(phase.stop_starting(StopReason::Requested, Signal::Term));
+        assert!(phase.stop_starting(StopReason::Destroyed, Signal::Kill));
+        assert!(
+            phase.stop_starting(StopReason::Requested, Signal::Term),
+            "still starting"
+        );
+        assert_eq!(
+            phase.adopt(instance()),
+            Some((StopReason::Destroyed, Signal::Kill))
+        );
+        let mut failed = Phase::Stopped { exit_code: Some(1) };
+        failed.begin_start();
+        failed.start_failed();
+        assert_eq!(failed.state(), State::StoppedWithCode(1));
+        assert!(!failed.stop_starting(StopReason::Requested, Signal::Term));
+    }
+
+    #[test]
+    fn an_exit_nobody_asked_for_keeps_its_code() {
+        let i = instance();
+        let mut phase = Phase::Healthy {
+            instance: i.clone(),
+        };
+        assert_eq!(phase.stop_reason(&i), StopReason::Exited);
+        phase.exit(&i, EXITED, StopReason::Exited);
+        assert_eq!(phase.state(), State::StoppedWithCode(3));
+    }
+
+    #[test]
+    fn an_old_instance_changes_nothing() {
+        let (old, new) = (instance(), instance());
+        let mut phase = Phase::Healthy {
+            instance: new.clone(),
+        };
+        assert!(!phase.begin_stop(&old, StopReason::Requested, Instant::now()));
+        assert_eq!(phase.stop_reason(&old), StopReason::Exited);
+        phase.exit(&old, EXITED, StopReason::Exited);
+        assert!(
+            phase.is_current(&new),
+            "the old container's exit leaves the new one"
+        );
+    }
+
+    #[test]
+    fn a_recorded_running_container_is_a_leftover_taken_once() {
+        let record = ObjectRecord {
+            namespace: "a/C".into(),
+            id: "00".repeat(32),
+            name: None,
+            state: State::Healthy,
+            container_id: Some("old".into()),
+            started_at_ms: None,
+            updated_at_ms: 0,
+        };
+        let mut phase = Phase::Unloaded;
+        phase.load(Some(&record));
+        assert_eq!(phase.state(), State::Healthy);
+        assert_eq!(phase.container_id(), Some("old"));
+        assert_eq!(phase.take_leftover().as_deref(), Some("old"));
+        assert_eq!(phase.take_leftover(), None);
+        assert_eq!(phase.state(), State::Stopped);
+        let mut fresh = Phase::Unloaded;
+        fresh.load(None);
+        assert_eq!(fresh.state(), State::Stopped);
+    }
+}

@@ -1,0 +1,291 @@
+//! The object: the single live owner of one id's container.
+//!
+//! An object runs its starts one at a time behind an async lock, so that concurrent first
+//! requests share one start. Its container's [`live::Phase`] sits behind a short
+//! synchronous lock, where requests count themselves in flight and the idle sleeper
+//! decides to stop. Each running container has a monitor task (`monitor`) that notices
+//! its exit at once, records it, removes the container and calls `on_stop` exactly once.
+//!
+//! One file per verb: `fetch`, `start`, `ready`, `stop`, `monitor`.
+
+mod error;
+mod fetch;
+mod hooks;
+mod instance;
+mod live;
+mod monitor;
+mod ready;
+mod start;
+mod stop;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use tokio::sync::Semaphore;
+
+use crate::activity::Activity;
+use crate::class::ContainerClass;
+use crate::context::AppContext;
+use crate::event::{Event, EventKind};
+use crate::id::ObjectId;
+use crate::lifecycle::{State, StopReason};
+use crate::runtime::{Runtime, RuntimeError, Signal};
+use crate::store::{now_ms, ObjectRecord, Storage, StoreError};
+
+pub use error::{ErrorKind, FetchError, Retry, Side, StartError};
+pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
+use live::{Goal, Phase};
+
+/// What the objects of one class share.
+pub(crate) struct Class {
+    pub(crate) options: ContainerClass,
+    /// The image new containers run; a rebuild replaces it.
+    pub(crate) image: RwLock<String>,
+    pub(crate) namespace_key: String,
+    pub(crate) app: Arc<AppContext>,
+    pub(crate) hooks: Arc<dyn Hooks>,
+    /// One permit per running container, so `max_instances` holds under concurrency.
+    pub(crate) limit: Arc<Semaphore>,
+}
+
+impl Class {
+    pub(crate) fn image(&self) -> String {
+        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Per-start overrides of the class options.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Added to (and overriding) the class's `env_vars`.
+    pub env_vars: BTreeMap<String, String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub enable_internet: Option<bool>,
+}
+
+/// A handle on one live object. Cheap to clone; clones are the same object.
+#[derive(Clone)]
+pub struct Object {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    class: Arc<Class>,
+    id: ObjectId,
+    name: OnceLock<String>,
+    phase: Mutex<Phase>,
+    activity: Arc<Activity>,
+    /// Held for the whole of a start (and while the store is first read).
+    starts: Arc<tokio::sync::Mutex<Attempts>>,
+    /// The number of the last start that finished, so that callers who queued behind a
+    /// failed start get its error instead of starting again.
+    finished_attempts: AtomicU64,
+    /// Writes to the store go one at a time, each with the state of its moment.
+    persisting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Attempts {
+    number: u64,
+    last_failure: Option<(u64, Arc<StartError>)>,
+}
+
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Object({})", self.describe())
+    }
+}
+
+impl Object {
+    /// A new object, which knows nothing until it first reads the store.
+    pub(crate) fn new(class: Arc<Class>, id: ObjectId, name: Option<&str>) -> Object {
+        let object = Object {
+            inner: Arc::new(Inner {
+                class,
+                id,
+                name: OnceLock::new(),
+                phase: Mutex::new(Phase::Unloaded),
+                activity: Activity::new(),
+                starts: Arc::default(),
+                finished_attempts: AtomicU64::new(0),
+                persisting: tokio::sync::Mutex::new(()),
+            }),
+        };
+        if let Some(name) = name {
+            object.learn_name(name);
+        }
+        object
+    }
+
+    /// Remembers the name the object is addressed by; it is stored with the next state.
+    pub(crate) fn learn_name(&self, name: &str) {
+        let _ = self.inner.name.set(name.to_string());
+    }
+
+    pub fn id(&self) -> ObjectId {
+        self.inner.id
+    }
+
+    /// The name the object was addressed by, if it was addressed by name.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.get().map(String::as_str)
+    }
+
+    pub fn class_name(&self) -> &str {
+        &self.inner.class.options.name
+    }
+
+    /// `MyContainer "alpha"`, or `MyContainer 1a2b3c4d5e6f` for an object known by id only.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.class_name(), self.label())
+    }
+
+    /// The object as events show it: its quoted name, or its short id.
+    fn label(&self) -> String {
+        match self.name() {
+            Some(name) => format!("{:?}", truncate(name, 80)),
+            None => self.inner.id.short(),
+        }
+    }
+
+    /// The container's lifecycle state. The first call reads the store.
+    pub async fn state(&self) -> Result<State, StoreError> {
+        if matches!(*self.phase(), Phase::Unloaded) {
+            let _starts = self.inner.starts.lock().await;
+            self.load().await?;
+        }
+        Ok(self.phase().state())
+    }
+
+    /// Requests in flight through this object right now.
+    pub fn in_flight(&self) -> u32 {
+        self.inner.activity.in_flight()
+    }
+
+    /// Pushes the idle deadline `sleep_after` into the future from now.
+    pub fn renew_activity_timeout(&self) {
+        self.inner.activity.renew();
+    }
+
+    /// The object's private durable storage.
+    pub fn storage(&self) -> Storage {
+        Storage::new(
+            self.inner.class.app.store.clone(),
+            &self.inner.class.namespace_key,
+            self.inner.id,
+        )
+    }
+
+    /// Starts the container if none runs, without waiting for its ports.
+    pub async fn start(&self, options: StartOptions) -> Result<(), Arc<StartError>> {
+        self.ensure(Goal::Started, Some(&options)).await
+    }
+
+    /// Starts the container if none runs and waits until `ports` accept connections
+    /// (the class's ports when empty).
+    pub async fn start_and_wait_for_ports(
+        &self,
+        ports: &[u16],
+        options: StartOptions,
+    ) -> Result<(), Arc<StartError>> {
+        let goal = if ports.is_empty() {
+            Goal::Healthy
+        } else {
+            Goal::Ports(ports.to_vec())
+        };
+        self.ensure(goal, Some(&options)).await
+    }
+
+    /// Sends `signal` to the container, SIGKILLs it after the class's grace period, and
+    /// returns once it has exited and been removed. A start in progress is stopped too.
+    pub async fn stop(&self, signal: Signal) -> Result<(), RuntimeError> {
+        self.stop_with(StopReason::Requested, signal)
+            .await
+            .map(drop)
+    }
+
+    /// Kills and removes the container at once.
+    pub async fn destroy(&self) -> Result<(), RuntimeError> {
+        self.stop_with(StopReason::Destroyed, Signal::Kill)
+            .await
+            .map(drop)
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.inner.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn app(&self) -> &Arc<AppContext> {
+        &self.inner.class.app
+    }
+
+    fn runtime(&self) -> &dyn Runtime {
+        self.app().runtime.as_ref()
+    }
+
+    fn options(&self) -> &ContainerClass {
+        &self.inner.class.options
+    }
+
+    fn emit(&self, container_id: &str, kind: EventKind) {
+        self.app().emit(Event {
+            class: self.class_name().to_string(),
+            object: self.label(),
+            container_id: container_id.to_string(),
+            kind,
+        });
+    }
+
+    /// Reads what the store recorded of this object, once. The caller holds `starts`.
+    async fn load(&self) -> Result<(), StoreError> {
+        if !matches!(*self.phase(), Phase::Unloaded) {
+            return Ok(());
+        }
+        let record = self
+            .app()
+            .store
+            .load_object(&self.inner.class.namespace_key, &self.inner.id.to_string())
+            .await?;
+        if let Some(name) = record.as_ref().and_then(|r| r.name.as_deref()) {
+            self.learn_name(name);
+        }
+        self.phase().load(record.as_ref());
+        Ok(())
+    }
+
+    /// Writes the current state to the store. Writes go one at a time and each takes
+    /// the state of its own moment, so the last write is always the latest state.
+    async fn persist(&self) {
+        let _persisting = self.inner.persisting.lock().await;
+        let record = {
+            let phase = self.phase();
+            if matches!(*phase, Phase::Unloaded) {
+                return;
+            }
+            ObjectRecord {
+                namespace: self.inner.class.namespace_key.clone(),
+                id: self.inner.id.to_string(),
+                name: self.name().map(str::to_string),
+                state: phase.state(),
+                container_id: phase.container_id().map(str::to_string),
+                started_at_ms: phase.instance().map(|i| i.started_at_ms),
+                updated_at_ms: now_ms(),
+            }
+        };
+        if let Err(e) = self.app().store.save_object(record).await {
+            tracing::warn!(object = %self.describe(), "could not record the state: {e}");
+        }
+    }
+}
+
+/// At most `max_chars` characters of `text`, with `…` if it was cut.
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max_chars).collect();
+    cut.push('…');
+    cut
+}

@@ -1,0 +1,117 @@
+//! Waiting until a started container serves, or learning why it will not.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::error::StartError;
+use super::instance::{Exit, Instance};
+use super::start::EXIT_REPORT;
+use super::Object;
+use crate::event::EventKind;
+use crate::lifecycle::{after, StopReason};
+use crate::readiness::{self, NotReady};
+use crate::runtime::{Endpoint, Signal};
+
+impl Object {
+    /// Waits until `ports` (the class's ports when `None`) answer. A container that never
+    /// becomes ready is not left running.
+    pub(super) async fn await_ready(
+        &self,
+        instance: &Arc<Instance>,
+        ports: Option<&[u16]>,
+    ) -> Result<(), StartError> {
+        self.phase().set_readying(instance, true);
+        let result = self.readiness(instance, ports).await;
+        self.phase().set_readying(instance, false);
+        match &result {
+            Ok(()) => {
+                if self.phase().become_healthy(instance) {
+                    self.inner.activity.renew();
+                    self.persist().await;
+                    instance.became_healthy.store(true, Ordering::Release);
+                    instance.healthy.notify_one();
+                    self.emit(
+                        &instance.container_id,
+                        EventKind::Healthy {
+                            elapsed: instance.started_at.elapsed(),
+                        },
+                    );
+                }
+                instance.wake.notify_one();
+            }
+            Err(StartError::ExitedWhileStarting { .. } | StartError::Interrupted { .. }) => {}
+            Err(_) => {
+                let _ = self
+                    .begin_stop(instance, StopReason::StartFailed, Signal::Kill)
+                    .await;
+                instance.exit(EXIT_REPORT).await;
+            }
+        }
+        result
+    }
+
+    /// Waits until the container's ports answer, or says why they will not.
+    async fn readiness(
+        &self,
+        instance: &Arc<Instance>,
+        ports: Option<&[u16]>,
+    ) -> Result<(), StartError> {
+        let opts = self.options();
+        let ports = ports
+            .map(<[u16]>::to_vec)
+            .unwrap_or_else(|| opts.ready_ports());
+        let mut exited = instance.exited.subscribe();
+        let exit_error = |exit: Option<Exit>| match exit {
+            Some(exit) if exit.reason == StopReason::Exited => StartError::ExitedWhileStarting {
+                object: self.describe(),
+                status: exit.status,
+                logs: exit.logs,
+            },
+            _ => StartError::Interrupted {
+                object: self.describe(),
+            },
+        };
+        for port in &ports {
+            if instance.endpoint().reaches(*port) {
+                continue;
+            }
+            if matches!(instance.endpoint(), Endpoint::Unreachable) {
+                // It exited before it got an address; its monitor reports how.
+                return Err(exit_error(instance.exit(EXIT_REPORT).await));
+            }
+            return Err(StartError::PortUnreachable {
+                object: self.describe(),
+                port: *port,
+            });
+        }
+        let probe_port = opts.default_port.or(ports.first().copied());
+        let probe = match (&opts.ping_endpoint, probe_port) {
+            (Some(endpoint), Some(port)) if instance.endpoint().reaches(port) => {
+                Some((port, endpoint.as_str()))
+            }
+            _ => None,
+        };
+        let limit = opts.port_ready_timeout;
+        let deadline = after(limit);
+        tokio::select! {
+            ready = readiness::wait_until_ready(&instance.pool, &ports, probe, deadline) => {
+                ready.map_err(|not_ready| match not_ready {
+                    NotReady::Port(port) => StartError::PortTimeout {
+                        object: self.describe(),
+                        port,
+                        timeout: limit,
+                    },
+                    NotReady::Probe { port, endpoint } => StartError::ProbeTimeout {
+                        object: self.describe(),
+                        port,
+                        endpoint,
+                        timeout: limit,
+                    },
+                })
+            }
+            exit = exited.wait_for(Option::is_some) => {
+                Err(exit_error(exit.ok().and_then(|e| e.clone())))
+            }
+        }
+    }
+}

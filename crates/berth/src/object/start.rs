@@ -1,0 +1,352 @@
+//! Starting an object's container: one start at a time, shared by everyone who waits.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
+use tokio::time::{timeout, Instant};
+
+use super::error::StartError;
+use super::hooks::ObjectError;
+use super::instance::Instance;
+use super::live::{Goal, Phase};
+use super::{monitor, Attempts, Object, StartOptions};
+use crate::event::EventKind;
+use crate::runtime::{ContainerSpec, Created, Endpoint, Identity};
+
+/// How long a new start waits for the object's previous container to exit.
+pub(super) const EXIT_REPORT: Duration = Duration::from_secs(30);
+
+impl Object {
+    /// Brings the container to `goal`, starting it if needed. Callers that queued behind
+    /// a start that failed get that start's error instead of starting again.
+    pub(super) async fn ensure(
+        &self,
+        goal: Goal,
+        options: Option<&StartOptions>,
+    ) -> Result<(), Arc<StartError>> {
+        let arrived = self.inner.finished_attempts.load(Ordering::Acquire);
+        let attempts = self.inner.starts.clone().lock_owned().await;
+        if self.phase().reached(&goal) {
+            return Ok(());
+        }
+        if let Some((number, error)) = &attempts.last_failure {
+            if *number > arrived {
+                return Err(error.clone());
+            }
+        }
+        // The attempt runs on its own task: a caller that gives up (a client that
+        // disconnects) must not leave a half-started container behind.
+        let object = self.clone();
+        let options = options.cloned();
+        self.app()
+            .spawn(async move { object.attempt(attempts, goal, options).await })
+            .await
+            .unwrap_or_else(|_| {
+                Err(Arc::new(StartError::Interrupted {
+                    object: self.describe(),
+                }))
+            })
+    }
+
+    async fn attempt(
+        &self,
+        mut attempts: OwnedMutexGuard<Attempts>,
+        goal: Goal,
+        options: Option<StartOptions>,
+    ) -> Result<(), Arc<StartError>> {
+        attempts.number += 1;
+        let number = attempts.number;
+        let result = self
+            .start_locked(&goal, options.as_ref())
+            .await
+            .map_err(Arc::new);
+        self.inner
+            .finished_attempts
+            .store(number, Ordering::Release);
+        if let Err(error) = &result {
+            attempts.last_failure = Some((number, error.clone()));
+            self.emit(
+                "",
+                EventKind::Error {
+                    message: error.to_string(),
+                },
+            );
+            // A container that exited while starting was already reported by its monitor;
+            // a start interrupted by a stop is no error of the container's.
+            if !matches!(
+                **error,
+                StartError::ExitedWhileStarting { .. } | StartError::Interrupted { .. }
+            ) {
+                let object = self.clone();
+                let error = ObjectError::Start((**error).clone());
+                self.app().spawn(async move {
+                    let hooks = object.inner.class.hooks.clone();
+                    hooks.on_error(&object, &error).await;
+                });
+            }
+        }
+        result
+    }
+
+    async fn start_locked(
+        &self,
+        goal: &Goal,
+        options: Option<&StartOptions>,
+    ) -> Result<(), StartError> {
+        self.load().await.map_err(|source| StartError::Store {
+            object: self.describe(),
+            source,
+        })?;
+        // A container on its way out: let it finish first.
+        let stopping = self.phase().stopping().cloned();
+        if let Some(old) = stopping {
+            let waited = self.options().stop_grace.saturating_add(EXIT_REPORT);
+            if old.exit(waited).await.is_none() {
+                return Err(StartError::StillStopping {
+                    object: self.describe(),
+                    waited,
+                });
+            }
+        }
+        let current = self.phase().instance().cloned();
+        let instance = match current {
+            Some(instance) => instance,
+            None => match self.adopt_leftover().await {
+                Some(instance) => instance,
+                None => self.launch(options).await?,
+            },
+        };
+        let ports = match goal {
+            Goal::Started => return Ok(()),
+            Goal::Healthy => None,
+            Goal::Ports(ports) => Some(ports.as_slice()),
+        };
+        self.await_ready(&instance, ports).await
+    }
+
+    /// What a new container of this object is made of: the class's options, overridden
+    /// by `options`.
+    fn spec(&self, options: Option<&StartOptions>) -> ContainerSpec {
+        let class = &self.inner.class;
+        let opts = &class.options;
+        let mut env = opts.env_vars.clone();
+        let mut entrypoint = opts.entrypoint.clone();
+        let mut enable_internet = opts.enable_internet;
+        if let Some(o) = options {
+            env.extend(o.env_vars.clone());
+            entrypoint = o.entrypoint.clone().or(entrypoint);
+            enable_internet = o.enable_internet.unwrap_or(enable_internet);
+        }
+        let mut ports = opts.ready_ports();
+        ports.extend(opts.default_port);
+        ports.sort_unstable();
+        ports.dedup();
+        let (nano_cpus, memory_bytes) = match opts.instance_type {
+            Some(t) => (
+                (t.vcpu * 1e9) as i64,
+                i64::try_from(t.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
+            ),
+            None => (0, 0),
+        };
+        ContainerSpec {
+            identity: Identity {
+                app: class.app.name.clone(),
+                class: opts.name.clone(),
+                object_id: self.inner.id,
+                object_name: self.name().map(str::to_string),
+                session: class.app.session.clone(),
+            },
+            image: class.image(),
+            env,
+            entrypoint,
+            labels: opts.labels.clone(),
+            ports,
+            enable_internet,
+            init: opts.init,
+            nano_cpus,
+            memory_bytes,
+        }
+    }
+
+    /// Creates and starts a container, and hands it to a monitor task.
+    async fn launch(&self, options: Option<&StartOptions>) -> Result<Arc<Instance>, StartError> {
+        let class = &self.inner.class;
+        let permit =
+            class
+                .limit
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| StartError::LimitReached {
+                    class: self.class_name().to_string(),
+                    max: self.options().max_instances,
+                })?;
+        self.phase().begin_start();
+        let launched = self.create_and_start(options).await;
+        let (created, endpoint, began) = match launched {
+            Ok(launched) => launched,
+            Err(e) => {
+                self.phase().start_failed();
+                return Err(e);
+            }
+        };
+        self.emit(
+            &created.id,
+            EventKind::Started {
+                container_name: created.name,
+                elapsed: began.elapsed(),
+            },
+        );
+        let (instance, stopped) = self.adopt(created.id, endpoint, began, permit).await;
+        if stopped {
+            return Err(StartError::Interrupted {
+                object: self.describe(),
+            });
+        }
+        Ok(instance)
+    }
+
+    /// The engine's create and start, within `start_timeout`. A container that was
+    /// created but could not be started is removed.
+    async fn create_and_start(
+        &self,
+        options: Option<&StartOptions>,
+    ) -> Result<(Created, Endpoint, Instant), StartError> {
+        let spec = self.spec(options);
+        let began = Instant::now();
+        let start_timeout = self.options().start_timeout;
+        let runtime_error = |source| StartError::Runtime {
+            object: self.describe(),
+            source,
+        };
+        let timed_out = || StartError::StartTimeout {
+            object: self.describe(),
+            timeout: start_timeout,
+        };
+        let runtime = self.app().runtime.clone();
+        let mut create = self.app().spawn(async move { runtime.create(&spec).await });
+        let created = match timeout(start_timeout, &mut create).await {
+            Ok(Ok(created)) => created.map_err(runtime_error)?,
+            Ok(Err(_)) => {
+                return Err(StartError::Interrupted {
+                    object: self.describe(),
+                })
+            }
+            Err(_) => {
+                // The engine may still create it: remove it once it has.
+                let runtime = self.app().runtime.clone();
+                self.app().spawn(async move {
+                    if let Ok(Ok(created)) = create.await {
+                        let _ = runtime.remove(&created.id).await;
+                    }
+                });
+                return Err(timed_out());
+            }
+        };
+        let started = timeout(
+            start_timeout.saturating_sub(began.elapsed()),
+            self.runtime().start(&created.id),
+        )
+        .await;
+        match started {
+            Ok(Ok(endpoint)) => Ok((created, endpoint, began)),
+            failed => {
+                if let Err(e) = self.runtime().remove(&created.id).await {
+                    tracing::warn!(
+                        "could not remove container {} after a failed start: {e}",
+                        created.id
+                    );
+                }
+                Err(match failed {
+                    Ok(Err(e)) => runtime_error(e),
+                    _ => timed_out(),
+                })
+            }
+        }
+    }
+
+    /// Makes `container_id` this object's running container and starts its monitor. A
+    /// stop asked for while it was being created is carried out now; the second value
+    /// says whether there was one.
+    async fn adopt(
+        &self,
+        container_id: String,
+        endpoint: Endpoint,
+        started_at: Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> (Arc<Instance>, bool) {
+        let instance = Arc::new(Instance::new(container_id, endpoint, started_at));
+        let stop = self.phase().adopt(instance.clone());
+        self.inner.activity.renew();
+        self.persist().await;
+        self.app()
+            .spawn(monitor::monitor(self.clone(), instance.clone(), permit));
+        if let Some((reason, signal)) = stop {
+            if let Err(e) = self.begin_stop(&instance, reason, signal).await {
+                tracing::warn!(object = %self.describe(), "could not stop the new container: {e}");
+            }
+        }
+        (instance, stop.is_some())
+    }
+
+    /// Takes over a container that an earlier berth process recorded for this object, if
+    /// it still runs the class's current image; removes it otherwise.
+    async fn adopt_leftover(&self) -> Option<Arc<Instance>> {
+        let container_id = self.phase().take_leftover()?;
+        let info = self.runtime().inspect(&container_id).await.ok();
+        match info {
+            Some(info)
+                if info.running
+                    && info
+                        .identity
+                        .as_ref()
+                        .is_some_and(|i| i.object_id == self.inner.id)
+                    && info.image == self.inner.class.image() =>
+            {
+                match (
+                    info.endpoint,
+                    self.inner.class.limit.clone().try_acquire_owned(),
+                ) {
+                    (Some(endpoint), Ok(permit)) => {
+                        self.emit(&container_id, EventKind::Adopted);
+                        let (instance, stopped) = self
+                            .adopt(container_id, endpoint, Instant::now(), permit)
+                            .await;
+                        return (!stopped).then_some(instance);
+                    }
+                    _ => {
+                        let _ = self.runtime().remove(&container_id).await;
+                    }
+                }
+            }
+            Some(_) => {
+                let _ = self.runtime().remove(&container_id).await;
+            }
+            None => {}
+        }
+        self.persist().await;
+        None
+    }
+
+    /// Takes over `container_id`, left running by an earlier berth process, if the store
+    /// records it as this object's container, it runs the class's current image, and it
+    /// is still healthy. Returns whether it was re-adopted; if not, it is removed.
+    pub(crate) async fn readopt(&self, container_id: &str) -> bool {
+        let _starts = self.inner.starts.lock().await;
+        if self.load().await.is_err() {
+            return false;
+        }
+        let recorded = matches!(
+            &*self.phase(),
+            Phase::Leftover { container_id: c, .. } if c == container_id
+        );
+        if !recorded {
+            return false;
+        }
+        match self.adopt_leftover().await {
+            Some(instance) => self.await_ready(&instance, None).await.is_ok(),
+            None => false,
+        }
+    }
+}

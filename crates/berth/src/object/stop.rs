@@ -1,0 +1,193 @@
+//! Stopping an object's container: on request, when it is idle, and once it has exited.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+
+use super::hooks::{Expiry, ObjectError, StopParams};
+use super::instance::{Exit, Instance};
+use super::start::EXIT_REPORT;
+use super::Object;
+use crate::event::EventKind;
+use crate::lifecycle::{after, StopReason};
+use crate::runtime::{ExitStatus, RuntimeError, Signal};
+
+/// How many log lines a start failure or a crash reports.
+const LOG_TAIL: usize = 20;
+
+impl Object {
+    /// Stops the container, if one runs or is being started; returns whether one was.
+    pub(crate) async fn stop_with(
+        &self,
+        reason: StopReason,
+        signal: Signal,
+    ) -> Result<bool, RuntimeError> {
+        let instance = {
+            let mut phase = self.phase();
+            match phase.instance().cloned() {
+                Some(instance) => Some(instance),
+                None if phase.stop_starting(reason, signal) => None,
+                None => return Ok(false),
+            }
+        };
+        let instance = match instance {
+            Some(instance) => {
+                self.begin_stop(&instance, reason, signal).await?;
+                instance
+            }
+            None => {
+                // A container is being created: its start carries out the stop as soon as
+                // the container exists. Wait for that.
+                let _starts = self.inner.starts.lock().await;
+                let Some(instance) = self.phase().instance().cloned() else {
+                    return Ok(true);
+                };
+                instance
+            }
+        };
+        let waited = self.options().stop_grace.saturating_add(EXIT_REPORT);
+        match instance.exit(waited).await {
+            Some(_) => Ok(true),
+            None => Err(RuntimeError::NoExit {
+                container: instance.container_id.clone(),
+                waited,
+            }),
+        }
+    }
+
+    /// Marks the container as stopping (so no new request is sent to it), signals it, and
+    /// arms the SIGKILL deadline in its monitor.
+    pub(super) async fn begin_stop(
+        &self,
+        instance: &Arc<Instance>,
+        reason: StopReason,
+        signal: Signal,
+    ) -> Result<(), RuntimeError> {
+        let kill_at = after(self.options().stop_grace);
+        let changed = self.phase().begin_stop(instance, reason, kill_at);
+        if !self.phase().is_current(instance) {
+            return Ok(());
+        }
+        if changed {
+            self.persist().await;
+            instance.wake.notify_one();
+        }
+        self.runtime().kill(&instance.container_id, signal).await
+    }
+
+    /// Called by the monitor when the idle deadline passed: asks the hooks, then puts the
+    /// container to sleep if it is still idle.
+    pub(super) async fn sleep_if_idle(&self, instance: &Arc<Instance>) {
+        let sleep_after = self.options().sleep_after;
+        let idle = {
+            let phase = self.phase();
+            phase.is_current(instance)
+                && phase
+                    .deadlines(instance, &self.inner.activity, sleep_after)
+                    .idle_at
+                    <= Some(tokio::time::Instant::now())
+        };
+        if !idle {
+            return;
+        }
+        let hooks = self.inner.class.hooks.clone();
+        if hooks.on_activity_expired(self).await == Expiry::KeepAwake {
+            self.renew_activity_timeout();
+            return;
+        }
+        let slept = self.phase().fall_asleep(
+            instance,
+            &self.inner.activity,
+            sleep_after,
+            self.options().stop_grace,
+        );
+        if !slept {
+            return;
+        }
+        self.persist().await;
+        self.emit(
+            &instance.container_id,
+            EventKind::Sleeping { idle: sleep_after },
+        );
+        if let Err(e) = self
+            .runtime()
+            .kill(&instance.container_id, Signal::Term)
+            .await
+        {
+            tracing::warn!(object = %self.describe(), "could not signal the container to stop: {e}");
+        }
+    }
+
+    /// Records the container's exit, removes it, and runs the hooks. Runs once per
+    /// container, on its monitor task.
+    pub(super) async fn finish(
+        &self,
+        instance: Arc<Instance>,
+        status: ExitStatus,
+        permit: OwnedSemaphorePermit,
+        on_start: Option<JoinHandle<()>>,
+    ) {
+        let reason = self.phase().stop_reason(&instance);
+        let logs = if reason == StopReason::Exited {
+            self.runtime()
+                .logs(&instance.container_id, LOG_TAIL)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        // Reported as soon as it is known; the removal that follows is cleanup.
+        self.emit(
+            &instance.container_id,
+            EventKind::Stopped {
+                exit_code: status.code,
+                reason,
+                oom_killed: status.oom_killed,
+                uptime: instance.started_at.elapsed(),
+            },
+        );
+        if let Err(e) = self.runtime().remove(&instance.container_id).await {
+            tracing::warn!(object = %self.describe(), "could not remove container {}: {e}", instance.container_id);
+        }
+        drop(permit);
+        self.phase().exit(&instance, status, reason);
+        self.persist().await;
+        let exit = Exit {
+            status,
+            reason,
+            logs,
+        };
+        instance.exited.send_replace(Some(exit.clone()));
+        // on_start comes before on_stop, even when it is slow.
+        if let Some(on_start) = on_start {
+            let _ = on_start.await;
+        }
+        let hooks = self.inner.class.hooks.clone();
+        // Exiting by itself is an error if it failed, or if it never became ready.
+        let healthy = instance.became_healthy.load(Ordering::Acquire);
+        if reason == StopReason::Exited && (status.code != 0 || status.oom_killed || !healthy) {
+            let error = ObjectError::Crashed {
+                status,
+                logs: exit.logs,
+            };
+            self.emit(
+                &instance.container_id,
+                EventKind::Error {
+                    message: error.to_string(),
+                },
+            );
+            hooks.on_error(self, &error).await;
+        }
+        hooks
+            .on_stop(
+                self,
+                StopParams {
+                    exit_code: status.code,
+                    reason,
+                },
+            )
+            .await;
+    }
+}

@@ -1,0 +1,100 @@
+//! Request handling in front of objects: Cloudflare's `export default { fetch }`.
+//!
+//! A [`Worker`] takes a request and the worker's bindings ([`Env`]) and answers. The
+//! declarative router of `berth.toml` is one worker; an async Rust function
+//! ([`worker_fn`]) is another. Requests and responses carry berth's [`Body`], so a worker
+//! can build requests of its own, and so can anything that calls one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Request, Response};
+
+use crate::http::Body;
+use crate::namespace::Namespace;
+
+/// What a binding gives the worker.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Binding {
+    /// The namespace of a container class: its objects, by name or id.
+    Container(Namespace),
+}
+
+/// A worker's bindings, by name. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Env {
+    bindings: Arc<BTreeMap<String, Binding>>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::default()
+    }
+
+    /// Binds `binding` as `name`, replacing what was bound there.
+    pub fn bind(&mut self, name: impl Into<String>, binding: Binding) {
+        Arc::make_mut(&mut self.bindings).insert(name.into(), binding);
+    }
+
+    /// What is bound as `name`.
+    pub fn get(&self, name: &str) -> Option<&Binding> {
+        self.bindings.get(name)
+    }
+
+    /// The container namespace bound as `name`, if that is what `name` binds.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        match self.bindings.get(name)? {
+            Binding::Container(namespace) => Some(namespace),
+        }
+    }
+
+    /// The names of every binding, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.bindings.keys().map(String::as_str)
+    }
+}
+
+/// Request handling in front of objects.
+#[async_trait]
+pub trait Worker: Send + Sync + 'static {
+    async fn fetch(&self, request: Request<Body>, env: &Env) -> Response<Body>;
+}
+
+/// A [`Worker`] from an async function, for custom routing:
+///
+/// ```no_run
+/// # use berth::worker::{worker_fn, Env};
+/// # use berth::Body;
+/// # use http::{Request, Response};
+/// async fn fetch(request: Request<Body>, env: Env) -> Response<Body> {
+///     let Some(containers) = env.namespace("MY_CONTAINER") else {
+///         return berth::http::error_response(http::StatusCode::INTERNAL_SERVER_ERROR, "unbound", "MY_CONTAINER is not bound");
+///     };
+///     containers.get_container(Some("container")).fetch(request).await
+/// }
+/// let worker = worker_fn(fetch);
+/// ```
+pub fn worker_fn<F, Fut>(f: F) -> FnWorker<F>
+where
+    F: Fn(Request<Body>, Env) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    FnWorker(f)
+}
+
+/// See [`worker_fn`].
+pub struct FnWorker<F>(F);
+
+#[async_trait]
+impl<F, Fut> Worker for FnWorker<F>
+where
+    F: Fn(Request<Body>, Env) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    async fn fetch(&self, request: Request<Body>, env: &Env) -> Response<Body> {
+        (self.0)(request, env.clone()).await
+    }
+}
