@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use berth::manifest::BuildSpec;
+use berth::build::BuildSpec;
 use berth::router::{Env, KeySource, PathPattern, Route, Router, Target};
 use berth::runtime::{labels, ContainerSpec};
 use berth::server::{serve_with, ServeOptions};
@@ -151,7 +151,7 @@ impl Bench {
             target: None,
             command: None,
         };
-        let image = berth::build::build(&runtime, &spec, &dir, &mut |_| {})
+        let image = berth::build::build(runtime.as_ref(), &spec, &dir, &mut |_| {})
             .await?
             .image;
         let app = App::new("bench", runtime.clone(), Store::open(dir.join("state.db"))?);

@@ -11,7 +11,8 @@ use toml::Spanned;
 
 use super::diagnose::{suggest, valid_name, valid_tag, Source};
 use super::raw::{RawBuild, RawContainer, RawManifest, RawRoute, RawWorker};
-use super::{BuildSpec, ContainerDef, ImageSource, Manifest, ManifestError, WorkerDef};
+use super::{ContainerDef, ImageSource, Manifest, ManifestError, WorkerDef};
+use crate::build::BuildSpec;
 use crate::class::ContainerClass;
 use crate::router::{KeySource, Route, Strategy, Target};
 

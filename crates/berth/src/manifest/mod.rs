@@ -15,6 +15,7 @@ mod raw;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::build::BuildSpec;
 use crate::class::ContainerClass;
 use crate::router::Route;
 use diagnose::Source;
@@ -65,22 +66,6 @@ pub enum ImageSource {
     Build(BuildSpec),
     /// A prebuilt image, used as is.
     Prebuilt(String),
-}
-
-/// How to build an image from a Dockerfile.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BuildSpec {
-    /// The image name (without registry prefix or tag).
-    pub name: String,
-    /// A fixed tag; `None`: a content hash of the build inputs.
-    pub tag: Option<String>,
-    pub context: PathBuf,
-    /// Relative to the context.
-    pub dockerfile: String,
-    pub args: BTreeMap<String, String>,
-    pub target: Option<String>,
-    /// A shell command run in the manifest's folder before the build.
-    pub command: Option<String>,
 }
 
 /// A worker: its bindings and its routes.
