@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use berth::manifest::BuildSpec;
+use berth::build::BuildSpec;
 use berth::router::{KeySource, PathPattern, Route, Router, Target};
 use berth::runtime::{ContainerSpec, Identity};
 use berth::server::{serve_with, ServeOptions};
@@ -60,7 +60,7 @@ impl Fixture {
             target: None,
             command: None,
         };
-        let image = berth::build::build(&runtime, &spec, &dir, &mut |_| {})
+        let image = berth::build::build(runtime.as_ref(), &spec, &dir, &mut |_| {})
             .await?
             .image;
         let app = App::new("bench", runtime.clone(), Store::open(dir.join("state.db"))?)?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::build::{self, BuildError};
+use crate::build::{self, BuildError, Builder};
 use crate::lifecycle::StopReason;
 use crate::manifest::{ImageSource, Manifest, ManifestError};
 use crate::namespace::Namespace;
@@ -194,7 +194,8 @@ async fn image_of(
                 .image)
         }
         ImageSource::Prebuilt(image) => {
-            if runtime.docker().inspect_image(image).await.is_err() {
+            // An engine that cannot answer counts as not having the image.
+            if !matches!(runtime.has_image(image).await, Ok(true)) {
                 return Err(DevError::PrebuiltMissing {
                     container: container.to_string(),
                     image: image.clone(),

@@ -1,65 +1,17 @@
-//! Images from Dockerfiles, through the Engine API.
+//! The build context: which files `.dockerignore` keeps, read once, then both hashed and
+//! archived, so that the hash describes exactly what the engine is sent.
 //!
-//! The context is read once: honouring `.dockerignore`, its files are hashed (with the
-//! Dockerfile path, the build args and the target) and sent as a tar. The hash is the
-//! default tag and is stored as a label on the image, so an unchanged context skips the
-//! build and a changed one rebuilds, whatever the tag.
+//! The ignore rules are Docker's, not git's: a pattern such as `*.log` matches at the top
+//! of the context only.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::BuildSpec;
-use crate::runtime::docker::DockerRuntime;
-
-/// The label on built images that records the hash of their inputs.
-pub const CONTENT_HASH_LABEL: &str = "berth.content-hash";
-/// The prefix of images built for `berth dev`; they are never pushed.
-pub const DEV_PREFIX: &str = "berth-dev";
-
-/// Why an image could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("build.command `{command}` for {image} failed ({status}); fix it, or run it by hand in {dir}")]
-    Command {
-        image: String,
-        command: String,
-        dir: PathBuf,
-        status: String,
-    },
-    #[error("cannot read the build context {path}: {reason}")]
-    Context { path: PathBuf, reason: String },
-    #[error(
-        "the Dockerfile {path} does not exist; set build.dockerfile (relative to build.context)"
-    )]
-    NoDockerfile { path: PathBuf },
-    #[error("building {image} failed{}: {message}\n{}", .step.as_ref().map(|s| format!(" at {s}")).unwrap_or_default(), .output.join("\n"))]
-    Failed {
-        image: String,
-        step: Option<String>,
-        message: String,
-        /// The last lines the build printed.
-        output: Vec<String>,
-    },
-    #[error("cannot reach the Docker Engine to build {image}: {reason}; start Docker or set DOCKER_HOST")]
-    Engine { image: String, reason: String },
-}
-
-/// What a build produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Built {
-    /// `berth-dev/<name>:<tag>`.
-    pub image: String,
-    pub content_hash: String,
-    /// The image was already there with the same inputs, so nothing was built.
-    pub up_to_date: bool,
-}
+use super::{BuildError, BuildSpec};
 
 /// A file of the build context.
-struct Entry {
+pub(super) struct Entry {
     path: String,
     kind: EntryKind,
 }
@@ -70,140 +22,9 @@ enum EntryKind {
     Symlink(PathBuf),
 }
 
-/// Runs `build.command` (in `manifest_dir`), then builds the image unless an image with
-/// the same inputs exists. Each line of output goes to `progress`.
-pub async fn build(
-    runtime: &DockerRuntime,
-    spec: &BuildSpec,
-    manifest_dir: &Path,
-    progress: &mut (dyn FnMut(&str) + Send),
-) -> Result<Built, BuildError> {
-    let image_name = format!("{DEV_PREFIX}/{}", spec.name);
-    if let Some(command) = &spec.command {
-        progress(&format!("running {command}"));
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .current_dir(manifest_dir)
-            .status()
-            .await;
-        let failure = match status {
-            Ok(s) if s.success() => None,
-            Ok(s) => Some(s.to_string()),
-            Err(e) => Some(format!("could not run sh: {e}")),
-        };
-        if let Some(status) = failure {
-            return Err(BuildError::Command {
-                image: image_name,
-                command: command.clone(),
-                dir: manifest_dir.to_path_buf(),
-                status,
-            });
-        }
-    }
-
-    let context = spec.context.clone();
-    let dockerfile = spec.dockerfile.clone();
-    let entries = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile))
-        .await
-        .map_err(|e| BuildError::Context {
-            path: spec.context.clone(),
-            reason: e.to_string(),
-        })??;
-    let hash = content_hash(&entries, spec);
-    let tag = spec.tag.clone().unwrap_or_else(|| hash[..12].to_string());
-    let image = format!("{image_name}:{tag}");
-    let docker = runtime.docker();
-
-    if let Ok(existing) = docker.inspect_image(&image).await {
-        let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
-        if labels.get(CONTENT_HASH_LABEL) == Some(&hash) {
-            progress(&format!("{image} is up to date"));
-            return Ok(Built {
-                image,
-                content_hash: hash,
-                up_to_date: true,
-            });
-        }
-    }
-
-    progress(&format!("building {image} from {}", spec.context.display()));
-    let archive = tar_of(&entries).map_err(|e| BuildError::Context {
-        path: spec.context.clone(),
-        reason: e.to_string(),
-    })?;
-    let labels = HashMap::from([(CONTENT_HASH_LABEL, hash.as_str())]);
-    let args: HashMap<&str, &str> = spec
-        .args
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut options = BuildImageOptionsBuilder::new()
-        .dockerfile(&spec.dockerfile)
-        .t(&image)
-        .rm(true)
-        .forcerm(true)
-        .labels(&labels)
-        .buildargs(&args);
-    if let Some(target) = &spec.target {
-        options = options.target(target);
-    }
-    let mut stream = docker.build_image(
-        options.build(),
-        None,
-        Some(bollard::body_full(archive.into())),
-    );
-    let mut step = None;
-    let mut output: Vec<String> = Vec::new();
-    while let Some(item) = stream.next().await {
-        let info = match item {
-            Ok(info) => info,
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
-            | Err(bollard::errors::Error::DockerStreamError { error: message }) => {
-                return Err(BuildError::Failed {
-                    image,
-                    step,
-                    message,
-                    output,
-                })
-            }
-            Err(e) => {
-                return Err(BuildError::Engine {
-                    image,
-                    reason: e.to_string(),
-                })
-            }
-        };
-        if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
-            for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-                if line.starts_with("Step ") || line.starts_with("#") {
-                    step = Some(line.to_string());
-                }
-                progress(line);
-                output.push(line.to_string());
-                if output.len() > 20 {
-                    output.remove(0);
-                }
-            }
-        }
-        if let Some(detail) = info.error_detail {
-            return Err(BuildError::Failed {
-                image,
-                step,
-                message: detail.message.unwrap_or_else(|| "the build failed".into()),
-                output,
-            });
-        }
-    }
-    progress(&format!("built {image}"));
-    Ok(Built {
-        image,
-        content_hash: hash,
-        up_to_date: false,
-    })
-}
-
-fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
+/// The hash of everything that makes the image: the files, the Dockerfile path, the
+/// target and the build args.
+pub(super) fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
     let mut hash = Sha256::new();
     let mut field = |bytes: &[u8]| {
         hash.update((bytes.len() as u64).to_le_bytes());
@@ -233,7 +54,8 @@ fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn tar_of(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
+/// The context as the tar archive engines take.
+pub(super) fn tar_of(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
     let mut archive = tar::Builder::new(Vec::new());
     for entry in entries {
         let mut header = tar::Header::new_gnu();
@@ -262,7 +84,7 @@ fn tar_of(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads the files of the context that `.dockerignore` keeps, in a stable order.
-fn read_context(context: &Path, dockerfile: &str) -> Result<Vec<Entry>, BuildError> {
+pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Vec<Entry>, BuildError> {
     let err = |path: &Path, e: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
         reason: e.to_string(),

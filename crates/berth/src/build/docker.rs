@@ -1,0 +1,128 @@
+//! [`Builder`] for [`DockerRuntime`]: images built by the Docker Engine, through `bollard`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::ImageInspect;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::{BuildError, Builder, ImageBuild, CONTENT_HASH_LABEL};
+use crate::runtime::docker::DockerRuntime;
+
+/// How many of the last lines of build output a failure shows.
+const OUTPUT_LINES: usize = 20;
+
+#[async_trait]
+impl Builder for DockerRuntime {
+    async fn has_image(&self, image: &str) -> Result<bool, BuildError> {
+        Ok(inspect(self.docker(), image).await?.is_some())
+    }
+
+    async fn recorded_hash(&self, image: &str) -> Result<Option<String>, BuildError> {
+        Ok(inspect(self.docker(), image)
+            .await?
+            .and_then(|existing| existing.config)
+            .and_then(|config| config.labels)
+            .and_then(|mut labels| labels.remove(CONTENT_HASH_LABEL)))
+    }
+
+    async fn build_image(
+        &self,
+        build: ImageBuild<'_>,
+        progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
+    ) -> Result<(), BuildError> {
+        send(self.docker(), build, progress).await
+    }
+}
+
+/// The image, or `None` if the engine does not have it.
+async fn inspect(docker: &Docker, image: &str) -> Result<Option<ImageInspect>, BuildError> {
+    match docker.inspect_image(image).await {
+        Ok(found) => Ok(Some(found)),
+        Err(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(BuildError::Engine {
+            image: image.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Sends the build and streams its output to `progress`, remembering the step it is at
+/// and the last lines, so that a failure says where and shows why.
+async fn send(
+    docker: &Docker,
+    build: ImageBuild<'_>,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), BuildError> {
+    let spec = build.spec;
+    let image = build.image;
+    let labels = HashMap::from([(CONTENT_HASH_LABEL, build.content_hash)]);
+    let args: HashMap<&str, &str> = spec
+        .args
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut options = BuildImageOptionsBuilder::new()
+        .dockerfile(&spec.dockerfile)
+        .t(image)
+        .rm(true)
+        .forcerm(true)
+        .labels(&labels)
+        .buildargs(&args);
+    if let Some(target) = &spec.target {
+        options = options.target(target);
+    }
+    let mut stream = docker.build_image(
+        options.build(),
+        None,
+        Some(bollard::body_full(build.context.into())),
+    );
+    let mut step = None;
+    let mut output: Vec<String> = Vec::new();
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(BollardError::DockerResponseServerError { message, .. })
+            | Err(BollardError::DockerStreamError { error: message }) => {
+                return Err(BuildError::Failed {
+                    image: image.to_string(),
+                    step,
+                    message,
+                    output,
+                })
+            }
+            Err(e) => {
+                return Err(BuildError::Engine {
+                    image: image.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+            for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                if line.starts_with("Step ") || line.starts_with("#") {
+                    step = Some(line.to_string());
+                }
+                progress(line);
+                output.push(line.to_string());
+                if output.len() > OUTPUT_LINES {
+                    output.remove(0);
+                }
+            }
+        }
+        if let Some(detail) = info.error_detail {
+            return Err(BuildError::Failed {
+                image: image.to_string(),
+                step,
+                message: detail.message.unwrap_or_else(|| "the build failed".into()),
+                output,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! From the manifest as written to the model: defaults filled in, relative paths
+//! anchored, and the checks that span more than one value (names, tags, bindings that
+//! must name containers, routes that must name bindings and path parameters).
+//!
+//! Checks run in the order of the file, and the first failure is the error.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::diagnose::{suggest, valid_name, valid_tag, Source};
+use super::raw::{RawBuild, RawContainer, RawManifest, RawRoute, RawWorker};
+use super::{ContainerDef, ImageSource, Manifest, ManifestError, WorkerDef};
+use crate::build::BuildSpec;
+use crate::class::ContainerClass;
+use crate::router::{KeySource, Route, Strategy, Target};
+
+/// The whole manifest; `dir` is the folder relative paths start from.
+pub(super) fn manifest(
+    raw: &RawManifest,
+    dir: &Path,
+    source: &Source,
+) -> Result<Manifest, ManifestError> {
+    let name = raw.name.get_ref().clone();
+    if !valid_name(&name) {
+        return Err(source.error(
+            raw.name.span(),
+            "name",
+            format!("{name:?} is not a valid app name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"),
+        ));
+    }
+    let containers = raw
+        .containers
+        .iter()
+        .map(|(id, spanned)| container(id, spanned, dir, source))
+        .collect::<Result<Vec<_>, _>>()?;
+    unique_class_names(&containers, raw, source)?;
+    let known: Vec<&str> = raw.containers.keys().map(String::as_str).collect();
+    let workers = raw
+        .workers
+        .iter()
+        .map(|(name, spanned)| worker(name, spanned, &known, source))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Manifest {
+        name,
+        dir: dir.to_path_buf(),
+        containers,
+        workers,
+    })
+}
+
+/// One `[containers.<id>]` table.
+fn container(
+    id: &str,
+    spanned: &Spanned<RawContainer>,
+    dir: &Path,
+    source: &Source,
+) -> Result<ContainerDef, ManifestError> {
+    let key = format!("containers.{id}");
+    let image = image_source(id, &key, spanned, dir, source)?;
+    let class = class_options(id, &key, spanned.get_ref(), source)?;
+    Ok(ContainerDef {
+        id: id.to_string(),
+        image,
+        class,
+    })
+}
+
+/// A prebuilt `image`, or else a build (with every build option defaulted).
+fn image_source(
+    id: &str,
+    key: &str,
+    spanned: &Spanned<RawContainer>,
+    dir: &Path,
+    source: &Source,
+) -> Result<ImageSource, ManifestError> {
+    let c = spanned.get_ref();
+    match (&c.image, &c.build) {
+        (Some(image), Some(_)) => Err(source.error(
+            image.span(),
+            &format!("{key}.image"),
+            "give either image (prebuilt) or build, not both".into(),
+        )),
+        (Some(image), None) => Ok(ImageSource::Prebuilt(image.get_ref().clone())),
+        (None, build) => {
+            let default_build = RawBuild::default();
+            let b = build.as_ref().unwrap_or(&default_build);
+            let image_name = c
+                .name
+                .as_ref()
+                .map(|n| n.get_ref().clone())
+                .unwrap_or_else(|| id.to_string());
+            if !valid_name(&image_name) {
+                let span = c
+                    .name
+                    .as_ref()
+                    .map(|n| n.span())
+                    .unwrap_or_else(|| spanned.span());
+                return Err(source.error(span, &format!("{key}.name"), format!(
+                    "{image_name:?} is not a valid image name; use lowercase letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if let Some(tag) = &c.tag {
+                if !valid_tag(tag.get_ref()) {
+                    return Err(source.error(tag.span(), &format!("{key}.tag"), format!(
+                        "{:?} is not a valid tag; use up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+                        tag.get_ref()
+                    )));
+                }
+            }
+            Ok(ImageSource::Build(BuildSpec {
+                name: image_name,
+                tag: c.tag.as_ref().map(|t| t.get_ref().clone()),
+                context: dir.join(b.context.as_deref().unwrap_or(".")),
+                dockerfile: b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()),
+                args: b.args.clone(),
+                target: b.target.clone(),
+                command: b.command.clone(),
+            }))
+        }
+    }
+}
+
+/// The class options; what the manifest leaves out keeps [`ContainerClass::new`]'s
+/// default. The image is left empty, to be filled in once it is built.
+fn class_options(
+    id: &str,
+    key: &str,
+    c: &RawContainer,
+    source: &Source,
+) -> Result<ContainerClass, ManifestError> {
+    let class_name = c.class_name.clone().unwrap_or_else(|| id.to_string());
+    let mut class = ContainerClass::new(class_name, String::new());
+    let rc = &c.class;
+    class.default_port = rc.default_port.as_ref().map(|p| p.0);
+    class.required_ports = rc.required_ports.iter().map(|p| p.0).collect();
+    if let Some(d) = &rc.sleep_after {
+        class.sleep_after = d.0;
+    }
+    class.env_vars = rc.env_vars.clone();
+    class.entrypoint = rc.entrypoint.clone();
+    if let Some(v) = rc.enable_internet {
+        class.enable_internet = v;
+    }
+    if let Some(p) = &rc.ping_endpoint {
+        class.ping_endpoint = p.0.clone();
+    }
+    class.labels = rc.labels.clone();
+    if let Some(d) = &rc.start_timeout {
+        class.start_timeout = d.0;
+    }
+    if let Some(d) = &rc.port_ready_timeout {
+        class.port_ready_timeout = d.0;
+    }
+    if let Some(d) = &rc.stop_grace {
+        class.stop_grace = d.0;
+    }
+    if let Some(max) = &c.max_instances {
+        if *max.get_ref() == 0 {
+            return Err(source.error(
+                max.span(),
+                &format!("{key}.max_instances"),
+                "must be at least 1".into(),
+            ));
+        }
+        class.max_instances = *max.get_ref();
+    }
+    class.instance_type = c.instance_type.as_ref().map(|t| t.0);
+    Ok(class)
+}
+
+/// Class names identify containers to the engine, so two containers cannot share one.
+fn unique_class_names(
+    containers: &[ContainerDef],
+    raw: &RawManifest,
+    source: &Source,
+) -> Result<(), ManifestError> {
+    let mut class_names = BTreeMap::new();
+    for (def, (_, spanned)) in containers.iter().zip(&raw.containers) {
+        if let Some(other) = class_names.insert(def.class.name.clone(), def.id.clone()) {
+            return Err(source.error(spanned.span(), &format!("containers.{}.class_name", def.id), format!(
+                "class {} is already used by containers.{other}; each container needs its own class_name",
+                def.class.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One `[workers.<name>]` table; `known` are the container resource ids.
+fn worker(
+    worker_name: &str,
+    spanned: &Spanned<RawWorker>,
+    known: &[&str],
+    source: &Source,
+) -> Result<WorkerDef, ManifestError> {
+    let w = spanned.get_ref();
+    let key = format!("workers.{worker_name}");
+    let mut bindings = BTreeMap::new();
+    for (binding, target) in &w.bindings {
+        if !known.contains(&target.get_ref().as_str()) {
+            return Err(source.error(
+                target.span(),
+                &format!("{key}.bindings.{binding}"),
+                format!(
+                    "binds container {:?}, which is not defined; defined containers: {}{}",
+                    target.get_ref(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    },
+                    suggest(target.get_ref(), known),
+                ),
+            ));
+        }
+        bindings.insert(binding.clone(), target.get_ref().clone());
+    }
+    if w.routes.is_empty() {
+        return Err(source.error(spanned.span(), &key, format!(
+            "has no routes; add routes = [{{ path = \"/*\", binding = \"{}\", instance = \"container\" }}]",
+            bindings.keys().next().map(String::as_str).unwrap_or("MY_CONTAINER")
+        )));
+    }
+    let routes = w
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| route(&format!("{key}.routes[{i}]"), r, &bindings, source))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(WorkerDef {
+        name: worker_name.to_string(),
+        bindings,
+        routes,
+    })
+}
+
+/// One route: its binding must be the worker's, and a name taken from a path parameter
+/// needs that parameter in the path.
+fn route(
+    route_key: &str,
+    route: &Spanned<RawRoute>,
+    bindings: &BTreeMap<String, String>,
+    source: &Source,
+) -> Result<Route, ManifestError> {
+    let r = route.get_ref();
+    let binding_names: Vec<&str> = bindings.keys().map(String::as_str).collect();
+    if !bindings.contains_key(&r.binding) {
+        return Err(source.error(
+            route.span(),
+            &format!("{route_key}.binding"),
+            format!(
+                "{:?} is not a binding of this worker; bindings: {}{}",
+                r.binding,
+                if binding_names.is_empty() {
+                    "none".to_string()
+                } else {
+                    binding_names.join(", ")
+                },
+                suggest(&r.binding, &binding_names),
+            ),
+        ));
+    }
+    let path_params = |from: &KeySource| match from {
+        KeySource::Path(p) if !r.path.0.has_param(p) => Some(p.clone()),
+        _ => None,
+    };
+    let missing = match &r.instance.0 {
+        Target::From(from)
+        | Target::Pool {
+            strategy: Strategy::Hash(from),
+            ..
+        } => path_params(from),
+        _ => None,
+    };
+    if let Some(param) = missing {
+        return Err(source.error(
+            route.span(),
+            &format!("{route_key}.instance"),
+            format!(
+                "takes path parameter {param:?}, but path {} has no :{param} segment",
+                r.path.0.as_str()
+            ),
+        ));
+    }
+    Ok(Route {
+        path: r.path.0.clone(),
+        binding: r.binding.clone(),
+        target: r.instance.0.clone(),
+        strip_prefix: r.strip_prefix,
+    })
+}
