@@ -1,13 +1,15 @@
 //! `berth dev`: serve the app until Ctrl-C, then leave nothing running.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use berth::dev::Session;
-use berth::server::{serve_with, ServeOptions};
+use berth::manifest::Manifest;
+use berth::server::ServeOptions;
+use berth::session::{self, Session};
+use berth::DockerRuntime;
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -16,60 +18,39 @@ use tokio::sync::watch;
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
+    let manifest = Manifest::load(dir)?;
+    let engine = Arc::new(DockerRuntime::connect().await?);
     let mut progress = |line: &str| eprintln!("{} {line}", clock());
-    let session = Session::open(dir, &mut progress).await?;
+    let session = Session::open(manifest, engine.clone(), engine, &mut progress).await?;
     let session = Arc::new(session);
     show_events(&session);
 
-    let mut listeners = Vec::new();
-    for (i, handle) in session.workers().iter().enumerate() {
-        let port = if port == 0 {
-            0
-        } else {
-            port.saturating_add(i as u16)
-        };
-        let addr = SocketAddr::new(host, port);
-        let listener = match berth::server::bind(addr) {
-            Ok(listener) => listener,
-            Err(e) => {
-                session.shutdown().await.ok();
-                anyhow::bail!("cannot listen on {addr}: {e}; pick another port with --port");
-            }
-        };
-        listeners.push((handle, listener));
+    let listening = match session.listen(host, port) {
+        Ok(listening) => listening,
+        Err(e) => {
+            session.shutdown().await.ok();
+            return Err(e.into());
+        }
+    };
+    for l in &listening {
+        match listening.len() {
+            1 => println!("Ready on http://{}", l.addr),
+            _ => println!("Ready on http://{} (worker {})", l.addr, l.worker),
+        }
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut servers = Vec::new();
-    for (handle, listener) in listeners {
-        let addr = listener.local_addr().context("the router's address")?;
-        let worker_note = if session.workers().len() > 1 {
-            format!(" (worker {})", handle.name)
-        } else {
-            String::new()
-        };
-        println!("Ready on http://{addr}{worker_note}");
-        let mut stop = stop_rx.clone();
-        let options = ServeOptions {
-            drain: DRAIN,
-            // A thread per core, each serving its own connections end to end.
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            ..ServeOptions::default()
-        };
-        servers.push(tokio::spawn(serve_with(
-            listener,
-            handle.worker.clone(),
-            handle.env.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-            options,
-        )));
-    }
-    if servers.is_empty() {
+    if listening.is_empty() {
         eprintln!("{} berth.toml has no workers, so nothing is served; add [workers.NAME] with bindings and routes", clock());
     }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let options = ServeOptions {
+        drain: DRAIN,
+        // A thread per core, each serving its own connections end to end.
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        ..ServeOptions::default()
+    };
+    let serving = tokio::spawn(session::serve(listening, stop_rx, options));
     eprintln!("{} type r and Enter to rebuild; Ctrl-C to stop", clock());
 
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
@@ -100,22 +81,20 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
         clock()
     );
     // A second Ctrl-C removes everything at once.
-    let force_session = session.clone();
+    let forced = session.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = interrupt.recv() => {},
             _ = terminate.recv() => {},
         }
         eprintln!("{} forced: removing containers now", clock());
-        if let Err(e) = force_session.app.sweep().await {
+        if let Err(e) = forced.app.sweep().await {
             eprintln!("{} could not remove every container: {e}", clock());
         }
         std::process::exit(130);
     });
     let _ = stop_tx.send(true);
-    for server in servers {
-        let _ = server.await;
-    }
+    let _ = serving.await;
     let stopped = session
         .shutdown()
         .await

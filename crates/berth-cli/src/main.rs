@@ -1,4 +1,5 @@
 //! The `berth` command: a thin layer over the `berth` library.
+#![forbid(unsafe_code)]
 
 mod dev;
 mod ps;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use berth::app::{list_objects, ObjectStatus};
-use berth::dev::STATE_DIR;
+use berth::session::STATE_DIR;
 use berth::{DockerRuntime, Runtime, Store};
 
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// Imports point down this list; a module and its own children may refer to each other.
 // Floor 1: the shared vocabulary.
 pub mod activity;
 pub mod class;
@@ -36,17 +37,21 @@ mod context;
 mod readiness;
 // Floor 4: the object.
 pub mod object;
-// Floor 5 and up: names, apps, workers, and what is in front of them.
-pub mod app;
-pub mod build;
-pub mod dev;
-pub mod manifest;
+// Floor 5: names to objects.
 pub mod namespace;
+// Floor 6: apps and workers.
+pub mod app;
+pub mod worker;
+// Floor 7: what stands in front.
+pub mod build;
+pub mod manifest;
 pub mod router;
 pub mod server;
-pub mod worker;
+// Floor 8: what the commands run.
+pub mod session;
 
 pub use app::App;
+pub use build::Builder;
 pub use class::{parse_duration, ContainerClass, InstanceType};
 pub use event::{Event, EventKind};
 pub use http::{switch_port, Body, BoxError, TARGET_PORT_HEADER};

@@ -1,6 +1,6 @@
 //! Raw bytes at the router's socket: whatever a client sends, berth answers with HTTP or
 //! closes, never panics, and keeps serving. No container is needed: the engine behind
-//! this router is unreachable, so every request that routes gets a 503.
+//! this router is the in-memory fake, taken down, so every request that routes gets a 503.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -176,7 +176,7 @@ fn after_the_noise_berth_still_answers_and_never_panicked() {
     let answer = exchange(VALID.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(
-        answer.contains("cannot reach the Docker Engine at nowhere"),
+        answer.contains("cannot reach the fake engine"),
         "{answer}"
     );
     let answer = exchange(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -541,3 +541,54 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period() {
         "SIGKILLed"
     );
 }
+
+/// An app that installs no SIGTERM handler (busybox `httpd`, a shell-script server)
+/// ignores SIGTERM as PID 1. Under the init process berth runs by default it stops when
+/// asked; without it, it is killed at the end of the grace period, and an event says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_without_a_sigterm_handler_stops_when_asked_under_the_init_process() {
+    let t = TestApp::new("no-handler").await;
+    let mut events = t.app.events();
+    let mut with_init = t.class("WithInit").await;
+    with_init
+        .env_vars
+        .insert("NO_SIGNAL_HANDLERS".into(), "1".into());
+    with_init.stop_grace = Duration::from_secs(30);
+    let mut without_init = with_init.clone();
+    without_init.name = "WithoutInit".into();
+    without_init.init = false;
+    without_init.stop_grace = Duration::from_secs(1);
+
+    for (class, code) in [(with_init, 143), (without_init, 137)] {
+        let name = class.name.clone();
+        let hooks = Arc::new(Recorder::default());
+        let ns = t.app.namespace(class, hooks.clone());
+        let object = ns.get_by_name("plain");
+        let (status, _) = text(object.fetch(request("/")).await).await;
+        assert_eq!(status, StatusCode::OK);
+        object.stop(Signal::Term).await.expect("stop");
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                hooks.count("stop") == 1
+            })
+            .await
+        );
+        assert_eq!(
+            hooks.events().last().cloned(),
+            Some(format!("stop {code} stop requested")),
+            "{name}: 143 is SIGTERM through the init process, 137 is SIGKILL"
+        );
+    }
+    let mut killed = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if matches!(event.kind, berth::EventKind::Killed { .. }) {
+            killed.push(event.class);
+        }
+    }
+    assert_eq!(
+        killed,
+        ["WithoutInit"],
+        "only the container without init needed SIGKILL"
+    );
+    assert!(t.containers().await.is_empty());
+}

@@ -12,12 +12,16 @@
 //! - `EXTRA_PORTS`: comma separated list of additional ports, same handler.
 //! - `STARTUP_DELAY_MS`: milliseconds to sleep before listening (default 0).
 //! - `IGNORE_SIGTERM=1`: ignore SIGTERM, as an app that does not stop when asked.
+//! - `NO_SIGNAL_HANDLERS=1`: install no signal handler at all, as busybox `httpd` or a
+//!   shell-script server: as PID 1 such an app never sees SIGTERM; under an init process
+//!   SIGTERM's default action ends it.
 //! - `WORKERS`: server threads (default 1).
 //! - `MESSAGE`: text appended to the `/` greeting.
 //!
 //! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/routes`,
 //! `/connect/<ip:port>`, `/echo`,
 //! `/headers`, `/port`, `/ws`; anything else is a 404.
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -96,6 +100,10 @@ fn main() {
 }
 
 async fn serve_until_signalled() {
+    if std::env::var("NO_SIGNAL_HANDLERS").is_ok_and(|v| v == "1") {
+        run().await;
+        std::process::exit(0);
+    }
     // Install the handlers first so that signals are honoured even during
     // the startup delay.
     let mut sigterm =

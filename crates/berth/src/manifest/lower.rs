@@ -156,6 +156,9 @@ fn class_options(
     if let Some(d) = &rc.stop_grace {
         class.stop_grace = d.0;
     }
+    if let Some(init) = rc.init {
+        class.init = init;
+    }
     if let Some(max) = &c.max_instances {
         if *max.get_ref() == 0 {
             return Err(source.error(

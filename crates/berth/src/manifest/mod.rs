@@ -149,6 +149,7 @@ routes = [
         assert_eq!(c.class.default_port, Some(8080));
         assert_eq!(c.class.sleep_after, Duration::from_secs(180));
         assert_eq!(c.class.instance_type.map(|t| t.memory_mib), Some(256));
+        assert!(c.class.init, "an init process by default");
         let ImageSource::Build(b) = &c.image else {
             panic!("a build")
         };
@@ -177,6 +178,15 @@ routes = [
             }
         );
         assert_eq!(w.routes[3].target, Target::Fixed("container".into()));
+    }
+
+    #[test]
+    fn the_init_process_can_be_turned_off() {
+        let text = SEED.replace("default_port = 8080", "default_port = 8080\ninit = false");
+        let m = parse(&text).expect("valid");
+        assert!(!m.containers[0].class.init);
+        let e = error(&SEED.replace("default_port = 8080", "default_port = 8080\ninit = \"no\""));
+        assert!(e.contains("containers.my-container.class.init"), "{e}");
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub(super) struct RawClass {
     pub(super) start_timeout: Option<DurationValue>,
     pub(super) port_ready_timeout: Option<DurationValue>,
     pub(super) stop_grace: Option<DurationValue>,
+    pub(super) init: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,275 @@
+//! A development session: what `berth dev` does, from a folder with a `berth.toml` to
+//! workers serving on local ports, and back to nothing left running.
+//!
+//! The engine and the image builder are handed in, so that a session runs on whatever
+//! engine the caller connected to. The app's state lives in `<dir>/.berth/` (ignored by
+//! git), locked so that two sessions of one app cannot remove each other's containers.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::build::{self, BuildError, Builder};
+use crate::id::RandomError;
+use crate::lifecycle::StopReason;
+use crate::manifest::{ImageSource, Manifest};
+use crate::namespace::Namespace;
+use crate::object::NoHooks;
+use crate::router::{Router, RouterError};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::server::{self, ServeOptions};
+use crate::store::{Store, StoreError};
+use crate::worker::{Binding, Env, Worker};
+
+/// The folder, inside the app's folder, that holds berth's state.
+pub const STATE_DIR: &str = ".berth";
+
+/// Why a session could not start, serve or rebuild.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Engine(#[from] RuntimeError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    State(#[from] StoreError),
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    #[error("cannot use {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("another berth session is running for {dir}; stop it first (its lock is {lock})")]
+    Busy { dir: PathBuf, lock: PathBuf },
+    #[error("image {image:?} of container {container} is not in the container engine, and berth dev never pulls; pull or build it, or give the container a build")]
+    PrebuiltMissing { container: String, image: String },
+    #[error("cannot listen on {addr}: {reason}; pick another port with --port")]
+    Listen { addr: SocketAddr, reason: String },
+}
+
+/// A worker ready to serve.
+pub struct WorkerHandle {
+    pub name: String,
+    pub worker: Arc<dyn Worker>,
+    pub env: Env,
+}
+
+/// A worker's listening socket, bound and not yet serving.
+pub struct Listening {
+    /// The worker's name.
+    pub worker: String,
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    handler: Arc<dyn Worker>,
+    env: Env,
+}
+
+/// A running development session.
+pub struct Session {
+    pub manifest: Manifest,
+    pub app: App,
+    builder: Arc<dyn Builder>,
+    /// Container resource id → its namespace.
+    namespaces: BTreeMap<String, Namespace>,
+    workers: Vec<WorkerHandle>,
+    _lock: File,
+}
+
+impl Session {
+    /// Takes the app's lock, builds the images with `builder`, re-adopts or removes
+    /// containers left on `runtime` by an earlier session that was killed, and prepares
+    /// the workers. Progress lines go to `progress`.
+    pub async fn open(
+        manifest: Manifest,
+        runtime: Arc<dyn Runtime>,
+        builder: Arc<dyn Builder>,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Session, SessionError> {
+        let dir = manifest.dir.clone();
+        let (lock, store) = tokio::task::spawn_blocking(move || claim_state(&dir))
+            .await
+            .map_err(|e| SessionError::Io {
+                path: manifest.dir.join(STATE_DIR),
+                reason: e.to_string(),
+            })??;
+        let app = App::new(&manifest.name, runtime, store)?;
+        let mut namespaces = BTreeMap::new();
+        for def in &manifest.containers {
+            let image =
+                image_of(builder.as_ref(), &manifest, &def.id, &def.image, progress).await?;
+            let mut class = def.class.clone();
+            class.image = image;
+            namespaces.insert(def.id.clone(), app.namespace(class, Arc::new(NoHooks)));
+        }
+        let recovery = app.recover().await?;
+        if recovery.adopted > 0 {
+            progress(&format!(
+                "re-adopted {} running container(s) of an earlier session of {}",
+                recovery.adopted, manifest.name
+            ));
+        }
+        if recovery.removed > 0 {
+            progress(&format!(
+                "removed {} container(s) left behind by an earlier session of {}",
+                recovery.removed, manifest.name
+            ));
+        }
+        let mut workers = Vec::new();
+        for def in &manifest.workers {
+            let mut env = Env::new();
+            for (binding, container) in &def.bindings {
+                if let Some(ns) = namespaces.get(container) {
+                    env.bind(binding.clone(), Binding::Container(ns.clone()));
+                }
+            }
+            let router = Router::new(def.routes.clone(), &env)?;
+            workers.push(WorkerHandle {
+                name: def.name.clone(),
+                worker: Arc::new(router),
+                env,
+            });
+        }
+        Ok(Session {
+            manifest,
+            app,
+            builder,
+            namespaces,
+            workers,
+            _lock: lock,
+        })
+    }
+
+    pub fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
+    /// Binds one socket per worker on `host`: the first on `port`, each further worker
+    /// on the next port (0: free ports).
+    pub fn listen(&self, host: IpAddr, port: u16) -> Result<Vec<Listening>, SessionError> {
+        let mut listening = Vec::new();
+        for (i, handle) in self.workers.iter().enumerate() {
+            let port = match port {
+                0 => 0,
+                p => p.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
+            };
+            let addr = SocketAddr::new(host, port);
+            let listen_error = |e: std::io::Error| SessionError::Listen {
+                addr,
+                reason: e.to_string(),
+            };
+            let listener = server::bind(addr).map_err(listen_error)?;
+            let addr = listener.local_addr().map_err(listen_error)?;
+            listening.push(Listening {
+                worker: handle.name.clone(),
+                addr,
+                listener,
+                handler: handle.worker.clone(),
+                env: handle.env.clone(),
+            });
+        }
+        Ok(listening)
+    }
+
+    /// Rebuilds every image; where one changed, new containers use it and running ones
+    /// are replaced (stopped, to be started again by the next request). Returns how many
+    /// containers were replaced.
+    pub async fn rebuild(
+        &self,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<usize, SessionError> {
+        let mut replaced = 0;
+        for def in &self.manifest.containers {
+            let Some(namespace) = self.namespaces.get(&def.id) else {
+                continue;
+            };
+            let image = image_of(
+                self.builder.as_ref(),
+                &self.manifest,
+                &def.id,
+                &def.image,
+                progress,
+            )
+            .await?;
+            if image != namespace.image() {
+                namespace.set_image(&image);
+                replaced += namespace.stop_all(StopReason::Replaced).await;
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// Stops and removes every container of the session.
+    pub async fn shutdown(&self) -> Result<usize, RuntimeError> {
+        self.app.shutdown().await
+    }
+}
+
+/// Serves every bound worker until `stop` turns true, then lets requests in flight
+/// finish for up to `options.drain` while new ones get a 503.
+pub async fn serve(listening: Vec<Listening>, stop: watch::Receiver<bool>, options: ServeOptions) {
+    let servers = listening.into_iter().map(|l| {
+        let mut stop = stop.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        server::serve_with(l.listener, l.handler, l.env, shutdown, options.clone())
+    });
+    futures_util::future::join_all(servers).await;
+}
+
+/// Creates `<dir>/.berth` (ignored by git), takes its lock and opens its store. Blocks.
+fn claim_state(dir: &Path) -> Result<(File, Store), SessionError> {
+    let state_dir = dir.join(STATE_DIR);
+    let io = |path: &Path, e: std::io::Error| SessionError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(&state_dir).map_err(|e| io(&state_dir, e))?;
+    let gitignore = state_dir.join(".gitignore");
+    if !gitignore.exists() {
+        std::fs::write(&gitignore, "# berth's local state\n*\n").map_err(|e| io(&gitignore, e))?;
+    }
+    let lock_path = state_dir.join("lock");
+    let lock = File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(SessionError::Busy {
+            dir: dir.to_path_buf(),
+            lock: lock_path,
+        });
+    }
+    let store = Store::open(state_dir.join("state.db"))?;
+    Ok((lock, store))
+}
+
+async fn image_of(
+    builder: &dyn Builder,
+    manifest: &Manifest,
+    container: &str,
+    source: &ImageSource,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<String, SessionError> {
+    match source {
+        ImageSource::Build(spec) => {
+            let mut prefixed = |line: &str| progress(&format!("[build {container}] {line}"));
+            Ok(build::build(builder, spec, &manifest.dir, &mut prefixed)
+                .await?
+                .image)
+        }
+        ImageSource::Prebuilt(image) => {
+            // An engine that cannot answer counts as not having the image.
+            if !matches!(builder.has_image(image).await, Ok(true)) {
+                return Err(SessionError::PrebuiltMissing {
+                    container: container.to_string(),
+                    image: image.clone(),
+                });
+            }
+            Ok(image.clone())
+        }
+    }
+}
