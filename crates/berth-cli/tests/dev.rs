@@ -624,3 +624,41 @@ fn a_port_in_use_is_a_clear_error_and_leaves_nothing() {
         .expect("runtime");
     assert!(rt.block_on(app.containers()).is_empty());
 }
+
+/// `berth ps` shows whatever the state file holds, even ids that are not ASCII, which it
+/// once cut by byte position and panicked on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps_shows_records_of_any_text() {
+    let app = AppDir::new("ps-text", "[containers.app]\n");
+    let state = app.dir.join(".berth");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let store = berth::Store::open(state.join("state.db")).expect("store");
+    store
+        .save_object(berth::store::ObjectRecord {
+            namespace: format!("{}/App", app.name),
+            id: format!("a{}", "é".repeat(40)),
+            name: Some("ünïcödé".into()),
+            state: berth::State::StoppedWithCode(3),
+            container_id: None,
+            started_at_ms: None,
+            updated_at_ms: 0,
+        })
+        .await
+        .expect("save");
+    for json in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command.arg("ps").arg(&app.dir);
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().expect("berth runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("ünïcödé"), "{stdout}");
+        assert!(stdout.contains("stopped_with_code"), "{stdout}");
+    }
+}

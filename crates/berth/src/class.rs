@@ -18,7 +18,7 @@ pub enum ClassError {
 }
 
 /// Parses `sleep_after`-style durations: `90` (seconds), `30s`, `3m`, `1h`, `250ms`, and
-/// compound values such as `1h30m` or `2m30s`, which the reference rejects.
+/// compound values such as `1h30m` or `2m30s`, which Cloudflare's library rejects.
 pub fn parse_duration(value: &str) -> Result<Duration, ClassError> {
     let err = |why| ClassError::Duration {
         value: value.to_string(),
@@ -74,7 +74,7 @@ pub struct InstanceType {
 }
 
 impl InstanceType {
-    /// The named sizes of the reference: lite, basic, standard-1 … standard-4.
+    /// Cloudflare's named sizes: lite, basic, standard-1 … standard-4.
     pub fn named(name: &str) -> Result<InstanceType, ClassError> {
         let (vcpu, memory_mib) = match name {
             "lite" | "dev" => (1.0 / 16.0, 256),
@@ -96,7 +96,7 @@ impl InstanceType {
 /// A container class: the image and the options that every object of the class uses.
 ///
 /// Build one with [`ContainerClass::new`] and adjust the public fields; the defaults are
-/// the reference's where it has one.
+/// Cloudflare Containers' where it has one.
 #[derive(Debug, Clone)]
 pub struct ContainerClass {
     /// The class name (`MyContainer`), used in labels, logs and object ids.
@@ -118,7 +118,7 @@ pub struct ContainerClass {
     /// `false`: the container gets no route out of the machine.
     pub enable_internet: bool,
     /// `host/path` asked over HTTP once the port is open; any HTTP answer counts as ready.
-    /// Default `ping` (host `ping`, path `/`), as in the reference. `None` skips the probe.
+    /// Default `ping` (host `ping`, path `/`), as in Cloudflare's library. `None` skips the probe.
     pub ping_endpoint: Option<String>,
     /// Extra labels on every container of the class.
     pub labels: BTreeMap<String, String>,

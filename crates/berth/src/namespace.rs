@@ -94,12 +94,12 @@ impl Namespace {
     }
 
     /// The object called `name`, or the class's singleton when `name` is `None` (the
-    /// reference's `getContainer`).
+    /// `getContainer` of Cloudflare's library).
     pub fn get_container(&self, name: Option<&str>) -> Object {
         self.get_by_name(name.unwrap_or(SINGLETON_NAME))
     }
 
-    /// The object `instance-<k>` for a random `k` in `0..instances` (the reference's
+    /// The object `instance-<k>` for a random `k` in `0..instances` (Cloudflare's
     /// `getRandom`): a simple way to spread load over a pool.
     pub fn get_random(&self, instances: usize) -> Object {
         let k = random_below(instances.max(1));

@@ -175,10 +175,7 @@ fn edited_requests_are_mostly_answered_not_dropped() {
 fn after_the_noise_berth_still_answers_and_never_panicked() {
     let answer = exchange(VALID.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(
-        answer.contains("cannot reach the fake engine"),
-        "{answer}"
-    );
+    assert!(answer.contains("cannot reach the fake engine"), "{answer}");
     let answer = exchange(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     let answer = exchange(b"GET /h/x HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -63,7 +63,7 @@ pub enum BuildError {
         /// The last lines the build printed.
         output: Vec<String>,
     },
-    #[error("cannot reach the Docker Engine to build {image}: {reason}; start Docker or set DOCKER_HOST")]
+    #[error("the Docker Engine could not look up or build {image}: {reason}; check that Docker runs, or set DOCKER_HOST")]
     Engine { image: String, reason: String },
 }
 

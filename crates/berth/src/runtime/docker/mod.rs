@@ -91,7 +91,7 @@ impl DockerRuntime {
         self
     }
 
-    /// The underlying client, for operations the trait does not cover (builds, for one).
+    /// The underlying client, for what neither `Runtime` nor `Builder` covers.
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
