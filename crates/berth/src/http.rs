@@ -1,13 +1,19 @@
 //! What every layer says over HTTP: the body type, the answers berth makes itself, and the
 //! headers it reads or writes.
 
+use std::any::Any;
 use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, SizeHint};
 
 /// A boxed error, as bodies carry.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -21,13 +27,80 @@ pub const ERROR_HEADER: &str = "berth-error";
 /// The header that [`switch_port`] sets to make `fetch` use another container port.
 pub const TARGET_PORT_HEADER: &str = "berth-container-target-port";
 
-/// Boxes any body into berth's [`Body`].
+/// Boxes any body into berth's [`Body`]; a [`Body`] is returned as it is, not boxed again.
 pub fn body<B>(body: B) -> Body
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed()
+    let mut slot = Some(body);
+    if let Some(boxed) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Body>>() {
+        if let Some(boxed) = boxed.take() {
+            return boxed;
+        }
+    }
+    match slot {
+        Some(body) => body.map_err(Into::into).boxed(),
+        None => full(Bytes::new()),
+    }
+}
+
+/// Remembers whether a client's request body broke off or was malformed, so that a failed
+/// forward is put on the right side: the client's (400), not the container's (502). It
+/// travels in the request's extensions from the server that watched the body.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientBody(Arc<AtomicBool>);
+
+impl ClientBody {
+    /// `body`, watched by this flag.
+    pub(crate) fn watch<B>(&self, body: B) -> Body
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Watched {
+            inner: body,
+            failed: self.0.clone(),
+        }
+        .boxed()
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+struct Watched<B> {
+    inner: B,
+    failed: Arc<AtomicBool>,
+}
+
+impl<B> hyper::body::Body for Watched<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = polled {
+            self.failed.store(true, Ordering::Release);
+        }
+        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A body of fixed bytes.
@@ -67,4 +140,34 @@ pub(crate) fn error_chain(error: &dyn StdError) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body whose client broke off.
+    struct Broken;
+
+    impl hyper::body::Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(Some(Err(std::io::Error::other("the client went away"))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watched_body_stays_watched_through_body() {
+        let watch = ClientBody::default();
+        let passed_on = body(watch.watch(Broken));
+        assert!(passed_on.collect().await.is_err());
+        assert!(watch.failed(), "the flag saw the failure");
+        let text = body(full("abc")).collect().await.expect("body").to_bytes();
+        assert_eq!(text, "abc");
+    }
 }

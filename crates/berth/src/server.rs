@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::http::{body, error_response, Body, TARGET_PORT_HEADER};
+use crate::http::{error_response, Body, ClientBody, TARGET_PORT_HEADER};
 use crate::worker::{Env, Worker};
 
 /// How a server treats its clients.
@@ -274,7 +274,9 @@ fn shutting_down() -> Response<Body> {
 /// Records the client's address for the container, as proxies do, and drops the header
 /// that picks a container port: only the worker's own code may set it (`switch_port`).
 fn forwarded(request: Request<Incoming>, remote: &Option<HeaderValue>) -> Request<Body> {
-    let mut request = request.map(body);
+    let client_body = ClientBody::default();
+    let mut request = request.map(|b| client_body.watch(b));
+    request.extensions_mut().insert(client_body);
     let headers = request.headers_mut();
     headers.remove(TARGET_PORT_HEADER);
     if let Some(value) = remote {

@@ -11,7 +11,7 @@ mod tunnel;
 pub use pool::Pool;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 
 use crate::activity::InFlight;
-use crate::http::{full, Body, BoxError, TARGET_PORT_HEADER};
+use crate::http::{body, full, Body, BoxError, ClientBody, TARGET_PORT_HEADER};
 use pool::Conn;
 
 /// How forwarding failed.
@@ -112,21 +112,19 @@ where
     headers.remove(TARGET_PORT_HEADER);
     strip_hop_by_hop(headers, upgrade);
 
-    let client_failed = Arc::new(AtomicBool::new(false));
-    let request = request.map(|inner| {
-        WatchedBody {
-            inner,
-            failed: client_failed.clone(),
+    // A request from berth's server is watched already; one a worker made is watched here.
+    let (request, client_body) = match request.extensions().get::<ClientBody>().cloned() {
+        Some(watch) => (request.map(body), watch),
+        None => {
+            let watch = ClientBody::default();
+            (request.map(|b| watch.watch(b)), watch)
         }
-        .boxed()
-    });
+    };
     let (mut response, sender) =
         pool.send(port, request)
             .await
             .map_err(|failure| match failure {
-                ProxyFailure::Dropped(e) if client_failed.load(Ordering::Acquire) => {
-                    ProxyFailure::ClientBody(e)
-                }
+                ProxyFailure::Dropped(e) if client_body.failed() => ProxyFailure::ClientBody(e),
                 other => other,
             })?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -147,41 +145,6 @@ where
         }
         .boxed()
     }))
-}
-
-/// A request body that remembers whether the client broke it, so that a failure is put
-/// on the right side.
-struct WatchedBody<B> {
-    inner: B,
-    failed: Arc<AtomicBool>,
-}
-
-impl<B> hyper::body::Body for WatchedBody<B>
-where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = polled {
-            self.failed.store(true, Ordering::Release);
-        }
-        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// A response body that keeps its request counted as in flight until it ends, and then
