@@ -32,7 +32,7 @@ fn sleeping(fixture: &Fixture) {
     let elapsed = started.elapsed();
     let per_object = (rss_kib().saturating_sub(before)) as f64 * 1024.0 / sleepers.len() as f64;
     println!(
-        "- 10,000 sleeping objects: {:.0} bytes of berth's memory each (RSS delta; each also recorded in SQLite), addressed in {}\n",
+        "- 10,000 sleeping objects: {:.0} bytes of berth's memory each (RSS delta; nothing is written to SQLite until an object starts), addressed in {}\n",
         per_object,
         show(elapsed)
     );

@@ -1,8 +1,11 @@
 //! Hooks: the points where a class's own code runs in an object's lifecycle.
 //!
-//! Hooks run on the object's monitor task, after the state change they report has been
-//! recorded, so they may call the object's methods (stop, start, state) without deadlock.
-//! Each container's exit gives exactly one `on_stop`.
+//! Hooks run after the state change they report has been recorded, and never while the
+//! object holds a lock, so they may call the object's methods (stop, start, state) without
+//! deadlock. `on_stop` runs on the container's monitor task once it has been removed;
+//! `on_start`, `on_activity_expired` and a failed start's `on_error` run on tasks of their
+//! own, so that a slow hook never holds up the lifecycle. Each container's exit gives
+//! exactly one `on_stop`.
 
 use async_trait::async_trait;
 

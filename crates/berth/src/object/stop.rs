@@ -42,7 +42,8 @@ impl Object {
                 // the container exists. Wait for that.
                 let _starts = self.inner.starts.lock().await;
                 let Some(instance) = self.phase().instance().cloned() else {
-                    return Ok(true);
+                    // The start failed before any container ran.
+                    return Ok(false);
                 };
                 instance
             }
