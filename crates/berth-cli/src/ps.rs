@@ -8,6 +8,13 @@ use berth::session::STATE_DIR;
 use berth::{DockerRuntime, Runtime, Store};
 
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let manifest = dir.join(berth::manifest::FILE_NAME);
+    anyhow::ensure!(
+        dir.join(STATE_DIR).is_dir() || manifest.is_file(),
+        "{} holds no berth app (no {} and no {STATE_DIR}/); give the app's folder, as for berth dev",
+        dir.display(),
+        berth::manifest::FILE_NAME,
+    );
     let path = dir.join(STATE_DIR).join("state.db");
     let rows = if path.exists() {
         let store = Store::open(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -35,7 +42,11 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
 fn print_table(rows: &[ObjectStatus]) {
     let name_width = rows
         .iter()
-        .map(|r| r.name.as_deref().unwrap_or("-").chars().count().min(40))
+        .map(|r| {
+            printable(r.name.as_deref().unwrap_or("-"), 40)
+                .chars()
+                .count()
+        })
         .max()
         .unwrap_or(4)
         .max(4);
@@ -54,7 +65,7 @@ fn print_table(rows: &[ObjectStatus]) {
             Some(code) => format!("{}({code})", r.state),
             None => r.state.clone(),
         };
-        let name: String = r.name.as_deref().unwrap_or("-").chars().take(40).collect();
+        let name = printable(r.name.as_deref().unwrap_or("-"), 40);
         let id: String = r.id.chars().take(12).collect();
         println!(
             "{:class_width$}  {:name_width$}  {:12}  {:20}  {}",
@@ -67,10 +78,38 @@ fn print_table(rows: &[ObjectStatus]) {
     }
 }
 
+/// At most `max` characters of a name a client may have chosen, with control characters
+/// escaped, so that it cannot move the cursor, clear the terminal or forge a row.
+fn printable(name: &str, max: usize) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .take(max)
+        .collect()
+}
+
 fn uptime(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
         s => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn names_cannot_reach_the_terminal() {
+        assert_eq!(printable("a\x1b[2Jb\nc", 40), "a\\u{1b}[2Jb\\nc");
+        assert_eq!(printable("ünïcödé", 40), "ünïcödé");
+        assert_eq!(printable(&"x".repeat(100), 40).len(), 40);
     }
 }

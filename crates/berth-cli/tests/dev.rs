@@ -637,7 +637,7 @@ async fn ps_shows_records_of_any_text() {
         .save_object(berth::store::ObjectRecord {
             namespace: format!("{}/App", app.name),
             id: format!("a{}", "é".repeat(40)),
-            name: Some("ünïcödé".into()),
+            name: Some("ünïcödé\x1b[2J".into()),
             state: berth::State::StoppedWithCode(3),
             container_id: None,
             started_at_ms: None,
@@ -660,5 +660,15 @@ async fn ps_shows_records_of_any_text() {
         );
         assert!(stdout.contains("ünïcödé"), "{stdout}");
         assert!(stdout.contains("stopped_with_code"), "{stdout}");
+        assert!(
+            !stdout.contains('\x1b'),
+            "no raw escape reaches the terminal: {stdout:?}"
+        );
     }
+    let (code, stderr) = run_to_end(&["ps"], Path::new("/nonexistent/app"), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/app holds no berth app"),
+        "{stderr}"
+    );
 }
