@@ -3,6 +3,7 @@
 //! The session id labels every container this process starts, so that shutdown removes
 //! exactly those, and a later run can tell containers of a dead session from its own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
@@ -50,6 +51,7 @@ impl App {
                 store,
                 events: tokio::sync::broadcast::channel(1024).0,
                 monitors: Arc::default(),
+                closing: AtomicBool::new(false),
                 handle: tokio::runtime::Handle::try_current().ok(),
             }),
             namespaces: Arc::new(Mutex::new(Vec::new())),
@@ -98,8 +100,11 @@ impl App {
 
     /// Stops every container this session started (SIGTERM, then SIGKILL after each
     /// class's grace period), waits for their `on_stop` hooks, then removes anything still
-    /// labelled with this session. Returns how many containers were stopped or removed.
+    /// labelled with this session. From its first moment no new container starts: a
+    /// request that needs one gets a 503. Returns how many containers were stopped or
+    /// removed.
     pub async fn shutdown(&self) -> Result<usize, RuntimeError> {
+        self.context.closing.store(true, Ordering::SeqCst);
         let namespaces = self.lock().clone();
         let mut stopped = 0;
         for namespace in namespaces {

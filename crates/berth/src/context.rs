@@ -1,7 +1,7 @@
 //! What the objects of one app share: its name and session, the engine, the store, the
 //! event channel, and the count of container monitors still running.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ pub(crate) struct AppContext {
     pub(crate) store: Store,
     pub(crate) events: tokio::sync::broadcast::Sender<Event>,
     pub(crate) monitors: Arc<Monitors>,
+    /// Set when the app shuts down: no new container starts from then on.
+    pub(crate) closing: AtomicBool,
     /// The runtime lifecycle tasks run on, whichever thread serves the request that
     /// starts them: a server thread may go away before the containers do.
     pub(crate) handle: Option<tokio::runtime::Handle>,
@@ -36,6 +38,10 @@ impl AppContext {
             Some(handle) => handle.spawn(task),
             None => tokio::spawn(task),
         }
+    }
+
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Sends `event` to whoever listens; nobody listening is fine.

@@ -53,20 +53,66 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
             let text = std::fs::read_to_string(&path).expect("read module");
             let code = text.split("\n#[cfg(test)]\nmod tests").next().unwrap_or("");
             let used = graph.entry(top.clone()).or_default();
-            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                for (at, _) in line.match_indices("crate::") {
-                    let name: String = line[at + 7..]
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    if !name.is_empty() && name != top {
-                        used.insert(name);
-                    }
+            let code: String = code
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for name in named_modules(&code) {
+                if name != top {
+                    used.insert(name);
                 }
             }
         }
     }
     graph
+}
+
+/// The top-level modules that `code` names after `crate::`, grouped imports included
+/// (`use crate::{a::X, b};`).
+fn named_modules(code: &str) -> BTreeSet<String> {
+    let ident = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + 7..];
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                let mut depth = 0;
+                let mut item_start = 0;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            names.insert(ident(&group[item_start..i]));
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            names.insert(ident(&group[item_start..i]));
+                            item_start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            None => {
+                names.insert(ident(rest));
+            }
+        }
+    }
+    names.retain(|n| !n.is_empty() && n != "self");
+    names
+}
+
+#[test]
+fn grouped_imports_are_read_too() {
+    let names = named_modules("use crate::{a::X, b, c::{d, e}};\nfn f() { crate::g::h(); }");
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a", "b", "c", "g"]);
 }
 
 fn floor_of(module: &str) -> Option<usize> {

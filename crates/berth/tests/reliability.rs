@@ -608,3 +608,42 @@ async fn clients_cannot_pick_a_container_port() {
     server.await.expect("server");
     t.app.shutdown().await.expect("shutdown");
 }
+
+/// A shutdown while a request's start waits for the object's previous container to exit:
+/// the start goes no further, the request gets a 503, and nothing runs afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_a_start_leaves_nothing_running() {
+    let t = TestApp::new("shutdown-start").await;
+    let mut class = t.class("Slow").await;
+    class.env_vars.insert("IGNORE_SIGTERM".into(), "1".into());
+    class.stop_grace = Duration::from_secs(3);
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    let object = ns.get_by_name("alpha");
+    let (status, _) = text(object.fetch(request("/ping")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let stopping = tokio::spawn({
+        let object = object.clone();
+        async move { object.stop(berth::Signal::Term).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = tokio::spawn({
+        let object = object.clone();
+        async move { text(object.fetch(request("/ping")).await).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.app.shutdown().await.expect("shutdown");
+    let running_after = |containers: Vec<berth::runtime::ContainerInfo>| {
+        containers.into_iter().filter(|c| c.running).count()
+    };
+    assert_eq!(
+        running_after(t.containers().await),
+        0,
+        "right after shutdown"
+    );
+    let _ = stopping.await;
+    let (status, body) = waiting.await.expect("join");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(running_after(t.containers().await), 0, "and later");
+}

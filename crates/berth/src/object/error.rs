@@ -50,6 +50,7 @@ pub enum ErrorKind {
     PingTimeout,
     PortUnreachable,
     Interrupted,
+    ShuttingDown,
     StillStopping,
     StoreFailed,
     ContainerExited,
@@ -110,6 +111,12 @@ impl ErrorKind {
                 Berth,
             ),
             Interrupted => (StatusCode::INTERNAL_SERVER_ERROR, "interrupted", NO, Berth),
+            ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                LATER,
+                Berth,
+            ),
             StillStopping => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "still-stopping",
@@ -189,6 +196,8 @@ pub enum StartError {
     PortUnreachable { object: String, port: u16 },
     #[error("the container for {object} was stopped while it was starting")]
     Interrupted { object: String },
+    #[error("berth is shutting down and starts no container for {object}")]
+    ShuttingDown { object: String },
     #[error("the previous container for {object} did not exit within {waited:?} of being stopped; check the container engine and retry")]
     StillStopping { object: String, waited: Duration },
     #[error("cannot read or write the state of {object}: {source}")]
@@ -214,6 +223,7 @@ impl StartError {
             StartError::ProbeTimeout { .. } => ErrorKind::PingTimeout,
             StartError::PortUnreachable { .. } => ErrorKind::PortUnreachable,
             StartError::Interrupted { .. } => ErrorKind::Interrupted,
+            StartError::ShuttingDown { .. } => ErrorKind::ShuttingDown,
             StartError::StillStopping { .. } => ErrorKind::StillStopping,
             StartError::Store { .. } => ErrorKind::StoreFailed,
         }
@@ -254,7 +264,7 @@ pub enum FetchError {
         port: u16,
         cause: String,
     },
-    #[error("the container for {object} stopped each time before it could take the request; see its logs")]
+    #[error("the container for {object} stopped three times before it could take the request (it exited, or was stopped or put to sleep meanwhile); see its logs and events, and retry")]
     Unavailable { object: String },
     #[error("the request body broke off or was malformed: {cause}")]
     BadRequestBody { cause: String },

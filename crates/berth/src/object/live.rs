@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::instance::Instance;
 use crate::activity::Activity;
 use crate::lifecycle::{after, State, StopReason};
-use crate::runtime::{ExitStatus, Signal};
+use crate::runtime::ExitStatus;
 use crate::store::ObjectRecord;
 
 /// The phase of one object's container.
@@ -27,13 +27,6 @@ pub(crate) enum Phase {
     /// An earlier berth process recorded this container in `state`; the next start
     /// re-adopts it if it still runs and serves, or removes it.
     Leftover { container_id: String, state: State },
-    /// A container is being created and started; none runs yet. `stop` is a stop that
-    /// came meanwhile, carried out as soon as the container exists. `exit_code` is the
-    /// last container's, shown until this one starts.
-    Starting {
-        exit_code: Option<i64>,
-        stop: Option<(StopReason, Signal)>,
-    },
     /// The process started; its ports are not known to answer. `readying`: a start is
     /// waiting for them, so the container is not idle, it is starting.
     Running {
@@ -75,17 +68,9 @@ impl Phase {
     /// The state that `state()`, the store and `berth ps` show.
     pub(crate) fn state(&self) -> State {
         match self {
-            Phase::Unloaded
-            | Phase::Stopped { exit_code: None }
-            | Phase::Starting {
-                exit_code: None, ..
-            } => State::Stopped,
+            Phase::Unloaded | Phase::Stopped { exit_code: None } => State::Stopped,
             Phase::Stopped {
                 exit_code: Some(code),
-            }
-            | Phase::Starting {
-                exit_code: Some(code),
-                ..
             } => State::StoppedWithCode(*code),
             Phase::Leftover { state, .. } => *state,
             Phase::Running { .. } => State::Running,
@@ -181,50 +166,12 @@ impl Phase {
         }
     }
 
-    /// A start begins: creating the container.
-    pub(crate) fn begin_start(&mut self) {
-        let exit_code = self.state().exit_code();
-        *self = Phase::Starting {
-            exit_code,
-            stop: None,
-        };
-    }
-
-    /// A start failed before any container ran.
-    pub(crate) fn start_failed(&mut self) {
-        if let Phase::Starting { exit_code, .. } = self {
-            *self = Phase::Stopped {
-                exit_code: *exit_code,
-            };
-        }
-    }
-
-    /// A stop while a container is being created: remembered for when it exists.
-    /// Returns whether a start was in progress.
-    pub(crate) fn stop_starting(&mut self, reason: StopReason, signal: Signal) -> bool {
-        match self {
-            Phase::Starting { stop, .. } => {
-                if stop.is_none_or(|(r, _)| reason == StopReason::Destroyed && r != reason) {
-                    *stop = Some((reason, signal));
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// A started container is now this object's. Returns the stop that was asked for
-    /// while it was being created, which the caller must now carry out.
-    pub(crate) fn adopt(&mut self, instance: Arc<Instance>) -> Option<(StopReason, Signal)> {
-        let stop = match self {
-            Phase::Starting { stop, .. } => stop.take(),
-            _ => None,
-        };
+    /// A started container is now this object's.
+    pub(crate) fn adopt(&mut self, instance: Arc<Instance>) {
         *self = Phase::Running {
             instance,
             readying: false,
         };
-        stop
     }
 
     /// Marks that a start is (or is no longer) waiting for the container's ports.
@@ -457,28 +404,6 @@ mod tests {
         assert!(!phase.begin_stop(&i, StopReason::Requested, Instant::now()));
         assert!(phase.begin_stop(&i, StopReason::Destroyed, Instant::now()));
         assert_eq!(phase.stop_reason(&i), StopReason::Destroyed);
-    }
-
-    #[test]
-    fn a_stop_during_a_create_is_handed_to_the_adopter() {
-        let mut phase = Phase::Stopped { exit_code: Some(1) };
-        phase.begin_start();
-        assert_eq!(phase.state(), State::StoppedWithCode(1), "nothing runs yet");
-        assert!(phase.stop_starting(StopReason::Requested, Signal::Term));
-        assert!(phase.stop_starting(StopReason::Destroyed, Signal::Kill));
-        assert!(
-            phase.stop_starting(StopReason::Requested, Signal::Term),
-            "still starting"
-        );
-        assert_eq!(
-            phase.adopt(instance()),
-            Some((StopReason::Destroyed, Signal::Kill))
-        );
-        let mut failed = Phase::Stopped { exit_code: Some(1) };
-        failed.begin_start();
-        failed.start_failed();
-        assert_eq!(failed.state(), State::StoppedWithCode(1));
-        assert!(!failed.stop_starting(StopReason::Requested, Signal::Term));
     }
 
     #[test]

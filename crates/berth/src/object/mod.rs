@@ -82,6 +82,9 @@ struct Inner {
     /// The number of the last start that finished, so that callers who queued behind a
     /// failed start get its error instead of starting again.
     finished_attempts: AtomicU64,
+    /// How many stops were asked for: a start under way compares it at each step, and
+    /// gives up once it has changed.
+    stops: AtomicU64,
     /// Writes to the store go one at a time, each with the state of its moment.
     persisting: tokio::sync::Mutex<()>,
 }
@@ -110,6 +113,7 @@ impl Object {
                 activity: Activity::new(),
                 starts: Arc::default(),
                 finished_attempts: AtomicU64::new(0),
+                stops: AtomicU64::new(0),
                 persisting: tokio::sync::Mutex::new(()),
             }),
         };
@@ -199,7 +203,8 @@ impl Object {
     }
 
     /// Sends `signal` to the container, SIGKILLs it after the class's grace period, and
-    /// returns once it has exited and been removed. A start in progress is stopped too.
+    /// returns once it has exited and been removed. A start under way ends at its next
+    /// step, and what it started is stopped too.
     pub async fn stop(&self, signal: Signal) -> Result<(), RuntimeError> {
         self.stop_with(StopReason::Requested, signal)
             .await
@@ -255,9 +260,19 @@ impl Object {
         Ok(())
     }
 
-    /// Writes the current state to the store. Writes go one at a time and each takes
-    /// the state of its own moment, so the last write is always the latest state.
+    /// Writes the current state to the store, on a task of its own, so that a caller who
+    /// gives up cannot cut a write short or let a later one overtake it.
     async fn persist(&self) {
+        let object = self.clone();
+        let _ = self
+            .app()
+            .spawn(async move { object.write_state().await })
+            .await;
+    }
+
+    /// Writes go one at a time and each takes the state of its own moment, so the last
+    /// write is always the latest state.
+    async fn write_state(&self) {
         let _persisting = self.inner.persisting.lock().await;
         let record = {
             let phase = self.phase();

@@ -14,7 +14,8 @@ use crate::runtime::{Endpoint, Signal};
 
 impl Object {
     /// Waits until `ports` (the class's ports when `None`) answer. A container that never
-    /// becomes ready is not left running.
+    /// becomes ready is not left running; a healthy one that does not open one more port
+    /// keeps serving.
     pub(super) async fn await_ready(
         &self,
         instance: &Arc<Instance>,
@@ -40,6 +41,12 @@ impl Object {
                 instance.wake.notify_one();
             }
             Err(StartError::ExitedWhileStarting { .. } | StartError::Interrupted { .. }) => {}
+            // A healthy container that did not open one more port still serves.
+            Err(_)
+                if self
+                    .phase()
+                    .serving()
+                    .is_some_and(|i| Arc::ptr_eq(i, instance)) => {}
             Err(_) => {
                 let _ = self
                     .begin_stop(instance, StopReason::StartFailed, Signal::Kill)

@@ -26,6 +26,11 @@ impl Object {
         goal: Goal,
         options: Option<&StartOptions>,
     ) -> Result<(), Arc<StartError>> {
+        if self.app().closing() {
+            return Err(Arc::new(self.shutting_down()));
+        }
+        // A stop asked for from now on ends this start, even while it waits its turn.
+        let stops = self.inner.stops.load(Ordering::Acquire);
         let arrived = self.inner.finished_attempts.load(Ordering::Acquire);
         let attempts = self.inner.starts.clone().lock_owned().await;
         if self.phase().reached(&goal) {
@@ -41,7 +46,7 @@ impl Object {
         let object = self.clone();
         let options = options.cloned();
         self.app()
-            .spawn(async move { object.attempt(attempts, goal, options).await })
+            .spawn(async move { object.attempt(attempts, goal, options, stops).await })
             .await
             .unwrap_or_else(|_| {
                 Err(Arc::new(StartError::Interrupted {
@@ -55,11 +60,12 @@ impl Object {
         mut attempts: OwnedMutexGuard<Attempts>,
         goal: Goal,
         options: Option<StartOptions>,
+        stops: u64,
     ) -> Result<(), Arc<StartError>> {
         attempts.number += 1;
         let number = attempts.number;
         let result = self
-            .start_locked(&goal, options.as_ref())
+            .start_locked(&goal, options.as_ref(), stops)
             .await
             .map_err(Arc::new);
         self.inner
@@ -74,10 +80,12 @@ impl Object {
                 },
             );
             // A container that exited while starting was already reported by its monitor;
-            // a start interrupted by a stop is no error of the container's.
+            // a start interrupted by a stop or a shutdown is no error of the container's.
             if !matches!(
                 **error,
-                StartError::ExitedWhileStarting { .. } | StartError::Interrupted { .. }
+                StartError::ExitedWhileStarting { .. }
+                    | StartError::Interrupted { .. }
+                    | StartError::ShuttingDown { .. }
             ) {
                 let object = self.clone();
                 let error = ObjectError::Start((**error).clone());
@@ -94,11 +102,14 @@ impl Object {
         &self,
         goal: &Goal,
         options: Option<&StartOptions>,
+        stops: u64,
     ) -> Result<(), StartError> {
+        self.go_on(stops)?;
         self.load().await.map_err(|source| StartError::Store {
             object: self.describe(),
             source,
         })?;
+        self.go_on(stops)?;
         // A container on its way out: let it finish first.
         let stopping = self.phase().stopping().cloned();
         if let Some(old) = stopping {
@@ -109,15 +120,21 @@ impl Object {
                     waited,
                 });
             }
+            self.go_on(stops)?;
         }
         let current = self.phase().instance().cloned();
         let instance = match current {
             Some(instance) => instance,
             None => match self.adopt_leftover().await {
                 Some(instance) => instance,
-                None => self.launch(options).await?,
+                None => {
+                    self.go_on(stops)?;
+                    self.launch(options).await?
+                }
             },
         };
+        // The stop that came meanwhile stops this container once the start lets go.
+        self.go_on(stops)?;
         let ports = match goal {
             Goal::Started => return Ok(()),
             Goal::Healthy => None,
@@ -182,15 +199,7 @@ impl Object {
                     class: self.class_name().to_string(),
                     max: self.options().max_instances,
                 })?;
-        self.phase().begin_start();
-        let launched = self.create_and_start(options).await;
-        let (created, endpoint, began) = match launched {
-            Ok(launched) => launched,
-            Err(e) => {
-                self.phase().start_failed();
-                return Err(e);
-            }
-        };
+        let (created, endpoint, began) = self.create_and_start(options).await?;
         self.emit(
             &created.id,
             EventKind::Started {
@@ -198,13 +207,7 @@ impl Object {
                 elapsed: began.elapsed(),
             },
         );
-        let (instance, stopped) = self.adopt(created.id, endpoint, began, permit).await;
-        if stopped {
-            return Err(StartError::Interrupted {
-                object: self.describe(),
-            });
-        }
-        Ok(instance)
+        Ok(self.adopt(created.id, endpoint, began, permit).await)
     }
 
     /// The engine's create and start, within `start_timeout`. A container that was
@@ -266,28 +269,41 @@ impl Object {
         }
     }
 
-    /// Makes `container_id` this object's running container and starts its monitor. A
-    /// stop asked for while it was being created is carried out now; the second value
-    /// says whether there was one.
+    /// Makes `container_id` this object's running container and starts its monitor,
+    /// before anything else that could be cut short: a container never runs unwatched.
     async fn adopt(
         &self,
         container_id: String,
         endpoint: Endpoint,
         started_at: Instant,
         permit: OwnedSemaphorePermit,
-    ) -> (Arc<Instance>, bool) {
+    ) -> Arc<Instance> {
         let instance = Arc::new(Instance::new(container_id, endpoint, started_at));
-        let stop = self.phase().adopt(instance.clone());
+        self.phase().adopt(instance.clone());
         self.inner.activity.renew();
-        self.persist().await;
         self.app()
             .spawn(monitor::monitor(self.clone(), instance.clone(), permit));
-        if let Some((reason, signal)) = stop {
-            if let Err(e) = self.begin_stop(&instance, reason, signal).await {
-                tracing::warn!(object = %self.describe(), "could not stop the new container: {e}");
-            }
+        self.persist().await;
+        instance
+    }
+
+    /// Whether the start that began when `stops` stops had been asked for may go on.
+    fn go_on(&self, stops: u64) -> Result<(), StartError> {
+        if self.app().closing() {
+            return Err(self.shutting_down());
         }
-        (instance, stop.is_some())
+        if self.inner.stops.load(Ordering::Acquire) != stops {
+            return Err(StartError::Interrupted {
+                object: self.describe(),
+            });
+        }
+        Ok(())
+    }
+
+    fn shutting_down(&self) -> StartError {
+        StartError::ShuttingDown {
+            object: self.describe(),
+        }
     }
 
     /// Takes over a container that an earlier berth process recorded for this object, if
@@ -310,10 +326,8 @@ impl Object {
                 ) {
                     (Some(endpoint), Ok(permit)) => {
                         self.emit(&container_id, EventKind::Adopted);
-                        let (instance, stopped) = self
-                            .adopt(container_id, endpoint, Instant::now(), permit)
-                            .await;
-                        return (!stopped).then_some(instance);
+                        let instance = self.adopt(container_id, endpoint, Instant::now(), permit);
+                        return Some(instance.await);
                     }
                     _ => {
                         let _ = self.runtime().remove(&container_id).await;

@@ -18,36 +18,28 @@ use crate::runtime::{ExitStatus, RuntimeError, Signal};
 const LOG_TAIL: usize = 20;
 
 impl Object {
-    /// Stops the container, if one runs or is being started; returns whether one was.
+    /// Stops the container, if one runs, and the one a start under way brings up;
+    /// returns whether it stopped any.
     pub(crate) async fn stop_with(
         &self,
         reason: StopReason,
         signal: Signal,
     ) -> Result<bool, RuntimeError> {
-        let instance = {
-            let mut phase = self.phase();
-            match phase.instance().cloned() {
-                Some(instance) => Some(instance),
-                None if phase.stop_starting(reason, signal) => None,
-                None => return Ok(false),
-            }
+        // A start under way sees this at its next step and goes no further.
+        self.inner.stops.fetch_add(1, Ordering::AcqRel);
+        let running = self.phase().instance().cloned();
+        if let Some(instance) = &running {
+            self.begin_stop(instance, reason, signal).await?;
+        }
+        // Wait for that start to let go; then stop what it started, if anything.
+        let _starts = self.inner.starts.lock().await;
+        let current = self.phase().instance().cloned();
+        let Some(instance) = current else {
+            return Ok(running.is_some());
         };
-        let instance = match instance {
-            Some(instance) => {
-                self.begin_stop(&instance, reason, signal).await?;
-                instance
-            }
-            None => {
-                // A container is being created: its start carries out the stop as soon as
-                // the container exists. Wait for that.
-                let _starts = self.inner.starts.lock().await;
-                let Some(instance) = self.phase().instance().cloned() else {
-                    // The start failed before any container ran.
-                    return Ok(false);
-                };
-                instance
-            }
-        };
+        if !running.is_some_and(|r| Arc::ptr_eq(&r, &instance)) {
+            self.begin_stop(&instance, reason, signal).await?;
+        }
         let waited = self.options().stop_grace.saturating_add(EXIT_REPORT);
         match instance.exit(waited).await {
             Some(_) => Ok(true),
@@ -71,11 +63,16 @@ impl Object {
         if !self.phase().is_current(instance) {
             return Ok(());
         }
+        // The monitor learns the SIGKILL deadline first: if this caller gives up below,
+        // the container still ends.
         if changed {
-            self.persist().await;
             instance.wake.notify_one();
         }
-        self.runtime().kill(&instance.container_id, signal).await
+        let signalled = self.runtime().kill(&instance.container_id, signal).await;
+        if changed {
+            self.persist().await;
+        }
+        signalled
     }
 
     /// Called by the monitor when the idle deadline passed: asks the hooks, then puts the

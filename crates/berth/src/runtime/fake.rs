@@ -35,16 +35,20 @@ use crate::http::{full, Body};
 
 const ENGINE: &str = "the fake engine";
 
-/// How the containers of one image behave.
+/// How the containers of one image behave. The defaults take about as long as the Docker
+/// Engine and a small server do, so that a race that needs time to happen can happen.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
-    /// How long `create` takes.
+    /// How long `create` takes. Default 40 ms.
     pub create_delay: Duration,
-    /// How long `start` takes.
+    /// How long `start` takes. Default 120 ms.
     pub start_delay: Duration,
-    /// How long after the start the ports accept connections; `None`: never.
+    /// How long after the start the ports accept connections; `None`: never. Default 5 ms.
     pub ready_after: Option<Duration>,
-    /// The process exits by itself this long after its start, with this code.
+    /// The ports the app listens on; `None`: the ones the container spec names.
+    pub listens_on: Option<Vec<u16>>,
+    /// The process exits by itself this long after its start, with this code. With no
+    /// delay at all, it exits before the engine can give it an address.
     pub exit_after: Option<(Duration, i64)>,
     /// How long after SIGTERM (or SIGINT) the process exits, with code 0; `None`: it
     /// ignores the signal and only SIGKILL ends it.
@@ -56,9 +60,10 @@ pub struct Behaviour {
 impl Default for Behaviour {
     fn default() -> Behaviour {
         Behaviour {
-            create_delay: Duration::ZERO,
-            start_delay: Duration::ZERO,
-            ready_after: Some(Duration::ZERO),
+            create_delay: Duration::from_millis(40),
+            start_delay: Duration::from_millis(120),
+            ready_after: Some(Duration::from_millis(5)),
+            listens_on: None,
             exit_after: None,
             term_exit: Some(Duration::ZERO),
             logs: Vec::new(),
@@ -277,8 +282,14 @@ impl Runtime for FakeRuntime {
         let mut engine = self.up()?;
         let c = engine.containers.get_mut(id).ok_or_else(|| not_found(id))?;
         c.started_at = Some(Instant::now());
-        if let Some((after, code)) = c.behaviour.exit_after {
-            exit_later(&self.engine, id, after, code);
+        match c.behaviour.exit_after {
+            Some((after, code)) if after.is_zero() => {
+                drop(engine);
+                exit(&self.engine, id, code);
+                return Ok(Endpoint::Unreachable);
+            }
+            Some((after, code)) => exit_later(&self.engine, id, after, code),
+            None => {}
         }
         Ok(self.endpoint(id))
     }
@@ -395,7 +406,8 @@ impl Dial for FakeDialer {
                 .behaviour
                 .ready_after
                 .is_some_and(|after| started + after <= Instant::now());
-            if !open || !c.spec.ports.contains(&port) {
+            let listens = c.behaviour.listens_on.as_ref().unwrap_or(&c.spec.ports);
+            if !open || !listens.contains(&port) {
                 return Err(refused("nothing listens on this port yet"));
             }
             let (client, server) = tokio::io::duplex(64 * 1024);

@@ -1,0 +1,101 @@
+//! Re-adopting the containers of an earlier berth process.
+
+use std::task::Poll;
+use std::time::Duration;
+
+use berth::runtime::fake::{Behaviour, FakeRuntime};
+use berth::runtime::{ContainerSpec, Identity};
+use berth::store::ObjectRecord;
+use berth::{EventKind, Runtime, State, Store};
+use http::StatusCode;
+use tokio::time::sleep;
+
+use crate::fixture::*;
+
+/// A container that an earlier session left running, as its store recorded it.
+async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> String {
+    let id = fixture.ns.id_from_name("alpha");
+    let spec = ContainerSpec {
+        identity: Identity {
+            app: "lifecycle".into(),
+            class: "Fake".into(),
+            object_id: id,
+            object_name: Some("alpha".into()),
+            session: "0123456789abcdef".into(),
+        },
+        image: IMAGE.into(),
+        env: Default::default(),
+        entrypoint: None,
+        labels: Default::default(),
+        ports: vec![8080],
+        enable_internet: true,
+        init: true,
+        nano_cpus: 0,
+        memory_bytes: 0,
+    };
+    let created = fake.create(&spec).await.expect("create");
+    fake.start(&created.id).await.expect("start");
+    store
+        .save_object(ObjectRecord {
+            namespace: fixture.ns.key().to_string(),
+            id: id.to_string(),
+            name: Some("alpha".into()),
+            state: State::Healthy,
+            container_id: Some(created.id.clone()),
+            started_at_ms: Some(0),
+            updated_at_ms: 0,
+        })
+        .await
+        .expect("save");
+    created.id
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_leftover_is_readopted_and_serves() {
+    let (fake, store) = (FakeRuntime::new(), Store::in_memory().expect("store"));
+    let f = Fixture::on(fake.clone(), Behaviour::default(), |_| {}, store.clone());
+    let container = leftover(&f, &fake, &store).await;
+    let recovery = f.app.recover().await.expect("recover");
+    assert_eq!((recovery.adopted, recovery.removed), (1, 0));
+    let object = f.ns.get_by_name("alpha");
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+    assert_eq!(
+        fake.running(),
+        [container],
+        "the same container, no second one"
+    );
+    assert_eq!(fake.created(), 1);
+}
+
+/// A `recover` whose caller goes away just after it re-adopted a container leaves that
+/// container watched: its exit is noticed, and a destroy ends it.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_recover_leaves_no_container_unwatched() {
+    let (fake, store) = (FakeRuntime::new(), Store::in_memory().expect("store"));
+    let mut f = Fixture::on(fake.clone(), Behaviour::default(), |_| {}, store.clone());
+    leftover(&f, &fake, &store).await;
+    let app = f.app.clone();
+    let mut recovering = Box::pin(app.recover());
+    let mut adopted = false;
+    for _ in 0..1000 {
+        if let Poll::Ready(r) = futures_util::poll!(recovering.as_mut()) {
+            panic!("recover finished before the test could abandon it: {r:?}");
+        }
+        adopted |= f
+            .events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Adopted));
+        if adopted {
+            break;
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    assert!(adopted);
+    drop(recovering);
+    let object = f.ns.get_by_name("alpha");
+    object.destroy().await.expect("destroy");
+    settle().await;
+    assert!(fake.running().is_empty());
+    assert_eq!(f.hooks.calls(), ["alpha: stop (destroyed)"]);
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+}

@@ -1,0 +1,83 @@
+//! Activity and sleep: requests in flight, abandoned requests, the idle deadline.
+
+use std::time::Duration;
+
+use berth::runtime::fake::Behaviour;
+use http::StatusCode;
+use tokio::time::{sleep, Instant};
+
+use crate::fixture::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_request_at_the_exact_sleep_deadline_is_never_lost() {
+    let f = Fixture::new(Behaviour::default());
+    // Just before, at, and just after the moment the container becomes idle.
+    let offsets: [i64; 5] = [-2, -1, 0, 1, 2];
+    for (n, offset) in offsets.iter().enumerate() {
+        let object = f.ns.get_by_name(&format!("o{n}"));
+        let (status, _, _) = fetch(&object, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        let idle_at = Instant::now() + SLEEP_AFTER;
+        let at = if *offset < 0 {
+            idle_at - Duration::from_millis(offset.unsigned_abs())
+        } else {
+            idle_at + Duration::from_millis(offset.unsigned_abs())
+        };
+        tokio::time::sleep_until(at).await;
+        let (status, kind, body) = fetch(&object, "/").await;
+        assert_eq!(status, StatusCode::OK, "offset {offset} ms: {kind}: {body}");
+        assert_eq!(body, format!("ok o{n}"));
+    }
+    // Whatever happened at each deadline, every container sleeps in the end, and each
+    // container that ran gave exactly one on_stop.
+    sleep(SLEEP_AFTER * 2).await;
+    settle().await;
+    assert!(f.fake.running().is_empty());
+    let stops = f
+        .hooks
+        .calls()
+        .iter()
+        .filter(|c| c.contains("stop"))
+        .count();
+    assert_eq!(stops, f.fake.created());
+    assert!(f.fake.created() >= offsets.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_gives_up_mid_request_does_not_keep_the_container_awake() {
+    let f = Fixture::new(Behaviour::default());
+    let object = f.ns.get_by_name("alpha");
+    let abandoned =
+        tokio::time::timeout(Duration::from_secs(1), fetch(&object, "/sleep/600000")).await;
+    assert!(abandoned.is_err(), "the client gave up");
+    assert_eq!(
+        object.in_flight(),
+        0,
+        "the abandoned request is no longer in flight"
+    );
+    sleep(SLEEP_AFTER + Duration::from_millis(1)).await;
+    settle().await;
+    assert!(f.fake.running().is_empty(), "it slept on time");
+    assert_eq!(
+        f.hooks.calls(),
+        ["alpha: start", "alpha: stop (slept after idle)"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_in_flight_keeps_the_container_awake_past_sleep_after() {
+    let f = Fixture::new(Behaviour::default());
+    let object = f.ns.get_by_name("alpha");
+    let (status, _, body) = fetch(&object, "/sleep/30000").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "slept 30000 ms"));
+    assert_eq!(f.fake.running().len(), 1, "awake while the request ran");
+    sleep(SLEEP_AFTER - Duration::from_millis(1)).await;
+    assert_eq!(
+        f.fake.running().len(),
+        1,
+        "sleep_after counts from the request's end"
+    );
+    sleep(Duration::from_millis(2)).await;
+    settle().await;
+    assert!(f.fake.running().is_empty());
+}
