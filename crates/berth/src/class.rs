@@ -127,6 +127,10 @@ pub struct ContainerClass {
     /// How long the ports (and the ping endpoint) may take to answer once the process has
     /// started. Default 20 s; raise it for slow-starting apps.
     pub port_ready_timeout: Duration,
+    /// How long a request forwarded to the container may wait for the head of its answer;
+    /// then the client gets a 504 and the request no longer counts as in flight. Default
+    /// 100 s, as Cloudflare's proxy waits for an origin. A streamed body may take longer.
+    pub request_timeout: Duration,
     /// Time between the stop signal and SIGKILL. Default 10 s.
     pub stop_grace: Duration,
     /// Run an init process as the container's PID 1 (the engine's `--init`). Default
@@ -155,6 +159,7 @@ impl ContainerClass {
             labels: BTreeMap::new(),
             start_timeout: Duration::from_secs(30),
             port_ready_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(100),
             stop_grace: Duration::from_secs(10),
             init: true,
             max_instances: 20,

@@ -168,8 +168,11 @@ async fn serve_here(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
-        // A client that sends its request and closes its side still gets the answer.
-        .half_close(true)
+        // A client that closes its connection has gone away, as nginx and most proxies
+        // take it: the request is dropped, and with it the container's answer and the
+        // request's count in flight, so an abandoned request cannot keep a container awake.
+        // (A client that half-closes after sending is taken as gone too.)
+        .half_close(false)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {

@@ -647,3 +647,68 @@ async fn a_shutdown_during_a_start_leaves_nothing_running() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(running_after(t.containers().await), 0, "and later");
 }
+
+/// A client that hangs up while its request waits for the container's answer (as
+/// `curl --max-time 1` does): berth drops the request, it no longer counts as in flight,
+/// and the container goes to sleep on time instead of staying up until it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_does_not_keep_its_container_awake() {
+    use tokio::io::AsyncWriteExt;
+    let t = TestApp::new("hang-up").await;
+    let mut class = t.class("Abandoned").await;
+    class.sleep_after = Duration::from_secs(1);
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    let object = ns.get_by_name("container");
+    let mut env = Env::new();
+    env.bind("APP", Binding::Container(ns));
+    let routes = vec![Route {
+        path: PathPattern::parse("/*").expect("pattern"),
+        binding: "APP".into(),
+        target: Target::Fixed("container".into()),
+        strip_prefix: false,
+    }];
+    let router = Router::new(routes, &env).expect("router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        Arc::new(router),
+        env,
+        async {
+            let _ = stopped.await;
+        },
+        ServeOptions::default(),
+    ));
+    let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    client
+        .write_all(b"GET /sleep/60000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let waiting = common::eventually(Duration::from_secs(10), || async {
+        object.in_flight() == 1
+    })
+    .await;
+    assert!(waiting, "the request reached the container");
+    drop(client);
+    let dropped =
+        common::eventually(Duration::from_secs(5), || async { object.in_flight() == 0 }).await;
+    assert!(
+        dropped,
+        "the abandoned request no longer counts as in flight"
+    );
+    let slept = common::eventually(Duration::from_secs(10), || async {
+        object.state().await.expect("state") == State::Stopped
+    })
+    .await;
+    assert!(
+        slept,
+        "the container slept; it is {}",
+        object.state().await.expect("state")
+    );
+    let _ = stop.send(());
+    let _ = server.await;
+    t.app.shutdown().await.expect("shutdown");
+}

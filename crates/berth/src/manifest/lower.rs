@@ -153,6 +153,9 @@ fn class_options(
     if let Some(d) = &rc.port_ready_timeout {
         class.port_ready_timeout = d.0;
     }
+    if let Some(d) = &rc.request_timeout {
+        class.request_timeout = d.0;
+    }
     if let Some(d) = &rc.stop_grace {
         class.stop_grace = d.0;
     }

@@ -76,6 +76,7 @@ pub(super) struct RawClass {
     pub(super) labels: BTreeMap<String, String>,
     pub(super) start_timeout: Option<DurationValue>,
     pub(super) port_ready_timeout: Option<DurationValue>,
+    pub(super) request_timeout: Option<DurationValue>,
     pub(super) stop_grace: Option<DurationValue>,
     pub(super) init: Option<bool>,
 }

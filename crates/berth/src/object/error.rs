@@ -56,6 +56,7 @@ pub enum ErrorKind {
     ContainerExited,
     ConnectionDropped,
     ConnectFailed,
+    RequestTimeout,
     Unavailable,
     BadRequestBody,
 }
@@ -132,6 +133,12 @@ impl ErrorKind {
             ContainerExited => (StatusCode::BAD_GATEWAY, "container-exited", NO, Container),
             ConnectionDropped => (StatusCode::BAD_GATEWAY, "connection-dropped", NO, Container),
             ConnectFailed => (StatusCode::BAD_GATEWAY, "connect-failed", NO, Container),
+            RequestTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "request-timeout",
+                NO,
+                Container,
+            ),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -264,6 +271,12 @@ pub enum FetchError {
         port: u16,
         cause: String,
     },
+    #[error("the container for {object} did not answer on port {port} within {timeout:?}; answer sooner (stream the answer, or answer at once and work in the background), or raise request_timeout")]
+    RequestTimeout {
+        object: String,
+        port: u16,
+        timeout: Duration,
+    },
     #[error("the container for {object} stopped three times before it could take the request (it exited, or was stopped or put to sleep meanwhile); see its logs and events, and retry")]
     Unavailable { object: String },
     #[error("the request body broke off or was malformed: {cause}")]
@@ -279,6 +292,7 @@ impl FetchError {
             FetchError::Crashed { .. } => ErrorKind::ContainerExited,
             FetchError::Dropped { .. } => ErrorKind::ConnectionDropped,
             FetchError::Connect { .. } => ErrorKind::ConnectFailed,
+            FetchError::RequestTimeout { .. } => ErrorKind::RequestTimeout,
             FetchError::Unavailable { .. } => ErrorKind::Unavailable,
             FetchError::BadRequestBody { .. } => ErrorKind::BadRequestBody,
         }

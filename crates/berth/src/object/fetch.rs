@@ -79,7 +79,20 @@ impl Object {
                 port,
             })));
         }
-        match proxy::forward(&instance.pool, request, port, in_flight).await {
+        let timeout = self.options().request_timeout;
+        let forwarded = tokio::time::timeout(
+            timeout,
+            proxy::forward(&instance.pool, request, port, in_flight),
+        )
+        .await;
+        let Ok(forwarded) = forwarded else {
+            return Err(FetchError::RequestTimeout {
+                object: self.describe(),
+                port,
+                timeout,
+            });
+        };
+        match forwarded {
             Ok(response) => Ok(response),
             Err(ProxyFailure::ClientBody(e)) => Err(FetchError::BadRequestBody {
                 cause: error_chain(e.as_ref()),

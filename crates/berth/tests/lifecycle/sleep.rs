@@ -81,3 +81,26 @@ async fn a_request_in_flight_keeps_the_container_awake_past_sleep_after() {
     settle().await;
     assert!(f.fake.running().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_the_container_never_answers_ends_at_request_timeout() {
+    let f = Fixture::with(
+        berth::runtime::fake::Behaviour::default(),
+        |class| class.request_timeout = Duration::from_secs(30),
+        berth::Store::in_memory().expect("store"),
+    );
+    let object = f.ns.get_by_name("alpha");
+    let began = Instant::now();
+    let (status, kind, body) = fetch(&object, "/hang").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(kind, "request-timeout");
+    assert!(
+        body.contains("did not answer on port 8080 within 30s"),
+        "{body}"
+    );
+    assert!(Instant::now() - began < Duration::from_secs(31));
+    assert_eq!(object.in_flight(), 0);
+    sleep(SLEEP_AFTER + Duration::from_millis(1)).await;
+    settle().await;
+    assert!(f.fake.running().is_empty(), "it slept on time");
+}
