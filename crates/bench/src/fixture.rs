@@ -219,3 +219,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     response.into_body().collect().await?;
     Ok(status)
 }
+
+/// A GET of `path` for an object's `fetch`, as the router would hand it on.
+pub fn request(path: &str) -> http::Request<berth::Body> {
+    let mut request = http::Request::new(berth::http::full(""));
+    *request.uri_mut() = path.parse().unwrap_or_default();
+    request.headers_mut().insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("localhost"),
+    );
+    request
+}

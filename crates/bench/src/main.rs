@@ -10,6 +10,7 @@
 mod client;
 mod cold;
 mod fixture;
+mod names;
 mod scale;
 mod sleep;
 mod stampede;
@@ -45,7 +46,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cold,warm,stampede,scale,sleep"
+        default_value = "cold,warm,stampede,scale,names,sleep"
     )]
     only: Vec<String>,
     /// The static server binary that goes into the image.
@@ -107,6 +108,13 @@ fn main() -> anyhow::Result<()> {
 /// Runs the measurements asked for, in a fixed order: the stampede is set against the cold
 /// start's median when both run. The containers go away even when one fails.
 async fn measure(cli: &Cli) -> anyhow::Result<()> {
+    const KNOWN: [&str; 6] = ["cold", "warm", "stampede", "scale", "names", "sleep"];
+    if let Some(unknown) = cli.only.iter().find(|o| !KNOWN.contains(&o.as_str())) {
+        anyhow::bail!(
+            "--only {unknown}: no such measurement; choose from {}",
+            KNOWN.join(", ")
+        );
+    }
     let fixture = Fixture::new(&cli.server).await?;
     fixture.print_machine().await;
     let wants = |name: &str| cli.only.iter().any(|o| o == name);
@@ -123,6 +131,9 @@ async fn measure(cli: &Cli) -> anyhow::Result<()> {
         }
         if wants("scale") {
             scale::run(&fixture, cli.containers).await?;
+        }
+        if wants("names") {
+            names::run(&fixture).await?;
         }
         if wants("sleep") {
             sleep::run(&fixture, cli.samples).await?;

@@ -119,7 +119,7 @@ async fn overhead(fixture: &Fixture, running: usize) -> anyhow::Result<()> {
 }
 
 /// Resident memory in KiB. berth runs inside this process, so what it grows by is berth's.
-fn rss_kib() -> u64 {
+pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::id::{random_below, IdError, IdScheme, ObjectId};
 use crate::lifecycle::StopReason;
-use crate::object::{Class, Object};
+use crate::object::{Class, Object, WeakObject};
 use crate::runtime::Signal;
 
 /// The object name [`Namespace::get_container`] uses when given none.
@@ -26,12 +26,20 @@ struct NamespaceInner {
     objects: Mutex<Objects>,
 }
 
-/// The live objects, and the ids of the names seen, so that a name is hashed once.
+/// The live objects by id. An object lives while anything holds it: a request, a start,
+/// the monitor of its container, a caller's handle. Once nothing does, it is freed and its
+/// entry is swept out, so names that come and go leave nothing behind in memory; its state,
+/// if it ever ran, is in the store for the next time.
 #[derive(Default)]
 struct Objects {
-    by_id: HashMap<ObjectId, Object>,
-    by_name: HashMap<String, ObjectId>,
+    by_id: HashMap<ObjectId, WeakObject>,
+    /// Entries at which dead ones are swept out next: twice the live ones at the last
+    /// sweep, so that sweeping costs O(1) per new object.
+    sweep_at: usize,
 }
+
+/// Entries below which the index is never swept.
+const SWEEP_FLOOR: usize = 1024;
 
 impl Namespace {
     pub(crate) fn new(class: Arc<Class>) -> Namespace {
@@ -72,25 +80,23 @@ impl Namespace {
 
     /// The one live object for `id`, created on first use.
     pub fn get(&self, id: ObjectId) -> Object {
-        self.object(id, None)
+        self.object(id, None::<fn() -> String>)
     }
 
     /// The one live object called `name`.
     pub fn get_by_name(&self, name: &str) -> Object {
-        {
-            let objects = self.lock();
-            if let Some(object) = objects
-                .by_name
-                .get(name)
-                .and_then(|id| objects.by_id.get(id))
-            {
-                return object.clone();
-            }
-        }
-        let id = self.id_from_name(name);
-        let object = self.object(id, Some(name));
-        self.lock().by_name.insert(name.to_string(), id);
-        object
+        self.object(self.id_from_name(name), Some(|| name.to_string()))
+    }
+
+    /// The object for `id`, which is called `name()`; the name is made only when a new
+    /// object needs it.
+    pub(crate) fn get_named(&self, id: ObjectId, name: impl FnOnce() -> String) -> Object {
+        self.object(id, Some(name))
+    }
+
+    /// The live object for `id`, if there is one; never creates one.
+    pub(crate) fn peek(&self, id: ObjectId) -> Option<Object> {
+        self.lock().by_id.get(&id).and_then(WeakObject::upgrade)
     }
 
     /// The object called `name`, or the class's singleton when `name` is `None` (the
@@ -143,22 +149,65 @@ impl Namespace {
 
     /// The objects that are live in this process.
     pub fn objects(&self) -> Vec<Object> {
-        self.lock().by_id.values().cloned().collect()
+        self.lock()
+            .by_id
+            .values()
+            .filter_map(WeakObject::upgrade)
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Objects> {
         self.inner.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn object(&self, id: ObjectId, name: Option<&str>) -> Object {
+    fn object(&self, id: ObjectId, name: Option<impl FnOnce() -> String>) -> Object {
         let mut objects = self.lock();
-        let object = objects
-            .by_id
-            .entry(id)
-            .or_insert_with(|| Object::new(self.inner.class.clone(), id, name));
-        if let Some(name) = name {
-            object.learn_name(name);
+        if let Some(object) = objects.by_id.get(&id).and_then(WeakObject::upgrade) {
+            if let Some(name) = name.filter(|_| object.name().is_none()) {
+                object.learn_name(&name());
+            }
+            return object;
         }
-        object.clone()
+        let name = name.map(|name| name());
+        let object = Object::new(self.inner.class.clone(), id, name.as_deref());
+        objects.by_id.insert(id, object.downgrade());
+        if objects.by_id.len() >= objects.sweep_at {
+            objects.by_id.retain(|_, object| object.is_alive());
+            objects.sweep_at = (objects.by_id.len() * 2).max(SWEEP_FLOOR);
+        }
+        object
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::app::App;
+    use crate::class::ContainerClass;
+    use crate::object::NoHooks;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn names_that_come_and_go_leave_a_bounded_index() {
+        let app =
+            App::new("ns", FakeRuntime::new(), Store::in_memory().expect("store")).expect("app");
+        let ns = app.namespace(ContainerClass::new("C", "none"), Arc::new(NoHooks));
+        let kept = ns.get_by_name("kept");
+        for i in 0..20_000 {
+            let object = ns.get_by_name(&format!("visitor-{i}"));
+            assert_eq!(object.name(), Some(format!("visitor-{i}").as_str()));
+        }
+        assert_eq!(ns.objects().len(), 1, "only the object still held is live");
+        let entries = ns.lock().by_id.len();
+        assert!(
+            entries <= super::SWEEP_FLOOR,
+            "{entries} entries for 1 live object"
+        );
+        let again = ns.get_by_name("kept");
+        assert_eq!(ns.objects().len(), 1, "the same object, not a second one");
+        drop((kept, again));
+        assert!(ns.objects().is_empty());
     }
 }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 
 use crate::http::{error_response, Body};
-use crate::id::random_below;
+use crate::id::{random_below, ObjectId};
 use crate::namespace::Namespace;
 use crate::object::Object;
 use crate::worker::{Env, Worker};
@@ -44,7 +44,7 @@ impl fmt::Display for KeySource {
 pub enum Strategy {
     Random,
     RoundRobin,
-    /// The object with the fewest requests in flight (the lowest index on a tie).
+    /// The object with the fewest requests in flight (ties spread over the pool).
     LeastInFlight,
     /// A consistent hash of a request key: the same key always reaches the same
     /// object, and growing the pool moves only a share of the keys.
@@ -168,6 +168,13 @@ pub struct Route {
     pub strip_prefix: bool,
 }
 
+/// The most objects a pool may have: every object of a pool may run a container.
+pub const MAX_POOL: usize = 10_000;
+
+/// The longest object name a route takes from a request, in bytes. Names are kept in
+/// memory while their objects live, and in the store once they ran.
+pub const MAX_NAME_BYTES: usize = 1024;
+
 /// Why a router could not be built.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RouterError {
@@ -179,6 +186,8 @@ pub enum RouterError {
         binding: String,
         known: String,
     },
+    #[error("route {path} has a pool of {size}; a pool has at most {MAX_POOL} objects")]
+    PoolTooLarge { path: String, size: usize },
 }
 
 struct Compiled {
@@ -187,6 +196,8 @@ struct Compiled {
     next: AtomicUsize,
     /// The object of a fixed-name route, looked up once.
     fixed: Option<Object>,
+    /// The ids of a pool's objects, by index, worked out once.
+    pool: Vec<ObjectId>,
 }
 
 /// A [`Worker`] that follows a list of routes.
@@ -201,6 +212,8 @@ pub enum Miss {
     NoRoute,
     /// The route needs a key the request lacks.
     MissingKey(KeySource),
+    /// The name the request gives is longer than [`MAX_NAME_BYTES`].
+    NameTooLong { source: KeySource, bytes: usize },
 }
 
 impl Router {
@@ -219,11 +232,24 @@ impl Router {
                     Target::Fixed(name) => Some(namespace.get_by_name(name)),
                     _ => None,
                 };
+                let pool = match &route.target {
+                    Target::Pool { size, .. } if *size > MAX_POOL => {
+                        return Err(RouterError::PoolTooLarge {
+                            path: route.path.as_str().to_string(),
+                            size: *size,
+                        })
+                    }
+                    Target::Pool { size, .. } => (0..(*size).max(1))
+                        .map(|k| namespace.id_from_name(&pool_name(k)))
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 Ok(Compiled {
                     route,
                     namespace,
                     next: AtomicUsize::new(0),
                     fixed,
+                    pool,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -249,15 +275,29 @@ impl Router {
         let object = match (&compiled.fixed, &compiled.route.target) {
             (Some(object), _) => object.clone(),
             (None, Target::Fixed(name)) => ns.get_by_name(name),
-            (None, Target::From(source)) => ns.get_by_name(&key(source)?),
-            (None, Target::Pool { size, strategy }) => {
-                let size = (*size).max(1);
-                ns.get_by_name(&pool_name(match strategy {
+            (None, Target::From(source)) => {
+                let name = key(source)?;
+                if name.len() > MAX_NAME_BYTES {
+                    return Err(Miss::NameTooLong {
+                        source: source.clone(),
+                        bytes: name.len(),
+                    });
+                }
+                ns.get_by_name(&name)
+            }
+            (None, Target::Pool { strategy, .. }) => {
+                let ids = &compiled.pool;
+                let size = ids.len().max(1);
+                let k = match strategy {
                     Strategy::Random => random_below(size),
                     Strategy::RoundRobin => compiled.next.fetch_add(1, Ordering::Relaxed) % size,
-                    Strategy::LeastInFlight => least_in_flight(ns, size, &compiled.next),
+                    Strategy::LeastInFlight => least_in_flight(ns, ids, &compiled.next),
                     Strategy::Hash(source) => jump_hash(fnv1a(key(source)?.as_bytes()), size),
-                }))
+                };
+                match ids.get(k) {
+                    Some(id) => ns.get_named(*id, || pool_name(k)),
+                    None => ns.get_by_name(&pool_name(k)),
+                }
             }
         };
         let stripped = compiled.route.strip_prefix.then(|| {
@@ -289,6 +329,13 @@ impl Router {
                 "missing-key",
                 &format!("this route picks its instance by {source}, which the request lacks"),
             ),
+            Miss::NameTooLong { source, bytes } => error_response(
+                StatusCode::BAD_REQUEST,
+                "name-too-long",
+                &format!(
+                    "the object name in {source} is {bytes} bytes long; names are at most {MAX_NAME_BYTES} bytes"
+                ),
+            ),
         }
     }
 }
@@ -308,13 +355,26 @@ pub fn pool_name(k: usize) -> String {
     format!("instance-{k}")
 }
 
-fn least_in_flight(ns: &Namespace, size: usize, next: &AtomicUsize) -> usize {
-    // Start the scan at a rotating index so ties spread out.
+/// The index of the pool's object with the fewest requests in flight. An object that is
+/// not live has none, so the scan stops at the first such one: it costs O(live objects),
+/// and it creates none. It starts at a rotating index so that ties spread out.
+fn least_in_flight(ns: &Namespace, ids: &[ObjectId], next: &AtomicUsize) -> usize {
+    let size = ids.len().max(1);
     let start = next.fetch_add(1, Ordering::Relaxed) % size;
-    (0..size)
-        .map(|i| (start + i) % size)
-        .min_by_key(|k| ns.get_by_name(&pool_name(*k)).in_flight())
-        .unwrap_or(0)
+    let mut best = (u32::MAX, start);
+    for k in (0..size).map(|i| (start + i) % size) {
+        let in_flight = ids
+            .get(k)
+            .and_then(|id| ns.peek(*id))
+            .map_or(0, |o| o.in_flight());
+        if in_flight < best.0 {
+            best = (in_flight, k);
+            if in_flight == 0 {
+                break;
+            }
+        }
+    }
+    best.1
 }
 
 fn read_key<B>(
@@ -394,6 +454,74 @@ fn jump_hash(mut key: u64, buckets: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use crate::app::App;
+    use crate::class::ContainerClass;
+    use crate::object::NoHooks;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::store::Store;
+    use crate::worker::Binding;
+
+    fn router(target: Target) -> Result<(Router, Namespace), RouterError> {
+        let app =
+            App::new("r", FakeRuntime::new(), Store::in_memory().expect("store")).expect("app");
+        let ns = app.namespace(ContainerClass::new("C", "none"), Arc::new(NoHooks));
+        let mut env = Env::new();
+        env.bind("APP", Binding::Container(ns.clone()));
+        let route = Route {
+            path: PathPattern::parse("/*").expect("pattern"),
+            binding: "APP".into(),
+            target,
+            strip_prefix: false,
+        };
+        Ok((Router::new(vec![route], &env)?, ns))
+    }
+
+    #[tokio::test]
+    async fn a_name_from_the_request_is_at_most_1024_bytes() {
+        let (router, ns) =
+            router(Target::From(KeySource::Header("x-user".into()))).expect("router");
+        let mut ok = Request::get("/")
+            .header("x-user", "a".repeat(MAX_NAME_BYTES))
+            .body(())
+            .expect("request");
+        assert!(router.pick(&mut ok).is_ok());
+        let mut long = Request::get("/")
+            .header("x-user", "a".repeat(MAX_NAME_BYTES + 1))
+            .body(())
+            .expect("request");
+        let miss = router.pick(&mut long).expect_err("too long");
+        let response = router.miss_response(&miss);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()["berth-error"], "name-too-long");
+        assert!(ns.objects().is_empty(), "no object for a refused name");
+    }
+
+    #[tokio::test]
+    async fn pools_are_bounded_and_least_in_flight_creates_no_objects() {
+        let too_large = router(Target::Pool {
+            size: MAX_POOL + 1,
+            strategy: Strategy::Random,
+        });
+        assert!(matches!(too_large, Err(RouterError::PoolTooLarge { .. })));
+        let (router, ns) = router(Target::Pool {
+            size: MAX_POOL,
+            strategy: Strategy::LeastInFlight,
+        })
+        .expect("router");
+        let picked: Vec<Object> = (0..100)
+            .map(|_| {
+                router
+                    .pick(&mut Request::get("/").body(()).expect("request"))
+                    .expect("object")
+            })
+            .collect();
+        assert_eq!(ns.objects().len(), 100, "one object per pick, no more");
+        assert!(picked
+            .iter()
+            .all(|o| o.name().is_some_and(|n| n.starts_with("instance-"))));
+    }
 
     #[test]
     fn paths_match_literals_params_and_rest() {

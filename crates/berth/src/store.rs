@@ -6,7 +6,9 @@
 //!
 //! SQLite blocks: a write may wait for a lock held by another process up to the busy
 //! timeout. So every query runs on Tokio's blocking pool, never on the threads that serve
-//! requests; the store is a cheap handle to share.
+//! requests, one at a time (the connection serves one anyway): a burst of a thousand
+//! starts queues its writes instead of waking a thousand threads. The store is a cheap
+//! handle to share.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,8 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// One query at a time on the blocking pool.
+    turn: Arc<tokio::sync::Semaphore>,
 }
 
 const SCHEMA: &str = "
@@ -122,6 +126,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 conn: Mutex::new(conn),
+                turn: Arc::new(tokio::sync::Semaphore::new(1)),
             }),
         }
     }
@@ -139,7 +144,10 @@ impl Store {
     {
         let inner = self.inner.clone();
         let path = self.inner.path.clone();
+        let turn = self.inner.turn.clone().acquire_owned().await.ok();
         tokio::task::spawn_blocking(move || {
+            // Held until the query ends, even if the caller stops waiting for it.
+            let _turn = turn;
             let conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
             query(&conn).map_err(|e| StoreError::Query {
                 path: inner.path.clone(),

@@ -181,6 +181,23 @@ routes = [
     }
 
     #[test]
+    fn pools_have_from_1_to_10000_objects() {
+        for size in ["0", "-5", "10001"] {
+            let e = error(&SEED.replace("pool = 3,", &format!("pool = {size},")));
+            assert!(
+                e.contains(&format!(
+                    "pool = {size}: a pool has from 1 to 10000 objects"
+                )),
+                "{e}"
+            );
+            assert!(e.starts_with("app/berth.toml:"), "{e}");
+        }
+        let e = error(&SEED.replace("pool = 3,", "pool = 18446744073709551615,"));
+        assert!(e.starts_with("app/berth.toml:"), "{e}");
+        assert!(parse(&SEED.replace("pool = 3,", "pool = 10000,")).is_ok());
+    }
+
+    #[test]
     fn the_init_process_can_be_turned_off() {
         let text = SEED.replace("default_port = 8080", "default_port = 8080\ninit = false");
         let m = parse(&text).expect("valid");

@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::diagnose::Source;
 use super::ManifestError;
 use crate::class::{parse_duration, InstanceType};
-use crate::router::{KeySource, PathPattern, Strategy, Target};
+use crate::router::{KeySource, PathPattern, Strategy, Target, MAX_POOL};
 
 /// Reads the text into the raw manifest; errors point into `source`.
 pub(super) fn deserialize(source: &Source) -> Result<RawManifest, ManifestError> {
@@ -288,7 +288,7 @@ impl<'de> Deserialize<'de> for TargetValue {
             from: Option<String>,
             param: Option<String>,
             name: Option<String>,
-            pool: Option<usize>,
+            pool: Option<i64>,
             strategy: Option<String>,
             key: Option<KeyTable>,
         }
@@ -318,9 +318,14 @@ impl<'de> Deserialize<'de> for TargetValue {
                         Ok(TargetValue(Target::From(key.into_source()?)))
                     }
                     (None, Some(size)) => {
-                        if size == 0 {
-                            return Err(de::Error::custom("pool must be at least 1"));
-                        }
+                        let size = usize::try_from(size)
+                            .ok()
+                            .filter(|s| (1..=MAX_POOL).contains(s))
+                            .ok_or_else(|| {
+                                de::Error::custom(format!(
+                                    "pool = {size}: a pool has from 1 to {MAX_POOL} objects"
+                                ))
+                            })?;
                         let strategy = match t.strategy.as_deref().unwrap_or("random") {
                             "random" => Strategy::Random,
                             "round-robin" => Strategy::RoundRobin,

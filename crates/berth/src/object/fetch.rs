@@ -123,21 +123,16 @@ impl Object {
         }
     }
 
-    /// Counts a request in flight on a healthy container, if there is one. Decided under
-    /// the phase lock, where the sleeper decides too.
-    fn try_lease(&self) -> Option<(InFlight, Arc<Instance>)> {
-        let phase = self.phase();
-        let instance = phase.serving()?.clone();
-        Some((self.inner.activity.enter(), instance))
-    }
-
     /// A healthy container and the request counted in flight on it, starting one if
-    /// needed. A container that stops between becoming healthy and taking the request
-    /// (it crashed, slept at that very moment, or was stopped) is started afresh.
+    /// needed. The request counts from the moment it arrives, so that the container it
+    /// waits for cannot fall asleep before it takes the request, however long the start
+    /// takes to be recorded. A container that stops between becoming healthy and taking
+    /// the request (it crashed, or was stopped) is started afresh.
     async fn lease(&self) -> Result<(InFlight, Arc<Instance>), FetchError> {
+        let in_flight = self.inner.activity.enter();
         for _ in 0..STARTS_PER_REQUEST {
-            if let Some(lease) = self.try_lease() {
-                return Ok(lease);
+            if let Some(instance) = self.phase().serving().cloned() {
+                return Ok((in_flight, instance));
             }
             match self.ensure(Goal::Healthy, None).await {
                 Ok(()) => {}
@@ -145,8 +140,11 @@ impl Object {
                 Err(e) => return Err(FetchError::Start(e)),
             }
         }
-        self.try_lease().ok_or_else(|| FetchError::Unavailable {
-            object: self.describe(),
-        })
+        let serving = self.phase().serving().cloned();
+        serving
+            .map(|instance| (in_flight, instance))
+            .ok_or_else(|| FetchError::Unavailable {
+                object: self.describe(),
+            })
     }
 }

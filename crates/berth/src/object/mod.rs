@@ -21,7 +21,7 @@ mod stop;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
 use tokio::sync::Semaphore;
 
@@ -95,6 +95,21 @@ struct Attempts {
     last_failure: Option<(u64, Arc<StartError>)>,
 }
 
+/// A handle that does not keep its object alive: what the namespace indexes objects by,
+/// so that an object nothing uses any more (no request, no start, no container) is freed.
+#[derive(Clone)]
+pub(crate) struct WeakObject(Weak<Inner>);
+
+impl WeakObject {
+    pub(crate) fn upgrade(&self) -> Option<Object> {
+        self.0.upgrade().map(|inner| Object { inner })
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 impl fmt::Debug for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Object({})", self.describe())
@@ -125,7 +140,13 @@ impl Object {
 
     /// Remembers the name the object is addressed by; it is stored with the next state.
     pub(crate) fn learn_name(&self, name: &str) {
-        let _ = self.inner.name.set(name.to_string());
+        if self.inner.name.get().is_none() {
+            let _ = self.inner.name.set(name.to_string());
+        }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakObject {
+        WeakObject(Arc::downgrade(&self.inner))
     }
 
     pub fn id(&self) -> ObjectId {

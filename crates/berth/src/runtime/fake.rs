@@ -153,6 +153,17 @@ impl FakeRuntime {
             .unwrap_or(0)
     }
 
+    /// Forgets the signals of removed containers, for runs that make very many.
+    pub fn forget_history(&self) {
+        let mut engine = self.lock();
+        let Engine {
+            containers,
+            signals,
+            ..
+        } = &mut *engine;
+        signals.retain(|id, _| containers.contains_key(id));
+    }
+
     /// Makes container `id` exit now with `code`, as a crash does.
     pub fn crash(&self, id: &str, code: i64) {
         exit(&self.engine, id, code);

@@ -104,3 +104,39 @@ async fn a_request_the_container_never_answers_ends_at_request_timeout() {
     settle().await;
     assert!(f.fake.running().is_empty(), "it slept on time");
 }
+
+/// A request that waits for its container's start counts as in flight from the moment it
+/// arrives: however long the start takes to be recorded (a state file that another
+/// process holds), the new container does not fall asleep before it takes the request.
+/// Real time, so that the sleep deadline passes while the store waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_does_not_sleep_before_the_request_that_started_it() {
+    let dir =
+        std::env::temp_dir().join(format!("berth-lifecycle-slow-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("state.db");
+    let store = berth::Store::open(&path).expect("store");
+    let f = Fixture::with(
+        berth::runtime::fake::Behaviour::default(),
+        |class| class.sleep_after = Duration::from_millis(50),
+        store,
+    );
+    let object = f.ns.get_by_name("alpha");
+    // The state file is held for 500 ms while the start records its progress.
+    let mut locker = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); time.sleep(0.5); c.execute('COMMIT')")
+        .arg(&path)
+        .spawn()
+        .expect("python3");
+    let (status, kind, body) = fetch(&object, "/").await;
+    let _ = locker.wait();
+    assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+    assert_eq!(
+        f.fake.created(),
+        1,
+        "the request was served by the container it started"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -199,3 +199,38 @@ async fn no_container_starts_once_the_app_shuts_down() {
     assert_eq!(kind, "shutting-down");
     assert_eq!(f.fake.created(), 0);
 }
+
+/// Names a client makes up, refused because the class is full, leave nothing behind: no
+/// object in memory, no row in the store.
+#[tokio::test(start_paused = true)]
+async fn refused_names_leave_nothing_behind() {
+    let f = Fixture::with(
+        Behaviour::default(),
+        |class| class.max_instances = 1,
+        Store::in_memory().expect("store"),
+    );
+    assert_eq!(
+        fetch(&f.ns.get_by_name("holder"), "/").await.0,
+        StatusCode::OK
+    );
+    for i in 0..500 {
+        let (status, kind, _) = fetch(&f.ns.get_by_name(&format!("visitor-{i}")), "/").await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "max-instances")
+        );
+    }
+    settle().await;
+    let live: Vec<_> =
+        f.ns.objects()
+            .iter()
+            .map(|o| o.name().map(str::to_string))
+            .collect();
+    assert_eq!(
+        live,
+        [Some("holder".to_string())],
+        "only the running object lives"
+    );
+    let rows = f.app.store().objects().await.expect("rows");
+    assert_eq!(rows.len(), 1, "only the object that ran is recorded");
+}
