@@ -180,6 +180,20 @@ impl Berth {
         self.stderr.lock().expect("stderr").clone()
     }
 
+    /// The standard error once it holds `needle`, or after 10 s. Lines written to it before
+    /// "Ready on" was written to standard output may still be on their way: the two are
+    /// read by different threads.
+    fn stderr_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
@@ -426,13 +440,9 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     let app = AppDir::new("rerun", ROUTES);
     let mut first = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = first.ready();
-    assert!(
-        first
-            .stderr()
-            .contains(&format!("building berth-dev/{}:", app.name)),
-        "{}",
-        first.stderr()
-    );
+    let building = format!("building berth-dev/{}:", app.name);
+    let log = first.stderr_with(&building);
+    assert!(log.contains(&building), "{log}");
     let container = hostname(&addr);
     first.signal("KILL");
     first.wait(Duration::from_secs(10));
@@ -445,7 +455,7 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     // The next session re-adopts the healthy container instead of starting another.
     let mut second = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = second.ready();
-    let log = second.stderr();
+    let log = second.stderr_with("re-adopted");
     assert!(
         log.contains("re-adopted 1 running container(s) of an earlier session"),
         "{log}"
@@ -494,7 +504,7 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     .expect("Dockerfile");
     let mut third = Berth::start(&["dev", "--port", "0"], &app.dir);
     third.ready();
-    let log = third.stderr();
+    let log = third.stderr_with("left behind");
     assert!(
         log.contains("container(s) left behind by an earlier session"),
         "{log}"
