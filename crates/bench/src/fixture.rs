@@ -106,6 +106,7 @@ impl Fixture {
                 object_id: self.ns.id_from_name(name),
                 object_name: Some(name.into()),
                 session: format!("baseline-{}", std::process::id()),
+                host: String::new(),
             },
             image: self.image.clone(),
             env: BTreeMap::from([("WORKERS".to_string(), "2".to_string())]),

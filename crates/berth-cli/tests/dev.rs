@@ -682,3 +682,54 @@ async fn ps_shows_records_of_any_text() {
         "{stderr}"
     );
 }
+
+/// A copy of an app in another folder, with the same name, while the first runs: the
+/// second `berth dev` is refused and says why, and the first keeps its containers and
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_session_of_the_same_app_is_refused_and_harms_nothing() {
+    let app = AppDir::new("twins", ROUTES);
+    let copy_dir = app.dir.with_file_name(format!("{}-copy", app.name));
+    let _ = std::fs::remove_dir_all(&copy_dir);
+    std::fs::create_dir_all(&copy_dir).expect("copy");
+    for file in ["Dockerfile", ".dockerignore", "berth.toml"] {
+        std::fs::copy(app.dir.join(file), copy_dir.join(file)).expect("copy a file");
+    }
+    let mut first = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = first.ready();
+    let (status, _) = http(&addr, "/fixed/", &[]);
+    assert_eq!(status, 200);
+    let (code, stderr) = run_to_end(&["dev", "--port", "0"], &copy_dir, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "another berth session of app {} is running",
+            app.name
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("on this machine (1 container(s))"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("give this copy of the app another name"),
+        "{stderr}"
+    );
+    assert_eq!(
+        app.containers().await.len(),
+        1,
+        "the first session's container is left"
+    );
+    let (status, _) = http(&addr, "/fixed/", &[]);
+    assert_eq!(status, 200, "and it still serves");
+    first.signal("TERM");
+    assert_eq!(
+        first.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        first.stderr()
+    );
+    assert!(app.containers().await.is_empty());
+    let _ = std::fs::remove_dir_all(&copy_dir);
+}

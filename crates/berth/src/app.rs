@@ -1,7 +1,8 @@
 //! An app: the objects of every class, one state store, one engine, one session.
 //!
 //! The session id labels every container this process starts, so that shutdown removes
-//! exactly those, and a later run can tell containers of a dead session from its own.
+//! exactly those. A later run removes or re-adopts the containers of sessions that are
+//! provably dead (see `lease`), and leaves those of live sessions alone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,23 +13,51 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::class::ContainerClass;
 use crate::context::AppContext;
 use crate::event::{Event, EventKind};
-use crate::id::{hex, random_bytes, RandomError};
+use crate::lease::{self, Lease, LeaseError, Liveness};
 use crate::lifecycle::{State, StopReason};
 use crate::namespace::Namespace;
 use crate::object::{Class, Hooks};
-use crate::runtime::{Runtime, RuntimeError, Selector};
+use crate::runtime::{ContainerInfo, Runtime, RuntimeError, Selector};
 use crate::store::{now_ms, Store, StoreError};
 
 /// How long a shutdown waits for the hooks of stopped containers.
 const HOOKS_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What [`App::recover`] did with containers left by earlier sessions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Still healthy, and now this session's.
     pub adopted: usize,
     /// Exited, unknown, stale, or on an old image: removed.
     pub removed: usize,
+    /// Containers of other sessions that may still be alive, left alone.
+    pub others: Vec<OtherSession>,
+}
+
+/// Another session of the same app that may be alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherSession {
+    pub session: String,
+    /// `true`: it runs on this machine; `false`: on another, which cannot be asked.
+    pub here: bool,
+    /// Its containers on this engine.
+    pub containers: usize,
+}
+
+impl std::fmt::Display for OtherSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "session {} on {} ({} container(s))",
+            self.session,
+            if self.here {
+                "this machine"
+            } else {
+                "another machine"
+            },
+            self.containers
+        )
+    }
 }
 
 /// A berth app. Cheap to clone; clones share everything.
@@ -40,13 +69,15 @@ pub struct App {
 
 impl App {
     /// An app called `name`, running containers on `runtime` and keeping state in `store`.
-    /// Created inside a Tokio runtime, it runs its lifecycle tasks there. Fails only if
-    /// the operating system cannot give the random session id.
-    pub fn new(name: &str, runtime: Arc<dyn Runtime>, store: Store) -> Result<App, RandomError> {
+    /// Created inside a Tokio runtime, it runs its lifecycle tasks there. It takes a lease
+    /// that tells other berth processes that its session is alive; that fails only if the
+    /// operating system cannot give a random session id or the lease's folder is not
+    /// writable.
+    pub fn new(name: &str, runtime: Arc<dyn Runtime>, store: Store) -> Result<App, LeaseError> {
         Ok(App {
             context: Arc::new(AppContext {
                 name: name.to_string(),
-                session: hex(&random_bytes::<8>()?),
+                lease: Lease::take(name)?,
                 runtime,
                 store,
                 events: tokio::sync::broadcast::channel(1024).0,
@@ -64,7 +95,54 @@ impl App {
 
     /// The id of this process's session, which every container it starts carries.
     pub fn session(&self) -> &str {
-        &self.context.session
+        self.context.lease.id()
+    }
+
+    /// The other sessions of this app that may be alive: those on this machine whose
+    /// process runs (with containers or not yet), and those on other machines that have
+    /// containers on this engine.
+    pub async fn other_sessions(&self) -> Result<Vec<OtherSession>, RuntimeError> {
+        let mut others: Vec<OtherSession> = lease::live_sessions(self.name(), self.session())
+            .into_iter()
+            .map(|session| OtherSession {
+                session,
+                here: true,
+                containers: 0,
+            })
+            .collect();
+        let found = self
+            .context
+            .runtime
+            .list(&Selector::app(self.name()))
+            .await?;
+        for info in &found {
+            self.count_other(&mut others, info);
+        }
+        Ok(others)
+    }
+
+    /// Adds `info` to `others` if it belongs to another session that may be alive;
+    /// returns whether it did.
+    fn count_other(&self, others: &mut Vec<OtherSession>, info: &ContainerInfo) -> bool {
+        let Some(identity) = &info.identity else {
+            return false;
+        };
+        if identity.session == self.session() {
+            return false;
+        }
+        let alive = lease::liveness(self.name(), &identity.session, &identity.host);
+        if alive == Liveness::Dead {
+            return false;
+        }
+        match others.iter_mut().find(|o| o.session == identity.session) {
+            Some(other) => other.containers += 1,
+            None => others.push(OtherSession {
+                session: identity.session.clone(),
+                here: alive == Liveness::Alive,
+                containers: 1,
+            }),
+        }
+        true
     }
 
     pub fn store(&self) -> &Store {
@@ -127,10 +205,11 @@ impl App {
         Ok(found.len())
     }
 
-    /// Deals with the containers of this app left by other sessions (a berth that was
-    /// killed): a running one that its object still records, on the class's current
-    /// image, that is still healthy, is re-adopted; every other one is removed. Call it
-    /// after creating the app's namespaces.
+    /// Deals with the containers of this app left by sessions that have ended (a berth that
+    /// was killed): a running one that its object still records, on the class's current
+    /// image, that is still healthy, is re-adopted; every other one is removed. Containers
+    /// of sessions that may still be alive are left alone and reported. Call it after
+    /// creating the app's namespaces.
     pub async fn recover(&self) -> Result<Recovery, RuntimeError> {
         let found = self
             .context
@@ -142,6 +221,9 @@ impl App {
         for info in found {
             let identity = info.identity.as_ref();
             if identity.is_some_and(|i| i.session == self.session()) {
+                continue;
+            }
+            if self.count_other(&mut recovery.others, &info) {
                 continue;
             }
             let object = identity.and_then(|identity| {

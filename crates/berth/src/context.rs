@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::event::Event;
+use crate::lease::Lease;
 use crate::lifecycle::after;
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -16,7 +17,8 @@ use crate::store::Store;
 /// What the objects of one app share.
 pub(crate) struct AppContext {
     pub(crate) name: String,
-    pub(crate) session: String,
+    /// This process's session, alive while the app is.
+    pub(crate) lease: Lease,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) store: Store,
     pub(crate) events: tokio::sync::broadcast::Sender<Event>,

@@ -26,6 +26,7 @@ pub mod activity;
 pub mod class;
 pub mod http;
 pub mod id;
+pub mod lease;
 pub mod lifecycle;
 pub mod runtime;
 pub mod store;

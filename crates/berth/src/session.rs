@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
-use crate::id::RandomError;
+use crate::lease::LeaseError;
 use crate::lifecycle::StopReason;
 use crate::manifest::{ImageSource, Manifest};
 use crate::namespace::Namespace;
@@ -42,7 +43,12 @@ pub enum SessionError {
     #[error(transparent)]
     Router(#[from] RouterError),
     #[error(transparent)]
-    Random(#[from] RandomError),
+    Lease(#[from] LeaseError),
+    #[error("another berth session of app {app} is running: {}; stop it first, or give this copy of the app another name in berth.toml{}", .others.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), remote_hint(.others))]
+    AnotherSession {
+        app: String,
+        others: Vec<OtherSession>,
+    },
     #[error("cannot use {path}: {reason}")]
     Io { path: PathBuf, reason: String },
     #[error("another berth session is running for {dir}; stop it first (its lock is {lock})")]
@@ -99,6 +105,13 @@ impl Session {
                 reason: e.to_string(),
             })??;
         let app = App::new(&manifest.name, runtime, store)?;
+        let others = app.other_sessions().await?;
+        if !others.is_empty() {
+            return Err(SessionError::AnotherSession {
+                app: manifest.name.clone(),
+                others,
+            });
+        }
         let mut namespaces = BTreeMap::new();
         for def in &manifest.containers {
             let image =
@@ -108,6 +121,12 @@ impl Session {
             namespaces.insert(def.id.clone(), app.namespace(class, Arc::new(NoHooks)));
         }
         let recovery = app.recover().await?;
+        if !recovery.others.is_empty() {
+            return Err(SessionError::AnotherSession {
+                app: manifest.name.clone(),
+                others: recovery.others,
+            });
+        }
         if recovery.adopted > 0 {
             progress(&format!(
                 "re-adopted {} running container(s) of an earlier session of {}",
@@ -207,6 +226,17 @@ impl Session {
     /// Stops and removes every container of the session.
     pub async fn shutdown(&self) -> Result<usize, RuntimeError> {
         self.app.shutdown().await
+    }
+}
+
+/// How to clear a session on another machine that has in fact ended.
+fn remote_hint(others: &[OtherSession]) -> String {
+    match others.iter().find(|o| !o.here) {
+        Some(other) => format!(
+            "; if the session on another machine has ended, remove its containers: docker rm -f $(docker ps -aq --filter label=berth.session={})",
+            other.session
+        ),
+        None => String::new(),
     }
 }
 

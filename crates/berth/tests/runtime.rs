@@ -20,6 +20,7 @@ fn identity(test: &str, object: &str) -> Identity {
         object_id: ObjectId::parse_hex(&format!("{:0>64}", hex(object))).expect("an id"),
         object_name: Some(object.to_string()),
         session: test.to_string(),
+        host: "contract-host".into(),
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Identity {
     pub object_name: Option<String>,
     /// The berth process (session) that started the container.
     pub session: String,
+    /// The machine that session runs on, so that another berth process can tell whether
+    /// the session is alive (see `lease`); empty for containers of older berth versions.
+    pub host: String,
 }
 
 /// Which containers [`Runtime::list`] returns: those of an app, narrowed down further.

@@ -22,6 +22,7 @@ async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> Strin
             object_id: id,
             object_name: Some("alpha".into()),
             session: "0123456789abcdef".into(),
+            host: String::new(),
         },
         image: IMAGE.into(),
         env: Default::default(),
@@ -97,5 +98,47 @@ async fn an_abandoned_recover_leaves_no_container_unwatched() {
     settle().await;
     assert!(fake.running().is_empty());
     assert_eq!(f.hooks.calls(), ["alpha: stop (destroyed)"]);
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+}
+
+/// Two sessions of an app with the same name on one engine (two copies of an app, two
+/// people running the same example): the second leaves the first's containers alone, and
+/// sees it, with or without containers.
+#[tokio::test(start_paused = true)]
+async fn the_containers_of_a_live_session_are_left_alone() {
+    let fake = FakeRuntime::new();
+    let first = Fixture::on(
+        fake.clone(),
+        Behaviour::default(),
+        |_| {},
+        Store::in_memory().expect("store"),
+    );
+    let second = Fixture::on(
+        fake.clone(),
+        Behaviour::default(),
+        |_| {},
+        Store::in_memory().expect("store"),
+    );
+    let others = second.app.other_sessions().await.expect("list");
+    assert_eq!(
+        others.len(),
+        1,
+        "the first session, before it runs anything"
+    );
+    assert_eq!(
+        (others[0].session.as_str(), others[0].containers),
+        (first.app.session(), 0)
+    );
+    let object = first.ns.get_by_name("alpha");
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+    let recovery = second.app.recover().await.expect("recover");
+    assert_eq!((recovery.adopted, recovery.removed), (0, 0));
+    assert_eq!(recovery.others.len(), 1);
+    assert!(recovery.others[0].here && recovery.others[0].containers == 1);
+    assert_eq!(
+        fake.running().len(),
+        1,
+        "the first session's container still runs"
+    );
     assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
 }

@@ -14,6 +14,7 @@ pub const CLASS: &str = "berth.class";
 pub const OBJECT_ID: &str = "berth.object-id";
 pub const OBJECT_NAME: &str = "berth.object-name";
 pub const SESSION: &str = "berth.session";
+pub const HOST: &str = "berth.host";
 
 /// The labels that carry `identity`, added to the class's own `extra` labels (berth's
 /// win on a clash, so that a class cannot disguise its containers).
@@ -31,6 +32,7 @@ pub(super) fn render(
             label_value(identity.object_name.as_deref().unwrap_or("")),
         ),
         (SESSION, identity.session.clone()),
+        (HOST, identity.host.clone()),
     ] {
         labels.insert(key.to_string(), value);
     }
@@ -46,6 +48,7 @@ pub(super) fn parse(labels: &BTreeMap<String, String>) -> Option<Identity> {
         object_id: ObjectId::parse_hex(labels.get(OBJECT_ID)?).ok()?,
         object_name: (!name.is_empty()).then(|| name.clone()),
         session: labels.get(SESSION)?.clone(),
+        host: labels.get(HOST).cloned().unwrap_or_default(),
     })
 }
 
@@ -117,6 +120,7 @@ mod tests {
             object_id: IdScheme::new("hello/My App/€").for_name("alpha"),
             object_name: name.map(str::to_string),
             session: "0123456789abcdef".into(),
+            host: "machine".into(),
         }
     }
 
