@@ -12,6 +12,7 @@ const FLOORS: &[&[&str]] = &[
         "class",
         "http",
         "id",
+        "lease",
         "lifecycle",
         "runtime",
         "store",
