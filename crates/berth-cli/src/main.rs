@@ -64,12 +64,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // berth's own warnings go among the lines `berth dev` prints: plain, short, and
+    // coloured only on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -197,6 +197,7 @@ impl App {
     /// Removes every container of this session at once, with no stop signal and no
     /// hooks: for a second Ctrl-C, when waiting is no longer wanted. Returns how many.
     pub async fn sweep(&self) -> Result<usize, RuntimeError> {
+        self.context.closing.store(true, Ordering::SeqCst);
         let selector = Selector::app(self.name()).session(self.session());
         let found = self.context.runtime.list(&selector).await?;
         for info in &found {

@@ -391,10 +391,12 @@ fn read_key<B>(
             .headers()
             .get(name.as_str())
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        // A query string is form-encoded: `+` is a space there (not in paths).
         KeySource::Query(name) => request.uri().query().and_then(|q| {
             q.split('&').find_map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(k) == *name).then(|| percent_decode(v))
+                let form = |text: &str| percent_decode(&text.replace('+', " "));
+                (form(k) == *name).then(|| form(v))
             })
         }),
         KeySource::Cookie(name) => request
@@ -405,13 +407,18 @@ fn read_key<B>(
             .flat_map(|v| v.split(';'))
             .find_map(|c| {
                 let (k, v) = c.trim().split_once('=')?;
+                // A cookie's value may be quoted; the quotes are not part of it.
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
                 (k == name).then(|| percent_decode(v))
             }),
     }?;
     (!value.is_empty()).then_some(value)
 }
 
-/// Decodes `%XX` escapes (and `+` in queries is left alone: it is a literal plus in paths).
+/// Decodes `%XX` escapes. A `+` stays a plus: it is a space only in a query string.
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -574,6 +581,26 @@ mod tests {
             Some("dave")
         );
         assert_eq!(read(KeySource::Header("x-none".into())), None);
+
+        let form = Request::get("/?user=al+ice%2B")
+            .header("cookie", "session=\"bob smith\"")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            read_key(&form, &[], &KeySource::Query("user".into())).as_deref(),
+            Some("al ice+"),
+            "+ is a space in a query string"
+        );
+        assert_eq!(
+            read_key(&form, &[], &KeySource::Cookie("session".into())).as_deref(),
+            Some("bob smith"),
+            "a quoted cookie value loses its quotes"
+        );
+        assert_eq!(
+            read_key(&form, &[("user", "a+b")], &KeySource::Path("user".into())).as_deref(),
+            Some("a+b"),
+            "+ is a plus in a path"
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub enum SessionError {
     PrebuiltMissing { container: String, image: String },
     #[error("cannot listen on {addr}: {reason}; pick another port with --port")]
     Listen { addr: SocketAddr, reason: String },
+    #[error("{workers} workers need {workers} ports from {port} on, and the last would be past 65535; pick a lower --port, or 0 for free ports")]
+    NoPortLeft { port: u16, workers: usize },
 }
 
 /// A worker ready to serve.
@@ -175,7 +177,12 @@ impl Session {
         for (i, handle) in self.workers.iter().enumerate() {
             let port = match port {
                 0 => 0,
-                p => p.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)),
+                p => u16::try_from(i).ok().and_then(|i| p.checked_add(i)).ok_or(
+                    SessionError::NoPortLeft {
+                        port: p,
+                        workers: self.workers.len(),
+                    },
+                )?,
             };
             let addr = SocketAddr::new(host, port);
             let listen_error = |e: std::io::Error| SessionError::Listen {

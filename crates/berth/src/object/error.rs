@@ -66,18 +66,13 @@ impl ErrorKind {
     fn table(self) -> (StatusCode, &'static str, Retry, Side) {
         use ErrorKind::*;
         use Side::*;
-        const SOON: Retry = Retry::After(Duration::from_secs(1));
         const LATER: Retry = Retry::After(Duration::from_secs(5));
         const NO: Retry = Retry::No;
         match self {
             NoPort => (StatusCode::INTERNAL_SERVER_ERROR, "no-port", NO, Berth),
             BadTargetPort => (StatusCode::BAD_REQUEST, "bad-target-port", NO, Client),
-            MaxInstances => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "max-instances",
-                SOON,
-                Berth,
-            ),
+            // A slot frees only when an instance sleeps, which no one can foretell here.
+            MaxInstances => (StatusCode::SERVICE_UNAVAILABLE, "max-instances", NO, Berth),
             EngineUnreachable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "engine-unreachable",
@@ -170,7 +165,7 @@ impl ErrorKind {
 /// Why a container could not be started or made ready.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StartError {
-    #[error("class {class} already runs its maximum of {max} instances; retry shortly, or raise max_instances")]
+    #[error("class {class} already runs its maximum of {max} instances; a slot frees when one of them sleeps (after sleep_after idle): retry then, or raise max_instances")]
     LimitReached { class: String, max: usize },
     #[error("could not start the container for {object}: {source}")]
     Runtime {
@@ -329,7 +324,10 @@ mod tests {
         }));
         let response = limit.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()["retry-after"], "1");
+        assert!(
+            response.headers().get("retry-after").is_none(),
+            "no false promise of a free slot"
+        );
         assert_eq!(response.headers()["berth-error"], "max-instances");
         let crash = FetchError::Crashed {
             object: "C \"a\"".into(),

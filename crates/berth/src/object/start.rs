@@ -73,12 +73,6 @@ impl Object {
             .store(number, Ordering::Release);
         if let Err(error) = &result {
             attempts.last_failure = Some((number, error.clone()));
-            self.emit(
-                "",
-                EventKind::Error {
-                    message: error.to_string(),
-                },
-            );
             // A container that exited while starting was already reported by its monitor;
             // a start interrupted by a stop or a shutdown is no error of the container's.
             if !matches!(
@@ -87,6 +81,12 @@ impl Object {
                     | StartError::Interrupted { .. }
                     | StartError::ShuttingDown { .. }
             ) {
+                self.emit(
+                    "",
+                    EventKind::Error {
+                        message: error.to_string(),
+                    },
+                );
                 let object = self.clone();
                 let error = ObjectError::Start((**error).clone());
                 self.app().spawn(async move {

@@ -127,7 +127,12 @@ impl Object {
         permit: OwnedSemaphorePermit,
         on_start: Option<JoinHandle<()>>,
     ) {
-        let reason = self.phase().stop_reason(&instance);
+        let reason = match self.phase().stop_reason(&instance) {
+            // While the app shuts down (a forced sweep removes containers outright), an exit
+            // nobody asked this object for is berth's own doing, not a crash.
+            StopReason::Exited if self.app().closing() => StopReason::Shutdown,
+            reason => reason,
+        };
         let logs = if reason == StopReason::Exited {
             self.runtime()
                 .logs(&instance.container_id, LOG_TAIL)

@@ -1,6 +1,7 @@
 //! The shared fixture of the lifecycle tests: an app on the fake runtime, hooks that
 //! write down every call, and a request helper.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,15 +74,29 @@ impl Fixture {
         Fixture::on(FakeRuntime::new(), behaviour, adjust, store)
     }
 
-    /// An app on `fake`, whose containers of [`IMAGE`] behave as `behaviour` says.
+    /// An app on `fake`, whose containers of [`IMAGE`] behave as `behaviour` says. Each
+    /// fixture's app has a name of its own, as tests run side by side.
     pub fn on(
         fake: Arc<FakeRuntime>,
         behaviour: Behaviour,
         adjust: impl FnOnce(&mut ContainerClass),
         store: Store,
     ) -> Fixture {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("lifecycle-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        Fixture::named(&name, fake, behaviour, adjust, store)
+    }
+
+    /// [`Fixture::on`], with the app called `name`.
+    pub fn named(
+        name: &str,
+        fake: Arc<FakeRuntime>,
+        behaviour: Behaviour,
+        adjust: impl FnOnce(&mut ContainerClass),
+        store: Store,
+    ) -> Fixture {
         fake.image(IMAGE, behaviour);
-        let app = App::new("lifecycle", fake.clone(), store).expect("app");
+        let app = App::new(name, fake.clone(), store).expect("app");
         let mut class = ContainerClass::new("Fake", IMAGE);
         class.default_port = Some(8080);
         class.sleep_after = SLEEP_AFTER;

@@ -17,7 +17,7 @@ async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> Strin
     let id = fixture.ns.id_from_name("alpha");
     let spec = ContainerSpec {
         identity: Identity {
-            app: "lifecycle".into(),
+            app: fixture.app.name().to_string(),
             class: "Fake".into(),
             object_id: id,
             object_name: Some("alpha".into()),
@@ -113,7 +113,8 @@ async fn the_containers_of_a_live_session_are_left_alone() {
         |_| {},
         Store::in_memory().expect("store"),
     );
-    let second = Fixture::on(
+    let second = Fixture::named(
+        first.app.name(),
         fake.clone(),
         Behaviour::default(),
         |_| {},

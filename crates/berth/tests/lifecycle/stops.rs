@@ -366,3 +366,58 @@ async fn stop_all_counts_the_start_it_interrupted() {
     assert_eq!(f.fake.created(), 1);
     assert_eq!(f.hooks.calls(), ["alpha: stop (replaced by a new image)"]);
 }
+
+/// A forced sweep (a second Ctrl-C) removes containers outright, mid-start too: that is
+/// berth's own doing, and it says so, not that the container crashed.
+#[tokio::test(start_paused = true)]
+async fn a_forced_sweep_is_not_taken_for_a_crash() {
+    let mut f = Fixture::new(Behaviour {
+        ready_after: Some(Duration::from_secs(10)),
+        ..Behaviour::default()
+    });
+    let object = f.ns.get_by_name("alpha");
+    let start = tokio::spawn({
+        let object = object.clone();
+        async move {
+            object
+                .start_and_wait_for_ports(&[], StartOptions::default())
+                .await
+        }
+    });
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(f.app.sweep().await.expect("sweep"), 1);
+    let error = start.await.expect("join").expect_err("swept");
+    assert!(matches!(*error, StartError::Interrupted { .. }), "{error}");
+    settle().await;
+    assert_eq!(f.hooks.calls(), ["alpha: stop (shutdown)"], "no on_error");
+    let errors: Vec<String> = f
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::Error { .. }))
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// A start that fails gives one error event, not two.
+#[tokio::test(start_paused = true)]
+async fn a_failed_start_is_reported_once() {
+    let mut f = Fixture::new(Behaviour {
+        ready_after: None,
+        exit_after: Some((Duration::from_millis(500), 3)),
+        ..Behaviour::default()
+    });
+    let object = f.ns.get_by_name("alpha");
+    assert_eq!(
+        fetch(&object, "/").await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    settle().await;
+    let errors = f
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::Error { .. }))
+        .count();
+    assert_eq!(errors, 1);
+    assert_eq!(f.hooks.calls(), ["alpha: error", "alpha: stop (exited)"]);
+}
