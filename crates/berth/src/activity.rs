@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The in-flight count and the last activity of one object.
@@ -22,6 +23,8 @@ pub struct Activity {
     epoch: Instant,
     in_flight: AtomicU32,
     last: AtomicU64,
+    /// Told when the last request in flight ends.
+    drained: Notify,
 }
 
 impl Activity {
@@ -30,6 +33,7 @@ impl Activity {
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
             last: AtomicU64::new(0),
+            drained: Notify::new(),
         })
     }
 
@@ -37,7 +41,20 @@ impl Activity {
     pub fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.renew();
-        InFlight(Some(self.clone()))
+        InFlight(Some(self.clone()), None)
+    }
+
+    /// Waits until no request is in flight.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Pushes the idle deadline `sleep_after` into the future from now.
@@ -77,21 +94,33 @@ impl Activity {
     fn leave(&self) {
         // Renewed before counting out: whoever sees the count drop sees the renewal too.
         self.renew();
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
     }
 }
 
-/// One request in flight. Dropping it counts the request out and renews the activity.
+/// One request in flight. Dropping it counts the request out and renews the activity. It
+/// may count in a second place too (an object's activity, and its container's).
 #[derive(Debug)]
-pub struct InFlight(Option<Arc<Activity>>);
+pub struct InFlight(Option<Arc<Activity>>, Option<Arc<Activity>>);
 
 impl InFlight {
-    /// Stops counting as in flight, but keeps the means to renew the activity: for a
-    /// connection that was upgraded and now carries messages.
+    /// Counts the request in `other`'s activity too, for as long as it counts here.
+    pub fn and(mut self, mut other: InFlight) -> InFlight {
+        self.1 = other.0.take();
+        self
+    }
+
+    /// Stops counting as in flight, but keeps the means to renew the first activity: for
+    /// a connection that was upgraded and now carries messages.
     pub fn into_renewer(mut self) -> Renewer {
         let activity = self.0.take();
         if let Some(activity) = &activity {
             activity.leave();
+        }
+        if let Some(second) = self.1.take() {
+            second.leave();
         }
         Renewer(activity)
     }
@@ -99,7 +128,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(activity) = self.0.take() {
+        for activity in [self.0.take(), self.1.take()].into_iter().flatten() {
             activity.leave();
         }
     }

@@ -147,6 +147,25 @@ impl Namespace {
         stopped
     }
 
+    /// Replaces every container that runs an image other than the class's (after
+    /// [`Namespace::set_image`]), all at once: each lets its requests in flight finish for
+    /// up to `drain`, then stops; requests that arrive meanwhile wait for a container of
+    /// the new image. Returns how many were replaced.
+    pub async fn replace_all(&self, drain: std::time::Duration) -> usize {
+        let objects = self.objects();
+        let results =
+            futures_util::future::join_all(objects.iter().map(|o| o.replace(drain))).await;
+        let mut replaced = 0;
+        for (object, result) in objects.iter().zip(results) {
+            match result {
+                Ok(true) => replaced += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(object = %object.describe(), "replacement failed: {e}"),
+            }
+        }
+        replaced
+    }
+
     /// The objects that are live in this process.
     pub fn objects(&self) -> Vec<Object> {
         self.lock()

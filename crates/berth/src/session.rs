@@ -18,7 +18,6 @@ use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
 use crate::lease::LeaseError;
-use crate::lifecycle::StopReason;
 use crate::manifest::{ImageSource, Manifest};
 use crate::namespace::Namespace;
 use crate::object::NoHooks;
@@ -27,6 +26,9 @@ use crate::runtime::{Runtime, RuntimeError};
 use crate::server::{self, ServeOptions};
 use crate::store::{Store, StoreError};
 use crate::worker::{Binding, Env, Worker};
+
+/// How long a rebuild lets requests in flight finish on the containers it replaces.
+const REPLACE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The folder, inside the app's folder, that holds berth's state.
 pub const STATE_DIR: &str = ".berth";
@@ -224,7 +226,7 @@ impl Session {
             .await?;
             if image != namespace.image() {
                 namespace.set_image(&image);
-                replaced += namespace.stop_all(StopReason::Replaced).await;
+                replaced += namespace.replace_all(REPLACE_DRAIN).await;
             }
         }
         Ok(replaced)

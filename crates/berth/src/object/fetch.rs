@@ -132,7 +132,7 @@ impl Object {
         let in_flight = self.inner.activity.enter();
         for _ in 0..STARTS_PER_REQUEST {
             if let Some(instance) = self.phase().serving().cloned() {
-                return Ok((in_flight, instance));
+                return Ok((in_flight.and(instance.serving.enter()), instance));
             }
             match self.ensure(Goal::Healthy, None).await {
                 Ok(()) => {}
@@ -142,7 +142,7 @@ impl Object {
         }
         let serving = self.phase().serving().cloned();
         serving
-            .map(|instance| (in_flight, instance))
+            .map(|instance| (in_flight.and(instance.serving.enter()), instance))
             .ok_or_else(|| FetchError::Unavailable {
                 object: self.describe(),
             })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::{timeout, Instant};
 
+use crate::activity::Activity;
 use crate::lifecycle::StopReason;
 use crate::proxy::Pool;
 use crate::runtime::{Endpoint, ExitStatus};
@@ -15,6 +16,10 @@ use crate::store::now_ms;
 /// A running container of an object: the only meaning of "instance" in berth.
 pub(crate) struct Instance {
     pub(crate) container_id: String,
+    /// The image it runs, to tell it from the class's image after a rebuild.
+    pub(crate) image: String,
+    /// The requests forwarded to it, so that a replacement can let them finish first.
+    pub(crate) serving: Arc<Activity>,
     pub(crate) started_at: Instant,
     /// The same moment on the wall clock, for the store and `berth ps`.
     pub(crate) started_at_ms: i64,
@@ -38,9 +43,16 @@ pub(crate) struct Exit {
 }
 
 impl Instance {
-    pub(crate) fn new(container_id: String, endpoint: Endpoint, started_at: Instant) -> Instance {
+    pub(crate) fn new(
+        container_id: String,
+        image: String,
+        endpoint: Endpoint,
+        started_at: Instant,
+    ) -> Instance {
         Instance {
             container_id,
+            image,
+            serving: Activity::new(),
             started_at,
             started_at_ms: now_ms() - i64::try_from(started_at.elapsed().as_millis()).unwrap_or(0),
             pool: Arc::new(Pool::new(endpoint)),

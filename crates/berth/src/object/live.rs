@@ -327,6 +327,7 @@ mod tests {
     fn instance() -> Arc<Instance> {
         Arc::new(Instance::new(
             "c1".into(),
+            "image".into(),
             Endpoint::Unreachable,
             Instant::now(),
         ))

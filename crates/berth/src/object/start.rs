@@ -200,7 +200,7 @@ impl Object {
                     class: self.class_name().to_string(),
                     max: self.options().max_instances,
                 })?;
-        let (created, endpoint, began) = self.create_and_start(options).await?;
+        let (created, image, endpoint, began) = self.create_and_start(options).await?;
         self.emit(
             &created.id,
             EventKind::Started {
@@ -208,7 +208,7 @@ impl Object {
                 elapsed: began.elapsed(),
             },
         );
-        Ok(self.adopt(created.id, endpoint, began, permit).await)
+        Ok(self.adopt(created.id, image, endpoint, began, permit).await)
     }
 
     /// The engine's create and start, within `start_timeout`. A container that was
@@ -216,8 +216,9 @@ impl Object {
     async fn create_and_start(
         &self,
         options: Option<&StartOptions>,
-    ) -> Result<(Created, Endpoint, Instant), StartError> {
+    ) -> Result<(Created, String, Endpoint, Instant), StartError> {
         let spec = self.spec(options);
+        let image = spec.image.clone();
         let began = Instant::now();
         let start_timeout = self.options().start_timeout;
         let runtime_error = |source| StartError::Runtime {
@@ -254,7 +255,7 @@ impl Object {
         )
         .await;
         match started {
-            Ok(Ok(endpoint)) => Ok((created, endpoint, began)),
+            Ok(Ok(endpoint)) => Ok((created, image, endpoint, began)),
             failed => {
                 if let Err(e) = self.runtime().remove(&created.id).await {
                     tracing::warn!(
@@ -275,11 +276,12 @@ impl Object {
     async fn adopt(
         &self,
         container_id: String,
+        image: String,
         endpoint: Endpoint,
         started_at: Instant,
         permit: OwnedSemaphorePermit,
     ) -> Arc<Instance> {
-        let instance = Arc::new(Instance::new(container_id, endpoint, started_at));
+        let instance = Arc::new(Instance::new(container_id, image, endpoint, started_at));
         self.phase().adopt(instance.clone());
         self.inner.activity.renew();
         self.app()
@@ -327,7 +329,8 @@ impl Object {
                 ) {
                     (Some(endpoint), Ok(permit)) => {
                         self.emit(&container_id, EventKind::Adopted);
-                        let instance = self.adopt(container_id, endpoint, Instant::now(), permit);
+                        let instance =
+                            self.adopt(container_id, info.image, endpoint, Instant::now(), permit);
                         return Some(instance.await);
                     }
                     _ => {

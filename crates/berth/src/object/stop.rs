@@ -2,12 +2,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::hooks::{Expiry, ObjectError, StopParams};
 use super::instance::{Exit, Instance};
+use super::live::Phase;
 use super::start::EXIT_REPORT;
 use super::Object;
 use crate::event::EventKind;
@@ -48,6 +50,70 @@ impl Object {
                 waited,
             }),
         }
+    }
+
+    /// Replaces a container that runs an image other than the class's (after a rebuild):
+    /// no new request goes to it, the requests it serves may finish for up to `drain`,
+    /// then it is stopped. Requests that arrive meanwhile wait for a container of the new
+    /// image. A start under way that brings up the old image is replaced too; one on the
+    /// new image is left alone. Returns whether it replaced a container.
+    pub(crate) async fn replace(&self, drain: Duration) -> Result<bool, RuntimeError> {
+        let outdated = |phase: &Phase| {
+            phase
+                .instance()
+                .filter(|i| i.image != self.inner.class.image())
+                .cloned()
+        };
+        let mut replaced = None;
+        let running = outdated(&self.phase());
+        if let Some(instance) = running {
+            self.stop_draining(&instance, drain).await?;
+            replaced = Some(instance);
+        }
+        let _starts = self.inner.starts.lock().await;
+        let started = outdated(&self.phase());
+        if let Some(instance) = started {
+            if !replaced.as_ref().is_some_and(|r| Arc::ptr_eq(r, &instance)) {
+                self.stop_draining(&instance, drain).await?;
+            }
+            replaced = Some(instance);
+        }
+        let Some(instance) = replaced else {
+            return Ok(false);
+        };
+        let waited = self.options().stop_grace.saturating_add(EXIT_REPORT);
+        match instance.exit(waited).await {
+            Some(_) => Ok(true),
+            None => Err(RuntimeError::NoExit {
+                container: instance.container_id.clone(),
+                waited,
+            }),
+        }
+    }
+
+    /// Takes `instance` out of service, lets its requests finish for up to `drain`, then
+    /// sends SIGTERM (and SIGKILL after the grace period).
+    async fn stop_draining(
+        &self,
+        instance: &Arc<Instance>,
+        drain: Duration,
+    ) -> Result<(), RuntimeError> {
+        let kill_at = after(drain.saturating_add(self.options().stop_grace));
+        let changed = self
+            .phase()
+            .begin_stop(instance, StopReason::Replaced, kill_at);
+        if !changed {
+            return Ok(());
+        }
+        instance.wake.notify_one();
+        self.persist().await;
+        let _ = tokio::time::timeout(drain, instance.serving.drained()).await;
+        self.phase()
+            .set_kill_at(Some(after(self.options().stop_grace)));
+        instance.wake.notify_one();
+        self.runtime()
+            .kill(&instance.container_id, Signal::Term)
+            .await
     }
 
     /// Marks the container as stopping (so no new request is sent to it), signals it, and

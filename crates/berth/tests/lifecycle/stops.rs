@@ -421,3 +421,48 @@ async fn a_failed_start_is_reported_once() {
     assert_eq!(errors, 1);
     assert_eq!(f.hooks.calls(), ["alpha: error", "alpha: stop (exited)"]);
 }
+
+/// A rebuild replaces a container without cutting off the requests it serves: they
+/// finish, then it stops; a request that arrives meanwhile waits for the new image.
+#[tokio::test(start_paused = true)]
+async fn a_replacement_lets_requests_in_flight_finish_and_new_ones_wait_for_the_new_image() {
+    use berth::Runtime;
+    let f = Fixture::new(Behaviour::default());
+    f.fake.image("fake/app:2", Behaviour::default());
+    let object = f.ns.get_by_name("alpha");
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+    let old = f.fake.running().pop().expect("running");
+    let slow = tokio::spawn({
+        let object = object.clone();
+        async move { fetch(&object, "/sleep/3000").await }
+    });
+    sleep(Duration::from_millis(100)).await;
+    f.ns.set_image("fake/app:2");
+    let replacing = tokio::spawn({
+        let ns = f.ns.clone();
+        async move { ns.replace_all(Duration::from_secs(10)).await }
+    });
+    sleep(Duration::from_millis(100)).await;
+    let fresh = tokio::spawn({
+        let object = object.clone();
+        async move { fetch(&object, "/").await }
+    });
+    let (status, kind, body) = slow.await.expect("join");
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "slept 3000 ms"),
+        "{kind}"
+    );
+    assert_eq!(replacing.await.expect("join"), 1);
+    assert_eq!(fresh.await.expect("join").0, StatusCode::OK);
+    assert_eq!(f.fake.signals(&old), [Signal::Term]);
+    let running = f.fake.running();
+    assert_eq!(running.len(), 1);
+    let info = f.fake.inspect(&running[0]).await.expect("inspect");
+    assert_eq!(info.image, "fake/app:2");
+    settle().await;
+    assert!(f
+        .hooks
+        .calls()
+        .contains(&"alpha: stop (replaced by a new image)".to_string()));
+}
