@@ -1,5 +1,5 @@
 //! The Runtime contract. The checks take any `&dyn Runtime`: the real Docker Engine is
-//! held to all of them (and another engine, such as Podman's Docker API, can be), and the
+//! held to all of them (and another engine that speaks its API could be), and the
 //! in-memory fake that drives the lifecycle tests is held to the engine-neutral part, so
 //! that it cannot drift from what a real engine does.
 

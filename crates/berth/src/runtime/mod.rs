@@ -2,7 +2,7 @@
 //!
 //! Objects only ever create, start, signal, wait for, inspect and remove containers; this
 //! trait is that boundary, in engine-neutral terms. [`docker::DockerRuntime`] implements it
-//! over the Docker Engine API (Podman's compatible API works through the same code).
+//! over the Docker Engine API.
 //! [`fake::FakeRuntime`] (feature `test-util`) implements it in memory, to unit-test the
 //! lifecycle with paused time; it never replaces the tests against a real engine.
 

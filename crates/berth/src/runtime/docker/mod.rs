@@ -1,4 +1,5 @@
-//! The Docker Engine API (and Podman's compatible API), through `bollard`.
+//! The Docker Engine API, through `bollard`. (Podman's Docker-compatible API may work
+//! through the same code; it is not tested.)
 //!
 //! Containers are reached on their bridge address by default: a published port goes
 //! through Docker's userland proxy, which costs more than half the throughput. Engines
