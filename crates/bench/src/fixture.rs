@@ -173,12 +173,14 @@ async fn serve_router(ns: &Namespace) -> anyhow::Result<SocketAddr> {
             binding: "APP".into(),
             target: Target::From(KeySource::Path("name".into())),
             strip_prefix: true,
+            start_only: false,
         },
         Route {
             path: PathPattern::parse("/*").map_err(anyhow::Error::msg)?,
             binding: "APP".into(),
             target: Target::Fixed("warm".into()),
             strip_prefix: false,
+            start_only: false,
         },
     ];
     let router = Router::new(routes, &env)?;

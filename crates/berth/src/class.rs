@@ -44,6 +44,11 @@ pub fn parse_duration(value: &str) -> Result<Duration, ClassError> {
             .parse()
             .map_err(|_| err("a number is too large"))?;
         rest = &rest[digits..];
+        if rest.starts_with(['.', ',']) {
+            return Err(err(
+                "fractions are not accepted; use a smaller unit, as in 1500ms",
+            ));
+        }
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
@@ -198,6 +203,12 @@ mod tests {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.to_string().contains("invalid duration"), "{err}");
         }
+        let err = parse_duration("1.5s").expect_err("a fraction");
+        assert!(
+            err.to_string()
+                .contains("fractions are not accepted; use a smaller unit, as in 1500ms"),
+            "{err}"
+        );
     }
 
     #[test]

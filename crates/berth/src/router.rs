@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 
-use crate::http::{error_response, Body};
+use crate::http::{error_response, full, Body};
 use crate::id::{random_below, ObjectId};
 use crate::namespace::Namespace;
-use crate::object::Object;
+use crate::object::{FetchError, Object, StartOptions};
 use crate::worker::{Env, Worker};
 
 /// Where in a request a key (an object name, or a hash key) is read.
@@ -83,6 +83,11 @@ impl PathPattern {
         let Some(body) = raw.strip_prefix('/') else {
             return Err(format!("route path {raw:?} must start with /"));
         };
+        if let Some(c) = raw.chars().find(|c| matches!(c, '?' | '#')) {
+            return Err(format!(
+                "route path {raw:?} holds {c:?}, which never reaches a route: a route matches the path only, not the query or fragment"
+            ));
+        }
         let mut segments = Vec::new();
         let mut rest = false;
         let parts: Vec<&str> = if body.is_empty() {
@@ -118,6 +123,24 @@ impl PathPattern {
 
     pub fn as_str(&self) -> &str {
         &self.raw
+    }
+
+    /// Whether every path `later` matches is matched by this pattern too, so that a
+    /// route with `later` after one with this pattern is never reached.
+    pub fn covers(&self, later: &PathPattern) -> bool {
+        for (i, segment) in self.segments.iter().enumerate() {
+            let covered = match (segment, later.segments.get(i)) {
+                (_, None) => false,
+                (Segment::Literal(a), Some(Segment::Literal(b))) => a == b,
+                (Segment::Literal(_), Some(Segment::Param(_))) => false,
+                (Segment::Param(_), Some(Segment::Literal(b))) => !b.is_empty(),
+                (Segment::Param(_), Some(Segment::Param(_))) => true,
+            };
+            if !covered {
+                return false;
+            }
+        }
+        self.rest || (later.segments.len() == self.segments.len() && !later.rest)
     }
 
     /// Whether the pattern has a `:name` segment.
@@ -166,6 +189,9 @@ pub struct Route {
     pub target: Target,
     /// Send the container only what the final `*` matched: `/lb/x` becomes `/x`.
     pub strip_prefix: bool,
+    /// Start the object's container (if none runs) and answer 202 without proxying:
+    /// how a class with no port, such as a batch job, is run from a route.
+    pub start_only: bool,
 }
 
 /// The most objects a pool may have: every object of a pool may run a container.
@@ -259,6 +285,11 @@ impl Router {
     /// The object that serves `request`. A route with `strip_prefix` rewrites the
     /// request's path to what its `*` matched.
     pub fn pick<B>(&self, request: &mut Request<B>) -> Result<Object, Miss> {
+        self.pick_route(request).map(|(object, _)| object)
+    }
+
+    /// [`Router::pick`], with the route that matched.
+    fn pick_route<B>(&self, request: &mut Request<B>) -> Result<(Object, &Route), Miss> {
         let path = request.uri().path();
         let Some((compiled, params, rest)) = self.routes.iter().find_map(|c| {
             c.route
@@ -310,7 +341,7 @@ impl Router {
         if let Some(uri) = stripped.and_then(|u| u.parse().ok()) {
             *request.uri_mut() = uri;
         }
-        Ok(object)
+        Ok((object, &compiled.route))
     }
 
     /// The answer for a request that matched no object.
@@ -343,10 +374,24 @@ impl Router {
 #[async_trait]
 impl Worker for Router {
     async fn fetch(&self, mut request: Request<Body>, _env: &Env) -> Response<Body> {
-        match self.pick(&mut request) {
-            Ok(object) => object.fetch(request).await,
+        match self.pick_route(&mut request) {
+            Ok((object, route)) if route.start_only => start_only(&object).await,
+            Ok((object, _)) => object.fetch(request).await,
             Err(miss) => self.miss_response(&miss),
         }
+    }
+}
+
+/// Starts the object's container, if none runs, and says so: 202, because the container
+/// goes on running (until it exits or sleeps) after the answer.
+async fn start_only(object: &Object) -> Response<Body> {
+    match object.start(StartOptions::default()).await {
+        Ok(()) => {
+            let mut response = Response::new(full(format!("started {}\n", object.describe())));
+            *response.status_mut() = StatusCode::ACCEPTED;
+            response
+        }
+        Err(e) => FetchError::Start(e).into_response(),
     }
 }
 
@@ -481,6 +526,7 @@ mod tests {
             binding: "APP".into(),
             target,
             strip_prefix: false,
+            start_only: false,
         };
         Ok((Router::new(vec![route], &env)?, ns))
     }
@@ -553,6 +599,28 @@ mod tests {
         assert!(PathPattern::parse("users").is_err());
         assert!(PathPattern::parse("/a/*/b").is_err());
         assert!(PathPattern::parse("/a/:").is_err());
+        assert!(PathPattern::parse("/a?b=1")
+            .expect_err("a query")
+            .contains("a route matches the path only"));
+        assert!(PathPattern::parse("/a#top").is_err());
+    }
+
+    #[test]
+    fn a_pattern_covers_the_patterns_it_shadows() {
+        let covers = |a: &str, b: &str| {
+            let p = |s| PathPattern::parse(s).expect("pattern");
+            p(a).covers(&p(b))
+        };
+        assert!(covers("/*", "/users/:u"));
+        assert!(covers("/users/:id", "/users/:user"));
+        assert!(covers("/users/:id", "/users/bob"));
+        assert!(covers("/a/*", "/a/b/*"));
+        assert!(covers("/a", "/a"));
+        assert!(!covers("/users/bob", "/users/:user"));
+        assert!(!covers("/a", "/a/*"));
+        assert!(!covers("/a/b", "/a/*"));
+        assert!(!covers("/a/:x", "/a/*"));
+        assert!(!covers("/a/*", "/b"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum StoreError {
     #[error("cannot open the state database {path}: {reason}; check that the folder exists and is writable")]
     Open { path: PathBuf, reason: String },
+    #[error("the state database {path} is damaged or is not a berth database ({reason}); move it away and berth starts an empty one, losing the objects' storage")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("the state database {path} failed: {reason}; check the disk, and that no other program holds the file")]
     Query { path: PathBuf, reason: String },
     #[error("the state database {path} could not be reached: {reason}")]
@@ -95,9 +97,17 @@ impl Store {
     /// serving, or from a blocking thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |e: rusqlite::Error| StoreError::Open {
-            path: path.clone(),
-            reason: e.to_string(),
+        let open_err = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            _ => StoreError::Open {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
         };
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -385,6 +395,17 @@ mod tests {
         assert_eq!(storage.get("k").await.expect("get"), Some(b"v".to_vec()));
         assert!(storage.delete("k").await.expect("delete"));
         assert_eq!(storage.keys().await.expect("keys"), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_says_so_once() {
+        let (dir, path) = temp_db("corrupt");
+        std::fs::write(&path, vec![7u8; 8192]).expect("write garbage");
+        let e = Store::open(&path).err().expect("an error").to_string();
+        assert!(e.contains("is damaged or is not a berth database"), "{e}");
+        assert!(e.contains("move it away"), "{e}");
+        assert_eq!(e.matches("not a database").count(), 1, "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -51,6 +51,7 @@ fn server() -> SocketAddr {
                     binding: "APP".into(),
                     target,
                     strip_prefix: true,
+                    start_only: false,
                 };
                 let routes = vec![
                     route("/u/:user/*", Target::From(KeySource::Path("user".into()))),

@@ -366,6 +366,7 @@ async fn front(
         binding: "APP".into(),
         target: Target::Fixed("container".into()),
         strip_prefix: false,
+        start_only: false,
     }];
     let router = Router::new(routes, &env).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -666,6 +667,7 @@ async fn a_client_that_hangs_up_does_not_keep_its_container_awake() {
         binding: "APP".into(),
         target: Target::Fixed("container".into()),
         strip_prefix: false,
+        start_only: false,
     }];
     let router = Router::new(routes, &env).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -34,7 +34,16 @@ impl Source<'_> {
 
     /// A TOML syntax error.
     pub fn syntax_error(&self, e: &toml::de::Error) -> ManifestError {
-        self.error(e.span().unwrap_or(0..0), "", e.message().to_string())
+        let span = e.span().unwrap_or(0..0);
+        let message = match e.message() {
+            // The parser points at the key but does not name it.
+            "duplicate key" => format!(
+                "duplicate key `{}`; it is set above already, so remove one of the two",
+                self.text.get(span.clone()).unwrap_or("").trim()
+            ),
+            other => other.to_string(),
+        };
+        self.error(span, "", message)
     }
 
     /// A value or key serde rejected, at the key it was reading.
@@ -69,7 +78,7 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 /// Rewrites serde's messages for people: unknown keys get the nearest known key.
 fn explain(message: &str) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_string();
+        return plain_types(message);
     };
     let Some((field, expected)) = rest.split_once('`') else {
         return message.to_string();
@@ -80,6 +89,39 @@ fn explain(message: &str) -> String {
         suggest(field, &accepted),
         accepted.join(", ")
     )
+}
+
+/// serde names Rust's types (`expected usize`); people wrote TOML.
+fn plain_types(message: &str) -> String {
+    let Some((found, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number, 0 or more",
+        "i64" | "i32" | "isize" => "a whole number",
+        "f64" | "f32" => "a number",
+        "a boolean" => "true or false",
+        other => other,
+    };
+    let found = found
+        .trim_start_matches("invalid type: ")
+        .trim_start_matches("invalid value: ");
+    let found = [
+        ("integer ", "the number "),
+        ("floating point ", "the number "),
+        ("string ", "the string "),
+        ("boolean ", ""),
+        ("map", "a table"),
+        ("sequence", "an array"),
+    ]
+    .iter()
+    .find_map(|(serde, toml)| {
+        found
+            .strip_prefix(serde)
+            .map(|rest| format!("{toml}{rest}"))
+    })
+    .unwrap_or_else(|| found.to_string());
+    format!("{found} is not accepted here; expected {expected}")
 }
 
 /// ` (did you mean `x`?)` for the nearest candidate, if one is near enough.

@@ -10,7 +10,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::diagnose::{suggest, valid_name, valid_tag, Source};
-use super::raw::{RawBuild, RawContainer, RawManifest, RawRoute, RawWorker};
+use super::raw::{DurationValue, RawBuild, RawContainer, RawManifest, RawRoute, RawWorker};
 use super::{ContainerDef, ImageSource, Manifest, ManifestError, WorkerDef};
 use crate::build::BuildSpec;
 use crate::class::ContainerClass;
@@ -135,10 +135,33 @@ fn class_options(
     let rc = &c.class;
     class.default_port = rc.default_port.as_ref().map(|p| p.0);
     class.required_ports = rc.required_ports.iter().map(|p| p.0).collect();
-    if let Some(d) = &rc.sleep_after {
-        class.sleep_after = d.0;
+    let duration = |value: &Option<Spanned<DurationValue>>, name: &str, zero: &str| {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        if value.get_ref().0.is_zero() && !zero.is_empty() {
+            return Err(source.error(
+                value.span(),
+                &format!("{key}.class.{name}"),
+                format!("0s {zero}"),
+            ));
+        }
+        Ok(Some(value.get_ref().0))
+    };
+    let durations = [
+        (&rc.sleep_after, "sleep_after", "would stop each container as soon as it starts; give it time to serve, as in \"30s\" (the default is 10m)", &mut class.sleep_after),
+        (&rc.start_timeout, "start_timeout", "leaves no time to start a container; the default is 30s", &mut class.start_timeout),
+        (&rc.port_ready_timeout, "port_ready_timeout", "leaves no time for a port to accept connections; the default is 20s", &mut class.port_ready_timeout),
+        (&rc.request_timeout, "request_timeout", "would end every request at once; the default is 100s", &mut class.request_timeout),
+        // No grace at all is a choice: SIGKILL at once.
+        (&rc.stop_grace, "stop_grace", "", &mut class.stop_grace),
+    ];
+    for (value, name, zero, field) in durations {
+        if let Some(d) = duration(value, name, zero)? {
+            *field = d;
+        }
     }
-    class.env_vars = rc.env_vars.clone();
+    class.env_vars = env_vars(key, &rc.env_vars, source)?;
     class.entrypoint = rc.entrypoint.clone();
     if let Some(v) = rc.enable_internet {
         class.enable_internet = v;
@@ -146,19 +169,7 @@ fn class_options(
     if let Some(p) = &rc.ping_endpoint {
         class.ping_endpoint = p.0.clone();
     }
-    class.labels = rc.labels.clone();
-    if let Some(d) = &rc.start_timeout {
-        class.start_timeout = d.0;
-    }
-    if let Some(d) = &rc.port_ready_timeout {
-        class.port_ready_timeout = d.0;
-    }
-    if let Some(d) = &rc.request_timeout {
-        class.request_timeout = d.0;
-    }
-    if let Some(d) = &rc.stop_grace {
-        class.stop_grace = d.0;
-    }
+    class.labels = labels(key, &rc.labels, source)?;
     if let Some(init) = rc.init {
         class.init = init;
     }
@@ -174,6 +185,56 @@ fn class_options(
     }
     class.instance_type = c.instance_type.as_ref().map(|t| t.0);
     Ok(class)
+}
+
+/// Names the engine would refuse, or that would never reach the process, are errors.
+fn env_vars(
+    key: &str,
+    vars: &BTreeMap<Spanned<String>, String>,
+    source: &Source,
+) -> Result<BTreeMap<String, String>, ManifestError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in vars {
+        let why = if name.get_ref().is_empty() {
+            Some("an environment variable needs a name".to_string())
+        } else if name.get_ref().contains('=') {
+            Some("an environment variable's name cannot hold '='".to_string())
+        } else if name.get_ref().contains('\0') || value.contains('\0') {
+            Some("an environment variable cannot hold a NUL character".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(source.error(
+                name.span(),
+                &format!("{key}.class.env_vars.{:?}", name.get_ref()),
+                why,
+            ));
+        }
+        out.insert(name.get_ref().clone(), value.clone());
+    }
+    Ok(out)
+}
+
+/// berth's own labels are set on every container after the class's, so a class label
+/// under `berth.` would be silently replaced: it is an error instead.
+fn labels(
+    key: &str,
+    labels: &BTreeMap<Spanned<String>, String>,
+    source: &Source,
+) -> Result<BTreeMap<String, String>, ManifestError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in labels {
+        if name.get_ref().starts_with("berth.") || name.get_ref().is_empty() {
+            return Err(source.error(
+                name.span(),
+                &format!("{key}.class.labels.{:?}", name.get_ref()),
+                "an empty label or one starting with berth. is berth's own and would be replaced; use another prefix, as in \"app.team\"".into(),
+            ));
+        }
+        out.insert(name.get_ref().clone(), value.clone());
+    }
+    Ok(out)
 }
 
 /// Class names identify containers to the engine, so two containers cannot share one.
@@ -235,6 +296,19 @@ fn worker(
         .enumerate()
         .map(|(i, r)| route(&format!("{key}.routes[{i}]"), r, &bindings, source))
         .collect::<Result<Vec<_>, _>>()?;
+    for (i, later) in routes.iter().enumerate() {
+        if let Some((j, earlier)) = routes[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, earlier)| earlier.path.covers(&later.path))
+        {
+            return Err(source.error(w.routes[i].span(), &format!("{key}.routes[{i}].path"), format!(
+                "path {} is never reached: routes[{j}] (path {}) matches every path it does, and the first matching route wins; move this route above it, or remove it",
+                later.path.as_str(),
+                earlier.path.as_str()
+            )));
+        }
+    }
     Ok(WorkerDef {
         name: worker_name.to_string(),
         bindings,
@@ -295,5 +369,6 @@ fn route(
         binding: r.binding.clone(),
         target: r.instance.0.clone(),
         strip_prefix: r.strip_prefix,
+        start_only: r.start_only,
     })
 }

@@ -66,18 +66,18 @@ pub(super) struct RawClass {
     pub(super) default_port: Option<Port>,
     #[serde(default)]
     pub(super) required_ports: Vec<Port>,
-    pub(super) sleep_after: Option<DurationValue>,
+    pub(super) sleep_after: Option<Spanned<DurationValue>>,
     #[serde(default)]
-    pub(super) env_vars: BTreeMap<String, String>,
+    pub(super) env_vars: BTreeMap<Spanned<String>, String>,
     pub(super) entrypoint: Option<Vec<String>>,
     pub(super) enable_internet: Option<bool>,
     pub(super) ping_endpoint: Option<PingEndpoint>,
     #[serde(default)]
-    pub(super) labels: BTreeMap<String, String>,
-    pub(super) start_timeout: Option<DurationValue>,
-    pub(super) port_ready_timeout: Option<DurationValue>,
-    pub(super) request_timeout: Option<DurationValue>,
-    pub(super) stop_grace: Option<DurationValue>,
+    pub(super) labels: BTreeMap<Spanned<String>, String>,
+    pub(super) start_timeout: Option<Spanned<DurationValue>>,
+    pub(super) port_ready_timeout: Option<Spanned<DurationValue>>,
+    pub(super) request_timeout: Option<Spanned<DurationValue>>,
+    pub(super) stop_grace: Option<Spanned<DurationValue>>,
     pub(super) init: Option<bool>,
 }
 
@@ -98,6 +98,8 @@ pub(super) struct RawRoute {
     pub(super) instance: TargetValue,
     #[serde(default)]
     pub(super) strip_prefix: bool,
+    #[serde(default)]
+    pub(super) start_only: bool,
 }
 
 /// A port from 1 to 65535.

@@ -240,7 +240,7 @@ impl StartError {
 /// Why a request through an object got no answer from its container.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
-    #[error("class {class} has no port: set default_port, pass a port to container_fetch, or use switch_port")]
+    #[error("class {class} has no port, so there is nothing to send the request to: set default_port, or give the route start_only = true to start the container without proxying (in Rust: container_fetch or switch_port)")]
     NoPort { class: String },
     #[error("header {TARGET_PORT_HEADER} must be a port number from 1 to 65535, not {value:?}")]
     BadTargetPort { value: String },
