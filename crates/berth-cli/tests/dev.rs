@@ -733,3 +733,49 @@ async fn a_second_session_of_the_same_app_is_refused_and_harms_nothing() {
     assert!(app.containers().await.is_empty());
     let _ = std::fs::remove_dir_all(&copy_dir);
 }
+
+/// A class with no port runs from berth.toml through a `start_only` route: the request
+/// starts the container and is answered 202; a proxying route to it says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_with_no_port_is_started_by_a_start_only_route() {
+    let app = AppDir::new(
+        "portless",
+        r#"
+[containers.job]
+class_name = "Job"
+build = { command = "cp @SERVER@ server" }
+
+[workers.web]
+bindings = { JOB = "job" }
+routes = [
+  { path = "/run/:name", binding = "JOB", instance = { from = "path", param = "name" }, start_only = true },
+  { path = "/*", binding = "JOB", instance = "proxied" },
+]
+"#,
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/run/alpha", &[]);
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("started") && body.contains("alpha"), "{body}");
+    assert_eq!(app.containers().await.len(), 1, "the job runs");
+    let (status, _) = http(&addr, "/run/alpha", &[]);
+    assert_eq!(status, 202, "a running job is accepted again");
+    assert_eq!(app.containers().await.len(), 1, "and not started twice");
+    let (status, body) = http(&addr, "/anything", &[]);
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("start_only = true"), "{body}");
+    assert_eq!(
+        app.containers().await.len(),
+        1,
+        "nothing to proxy to, nothing started"
+    );
+    berth.signal("TERM");
+    assert_eq!(
+        berth.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        berth.stderr()
+    );
+    assert!(app.containers().await.is_empty());
+}

@@ -29,6 +29,9 @@ pub struct ServeOptions {
     pub drain: Duration,
     /// How long a client may take to send its request headers (slow clients are cut off).
     pub header_read_timeout: Duration,
+    /// The most bytes a request's head (request line and headers) may hold; a larger one
+    /// gets a 431. At least 8 KiB.
+    pub max_header_bytes: usize,
     /// Connections served at once (per thread); further clients wait to be accepted.
     pub max_connections: usize,
     /// Server threads, each with a runtime of its own. 1 (the default): serve on the
@@ -41,6 +44,7 @@ impl Default for ServeOptions {
         ServeOptions {
             drain: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
             max_connections: 16_384,
             threads: 1,
         }
@@ -173,6 +177,8 @@ async fn serve_here(
         // request's count in flight, so an abandoned request cannot keep a container awake.
         // (A client that half-closes after sending is taken as gone too.)
         .half_close(false)
+        // More than 100 header fields get a 431 as well (hyper's default).
+        .max_header_size(options.max_header_bytes.max(8192))
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {

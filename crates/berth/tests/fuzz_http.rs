@@ -201,3 +201,25 @@ fn after_the_noise_berth_still_answers_and_never_panicked() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn too_many_or_too_large_headers_get_a_431() {
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = exchange(format!("GET /h/x HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let large = "a".repeat(70 * 1024);
+    let answer =
+        exchange(format!("GET /h/x HTTP/1.1\r\nHost: x\r\nX-User: {large}\r\n\r\n").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let answer = exchange(
+        format!(
+            "GET /fixed HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(48 * 1024)
+        )
+        .as_bytes(),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "48 KiB of headers pass: {answer}"
+    );
+}
