@@ -543,6 +543,10 @@ fn bad_manifests_say_where_and_what_is_accepted() {
             "[containers.app]\ninstance_type = \"huge\"\n",
             vec!["containers.app.instance_type: unknown instance type \"huge\"; use lite, basic"],
         ),
+        (
+            "[containers.app]\nimage = \"berth-test/absent:1\"\n",
+            vec!["berth.toml:4:9: containers.app.image: image \"berth-test/absent:1\" is not in the container engine, and berth dev never pulls"],
+        ),
     ];
     for (body, expected) in cases {
         let app = AppDir::new("bad", body);
@@ -569,8 +573,8 @@ fn a_failing_build_shows_the_step_and_exits_non_zero() {
     let (code, stderr) = run_to_end(&["dev"], &app.dir, &[]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("error: building berth-dev/app:"),
-        "{stderr}"
+        stderr.contains("berth.toml:4:9: containers.app.build: building berth-dev/"),
+        "the failure names its place in the manifest: {stderr}"
     );
     assert!(
         stderr.contains("Step 2/3 : COPY missing-file /x"),

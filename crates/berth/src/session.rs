@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
 use crate::lease::LeaseError;
-use crate::manifest::{ImageSource, Manifest};
+use crate::manifest::{ContainerDef, ImageSource, Manifest, Place};
 use crate::namespace::Namespace;
 use crate::object::NoHooks;
 use crate::router::{Router, RouterError};
@@ -38,8 +38,12 @@ pub const STATE_DIR: &str = ".berth";
 pub enum SessionError {
     #[error(transparent)]
     Engine(#[from] RuntimeError),
-    #[error(transparent)]
-    Build(#[from] BuildError),
+    /// A build failed; `place` is where the manifest asks for it.
+    #[error("{place}: {error}")]
+    Build {
+        place: Box<Place>,
+        error: Box<BuildError>,
+    },
     #[error(transparent)]
     State(#[from] StoreError),
     #[error(transparent)]
@@ -55,8 +59,8 @@ pub enum SessionError {
     Io { path: PathBuf, reason: String },
     #[error("another berth session is running for {dir}; stop it first (its lock is {lock})")]
     Busy { dir: PathBuf, lock: PathBuf },
-    #[error("image {image:?} of container {container} is not in the container engine, and berth dev never pulls; pull or build it, or give the container a build")]
-    PrebuiltMissing { container: String, image: String },
+    #[error("{place}: image {image:?} is not in the container engine, and berth dev never pulls; pull or build it, or give the container a build")]
+    PrebuiltMissing { place: Box<Place>, image: String },
     #[error("cannot listen on {addr}: {reason}; pick another port with --port")]
     Listen { addr: SocketAddr, reason: String },
     #[error("{workers} workers need {workers} ports from {port} on, and the last would be past 65535; pick a lower --port, or 0 for free ports")]
@@ -118,8 +122,7 @@ impl Session {
         }
         let mut namespaces = BTreeMap::new();
         for def in &manifest.containers {
-            let image =
-                image_of(builder.as_ref(), &manifest, &def.id, &def.image, progress).await?;
+            let image = image_of(builder.as_ref(), &manifest, def, progress).await?;
             let mut class = def.class.clone();
             class.image = image;
             namespaces.insert(def.id.clone(), app.namespace(class, Arc::new(NoHooks)));
@@ -216,14 +219,7 @@ impl Session {
             let Some(namespace) = self.namespaces.get(&def.id) else {
                 continue;
             };
-            let image = image_of(
-                self.builder.as_ref(),
-                &self.manifest,
-                &def.id,
-                &def.image,
-                progress,
-            )
-            .await?;
+            let image = image_of(self.builder.as_ref(), &self.manifest, def, progress).await?;
             if image != namespace.image() {
                 namespace.set_image(&image);
                 replaced += namespace.replace_all(REPLACE_DRAIN).await;
@@ -289,22 +285,25 @@ fn claim_state(dir: &Path) -> Result<(File, Store), SessionError> {
 async fn image_of(
     builder: &dyn Builder,
     manifest: &Manifest,
-    container: &str,
-    source: &ImageSource,
+    def: &ContainerDef,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, SessionError> {
-    match source {
+    match &def.image {
         ImageSource::Build(spec) => {
-            let mut prefixed = |line: &str| progress(&format!("[build {container}] {line}"));
-            Ok(build::build(builder, spec, &manifest.dir, &mut prefixed)
-                .await?
-                .image)
+            let mut prefixed = |line: &str| progress(&format!("[build {}] {line}", def.id));
+            build::build(builder, spec, &manifest.dir, &mut prefixed)
+                .await
+                .map(|built| built.image)
+                .map_err(|error| SessionError::Build {
+                    place: Box::new(def.image_place.clone()),
+                    error: Box::new(error),
+                })
         }
         ImageSource::Prebuilt(image) => {
             // An engine that cannot answer counts as not having the image.
             if !matches!(builder.has_image(image).await, Ok(true)) {
                 return Err(SessionError::PrebuiltMissing {
-                    container: container.to_string(),
+                    place: Box::new(def.image_place.clone()),
                     image: image.clone(),
                 });
             }

@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::ManifestError;
+use super::{ManifestError, Place};
 
 /// The manifest's text and the path that names it, so that a byte span of the text can
 /// become a `file:line:col` error.
@@ -29,6 +29,17 @@ impl Source<'_> {
                 format!("{key}: ")
             },
             message,
+        }
+    }
+
+    /// The place of `span`, to name in errors found after parsing.
+    pub fn place(&self, span: Range<usize>, key: &str) -> Place {
+        let (line, column) = position(self.text, span.start);
+        Place {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
         }
     }
 

@@ -60,9 +60,16 @@ fn container(
     let key = format!("containers.{id}");
     let image = image_source(id, &key, spanned, dir, source)?;
     let class = class_options(id, &key, spanned.get_ref(), source)?;
+    let c = spanned.get_ref();
+    let image_place = match (&c.image, &c.build) {
+        (Some(image), _) => source.place(image.span(), &format!("{key}.image")),
+        (None, Some(build)) => source.place(build.span(), &format!("{key}.build")),
+        (None, None) => source.place(spanned.span(), &key),
+    };
     Ok(ContainerDef {
         id: id.to_string(),
         image,
+        image_place,
         class,
     })
 }
@@ -85,7 +92,7 @@ fn image_source(
         (Some(image), None) => Ok(ImageSource::Prebuilt(image.get_ref().clone())),
         (None, build) => {
             let default_build = RawBuild::default();
-            let b = build.as_ref().unwrap_or(&default_build);
+            let b = build.as_ref().map_or(&default_build, Spanned::get_ref);
             let image_name = c
                 .name
                 .as_ref()

@@ -39,6 +39,30 @@ pub enum ManifestError {
     },
 }
 
+/// A place in the manifest: `path:line:column: key`, for errors found after parsing
+/// (a build that fails, an image that is missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key.
+    pub key: String,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.key
+        )
+    }
+}
+
 /// A parsed and checked manifest.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -56,6 +80,8 @@ pub struct ContainerDef {
     /// The resource id (the key under `[containers]`).
     pub id: String,
     pub image: ImageSource,
+    /// Where the manifest sets the image (or the build), for errors found later.
+    pub image_place: Place,
     /// The class options; `image` is filled in once the image is built.
     pub class: ContainerClass,
 }

@@ -41,7 +41,7 @@ pub(super) struct RawContainer {
     pub(super) class_name: Option<String>,
     pub(super) name: Option<Spanned<String>>,
     pub(super) tag: Option<Spanned<String>>,
-    pub(super) build: Option<RawBuild>,
+    pub(super) build: Option<Spanned<RawBuild>>,
     pub(super) image: Option<Spanned<String>>,
     pub(super) max_instances: Option<Spanned<usize>>,
     pub(super) instance_type: Option<InstanceTypeValue>,
