@@ -107,6 +107,7 @@ impl Fixture {
                 object_name: Some(name.into()),
                 session: format!("baseline-{}", std::process::id()),
                 host: String::new(),
+                version: String::new(),
             },
             image: self.image.clone(),
             env: BTreeMap::from([("WORKERS".to_string(), "2".to_string())]),

@@ -16,7 +16,7 @@ use crate::event::{Event, EventKind};
 use crate::lease::{self, Lease, LeaseError, Liveness};
 use crate::lifecycle::{State, StopReason};
 use crate::namespace::Namespace;
-use crate::object::{Class, Hooks};
+use crate::object::{Class, ClassVersion, Hooks};
 use crate::runtime::{ContainerInfo, Runtime, RuntimeError, Selector};
 use crate::store::{now_ms, Store, StoreError};
 
@@ -163,8 +163,8 @@ impl App {
         let namespace = Namespace::new(Arc::new(Class {
             namespace_key: format!("{}/{}", self.context.name, class.name),
             limit: Arc::new(Semaphore::new(class.max_instances)),
-            image: RwLock::new(class.image.clone()),
-            options: class,
+            name: class.name.clone(),
+            current: RwLock::new(Arc::new(ClassVersion::new(class))),
             app: self.context.clone(),
             hooks,
         }));

@@ -150,6 +150,18 @@ pub struct ContainerClass {
 }
 
 impl ContainerClass {
+    /// A digest of every option, the image included: two classes of one version start
+    /// the same containers. Containers carry it, so a rebuild, a deployment or a later
+    /// berth process can tell the containers of an older version.
+    pub fn version(&self) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(format!("{self:?}").as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     pub fn new(name: impl Into<String>, image: impl Into<String>) -> ContainerClass {
         ContainerClass {
             name: name.into(),

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::class::ContainerClass;
 use crate::id::{random_below, IdError, IdScheme, ObjectId};
 use crate::lifecycle::StopReason;
 use crate::object::{Class, Object, WeakObject};
@@ -55,7 +56,7 @@ impl Namespace {
 
     /// The class's name.
     pub fn class_name(&self) -> &str {
-        &self.inner.class.options.name
+        &self.inner.class.name
     }
 
     /// The key the ids of this namespace derive from: `"<app>/<class>"`.
@@ -114,12 +115,21 @@ impl Namespace {
 
     /// Makes new containers of the class run `image` (after a rebuild).
     pub fn set_image(&self, image: &str) {
-        *self
-            .inner
-            .class
-            .image
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = image.to_string();
+        let mut options = self.inner.class.current().options.clone();
+        options.image = image.to_string();
+        self.inner.class.set_options(options);
+    }
+
+    /// Makes new containers of the class start with `options` (a new deployment); the
+    /// class keeps its name. Running containers of the older version go on until
+    /// [`Namespace::replace_all`] or a rollout replaces them.
+    pub fn set_options(&self, options: ContainerClass) {
+        self.inner.class.set_options(options);
+    }
+
+    /// The options new containers of the class start with.
+    pub fn options(&self) -> ContainerClass {
+        self.inner.class.current().options.clone()
     }
 
     /// The image new containers of the class run.

@@ -21,6 +21,7 @@ fn identity(test: &str, object: &str) -> Identity {
         object_name: Some(object.to_string()),
         session: test.to_string(),
         host: "contract-host".into(),
+        version: String::new(),
     }
 }
 

@@ -16,8 +16,9 @@ use crate::store::now_ms;
 /// A running container of an object: the only meaning of "instance" in berth.
 pub(crate) struct Instance {
     pub(crate) container_id: String,
-    /// The image it runs, to tell it from the class's image after a rebuild.
-    pub(crate) image: String,
+    /// The version of the class options it started with, to tell it from the class's
+    /// current version after a rebuild or a deployment.
+    pub(crate) version: String,
     /// The requests forwarded to it, so that a replacement can let them finish first.
     pub(crate) serving: Arc<Activity>,
     pub(crate) started_at: Instant,
@@ -45,13 +46,13 @@ pub(crate) struct Exit {
 impl Instance {
     pub(crate) fn new(
         container_id: String,
-        image: String,
+        version: String,
         endpoint: Endpoint,
         started_at: Instant,
     ) -> Instance {
         Instance {
             container_id,
-            image,
+            version,
             serving: Activity::new(),
             started_at,
             started_at_ms: now_ms() - i64::try_from(started_at.elapsed().as_millis()).unwrap_or(0),

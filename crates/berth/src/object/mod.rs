@@ -40,9 +40,11 @@ use live::{Goal, Phase};
 
 /// What the objects of one class share.
 pub(crate) struct Class {
-    pub(crate) options: ContainerClass,
-    /// The image new containers run; a rebuild replaces it.
-    pub(crate) image: RwLock<String>,
+    /// The options (image included) new containers start with; a rebuild or a deployment
+    /// replaces them, and containers of an older version are then replaced.
+    pub(crate) current: RwLock<Arc<ClassVersion>>,
+    /// The class's name, which no new version changes.
+    pub(crate) name: String,
     pub(crate) namespace_key: String,
     pub(crate) app: Arc<AppContext>,
     pub(crate) hooks: Arc<dyn Hooks>,
@@ -50,9 +52,54 @@ pub(crate) struct Class {
     pub(crate) limit: Arc<Semaphore>,
 }
 
+/// One version of a class's options, with the digest that tells it from the others.
+#[derive(Debug)]
+pub(crate) struct ClassVersion {
+    pub(crate) options: ContainerClass,
+    pub(crate) version: String,
+}
+
+impl ClassVersion {
+    pub(crate) fn new(options: ContainerClass) -> ClassVersion {
+        ClassVersion {
+            version: options.version(),
+            options,
+        }
+    }
+}
+
+impl std::ops::Deref for ClassVersion {
+    type Target = ContainerClass;
+    fn deref(&self) -> &ContainerClass {
+        &self.options
+    }
+}
+
 impl Class {
+    pub(crate) fn current(&self) -> Arc<ClassVersion> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn image(&self) -> String {
-        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current().image.clone()
+    }
+
+    /// Makes new containers start with `options` (whose name must stay the class's).
+    /// `max_instances` follows at once for new starts; running containers above a lower
+    /// limit keep running until they stop.
+    pub(crate) fn set_options(&self, mut options: ContainerClass) {
+        options.name = self.name.clone();
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let (old, new) = (current.max_instances, options.max_instances);
+        if new > old {
+            self.limit.add_permits(new - old);
+        } else {
+            self.limit.forget_permits(old - new);
+        }
+        *current = Arc::new(ClassVersion::new(options));
     }
 }
 
@@ -159,7 +206,7 @@ impl Object {
     }
 
     pub fn class_name(&self) -> &str {
-        &self.inner.class.options.name
+        &self.inner.class.name
     }
 
     /// `MyContainer "alpha"`, or `MyContainer 1a2b3c4d5e6f` for an object known by id only.
@@ -251,8 +298,8 @@ impl Object {
         self.app().runtime.as_ref()
     }
 
-    fn options(&self) -> &ContainerClass {
-        &self.inner.class.options
+    fn options(&self) -> Arc<ClassVersion> {
+        self.inner.class.current()
     }
 
     fn emit(&self, container_id: &str, kind: EventKind) {

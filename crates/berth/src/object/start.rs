@@ -13,7 +13,7 @@ use super::instance::Instance;
 use super::live::{Goal, Phase};
 use super::{monitor, Attempts, Object, StartOptions};
 use crate::event::EventKind;
-use crate::runtime::{ContainerSpec, Created, Endpoint, Identity};
+use crate::runtime::{ContainerInfo, ContainerSpec, Created, Endpoint, Identity};
 
 /// How long a new start waits for the object's previous container to exit.
 pub(super) const EXIT_REPORT: Duration = Duration::from_secs(30);
@@ -147,7 +147,7 @@ impl Object {
     /// by `options`.
     fn spec(&self, options: Option<&StartOptions>) -> ContainerSpec {
         let class = &self.inner.class;
-        let opts = &class.options;
+        let opts = class.current();
         let mut env = opts.env_vars.clone();
         let mut entrypoint = opts.entrypoint.clone();
         let mut enable_internet = opts.enable_internet;
@@ -175,8 +175,9 @@ impl Object {
                 object_name: self.name().map(str::to_string),
                 session: class.app.lease.id().to_string(),
                 host: class.app.lease.host().to_string(),
+                version: opts.version.clone(),
             },
-            image: class.image(),
+            image: opts.image.clone(),
             env,
             entrypoint,
             labels: opts.labels.clone(),
@@ -200,7 +201,7 @@ impl Object {
                     class: self.class_name().to_string(),
                     max: self.options().max_instances,
                 })?;
-        let (created, image, endpoint, began) = self.create_and_start(options).await?;
+        let (created, version, endpoint, began) = self.create_and_start(options).await?;
         self.emit(
             &created.id,
             EventKind::Started {
@@ -208,7 +209,9 @@ impl Object {
                 elapsed: began.elapsed(),
             },
         );
-        Ok(self.adopt(created.id, image, endpoint, began, permit).await)
+        Ok(self
+            .adopt(created.id, version, endpoint, began, permit)
+            .await)
     }
 
     /// The engine's create and start, within `start_timeout`. A container that was
@@ -218,7 +221,7 @@ impl Object {
         options: Option<&StartOptions>,
     ) -> Result<(Created, String, Endpoint, Instant), StartError> {
         let spec = self.spec(options);
-        let image = spec.image.clone();
+        let version = spec.identity.version.clone();
         let began = Instant::now();
         let start_timeout = self.options().start_timeout;
         let runtime_error = |source| StartError::Runtime {
@@ -255,7 +258,7 @@ impl Object {
         )
         .await;
         match started {
-            Ok(Ok(endpoint)) => Ok((created, image, endpoint, began)),
+            Ok(Ok(endpoint)) => Ok((created, version, endpoint, began)),
             failed => {
                 if let Err(e) = self.runtime().remove(&created.id).await {
                     tracing::warn!(
@@ -276,12 +279,12 @@ impl Object {
     async fn adopt(
         &self,
         container_id: String,
-        image: String,
+        version: String,
         endpoint: Endpoint,
         started_at: Instant,
         permit: OwnedSemaphorePermit,
     ) -> Arc<Instance> {
-        let instance = Arc::new(Instance::new(container_id, image, endpoint, started_at));
+        let instance = Arc::new(Instance::new(container_id, version, endpoint, started_at));
         self.phase().adopt(instance.clone());
         self.inner.activity.renew();
         self.app()
@@ -310,7 +313,8 @@ impl Object {
     }
 
     /// Takes over a container that an earlier berth process recorded for this object, if
-    /// it still runs the class's current image; removes it otherwise.
+    /// it still runs the class's current version; removes it otherwise. A container of a
+    /// berth that did not record versions is judged by its image.
     async fn adopt_leftover(&self) -> Option<Arc<Instance>> {
         let container_id = self.phase().take_leftover()?;
         let info = self.runtime().inspect(&container_id).await.ok();
@@ -321,7 +325,7 @@ impl Object {
                         .identity
                         .as_ref()
                         .is_some_and(|i| i.object_id == self.inner.id)
-                    && info.image == self.inner.class.image() =>
+                    && self.is_current(&info) =>
             {
                 match (
                     info.endpoint,
@@ -329,8 +333,9 @@ impl Object {
                 ) {
                     (Some(endpoint), Ok(permit)) => {
                         self.emit(&container_id, EventKind::Adopted);
+                        let version = self.inner.class.current().version.clone();
                         let instance =
-                            self.adopt(container_id, info.image, endpoint, Instant::now(), permit);
+                            self.adopt(container_id, version, endpoint, Instant::now(), permit);
                         return Some(instance.await);
                     }
                     _ => {
@@ -365,6 +370,15 @@ impl Object {
         match self.adopt_leftover().await {
             Some(instance) => self.await_ready(&instance, None).await.is_ok(),
             None => false,
+        }
+    }
+
+    /// Whether a container found in the engine runs the class's current version.
+    fn is_current(&self, info: &ContainerInfo) -> bool {
+        let current = self.inner.class.current();
+        match info.identity.as_ref().map(|i| i.version.as_str()) {
+            Some("") | None => info.image == current.image,
+            Some(version) => version == current.version,
         }
     }
 }

@@ -61,7 +61,7 @@ impl Object {
         let outdated = |phase: &Phase| {
             phase
                 .instance()
-                .filter(|i| i.image != self.inner.class.image())
+                .filter(|i| i.version != self.inner.class.current().version)
                 .cloned()
         };
         let mut replaced = None;

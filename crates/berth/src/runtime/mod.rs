@@ -43,6 +43,10 @@ pub struct Identity {
     /// The machine that session runs on, so that another berth process can tell whether
     /// the session is alive (see `lease`); empty for containers of older berth versions.
     pub host: String,
+    /// The version of the class options it started with (`ContainerClass::version`), so
+    /// that a later berth process re-adopts it only if the class has not changed since;
+    /// empty for containers of older berth versions.
+    pub version: String,
 }
 
 /// Which containers [`Runtime::list`] returns: those of an app, narrowed down further.

@@ -23,6 +23,7 @@ async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> Strin
             object_name: Some("alpha".into()),
             session: "0123456789abcdef".into(),
             host: String::new(),
+            version: String::new(),
         },
         image: IMAGE.into(),
         env: Default::default(),

@@ -466,3 +466,37 @@ async fn a_replacement_lets_requests_in_flight_finish_and_new_ones_wait_for_the_
         .calls()
         .contains(&"alpha: stop (replaced by a new image)".to_string()));
 }
+
+/// A deployment that changes only the options (here an environment variable) makes the
+/// running container outdated, as a new image does: it is replaced, and the new one
+/// carries the new version.
+#[tokio::test(start_paused = true)]
+async fn changed_options_replace_the_containers_of_the_older_version() {
+    use berth::Runtime;
+    let f = Fixture::new(Behaviour::default());
+    let object = f.ns.get_by_name("alpha");
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+    let old = f.fake.running().pop().expect("running");
+    let old_version = f.fake.inspect(&old).await.expect("inspect").identity;
+    let mut options = f.ns.options();
+    assert_eq!(
+        f.ns.replace_all(Duration::from_secs(1)).await,
+        0,
+        "nothing changed yet"
+    );
+    options.env_vars.insert("MESSAGE".into(), "v2".into());
+    f.ns.set_options(options.clone());
+    assert_eq!(f.ns.replace_all(Duration::from_secs(1)).await, 1);
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+    let new = f.fake.running().pop().expect("running");
+    assert_ne!(new, old);
+    let identity = f
+        .fake
+        .inspect(&new)
+        .await
+        .expect("inspect")
+        .identity
+        .expect("identity");
+    assert_eq!(identity.version, options.version());
+    assert_ne!(Some(identity.version), old_version.map(|i| i.version));
+}

@@ -15,6 +15,7 @@ pub const OBJECT_ID: &str = "berth.object-id";
 pub const OBJECT_NAME: &str = "berth.object-name";
 pub const SESSION: &str = "berth.session";
 pub const HOST: &str = "berth.host";
+pub const VERSION: &str = "berth.version";
 
 /// The labels that carry `identity`, added to the class's own `extra` labels (berth's
 /// win on a clash, so that a class cannot disguise its containers).
@@ -33,6 +34,7 @@ pub(super) fn render(
         ),
         (SESSION, identity.session.clone()),
         (HOST, identity.host.clone()),
+        (VERSION, identity.version.clone()),
     ] {
         labels.insert(key.to_string(), value);
     }
@@ -49,6 +51,7 @@ pub(super) fn parse(labels: &BTreeMap<String, String>) -> Option<Identity> {
         object_name: (!name.is_empty()).then(|| name.clone()),
         session: labels.get(SESSION)?.clone(),
         host: labels.get(HOST).cloned().unwrap_or_default(),
+        version: labels.get(VERSION).cloned().unwrap_or_default(),
     })
 }
 
@@ -121,6 +124,7 @@ mod tests {
             object_name: name.map(str::to_string),
             session: "0123456789abcdef".into(),
             host: "machine".into(),
+            version: String::new(),
         }
     }
 
