@@ -45,6 +45,7 @@ pub mod app;
 pub mod worker;
 // Floor 7: what stands in front.
 pub mod build;
+pub mod hosts;
 pub mod manifest;
 pub mod router;
 pub mod server;

@@ -22,7 +22,7 @@ const FLOORS: &[&[&str]] = &[
     &["object"],
     &["namespace"],
     &["app", "worker"],
-    &["router", "server", "build", "manifest"],
+    &["router", "server", "build", "hosts", "manifest"],
     &["session"],
 ];
 

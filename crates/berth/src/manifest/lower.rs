@@ -14,6 +14,7 @@ use super::raw::{DurationValue, RawBuild, RawContainer, RawManifest, RawRoute, R
 use super::{ContainerDef, ImageSource, Manifest, ManifestError, WorkerDef};
 use crate::build::BuildSpec;
 use crate::class::ContainerClass;
+use crate::hosts::HostPattern;
 use crate::router::{KeySource, Route, Strategy, Target};
 
 /// The whole manifest; `dir` is the folder relative paths start from.
@@ -316,10 +317,29 @@ fn worker(
             )));
         }
     }
+    let mut hosts = Vec::new();
+    for (i, host) in w.hosts.iter().enumerate() {
+        let pattern = HostPattern::parse(host.get_ref())
+            .map_err(|e| source.error(host.span(), &format!("{key}.hosts[{i}]"), e))?;
+        if hosts.contains(&pattern) {
+            return Err(source.error(
+                host.span(),
+                &format!("{key}.hosts[{i}]"),
+                format!("{pattern} is listed twice"),
+            ));
+        }
+        hosts.push(pattern);
+    }
+    if HostPattern::default_for(worker_name, "app").is_err() {
+        return Err(source.error(spanned.span(), &key, format!(
+            "{worker_name:?} cannot be part of a host name; name workers with lowercase letters, digits and '-'"
+        )));
+    }
     Ok(WorkerDef {
         name: worker_name.to_string(),
         bindings,
         routes,
+        hosts,
     })
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::build::BuildSpec;
 use crate::class::ContainerClass;
+use crate::hosts::HostPattern;
 use crate::router::Route;
 use diagnose::Source;
 
@@ -101,6 +102,9 @@ pub struct WorkerDef {
     /// Binding name → container resource id.
     pub bindings: BTreeMap<String, String>,
     pub routes: Vec<Route>,
+    /// The hosts `berth serve` routes to this worker; empty: `<worker>.<app>.localhost`.
+    /// `berth dev` serves each worker on a port of its own instead.
+    pub hosts: Vec<HostPattern>,
 }
 
 impl Manifest {

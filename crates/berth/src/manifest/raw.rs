@@ -88,6 +88,8 @@ pub(super) struct RawWorker {
     pub(super) bindings: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub(super) routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub(super) hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -284,6 +284,27 @@ fn a_start_only_route_parses() {
     assert!(!m.workers[0].routes[0].start_only);
 }
 
+#[test]
+fn workers_may_list_their_hosts() {
+    let with = |hosts: &str| {
+        SEED.replace(
+            "bindings = { MY_CONTAINER = \"my-container\" }",
+            &format!("bindings = {{ MY_CONTAINER = \"my-container\" }}\nhosts = {hosts}"),
+        )
+    };
+    let m = parse(&with("[\"API.example.com\", \"*.preview.example.com\"]")).expect("valid");
+    let hosts: Vec<&str> = m.workers[0].hosts.iter().map(|h| h.as_str()).collect();
+    assert_eq!(hosts, ["api.example.com", "*.preview.example.com"]);
+    assert!(parse(SEED).expect("valid").workers[0].hosts.is_empty());
+    let e = error(&with("[\"https://a.com\"]"));
+    assert!(
+        e.contains("workers.my-worker.hosts[0]: \"https://a.com\" is not a host name"),
+        "{e}"
+    );
+    let e = error(&with("[\"a.com\", \"A.com\"]"));
+    assert!(e.contains("hosts[1]: a.com is listed twice"), "{e}");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
