@@ -20,7 +20,7 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
         let store = Store::open(&path).with_context(|| format!("reading {}", path.display()))?;
         // Without an engine to ask, the records are shown as they are.
         let runtime = DockerRuntime::connect().await.ok();
-        list_objects(&store, runtime.as_ref().map(|r| r as &dyn Runtime)).await?
+        list_objects(&store, None, runtime.as_ref().map(|r| r as &dyn Runtime)).await?
     } else {
         Vec::new()
     };

@@ -253,7 +253,12 @@ impl App {
 
     /// Every object the app has recorded, with its state checked against the engine.
     pub async fn objects(&self) -> Result<Vec<ObjectStatus>, StoreError> {
-        list_objects(&self.context.store, Some(self.context.runtime.as_ref())).await
+        list_objects(
+            &self.context.store,
+            Some(self.name()),
+            Some(self.context.runtime.as_ref()),
+        )
+        .await
     }
 
     /// Each line the app's containers write, from the moment they start (or are
@@ -320,15 +325,16 @@ pub struct ObjectStatus {
     pub container_id: Option<String>,
 }
 
-/// Every object recorded in `store`. A record of a running container is only as good as
+/// Every object recorded in `store` (of `app` only, if given). A record of a running container is only as good as
 /// the engine's word for it: with a `runtime` to ask, containers that no longer run are
 /// shown stopped. Records of several apps (an app renamed over the same state) are each
 /// checked against their own app's containers.
 pub async fn list_objects(
     store: &Store,
+    app: Option<&str>,
     runtime: Option<&dyn Runtime>,
 ) -> Result<Vec<ObjectStatus>, StoreError> {
-    let records = store.objects().await?;
+    let records = store.objects_of(app).await?;
     let mut running = std::collections::HashMap::new();
     if let Some(runtime) = runtime {
         for record in &records {

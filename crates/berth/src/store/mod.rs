@@ -16,6 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod deployments;
+
+pub use deployments::{Deployment, DeploymentStatus};
+
 use crate::id::ObjectId;
 use crate::lifecycle::State;
 
@@ -116,6 +120,7 @@ impl Store {
             .map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
         Ok(Store::from_connection(path, conn))
     }
 
@@ -128,6 +133,7 @@ impl Store {
         };
         let conn = Connection::open_in_memory().map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
         Ok(Store::from_connection(path, conn))
     }
 
@@ -231,15 +237,40 @@ impl Store {
         .await
     }
 
-    /// Every object the app has recorded, in namespace then name order.
+    /// Every object recorded, in namespace then name order.
     pub async fn objects(&self) -> Result<Vec<ObjectRecord>, StoreError> {
-        self.run(|c| {
+        self.objects_of(None).await
+    }
+
+    /// The objects of `app` (every object when `None`), in namespace then name order.
+    pub async fn objects_of(&self, app: Option<&str>) -> Result<Vec<ObjectRecord>, StoreError> {
+        // Namespaces are `<app>/<class>`; app names hold no '/'.
+        let prefix = app.map(|a| format!("{a}/"));
+        self.run(move |c| {
             let mut stmt = c.prepare(
                 "SELECT namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms
-                 FROM objects ORDER BY namespace, name, id",
+                 FROM objects WHERE ?1 IS NULL OR substr(namespace, 1, length(?1)) = ?1
+                 ORDER BY namespace, name, id",
             )?;
-            let rows = stmt.query_map([], row_to_record)?;
+            let rows = stmt.query_map(params![prefix], row_to_record)?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// Forgets every object, and its storage, of `app`. Returns how many objects.
+    pub async fn forget_app(&self, app: &str) -> Result<usize, StoreError> {
+        let prefix = format!("{app}/");
+        self.run(move |c| {
+            let n = c.execute(
+                "DELETE FROM objects WHERE substr(namespace, 1, length(?1)) = ?1",
+                params![prefix],
+            )?;
+            c.execute(
+                "DELETE FROM storage WHERE substr(namespace, 1, length(?1)) = ?1",
+                params![prefix],
+            )?;
+            Ok(n)
         })
         .await
     }
