@@ -3,12 +3,24 @@
 //!
 //! The ignore rules are Docker's, not git's: a pattern such as `*.log` matches at the top
 //! of the context only.
+//!
+//! Only regular files, folders and symbolic links are sent. Anything else (a FIFO, a
+//! device, a socket) is skipped and named in [`Context::skipped`], never opened: reading
+//! a FIFO waits for a writer that never comes, and a device such as `/dev/zero` never
+//! ends. `docker build` does not read them either.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::{BuildError, BuildSpec};
+
+/// What the context holds, as the engine is to be sent it.
+pub(super) struct Context {
+    pub(super) entries: Vec<Entry>,
+    /// Paths of files that are neither regular files, folders nor links, left out.
+    pub(super) skipped: Vec<String>,
+}
 
 /// A file of the build context.
 pub(super) struct Entry {
@@ -84,7 +96,7 @@ pub(super) fn tar_of(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads the files of the context that `.dockerignore` keeps, in a stable order.
-pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Vec<Entry>, BuildError> {
+pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, BuildError> {
     let err = |path: &Path, e: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -95,13 +107,18 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Vec<Entry
             path: dockerfile_path,
         });
     }
-    let ignore = match std::fs::read_to_string(context.join(".dockerignore")) {
-        Ok(text) => Ignore::parse(&text),
+    let ignore_path = context.join(".dockerignore");
+    let ignore = match std::fs::symlink_metadata(&ignore_path) {
+        Ok(meta) if meta.is_file() => {
+            Ignore::parse(&std::fs::read_to_string(&ignore_path).map_err(|e| err(&ignore_path, e))?)
+        }
+        Ok(_) => Ignore::default(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ignore::default(),
-        Err(e) => return Err(err(&context.join(".dockerignore"), e)),
+        Err(e) => return Err(err(&ignore_path, e)),
     };
     let always = [normalise(dockerfile), ".dockerignore".to_string()];
     let mut entries = Vec::new();
+    let mut skipped = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
         let dir = context.join(&relative);
@@ -135,13 +152,16 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Vec<Entry
                     EntryKind::Symlink(
                         std::fs::read_link(child.path()).map_err(|e| err(&child.path(), e))?,
                     )
-                } else {
+                } else if file_type.is_file() {
                     use std::os::unix::fs::PermissionsExt;
                     let meta = child.metadata().map_err(|e| err(&child.path(), e))?;
                     EntryKind::File {
                         data: std::fs::read(child.path()).map_err(|e| err(&child.path(), e))?,
                         executable: meta.permissions().mode() & 0o111 != 0,
                     }
+                } else {
+                    skipped.push(rel_str);
+                    continue;
                 };
                 entries.push(Entry {
                     path: rel_str,
@@ -151,7 +171,8 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Vec<Entry
         }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(entries)
+    skipped.sort();
+    Ok(Context { entries, skipped })
 }
 
 fn normalise(path: &str) -> String {
@@ -296,20 +317,51 @@ mod tests {
             target: None,
             command: None,
         };
-        let hash = || content_hash(&read_context(&dir, "Dockerfile").expect("context"), &spec);
+        let hash = || {
+            let context = read_context(&dir, "Dockerfile").expect("context");
+            content_hash(&context.entries, &spec)
+        };
         let first = hash();
         std::fs::write(dir.join("debug.log"), "noise").expect("write");
         std::fs::write(dir.join(".berth/state.db"), "changed").expect("write");
         assert_eq!(hash(), first, "ignored files and .berth do not count");
         std::fs::write(dir.join("sub/a.txt"), "b").expect("write");
         assert_ne!(hash(), first, "a changed file does");
-        let entries = read_context(&dir, "Dockerfile").expect("context");
+        let entries = read_context(&dir, "Dockerfile").expect("context").entries;
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, [".dockerignore", "Dockerfile", "sub", "sub/a.txt"]);
         assert!(matches!(
             read_context(&dir, "Nope"),
             Err(BuildError::NoDockerfile { .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn special_files_are_skipped_without_being_opened() {
+        let dir = std::env::temp_dir().join(format!("berth-build-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).expect("dir");
+        std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").expect("write");
+        for fifo in ["sub/pipe", ".dockerignore"] {
+            let made = std::process::Command::new("mkfifo")
+                .arg(dir.join(fifo))
+                .status()
+                .expect("mkfifo runs");
+            assert!(made.success());
+        }
+        // Opening a FIFO for reading blocks until a writer comes, and none will: a read
+        // that has not returned after a minute has hung.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let walked = dir.clone();
+        std::thread::spawn(move || tx.send(read_context(&walked, "Dockerfile")));
+        let context = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("reading the context hung on a FIFO")
+            .expect("context");
+        let paths: Vec<_> = context.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["Dockerfile", "sub"]);
+        assert_eq!(context.skipped, [".dockerignore", "sub/pipe"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

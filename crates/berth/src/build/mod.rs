@@ -134,12 +134,19 @@ pub async fn build(
 
     let context = spec.context.clone();
     let dockerfile = spec.dockerfile.clone();
-    let entries = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile))
+    let read = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile))
         .await
         .map_err(|e| BuildError::Context {
             path: spec.context.clone(),
             reason: e.to_string(),
         })??;
+    if !read.skipped.is_empty() {
+        progress(&format!(
+            "left out of the context, as neither files, folders nor links: {}",
+            read.skipped.join(", ")
+        ));
+    }
+    let entries = read.entries;
     let hash = content_hash(&entries, spec);
     let tag = spec.tag.clone().unwrap_or_else(|| hash[..12].to_string());
     let image = format!("{image_name}:{tag}");
