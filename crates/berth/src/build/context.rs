@@ -101,6 +101,11 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, 
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
+    if !context.is_dir() {
+        return Err(BuildError::NoContext {
+            path: context.to_path_buf(),
+        });
+    }
     let dockerfile_path = context.join(dockerfile);
     if !dockerfile_path.is_file() {
         return Err(BuildError::NoDockerfile {
@@ -334,6 +339,14 @@ mod tests {
             read_context(&dir, "Nope"),
             Err(BuildError::NoDockerfile { .. })
         ));
+        let missing = dir.join("nowhere");
+        let e = read_context(&missing, "Dockerfile")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(&*format!("the build context {} does not exist or is not a folder; set build.context (relative to berth.toml) to the folder that holds the Dockerfile", missing.display()))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

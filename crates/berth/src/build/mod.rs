@@ -49,6 +49,8 @@ pub enum BuildError {
         dir: PathBuf,
         status: String,
     },
+    #[error("the build context {path} does not exist or is not a folder; set build.context (relative to berth.toml) to the folder that holds the Dockerfile")]
+    NoContext { path: PathBuf },
     #[error("cannot read the build context {path}: {reason}")]
     Context { path: PathBuf, reason: String },
     #[error(
