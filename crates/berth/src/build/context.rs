@@ -1,22 +1,27 @@
-//! The build context: which files `.dockerignore` keeps, read once, then both hashed and
-//! archived, so that the hash describes exactly what the engine is sent.
-//!
-//! The ignore rules are Docker's, not git's: a pattern such as `*.log` matches at the top
-//! of the context only.
+//! The build context: which files `.dockerignore` keeps, walked once to hash them, then
+//! read again as they are archived (see `archive`), so that memory stays small whatever
+//! the size of the context. The archive checks each file against its hash as it sends it,
+//! so the hash describes exactly what the engine is sent.
 //!
 //! Only regular files, folders and symbolic links are sent. Anything else (a FIFO, a
 //! device, a socket) is skipped and named in [`Context::skipped`], never opened: reading
 //! a FIFO waits for a writer that never comes, and a device such as `/dev/zero` never
 //! ends. `docker build` does not read them either.
 
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::ignore::{normalise, Ignore};
 use super::{BuildError, BuildSpec};
 
 /// What the context holds, as the engine is to be sent it.
 pub(super) struct Context {
+    /// The folder the entries' paths are relative to.
+    pub(super) root: PathBuf,
     pub(super) entries: Vec<Entry>,
     /// Paths of files that are neither regular files, folders nor links, left out.
     pub(super) skipped: Vec<String>,
@@ -24,14 +29,80 @@ pub(super) struct Context {
 
 /// A file of the build context.
 pub(super) struct Entry {
-    path: String,
-    kind: EntryKind,
+    /// Relative to the context, `/`-separated: the name in the archive.
+    pub(super) path: String,
+    pub(super) kind: EntryKind,
 }
 
-enum EntryKind {
-    File { data: Vec<u8>, executable: bool },
+pub(super) enum EntryKind {
+    /// A regular file as it was when hashed; its bytes stay on disk.
+    File {
+        size: u64,
+        executable: bool,
+        digest: [u8; 32],
+    },
     Dir,
     Symlink(PathBuf),
+}
+
+/// A regular file of the context, hashed as it is read.
+pub(super) struct HashedFile {
+    file: File,
+    hash: Sha256,
+    read: u64,
+    executable: bool,
+}
+
+impl HashedFile {
+    /// Opens `path` only if it is a regular file. The open does not wait: a FIFO put in
+    /// its place since the walk would otherwise block it until a writer came.
+    pub(super) fn open(path: &Path) -> io::Result<HashedFile> {
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is no longer a regular file",
+            ));
+        }
+        Ok(HashedFile {
+            file,
+            hash: Sha256::new(),
+            read: 0,
+            executable: meta.permissions().mode() & 0o111 != 0,
+        })
+    }
+
+    /// How many bytes were read, and their SHA-256.
+    pub(super) fn finish(self) -> (u64, [u8; 32]) {
+        (self.read, self.hash.finalize().into())
+    }
+}
+
+impl Read for HashedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the file at `path` through, in chunks, to learn its size and hash.
+fn hash_file(path: &Path) -> io::Result<EntryKind> {
+    let mut file = HashedFile::open(path)?;
+    let executable = file.executable;
+    let mut buf = vec![0; 64 * 1024];
+    while file.read(&mut buf)? != 0 {}
+    let (size, digest) = file.finish();
+    Ok(EntryKind::File {
+        size,
+        executable,
+        digest,
+    })
 }
 
 /// The hash of everything that makes the image: the files, the Dockerfile path, the
@@ -42,7 +113,7 @@ pub(super) fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
         hash.update((bytes.len() as u64).to_le_bytes());
         hash.update(bytes);
     };
-    field(b"berth-build-v1");
+    field(b"berth-build-v2");
     field(spec.dockerfile.as_bytes());
     field(spec.target.as_deref().unwrap_or("").as_bytes());
     for (k, v) in &spec.args {
@@ -52,9 +123,11 @@ pub(super) fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
     for entry in entries {
         field(entry.path.as_bytes());
         match &entry.kind {
-            EntryKind::File { data, executable } => {
+            EntryKind::File {
+                executable, digest, ..
+            } => {
                 field(if *executable { b"x" } else { b"f" });
-                field(data);
+                field(digest);
             }
             EntryKind::Dir => field(b"d"),
             EntryKind::Symlink(target) => {
@@ -64,35 +137,6 @@ pub(super) fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
         }
     }
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The context as the tar archive engines take.
-pub(super) fn tar_of(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
-    let mut archive = tar::Builder::new(Vec::new());
-    for entry in entries {
-        let mut header = tar::Header::new_gnu();
-        match &entry.kind {
-            EntryKind::File { data, executable } => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(data.len() as u64);
-                header.set_mode(if *executable { 0o755 } else { 0o644 });
-                archive.append_data(&mut header, &entry.path, data.as_slice())?;
-            }
-            EntryKind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                header.set_mode(0o755);
-                archive.append_data(&mut header, &entry.path, std::io::empty())?;
-            }
-            EntryKind::Symlink(target) => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                header.set_mode(0o777);
-                archive.append_link(&mut header, &entry.path, target)?;
-            }
-        }
-    }
-    archive.into_inner()
 }
 
 /// Reads the files of the context that `.dockerignore` keeps, in a stable order.
@@ -158,12 +202,7 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, 
                         std::fs::read_link(child.path()).map_err(|e| err(&child.path(), e))?,
                     )
                 } else if file_type.is_file() {
-                    use std::os::unix::fs::PermissionsExt;
-                    let meta = child.metadata().map_err(|e| err(&child.path(), e))?;
-                    EntryKind::File {
-                        data: std::fs::read(child.path()).map_err(|e| err(&child.path(), e))?,
-                        executable: meta.permissions().mode() & 0o111 != 0,
-                    }
+                    hash_file(&child.path()).map_err(|e| err(&child.path(), e))?
                 } else {
                     skipped.push(rel_str);
                     continue;
@@ -177,131 +216,17 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, 
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     skipped.sort();
-    Ok(Context { entries, skipped })
-}
-
-fn normalise(path: &str) -> String {
-    path.split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// `.dockerignore` rules: glob patterns (`*`, `?`, `[…]`, `**`), `!` exceptions, the last
-/// matching rule wins, and a rule that matches a folder covers everything in it.
-#[derive(Default)]
-struct Ignore {
-    rules: Vec<(bool, Vec<String>)>,
-}
-
-impl Ignore {
-    fn parse(text: &str) -> Ignore {
-        let rules = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| {
-                let (exception, pattern) = match l.strip_prefix('!') {
-                    Some(p) => (true, p.trim()),
-                    None => (false, l),
-                };
-                let segments = normalise(pattern).split('/').map(str::to_string).collect();
-                (exception, segments)
-            })
-            .collect();
-        Ignore { rules }
-    }
-
-    fn has_exceptions(&self) -> bool {
-        self.rules.iter().any(|(exception, _)| *exception)
-    }
-
-    fn excludes(&self, path: &str) -> bool {
-        let parts: Vec<&str> = path.split('/').collect();
-        let mut excluded = false;
-        for (exception, pattern) in &self.rules {
-            // The path itself, or any folder above it.
-            let matched = (1..=parts.len()).any(|n| match_segments(pattern, &parts[..n]));
-            if matched {
-                excluded = !exception;
-            }
-        }
-        excluded
-    }
-}
-
-fn match_segments(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((segment, path_rest)) => {
-                glob(first.as_bytes(), segment.as_bytes()) && match_segments(rest, path_rest)
-            }
-            None => false,
-        },
-    }
-}
-
-/// One path segment against one glob segment.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((b'[', rest)) => {
-            let Some(close) = rest.iter().position(|b| *b == b']') else {
-                return text.first() == Some(&b'[') && glob(rest, &text[1..]);
-            };
-            let Some((&c, text_rest)) = text.split_first() else {
-                return false;
-            };
-            let (negate, class) = match rest[..close].split_first() {
-                Some((b'^' | b'!', class)) => (true, class),
-                _ => (false, &rest[..close]),
-            };
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == b'-' {
-                    hit |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= class[i] == c;
-                    i += 1;
-                }
-            }
-            hit != negate && glob(&rest[close + 1..], text_rest)
-        }
-        Some((b'\\', rest)) if !rest.is_empty() => {
-            text.first() == Some(&rest[0]) && glob(&rest[1..], &text[1..])
-        }
-        Some((&c, rest)) => text.first() == Some(&c) && glob(rest, &text[1..]),
-    }
+    Ok(Context {
+        root: context.to_path_buf(),
+        entries,
+        skipped,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-
-    #[test]
-    fn dockerignore_rules_follow_docker() {
-        let ignore = Ignore::parse("# comment\ntarget\n*.log\n!keep.log\ndocs/**/*.md\n/secret?\n");
-        assert!(ignore.excludes("target"));
-        assert!(ignore.excludes("target/debug/app"));
-        assert!(ignore.excludes("a.log"));
-        assert!(!ignore.excludes("keep.log"));
-        assert!(!ignore.excludes("sub/a.log"), "* does not cross folders");
-        assert!(ignore.excludes("docs/x/y/readme.md"));
-        assert!(ignore.excludes("docs/readme.md"));
-        assert!(ignore.excludes("secret1"));
-        assert!(!ignore.excludes("src/main.rs"));
-        assert!(glob(b"[a-c]x", b"bx"));
-        assert!(!glob(b"[^a-c]x", b"bx"));
-    }
 
     #[test]
     fn the_context_hash_changes_with_content_and_ignores_ignored_files() {

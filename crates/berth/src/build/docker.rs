@@ -77,16 +77,16 @@ async fn send(
     if let Some(target) = &spec.target {
         options = options.target(target);
     }
-    let mut stream = docker.build_image(
-        options.build(),
-        None,
-        Some(bollard::body_full(build.context.into())),
-    );
+    let (body, archive) = build.context.into_stream();
+    let mut stream =
+        docker.build_image(options.build(), None, Some(bollard::body_try_stream(body)));
     let mut step = None;
     let mut output: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
+            // An upload that broke off is an error to the engine; the archive knows why.
+            Err(_) if archive.has_failed() => break,
             Err(BollardError::DockerResponseServerError { message, .. })
             | Err(BollardError::DockerStreamError { error: message }) => {
                 return Err(BuildError::Failed {
@@ -116,6 +116,9 @@ async fn send(
             }
         }
         if let Some(detail) = info.error_detail {
+            if archive.has_failed() {
+                break;
+            }
             return Err(BuildError::Failed {
                 image: image.to_string(),
                 step,
@@ -124,5 +127,8 @@ async fn send(
             });
         }
     }
-    Ok(())
+    match archive.take() {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }

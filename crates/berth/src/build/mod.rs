@@ -8,15 +8,18 @@
 //! Deciding what to build is the same for every engine and lives here; the engine is
 //! behind [`Builder`], which the Docker Engine API implements (in `docker`).
 
+mod archive;
 mod context;
 mod docker;
+mod ignore;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use context::{content_hash, read_context, tar_of};
+pub use archive::{Archive, Failure};
+use context::{content_hash, read_context};
 
 /// How to build an image from a Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +56,8 @@ pub enum BuildError {
     NoContext { path: PathBuf },
     #[error("cannot read the build context {path}: {reason}")]
     Context { path: PathBuf, reason: String },
+    #[error("{path} changed while the build context was sent, so the image would not match its content hash; build again once it is saved")]
+    Changed { path: PathBuf },
     #[error(
         "the Dockerfile {path} does not exist; set build.dockerfile (relative to build.context)"
     )]
@@ -79,7 +84,8 @@ pub struct Built {
     pub up_to_date: bool,
 }
 
-/// One image for an engine to build: the context already read, hashed and archived.
+/// One image for an engine to build: the context already hashed, and archived as the
+/// engine reads it.
 pub struct ImageBuild<'a> {
     /// The name and tag to give the image: `berth-dev/<name>:<tag>`.
     pub image: &'a str,
@@ -87,8 +93,8 @@ pub struct ImageBuild<'a> {
     pub spec: &'a BuildSpec,
     /// To record on the image, for [`Builder::recorded_hash`] to find.
     pub content_hash: &'a str,
-    /// The context as a tar archive.
-    pub context: Vec<u8>,
+    /// The context as a tar archive, produced as it is read.
+    pub context: Archive,
 }
 
 /// An engine that builds images.
@@ -148,8 +154,7 @@ pub async fn build(
             read.skipped.join(", ")
         ));
     }
-    let entries = read.entries;
-    let hash = content_hash(&entries, spec);
+    let hash = content_hash(&read.entries, spec);
     let tag = spec.tag.clone().unwrap_or_else(|| hash[..12].to_string());
     let image = format!("{image_name}:{tag}");
 
@@ -167,15 +172,11 @@ pub async fn build(
     }
 
     progress(&format!("building {image} from {}", spec.context.display()));
-    let archive = tar_of(&entries).map_err(|e| BuildError::Context {
-        path: spec.context.clone(),
-        reason: e.to_string(),
-    })?;
     let build = ImageBuild {
         image: &image,
         spec,
         content_hash: &hash,
-        context: archive,
+        context: Archive::start(read),
     };
     builder.build_image(build, progress).await?;
     progress(&format!("built {image}"));
@@ -244,6 +245,7 @@ mod tests {
             build: ImageBuild<'_>,
             _progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
         ) -> Result<(), BuildError> {
+            build.context.bytes().await?;
             self.hashes
                 .lock()
                 .expect("lock")
