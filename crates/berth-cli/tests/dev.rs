@@ -61,7 +61,6 @@ impl AppDir {
             "name = \"{}\"\n\n{}",
             self.name,
             body.replace("@SERVER@", &server.display().to_string())
-                .replace("@NAME@", &self.name)
         );
         std::fs::write(self.dir.join("berth.toml"), text).expect("berth.toml");
     }
@@ -92,7 +91,7 @@ impl Drop for AppDir {
                 let docker = runtime.docker();
                 let filters = std::collections::HashMap::from([(
                     "reference",
-                    vec![format!("berth-dev/{name}")],
+                    vec![format!("berth-dev/{name}-*")],
                 )]);
                 let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
                     .filters(&filters)
@@ -274,7 +273,6 @@ fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
 const ROUTES: &str = r#"
 [containers.app]
 class_name = "App"
-name = "@NAME@"
 build = { context = ".", command = "cp @SERVER@ server" }
 
 [containers.app.class]
@@ -440,7 +438,7 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     let app = AppDir::new("rerun", ROUTES);
     let mut first = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = first.ready();
-    let building = format!("building berth-dev/{}:", app.name);
+    let building = format!("building berth-dev/{}-app:", app.name);
     let log = first.stderr_with(&building);
     assert!(log.contains(&building), "{log}");
     let container = hostname(&addr);
@@ -486,7 +484,7 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     }
     assert!(second
         .stderr()
-        .contains(&format!("building berth-dev/{}:", app.name)));
+        .contains(&format!("building berth-dev/{}-app:", app.name)));
     let (status, body) = http(&addr, "/fixed/env", &[]);
     assert_eq!(status, 200);
     assert!(
@@ -569,7 +567,7 @@ fn a_failing_build_shows_the_step_and_exits_non_zero() {
     let (code, stderr) = run_to_end(&["dev"], &app.dir, &[]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("error: building berth-dev/app:"),
+        stderr.contains(&format!("error: building berth-dev/{}-app:", app.name)),
         "{stderr}"
     );
     assert!(

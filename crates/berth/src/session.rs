@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
 use crate::lease::LeaseError;
-use crate::manifest::{ImageSource, Manifest};
+use crate::manifest::{ImageSource, Manifest, FILE_NAME};
 use crate::namespace::Namespace;
 use crate::object::NoHooks;
 use crate::router::{Router, RouterError};
@@ -296,7 +296,12 @@ async fn image_of(
     match source {
         ImageSource::Build(spec) => {
             let mut prefixed = |line: &str| progress(&format!("[build {container}] {line}"));
-            Ok(build::build(builder, spec, &manifest.dir, &mut prefixed)
+            let manifest_file = manifest.dir.join(FILE_NAME);
+            let origin = build::Origin {
+                app: &manifest.name,
+                manifest: &manifest_file,
+            };
+            Ok(build::build(builder, spec, origin, &mut prefixed)
                 .await?
                 .image)
         }

@@ -12,6 +12,7 @@ mod archive;
 mod context;
 mod docker;
 mod ignore;
+mod name;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use context::{content_hash, read_context};
 /// How to build an image from a Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildSpec {
-    /// The image name (without registry prefix or tag).
+    /// The image name (without registry prefix, app or tag).
     pub name: String,
     /// A fixed tag; `None`: a content hash of the build inputs.
     pub tag: Option<String>,
@@ -62,6 +63,8 @@ pub enum BuildError {
         "the Dockerfile {path} does not exist; set build.dockerfile (relative to build.context)"
     )]
     NoDockerfile { path: PathBuf },
+    #[error("{image} is not an image name the Docker Engine accepts; rename the app or the container's image (name = …) to lowercase letters and digits separated by one '.', one or two '_', or '-'")]
+    Name { image: String },
     #[error("building {image} failed{}: {message}\n{}", .step.as_ref().map(|s| format!(" at {s}")).unwrap_or_default(), .output.join("\n"))]
     Failed {
         image: String,
@@ -77,7 +80,7 @@ pub enum BuildError {
 /// What a build produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
-    /// `berth-dev/<name>:<tag>`.
+    /// `berth-dev/<app>-<name>:<tag>`.
     pub image: String,
     pub content_hash: String,
     /// The image was already there with the same inputs, so nothing was built.
@@ -87,7 +90,7 @@ pub struct Built {
 /// One image for an engine to build: the context already hashed, and archived as the
 /// engine reads it.
 pub struct ImageBuild<'a> {
-    /// The name and tag to give the image: `berth-dev/<name>:<tag>`.
+    /// The name and tag to give the image: `berth-dev/<app>-<name>:<tag>`.
     pub image: &'a str,
     /// Where the Dockerfile, build args and target come from.
     pub spec: &'a BuildSpec,
@@ -127,17 +130,28 @@ pub trait Builder: Send + Sync {
     ) -> Result<(), BuildError>;
 }
 
-/// Runs `build.command` (in `manifest_dir`), then has `builder` build the image unless
-/// an image with the same inputs exists. Each line of output goes to `progress`.
+/// Who asks for a build.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The app's name, which comes first in the image's: two apps may both have a `web`.
+    pub app: &'a str,
+    /// The manifest file; `build.command` runs in its folder.
+    pub manifest: &'a Path,
+}
+
+/// Runs `build.command` (in the manifest's folder), then has `builder` build the image
+/// `berth-dev/<app>-<name>` unless an image with the same inputs exists. Each line of
+/// output goes to `progress`.
 pub async fn build(
     builder: &dyn Builder,
     spec: &BuildSpec,
-    manifest_dir: &Path,
+    origin: Origin<'_>,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Built, BuildError> {
-    let image_name = format!("{DEV_PREFIX}/{}", spec.name);
+    let image_name = name::repository(origin.app, &spec.name)?;
     if let Some(command) = &spec.command {
-        run_command(command, &image_name, manifest_dir, progress).await?;
+        let dir = origin.manifest.parent().unwrap_or(Path::new("."));
+        run_command(command, &image_name, dir, progress).await?;
     }
 
     let context = spec.context.clone();
@@ -274,16 +288,30 @@ mod tests {
             command: None,
         };
         let fake = Fake::default();
-        let first = build(&fake, &spec, &dir, &mut |_| {}).await.expect("built");
-        assert_eq!(first.image, "berth-dev/t:fixed");
+        let manifest = dir.join("berth.toml");
+        let origin = Origin {
+            app: "app",
+            manifest: &manifest,
+        };
+        let first = build(&fake, &spec, origin, &mut |_| {})
+            .await
+            .expect("built");
+        assert_eq!(first.image, "berth-dev/app-t:fixed");
         assert!(!first.up_to_date);
-        assert!(fake.has_image("berth-dev/t:fixed").await.expect("answer"));
-        let again = build(&fake, &spec, &dir, &mut |_| {}).await.expect("built");
+        assert!(fake
+            .has_image("berth-dev/app-t:fixed")
+            .await
+            .expect("answer"));
+        let again = build(&fake, &spec, origin, &mut |_| {})
+            .await
+            .expect("built");
         assert!(again.up_to_date);
         assert_eq!(again.content_hash, first.content_hash);
 
         std::fs::write(dir.join("Dockerfile"), "FROM scratch\nENV A=b\n").expect("write");
-        let changed = build(&fake, &spec, &dir, &mut |_| {}).await.expect("built");
+        let changed = build(&fake, &spec, origin, &mut |_| {})
+            .await
+            .expect("built");
         assert!(
             !changed.up_to_date,
             "the same tag with new content is rebuilt"
@@ -291,7 +319,7 @@ mod tests {
         assert_eq!(fake.builds.lock().expect("lock").len(), 2);
 
         spec.command = Some("exit 3".into());
-        let e = build(&fake, &spec, &dir, &mut |_| {}).await;
+        let e = build(&fake, &spec, origin, &mut |_| {}).await;
         assert!(matches!(e, Err(BuildError::Command { .. })), "{e:?}");
         assert_eq!(fake.builds.lock().expect("lock").len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
