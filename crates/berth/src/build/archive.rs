@@ -18,7 +18,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::context::{Context, EntryKind, HashedFile};
+use super::context::{Context, EntryKind};
+use super::file::HashedFile;
 use super::BuildError;
 
 /// The size of the chunks sent to the engine.
@@ -247,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn the_archive_holds_the_files_as_they_are_on_disk() {
         let dir = context_dir("whole");
-        let context = read_context(&dir, "Dockerfile").expect("context");
+        let context = read_context(&dir, "Dockerfile", &dir.join("berth.toml")).expect("context");
         let bytes = Archive::start(context).bytes().await.expect("archive");
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut seen = Vec::new();
@@ -278,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_changed_after_hashing_breaks_the_archive_off() {
         let dir = context_dir("changed");
-        let context = read_context(&dir, "Dockerfile").expect("context");
+        let context = read_context(&dir, "Dockerfile", &dir.join("berth.toml")).expect("context");
         std::fs::write(dir.join("sub/big"), "saved since").expect("write");
         let e = Archive::start(context)
             .bytes()

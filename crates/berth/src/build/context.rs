@@ -7,14 +7,20 @@
 //! device, a socket) is skipped and named in [`Context::skipped`], never opened: reading
 //! a FIFO waits for a writer that never comes, and a device such as `/dev/zero` never
 //! ends. `docker build` does not read them either.
+//!
+//! The manifest (`berth.toml`), when it lies in the context, is left out of both the hash
+//! and the archive unless the Dockerfile's text names its file name. berth reads the
+//! manifest itself and images seldom need it, so a new route or class option should not
+//! rebuild the image (and leave one more behind). A Dockerfile that does copy it (`COPY
+//! berth.toml …`) names it, and then it counts like any other file. A `COPY . .` that
+//! needs it must name it too, even in a comment.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::file::{hash_file, HashedFile};
 use super::ignore::{normalise, Ignore};
 use super::{BuildError, BuildSpec};
 
@@ -43,66 +49,6 @@ pub(super) enum EntryKind {
     },
     Dir,
     Symlink(PathBuf),
-}
-
-/// A regular file of the context, hashed as it is read.
-pub(super) struct HashedFile {
-    file: File,
-    hash: Sha256,
-    read: u64,
-    executable: bool,
-}
-
-impl HashedFile {
-    /// Opens `path` only if it is a regular file. The open does not wait: a FIFO put in
-    /// its place since the walk would otherwise block it until a writer came.
-    pub(super) fn open(path: &Path) -> io::Result<HashedFile> {
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "it is no longer a regular file",
-            ));
-        }
-        Ok(HashedFile {
-            file,
-            hash: Sha256::new(),
-            read: 0,
-            executable: meta.permissions().mode() & 0o111 != 0,
-        })
-    }
-
-    /// How many bytes were read, and their SHA-256.
-    pub(super) fn finish(self) -> (u64, [u8; 32]) {
-        (self.read, self.hash.finalize().into())
-    }
-}
-
-impl Read for HashedFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-/// Reads the file at `path` through, in chunks, to learn its size and hash.
-fn hash_file(path: &Path) -> io::Result<EntryKind> {
-    let mut file = HashedFile::open(path)?;
-    let executable = file.executable;
-    let mut buf = vec![0; 64 * 1024];
-    while file.read(&mut buf)? != 0 {}
-    let (size, digest) = file.finish();
-    Ok(EntryKind::File {
-        size,
-        executable,
-        digest,
-    })
 }
 
 /// The hash of everything that makes the image: the files, the Dockerfile path, the
@@ -140,7 +86,12 @@ pub(super) fn content_hash(entries: &[Entry], spec: &BuildSpec) -> String {
 }
 
 /// Reads the files of the context that `.dockerignore` keeps, in a stable order.
-pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, BuildError> {
+/// `manifest` is the manifest file, left out as the module says.
+pub(super) fn read_context(
+    context: &Path,
+    dockerfile: &str,
+    manifest: &Path,
+) -> Result<Context, BuildError> {
     let err = |path: &Path, e: std::io::Error| BuildError::Context {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -156,6 +107,8 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, 
             path: dockerfile_path,
         });
     }
+    let manifest_path = manifest_left_out(context, manifest, &dockerfile_path)
+        .map_err(|e| err(&dockerfile_path, e))?;
     let ignore_path = context.join(".dockerignore");
     let ignore = match std::fs::symlink_metadata(&ignore_path) {
         Ok(meta) if meta.is_file() => {
@@ -180,7 +133,7 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, 
             let rel = relative.join(child.file_name());
             let rel_str = rel.to_string_lossy().replace('\\', "/");
             // berth's own state lives in the app folder and changes all the time.
-            if rel_str == ".berth" {
+            if rel_str == ".berth" || manifest_path.as_ref() == Some(&rel_str) {
                 continue;
             }
             let excluded = ignore.excludes(&rel_str) && !always.contains(&rel_str);
@@ -223,6 +176,27 @@ pub(super) fn read_context(context: &Path, dockerfile: &str) -> Result<Context, 
     })
 }
 
+/// The manifest's path in the context, if it lies there and the Dockerfile does not name
+/// it. Paths are compared resolved, as `build.context` may be `..` or a link.
+fn manifest_left_out(
+    context: &Path,
+    manifest: &Path,
+    dockerfile: &Path,
+) -> std::io::Result<Option<String>> {
+    let (Ok(context), Ok(manifest)) = (context.canonicalize(), manifest.canonicalize()) else {
+        return Ok(None);
+    };
+    let (Ok(relative), Some(name)) = (manifest.strip_prefix(&context), manifest.file_name()) else {
+        return Ok(None);
+    };
+    let mut text = Vec::new();
+    HashedFile::open(dockerfile)?.read_to_end(&mut text)?;
+    if String::from_utf8_lossy(&text).contains(&*name.to_string_lossy()) {
+        return Ok(None);
+    }
+    Ok(Some(relative.to_string_lossy().replace('\\', "/")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,24 +222,33 @@ mod tests {
             command: None,
         };
         let hash = || {
-            let context = read_context(&dir, "Dockerfile").expect("context");
+            let context =
+                read_context(&dir, "Dockerfile", &dir.join("berth.toml")).expect("context");
             content_hash(&context.entries, &spec)
         };
         let first = hash();
         std::fs::write(dir.join("debug.log"), "noise").expect("write");
         std::fs::write(dir.join(".berth/state.db"), "changed").expect("write");
         assert_eq!(hash(), first, "ignored files and .berth do not count");
+        std::fs::write(dir.join("berth.toml"), "name = \"t\"\n").expect("write");
+        assert_eq!(
+            hash(),
+            first,
+            "nor does the manifest, which the Dockerfile does not name"
+        );
         std::fs::write(dir.join("sub/a.txt"), "b").expect("write");
         assert_ne!(hash(), first, "a changed file does");
-        let entries = read_context(&dir, "Dockerfile").expect("context").entries;
+        let entries = read_context(&dir, "Dockerfile", &dir.join("berth.toml"))
+            .expect("context")
+            .entries;
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, [".dockerignore", "Dockerfile", "sub", "sub/a.txt"]);
         assert!(matches!(
-            read_context(&dir, "Nope"),
+            read_context(&dir, "Nope", &dir.join("berth.toml")),
             Err(BuildError::NoDockerfile { .. })
         ));
         let missing = dir.join("nowhere");
-        let e = read_context(&missing, "Dockerfile")
+        let e = read_context(&missing, "Dockerfile", &dir.join("berth.toml"))
             .err()
             .map(|e| e.to_string());
         assert_eq!(
@@ -292,7 +275,13 @@ mod tests {
         // that has not returned after a minute has hung.
         let (tx, rx) = std::sync::mpsc::channel();
         let walked = dir.clone();
-        std::thread::spawn(move || tx.send(read_context(&walked, "Dockerfile")));
+        std::thread::spawn(move || {
+            tx.send(read_context(
+                &walked,
+                "Dockerfile",
+                &walked.join("berth.toml"),
+            ))
+        });
         let context = rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("reading the context hung on a FIFO")

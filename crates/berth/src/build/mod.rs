@@ -11,16 +11,17 @@
 mod archive;
 mod context;
 mod docker;
+mod engine;
+mod file;
 mod ignore;
 mod name;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use async_trait::async_trait;
-
 pub use archive::{Archive, Failure};
 use context::{content_hash, read_context};
+pub use engine::{Builder, ImageBuild};
 
 /// How to build an image from a Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,49 +88,6 @@ pub struct Built {
     pub up_to_date: bool,
 }
 
-/// One image for an engine to build: the context already hashed, and archived as the
-/// engine reads it.
-pub struct ImageBuild<'a> {
-    /// The name and tag to give the image: `berth-dev/<app>-<name>:<tag>`.
-    pub image: &'a str,
-    /// Where the Dockerfile, build args and target come from.
-    pub spec: &'a BuildSpec,
-    /// To record on the image, for [`Builder::recorded_hash`] to find.
-    pub content_hash: &'a str,
-    /// The context as a tar archive, produced as it is read.
-    pub context: Archive,
-}
-
-/// An engine that builds images.
-///
-/// A trait so that whoever builds is handed the engine rather than tied to Docker: a
-/// session or a benchmark uses the engine it runs on, and tests stand in a fake. It holds
-/// only what differs between engines. Running `build.command`, reading and hashing the
-/// context and deciding whether anything needs building are the same for all, in
-/// [`build`], so that no engine can decide differently.
-#[async_trait]
-pub trait Builder: Send + Sync {
-    /// Whether the engine has `image`: `berth dev` never pulls, so a prebuilt image must
-    /// be there already.
-    async fn has_image(&self, image: &str) -> Result<bool, BuildError>;
-
-    /// The content hash recorded on `image` when it was built, or `None` if there is no
-    /// such image or it has none. A fixed tag says nothing about what is in an image, so
-    /// the hash is kept on the image itself, under [`CONTENT_HASH_LABEL`].
-    async fn recorded_hash(&self, image: &str) -> Result<Option<String>, BuildError>;
-
-    /// Builds and names the image, recording its content hash; each line of output goes
-    /// to `progress`.
-    ///
-    /// The lifetime of a line is spelt out because `#[async_trait]` would otherwise tie
-    /// it to one the caller picks, and lines the engine reads could not be passed on.
-    async fn build_image(
-        &self,
-        build: ImageBuild<'_>,
-        progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
-    ) -> Result<(), BuildError>;
-}
-
 /// Who asks for a build.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
@@ -156,7 +114,8 @@ pub async fn build(
 
     let context = spec.context.clone();
     let dockerfile = spec.dockerfile.clone();
-    let read = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile))
+    let manifest = origin.manifest.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile, &manifest))
         .await
         .map_err(|e| BuildError::Context {
             path: spec.context.clone(),
@@ -177,6 +136,7 @@ pub async fn build(
     if let Ok(Some(recorded)) = builder.recorded_hash(&image).await {
         if recorded == hash {
             progress(&format!("{image} is up to date"));
+            remove_superseded(builder, &image_name, &image, progress).await;
             return Ok(Built {
                 image,
                 content_hash: hash,
@@ -194,11 +154,30 @@ pub async fn build(
     };
     builder.build_image(build, progress).await?;
     progress(&format!("built {image}"));
+    remove_superseded(builder, &image_name, &image, progress).await;
     Ok(Built {
         image,
         content_hash: hash,
         up_to_date: false,
     })
+}
+
+/// Removes the app's other images of this repository that no container uses. A failure
+/// is only reported: the image that was asked for is there.
+async fn remove_superseded(
+    builder: &dyn Builder,
+    repository: &str,
+    keep: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) {
+    match builder.remove_superseded(repository, keep).await {
+        Ok(removed) => {
+            for image in removed {
+                progress(&format!("removed {image}, superseded by {keep}"));
+            }
+        }
+        Err(e) => progress(&format!("could not remove superseded images: {e}")),
+    }
 }
 
 /// Runs `command` with `sh -c` in `dir`.
@@ -234,6 +213,7 @@ async fn run_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_trait::async_trait;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -269,6 +249,23 @@ mod tests {
                 .expect("lock")
                 .push(build.image.to_string());
             Ok(())
+        }
+
+        async fn remove_superseded(
+            &self,
+            repository: &str,
+            keep: &str,
+        ) -> Result<Vec<String>, BuildError> {
+            let mut hashes = self.hashes.lock().expect("lock");
+            let old: Vec<String> = hashes
+                .keys()
+                .filter(|i| i.starts_with(&format!("{repository}:")) && *i != keep)
+                .cloned()
+                .collect();
+            for image in &old {
+                hashes.remove(image);
+            }
+            Ok(old)
         }
     }
 
@@ -322,6 +319,67 @@ mod tests {
         let e = build(&fake, &spec, origin, &mut |_| {}).await;
         assert!(matches!(e, Err(BuildError::Command { .. })), "{e:?}");
         assert_eq!(fake.builds.lock().expect("lock").len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_manifest_counts_only_when_the_dockerfile_names_it() {
+        let dir = std::env::temp_dir().join(format!("berth-build-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY . /app\n").expect("write");
+        std::fs::write(dir.join("berth.toml"), "name = \"app\"\n").expect("write");
+        let spec = BuildSpec {
+            name: "web".into(),
+            tag: None,
+            context: dir.clone(),
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::new(),
+            target: None,
+            command: None,
+        };
+        let manifest = dir.join("berth.toml");
+        let origin = Origin {
+            app: "app",
+            manifest: &manifest,
+        };
+        let fake = Fake::default();
+        let mut lines = Vec::new();
+        let first = build(&fake, &spec, origin, &mut |l| lines.push(l.to_string()))
+            .await
+            .expect("built");
+        std::fs::write(&manifest, "name = \"app\"\n# a new route\n").expect("write");
+        let again = build(&fake, &spec, origin, &mut |_| {})
+            .await
+            .expect("built");
+        assert!(again.up_to_date, "an edited berth.toml is not rebuilt");
+        assert_eq!(again.image, first.image);
+
+        std::fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY berth.toml /app/\n",
+        )
+        .expect("write");
+        let named = build(&fake, &spec, origin, &mut |l| lines.push(l.to_string()))
+            .await
+            .expect("built");
+        assert!(!named.up_to_date);
+        std::fs::write(&manifest, "name = \"app\"\n# another route\n").expect("write");
+        let edited = build(&fake, &spec, origin, &mut |l| lines.push(l.to_string()))
+            .await
+            .expect("built");
+        assert!(
+            !edited.up_to_date,
+            "a berth.toml the Dockerfile copies counts"
+        );
+
+        assert_eq!(
+            *fake.hashes.lock().expect("lock").keys().collect::<Vec<_>>(),
+            [&edited.image],
+            "the superseded images are gone"
+        );
+        let removed = format!("removed {}, superseded by {}", named.image, edited.image);
+        assert!(lines.contains(&removed), "{lines:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
