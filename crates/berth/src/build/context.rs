@@ -110,9 +110,14 @@ pub(super) fn read_context(
     let manifest_path = manifest_left_out(context, manifest, &dockerfile_path)
         .map_err(|e| err(&dockerfile_path, e))?;
     let ignore_path = context.join(".dockerignore");
-    let ignore = match std::fs::symlink_metadata(&ignore_path) {
+    // Through a link, as `docker build` does; anything but a regular file is not read.
+    let ignore = match std::fs::metadata(&ignore_path) {
         Ok(meta) if meta.is_file() => {
-            Ignore::parse(&std::fs::read_to_string(&ignore_path).map_err(|e| err(&ignore_path, e))?)
+            let mut text = Vec::new();
+            HashedFile::open(&ignore_path)
+                .and_then(|mut file| file.read_to_end(&mut text))
+                .map_err(|e| err(&ignore_path, e))?;
+            Ignore::parse(&String::from_utf8_lossy(&text))
         }
         Ok(_) => Ignore::default(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ignore::default(),
@@ -209,7 +214,9 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).expect("dir");
         std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").expect("write");
         std::fs::write(dir.join("sub/a.txt"), "a").expect("write");
-        std::fs::write(dir.join(".dockerignore"), "*.log\n").expect("write");
+        std::fs::write(dir.join("ignored"), "*.log\n").expect("write");
+        // Followed, as `docker build` follows it.
+        std::os::unix::fs::symlink("ignored", dir.join(".dockerignore")).expect("symlink");
         std::fs::create_dir_all(dir.join(".berth")).expect("dir");
         std::fs::write(dir.join(".berth/state.db"), "x").expect("write");
         let spec = BuildSpec {
@@ -242,7 +249,10 @@ mod tests {
             .expect("context")
             .entries;
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, [".dockerignore", "Dockerfile", "sub", "sub/a.txt"]);
+        assert_eq!(
+            paths,
+            [".dockerignore", "Dockerfile", "ignored", "sub", "sub/a.txt"]
+        );
         assert!(matches!(
             read_context(&dir, "Nope", &dir.join("berth.toml")),
             Err(BuildError::NoDockerfile { .. })
@@ -271,6 +281,12 @@ mod tests {
                 .expect("mkfifo runs");
             assert!(made.success());
         }
+        // A character device that never ends, where the machine lets the test make one.
+        let device = std::process::Command::new("mknod")
+            .arg(dir.join("sub/zero"))
+            .args(["c", "1", "5"])
+            .status()
+            .is_ok_and(|s| s.success());
         // Opening a FIFO for reading blocks until a writer comes, and none will: a read
         // that has not returned after a minute has hung.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -288,7 +304,11 @@ mod tests {
             .expect("context");
         let paths: Vec<_> = context.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["Dockerfile", "sub"]);
-        assert_eq!(context.skipped, [".dockerignore", "sub/pipe"]);
+        let mut skipped = vec![".dockerignore", "sub/pipe"];
+        if device {
+            skipped.push("sub/zero");
+        }
+        assert_eq!(context.skipped, skipped);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
