@@ -32,7 +32,7 @@ pub trait Builder: Send + Sync {
 
     /// The content hash recorded on `image` when it was built, or `None` if there is no
     /// such image or it has none. A fixed tag says nothing about what is in an image, so
-    /// the hash is kept on the image itself, under [`CONTENT_HASH_LABEL`].
+    /// the hash is kept on the image itself, under [`CONTENT_HASH_LABEL`](super::CONTENT_HASH_LABEL).
     async fn recorded_hash(&self, image: &str) -> Result<Option<String>, BuildError>;
 
     /// Builds and names the image, recording its content hash; each line of output goes
