@@ -52,7 +52,7 @@ impl Fixture {
         )?;
         let runtime = Arc::new(DockerRuntime::connect().await?);
         let spec = BuildSpec {
-            name: "berth-bench".into(),
+            name: "server".into(),
             tag: None,
             context: dir.join("image"),
             dockerfile: "Dockerfile".into(),
@@ -60,7 +60,12 @@ impl Fixture {
             target: None,
             command: None,
         };
-        let image = berth::build::build(runtime.as_ref(), &spec, &dir, &mut |_| {})
+        let manifest = dir.join("berth.toml");
+        let origin = berth::build::Origin {
+            app: "bench",
+            manifest: &manifest,
+        };
+        let image = berth::build::build(runtime.as_ref(), &spec, origin, &mut |_| {})
             .await?
             .image;
         let app = App::new("bench", runtime.clone(), Store::open(dir.join("state.db"))?)?;

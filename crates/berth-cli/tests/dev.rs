@@ -61,7 +61,6 @@ impl AppDir {
             "name = \"{}\"\n\n{}",
             self.name,
             body.replace("@SERVER@", &server.display().to_string())
-                .replace("@NAME@", &self.name)
         );
         std::fs::write(self.dir.join("berth.toml"), text).expect("berth.toml");
     }
@@ -92,7 +91,7 @@ impl Drop for AppDir {
                 let docker = runtime.docker();
                 let filters = std::collections::HashMap::from([(
                     "reference",
-                    vec![format!("berth-dev/{name}")],
+                    vec![format!("berth-dev/{name}-*")],
                 )]);
                 let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
                     .filters(&filters)
@@ -274,7 +273,6 @@ fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
 const ROUTES: &str = r#"
 [containers.app]
 class_name = "App"
-name = "@NAME@"
 build = { context = ".", command = "cp @SERVER@ server" }
 
 [containers.app.class]
@@ -440,7 +438,7 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     let app = AppDir::new("rerun", ROUTES);
     let mut first = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = first.ready();
-    let building = format!("building berth-dev/{}:", app.name);
+    let building = format!("building berth-dev/{}-app:", app.name);
     let log = first.stderr_with(&building);
     assert!(log.contains(&building), "{log}");
     let container = hostname(&addr);
@@ -486,7 +484,7 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
     }
     assert!(second
         .stderr()
-        .contains(&format!("building berth-dev/{}:", app.name)));
+        .contains(&format!("building berth-dev/{}-app:", app.name)));
     let (status, body) = http(&addr, "/fixed/env", &[]);
     assert_eq!(status, 200);
     assert!(
@@ -522,6 +520,98 @@ async fn an_unchanged_context_is_not_rebuilt_and_a_killed_session_is_recovered()
         third.stderr()
     );
     assert!(app.containers().await.is_empty());
+}
+
+/// The tags of the app's image `app`.
+async fn image_tags(app: &AppDir) -> Vec<String> {
+    let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+    let repository = format!("berth-dev/{}-app", app.name);
+    let filters = std::collections::HashMap::from([("reference", vec![repository.as_str()])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    let images = runtime
+        .docker()
+        .list_images(Some(options))
+        .await
+        .expect("images");
+    let mut tags: Vec<String> = images.into_iter().flat_map(|i| i.repo_tags).collect();
+    tags.sort();
+    tags
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_berth_toml_does_not_rebuild_and_a_rebuild_removes_the_old_image() {
+    let app = AppDir::new("manifest", ROUTES);
+    // The whole folder is the context: berth.toml, and a FIFO, which must not be read.
+    std::fs::remove_file(app.dir.join(".dockerignore")).expect("dockerignore");
+    let made = Command::new("mkfifo")
+        .arg(app.dir.join("pipe"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let building = format!("building berth-dev/{}-app:", app.name);
+
+    let mut first = Berth::start(&["dev", "--port", "0"], &app.dir);
+    first.ready();
+    let log = first.stderr_with(&building);
+    assert!(log.contains(&building), "{log}");
+    assert!(
+        log.contains("left out of the context, as neither files, folders nor links: pipe"),
+        "{log}"
+    );
+    first.signal("TERM");
+    assert_eq!(
+        first.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        first.stderr()
+    );
+    let built = image_tags(&app).await;
+    assert_eq!(built.len(), 1, "{built:?}");
+
+    app.write_manifest(&ROUTES.replace("from berth.toml", "from an edited berth.toml"));
+    let mut second = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = second.ready();
+    let log = second.stderr_with("is up to date");
+    assert!(log.contains("is up to date"), "{log}");
+    assert!(
+        !log.contains(&building),
+        "an edited berth.toml is not rebuilt: {log}"
+    );
+    let (status, body) = http(&addr, "/fixed/", &[]);
+    assert_eq!(status, 200);
+    assert!(body.ends_with("from an edited berth.toml"), "{body}");
+    second.signal("TERM");
+    assert_eq!(
+        second.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(image_tags(&app).await, built);
+
+    // A changed context is rebuilt, and the image it supersedes goes.
+    std::fs::write(
+        app.dir.join("Dockerfile"),
+        "FROM scratch\nCOPY server /server\nENV CHANGED=1\nENTRYPOINT [\"/server\"]\n",
+    )
+    .expect("Dockerfile");
+    let mut third = Berth::start(&["dev", "--port", "0"], &app.dir);
+    third.ready();
+    let removed = format!("removed {}, superseded by", built[0]);
+    let log = third.stderr_with(&removed);
+    assert!(log.contains(&removed), "{log}");
+    third.signal("TERM");
+    assert_eq!(
+        third.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        third.stderr()
+    );
+    let rebuilt = image_tags(&app).await;
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_ne!(rebuilt, built);
 }
 
 #[test]
@@ -573,7 +663,10 @@ fn a_failing_build_shows_the_step_and_exits_non_zero() {
     let (code, stderr) = run_to_end(&["dev"], &app.dir, &[]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("berth.toml:4:9: containers.app.build: building berth-dev/"),
+        stderr.contains(&format!(
+            "berth.toml:4:9: containers.app.build: building berth-dev/{}-app:",
+            app.name
+        )),
         "the failure names its place in the manifest: {stderr}"
     );
     assert!(

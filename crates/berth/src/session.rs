@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
 use crate::lease::LeaseError;
-use crate::manifest::{ContainerDef, ImageSource, Manifest, Place};
+use crate::manifest::{ContainerDef, ImageSource, Manifest, Place, FILE_NAME};
 use crate::namespace::Namespace;
 use crate::object::NoHooks;
 use crate::router::{Router, RouterError};
@@ -291,7 +291,12 @@ async fn image_of(
     match &def.image {
         ImageSource::Build(spec) => {
             let mut prefixed = |line: &str| progress(&format!("[build {}] {line}", def.id));
-            build::build(builder, spec, &manifest.dir, &mut prefixed)
+            let manifest_file = manifest.dir.join(FILE_NAME);
+            let origin = build::Origin {
+                app: &manifest.name,
+                manifest: &manifest_file,
+            };
+            build::build(builder, spec, origin, &mut prefixed)
                 .await
                 .map(|built| built.image)
                 .map_err(|error| SessionError::Build {

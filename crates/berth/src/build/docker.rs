@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::ImageInspect;
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -34,7 +36,59 @@ impl Builder for DockerRuntime {
         build: ImageBuild<'_>,
         progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
     ) -> Result<(), BuildError> {
-        send(self.docker(), build, progress).await
+        let image = build.image.to_string();
+        // A fixed tag moves to the new image and leaves the old one untagged, where no
+        // repository filter finds it again: it goes now, unless a container uses it.
+        let before = inspect(self.docker(), &image).await?.and_then(|i| i.id);
+        send(self.docker(), build, progress).await?;
+        let after = inspect(self.docker(), &image).await?.and_then(|i| i.id);
+        if let Some(old) = before.filter(|old| Some(old) != after.as_ref()) {
+            let _ = remove_unused(self.docker(), &old).await;
+        }
+        Ok(())
+    }
+
+    async fn remove_superseded(
+        &self,
+        repository: &str,
+        keep: &str,
+    ) -> Result<Vec<String>, BuildError> {
+        let engine = |e: BollardError| BuildError::Engine {
+            image: repository.to_string(),
+            reason: e.to_string(),
+        };
+        // Without a tag, the filter matches every tag of the repository.
+        let filters = HashMap::from([("reference", vec![repository])]);
+        let options = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let images = self
+            .docker()
+            .list_images(Some(options))
+            .await
+            .map_err(engine)?;
+        let prefix = format!("{repository}:");
+        let mut removed = Vec::new();
+        let tags = images.iter().flat_map(|image| &image.repo_tags);
+        for tag in tags.filter(|tag| tag.starts_with(&prefix) && *tag != keep) {
+            if remove_unused(self.docker(), tag).await.map_err(engine)? {
+                removed.push(tag.clone());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Removes an image (or only its tag, if it has others) unless a container uses it;
+/// whether it did.
+async fn remove_unused(docker: &Docker, image: &str) -> Result<bool, BollardError> {
+    let options = RemoveImageOptionsBuilder::new().force(false).build();
+    match docker.remove_image(image, Some(options), None).await {
+        Ok(_) => Ok(true),
+        // In use by a container (409), or gone already (404).
+        Err(BollardError::DockerResponseServerError {
+            status_code: 409 | 404,
+            ..
+        }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -77,16 +131,16 @@ async fn send(
     if let Some(target) = &spec.target {
         options = options.target(target);
     }
-    let mut stream = docker.build_image(
-        options.build(),
-        None,
-        Some(bollard::body_full(build.context.into())),
-    );
+    let (body, archive) = build.context.into_stream();
+    let mut stream =
+        docker.build_image(options.build(), None, Some(bollard::body_try_stream(body)));
     let mut step = None;
     let mut output: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
+            // An upload that broke off is an error to the engine; the archive knows why.
+            Err(_) if archive.has_failed() => break,
             Err(BollardError::DockerResponseServerError { message, .. })
             | Err(BollardError::DockerStreamError { error: message }) => {
                 return Err(BuildError::Failed {
@@ -116,6 +170,9 @@ async fn send(
             }
         }
         if let Some(detail) = info.error_detail {
+            if archive.has_failed() {
+                break;
+            }
             return Err(BuildError::Failed {
                 image: image.to_string(),
                 step,
@@ -124,5 +181,8 @@ async fn send(
             });
         }
     }
-    Ok(())
+    match archive.take() {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }

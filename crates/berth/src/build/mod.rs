@@ -1,27 +1,34 @@
 //! Images from Dockerfiles.
 //!
-//! The context is read once: honouring `.dockerignore`, its files are hashed (with the
-//! Dockerfile path, the build args and the target) and sent as a tar. The hash is the
-//! default tag and is stored as a label on the image, so an unchanged context skips the
-//! build and a changed one rebuilds, whatever the tag.
+//! Honouring `.dockerignore`, the context's files are hashed (with the Dockerfile path,
+//! the build args and the target), then streamed to the engine as a tar, each file
+//! checked against its hash on the way (`context`, `archive`). The hash is the default
+//! tag and is stored as a label on the image, so an unchanged context skips the build and
+//! a changed one rebuilds, whatever the tag. A build then removes the images of the same
+//! repository it supersedes, unless a container uses them.
 //!
 //! Deciding what to build is the same for every engine and lives here; the engine is
 //! behind [`Builder`], which the Docker Engine API implements (in `docker`).
 
+mod archive;
 mod context;
 mod docker;
+mod engine;
+mod file;
+mod ignore;
+mod name;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use async_trait::async_trait;
-
-use context::{content_hash, read_context, tar_of};
+pub use archive::{Archive, Failure};
+use context::{content_hash, read_context};
+pub use engine::{Builder, ImageBuild};
 
 /// How to build an image from a Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildSpec {
-    /// The image name (without registry prefix or tag).
+    /// The image name (without registry prefix, app or tag).
     pub name: String,
     /// A fixed tag; `None`: a content hash of the build inputs.
     pub tag: Option<String>,
@@ -49,12 +56,18 @@ pub enum BuildError {
         dir: PathBuf,
         status: String,
     },
+    #[error("the build context {path} does not exist or is not a folder; set build.context (relative to berth.toml) to the folder that holds the Dockerfile")]
+    NoContext { path: PathBuf },
     #[error("cannot read the build context {path}: {reason}")]
     Context { path: PathBuf, reason: String },
+    #[error("{path} changed while the build context was sent, so the image would not match its content hash; build again once it is saved")]
+    Changed { path: PathBuf },
     #[error(
         "the Dockerfile {path} does not exist; set build.dockerfile (relative to build.context)"
     )]
     NoDockerfile { path: PathBuf },
+    #[error("{image} is not an image name the Docker Engine accepts; rename the app or the container's image (name = …) to lowercase letters and digits separated by one '.', one or two '_', or '-'")]
+    Name { image: String },
     #[error("building {image} failed{}: {message}\n{}", .step.as_ref().map(|s| format!(" at {s}")).unwrap_or_default(), .output.join("\n"))]
     Failed {
         image: String,
@@ -70,77 +83,53 @@ pub enum BuildError {
 /// What a build produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
-    /// `berth-dev/<name>:<tag>`.
+    /// `berth-dev/<app>-<name>:<tag>`.
     pub image: String,
     pub content_hash: String,
     /// The image was already there with the same inputs, so nothing was built.
     pub up_to_date: bool,
 }
 
-/// One image for an engine to build: the context already read, hashed and archived.
-pub struct ImageBuild<'a> {
-    /// The name and tag to give the image: `berth-dev/<name>:<tag>`.
-    pub image: &'a str,
-    /// Where the Dockerfile, build args and target come from.
-    pub spec: &'a BuildSpec,
-    /// To record on the image, for [`Builder::recorded_hash`] to find.
-    pub content_hash: &'a str,
-    /// The context as a tar archive.
-    pub context: Vec<u8>,
+/// Who asks for a build.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The app's name, which comes first in the image's: two apps may both have a `web`.
+    pub app: &'a str,
+    /// The manifest file; `build.command` runs in its folder.
+    pub manifest: &'a Path,
 }
 
-/// An engine that builds images.
-///
-/// A trait so that whoever builds is handed the engine rather than tied to Docker: a
-/// session or a benchmark uses the engine it runs on, and tests stand in a fake. It holds
-/// only what differs between engines. Running `build.command`, reading and hashing the
-/// context and deciding whether anything needs building are the same for all, in
-/// [`build`], so that no engine can decide differently.
-#[async_trait]
-pub trait Builder: Send + Sync {
-    /// Whether the engine has `image`: `berth dev` never pulls, so a prebuilt image must
-    /// be there already.
-    async fn has_image(&self, image: &str) -> Result<bool, BuildError>;
-
-    /// The content hash recorded on `image` when it was built, or `None` if there is no
-    /// such image or it has none. A fixed tag says nothing about what is in an image, so
-    /// the hash is kept on the image itself, under [`CONTENT_HASH_LABEL`].
-    async fn recorded_hash(&self, image: &str) -> Result<Option<String>, BuildError>;
-
-    /// Builds and names the image, recording its content hash; each line of output goes
-    /// to `progress`.
-    ///
-    /// The lifetime of a line is spelt out because `#[async_trait]` would otherwise tie
-    /// it to one the caller picks, and lines the engine reads could not be passed on.
-    async fn build_image(
-        &self,
-        build: ImageBuild<'_>,
-        progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
-    ) -> Result<(), BuildError>;
-}
-
-/// Runs `build.command` (in `manifest_dir`), then has `builder` build the image unless
-/// an image with the same inputs exists. Each line of output goes to `progress`.
+/// Runs `build.command` (in the manifest's folder), then has `builder` build the image
+/// `berth-dev/<app>-<name>` unless an image with the same inputs exists. Each line of
+/// output goes to `progress`.
 pub async fn build(
     builder: &dyn Builder,
     spec: &BuildSpec,
-    manifest_dir: &Path,
+    origin: Origin<'_>,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Built, BuildError> {
-    let image_name = format!("{DEV_PREFIX}/{}", spec.name);
+    let image_name = name::repository(origin.app, &spec.name)?;
     if let Some(command) = &spec.command {
-        run_command(command, &image_name, manifest_dir, progress).await?;
+        let dir = origin.manifest.parent().unwrap_or(Path::new("."));
+        run_command(command, &image_name, dir, progress).await?;
     }
 
     let context = spec.context.clone();
     let dockerfile = spec.dockerfile.clone();
-    let entries = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile))
+    let manifest = origin.manifest.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || read_context(&context, &dockerfile, &manifest))
         .await
         .map_err(|e| BuildError::Context {
             path: spec.context.clone(),
             reason: e.to_string(),
         })??;
-    let hash = content_hash(&entries, spec);
+    if !read.skipped.is_empty() {
+        progress(&format!(
+            "left out of the context, as neither files, folders nor links: {}",
+            read.skipped.join(", ")
+        ));
+    }
+    let hash = content_hash(&read.entries, spec);
     let tag = spec.tag.clone().unwrap_or_else(|| hash[..12].to_string());
     let image = format!("{image_name}:{tag}");
 
@@ -149,6 +138,7 @@ pub async fn build(
     if let Ok(Some(recorded)) = builder.recorded_hash(&image).await {
         if recorded == hash {
             progress(&format!("{image} is up to date"));
+            remove_superseded(builder, &image_name, &image, progress).await;
             return Ok(Built {
                 image,
                 content_hash: hash,
@@ -158,23 +148,38 @@ pub async fn build(
     }
 
     progress(&format!("building {image} from {}", spec.context.display()));
-    let archive = tar_of(&entries).map_err(|e| BuildError::Context {
-        path: spec.context.clone(),
-        reason: e.to_string(),
-    })?;
     let build = ImageBuild {
         image: &image,
         spec,
         content_hash: &hash,
-        context: archive,
+        context: Archive::start(read),
     };
     builder.build_image(build, progress).await?;
     progress(&format!("built {image}"));
+    remove_superseded(builder, &image_name, &image, progress).await;
     Ok(Built {
         image,
         content_hash: hash,
         up_to_date: false,
     })
+}
+
+/// Removes the app's other images of this repository that no container uses. A failure
+/// is only reported: the image that was asked for is there.
+async fn remove_superseded(
+    builder: &dyn Builder,
+    repository: &str,
+    keep: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) {
+    match builder.remove_superseded(repository, keep).await {
+        Ok(removed) => {
+            for image in removed {
+                progress(&format!("removed {image}, superseded by {keep}"));
+            }
+        }
+        Err(e) => progress(&format!("could not remove superseded images: {e}")),
+    }
 }
 
 /// Runs `command` with `sh -c` in `dir`.
@@ -208,81 +213,4 @@ async fn run_command(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    /// An engine that keeps the hashes of the images it built, and builds nothing.
-    #[derive(Default)]
-    struct Fake {
-        hashes: Mutex<HashMap<String, String>>,
-        builds: Mutex<Vec<String>>,
-    }
-
-    #[async_trait]
-    impl Builder for Fake {
-        async fn has_image(&self, image: &str) -> Result<bool, BuildError> {
-            Ok(self.hashes.lock().expect("lock").contains_key(image))
-        }
-
-        async fn recorded_hash(&self, image: &str) -> Result<Option<String>, BuildError> {
-            Ok(self.hashes.lock().expect("lock").get(image).cloned())
-        }
-
-        async fn build_image(
-            &self,
-            build: ImageBuild<'_>,
-            _progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
-        ) -> Result<(), BuildError> {
-            self.hashes
-                .lock()
-                .expect("lock")
-                .insert(build.image.to_string(), build.content_hash.to_string());
-            self.builds
-                .lock()
-                .expect("lock")
-                .push(build.image.to_string());
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn an_unchanged_context_is_not_built_again() {
-        let dir = std::env::temp_dir().join(format!("berth-build-flow-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").expect("write");
-        let mut spec = BuildSpec {
-            name: "t".into(),
-            tag: Some("fixed".into()),
-            context: dir.clone(),
-            dockerfile: "Dockerfile".into(),
-            args: BTreeMap::new(),
-            target: None,
-            command: None,
-        };
-        let fake = Fake::default();
-        let first = build(&fake, &spec, &dir, &mut |_| {}).await.expect("built");
-        assert_eq!(first.image, "berth-dev/t:fixed");
-        assert!(!first.up_to_date);
-        assert!(fake.has_image("berth-dev/t:fixed").await.expect("answer"));
-        let again = build(&fake, &spec, &dir, &mut |_| {}).await.expect("built");
-        assert!(again.up_to_date);
-        assert_eq!(again.content_hash, first.content_hash);
-
-        std::fs::write(dir.join("Dockerfile"), "FROM scratch\nENV A=b\n").expect("write");
-        let changed = build(&fake, &spec, &dir, &mut |_| {}).await.expect("built");
-        assert!(
-            !changed.up_to_date,
-            "the same tag with new content is rebuilt"
-        );
-        assert_eq!(fake.builds.lock().expect("lock").len(), 2);
-
-        spec.command = Some("exit 3".into());
-        let e = build(&fake, &spec, &dir, &mut |_| {}).await;
-        assert!(matches!(e, Err(BuildError::Command { .. })), "{e:?}");
-        assert_eq!(fake.builds.lock().expect("lock").len(), 2);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;
