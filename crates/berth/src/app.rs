@@ -172,6 +172,12 @@ impl App {
         namespace
     }
 
+    /// Forgets `namespace` (a class a deployment removed), so that recovery and shutdown
+    /// no longer visit it and a class of the same name can come back later.
+    pub fn forget_namespace(&self, namespace: &Namespace) {
+        self.lock().retain(|ns| !ns.same(namespace));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Namespace>> {
         self.namespaces.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -192,6 +198,13 @@ impl App {
             tracing::warn!("some on_stop hooks were still running after {HOOKS_AT_SHUTDOWN:?}");
         }
         Ok(stopped + self.sweep().await?)
+    }
+
+    /// Lets go of the app and leaves its containers running, for the next berth process
+    /// to re-adopt (`berth serve` restarting for an upgrade). From this moment no new
+    /// container starts.
+    pub fn detach(&self) {
+        self.context.closing.store(true, Ordering::SeqCst);
     }
 
     /// Removes every container of this session at once, with no stop signal and no

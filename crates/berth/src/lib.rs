@@ -23,6 +23,7 @@
 // Imports point down this list; a module and its own children may refer to each other.
 // Floor 1: the shared vocabulary.
 pub mod activity;
+pub mod api;
 pub mod class;
 pub mod http;
 pub mod id;
@@ -50,6 +51,7 @@ pub mod manifest;
 pub mod router;
 pub mod server;
 // Floor 8: what the commands run.
+pub mod platform;
 pub mod session;
 
 pub use app::App;

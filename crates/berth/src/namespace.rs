@@ -95,6 +95,11 @@ impl Namespace {
         self.object(id, Some(name))
     }
 
+    /// Whether `other` is this very namespace (not merely one of the same class).
+    pub fn same(&self, other: &Namespace) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The live object for `id`, if there is one; never creates one.
     pub(crate) fn peek(&self, id: ObjectId) -> Option<Object> {
         self.lock().by_id.get(&id).and_then(WeakObject::upgrade)

@@ -9,6 +9,7 @@ use std::path::Path;
 const FLOORS: &[&[&str]] = &[
     &[
         "activity",
+        "api",
         "class",
         "http",
         "id",
@@ -23,7 +24,7 @@ const FLOORS: &[&[&str]] = &[
     &["namespace"],
     &["app", "worker"],
     &["router", "server", "build", "hosts", "manifest"],
-    &["session"],
+    &["session", "platform"],
 ];
 
 /// Top-level module → the top-level modules its code (tests aside) names as `crate::…`.

@@ -48,6 +48,19 @@ impl Builder for DockerRuntime {
         Ok(())
     }
 
+    async fn push(
+        &self,
+        image: &str,
+        target: &str,
+        progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
+    ) -> Result<String, BuildError> {
+        super::registry::push(self.docker(), image, target, progress).await
+    }
+
+    async fn pull(&self, reference: &str) -> Result<(), BuildError> {
+        super::registry::pull(self.docker(), reference, &mut |_| {}).await
+    }
+
     async fn remove_superseded(
         &self,
         repository: &str,

@@ -54,4 +54,16 @@ pub trait Builder: Send + Sync {
         repository: &str,
         keep: &str,
     ) -> Result<Vec<String>, BuildError>;
+
+    /// Names `image` `target` (`<registry>/<repository>:<tag>`), pushes it, and returns
+    /// the reference by digest the registry gave it (`<registry>/<repository>@sha256:…`).
+    async fn push(
+        &self,
+        image: &str,
+        target: &str,
+        progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
+    ) -> Result<String, BuildError>;
+
+    /// Pulls `reference` (by digest) into the engine.
+    async fn pull(&self, reference: &str) -> Result<(), BuildError>;
 }

@@ -17,6 +17,7 @@ mod engine;
 mod file;
 mod ignore;
 mod name;
+mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,6 +79,10 @@ pub enum BuildError {
     },
     #[error("the Docker Engine could not look up or build {image}: {reason}; check that Docker runs, or set DOCKER_HOST")]
     Engine { image: String, reason: String },
+    #[error("pushing {image} failed: {reason}; check that the registry runs and that the engine may push to it (a registry other than on loopback must be an insecure-registries entry of the Docker daemon, or serve TLS)")]
+    Push { image: String, reason: String },
+    #[error("pulling {image} failed: {reason}; check that the registry runs and that this engine can reach it")]
+    Pull { image: String, reason: String },
 }
 
 /// What a build produced.

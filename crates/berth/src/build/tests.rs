@@ -55,6 +55,25 @@ impl Builder for Fake {
         }
         Ok(old)
     }
+
+    async fn push(
+        &self,
+        image: &str,
+        _target: &str,
+        _progress: &mut (dyn for<'line> FnMut(&'line str) + Send),
+    ) -> Result<String, BuildError> {
+        Err(BuildError::Push {
+            image: image.to_string(),
+            reason: "this engine has no registry".into(),
+        })
+    }
+
+    async fn pull(&self, reference: &str) -> Result<(), BuildError> {
+        Err(BuildError::Pull {
+            image: reference.to_string(),
+            reason: "this engine has no registry".into(),
+        })
+    }
 }
 
 #[tokio::test]

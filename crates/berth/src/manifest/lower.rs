@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::diagnose::{suggest, valid_name, valid_tag, Source};
 use super::raw::{DurationValue, RawBuild, RawContainer, RawManifest, RawRoute, RawWorker};
-use super::{ContainerDef, ImageSource, Manifest, ManifestError, WorkerDef};
+use super::{ContainerDef, ImageSource, Manifest, ManifestError, Rollout, WorkerDef};
 use crate::build::BuildSpec;
 use crate::class::ContainerClass;
 use crate::hosts::HostPattern;
@@ -67,12 +67,37 @@ fn container(
         (None, Some(build)) => source.place(build.span(), &format!("{key}.build")),
         (None, None) => source.place(spanned.span(), &key),
     };
+    let rollout = rollout(&key, c, source)?;
     Ok(ContainerDef {
         id: id.to_string(),
         image,
         image_place,
         class,
+        rollout,
     })
+}
+
+/// The rollout settings: steps that rise, from 1 to 100, and end at 100.
+fn rollout(key: &str, c: &RawContainer, source: &Source) -> Result<Rollout, ManifestError> {
+    let mut rollout = Rollout::default();
+    let Some(raw) = &c.rollout else {
+        return Ok(rollout);
+    };
+    if let Some(steps) = &raw.get_ref().steps {
+        let rising = steps.windows(2).all(|w| w[0] < w[1]);
+        if steps.is_empty() || !rising || steps[0] == 0 || steps.last() != Some(&100) {
+            return Err(source.error(
+                raw.span(),
+                &format!("{key}.rollout.steps"),
+                format!("{steps:?} are not rollout steps; give rising percentages of the running instances that end at 100, as in [10, 100]"),
+            ));
+        }
+        rollout.steps = steps.clone();
+    }
+    if let Some(grace) = &raw.get_ref().grace {
+        rollout.grace = grace.0;
+    }
+    Ok(rollout)
 }
 
 /// A prebuilt `image`, or else a build (with every build option defaulted).

@@ -85,6 +85,28 @@ pub struct ContainerDef {
     pub image_place: Place,
     /// The class options; `image` is filled in once the image is built.
     pub class: ContainerClass,
+    /// How `berth serve` replaces running instances when a deployment changes the class.
+    pub rollout: Rollout,
+}
+
+/// How a deployment replaces the running instances of a class (wrangler's
+/// `rollout_step_percentage` and `rollout_active_grace_period`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// Cumulative shares of the running instances replaced at each step, in percent,
+    /// rising and ending at 100.
+    pub steps: Vec<u8>,
+    /// How long an instance may finish its requests before it is stopped.
+    pub grace: std::time::Duration,
+}
+
+impl Default for Rollout {
+    fn default() -> Rollout {
+        Rollout {
+            steps: vec![10, 100],
+            grace: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// Where a container's image comes from.
@@ -105,6 +127,12 @@ pub struct WorkerDef {
     /// The hosts `berth serve` routes to this worker; empty: `<worker>.<app>.localhost`.
     /// `berth dev` serves each worker on a port of its own instead.
     pub hosts: Vec<HostPattern>,
+}
+
+/// Whether `name` can name an app: lowercase letters, digits, '-', '_' or '.', starting
+/// with a letter or digit, at most 64 bytes.
+pub fn valid_app_name(name: &str) -> bool {
+    diagnose::valid_name(name)
 }
 
 impl Manifest {

@@ -47,6 +47,14 @@ pub(super) struct RawContainer {
     pub(super) instance_type: Option<InstanceTypeValue>,
     #[serde(default)]
     pub(super) class: RawClass,
+    pub(super) rollout: Option<Spanned<RawRollout>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    pub(super) steps: Option<Vec<u8>>,
+    pub(super) grace: Option<DurationValue>,
 }
 
 #[derive(Deserialize, Default)]

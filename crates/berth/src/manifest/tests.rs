@@ -305,6 +305,31 @@ fn workers_may_list_their_hosts() {
     assert!(e.contains("hosts[1]: a.com is listed twice"), "{e}");
 }
 
+#[test]
+fn rollouts_default_to_wranglers_and_must_end_at_100() {
+    let m = parse(SEED).expect("valid");
+    assert_eq!(m.containers[0].rollout.steps, [10, 100]);
+    assert_eq!(m.containers[0].rollout.grace, Duration::from_secs(30));
+    let with = |r: &str| {
+        SEED.replace(
+            "max_instances = 20",
+            &format!("max_instances = 20\nrollout = {r}"),
+        )
+    };
+    let m = parse(&with("{ steps = [25, 50, 100], grace = \"5s\" }")).expect("valid");
+    assert_eq!(m.containers[0].rollout.steps, [25, 50, 100]);
+    assert_eq!(m.containers[0].rollout.grace, Duration::from_secs(5));
+    for bad in [
+        "{ steps = [50] }",
+        "{ steps = [50, 10, 100] }",
+        "{ steps = [] }",
+    ] {
+        let e = error(&with(bad));
+        assert!(e.contains("containers.my-container.rollout.steps"), "{e}");
+        assert!(e.contains("end at 100"), "{e}");
+    }
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

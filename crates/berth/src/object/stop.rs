@@ -52,12 +52,19 @@ impl Object {
         }
     }
 
-    /// Replaces a container that runs an image other than the class's (after a rebuild):
-    /// no new request goes to it, the requests it serves may finish for up to `drain`,
-    /// then it is stopped. Requests that arrive meanwhile wait for a container of the new
-    /// image. A start under way that brings up the old image is replaced too; one on the
-    /// new image is left alone. Returns whether it replaced a container.
-    pub(crate) async fn replace(&self, drain: Duration) -> Result<bool, RuntimeError> {
+    /// Whether the object's container runs an older version of the class.
+    pub fn runs_outdated(&self) -> bool {
+        self.phase()
+            .instance()
+            .is_some_and(|i| i.version != self.inner.class.current().version)
+    }
+
+    /// Replaces a container that runs an older version of the class (after a rebuild or
+    /// a deployment): no new request goes to it, the requests it serves may finish for up
+    /// to `drain`, then it is stopped. Requests that arrive meanwhile wait for a container
+    /// of the new version. A start under way that brings up the old version is replaced
+    /// too; one of the new version is left alone. Returns whether it replaced a container.
+    pub async fn replace(&self, drain: Duration) -> Result<bool, RuntimeError> {
         let outdated = |phase: &Phase| {
             phase
                 .instance()

@@ -1,0 +1,132 @@
+//! The JSON of the control API of `berth serve` (version 1), shared by the server and by
+//! `berth deploy`, so that the two cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The API's version prefix.
+pub const PREFIX: &str = "/v1";
+
+/// `GET /v1/info`: what a client needs to know before it deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// berth's version.
+    pub version: String,
+    /// `host:port` of the registry to push images to; `None`: images must already be
+    /// in the server's engine.
+    pub registry: Option<String>,
+    /// The engine's platform (`linux/amd64`), which images must be built for.
+    pub platform: String,
+}
+
+/// `POST /v1/apps/{app}/deployments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The `berth.toml` text.
+    pub manifest: String,
+    /// Container resource id → image reference, by digest for built images.
+    pub images: BTreeMap<String, String>,
+    /// Where the deploy comes from (`<machine>:<folder>`).
+    pub source: String,
+    /// Take over an app deployed from another source.
+    #[serde(default)]
+    pub adopt: bool,
+    /// Only answer with the plan.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a deployment does to one container class or worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change {
+    Create,
+    /// Options changed: running instances are rolled out.
+    Update,
+    /// The image changed: running instances are rolled out.
+    Replace,
+    Delete,
+    Unchanged,
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanItem {
+    /// `class` or `worker`.
+    pub kind: String,
+    pub name: String,
+    pub change: Change,
+}
+
+/// The answer to a deploy request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployResponse {
+    pub app: String,
+    pub plan: Vec<PlanItem>,
+    /// The deployment made; `None` for a dry run or when nothing changed.
+    pub deployment: Option<i64>,
+    /// Nothing differs from what the app runs.
+    pub unchanged: bool,
+}
+
+/// A deployment, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentView {
+    pub app: String,
+    pub number: i64,
+    /// `rolling-out`, `active`, `superseded` or `failed`.
+    pub status: String,
+    /// The rollout's progress, or why it failed.
+    pub message: String,
+    pub images: BTreeMap<String, String>,
+    pub source: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// An app, as `GET /v1/apps` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    /// The deployment it runs.
+    pub deployment: DeploymentView,
+    /// Worker name → the hosts it answers.
+    pub hosts: BTreeMap<String, Vec<String>>,
+    pub classes: Vec<String>,
+}
+
+/// One object of an app, with its container if it has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub class: String,
+    pub name: Option<String>,
+    pub id: String,
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub uptime_seconds: Option<u64>,
+    /// Requests in flight, for an object live in the server.
+    pub in_flight: u32,
+    pub container_id: Option<String>,
+    /// The image the class runs (by digest).
+    pub image: String,
+}
+
+/// What `DELETE /v1/apps/{app}` removed, and what it left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestroyReport {
+    pub app: String,
+    pub containers: usize,
+    pub objects: usize,
+    pub deployments: usize,
+    /// Images the app's deployments pushed, which stay in the registry.
+    pub images_left: Vec<String>,
+}
+
+/// An error answer: what went wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable, machine-readable kind (`not-found`, `invalid-manifest`, …).
+    pub error: String,
+    pub message: String,
+}

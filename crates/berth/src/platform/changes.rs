@@ -1,0 +1,316 @@
+//! The changes a client asks of the platform: deploy, roll back, destroy. One change per
+//! app at a time; a deployment's rollout holds its app's turn until it ends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::{DeployRequest, DeployResponse, DestroyReport};
+use crate::lease;
+use crate::lifecycle::StopReason;
+use crate::manifest::valid_app_name;
+use crate::runtime::Selector;
+use crate::store::{Deployment, DeploymentStatus};
+
+use super::hosted::Hosted;
+use super::release::Release;
+use super::{rollout, Platform, PlatformError};
+
+impl Platform {
+    /// The turn of `app`, or a conflict if a change of it is under way.
+    fn turn(&self, app: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, PlatformError> {
+        let lock = self
+            .turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.to_string())
+            .or_default()
+            .clone();
+        lock.try_lock_owned().map_err(|_| {
+            PlatformError::Conflict(format!(
+                "a change of app {app} is under way (a rollout, a rollback or a destroy); wait for it to end"
+            ))
+        })
+    }
+
+    /// Deploys `request` as app `app`: a dry run or an unchanged release only answer
+    /// with the plan; otherwise the images are pulled, the deployment recorded, and the
+    /// release applied, its rollout going on in the background.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        app: &str,
+        request: DeployRequest,
+    ) -> Result<DeployResponse, PlatformError> {
+        self.deploy_noted(app, request, "").await
+    }
+
+    async fn deploy_noted(
+        self: &Arc<Self>,
+        app: &str,
+        request: DeployRequest,
+        note: &str,
+    ) -> Result<DeployResponse, PlatformError> {
+        if !valid_app_name(app) {
+            return Err(PlatformError::Invalid(format!(
+                "{app:?} is not a valid app name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
+            )));
+        }
+        let turn = self.turn(app)?;
+        let release = Release::new(app, &request.manifest, &request.images)?;
+        let current = self.hosted(app).ok();
+        if let Some(hosted) = &current {
+            self.check_source(app, hosted, &request).await?;
+        }
+        self.check_hosts(app, &release)?;
+        let old = current.as_ref().map(|h| h.release());
+        let plan = release.plan(old.as_deref());
+        let unchanged = old.is_some_and(|o| o.fingerprint == release.fingerprint);
+        let answer = |deployment| DeployResponse {
+            app: app.to_string(),
+            plan: plan.clone(),
+            deployment,
+            unchanged,
+        };
+        if request.dry_run || unchanged {
+            return Ok(answer(None));
+        }
+        for class in &release.classes {
+            self.ensure_image(&class.class.image).await?;
+        }
+        let number = self
+            .store
+            .add_deployment(Deployment {
+                app: app.to_string(),
+                number: 0,
+                manifest: request.manifest,
+                images: request.images,
+                source: request.source,
+                fingerprint: release.fingerprint.clone(),
+                status: DeploymentStatus::RollingOut,
+                message: note.to_string(),
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            })
+            .await?;
+        match current {
+            None => {
+                let hosted = self.host(app, release, number)?;
+                let others = hosted.app.other_sessions().await?;
+                if !others.is_empty() {
+                    self.unhost(app);
+                    let message = format!("another berth process runs app {app} on this engine ({}); stop it, or deploy under another name", others[0]);
+                    self.finish(app, number, DeploymentStatus::Failed, &message)
+                        .await;
+                    return Err(PlatformError::Conflict(message));
+                }
+                hosted.app.recover().await?;
+                self.finish(app, number, DeploymentStatus::Active, note)
+                    .await;
+            }
+            Some(hosted) => {
+                let (previous, previous_number) = (hosted.release(), hosted.deployment());
+                let applied = hosted.apply(release, number)?;
+                self.rebuild_hosts();
+                let platform = self.clone();
+                let app = app.to_string();
+                let note = note.to_string();
+                tokio::spawn(async move {
+                    let _turn = turn;
+                    for namespace in &applied.removed {
+                        namespace.stop_all(StopReason::Destroyed).await;
+                        hosted.app.forget_namespace(namespace);
+                    }
+                    let progress = |message: String| {
+                        let (store, app) = (platform.store.clone(), app.clone());
+                        async move {
+                            let status = DeploymentStatus::RollingOut;
+                            let _ = store
+                                .set_deployment_status(&app, number, status, &message)
+                                .await;
+                        }
+                    };
+                    match rollout::roll_out(&applied.changed, progress).await {
+                        Ok(()) => {
+                            platform
+                                .finish(&app, number, DeploymentStatus::Active, &note)
+                                .await;
+                            platform
+                                .finish(&app, previous_number, DeploymentStatus::Superseded, "")
+                                .await;
+                        }
+                        Err(cause) => {
+                            tracing::warn!(app = %app, deployment = number, "rollout halted: {cause}");
+                            platform
+                                .revert(&hosted, &previous, previous_number, &applied.changed)
+                                .await;
+                            let message = format!(
+                                "rollout halted, deployment {previous_number} restored: {cause}"
+                            );
+                            platform
+                                .finish(&app, number, DeploymentStatus::Failed, &message)
+                                .await;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(answer(Some(number)))
+    }
+
+    async fn finish(&self, app: &str, number: i64, status: DeploymentStatus, message: &str) {
+        if let Err(e) = self
+            .store
+            .set_deployment_status(app, number, status, message)
+            .await
+        {
+            tracing::warn!(
+                app,
+                deployment = number,
+                "cannot record the deployment's status: {e}"
+            );
+        }
+    }
+
+    /// Goes back to `previous` after a halted rollout: the classes it changed get their
+    /// old options again, and instances already started on the new version are replaced.
+    async fn revert(
+        &self,
+        hosted: &Hosted,
+        previous: &Release,
+        number: i64,
+        changed: &[super::hosted::Changed],
+    ) {
+        match hosted.apply(previous.clone(), number) {
+            Ok(_) => self.rebuild_hosts(),
+            Err(e) => {
+                tracing::warn!(app = %hosted.app.name(), "cannot restore deployment {number}: {e}")
+            }
+        }
+        for class in changed {
+            class.namespace.replace_all(class.rollout.grace).await;
+        }
+    }
+
+    /// An app deployed from one folder is not taken over from another unless asked.
+    async fn check_source(
+        &self,
+        app: &str,
+        hosted: &Hosted,
+        request: &DeployRequest,
+    ) -> Result<(), PlatformError> {
+        let live = self.store.deployment(app, hosted.deployment()).await?;
+        match live {
+            Some(live) if live.source != request.source && !request.adopt => {
+                Err(PlatformError::Conflict(format!(
+                    "app {app} was deployed from {}, not {}; deploy from there, or pass --adopt to take it over",
+                    live.source, request.source
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A host is served by one app only.
+    fn check_hosts(&self, app: &str, release: &Release) -> Result<(), PlatformError> {
+        for other in self.all().iter().filter(|h| h.app.name() != app) {
+            let theirs = other.release();
+            if let Some(host) = release.hosts().find(|h| theirs.hosts().any(|t| t == *h)) {
+                return Err(PlatformError::Conflict(format!(
+                    "host {host} is already served by app {}; give this worker other hosts",
+                    other.app.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the engine has `image`, pulling it if not.
+    async fn ensure_image(&self, image: &str) -> Result<(), PlatformError> {
+        if matches!(self.images.has_image(image).await, Ok(true)) {
+            return Ok(());
+        }
+        self.images
+            .pull(image)
+            .await
+            .map_err(|error| PlatformError::Image {
+                image: image.to_string(),
+                error: Box::new(error),
+            })
+    }
+
+    /// Deploys again the deployment before the one `app` runs.
+    pub async fn rollback(self: &Arc<Self>, app: &str) -> Result<DeployResponse, PlatformError> {
+        let hosted = self.hosted(app)?;
+        let current = hosted.deployment();
+        let history = self.store.deployments(app).await?;
+        let live = history.iter().find(|d| d.number == current);
+        let target = history.iter().find(|d| {
+            d.number < current
+                && d.fingerprint != live.map(|l| l.fingerprint.as_str()).unwrap_or_default()
+                && matches!(
+                    d.status,
+                    DeploymentStatus::Superseded | DeploymentStatus::Active
+                )
+        });
+        let Some(target) = target else {
+            return Err(PlatformError::Conflict(format!(
+                "app {app} has no earlier deployment to return to"
+            )));
+        };
+        let request = DeployRequest {
+            manifest: target.manifest.clone(),
+            images: target.images.clone(),
+            source: live.map(|l| l.source.clone()).unwrap_or_default(),
+            adopt: true,
+            dry_run: false,
+        };
+        let note = format!("rollback to deployment {}", target.number);
+        self.deploy_noted(app, request, &note).await
+    }
+
+    /// Removes everything `app` has here: its containers (stopped first), its objects'
+    /// records and storage, and its deployments. Images stay in the registry.
+    pub async fn destroy(&self, app: &str) -> Result<DestroyReport, PlatformError> {
+        let _turn = self.turn(app)?;
+        let history = self.store.deployments(app).await?;
+        let hosted = self.unhost(app);
+        if hosted.is_none() && history.is_empty() {
+            return Err(PlatformError::NoApp(app.to_string()));
+        }
+        let mut containers = 0;
+        if let Some(hosted) = hosted {
+            containers += hosted.app.shutdown().await?;
+        }
+        // What an earlier process left with the app's name; never a live session's.
+        for info in self.runtime.list(&Selector::app(app)).await? {
+            let dead = info
+                .identity
+                .as_ref()
+                .is_none_or(|i| lease::liveness(app, &i.session, &i.host) == lease::Liveness::Dead);
+            if dead {
+                self.runtime.remove(&info.id).await?;
+                containers += 1;
+            }
+        }
+        let objects = self.store.forget_app(app).await?;
+        let deployments = self.store.forget_deployments(app).await?;
+        let images: BTreeMap<&str, ()> = history
+            .iter()
+            .flat_map(|d| d.images.values())
+            .map(|i| (i.as_str(), ()))
+            .collect();
+        Ok(DestroyReport {
+            app: app.to_string(),
+            containers,
+            objects,
+            deployments,
+            images_left: images.into_keys().map(str::to_string).collect(),
+        })
+    }
+
+    /// Stops hosting `app` (its workers answer no more); returns it, if it was hosted.
+    fn unhost(&self, app: &str) -> Option<Arc<Hosted>> {
+        let hosted = self.write_apps().remove(app);
+        self.rebuild_hosts();
+        hosted
+    }
+}

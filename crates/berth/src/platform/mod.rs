@@ -1,0 +1,384 @@
+//! `berth serve`: many apps on one engine. Each request reaches an app's worker by its
+//! `Host`; each app runs its live deployment, which a new deployment replaces by a
+//! rollout. Deployments are kept in the store, so that a restarted server brings every
+//! app back and re-adopts the containers the last process left running.
+
+mod changes;
+mod hosted;
+mod release;
+mod rollout;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use http::{Request, Response, StatusCode};
+
+use crate::api::{AppView, DeploymentView, InstanceView};
+use crate::app::App;
+use crate::build::{BuildError, Builder};
+use crate::event::Event;
+use crate::hosts::{best_match, request_host, HostPattern};
+use crate::http::{error_response, Body};
+use crate::lease::LeaseError;
+use crate::runtime::{Runtime, RuntimeError, Signal};
+use crate::store::{Deployment, Store, StoreError};
+use crate::worker::{Env, Worker};
+
+use hosted::{Hosted, HostedWorker};
+use release::Release;
+
+/// Why the platform refused or failed a request. Each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no app called {0} is deployed here")]
+    NoApp(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "cannot get image {image}: {error}; check that the registry is reachable from the server"
+    )]
+    Image {
+        image: String,
+        error: Box<BuildError>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] RuntimeError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+impl PlatformError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PlatformError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            PlatformError::NoApp(_) | PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
+            PlatformError::Conflict(_) => StatusCode::CONFLICT,
+            PlatformError::Image { .. } => StatusCode::BAD_GATEWAY,
+            PlatformError::Store(_) | PlatformError::Engine(_) | PlatformError::Lease(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// The stable kind a client can match on.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlatformError::Invalid(_) => "invalid",
+            PlatformError::NoApp(_) | PlatformError::NotFound(_) => "not-found",
+            PlatformError::Conflict(_) => "conflict",
+            PlatformError::Image { .. } => "image-unavailable",
+            PlatformError::Store(_) => "store-failed",
+            PlatformError::Engine(_) => "engine-unavailable",
+            PlatformError::Lease(_) => "lease-failed",
+        }
+    }
+}
+
+/// An event of one of the platform's apps.
+#[derive(Debug, Clone)]
+pub struct AppEvent {
+    pub app: String,
+    pub event: Event,
+}
+
+/// The apps one `berth serve` hosts.
+pub struct Platform {
+    runtime: Arc<dyn Runtime>,
+    images: Arc<dyn Builder>,
+    store: Store,
+    apps: RwLock<BTreeMap<String, Arc<Hosted>>>,
+    /// Every worker's hosts, rebuilt whenever an app changes.
+    hosts: RwLock<Vec<(HostPattern, Arc<HostedWorker>)>>,
+    /// Per app, one change (deploy, rollback, destroy) at a time; a rollout holds its
+    /// app's turn to its end.
+    turns: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    events: tokio::sync::broadcast::Sender<AppEvent>,
+}
+
+impl Platform {
+    /// Brings back every app's live deployment, and re-adopts what still runs.
+    pub async fn start(
+        runtime: Arc<dyn Runtime>,
+        images: Arc<dyn Builder>,
+        store: Store,
+    ) -> Result<Arc<Platform>, PlatformError> {
+        let platform = Arc::new(Platform {
+            runtime,
+            images,
+            store,
+            apps: RwLock::default(),
+            hosts: RwLock::default(),
+            turns: Default::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
+        });
+        for deployment in platform.store.live_deployments().await? {
+            let release = Release::new(&deployment.app, &deployment.manifest, &deployment.images)?;
+            let hosted = platform.host(&deployment.app, release, deployment.number)?;
+            let recovery = hosted.app.recover().await?;
+            tracing::info!(
+                app = %deployment.app,
+                deployment = deployment.number,
+                adopted = recovery.adopted,
+                removed = recovery.removed,
+                "app restored"
+            );
+        }
+        Ok(platform)
+    }
+
+    /// Starts hosting `release` as app `name`.
+    fn host(
+        &self,
+        name: &str,
+        release: Release,
+        number: i64,
+    ) -> Result<Arc<Hosted>, PlatformError> {
+        let app = App::new(name, self.runtime.clone(), self.store.clone())?;
+        let hosted = Arc::new(Hosted::new(app, release, number)?);
+        let (mut events, sender, name) =
+            (hosted.app.events(), self.events.clone(), name.to_string());
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        let _ = sender.send(AppEvent {
+                            app: name.clone(),
+                            event,
+                        });
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+        self.write_apps()
+            .insert(hosted.app.name().to_string(), hosted.clone());
+        self.rebuild_hosts();
+        Ok(hosted)
+    }
+
+    fn write_apps(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Hosted>>> {
+        self.apps.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hosted(&self, app: &str) -> Result<Arc<Hosted>, PlatformError> {
+        self.apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .cloned()
+            .ok_or_else(|| PlatformError::NoApp(app.to_string()))
+    }
+
+    fn all(&self) -> Vec<Arc<Hosted>> {
+        self.apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn rebuild_hosts(&self) {
+        let table = self
+            .all()
+            .iter()
+            .flat_map(|hosted| hosted.workers())
+            .flat_map(|worker| {
+                worker
+                    .hosts
+                    .clone()
+                    .into_iter()
+                    .map(move |host| (host, worker.clone()))
+            })
+            .collect();
+        *self.hosts.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    /// Lifecycle events of every app, from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<AppEvent> {
+        self.events.subscribe()
+    }
+
+    /// Every app with the deployment it runs.
+    pub async fn apps(&self) -> Result<Vec<AppView>, PlatformError> {
+        let mut views = Vec::new();
+        for hosted in self.all() {
+            views.push(self.view(&hosted).await?);
+        }
+        Ok(views)
+    }
+
+    pub async fn app(&self, app: &str) -> Result<AppView, PlatformError> {
+        let hosted = self.hosted(app)?;
+        self.view(&hosted).await
+    }
+
+    async fn view(&self, hosted: &Hosted) -> Result<AppView, PlatformError> {
+        let name = hosted.app.name();
+        let deployment = self
+            .store
+            .deployment(name, hosted.deployment())
+            .await?
+            .ok_or_else(|| PlatformError::NoApp(name.to_string()))?;
+        let release = hosted.release();
+        Ok(AppView {
+            name: name.to_string(),
+            deployment: deployment_view(deployment),
+            hosts: release
+                .workers
+                .iter()
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        w.hosts.iter().map(|h| h.to_string()).collect(),
+                    )
+                })
+                .collect(),
+            classes: release
+                .classes
+                .iter()
+                .map(|c| c.class.name.clone())
+                .collect(),
+        })
+    }
+
+    /// The deployments of `app`, newest first.
+    pub async fn deployments(&self, app: &str) -> Result<Vec<DeploymentView>, PlatformError> {
+        let all = self.store.deployments(app).await?;
+        if all.is_empty() {
+            return Err(PlatformError::NoApp(app.to_string()));
+        }
+        Ok(all.into_iter().map(deployment_view).collect())
+    }
+
+    pub async fn deployment(
+        &self,
+        app: &str,
+        number: i64,
+    ) -> Result<DeploymentView, PlatformError> {
+        self.store
+            .deployment(app, number)
+            .await?
+            .map(deployment_view)
+            .ok_or_else(|| PlatformError::NotFound(format!("app {app} has no deployment {number}")))
+    }
+
+    /// The objects of `app`, with their containers.
+    pub async fn instances(&self, app: &str) -> Result<Vec<InstanceView>, PlatformError> {
+        let hosted = self.hosted(app)?;
+        let namespaces = hosted.namespaces();
+        let objects = hosted.app.objects().await?;
+        Ok(objects
+            .into_iter()
+            .map(|o| {
+                let namespace = namespaces.iter().find(|ns| ns.class_name() == o.class);
+                let live = namespace.and_then(|ns| {
+                    let id = ns.id_from_string(&o.id).ok()?;
+                    ns.peek(id)
+                });
+                InstanceView {
+                    image: namespace.map(|ns| ns.image()).unwrap_or_default(),
+                    in_flight: live.map_or(0, |object| object.in_flight()),
+                    class: o.class,
+                    name: o.name,
+                    id: o.id,
+                    state: o.state,
+                    exit_code: o.exit_code,
+                    uptime_seconds: o.uptime_seconds,
+                    container_id: o.container_id,
+                }
+            })
+            .collect())
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after the grace) or destroys one object's container.
+    pub async fn stop_instance(
+        &self,
+        app: &str,
+        class: &str,
+        id: &str,
+        destroy: bool,
+    ) -> Result<(), PlatformError> {
+        let hosted = self.hosted(app)?;
+        let namespace = hosted
+            .namespaces()
+            .into_iter()
+            .find(|ns| ns.class_name() == class)
+            .ok_or_else(|| PlatformError::NotFound(format!("app {app} has no class {class}")))?;
+        let id = namespace
+            .id_from_string(id)
+            .map_err(|e| PlatformError::NotFound(e.to_string()))?;
+        let object = namespace.get(id);
+        if destroy {
+            object.destroy().await?;
+        } else {
+            object.stop(Signal::Term).await?;
+        }
+        Ok(())
+    }
+
+    /// Lets requests in flight end (the server drains them first), then either stops
+    /// every container (`stop`) or leaves them running for the next start to re-adopt.
+    pub async fn shutdown(&self, stop: bool) {
+        for hosted in self.all() {
+            if stop {
+                if let Err(e) = hosted.app.shutdown().await {
+                    tracing::warn!(app = %hosted.app.name(), "shutdown: {e}");
+                }
+            } else {
+                hosted.app.detach();
+            }
+        }
+    }
+}
+
+fn deployment_view(d: Deployment) -> DeploymentView {
+    DeploymentView {
+        app: d.app,
+        number: d.number,
+        status: serde_json::to_value(d.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        message: d.message,
+        images: d.images,
+        source: d.source,
+        created_at_ms: d.created_at_ms,
+        updated_at_ms: d.updated_at_ms,
+    }
+}
+
+/// The public listener's worker: a request goes to the worker that answers its host.
+#[async_trait]
+impl Worker for Platform {
+    async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
+        let Some(host) = request_host(&request) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "no-host",
+                "the request names no host; send a Host header",
+            );
+        };
+        let worker = {
+            let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
+            best_match(&host, hosts.iter().map(|(p, w)| (p, w.clone())))
+        };
+        match worker {
+            Some(worker) => worker.router.fetch(request, &worker.env).await,
+            // Other apps' hosts are nobody else's business: the answer names none.
+            None => error_response(
+                StatusCode::NOT_FOUND,
+                "no-app",
+                &format!("no app here answers host {host}"),
+            ),
+        }
+    }
+}
