@@ -3,8 +3,10 @@
 
 mod dev;
 mod ps;
+mod remote;
+mod serve;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +53,101 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
     },
+    /// Host deployed apps: a public listener that routes by Host, and a control API.
+    ///
+    /// Apps arrive with `berth deploy`. A request reaches the worker whose hosts match
+    /// its Host header (by default <worker>.<app>.localhost). State (deployments, object
+    /// states and storage) lives in a SQLite database in the data folder, beside the
+    /// control API's token. A restart re-adopts the containers that still run. SIGTERM or
+    /// Ctrl-C drains requests in flight, then leaves containers running for the next
+    /// start (or stops them, with --stop-on-exit).
+    Serve {
+        /// The data folder [default: /var/lib/berth as root, else $XDG_DATA_HOME/berth]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The public listener, where apps are reached by Host.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// The control API (bearer token required).
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        control: SocketAddr,
+        /// The registry (host:port) that berth deploy pushes images to.
+        #[arg(long)]
+        registry: Option<String>,
+        /// On shutdown, stop every container instead of leaving them running.
+        #[arg(long)]
+        stop_on_exit: bool,
+        /// Print the control API's token (made on first use) and exit.
+        #[arg(long)]
+        print_token: bool,
+    },
+    /// Deploy the app to a berth serve: build, push what changed, roll out.
+    ///
+    /// Shows the plan (create, update, replace, delete or unchanged for each class and
+    /// worker), builds the images as berth dev does, pushes those the server's registry
+    /// lacks, and follows the rollout; exits non-zero if it fails. A deploy with no
+    /// change prints "no changes" and touches nothing.
+    Deploy {
+        /// The app's folder, holding berth.toml.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        server: remote::Server,
+        /// Deploy a separate copy of the app, named <name>-<stage>, with its own
+        /// objects and storage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Show the plan and change nothing (nothing is pushed).
+        #[arg(long)]
+        dry_run: bool,
+        /// Go ahead without asking when the plan deletes classes or workers.
+        #[arg(long)]
+        yes: bool,
+        /// Take over an app that was deployed from another folder.
+        #[arg(long)]
+        adopt: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return an app to the deployment before the one it runs.
+    Rollback {
+        /// The app [default: the app of berth.toml in --dir].
+        app: Option<String>,
+        /// The app's folder, to name the app when APP is not given.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// With --dir: the stage the app was deployed as.
+        #[arg(long)]
+        stage: Option<String>,
+        #[command(flatten)]
+        server: remote::Server,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an app from a berth serve: containers, records, storage, deployments.
+    ///
+    /// Images stay in the registry; the command lists them.
+    Destroy {
+        /// The app's folder, to name the app when --app is not given.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The app to remove [default: the app of DIR/berth.toml].
+        #[arg(long)]
+        app: Option<String>,
+        /// With DIR: the stage the app was deployed as.
+        #[arg(long)]
+        stage: Option<String>,
+        #[command(flatten)]
+        server: remote::Server,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the app's instances: class, name, id, state and uptime.
     Ps {
         /// The app's folder, holding berth.toml.
@@ -90,6 +187,58 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev { dir, port, host } => dev::run(&dir, host, port).await,
             Command::Ps { dir, json } => ps::run(&dir, json).await,
+            Command::Deploy {
+                dir,
+                server,
+                stage,
+                dry_run,
+                yes,
+                adopt,
+                json,
+            } => {
+                let args = remote::DeployArgs {
+                    server,
+                    stage,
+                    dry_run,
+                    yes,
+                    adopt,
+                    json,
+                };
+                remote::deploy(&dir, args).await
+            }
+            Command::Rollback {
+                app,
+                dir,
+                stage,
+                server,
+                json,
+            } => remote::rollback(app, &dir, stage, server, json).await,
+            Command::Destroy {
+                dir,
+                app,
+                stage,
+                server,
+                yes,
+                json,
+            } => remote::destroy(app, &dir, stage, server, yes, json).await,
+            Command::Serve {
+                data,
+                listen,
+                control,
+                registry,
+                stop_on_exit,
+                print_token,
+            } => {
+                let args = serve::Args {
+                    data,
+                    listen,
+                    control,
+                    registry,
+                    stop_on_exit,
+                    print_token,
+                };
+                serve::run(args).await
+            }
         }
     });
     // A read of stdin may still be pending on a blocking thread; do not wait for it.

@@ -161,7 +161,7 @@ fn file_name(app: &str, session: &str) -> String {
 }
 
 /// This machine: its `/etc/machine-id`, or else its host name.
-fn this_host() -> String {
+pub(crate) fn this_host() -> String {
     let read = |path: &str| {
         std::fs::read_to_string(Path::new(path))
             .ok()

@@ -51,7 +51,10 @@ pub mod manifest;
 pub mod router;
 pub mod server;
 // Floor 8: what the commands run.
+pub mod control;
+pub mod deploy;
 pub mod platform;
+pub mod serve;
 pub mod session;
 
 pub use app::App;

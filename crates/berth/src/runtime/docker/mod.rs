@@ -92,6 +92,25 @@ impl DockerRuntime {
         self
     }
 
+    /// The engine's platform as `os/arch` (`linux/amd64`), which images it runs are
+    /// built for.
+    pub async fn platform(&self) -> Result<String, RuntimeError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| RuntimeError::Unreachable {
+                engine: self.engine(),
+                reason: e.to_string(),
+                hint: HINT,
+            })?;
+        Ok(format!(
+            "{}/{}",
+            version.os.unwrap_or_else(|| "linux".into()),
+            version.arch.unwrap_or_else(|| "amd64".into())
+        ))
+    }
+
     /// The underlying client, for what neither `Runtime` nor `Builder` covers.
     pub fn docker(&self) -> &Docker {
         &self.docker

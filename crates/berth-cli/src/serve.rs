@@ -1,0 +1,82 @@
+//! `berth serve`: host apps until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth::serve::{self, DataDir, ServeConfig};
+use berth::DockerRuntime;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::dev::clock;
+
+pub struct Args {
+    pub data: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub control: SocketAddr,
+    pub registry: Option<String>,
+    pub stop_on_exit: bool,
+    pub print_token: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let path = args.data.unwrap_or_else(serve::default_data_dir);
+    if args.print_token {
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("creating the data folder {}", path.display()))?;
+        let token = berth::control::Token::load_or_create(&path)
+            .with_context(|| format!("reading the token of {}", path.display()))?;
+        println!("{}", token.reveal());
+        return Ok(());
+    }
+    let data = tokio::task::spawn_blocking(move || DataDir::open(&path)).await??;
+    let engine = Arc::new(DockerRuntime::connect().await?);
+    let platform = engine.platform().await?;
+    let config = ServeConfig {
+        listen: args.listen,
+        control: args.control,
+        registry: args.registry,
+        stop_on_exit: args.stop_on_exit,
+        drain: Duration::from_secs(10),
+    };
+    let bound = serve::start(&data, engine.clone(), engine, platform, config).await?;
+    let apps = bound.platform.apps().await?;
+    eprintln!(
+        "{} data in {}; {} app(s) restored",
+        clock(),
+        data.path.display(),
+        apps.len()
+    );
+    println!("Public on http://{}", bound.public);
+    println!("Control on http://{}", bound.control);
+    let mut events = bound.platform.events();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            eprintln!("{} {} {}", clock(), e.app, e.event);
+        }
+    });
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let stop_on_exit = args.stop_on_exit;
+    bound
+        .serve(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+            eprintln!(
+                "{} shutting down: finishing requests in flight, then {}",
+                clock(),
+                if stop_on_exit {
+                    "stopping every container"
+                } else {
+                    "leaving containers running for the next start"
+                }
+            );
+        })
+        .await;
+    eprintln!("{} bye", clock());
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The control API of `berth serve`: HTTP and JSON under `/v1`, described by the OpenAPI
+//! document at `/v1/openapi.json`. Every endpoint but `/v1/health` needs the bearer
+//! token; a missing or wrong one gets a bare 401.
+
+mod events;
+pub mod token;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde::Serialize;
+
+use crate::api::{DeployRequest, ErrorBody, Info, PREFIX};
+use crate::http::{full, Body};
+use crate::platform::{Platform, PlatformError};
+use crate::worker::{Env, Worker};
+
+pub use token::{Token, TokenError};
+
+/// The largest request body the API reads (a manifest and its image references).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The OpenAPI 3 document of the API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The control API, as a worker to serve on the control listener.
+pub struct Control {
+    platform: Arc<Platform>,
+    token: Token,
+    info: Info,
+}
+
+impl Control {
+    pub fn new(platform: Arc<Platform>, token: Token, info: Info) -> Control {
+        Control {
+            platform,
+            token,
+            info,
+        }
+    }
+
+    async fn route(&self, request: Request<Body>) -> Result<Response<Body>, Answer> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or("").to_string();
+        let Some(rest) = path.strip_prefix(PREFIX) else {
+            return Err(Answer::not_found());
+        };
+        let parts: Vec<&str> = rest.split('/').skip(1).collect();
+        let p = &self.platform;
+        match (&method, parts.as_slice()) {
+            (&Method::GET, ["health"]) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
+            _ if !self.token.accepts(
+                request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            ) =>
+            {
+                Err(Answer::unauthorized())
+            }
+            (&Method::GET, ["openapi.json"]) => {
+                Ok(typed(StatusCode::OK, "application/json", OPENAPI))
+            }
+            (&Method::GET, ["info"]) => json(StatusCode::OK, &self.info),
+            (&Method::GET, ["events"]) => Ok(events::stream(p.events(), app_filter(&query))),
+            (&Method::GET, ["apps"]) => json(StatusCode::OK, &p.apps().await?),
+            (&Method::GET, ["apps", app]) => json(StatusCode::OK, &p.app(app).await?),
+            (&Method::DELETE, ["apps", app]) => json(StatusCode::OK, &p.destroy(app).await?),
+            (&Method::GET, ["apps", app, "deployments"]) => {
+                json(StatusCode::OK, &p.deployments(app).await?)
+            }
+            (&Method::POST, ["apps", app, "deployments"]) => {
+                let app = app.to_string();
+                let body: DeployRequest = read_json(request).await?;
+                let answer = p.deploy(&app, body).await?;
+                let status = if answer.deployment.is_some() {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                };
+                json(status, &answer)
+            }
+            (&Method::GET, ["apps", app, "deployments", number]) => {
+                let number = number.parse::<i64>().map_err(|_| {
+                    Answer::new(
+                        StatusCode::NOT_FOUND,
+                        "not-found",
+                        format!("{number:?} is not a deployment number"),
+                    )
+                })?;
+                json(StatusCode::OK, &p.deployment(app, number).await?)
+            }
+            (&Method::POST, ["apps", app, "rollback"]) => {
+                json(StatusCode::ACCEPTED, &p.rollback(app).await?)
+            }
+            (&Method::GET, ["apps", app, "instances"]) => {
+                json(StatusCode::OK, &p.instances(app).await?)
+            }
+            (&Method::POST, ["apps", app, "instances", class, id, "stop"]) => {
+                p.stop_instance(app, class, id, false).await?;
+                json(StatusCode::OK, &serde_json::json!({ "stopped": true }))
+            }
+            (&Method::DELETE, ["apps", app, "instances", class, id]) => {
+                p.stop_instance(app, class, id, true).await?;
+                json(StatusCode::OK, &serde_json::json!({ "destroyed": true }))
+            }
+            _ => Err(Answer::not_found()),
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for Control {
+    async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
+        match self.route(request).await {
+            Ok(response) => response,
+            Err(answer) => answer.into_response(),
+        }
+    }
+}
+
+/// An error answer.
+struct Answer {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl Answer {
+    fn new(status: StatusCode, kind: &str, message: String) -> Answer {
+        Answer {
+            status,
+            body: ErrorBody {
+                error: kind.to_string(),
+                message,
+            },
+        }
+    }
+
+    fn not_found() -> Answer {
+        Answer::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no such endpoint; see {PREFIX}/openapi.json"),
+        )
+    }
+
+    fn unauthorized() -> Answer {
+        Answer::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unauthorized".into(),
+        )
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut response = typed(
+            self.status,
+            "application/json",
+            serde_json::to_string(&self.body).unwrap_or_default(),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<PlatformError> for Answer {
+    fn from(e: PlatformError) -> Answer {
+        Answer::new(e.status(), e.kind(), e.to_string())
+    }
+}
+
+fn typed(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Result<Response<Body>, Answer> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(typed(status, "application/json", text))
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Body>) -> Result<T, Answer> {
+    let unreadable = |why: String| {
+        Answer::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-unreadable",
+            format!("the request body could not be read: {why}"),
+        )
+    };
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| unreadable(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > MAX_BODY {
+                return Err(unreadable(format!("it is over {MAX_BODY} bytes")));
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Answer::new(
+            StatusCode::BAD_REQUEST,
+            "bad-json",
+            format!("the request body is not the JSON this endpoint takes: {e}"),
+        )
+    })
+}
+
+/// The `app` query parameter of the events stream.
+fn app_filter(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("app="))
+        .map(str::to_string)
+        .filter(|a| !a.is_empty())
+}

@@ -1,0 +1,126 @@
+//! The control API's bearer token: made on first start, kept in the data folder readable
+//! by its owner only, compared in constant time, and never logged.
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::id::{hex, random_bytes};
+
+/// Why the token could not be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read or create the control token {path}: {reason}; check the data folder's permissions")]
+    Io { path: PathBuf, reason: String },
+    #[error("the control token {path} is empty or damaged; remove it, and berth serve makes a new one (clients then need the new token)")]
+    Damaged { path: PathBuf },
+    #[error("cannot make a random token: {0}")]
+    Random(String),
+}
+
+/// The secret every control request but the health check must carry.
+#[derive(Clone)]
+pub struct Token(String);
+
+/// The token's file in the data folder.
+pub const FILE_NAME: &str = "token";
+
+impl Token {
+    /// Reads `dir/token`, or makes it (mode 0600) if there is none.
+    pub fn load_or_create(dir: &Path) -> Result<Token, TokenError> {
+        let path = dir.join(FILE_NAME);
+        let io = |e: std::io::Error| TokenError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let token = text.trim().to_string();
+                if token.len() < 32 || !token.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(TokenError::Damaged { path });
+                }
+                // A token others can read is no secret: tighten it if someone loosened it.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+                Ok(Token(token))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let token =
+                    hex(&random_bytes::<32>().map_err(|e| TokenError::Random(e.to_string()))?);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io)?;
+                file.write_all(format!("{token}\n").as_bytes())
+                    .map_err(io)?;
+                Ok(Token(token))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The token itself, for `berth serve --print-token`.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether an `Authorization` header value carries this token. The comparison takes
+    /// the same time wherever the first difference is.
+    pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(given) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let expected = self.0.as_bytes();
+        let mut differ = u8::from(given.len() != expected.len());
+        for (i, byte) in expected.iter().enumerate() {
+            differ |= byte ^ given.get(i).copied().unwrap_or(0);
+        }
+        differ == 0
+    }
+}
+
+/// Never shows the secret, whatever logs it.
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_made_once_kept_private_and_checked_exactly() {
+        let dir = std::env::temp_dir().join(format!("berth-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let token = Token::load_or_create(&dir).expect("made");
+        let again = Token::load_or_create(&dir).expect("read");
+        assert_eq!(token.reveal(), again.reveal());
+        let mode = std::fs::metadata(dir.join(FILE_NAME))
+            .expect("file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let header = format!("Bearer {}", token.reveal());
+        assert!(token.accepts(Some(header.as_bytes())));
+        assert!(!token.accepts(Some(&header.as_bytes()[..header.len() - 1])));
+        assert!(!token.accepts(Some(format!("{header}x").as_bytes())));
+        assert!(
+            !token.accepts(Some(token.reveal().as_bytes())),
+            "the scheme is needed"
+        );
+        assert!(!token.accepts(None));
+        assert_eq!(format!("{token:?}"), "Token(…)");
+        std::fs::write(dir.join(FILE_NAME), "short").expect("write");
+        assert!(matches!(
+            Token::load_or_create(&dir),
+            Err(TokenError::Damaged { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,175 @@
+//! A small HTTP/1.1 client for the control API of `berth serve`, and for asking a
+//! registry whether it already has an image.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::ErrorBody;
+
+use super::DeployError;
+
+/// The control API of one server, with its token.
+#[derive(Clone)]
+pub struct ControlClient {
+    /// `host:port`.
+    authority: String,
+    token: String,
+}
+
+impl ControlClient {
+    /// A client of the server at `url` (`http://host:port`).
+    pub fn new(url: &str, token: &str) -> Result<ControlClient, DeployError> {
+        let authority = url
+            .strip_prefix("http://")
+            .unwrap_or(url)
+            .trim_end_matches('/')
+            .to_string();
+        if authority.is_empty() || authority.contains('/') || url.starts_with("https://") {
+            return Err(DeployError::Server {
+                url: url.to_string(),
+                reason: "give the control API as http://host:port".into(),
+            });
+        }
+        Ok(ControlClient {
+            authority,
+            token: token.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+
+    /// Calls `method path` with an optional JSON body and reads a JSON answer; an error
+    /// answer becomes [`DeployError::Refused`] with the server's message.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, DeployError> {
+        let body = match body {
+            Some(value) => serde_json::to_vec(value).map_err(|e| self.failed(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let (status, bytes) = send(
+            &self.authority,
+            method,
+            path,
+            &[
+                ("authorization", format!("Bearer {}", self.token)),
+                ("content-type", "application/json".into()),
+            ],
+            body,
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| self.failed(format!("an answer berth does not understand: {e}")));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(DeployError::Unauthorized { url: self.url() });
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        Err(DeployError::Refused {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    fn failed(&self, reason: String) -> DeployError {
+        DeployError::Server {
+            url: self.url(),
+            reason,
+        }
+    }
+}
+
+/// The digest under which the registry at `registry` (`host:port`) holds
+/// `repository:tag`, if it holds it.
+pub async fn registry_digest(registry: &str, repository: &str, tag: &str) -> Option<String> {
+    let accept = [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+    .join(", ");
+    let path = format!("/v2/{repository}/manifests/{tag}");
+    let (status, _, digest) = exchange(
+        registry,
+        Method::HEAD,
+        &path,
+        &[("accept", accept)],
+        Vec::new(),
+    )
+    .await
+    .ok()?;
+    status.is_success().then_some(digest).flatten()
+}
+
+async fn send(
+    authority: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<(StatusCode, Bytes), String> {
+    exchange(authority, method, path, headers, body)
+        .await
+        .map(|(status, bytes, _)| (status, bytes))
+}
+
+/// One request on a fresh connection; the answer's status, body and
+/// `Docker-Content-Digest` header.
+async fn exchange(
+    authority: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<(StatusCode, Bytes, Option<String>), String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, authority);
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            request = request.header(*name, value);
+        }
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let digest = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes, digest))
+}

@@ -1,0 +1,203 @@
+//! `berth deploy`: build the app's images as `berth dev` does, push the ones the
+//! registry lacks, and hand the manifest and the images (by digest) to a `berth serve`,
+//! which plans the change, records it and rolls it out; then follow the rollout.
+
+mod client;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Method;
+
+use crate::api::{DeployRequest, DeployResponse, DeploymentView, Info, PREFIX};
+use crate::build::{self, BuildError, Builder, Origin, DEV_PREFIX};
+use crate::manifest::{valid_app_name, ImageSource, Manifest, ManifestError, FILE_NAME};
+
+pub use client::{registry_digest, ControlClient};
+
+/// Why a deploy could not be made, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{app:?} is not a valid app name; with --stage, the app is <name>-<stage>: use lowercase letters, digits, '-', '_' or '.'")]
+    AppName { app: String },
+    #[error("cannot reach the berth server at {url}: {reason}; check --server (or BERTH_SERVER) and that berth serve runs")]
+    Server { url: String, reason: String },
+    #[error("the berth server at {url} refused the token; pass the one `berth serve --print-token` shows, with --token or BERTH_TOKEN")]
+    Unauthorized { url: String },
+    #[error("the server refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("the server runs {server} and this engine builds {local}; build on a {server} machine (berth does not cross-build)")]
+    Platform { server: String, local: String },
+    #[error("the server has no registry to push {container} to; start berth serve with --registry host:port")]
+    NoRegistry { container: String },
+    #[error("deployment {number} of {app} failed: {message}")]
+    Failed {
+        app: String,
+        number: i64,
+        message: String,
+    },
+}
+
+/// What to deploy, and where.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// The control API: `http://host:port`.
+    pub server: String,
+    pub token: String,
+    /// Deploy a separate copy of the app, `<name>-<stage>`.
+    pub stage: Option<String>,
+    pub dry_run: bool,
+    pub adopt: bool,
+}
+
+/// A deploy request ready to send: the images built and pushed.
+pub struct Prepared {
+    pub app: String,
+    pub client: ControlClient,
+    pub request: DeployRequest,
+}
+
+/// The app name a manifest deploys as, with its stage.
+pub fn app_name(manifest: &Manifest, stage: Option<&str>) -> Result<String, DeployError> {
+    let app = match stage {
+        Some(stage) => format!("{}-{stage}", manifest.name),
+        None => manifest.name.clone(),
+    };
+    if valid_app_name(&app) {
+        Ok(app)
+    } else {
+        Err(DeployError::AppName { app })
+    }
+}
+
+/// Builds the images of the app in `dir` and pushes those the server's registry lacks
+/// (none on a dry run). `local_platform` is what `builder` builds for.
+pub async fn prepare(
+    dir: &Path,
+    builder: &dyn Builder,
+    local_platform: &str,
+    options: &DeployOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Prepared, DeployError> {
+    let manifest = Manifest::load(dir)?;
+    let manifest_path = dir.join(FILE_NAME);
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| ManifestError::Read {
+        path: manifest_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let app = app_name(&manifest, options.stage.as_deref())?;
+    let client = ControlClient::new(&options.server, &options.token)?;
+    let info: Info = client
+        .call(Method::GET, &format!("{PREFIX}/info"), None::<&()>)
+        .await?;
+    if info.platform != local_platform {
+        return Err(DeployError::Platform {
+            server: info.platform,
+            local: local_platform.to_string(),
+        });
+    }
+    let mut images = BTreeMap::new();
+    for def in &manifest.containers {
+        let ImageSource::Build(spec) = &def.image else {
+            continue;
+        };
+        let registry = info
+            .registry
+            .as_deref()
+            .ok_or_else(|| DeployError::NoRegistry {
+                container: def.id.clone(),
+            })?;
+        let origin = Origin {
+            app: &app,
+            manifest: &manifest_path,
+        };
+        let mut prefixed = |line: &str| progress(&format!("[build {}] {line}", def.id));
+        let built = build::build(builder, spec, origin, &mut prefixed).await?;
+        let (local_repository, tag) = built
+            .image
+            .rsplit_once(':')
+            .unwrap_or((&built.image, "latest"));
+        let repository = local_repository
+            .strip_prefix(&format!("{DEV_PREFIX}/"))
+            .unwrap_or(local_repository);
+        let target = format!("{registry}/{repository}:{tag}");
+        let reference = match registry_digest(registry, repository, tag).await {
+            Some(digest) => {
+                progress(&format!(
+                    "[push {}] {target} is in the registry already",
+                    def.id
+                ));
+                format!("{registry}/{repository}@{digest}")
+            }
+            None if options.dry_run => target,
+            None => {
+                progress(&format!("[push {}] pushing {target}", def.id));
+                let mut prefixed = |line: &str| progress(&format!("[push {}] {line}", def.id));
+                builder.push(&built.image, &target, &mut prefixed).await?
+            }
+        };
+        images.insert(def.id.clone(), reference);
+    }
+    let source = format!(
+        "{}:{}",
+        crate::lease::this_host(),
+        std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .display()
+    );
+    Ok(Prepared {
+        app,
+        client,
+        request: DeployRequest {
+            manifest: text,
+            images,
+            source,
+            adopt: options.adopt,
+            dry_run: options.dry_run,
+        },
+    })
+}
+
+/// Sends the deploy request.
+pub async fn submit(prepared: &Prepared) -> Result<DeployResponse, DeployError> {
+    let path = format!("{PREFIX}/apps/{}/deployments", prepared.app);
+    prepared
+        .client
+        .call(Method::POST, &path, Some(&prepared.request))
+        .await
+}
+
+/// Waits for deployment `number` of `app` to finish rolling out, telling `progress` of
+/// each new message; an error if it failed.
+pub async fn follow(
+    client: &ControlClient,
+    app: &str,
+    number: i64,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<DeploymentView, DeployError> {
+    let path = format!("{PREFIX}/apps/{app}/deployments/{number}");
+    let mut last = String::new();
+    loop {
+        let view: DeploymentView = client.call(Method::GET, &path, None::<&()>).await?;
+        if view.message != last && !view.message.is_empty() {
+            progress(&view.message);
+            last = view.message.clone();
+        }
+        match view.status.as_str() {
+            "rolling-out" => tokio::time::sleep(Duration::from_millis(250)).await,
+            "failed" => {
+                return Err(DeployError::Failed {
+                    app: app.to_string(),
+                    number,
+                    message: view.message,
+                })
+            }
+            _ => return Ok(view),
+        }
+    }
+}
