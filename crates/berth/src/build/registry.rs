@@ -2,6 +2,7 @@
 //! built, `berth serve` pulls what a deployment names, always by digest.
 
 use bollard::auth::DockerCredentials;
+use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
 };
@@ -18,8 +19,22 @@ fn split_tag(image: &str) -> (&str, &str) {
     }
 }
 
+/// The digest in the engine's last line of a push, `<tag>: digest: sha256:… size: …`.
+fn pushed_digest(status: &str) -> Option<&str> {
+    let mut words = status.split_whitespace();
+    words.find(|w| *w == "digest:")?;
+    words.next().filter(|d| {
+        d.strip_prefix("sha256:")
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
 /// Names `image` `target` (`<registry>/<repository>:<tag>`), pushes it, and returns the
 /// reference by digest that the registry gave it: `<registry>/<repository>@sha256:…`.
+///
+/// The digest is the one the engine reports for this push. The engine's record of the
+/// image may hold several digests of one repository (pushed or pulled before), so it is
+/// only asked when the push reported none.
 pub(super) async fn push(
     docker: &Docker,
     image: &str,
@@ -46,14 +61,19 @@ pub(super) async fn push(
         Some(options),
         Some(DockerCredentials::default()),
     );
+    let mut pushed = None;
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| failed(e.to_string()))?;
         if let Some(error) = info.error_detail.and_then(|d| d.message) {
             return Err(failed(error));
         }
         if let Some(status) = info.status.filter(|s| s.contains("digest:")) {
+            pushed = pushed_digest(&status).map(str::to_string);
             progress(&status);
         }
+    }
+    if let Some(digest) = pushed {
+        return Ok(format!("{repository}@{digest}"));
     }
     let inspected = docker
         .inspect_image(target)
@@ -85,7 +105,21 @@ pub(super) async fn pull(
         .build();
     let mut stream = docker.create_image(Some(options), None, Some(DockerCredentials::default()));
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| failed(e.to_string()))?;
+        let info = match item {
+            Ok(info) => info,
+            // The registry answered, without this manifest.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) => {
+                return Err(failed(format!(
+                    "the registry has no image with that digest ({message}); check that \
+                     the reference is one a push returned, to this registry, or push the \
+                     image again"
+                )))
+            }
+            Err(e) => return Err(failed(e.to_string())),
+        };
         if let Some(error) = info.error_detail.and_then(|d| d.message) {
             return Err(failed(error));
         }
@@ -101,7 +135,16 @@ pub(super) async fn pull(
 
 #[cfg(test)]
 mod tests {
-    use super::split_tag;
+    use super::{pushed_digest, split_tag};
+
+    #[test]
+    fn the_digest_comes_from_the_last_line_of_a_push() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let status = format!("v1: digest: {digest} size: 528");
+        assert_eq!(pushed_digest(&status), Some(digest.as_str()));
+        assert_eq!(pushed_digest("v1: digest: sha256:abc size: 528"), None);
+        assert_eq!(pushed_digest("Pushed"), None);
+    }
 
     #[test]
     fn a_registry_port_is_not_a_tag() {
