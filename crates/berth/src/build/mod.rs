@@ -81,7 +81,7 @@ pub enum BuildError {
     Engine { image: String, reason: String },
     #[error("pushing {image} failed: {reason}; check that the registry runs and that the engine may push to it (a registry other than on loopback must be an insecure-registries entry of the Docker daemon, or serve TLS)")]
     Push { image: String, reason: String },
-    #[error("pulling {image} failed: {reason}; check that the registry runs and that this engine can reach it")]
+    #[error("pulling {image} failed: {reason}")]
     Pull { image: String, reason: String },
 }
 

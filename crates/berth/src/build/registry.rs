@@ -90,6 +90,9 @@ pub(super) async fn push(
         .ok_or_else(|| failed("the engine recorded no digest for the pushed image".into()))
 }
 
+/// The advice for a pull that failed short of the registry's answer.
+const UNREACHABLE: &str = "check that the registry runs and that this engine can reach it";
+
 /// Pulls `reference` into the engine.
 pub(super) async fn pull(
     docker: &Docker,
@@ -118,10 +121,10 @@ pub(super) async fn pull(
                      image again"
                 )))
             }
-            Err(e) => return Err(failed(e.to_string())),
+            Err(e) => return Err(failed(format!("{e}; {UNREACHABLE}"))),
         };
         if let Some(error) = info.error_detail.and_then(|d| d.message) {
-            return Err(failed(error));
+            return Err(failed(format!("{error}; {UNREACHABLE}")));
         }
         if let Some(status) = info
             .status

@@ -50,41 +50,38 @@ impl Control {
             return Err(Answer::not_found());
         };
         let parts: Vec<&str> = rest.split('/').skip(1).collect();
+        let allowed = allowed_methods(&parts);
+        if allowed.is_empty() {
+            return Err(Answer::not_found());
+        }
+        if parts.as_slice() == ["health"] && method == Method::GET {
+            return json(StatusCode::OK, &serde_json::json!({ "ok": true }));
+        }
+        let authorization = request.headers().get(header::AUTHORIZATION);
+        if !self.token.accepts(authorization.map(|v| v.as_bytes())) {
+            return Err(Answer::unauthorized());
+        }
+        if !allowed.contains(&method) {
+            return Err(Answer::method_not_allowed(allowed));
+        }
         let p = &self.platform;
         match (&method, parts.as_slice()) {
-            (&Method::GET, ["health"]) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
-            _ if !self.token.accepts(
-                request
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .map(|v| v.as_bytes()),
-            ) =>
-            {
-                Err(Answer::unauthorized())
-            }
-            (&Method::GET, ["openapi.json"]) => {
-                Ok(typed(StatusCode::OK, "application/json", OPENAPI))
-            }
-            (&Method::GET, ["info"]) => json(StatusCode::OK, &self.info),
-            (&Method::GET, ["events"]) => Ok(events::stream(p.events(), app_filter(&query))),
-            (&Method::GET, ["apps"]) => json(StatusCode::OK, &p.apps().await?),
+            (_, ["openapi.json"]) => Ok(typed(StatusCode::OK, "application/json", OPENAPI)),
+            (_, ["info"]) => json(StatusCode::OK, &self.info),
+            (_, ["events"]) => Ok(events::stream(p.events(), app_filter(&query))),
+            (_, ["apps"]) => json(StatusCode::OK, &p.apps().await?),
             (&Method::GET, ["apps", app]) => json(StatusCode::OK, &p.app(app).await?),
-            (&Method::DELETE, ["apps", app]) => json(StatusCode::OK, &p.destroy(app).await?),
+            (_, ["apps", app]) => json(StatusCode::OK, &p.destroy(app).await?),
             (&Method::GET, ["apps", app, "deployments"]) => {
                 json(StatusCode::OK, &p.deployments(app).await?)
             }
-            (&Method::POST, ["apps", app, "deployments"]) => {
+            (_, ["apps", app, "deployments"]) => {
                 let app = app.to_string();
                 let body: DeployRequest = read_json(request).await?;
                 let answer = p.deploy(&app, body).await?;
-                let status = if answer.deployment.is_some() {
-                    StatusCode::ACCEPTED
-                } else {
-                    StatusCode::OK
-                };
-                json(status, &answer)
+                json(accepted_if(answer.deployment.is_some()), &answer)
             }
-            (&Method::GET, ["apps", app, "deployments", number]) => {
+            (_, ["apps", app, "deployments", number]) => {
                 let number = number.parse::<i64>().map_err(|_| {
                     Answer::new(
                         StatusCode::NOT_FOUND,
@@ -94,22 +91,42 @@ impl Control {
                 })?;
                 json(StatusCode::OK, &p.deployment(app, number).await?)
             }
-            (&Method::POST, ["apps", app, "rollback"]) => {
-                json(StatusCode::ACCEPTED, &p.rollback(app).await?)
+            (_, ["apps", app, "rollback"]) => {
+                let answer = p.rollback(app).await?;
+                json(accepted_if(answer.deployment.is_some()), &answer)
             }
-            (&Method::GET, ["apps", app, "instances"]) => {
-                json(StatusCode::OK, &p.instances(app).await?)
-            }
-            (&Method::POST, ["apps", app, "instances", class, id, "stop"]) => {
+            (_, ["apps", app, "instances"]) => json(StatusCode::OK, &p.instances(app).await?),
+            (_, ["apps", app, "instances", class, id, "stop"]) => {
                 p.stop_instance(app, class, id, false).await?;
                 json(StatusCode::OK, &serde_json::json!({ "stopped": true }))
             }
-            (&Method::DELETE, ["apps", app, "instances", class, id]) => {
+            (_, ["apps", app, "instances", class, id]) => {
                 p.stop_instance(app, class, id, true).await?;
                 json(StatusCode::OK, &serde_json::json!({ "destroyed": true }))
             }
             _ => Err(Answer::not_found()),
         }
+    }
+}
+
+/// The methods the endpoint at `parts` (the path after `/v1`) takes; none: no endpoint.
+fn allowed_methods(parts: &[&str]) -> Vec<Method> {
+    match parts {
+        ["health" | "openapi.json" | "info" | "events" | "apps"] => vec![Method::GET],
+        ["apps", _] => vec![Method::GET, Method::DELETE],
+        ["apps", _, "deployments"] => vec![Method::GET, Method::POST],
+        ["apps", _, "deployments", _] | ["apps", _, "instances"] => vec![Method::GET],
+        ["apps", _, "rollback"] | ["apps", _, "instances", _, _, "stop"] => vec![Method::POST],
+        ["apps", _, "instances", _, _] => vec![Method::DELETE],
+        _ => Vec::new(),
+    }
+}
+
+fn accepted_if(made: bool) -> StatusCode {
+    if made {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
     }
 }
 
@@ -127,6 +144,8 @@ impl Worker for Control {
 struct Answer {
     status: StatusCode,
     body: ErrorBody,
+    /// The `Allow` header of a 405.
+    allow: Option<String>,
 }
 
 impl Answer {
@@ -137,6 +156,7 @@ impl Answer {
                 error: kind.to_string(),
                 message,
             },
+            allow: None,
         }
     }
 
@@ -146,6 +166,17 @@ impl Answer {
             "not-found",
             format!("no such endpoint; see {PREFIX}/openapi.json"),
         )
+    }
+
+    fn method_not_allowed(allowed: Vec<Method>) -> Answer {
+        let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        let mut answer = Answer::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("this endpoint takes {}", list.join(", ")),
+        );
+        answer.allow = Some(list.join(", "));
+        answer
     }
 
     fn unauthorized() -> Answer {
@@ -162,6 +193,13 @@ impl Answer {
             "application/json",
             serde_json::to_string(&self.body).unwrap_or_default(),
         );
+        if let Some(allow) = self
+            .allow
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
