@@ -285,7 +285,9 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub(crate) fn new(store: Store, namespace: &str, id: ObjectId) -> Storage {
+    /// The storage of object `id` of namespace `namespace` (`<app>/<class>`) in `store`,
+    /// for tools that reach it from outside the app (objects have [`crate::Object::storage`]).
+    pub fn new(store: Store, namespace: &str, id: ObjectId) -> Storage {
         Storage {
             store,
             namespace: namespace.into(),

@@ -1,0 +1,294 @@
+//! What the CLI tests share: the static test server, app folders with a Dockerfile and a
+//! berth.toml, a running `berth` process with its output, and plain HTTP requests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use berth::runtime::Selector;
+use berth::{DockerRuntime, Runtime};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static test server, compiled once by the example's own build script.
+pub fn server_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let script = root().join("examples/hello/build-server.sh");
+            let status = Command::new("sh").arg(&script).status().expect("sh runs");
+            assert!(status.success(), "{} failed", script.display());
+            root().join("examples/hello/server")
+        })
+        .clone()
+}
+
+/// A temporary app folder: a FROM-scratch Dockerfile, the server binary copied in by
+/// build.command, and the berth.toml given.
+pub struct AppDir {
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl AppDir {
+    pub fn new(test: &str, manifest_body: &str) -> AppDir {
+        let name = format!("cli-{test}-{}", std::process::id());
+        let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("app dir");
+        std::fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n",
+        )
+        .expect("Dockerfile");
+        std::fs::write(dir.join(".dockerignore"), "*\n!Dockerfile\n!server\n")
+            .expect("dockerignore");
+        let app = AppDir { dir, name };
+        app.write_manifest(manifest_body);
+        app
+    }
+
+    pub fn write_manifest(&self, body: &str) {
+        let server = server_binary();
+        let text = format!(
+            "name = \"{}\"\n\n{}",
+            self.name,
+            body.replace("@SERVER@", &server.display().to_string())
+        );
+        std::fs::write(self.dir.join("berth.toml"), text).expect("berth.toml");
+    }
+
+    pub async fn containers(&self) -> Vec<berth::runtime::ContainerInfo> {
+        let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+        runtime
+            .list(&Selector::app(&self.name))
+            .await
+            .expect("list")
+    }
+}
+
+impl Drop for AppDir {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+                // The app, and its staging copy if a test deployed one.
+                for app in [name.clone(), format!("{name}-staging")] {
+                    for info in runtime.list(&Selector::app(&app)).await.unwrap_or_default() {
+                        let _ = runtime.remove(&info.id).await;
+                    }
+                }
+                // The images each test built under its own name, and pushed to a registry.
+                let docker = runtime.docker();
+                let filters = std::collections::HashMap::from([(
+                    "reference",
+                    vec![format!("berth-dev/{name}-*"), format!("*/{name}-*")],
+                )]);
+                let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
+                    .filters(&filters)
+                    .build();
+                for image in docker.list_images(Some(options)).await.unwrap_or_default() {
+                    let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                        .force(true)
+                        .build();
+                    let _ = docker.remove_image(&image.id, Some(options), None).await;
+                }
+            });
+        })
+        .join();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `berth` process with its output collected.
+pub struct Berth {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stdout_lines: mpsc::Receiver<String>,
+}
+
+impl Berth {
+    pub fn start(args: &[&str], dir: &Path) -> Berth {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("stderr")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Berth {
+            child,
+            stderr,
+            stdout_lines: rx,
+        }
+    }
+
+    /// Waits for a line of standard output that starts with `prefix`, and returns the
+    /// first word after it.
+    pub fn line_after(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.stdout_lines.recv_timeout(Duration::from_millis(200)) {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return rest.split_whitespace().next().unwrap_or("").to_string();
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "berth exited with {status} before it printed {prefix:?}:\n{}",
+                    self.stderr()
+                );
+            }
+        }
+        panic!("berth did not print {prefix:?} in time:\n{}", self.stderr());
+    }
+
+    /// Waits for `Ready on http://ADDR` and returns ADDR.
+    pub fn ready(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.stdout_lines.recv_timeout(Duration::from_millis(200)) {
+                if let Some(addr) = line.strip_prefix("Ready on http://") {
+                    return addr.split_whitespace().next().expect("address").to_string();
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "berth exited with {status} before it was ready:\n{}",
+                    self.stderr()
+                );
+            }
+        }
+        panic!("berth was not ready in time:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
+    /// The standard error once it holds `needle`, or after 10 s. Lines written to it before
+    /// "Ready on" was written to standard output may still be on their way: the two are
+    /// read by different threads.
+    pub fn stderr_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread take the last words.
+                std::thread::sleep(Duration::from_millis(50));
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("berth did not exit:\n{}", self.stderr());
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `berth ARGS DIR` to its end with no input; its exit code and its standard error.
+pub fn run_to_end(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .arg(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// One HTTP/1.1 request on its own connection; returns the status and the body.
+pub fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to berth");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,438 @@
+//! `berth serve`, `berth deploy`, `berth rollback` and `berth destroy`, driven as a user
+//! drives them: the real binary, a real OCI registry (`scripts/registry.sh`), HTTP
+//! requests by `Host`, signals, and the real Docker Engine.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The address of the local registry, started once per test process.
+fn registry() -> String {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(root().join("scripts/registry.sh"))
+            .output()
+            .expect("bash runs");
+        assert!(
+            output.status.success(),
+            "scripts/registry.sh failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    })
+    .clone()
+}
+
+/// A running `berth serve` on loopback ports, with its own data folder.
+struct Server {
+    process: Berth,
+    public: String,
+    control: String,
+    token: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let registry = registry();
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--registry",
+            &registry,
+            "--data",
+        ];
+        let mut process = Berth::start(&args, data);
+        let public = process.line_after("Public on http://");
+        let control = process.line_after("Control on http://");
+        let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--print-token", "--data"])
+            .arg(data)
+            .output()
+            .expect("berth runs");
+        assert!(output.status.success());
+        Server {
+            process,
+            public,
+            control,
+            token: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        }
+    }
+
+    /// Runs `berth COMMAND ARGS` against this server; its exit code, stdout and stderr.
+    fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .env("BERTH_SERVER", format!("http://{}", self.control))
+            .env("BERTH_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("berth runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// `berth deploy DIR ARGS`, which must succeed; its stdout.
+    fn deploy(&self, dir: &Path, args: &[&str]) -> String {
+        let dir = dir.display().to_string();
+        let mut all = vec!["deploy", dir.as_str()];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = self.run(&all);
+        assert_eq!(code, Some(0), "deploy failed:\n{stderr}");
+        stdout
+    }
+
+    /// A request through the public listener, to `host`.
+    fn get(&self, host: &str, path: &str, user: &str) -> (u16, String) {
+        request(
+            &self.public,
+            "GET",
+            path,
+            &[("Host", host), ("X-User", user)],
+        )
+    }
+
+    /// A control API call with the token.
+    fn api(&self, method: &str, path: &str) -> (u16, String) {
+        let auth = format!("Bearer {}", self.token);
+        request(&self.control, method, path, &[("Authorization", &auth)])
+    }
+
+    fn stop(mut self) {
+        self.process.signal("TERM");
+        let code = self.process.wait(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{}", self.process.stderr());
+    }
+}
+
+/// One HTTP/1.1 request with the headers given (the first `Host` wins); status and body.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut text =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        text.push_str("Host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+const APP: &str = r#"
+[containers.app]
+class_name = "App"
+build = { context = ".", command = "cp @SERVER@ server" }
+rollout = { steps = [50, 100], grace = "10s" }
+
+[containers.app.class]
+default_port = 8080
+env_vars = { MESSAGE = "one" }
+
+[workers.web]
+bindings = { APP = "app" }
+routes = [{ path = "/*", binding = "APP", instance = { from = "header", name = "x-user" } }]
+"#;
+
+async fn container_ids(app: &AppDir) -> BTreeSet<String> {
+    app.containers()
+        .await
+        .into_iter()
+        .filter(|c| c.running)
+        .map(|c| c.id)
+        .collect()
+}
+
+fn data_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join("berth-serve-tests")
+        .join(format!("{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The life of an app on a server: deployed and reached by host; deployed again with no
+/// change; rolled out while a request is in flight; rolled back; carried over a restart
+/// of the server; destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destroyed() {
+    let app = AppDir::new("life", APP);
+    let data = data_dir("life");
+    let server = Server::start(&data);
+    let host = format!("web.{}.localhost", app.name);
+
+    let out = server.deploy(&app.dir, &[]);
+    assert!(out.contains("is active"), "{out}");
+    assert_eq!(
+        server.get(&host, "/", "a").1,
+        "Hi, I'm a container and this is my message: one"
+    );
+    assert_eq!(server.get(&host, "/", "b").0, 200);
+    let (status, body) = server.get("nobody.localhost", "/", "a");
+    assert_eq!(status, 404);
+    assert!(
+        !body.contains(&app.name),
+        "a stranger learns no app's name: {body}"
+    );
+    let (status, _) = request(&server.control, "GET", "/v1/apps", &[]);
+    assert_eq!(status, 401, "no token");
+    let (status, _) = request(
+        &server.control,
+        "GET",
+        "/v1/apps",
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(status, 401, "a wrong token");
+
+    // Again, unchanged: nothing pushed, nothing touched.
+    let before = container_ids(&app).await;
+    assert_eq!(before.len(), 2);
+    let (code, stdout, stderr) = server.run(&["deploy", &app.dir.display().to_string()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "no changes");
+    assert!(stderr.contains("is in the registry already"), "{stderr}");
+    assert!(!stderr.contains("pushing"), "{stderr}");
+    assert_eq!(container_ids(&app).await, before);
+
+    // A new value rolls out, and a request in flight on an old instance completes.
+    let slow = {
+        let (public, host) = (server.public.clone(), host.clone());
+        std::thread::spawn(move || {
+            request(
+                &public,
+                "GET",
+                "/sleep/3000",
+                &[("Host", &host), ("X-User", "a")],
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    app.write_manifest(&APP.replace("\"one\"", "\"two\""));
+    let out = server.deploy(&app.dir, &[]);
+    assert!(out.contains("is active"), "{out}");
+    assert_eq!(slow.join().expect("join"), (200, "slept 3000".to_string()));
+    for user in ["a", "b"] {
+        assert_eq!(
+            server.get(&host, "/", user).1,
+            "Hi, I'm a container and this is my message: two"
+        );
+    }
+    let after = container_ids(&app).await;
+    assert!(after.is_disjoint(&before), "every instance was replaced");
+
+    // Back to the first deployment's value.
+    let (code, stdout, stderr) = server.run(&["rollback", &app.name]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("rollback to deployment 1"), "{stdout}");
+    assert_eq!(
+        server.get(&host, "/", "a").1,
+        "Hi, I'm a container and this is my message: one"
+    );
+
+    // A restart keeps the containers, their records and storage.
+    let store = berth::Store::open(data.join("state.db")).expect("store");
+    let (_, instances) = server.api("GET", &format!("/v1/apps/{}/instances", app.name));
+    let id = instances
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("an object id");
+    let id = berth::ObjectId::parse_hex(id).expect("a valid id");
+    let storage = berth::Storage::new(store.clone(), &format!("{}/App", app.name), id);
+    storage.put("k", b"kept").await.expect("put");
+    let running = container_ids(&app).await;
+    server.stop();
+    assert_eq!(
+        container_ids(&app).await,
+        running,
+        "containers run on while berth is down"
+    );
+    let server = Server::start(&data);
+    assert_eq!(
+        server.get(&host, "/", "a").1,
+        "Hi, I'm a container and this is my message: one"
+    );
+    assert_eq!(
+        container_ids(&app).await,
+        running,
+        "the same containers, re-adopted"
+    );
+    assert_eq!(
+        storage.get("k").await.expect("get").as_deref(),
+        Some(&b"kept"[..])
+    );
+    let (status, instances) = server.api("GET", &format!("/v1/apps/{}/instances", app.name));
+    assert_eq!(status, 200);
+    assert_eq!(
+        instances.matches("\"state\":\"healthy\"").count(),
+        2,
+        "{instances}"
+    );
+
+    // Destroy leaves nothing.
+    let (code, stdout, stderr) = server.run(&["destroy", "--app", &app.name, "--yes"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("left in the registry"), "{stdout}");
+    assert!(app.containers().await.is_empty());
+    assert_eq!(server.api("GET", &format!("/v1/apps/{}", app.name)).0, 404);
+    assert_eq!(server.get(&host, "/", "a").0, 404);
+    let records = store.objects_of(Some(&app.name)).await.expect("records");
+    assert!(records.is_empty(), "{records:?}");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// What must not harm the running version: a new version that exits at once, and a
+/// build that fails. Then a class removed from the manifest, and a stage kept apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_leave_the_running_version_and_stages_and_removed_classes_behave() {
+    let app = AppDir::new("guard", APP);
+    let data = data_dir("guard");
+    let server = Server::start(&data);
+    let host = format!("web.{}.localhost", app.name);
+    server.deploy(&app.dir, &[]);
+    for user in ["a", "b"] {
+        assert_eq!(server.get(&host, "/", user).0, 200);
+    }
+    let running = container_ids(&app).await;
+
+    // A version whose server cannot start: an invalid PORT makes it exit at once.
+    app.write_manifest(&APP.replace(
+        "MESSAGE = \"one\"",
+        "MESSAGE = \"one\", PORT = \"not-a-port\"",
+    ));
+    let (code, _, stderr) = server.run(&["deploy", &app.dir.display().to_string()]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("rollout halted, deployment 1 restored"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("exited with code 1"), "the cause: {stderr}");
+    for user in ["a", "b"] {
+        assert_eq!(
+            server.get(&host, "/", user).1,
+            "Hi, I'm a container and this is my message: one"
+        );
+    }
+    let survivors = container_ids(&app).await;
+    assert!(
+        !survivors.is_disjoint(&running),
+        "the instances not yet replaced kept running"
+    );
+
+    // A build that fails changes nothing on the server.
+    app.write_manifest(APP);
+    std::fs::write(
+        app.dir.join("Dockerfile"),
+        "FROM scratch\nCOPY missing /x\n",
+    )
+    .expect("Dockerfile");
+    let (code, _, stderr) = server.run(&["deploy", &app.dir.display().to_string()]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("COPY missing /x"), "{stderr}");
+    assert_eq!(container_ids(&app).await, survivors);
+    std::fs::write(
+        app.dir.join("Dockerfile"),
+        "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n",
+    )
+    .expect("Dockerfile");
+
+    // A second class, then removed: its containers go.
+    let with_extra = format!(
+        "{APP}\n[containers.extra]\nclass_name = \"Extra\"\nbuild = {{ context = \".\", command = \"cp @SERVER@ server\" }}\n[containers.extra.class]\ndefault_port = 8080\n[workers.more]\nbindings = {{ EXTRA = \"extra\" }}\nroutes = [{{ path = \"/*\", binding = \"EXTRA\", instance = \"x\" }}]\n"
+    );
+    app.write_manifest(&with_extra);
+    server.deploy(&app.dir, &[]);
+    assert_eq!(
+        server
+            .get(&format!("more.{}.localhost", app.name), "/", "a")
+            .0,
+        200
+    );
+    let extra = |containers: &[berth::runtime::ContainerInfo]| {
+        containers
+            .iter()
+            .filter(|c| c.identity.as_ref().is_some_and(|i| i.class == "Extra"))
+            .count()
+    };
+    assert_eq!(extra(&app.containers().await), 1);
+    app.write_manifest(APP);
+    let (code, _, stderr) = server.run(&["deploy", &app.dir.display().to_string()]);
+    assert_ne!(
+        code,
+        Some(0),
+        "deleting needs --yes without a terminal: {stderr}"
+    );
+    assert!(stderr.contains("pass --yes"), "{stderr}");
+    server.deploy(&app.dir, &["--yes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while extra(&app.containers().await) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        extra(&app.containers().await),
+        0,
+        "the removed class's container is gone"
+    );
+    assert_eq!(
+        server
+            .get(&format!("more.{}.localhost", app.name), "/", "a")
+            .0,
+        404
+    );
+
+    // A stage is a copy with its own objects.
+    server.deploy(&app.dir, &["--stage", "staging"]);
+    let staging = format!("web.{}-staging.localhost", app.name);
+    assert_eq!(server.get(&staging, "/", "a").0, 200);
+    let (_, instances) = server.api("GET", &format!("/v1/apps/{}-staging/instances", app.name));
+    assert_eq!(
+        instances.matches("\"class\":\"App\"").count(),
+        1,
+        "{instances}"
+    );
+    let (_, main) = server.api("GET", &format!("/v1/apps/{}/instances", app.name));
+    assert_eq!(
+        main.matches("\"class\":\"App\"").count(),
+        2,
+        "the main app's own: {main}"
+    );
+
+    for target in [app.name.clone(), format!("{}-staging", app.name)] {
+        let (code, _, stderr) = server.run(&["destroy", "--app", &target, "--yes"]);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    assert!(app.containers().await.is_empty());
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
