@@ -149,6 +149,28 @@ fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
     (status, body)
 }
 
+/// The first event of `app` on the events stream (read for at most 30 s).
+fn first_event(control: &str, token: &str, app: &str) -> String {
+    let mut stream = TcpStream::connect(control).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let request = format!("GET /v1/events?app={app} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(line) = seen.lines().find(|l| l.starts_with("data: {")) {
+            return line.to_string();
+        }
+    }
+    panic!("no event came: {seen:?}");
+}
+
 const APP: &str = r#"
 [containers.app]
 class_name = "App"
@@ -214,6 +236,41 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
     );
     assert_eq!(status, 401, "a wrong token");
 
+    // The events stream tells of a container that starts.
+    let events = {
+        let (control, token, app_name) = (
+            server.control.clone(),
+            server.token.clone(),
+            app.name.clone(),
+        );
+        std::thread::spawn(move || first_event(&control, &token, &app_name))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.get(&host, "/", "c").0, 200);
+    let event = events.join().expect("join");
+    assert!(event.contains(r#""kind":"started""#), "{event}");
+    assert!(event.contains(r#""object":"\"c\"""#), "{event}");
+    // An instance can be stopped through the API.
+    let (_, instances) = server.api("GET", &format!("/v1/apps/{}/instances", app.name));
+    let c = instances
+        .split("{\"class\"")
+        .find(|i| i.contains("\"name\":\"c\""))
+        .and_then(|i| i.split("\"id\":\"").nth(1))
+        .and_then(|i| i.split('"').next())
+        .expect("instance c")
+        .to_string();
+    let (status, body) = server.api(
+        "POST",
+        &format!("/v1/apps/{}/instances/App/{c}/stop", app.name),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server
+            .api("POST", &format!("/v1/apps/{}/instances/App/{c}", app.name))
+            .0,
+        405
+    );
+
     // Again, unchanged: nothing pushed, nothing touched.
     let before = container_ids(&app).await;
     assert_eq!(before.len(), 2);
@@ -254,10 +311,12 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
     let (code, stdout, stderr) = server.run(&["rollback", &app.name]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("rollback to deployment 1"), "{stdout}");
-    assert_eq!(
-        server.get(&host, "/", "a").1,
-        "Hi, I'm a container and this is my message: one"
-    );
+    for user in ["a", "b"] {
+        assert_eq!(
+            server.get(&host, "/", user).1,
+            "Hi, I'm a container and this is my message: one"
+        );
+    }
 
     // A restart keeps the containers, their records and storage.
     let store = berth::Store::open(data.join("state.db")).expect("store");
@@ -366,6 +425,20 @@ async fn failures_leave_the_running_version_and_stages_and_removed_classes_behav
         "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n",
     )
     .expect("Dockerfile");
+
+    // A copy of the app in another folder may not take it over unasked.
+    let copy = app.dir.with_file_name(format!("{}-copy", app.name));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).expect("copy");
+    for file in ["Dockerfile", ".dockerignore", "berth.toml"] {
+        std::fs::copy(app.dir.join(file), copy.join(file)).expect("copy a file");
+    }
+    let (code, _, stderr) = server.run(&["deploy", &copy.display().to_string()]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("pass --adopt to take it over"), "{stderr}");
+    server.deploy(&copy, &["--adopt"]);
+    server.deploy(&app.dir, &["--adopt"]);
+    let _ = std::fs::remove_dir_all(&copy);
 
     // A second class, then removed: its containers go.
     let with_extra = format!(
