@@ -143,9 +143,13 @@ pub async fn prepare(
         };
         images.insert(def.id.clone(), reference);
     }
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(crate::lease::this_host);
     let source = format!(
-        "{}:{}",
-        crate::lease::this_host(),
+        "{machine}:{}",
         std::fs::canonicalize(dir)
             .unwrap_or_else(|_| dir.to_path_buf())
             .display()

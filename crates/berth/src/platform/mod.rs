@@ -119,18 +119,30 @@ impl Platform {
             events: tokio::sync::broadcast::channel(1024).0,
         });
         for deployment in platform.store.live_deployments().await? {
-            let release = Release::new(&deployment.app, &deployment.manifest, &deployment.images)?;
-            let hosted = platform.host(&deployment.app, release, deployment.number)?;
-            let recovery = hosted.app.recover().await?;
-            tracing::info!(
-                app = %deployment.app,
-                deployment = deployment.number,
-                adopted = recovery.adopted,
-                removed = recovery.removed,
-                "app restored"
-            );
+            // One app that cannot come back must not keep the others down.
+            if let Err(e) = platform.restore(&deployment).await {
+                tracing::error!(
+                    app = %deployment.app,
+                    deployment = deployment.number,
+                    "cannot restore the app: {e}; deploy it again, or destroy it"
+                );
+            }
         }
         Ok(platform)
+    }
+
+    async fn restore(&self, deployment: &Deployment) -> Result<(), PlatformError> {
+        let release = Release::new(&deployment.app, &deployment.manifest, &deployment.images)?;
+        let hosted = self.host(&deployment.app, release, deployment.number)?;
+        let recovery = hosted.app.recover().await?;
+        tracing::info!(
+            app = %deployment.app,
+            deployment = deployment.number,
+            adopted = recovery.adopted,
+            removed = recovery.removed,
+            "app restored"
+        );
+        Ok(())
     }
 
     /// Starts hosting `release` as app `name`.
