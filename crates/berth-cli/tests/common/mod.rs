@@ -99,11 +99,18 @@ impl Drop for AppDir {
                 let options = bollard::query_parameters::ListImagesOptionsBuilder::new()
                     .filters(&filters)
                     .build();
+                // By tag, never by id: images of the same content share an id with other
+                // tests' images, which a removal by id would take away mid-build.
                 for image in docker.list_images(Some(options)).await.unwrap_or_default() {
-                    let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
-                        .force(true)
-                        .build();
-                    let _ = docker.remove_image(&image.id, Some(options), None).await;
+                    for tag in image.repo_tags.iter().filter(|t| t.contains(&name)) {
+                        let _ = docker
+                            .remove_image(
+                                tag,
+                                None::<bollard::query_parameters::RemoveImageOptions>,
+                                None,
+                            )
+                            .await;
+                    }
                 }
             });
         })
