@@ -6,6 +6,7 @@
 
 mod fixture;
 mod recovery;
+mod rollout;
 mod sleep;
 mod starts;
 mod stops;
