@@ -446,6 +446,16 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
         200
     );
 
+    // A name escaped in the path, as URL libraries may escape it, is the same name.
+    let (status, body) = http(
+        &serve.control,
+        "GET",
+        &format!("/v1/apps/%{:02X}{}", app.as_bytes()[0], &app[1..]),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"name\":\"{app}\"")), "{body}");
+
     let host = format!("web.{app}.localhost");
     let serves = |serve: &Serve| {
         assert_eq!(
