@@ -30,7 +30,7 @@ missing_required_header,unsupported_method,allow_header_conformance,use_after_fr
 ensure_resource_availability,ignored_auth";
 
 /// Test cases per operation in the runs over every endpoint.
-const EXAMPLES: &str = "150";
+const EXAMPLES: &str = "400";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -152,18 +152,25 @@ impl Drop for Scratch {
                 let _ = quiet(&["rm", "-f", id]);
             }
         }
-        for reference in [
+        // By reference, never by image id: another app built from the same files has the
+        // same id, and a forced removal by id would untag it too.
+        for pattern in [
             format!("berth-dev/{}-*", self.app),
             format!("{}/{}-*", self.registry, self.app),
         ] {
+            let format = "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}";
             if let Ok(out) = quiet(&[
                 "images",
-                "-q",
                 "--filter",
-                &format!("reference={reference}"),
+                &format!("reference={pattern}"),
+                "--format",
+                format,
             ]) {
-                for id in text(&out.stdout).split_whitespace() {
-                    let _ = quiet(&["rmi", "-f", id]);
+                for reference in text(&out.stdout)
+                    .split_whitespace()
+                    .filter(|r| !r.ends_with(":<none>") && !r.ends_with("@<none>"))
+                {
+                    let _ = quiet(&["rmi", reference]);
                 }
             }
         }
