@@ -464,7 +464,7 @@ fn read_key<B>(
 }
 
 /// Decodes `%XX` escapes. A `+` stays a plus: it is a space only in a query string.
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::api::{DeployRequest, ErrorBody, Info, PREFIX};
 use crate::http::{full, Body};
 use crate::platform::{Platform, PlatformError};
+use crate::router::percent_decode;
 use crate::worker::{Env, Worker};
 
 pub use token::{Token, TokenError};
@@ -49,7 +50,10 @@ impl Control {
         let Some(rest) = path.strip_prefix(PREFIX) else {
             return Err(Answer::not_found());
         };
-        let parts: Vec<&str> = rest.split('/').skip(1).collect();
+        // Each segment decoded on its own: `%2F` is part of a name, not a separator, and a
+        // client that escapes a name (as URL libraries may) reaches the same resource.
+        let decoded: Vec<String> = rest.split('/').skip(1).map(percent_decode).collect();
+        let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let allowed = allowed_methods(&parts);
         if allowed.is_empty() {
             return Err(Answer::not_found());
@@ -264,6 +268,6 @@ fn app_filter(query: &str) -> Option<String> {
     query
         .split('&')
         .find_map(|pair| pair.strip_prefix("app="))
-        .map(str::to_string)
+        .map(|app| percent_decode(&app.replace('+', " ")))
         .filter(|a| !a.is_empty())
 }
