@@ -224,7 +224,7 @@ impl Platform {
     }
 
     /// Makes sure the engine has `image`, pulling it if not.
-    async fn ensure_image(&self, image: &str) -> Result<(), PlatformError> {
+    pub(super) async fn ensure_image(&self, image: &str) -> Result<(), PlatformError> {
         if matches!(self.images.has_image(image).await, Ok(true)) {
             return Ok(());
         }

@@ -133,6 +133,10 @@ impl Platform {
 
     async fn restore(&self, deployment: &Deployment) -> Result<(), PlatformError> {
         let release = Release::new(&deployment.app, &deployment.manifest, &deployment.images)?;
+        // An image removed from the engine while berth was down comes back from the registry.
+        for class in &release.classes {
+            self.ensure_image(&class.class.image).await?;
+        }
         let hosted = self.host(&deployment.app, release, deployment.number)?;
         let recovery = hosted.app.recover().await?;
         tracing::info!(
