@@ -14,9 +14,10 @@ use clap::{Parser, Subcommand};
 
 /// Self-hosted, on-demand containers addressed by name.
 ///
-/// berth runs the containers of your app on the local Docker Engine. Each request goes
-/// to an object picked by name; the object starts its container on first use, waits
-/// until it is ready, proxies to it, and stops it after it has been idle.
+/// berth runs the containers of your app on a Docker Engine: on your machine with
+/// `berth dev`, or on a server with `berth serve`, where `berth deploy` sends it. Each
+/// request goes to an object picked by name; the object starts its container on first
+/// use, waits until it is ready, proxies to it, and stops it after it has been idle.
 ///
 /// An app is a folder with a Dockerfile and a berth.toml that names container classes
 /// (port, idle timeout, environment, size) and workers (bindings and routes).
