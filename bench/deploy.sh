@@ -10,6 +10,7 @@
 # It prints the figures as Markdown.
 #
 #   bench/deploy.sh [REPEATS]       # default 5
+#   BENCH_DEPLOY_KEEP_LOGS=DIR      # copies the logs of berth serve and berth deploy to DIR
 #
 # Builds ${CARGO_TARGET_DIR:-target}/release/berth and the static server when missing,
 # starts the local registry (scripts/registry.sh), and runs its own berth serve on free
@@ -45,7 +46,7 @@ log() { echo "$(date +%T) $*" >&2; }
 # Seconds since the epoch, to the microsecond, without a fork.
 now() { echo "$EPOCHREALTIME"; }
 # Milliseconds between two `now` readings.
-ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f\n", (b - a) * 1000 }'; }
 
 # Starts berth serve on the public and control addresses given (127.0.0.1:0 at first) and
 # waits (at most 60 s) until it prints where it listens. Each line of its stdout is
@@ -109,6 +110,7 @@ cleanup() {
             tail -n 20 "$tmp/$f" >&2
         done
     fi
+    [ -n "${BENCH_DEPLOY_KEEP_LOGS:-}" ] && cp "$tmp"/*.log "$BENCH_DEPLOY_KEEP_LOGS"/ 2>/dev/null
     rm -rf "$tmp"
     exit "$code"
 }
@@ -186,7 +188,13 @@ out=$(deploy)
 case "$out" in *"is active"*) ;; *) echo "first deploy: $out" >&2; exit 1 ;; esac
 image=$(docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$registry/$app-app:*" | head -1)
 [ -n "$image" ] || { echo "no image $registry/$app-app:* after the first deploy" >&2; exit 1; }
-log "deployed $image"
+# The baseline's image: the same context built by docker itself, under a repository of its
+# own (berth labels its images with a content hash, so docker's build is another image, and
+# pushing it under berth's tag would change what berth finds in the registry).
+base="$registry/$app-baseline:1"
+docker build -q -t "$base" "$appdir" >/dev/null 2>&1
+docker push -q "$base" >/dev/null
+log "deployed $image; baseline image $base"
 
 # 1. No change: berth deploy, against docker build + docker push of the same tag.
 : >"$tmp/nochange.berth"
@@ -198,8 +206,8 @@ for i in $(seq 1 "$repeats"); do
     [ "$out" = "no changes" ] || { echo "an unchanged deploy said: $out" >&2; exit 1; }
     ms "$t0" "$t1" >>"$tmp/nochange.berth"
     t0=$(now)
-    docker build -q -t "$image" "$appdir" >/dev/null
-    docker push -q "$image" >/dev/null
+    docker build -q -t "$base" "$appdir" >/dev/null 2>&1
+    docker push -q "$base" >/dev/null
     t1=$(now)
     ms "$t0" "$t1" >>"$tmp/nochange.docker"
     log "no change $i: berth $(tail -1 "$tmp/nochange.berth") ms, docker $(tail -1 "$tmp/nochange.docker") ms"
@@ -226,10 +234,10 @@ for i in $(seq 1 "$repeats"); do
         { echo "after the deploy of v$version, u0 answered '$answer'" >&2; exit 1; }
 
     t0=$(now)
-    docker build -q -t "$image" "$appdir" >/dev/null
-    docker push -q "$image" >/dev/null
+    docker build -q -t "$base" "$appdir" >/dev/null 2>&1
+    docker push -q "$base" >/dev/null
     for u in 0 1 2 3 4 5 6 7 8 9; do
-        docker run -d --label "bench.deploy=$app" -e "MESSAGE=v$version" "$image" >/dev/null
+        docker run -d --label "bench.deploy=$app" -e "MESSAGE=v$version" "$base" >/dev/null
     done
     t1=$(now)
     ms "$t0" "$t1" >>"$tmp/change.docker"
