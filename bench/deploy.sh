@@ -284,18 +284,18 @@ for i in $(seq 1 "$repeats"); do
     [ "$before" = "$after" ] || { echo "the containers changed over the restart" >&2; exit 1; }
     # The longest stretch of failures: from the start of its first failed request to the
     # start of the next request that succeeded.
-    read -r down failed total slow < <(awk '
+    read -r down failed total slow codes < <(awk '
         { n++ }
-        $3 != "200" { failed++; if (start == "") start = $1 }
+        $3 != "200" { failed++; if (start == "") start = $1; if (!seen[$3]++) codes = codes (codes ? "," : "") $3 }
         $3 == "200" { if (start != "") { d = $1 - start; if (d > max) max = d; start = "" }
                       if ($2 - $1 > slow) slow = $2 - $1 }
         END { if (start != "") { print "unrecovered"; exit }
-              printf "%.0f %d %d %.0f\n", max * 1000, failed, n, slow * 1000 }' "$reqlog")
+              printf "%.0f %d %d %.0f %s\n", max * 1000, failed, n, slow * 1000, codes }' "$reqlog")
     [ "$down" != unrecovered ] || { echo "requests still failed after the restart" >&2; exit 1; }
     echo "$down" >>"$tmp/restart.down"
     echo "$slow" >>"$tmp/restart.slow"
     ms "$term_at" "$public_at" >>"$tmp/restart.proc"
-    log "restart $i: failures for $down ms ($failed of $total requests failed, slowest success $slow ms);" \
+    log "restart $i: failures for $down ms ($failed of $total requests failed, with status $codes (000: no connection); slowest success $slow ms);" \
         "SIGTERM to exit $(ms "$term_at" "$exited_at") ms, SIGTERM to 'Public on' $(tail -1 "$tmp/restart.proc") ms;" \
         "$(echo "$after" | wc -l) containers, the same ids"
 done
