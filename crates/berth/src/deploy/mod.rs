@@ -186,6 +186,8 @@ pub async fn follow(
 ) -> Result<DeploymentView, DeployError> {
     let path = format!("{PREFIX}/apps/{app}/deployments/{number}");
     let mut last = String::new();
+    // Quick at first, when most rollouts end; then gentler on the server.
+    let mut pause = Duration::from_millis(20);
     loop {
         let view: DeploymentView = client.call(Method::GET, &path, None::<&()>).await?;
         if view.message != last && !view.message.is_empty() {
@@ -193,7 +195,10 @@ pub async fn follow(
             last = view.message.clone();
         }
         match view.status.as_str() {
-            "rolling-out" => tokio::time::sleep(Duration::from_millis(250)).await,
+            "rolling-out" => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
             "failed" => {
                 return Err(DeployError::Failed {
                     app: app.to_string(),
