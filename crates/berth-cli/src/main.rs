@@ -69,9 +69,17 @@ enum Command {
         /// The public listener, where apps are reached by Host.
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
-        /// The control API (bearer token required).
+        /// Serve HTTPS on --listen with this certificate chain (PEM, the server's
+        /// certificate first). Needs --tls-key.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The control API (bearer token required): IP:PORT, or unix:PATH for a unix
+        /// socket that only this user may use (mode 0600).
         #[arg(long, default_value = "127.0.0.1:7878")]
-        control: SocketAddr,
+        control: berth::serve::ControlAddr,
         /// The registry (host:port) that berth deploy pushes images to.
         #[arg(long)]
         registry: Option<String>,
@@ -225,6 +233,8 @@ fn main() -> ExitCode {
             Command::Serve {
                 data,
                 listen,
+                tls_cert,
+                tls_key,
                 control,
                 registry,
                 stop_on_exit,
@@ -233,6 +243,7 @@ fn main() -> ExitCode {
                 let args = serve::Args {
                     data,
                     listen,
+                    tls: tls_cert.zip(tls_key),
                     control,
                     registry,
                     stop_on_exit,

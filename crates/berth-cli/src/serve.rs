@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth::serve::{self, DataDir, ServeConfig};
+use berth::serve::{self, ControlAddr, DataDir, ServeConfig};
+use berth::tls::Tls;
 use berth::DockerRuntime;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -15,7 +16,9 @@ use crate::dev::clock;
 pub struct Args {
     pub data: Option<PathBuf>,
     pub listen: SocketAddr,
-    pub control: SocketAddr,
+    /// The certificate and key files for HTTPS on `listen`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub control: ControlAddr,
     pub registry: Option<String>,
     pub stop_on_exit: bool,
     pub print_token: bool,
@@ -31,12 +34,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", token.reveal());
         return Ok(());
     }
+    // A certificate that cannot serve is found out before anything starts.
+    let tls = match args.tls {
+        Some((cert, key)) => Some(Tls::load(&cert, &key)?),
+        None => None,
+    };
     let data = tokio::task::spawn_blocking(move || DataDir::open(&path)).await??;
     let engine = Arc::new(DockerRuntime::connect().await?);
     let platform = engine.platform().await?;
+    let https = tls.is_some();
     let config = ServeConfig {
         listen: args.listen,
         control: args.control,
+        tls,
         registry: args.registry,
         stop_on_exit: args.stop_on_exit,
         drain: Duration::from_secs(10),
@@ -49,8 +59,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data.path.display(),
         apps.len()
     );
-    println!("Public on http://{}", bound.public);
-    println!("Control on http://{}", bound.control);
+    let scheme = if https { "https" } else { "http" };
+    println!("Public on {scheme}://{}", bound.public);
+    println!("Control on {}", bound.control);
     let mut events = bound.platform.events();
     tokio::spawn(async move {
         while let Ok(e) = events.recv().await {

@@ -31,6 +31,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod runtime;
 pub mod store;
+pub mod tls;
 // Floor 2: events and forwarding.
 pub mod event;
 pub mod proxy;

@@ -1,10 +1,11 @@
 //! What `berth serve` runs: the data folder (one server per folder), the platform with
-//! every app, the public listener that routes by `Host`, and the control API.
+//! every app, the public listener that routes by `Host` (over HTTPS when given a
+//! certificate), and the control API (on TCP, or on a unix socket of mode 0600).
 
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::platform::{Platform, PlatformError};
 use crate::runtime::Runtime;
 use crate::server::{self, ServeOptions};
 use crate::store::{Store, StoreError};
+use crate::tls::Tls;
 use crate::worker::{Env, Worker};
 
 /// Why `berth serve` could not start.
@@ -37,6 +39,50 @@ pub enum ServeError {
         what: &'static str,
         reason: String,
     },
+    #[error("cannot make the control socket {path}: {reason}; check that its folder exists and is writable, or pick another path with --control unix:PATH")]
+    Socket { path: PathBuf, reason: String },
+    #[error("another process listens on the control socket {path}; stop it (another berth serve?), or pick another path with --control unix:PATH")]
+    SocketInUse { path: PathBuf },
+    #[error("{path} exists and is not a socket; berth replaces only a stale socket: remove the file yourself, or pick another path with --control unix:PATH")]
+    NotASocket { path: PathBuf },
+}
+
+/// Where the control API listens: a TCP address, or a unix socket (`unix:PATH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A `--control` value that is neither `HOST:PORT` nor `unix:PATH`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a control address: give IP:PORT (such as 127.0.0.1:7878) or unix:PATH (such as unix:/run/berth/control.sock)")]
+pub struct ControlAddrError(String);
+
+impl std::str::FromStr for ControlAddr {
+    type Err = ControlAddrError;
+
+    fn from_str(text: &str) -> Result<ControlAddr, ControlAddrError> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(ControlAddrError(text.to_string()));
+            }
+            return Ok(ControlAddr::Unix(PathBuf::from(path)));
+        }
+        text.parse()
+            .map(ControlAddr::Tcp)
+            .map_err(|_| ControlAddrError(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for ControlAddr {
+    /// `http://IP:PORT` or `unix:PATH`: what a client is given.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlAddr::Tcp(addr) => write!(f, "http://{addr}"),
+            ControlAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// The folder `berth serve` keeps its state in: `/var/lib/berth` for root, otherwise
@@ -101,7 +147,9 @@ pub struct ServeConfig {
     /// The public listener, where apps are reached by `Host`.
     pub listen: SocketAddr,
     /// The control API's listener.
-    pub control: SocketAddr,
+    pub control: ControlAddr,
+    /// Serve the public listener over HTTPS with this certificate and key.
+    pub tls: Option<Tls>,
     /// The registry `berth deploy` pushes to, as `host:port`.
     pub registry: Option<String>,
     /// On shutdown, stop every container instead of leaving them for the next start.
@@ -114,9 +162,12 @@ pub struct ServeConfig {
 pub struct Bound {
     pub platform: Arc<Platform>,
     pub public: SocketAddr,
-    pub control: SocketAddr,
+    /// Where the control API listens (with the port picked, for port 0).
+    pub control: ControlAddr,
     public_listener: tokio::net::TcpListener,
-    control_listener: tokio::net::TcpListener,
+    control_listener: server::Listener,
+    /// The control socket's file, removed when serving ends.
+    socket_file: Option<SocketFile>,
     control_worker: Arc<Control>,
     config: ServeConfig,
 }
@@ -144,7 +195,16 @@ pub async fn start(
         Ok::<_, ServeError>((listener, local))
     };
     let (public_listener, public) = bind(config.listen, "public listener")?;
-    let (control_listener, control) = bind(config.control, "control API")?;
+    let (control_listener, control, socket_file) = match &config.control {
+        ControlAddr::Tcp(addr) => {
+            let (listener, local) = bind(*addr, "control API")?;
+            (listener.into(), ControlAddr::Tcp(local), None)
+        }
+        ControlAddr::Unix(path) => {
+            let (listener, file) = bind_socket(path)?;
+            (listener.into(), ControlAddr::Unix(path.clone()), Some(file))
+        }
+    };
     let info = Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         registry: config.registry.clone(),
@@ -157,9 +217,78 @@ pub async fn start(
         control,
         public_listener,
         control_listener,
+        socket_file,
         control_worker,
         config,
     })
+}
+
+/// A unix socket berth made, removed when dropped, unless another has taken its place.
+struct SocketFile {
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.inode);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Listens on a unix socket at `path` that only this user may connect to (mode 0600).
+/// A socket file left by a process that is gone is replaced; one that a process still
+/// listens on, or a file that is no socket, is left alone and refused.
+fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), ServeError> {
+    let failed = |e: std::io::Error| ServeError::Socket {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(ServeError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(ServeError::SocketInUse {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!("removing the stale control socket {}", path.display());
+                std::fs::remove_file(path).map_err(failed)?;
+            }
+            Err(e) => return Err(failed(e)),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e)),
+    }
+    // Made under a name of its own, closed to others, then moved into place: at its path
+    // the socket is never open to other users, not even for a moment.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| failed(std::io::Error::other("the path names no file")))?;
+    let staging = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = tokio::net::UnixListener::bind(&staging).map_err(failed)?;
+    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(failed(e));
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(failed)?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        inode: (meta.dev(), meta.ino()),
+    };
+    Ok((listener, file))
 }
 
 impl Bound {
@@ -175,12 +304,16 @@ impl Bound {
             drain: self.config.drain,
             ..ServeOptions::default()
         };
+        let public_options = ServeOptions {
+            tls: self.config.tls.clone(),
+            ..options.clone()
+        };
         let public = tokio::spawn(server::serve_with(
             self.public_listener,
             self.platform.clone() as Arc<dyn Worker>,
             Env::new(),
             stopped(stop_rx.clone()),
-            options.clone(),
+            public_options,
         ));
         let control = tokio::spawn(server::serve_with(
             self.control_listener,
@@ -193,6 +326,7 @@ impl Bound {
         let _ = stop_tx.send(true);
         let _ = public.await;
         let _ = control.await;
+        drop(self.socket_file);
         self.platform.shutdown(self.config.stop_on_exit).await;
     }
 }

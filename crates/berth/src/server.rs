@@ -3,11 +3,17 @@
 //! One task per connection, upgrades allowed (WebSockets pass through), a bound on header
 //! read time so slow clients cannot hold connections forever, a bound on connections,
 //! and a graceful shutdown: requests in flight finish up to a deadline while new ones get
-//! a 503, then the server returns.
+//! a 503, then the server returns. The socket is TCP or a unix socket; with
+//! [`ServeOptions::tls`], each connection's TLS handshake runs in its own task, within the
+//! header read timeout, so a slow or broken one cannot hold up the others.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::http::{error_response, Body, ClientBody, TARGET_PORT_HEADER};
+use crate::tls::Tls;
 use crate::worker::{Env, Worker};
 
 /// How a server treats its clients.
@@ -37,6 +45,9 @@ pub struct ServeOptions {
     /// Server threads, each with a runtime of its own. 1 (the default): serve on the
     /// caller's runtime.
     pub threads: usize,
+    /// Serve HTTPS: every connection starts with a TLS handshake, which must finish
+    /// within `header_read_timeout`. None (the default): plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ServeOptions {
@@ -47,6 +58,7 @@ impl Default for ServeOptions {
             max_header_bytes: 64 * 1024,
             max_connections: 16_384,
             threads: 1,
+            tls: None,
         }
     }
 }
@@ -67,9 +79,164 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
+/// A listening socket to serve on: TCP, or a unix socket.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Listener {
+        Listener::Tcp(listener)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(listener: UnixListener) -> Listener {
+        Listener::Unix(listener)
+    }
+}
+
+/// A listening socket on its way to another thread's runtime.
+enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Listener {
+    /// The next client, and its address when it has one (a unix socket's clients do not).
+    async fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, remote) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((Stream::Tcp(stream), Some(remote)))
+            }
+            Listener::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                Ok((Stream::Unix(stream), None))
+            }
+        }
+    }
+
+    fn into_std(self) -> io::Result<StdListener> {
+        Ok(match self {
+            Listener::Tcp(l) => StdListener::Tcp(l.into_std()?),
+            Listener::Unix(l) => StdListener::Unix(l.into_std()?),
+        })
+    }
+}
+
+impl StdListener {
+    fn try_clone(&self) -> io::Result<StdListener> {
+        Ok(match self {
+            StdListener::Tcp(l) => StdListener::Tcp(l.try_clone()?),
+            StdListener::Unix(l) => StdListener::Unix(l.try_clone()?),
+        })
+    }
+
+    /// Back to Tokio, on the runtime of the calling thread.
+    fn into_tokio(self) -> io::Result<Listener> {
+        Ok(match self {
+            StdListener::Tcp(l) => Listener::Tcp(TcpListener::from_std(l)?),
+            StdListener::Unix(l) => Listener::Unix(UnixListener::from_std(l)?),
+        })
+    }
+}
+
+/// One client's connection, whatever it came through: the same code serves them all.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<tokio_rustls::server::TlsStream<Stream>>),
+}
+
+impl Stream {
+    /// The connection as the server speaks HTTP on it: after a TLS handshake when `tls`
+    /// is given, bounded by `limit`.
+    async fn secure(self, tls: Option<&Tls>, limit: Duration) -> io::Result<Stream> {
+        let Some(tls) = tls else {
+            return Ok(self);
+        };
+        match tokio::time::timeout(limit, tls.accept(self)).await {
+            Ok(Ok(stream)) => Ok(Stream::Tls(Box::new(stream))),
+            Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("TLS handshake not done within {limit:?}"),
+            )),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Serves `worker` on `listener` until `shutdown` resolves, then drains for up to `drain`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     worker: Arc<dyn Worker>,
     env: Env,
     shutdown: impl Future<Output = ()>,
@@ -84,12 +251,13 @@ pub async fn serve(
 
 /// [`serve`], with every option.
 pub async fn serve_with(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     worker: Arc<dyn Worker>,
     env: Env,
     shutdown: impl Future<Output = ()>,
     options: ServeOptions,
 ) {
+    let listener = listener.into();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -133,7 +301,7 @@ pub async fn serve_with(
                     .build();
                 match runtime {
                     Ok(runtime) => runtime.block_on(async move {
-                        match TcpListener::from_std(listener) {
+                        match listener.into_tokio() {
                             Ok(listener) => {
                                 serve_here(listener, worker, env, stopped, options).await
                             }
@@ -155,7 +323,7 @@ pub async fn serve_with(
 
 /// One accept loop on the current runtime, until `stopped` turns true; then the drain.
 async fn serve_here(
-    listener: TcpListener,
+    listener: Listener,
     worker: Arc<dyn Worker>,
     env: Env,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -180,6 +348,9 @@ async fn serve_here(
         // More than 100 header fields get a 431 as well (hyper's default).
         .max_header_size(options.max_header_bytes.max(8192))
         .keep_alive(true);
+    let http = Arc::new(http);
+    let tls = options.tls.clone();
+    let handshake_limit = options.header_read_timeout;
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -201,12 +372,11 @@ async fn serve_here(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let worker = worker.clone();
         let env = env.clone();
         let draining = draining.clone();
         // The client's address, as the header carries it, made once per connection.
-        let client = HeaderValue::from_str(&remote.ip().to_string()).ok();
+        let client = remote.and_then(|r| HeaderValue::from_str(&r.ip().to_string()).ok());
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let worker = worker.clone();
             let env = env.clone();
@@ -219,12 +389,27 @@ async fn serve_here(
                 Ok(worker.fetch(forwarded(request, &client), &env).await)
             }
         });
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
         let mut stop = stop_rx.clone();
         let done = done_tx.clone();
+        let (http, tls) = (http.clone(), tls.clone());
         tokio::spawn(async move {
+            let peer = remote.map_or_else(|| "a local client".to_string(), |r| r.to_string());
+            // The handshake runs here, not in the accept loop: a client that stalls in it
+            // holds up no one else, and is cut off after the header read timeout.
+            let secured = tokio::select! {
+                secured = stream.secure(tls.as_ref(), handshake_limit) => secured,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let stream = match secured {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!("connection from {peer}: {e}");
+                    return;
+                }
+            };
+            let connection = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -235,7 +420,7 @@ async fn serve_here(
                 }
             };
             if let Err(e) = result {
-                tracing::debug!("connection from {remote}: {e}");
+                tracing::debug!("connection from {peer}: {e}");
             }
             drop((done, slot));
         });
@@ -255,12 +440,20 @@ async fn serve_here(
             }
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let service = hyper::service::service_fn(|_: Request<Incoming>| async {
-                        Ok::<_, Infallible>(shutting_down())
-                    });
-                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    let (http, tls) = (http.clone(), tls.clone());
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                        let answer = async move {
+                            let limit = Duration::from_secs(5);
+                            let Ok(stream) = stream.secure(tls.as_ref(), limit).await else {
+                                return;
+                            };
+                            let service =
+                                hyper::service::service_fn(|_: Request<Incoming>| async {
+                                    Ok::<_, Infallible>(shutting_down())
+                                });
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
                     });
                 }
             }

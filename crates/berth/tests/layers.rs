@@ -17,6 +17,7 @@ const FLOORS: &[&[&str]] = &[
         "lifecycle",
         "runtime",
         "store",
+        "tls",
     ],
     &["event", "proxy"],
     &["readiness", "context"],
