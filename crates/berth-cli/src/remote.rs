@@ -15,7 +15,7 @@ use crate::dev::clock;
 /// Where the server is, and the token it wants.
 #[derive(clap::Args, Clone)]
 pub struct Server {
-    /// The control API of berth serve.
+    /// The control API of berth serve: http://HOST:PORT, or unix:PATH on its machine.
     #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:7878")]
     pub server: String,
     /// The control API's token (`berth serve --print-token` shows it).

@@ -420,6 +420,17 @@ fn the_control_api_listens_on_a_unix_socket_of_mode_0600() {
     let token = token(&data);
     let (status, body) = unix_request(&socket, "/v1/apps", Some(&token));
     assert_eq!((status, body.as_str()), (200, "[]"));
+    // The client commands reach it there too.
+    let env = [
+        ("BERTH_SERVER", control.as_str()),
+        ("BERTH_TOKEN", token.as_str()),
+    ];
+    let (code, stderr) = run_to_end(&["destroy", "--yes", "--app", "nothing"], &dir, &env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no app called nothing is deployed here"),
+        "{stderr}"
+    );
 
     // A second server may not take the socket from the first.
     let other = dir.join("other-data");

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,23 +16,31 @@ use super::DeployError;
 /// The control API of one server, with its token.
 #[derive(Clone)]
 pub struct ControlClient {
-    /// `host:port`.
+    /// `host:port`, or the path of a unix socket (`unix:PATH`).
     authority: String,
     token: String,
 }
 
 impl ControlClient {
-    /// A client of the server at `url` (`http://host:port`).
+    /// A client of the server at `url`: `http://host:port`, or `unix:PATH` for a control
+    /// API on a unix socket.
     pub fn new(url: &str, token: &str) -> Result<ControlClient, DeployError> {
-        let authority = url
-            .strip_prefix("http://")
-            .unwrap_or(url)
-            .trim_end_matches('/')
-            .to_string();
-        if authority.is_empty() || authority.contains('/') || url.starts_with("https://") {
+        let authority = if url.starts_with("unix:") {
+            url.to_string()
+        } else {
+            url.strip_prefix("http://")
+                .unwrap_or(url)
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let socket = authority.starts_with("unix:");
+        if authority.is_empty()
+            || (!socket && authority.contains('/'))
+            || url.starts_with("https://")
+        {
             return Err(DeployError::Server {
                 url: url.to_string(),
-                reason: "give the control API as http://host:port".into(),
+                reason: "give the control API as http://host:port or unix:PATH".into(),
             });
         }
         Ok(ControlClient {
@@ -41,7 +50,11 @@ impl ControlClient {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.authority)
+        if self.authority.starts_with("unix:") {
+            self.authority.clone()
+        } else {
+            format!("http://{}", self.authority)
+        }
     }
 
     /// Calls `method path` with an optional JSON body and reads a JSON answer; an error
@@ -136,17 +149,24 @@ async fn exchange(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Result<(StatusCode, Bytes, Option<String>), String> {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
+    let (mut sender, host) = match authority.strip_prefix("unix:") {
+        Some(socket) => {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            (handshake(stream).await?, "localhost")
+        }
+        None => {
+            let stream = tokio::net::TcpStream::connect(authority)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            (handshake(stream).await?, authority)
+        }
+    };
     let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header(header::HOST, authority);
+        .header(header::HOST, host);
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             request = request.header(*name, value);
@@ -172,4 +192,15 @@ async fn exchange(
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, bytes, digest))
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
