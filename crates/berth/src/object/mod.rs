@@ -88,16 +88,25 @@ impl Class {
     }
 
     /// Makes new containers start with `options` (whose name must stay the class's).
-    /// `max_instances` follows at once for new starts; running containers above a lower
-    /// limit keep running until they stop.
+    /// A higher `max_instances` holds at once. A lower one takes the free slots at once
+    /// and the others as running containers stop, which keep running until then.
     pub(crate) fn set_options(&self, mut options: ContainerClass) {
         options.name = self.name.clone();
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         let (old, new) = (current.max_instances, options.max_instances);
         if new > old {
             self.limit.add_permits(new - old);
-        } else {
-            self.limit.forget_permits(old - new);
+        } else if new < old {
+            let free = self.limit.forget_permits(old - new);
+            let owed = u32::try_from(old - new - free).unwrap_or(u32::MAX);
+            if owed > 0 {
+                let limit = self.limit.clone();
+                self.app.spawn(async move {
+                    if let Ok(permits) = limit.acquire_many_owned(owed).await {
+                        permits.forget();
+                    }
+                });
+            }
         }
         *current = Arc::new(ClassVersion::new(options));
     }

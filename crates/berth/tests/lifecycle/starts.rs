@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use berth::runtime::fake::Behaviour;
-use berth::{StartError, StartOptions, State, Store};
+use berth::{Signal, StartError, StartOptions, State, Store};
 use http::StatusCode;
 
 use crate::fixture::*;
@@ -233,4 +233,46 @@ async fn refused_names_leave_nothing_behind() {
     );
     let rows = f.app.store().objects().await.expect("rows");
     assert_eq!(rows.len(), 1, "only the object that ran is recorded");
+}
+
+/// A deployment that lowers `max_instances` below what runs: the running containers go
+/// on, and no new one starts until enough of them stopped to honour the new limit.
+#[tokio::test(start_paused = true)]
+async fn a_lower_max_instances_holds_once_enough_containers_stopped() {
+    let f = Fixture::with(
+        Behaviour::default(),
+        |class| class.max_instances = 3,
+        Store::in_memory().expect("store"),
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(fetch(&f.ns.get_by_name(name), "/").await.0, StatusCode::OK);
+    }
+    let mut options = f.ns.options();
+    options.max_instances = 1;
+    f.ns.set_options(options);
+    assert_eq!(f.fake.running().len(), 3, "what runs goes on");
+    f.ns.get_by_name("a")
+        .stop(Signal::Term)
+        .await
+        .expect("stop");
+    let (status, kind, _) = fetch(&f.ns.get_by_name("d"), "/").await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "max-instances"),
+        "two still run"
+    );
+    for name in ["b", "c"] {
+        f.ns.get_by_name(name)
+            .stop(Signal::Term)
+            .await
+            .expect("stop");
+    }
+    settle().await;
+    assert_eq!(fetch(&f.ns.get_by_name("d"), "/").await.0, StatusCode::OK);
+    let (status, kind, _) = fetch(&f.ns.get_by_name("e"), "/").await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "max-instances"),
+        "one at most"
+    );
 }
