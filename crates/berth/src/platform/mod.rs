@@ -22,7 +22,7 @@ use crate::hosts::{best_match, request_host, HostPattern};
 use crate::http::{error_response, Body};
 use crate::lease::LeaseError;
 use crate::runtime::{Runtime, RuntimeError, Signal};
-use crate::store::{Deployment, Store, StoreError};
+use crate::store::{Deployment, DeploymentStatus, Store, StoreError};
 use crate::worker::{Env, Worker};
 
 use hosted::{Hosted, HostedWorker};
@@ -139,6 +139,19 @@ impl Platform {
         }
         let hosted = self.host(&deployment.app, release, deployment.number)?;
         let recovery = hosted.app.recover().await?;
+        if deployment.status == DeploymentStatus::RollingOut {
+            // Its rollout was cut short by the stop; recovery replaced what ran the old
+            // version, so it is what the app runs now.
+            let message = "rolled out as berth serve restarted";
+            self.store
+                .set_deployment_status(
+                    &deployment.app,
+                    deployment.number,
+                    DeploymentStatus::Active,
+                    message,
+                )
+                .await?;
+        }
         tracing::info!(
             app = %deployment.app,
             deployment = deployment.number,
