@@ -377,16 +377,19 @@ async fn serve_here(
         let draining = draining.clone();
         // The client's address, as the header carries it, made once per connection.
         let client = remote.and_then(|r| HeaderValue::from_str(&r.ip().to_string()).ok());
+        let scheme = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let worker = worker.clone();
             let env = env.clone();
-            let client = client.clone();
+            let (client, scheme) = (client.clone(), scheme.clone());
             let draining = draining.load(Ordering::Acquire);
             async move {
                 if draining {
                     return Ok::<_, Infallible>(shutting_down());
                 }
-                Ok(worker.fetch(forwarded(request, &client), &env).await)
+                Ok(worker
+                    .fetch(forwarded(request, &client, scheme), &env)
+                    .await)
             }
         });
         let mut stop = stop_rx.clone();
@@ -473,14 +476,21 @@ fn shutting_down() -> Response<Body> {
     response
 }
 
-/// Records the client's address for the container, as proxies do, and drops the header
-/// that picks a container port: only the worker's own code may set it (`switch_port`).
-fn forwarded(request: Request<Incoming>, remote: &Option<HeaderValue>) -> Request<Body> {
+/// Records the client's address and the scheme it used for the container, as proxies do
+/// (berth is the edge: a client's own `x-forwarded-proto` is replaced), and drops the
+/// header that picks a container port: only the worker's own code may set it
+/// (`switch_port`).
+fn forwarded(
+    request: Request<Incoming>,
+    remote: &Option<HeaderValue>,
+    scheme: HeaderValue,
+) -> Request<Body> {
     let client_body = ClientBody::default();
     let mut request = request.map(|b| client_body.watch(b));
     request.extensions_mut().insert(client_body);
     let headers = request.headers_mut();
     headers.remove(TARGET_PORT_HEADER);
+    headers.insert("x-forwarded-proto", scheme);
     if let Some(value) = remote {
         headers.append("x-forwarded-for", value.clone());
     }
