@@ -27,7 +27,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let path = args.data.unwrap_or_else(serve::default_data_dir);
     if args.print_token {
-        std::fs::create_dir_all(&path)
+        serve::create_private(&path)
             .with_context(|| format!("creating the data folder {}", path.display()))?;
         let token = berth::control::Token::load_or_create(&path)
             .with_context(|| format!("reading the token of {}", path.display()))?;
@@ -64,8 +64,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("Control on {}", bound.control);
     let mut events = bound.platform.events();
     tokio::spawn(async move {
-        while let Ok(e) = events.recv().await {
-            eprintln!("{} {} {}", clock(), e.app, e.event);
+        loop {
+            match events.recv().await {
+                Ok(e) => eprintln!("{} {} {}", clock(), e.app, e.event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("{} ({n} events not shown)", clock());
+                }
+                Err(_) => return,
+            }
         }
     });
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;

@@ -125,15 +125,15 @@ pub fn liveness(app: &str, session: &str, host: &str) -> Liveness {
 
 /// The other live sessions of `app` on this machine.
 pub fn live_sessions(app: &str, except: &str) -> Vec<String> {
-    let prefix = format!("{app}--");
     let Ok(entries) = std::fs::read_dir(folder()) else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|name| {
-            let session = name.strip_prefix(&prefix)?.strip_suffix(".lock")?;
-            (session != except).then(|| session.to_string())
+            // An app's name may hold `--` too; the session id, after the last one, never.
+            let (owner, session) = name.strip_suffix(".lock")?.rsplit_once("--")?;
+            (owner == app && session != except).then(|| session.to_string())
         })
         .filter(|session| liveness(app, session, &this_host()) == Liveness::Alive)
         .collect()
@@ -184,6 +184,10 @@ mod tests {
         let other = Lease::take(&app).expect("another session");
         assert_eq!(liveness(&app, lease.id(), lease.host()), Liveness::Alive);
         assert_eq!(live_sessions(&app, other.id()), [lease.id().to_string()]);
+        // Another app whose name starts with this one's and `--` is not this app.
+        let longer = Lease::take(&format!("{app}--b")).expect("a lease of another app");
+        assert_eq!(live_sessions(&app, other.id()), [lease.id().to_string()]);
+        drop(longer);
         assert_eq!(
             liveness(&app, lease.id(), "another-machine"),
             Liveness::Unknown

@@ -119,11 +119,7 @@ impl DataDir {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(data)?;
+        create_private(path).map_err(data)?;
         let lock = File::create(path.join("lock")).map_err(data)?;
         if lock.try_lock().is_err() {
             return Err(ServeError::Busy {
@@ -132,6 +128,14 @@ impl DataDir {
         }
         let token = Token::load_or_create(path)?;
         let store = Store::open(path.join("state.db"))?;
+        // Manifests (with their environment) and objects' storage are in the database.
+        for file in ["state.db", "state.db-wal", "state.db-shm"] {
+            let file = path.join(file);
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(data)?;
+            }
+        }
         Ok(DataDir {
             path: path.to_path_buf(),
             store,
@@ -139,6 +143,16 @@ impl DataDir {
             _lock: lock,
         })
     }
+}
+
+/// Creates `path` if needed and makes it its owner's only (0700), whatever it was: it
+/// holds the token and the database.
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 /// How to serve.

@@ -491,8 +491,10 @@ fn forwarded(
     let headers = request.headers_mut();
     headers.remove(TARGET_PORT_HEADER);
     headers.insert("x-forwarded-proto", scheme);
+    // berth is the edge: what a client claims in these headers is not kept.
+    headers.remove("x-forwarded-for");
     if let Some(value) = remote {
-        headers.append("x-forwarded-for", value.clone());
+        headers.insert("x-forwarded-for", value.clone());
     }
     request
 }

@@ -236,9 +236,9 @@ fn json(status: StatusCode, value: &impl Serialize) -> Result<Response<Body>, An
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Body>) -> Result<T, Answer> {
-    let unreadable = |why: String| {
+    let unreadable = |status, why: String| {
         Answer::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            status,
             "body-unreadable",
             format!("the request body could not be read: {why}"),
         )
@@ -246,10 +246,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Body>) -> Re
     let mut body = request.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| unreadable(e.to_string()))?;
+        let frame = frame.map_err(|e| unreadable(StatusCode::BAD_REQUEST, e.to_string()))?;
         if let Some(data) = frame.data_ref() {
             if bytes.len() + data.len() > MAX_BODY {
-                return Err(unreadable(format!("it is over {MAX_BODY} bytes")));
+                let why = format!("it is over {MAX_BODY} bytes");
+                return Err(unreadable(StatusCode::PAYLOAD_TOO_LARGE, why));
             }
             bytes.extend_from_slice(data);
         }

@@ -270,6 +270,9 @@ impl Platform {
     /// Removes everything `app` has here: its containers (stopped first), its objects'
     /// records and storage, and its deployments. Images stay in the registry.
     pub async fn destroy(&self, app: &str) -> Result<DestroyReport, PlatformError> {
+        if !valid_app_name(app) {
+            return Err(PlatformError::NoApp(app.to_string()));
+        }
         let _turn = self.turn(app)?;
         let history = self.store.deployments(app).await?;
         let hosted = self.unhost(app);
