@@ -164,6 +164,7 @@ impl App {
             namespace_key: format!("{}/{}", self.context.name, class.name),
             limit: Arc::new(Semaphore::new(class.max_instances)),
             name: class.name.clone(),
+            retired: AtomicBool::new(false),
             current: RwLock::new(Arc::new(ClassVersion::new(class))),
             app: self.context.clone(),
             hooks,

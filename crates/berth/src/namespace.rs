@@ -95,6 +95,16 @@ impl Namespace {
         self.object(id, Some(name))
     }
 
+    /// Takes the class out of service: from now on no container starts for it (a
+    /// request that would need one gets a 503 `class-removed`). What runs is left to
+    /// [`Namespace::stop_all`].
+    pub fn retire(&self) {
+        self.inner
+            .class
+            .retired
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Whether `other` is this very namespace (not merely one of the same class).
     pub fn same(&self, other: &Namespace) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

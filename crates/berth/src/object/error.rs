@@ -51,6 +51,7 @@ pub enum ErrorKind {
     PortUnreachable,
     Interrupted,
     ShuttingDown,
+    ClassRemoved,
     StillStopping,
     StoreFailed,
     ContainerExited,
@@ -113,6 +114,7 @@ impl ErrorKind {
                 LATER,
                 Berth,
             ),
+            ClassRemoved => (StatusCode::SERVICE_UNAVAILABLE, "class-removed", NO, Berth),
             StillStopping => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "still-stopping",
@@ -200,6 +202,8 @@ pub enum StartError {
     Interrupted { object: String },
     #[error("berth is shutting down and starts no container for {object}")]
     ShuttingDown { object: String },
+    #[error("a deployment removed the class of {object}, so no container starts for it")]
+    ClassRemoved { object: String },
     #[error("the previous container for {object} did not exit within {waited:?} of being stopped; check the container engine and retry")]
     StillStopping { object: String, waited: Duration },
     #[error("cannot read or write the state of {object}: {source}")]
@@ -226,6 +230,7 @@ impl StartError {
             StartError::PortUnreachable { .. } => ErrorKind::PortUnreachable,
             StartError::Interrupted { .. } => ErrorKind::Interrupted,
             StartError::ShuttingDown { .. } => ErrorKind::ShuttingDown,
+            StartError::ClassRemoved { .. } => ErrorKind::ClassRemoved,
             StartError::StillStopping { .. } => ErrorKind::StillStopping,
             StartError::Store { .. } => ErrorKind::StoreFailed,
         }

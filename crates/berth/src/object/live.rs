@@ -101,6 +101,14 @@ impl Phase {
         }
     }
 
+    /// When a stopping container gets SIGKILL, if that is still to come.
+    pub(crate) fn kill_at(&self) -> Option<Instant> {
+        match self {
+            Phase::Stopping { kill_at, .. } => *kill_at,
+            _ => None,
+        }
+    }
+
     /// The container that takes requests now: a healthy one that is not stopping.
     pub(crate) fn serving(&self) -> Option<&Arc<Instance>> {
         match self {

@@ -45,6 +45,8 @@ pub(crate) struct Class {
     pub(crate) current: RwLock<Arc<ClassVersion>>,
     /// The class's name, which no new version changes.
     pub(crate) name: String,
+    /// A deployment removed the class: no container starts for it any more.
+    pub(crate) retired: std::sync::atomic::AtomicBool,
     pub(crate) namespace_key: String,
     pub(crate) app: Arc<AppContext>,
     pub(crate) hooks: Arc<dyn Hooks>,

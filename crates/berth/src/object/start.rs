@@ -29,6 +29,11 @@ impl Object {
         if self.app().closing() {
             return Err(Arc::new(self.shutting_down()));
         }
+        if self.inner.class.retired.load(Ordering::Acquire) {
+            return Err(Arc::new(StartError::ClassRemoved {
+                object: self.describe(),
+            }));
+        }
         // A stop asked for from now on ends this start, even while it waits its turn.
         let stops = self.inner.stops.load(Ordering::Acquire);
         let arrived = self.inner.finished_attempts.load(Ordering::Acquire);
@@ -80,6 +85,7 @@ impl Object {
                 StartError::ExitedWhileStarting { .. }
                     | StartError::Interrupted { .. }
                     | StartError::ShuttingDown { .. }
+                    | StartError::ClassRemoved { .. }
             ) {
                 self.emit(
                     "",
@@ -111,9 +117,19 @@ impl Object {
         })?;
         self.go_on(stops)?;
         // A container on its way out: let it finish first.
-        let stopping = self.phase().stopping().cloned();
-        if let Some(old) = stopping {
-            let waited = self.options().stop_grace.saturating_add(EXIT_REPORT);
+        let stopping = {
+            let phase = self.phase();
+            phase.stopping().cloned().map(|old| (old, phase.kill_at()))
+        };
+        if let Some((old, kill_at)) = stopping {
+            // Until its SIGKILL (after a rollout's grace, it may be far off), and then
+            // until the engine reports the exit.
+            let until_kill = kill_at.map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            let waited = until_kill
+                .max(self.options().stop_grace)
+                .saturating_add(EXIT_REPORT);
             if old.exit(waited).await.is_none() {
                 return Err(StartError::StillStopping {
                     object: self.describe(),
@@ -297,6 +313,11 @@ impl Object {
     fn go_on(&self, stops: u64) -> Result<(), StartError> {
         if self.app().closing() {
             return Err(self.shutting_down());
+        }
+        if self.inner.class.retired.load(Ordering::Acquire) {
+            return Err(StartError::ClassRemoved {
+                object: self.describe(),
+            });
         }
         if self.inner.stops.load(Ordering::Acquire) != stops {
             return Err(StartError::Interrupted {

@@ -60,7 +60,7 @@ impl Platform {
         if let Some(hosted) = &current {
             self.check_source(app, hosted, &request).await?;
         }
-        self.check_hosts(app, &release)?;
+        check_hosts(app, &release, &self.all())?;
         let old = current.as_ref().map(|h| h.release());
         let plan = release.plan(old.as_deref());
         let unchanged = old.is_some_and(|o| o.fingerprint == release.fingerprint);
@@ -91,69 +91,96 @@ impl Platform {
                 updated_at_ms: 0,
             })
             .await?;
-        match current {
-            None => {
-                let hosted = self.host(app, release, number)?;
-                let others = hosted.app.other_sessions().await?;
-                if !others.is_empty() {
-                    self.unhost(app);
-                    let message = format!("another berth process runs app {app} on this engine ({}); stop it, or deploy under another name", others[0]);
-                    self.finish(app, number, DeploymentStatus::Failed, &message)
+        let Some(hosted) = current else {
+            // A new app: checked and recovered before any request can reach it.
+            let created = self.first_deployment(app, release, number).await;
+            let (status, message) = match &created {
+                Ok(()) => (DeploymentStatus::Active, note.to_string()),
+                Err(e) => (DeploymentStatus::Failed, e.to_string()),
+            };
+            self.finish(app, number, status, &message).await;
+            return created.map(|()| answer(Some(number)));
+        };
+        {
+            let (previous, previous_number) = (hosted.release(), hosted.deployment());
+            let applied = match self.publish(|apps| {
+                check_hosts(app, &release, &apps.values().cloned().collect::<Vec<_>>())?;
+                hosted.apply(release, number)
+            }) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    self.finish(app, number, DeploymentStatus::Failed, &e.to_string())
                         .await;
-                    return Err(PlatformError::Conflict(message));
+                    return Err(e);
                 }
-                hosted.app.recover().await?;
-                self.finish(app, number, DeploymentStatus::Active, note)
-                    .await;
-            }
-            Some(hosted) => {
-                let (previous, previous_number) = (hosted.release(), hosted.deployment());
-                let applied = hosted.apply(release, number)?;
-                self.rebuild_hosts();
-                let platform = self.clone();
-                let app = app.to_string();
-                let note = note.to_string();
-                tokio::spawn(async move {
-                    let _turn = turn;
-                    for namespace in &applied.removed {
-                        namespace.stop_all(StopReason::Destroyed).await;
-                        hosted.app.forget_namespace(namespace);
+            };
+            let platform = self.clone();
+            let app = app.to_string();
+            let note = note.to_string();
+            tokio::spawn(async move {
+                let _turn = turn;
+                for namespace in &applied.removed {
+                    namespace.stop_all(StopReason::Destroyed).await;
+                    hosted.app.forget_namespace(namespace);
+                }
+                let progress = |message: String| {
+                    let (store, app) = (platform.store.clone(), app.clone());
+                    async move {
+                        let status = DeploymentStatus::RollingOut;
+                        let _ = store
+                            .set_deployment_status(&app, number, status, &message)
+                            .await;
                     }
-                    let progress = |message: String| {
-                        let (store, app) = (platform.store.clone(), app.clone());
-                        async move {
-                            let status = DeploymentStatus::RollingOut;
-                            let _ = store
-                                .set_deployment_status(&app, number, status, &message)
-                                .await;
-                        }
-                    };
-                    match rollout::roll_out(&applied.changed, progress).await {
-                        Ok(()) => {
-                            platform
-                                .finish(&app, number, DeploymentStatus::Active, &note)
-                                .await;
-                            platform
-                                .finish(&app, previous_number, DeploymentStatus::Superseded, "")
-                                .await;
-                        }
-                        Err(cause) => {
-                            tracing::warn!(app = %app, deployment = number, "rollout halted: {cause}");
-                            platform
-                                .revert(&hosted, &previous, previous_number, &applied.changed)
-                                .await;
-                            let message = format!(
-                                "rollout halted, deployment {previous_number} restored: {cause}"
-                            );
-                            platform
-                                .finish(&app, number, DeploymentStatus::Failed, &message)
-                                .await;
-                        }
+                };
+                match rollout::roll_out(&applied.changed, progress).await {
+                    Ok(()) => {
+                        platform
+                            .finish(&app, number, DeploymentStatus::Active, &note)
+                            .await;
+                        platform
+                            .finish(&app, previous_number, DeploymentStatus::Superseded, "")
+                            .await;
                     }
-                });
-            }
+                    Err(cause) => {
+                        tracing::warn!(app = %app, deployment = number, "rollout halted: {cause}");
+                        platform
+                            .revert(&hosted, &previous, previous_number, &applied.changed)
+                            .await;
+                        let message = format!(
+                            "rollout halted, deployment {previous_number} restored: {cause}"
+                        );
+                        platform
+                            .finish(&app, number, DeploymentStatus::Failed, &message)
+                            .await;
+                    }
+                }
+            });
         }
         Ok(answer(Some(number)))
+    }
+
+    /// Hosts a new app: made, checked against other sessions of its name, its leftover
+    /// containers recovered, and only then published to its hosts.
+    async fn first_deployment(
+        &self,
+        app: &str,
+        release: Release,
+        number: i64,
+    ) -> Result<(), PlatformError> {
+        let hosted = self.make_hosted(app, release, number)?;
+        let others = hosted.app.other_sessions().await?;
+        if let Some(other) = others.first() {
+            return Err(PlatformError::Conflict(format!(
+                "another berth process runs app {app} on this engine ({other}); stop it, or deploy under another name"
+            )));
+        }
+        hosted.app.recover().await?;
+        let release = hosted.release();
+        self.publish(|apps| {
+            check_hosts(app, &release, &apps.values().cloned().collect::<Vec<_>>())?;
+            apps.insert(app.to_string(), hosted.clone());
+            Ok(())
+        })
     }
 
     async fn finish(&self, app: &str, number: i64, status: DeploymentStatus, message: &str) {
@@ -179,8 +206,14 @@ impl Platform {
         number: i64,
         changed: &[super::hosted::Changed],
     ) {
-        match hosted.apply(previous.clone(), number) {
-            Ok(_) => self.rebuild_hosts(),
+        match self.publish(|_| hosted.apply(previous.clone(), number)) {
+            // Classes only the failed deployment had go, as a deploy removes classes.
+            Ok(applied) => {
+                for namespace in &applied.removed {
+                    namespace.stop_all(StopReason::Destroyed).await;
+                    hosted.app.forget_namespace(namespace);
+                }
+            }
             Err(e) => {
                 tracing::warn!(app = %hosted.app.name(), "cannot restore deployment {number}: {e}")
             }
@@ -207,20 +240,6 @@ impl Platform {
             }
             _ => Ok(()),
         }
-    }
-
-    /// A host is served by one app only.
-    fn check_hosts(&self, app: &str, release: &Release) -> Result<(), PlatformError> {
-        for other in self.all().iter().filter(|h| h.app.name() != app) {
-            let theirs = other.release();
-            if let Some(host) = release.hosts().find(|h| theirs.hosts().any(|t| t == *h)) {
-                return Err(PlatformError::Conflict(format!(
-                    "host {host} is already served by app {}; give this worker other hosts",
-                    other.app.name()
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Makes sure the engine has `image`, pulling it if not.
@@ -312,8 +331,21 @@ impl Platform {
 
     /// Stops hosting `app` (its workers answer no more); returns it, if it was hosted.
     fn unhost(&self, app: &str) -> Option<Arc<Hosted>> {
-        let hosted = self.write_apps().remove(app);
-        self.rebuild_hosts();
-        hosted
+        self.publish(|apps| Ok(apps.remove(app))).ok().flatten()
     }
+}
+
+/// A host is served by one app only: `release` of `app` may claim none of the hosts of
+/// the other apps in `hosted`.
+fn check_hosts(app: &str, release: &Release, hosted: &[Arc<Hosted>]) -> Result<(), PlatformError> {
+    for other in hosted.iter().filter(|h| h.app.name() != app) {
+        let theirs = other.release();
+        if let Some(host) = release.hosts().find(|h| theirs.hosts().any(|t| t == *h)) {
+            return Err(PlatformError::Conflict(format!(
+                "host {host} is already served by app {}; give this worker other hosts",
+                other.app.name()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -138,6 +138,10 @@ impl Hosted {
             }));
         }
         let removed = std::mem::replace(&mut state.namespaces, namespaces);
+        // From the moment the new workers serve, the removed classes start nothing more.
+        for namespace in removed.values() {
+            namespace.retire();
+        }
         state.workers = workers;
         state.release = Arc::new(release);
         state.deployment = deployment;

@@ -96,6 +96,8 @@ pub struct Platform {
     apps: RwLock<BTreeMap<String, Arc<Hosted>>>,
     /// Every worker's hosts, rebuilt whenever an app changes.
     hosts: RwLock<Vec<(HostPattern, Arc<HostedWorker>)>>,
+    /// Held while the apps served change (see [`Platform::publish`]).
+    publishing: std::sync::Mutex<()>,
     /// Per app, one change (deploy, rollback, destroy) at a time; a rollout holds its
     /// app's turn to its end.
     turns: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -115,6 +117,7 @@ impl Platform {
             store,
             apps: RwLock::default(),
             hosts: RwLock::default(),
+            publishing: std::sync::Mutex::new(()),
             turns: Default::default(),
             events: tokio::sync::broadcast::channel(1024).0,
         });
@@ -137,8 +140,12 @@ impl Platform {
         for class in &release.classes {
             self.ensure_image(&class.class.image).await?;
         }
-        let hosted = self.host(&deployment.app, release, deployment.number)?;
+        let hosted = self.make_hosted(&deployment.app, release, deployment.number)?;
         let recovery = hosted.app.recover().await?;
+        self.publish(|apps| {
+            apps.insert(deployment.app.clone(), hosted.clone());
+            Ok(())
+        })?;
         if deployment.status == DeploymentStatus::RollingOut {
             // Its rollout was cut short by the stop; recovery replaced what ran the old
             // version, so it is what the app runs now.
@@ -162,8 +169,8 @@ impl Platform {
         Ok(())
     }
 
-    /// Starts hosting `release` as app `name`.
-    fn host(
+    /// The hosted app `name` running `release`, not yet published to its hosts.
+    fn make_hosted(
         &self,
         name: &str,
         release: Release,
@@ -187,14 +194,33 @@ impl Platform {
                 }
             }
         });
-        self.write_apps()
-            .insert(hosted.app.name().to_string(), hosted.clone());
-        self.rebuild_hosts();
         Ok(hosted)
     }
 
-    fn write_apps(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Hosted>>> {
-        self.apps.write().unwrap_or_else(|p| p.into_inner())
+    /// Changes which apps and workers are served, and rebuilds the host table in the
+    /// same turn: one change at a time, so that two deploys cannot both claim a host and
+    /// an older table never replaces a newer one.
+    fn publish<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, Arc<Hosted>>) -> Result<T, PlatformError>,
+    ) -> Result<T, PlatformError> {
+        let _turn = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        let result = change(&mut apps);
+        let table = apps
+            .values()
+            .flat_map(|hosted| hosted.workers())
+            .flat_map(|worker| {
+                worker
+                    .hosts
+                    .clone()
+                    .into_iter()
+                    .map(move |host| (host, worker.clone()))
+            })
+            .collect();
+        drop(apps);
+        *self.hosts.write().unwrap_or_else(|p| p.into_inner()) = table;
+        result
     }
 
     fn hosted(&self, app: &str) -> Result<Arc<Hosted>, PlatformError> {
@@ -213,22 +239,6 @@ impl Platform {
             .values()
             .cloned()
             .collect()
-    }
-
-    fn rebuild_hosts(&self) {
-        let table = self
-            .all()
-            .iter()
-            .flat_map(|hosted| hosted.workers())
-            .flat_map(|worker| {
-                worker
-                    .hosts
-                    .clone()
-                    .into_iter()
-                    .map(move |host| (host, worker.clone()))
-            })
-            .collect();
-        *self.hosts.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
     /// Lifecycle events of every app, from now on.

@@ -6,7 +6,8 @@
 //! `stop_grace`). The namespace keeps one live object per name, so an old and a new
 //! container never serve one name at once. The first step's instances are started again
 //! at once, on the new version, and must become ready: if one exits or never gets ready,
-//! the rollout halts with its error, before the other steps touch anything.
+//! the rollout halts with its error, before the other steps touch anything. A last pass
+//! replaces what started on the old version while the steps ran.
 
 use crate::object::{Object, StartOptions};
 
@@ -58,6 +59,9 @@ where
             ))
             .await;
         }
+        // A container that was starting when the rollout looked, on the old version, is
+        // replaced too: `replace` waits for a start under way before it judges.
+        class.namespace.replace_all(class.rollout.grace).await;
     }
     Ok(())
 }
