@@ -150,12 +150,49 @@ pub struct ContainerClass {
 }
 
 impl ContainerClass {
-    /// A digest of every option, the image included: two classes of one version start
-    /// the same containers. Containers carry it, so a rebuild, a deployment or a later
-    /// berth process can tell the containers of an older version.
+    /// A digest of the options that shape a container (the image, its environment,
+    /// entrypoint, ports, network, init process, limits and labels): two classes of one
+    /// version start the same containers. Containers carry it, so that a rebuild, a
+    /// deployment or a later berth process can tell the containers of an older version.
+    /// Options of berth's own conduct (timeouts, `sleep_after`, `max_instances`) are left
+    /// out: changing them replaces no container. The encoding is explicit and versioned,
+    /// so that a new berth reads the same digest from the same options, and a restart
+    /// after an upgrade re-adopts what runs.
     pub fn version(&self) -> String {
         use sha2::{Digest, Sha256};
-        Sha256::digest(format!("{self:?}").as_bytes())
+        let mut hash = Sha256::new();
+        let mut field = |name: &str, value: &str| {
+            for part in [name, value] {
+                hash.update((part.len() as u64).to_le_bytes());
+                hash.update(part.as_bytes());
+            }
+        };
+        field("berth-class-version", "1");
+        field("image", &self.image);
+        for (key, value) in &self.env_vars {
+            field("env", key);
+            field("env-value", value);
+        }
+        match &self.entrypoint {
+            Some(args) => args.iter().for_each(|arg| field("entrypoint", arg)),
+            None => field("entrypoint-of-image", ""),
+        }
+        let mut ports = self.ready_ports();
+        ports.extend(self.default_port);
+        ports.sort_unstable();
+        ports.dedup();
+        ports.iter().for_each(|p| field("port", &p.to_string()));
+        field("internet", &self.enable_internet.to_string());
+        field("init", &self.init.to_string());
+        if let Some(t) = self.instance_type {
+            field("vcpu", &t.vcpu.to_string());
+            field("memory-mib", &t.memory_mib.to_string());
+        }
+        for (key, value) in &self.labels {
+            field("label", key);
+            field("label-value", value);
+        }
+        hash.finalize()
             .iter()
             .take(8)
             .map(|b| format!("{b:02x}"))
@@ -221,6 +258,26 @@ mod tests {
                 .contains("fractions are not accepted; use a smaller unit, as in 1500ms"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn versions_follow_what_shapes_a_container_and_only_that() {
+        let class = ContainerClass::new("A", "img:1");
+        let base = class.version();
+        // Pinned: a new berth must read the same version from the same options, or a
+        // restart after an upgrade would replace every container.
+        assert_eq!(base, "fb67a452f4185caa");
+        let mut conduct = class.clone();
+        conduct.sleep_after = Duration::from_secs(1);
+        conduct.max_instances = 1;
+        conduct.request_timeout = Duration::from_secs(1);
+        assert_eq!(conduct.version(), base);
+        let mut env = class.clone();
+        env.env_vars.insert("K".into(), "v".into());
+        assert_ne!(env.version(), base);
+        let mut image = class;
+        image.image = "img:2".into();
+        assert_ne!(image.version(), base);
     }
 
     #[test]

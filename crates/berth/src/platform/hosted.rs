@@ -98,8 +98,13 @@ impl Hosted {
             let name = released.class.name.clone();
             let namespace = match state.namespaces.remove(&name) {
                 Some(namespace) => {
-                    if namespace.options().version() != released.class.version() {
+                    let old = namespace.options();
+                    // Options of berth's own conduct (timeouts, limits) take effect for new
+                    // starts and running containers alike; only a new version rolls out.
+                    if format!("{old:?}") != format!("{:?}", released.class) {
                         namespace.set_options(released.class.clone());
+                    }
+                    if old.version() != released.class.version() {
                         changed.push(Changed {
                             namespace: namespace.clone(),
                             rollout: released.rollout.clone(),

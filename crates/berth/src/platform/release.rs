@@ -100,7 +100,7 @@ impl Release {
             let change = match old_classes.iter().find(|c| c.class.name == new.class.name) {
                 None => Change::Create,
                 Some(c) if c.class.image != new.class.image => Change::Replace,
-                Some(c) if c.class.version() != new.class.version() => Change::Update,
+                Some(c) if format!("{:?}", c.class) != format!("{:?}", new.class) => Change::Update,
                 Some(_) => Change::Unchanged,
             };
             plan.push(item("class", &new.class.name, change));
@@ -142,12 +142,7 @@ fn item(kind: &str, name: &str, change: Change) -> PlanItem {
 fn fingerprint(classes: &[ReleasedClass], workers: &[WorkerDef]) -> String {
     let mut hash = Sha256::new();
     for c in classes {
-        hash.update(format!(
-            "{}\n{}\n{:?}\n",
-            c.id,
-            c.class.version(),
-            c.rollout
-        ));
+        hash.update(format!("{}\n{:?}\n{:?}\n", c.id, c.class, c.rollout));
     }
     for w in workers {
         hash.update(format!("{w:?}\n"));
