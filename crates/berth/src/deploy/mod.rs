@@ -126,7 +126,14 @@ pub async fn prepare(
             .strip_prefix(&format!("{DEV_PREFIX}/"))
             .unwrap_or(local_repository);
         let target = format!("{registry}/{repository}:{tag}");
-        let reference = match registry_digest(registry, repository, tag).await {
+        // A content-hash tag names one content: found in the registry, it need not be
+        // pushed again. A fixed tag says nothing of the content, so it is always pushed
+        // (the registry keeps the layers it has, so an unchanged image costs little).
+        let known = match spec.tag {
+            None => registry_digest(registry, repository, tag).await,
+            Some(_) => None,
+        };
+        let reference = match known {
             Some(digest) => {
                 progress(&format!(
                     "[push {}] {target} is in the registry already",

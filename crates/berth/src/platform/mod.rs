@@ -122,6 +122,7 @@ impl Platform {
             events: tokio::sync::broadcast::channel(1024).0,
         });
         for deployment in platform.store.live_deployments().await? {
+            let deployment = platform.settle_interrupted(deployment).await?;
             // One app that cannot come back must not keep the others down.
             if let Err(e) = platform.restore(&deployment).await {
                 tracing::error!(
@@ -132,6 +133,46 @@ impl Platform {
             }
         }
         Ok(platform)
+    }
+
+    /// A deployment whose rollout a stop of berth serve cut short was never proven: it
+    /// is marked failed and the app comes back on the deployment before it (recovery then
+    /// replaces what ran the new version). A first deployment has nothing before it, and
+    /// stands.
+    async fn settle_interrupted(
+        &self,
+        deployment: Deployment,
+    ) -> Result<Deployment, PlatformError> {
+        if deployment.status != DeploymentStatus::RollingOut {
+            return Ok(deployment);
+        }
+        let (app, number) = (deployment.app.clone(), deployment.number);
+        let history = self.store.deployments(&app).await?;
+        let previous = history.into_iter().find(|d| {
+            d.number < number
+                && matches!(
+                    d.status,
+                    DeploymentStatus::Active | DeploymentStatus::Superseded
+                )
+        });
+        let Some(previous) = previous else {
+            let note = "stands: berth serve restarted before its rollout ended";
+            self.store
+                .set_deployment_status(&app, number, DeploymentStatus::Active, note)
+                .await?;
+            return Ok(deployment);
+        };
+        let message = format!(
+            "berth serve restarted before its rollout ended; deployment {} restored; deploy again",
+            previous.number
+        );
+        self.store
+            .set_deployment_status(&app, number, DeploymentStatus::Failed, &message)
+            .await?;
+        self.store
+            .set_deployment_status(&app, previous.number, DeploymentStatus::Active, "restored")
+            .await?;
+        Ok(previous)
     }
 
     async fn restore(&self, deployment: &Deployment) -> Result<(), PlatformError> {
@@ -146,19 +187,6 @@ impl Platform {
             apps.insert(deployment.app.clone(), hosted.clone());
             Ok(())
         })?;
-        if deployment.status == DeploymentStatus::RollingOut {
-            // Its rollout was cut short by the stop; recovery replaced what ran the old
-            // version, so it is what the app runs now.
-            let message = "rolled out as berth serve restarted";
-            self.store
-                .set_deployment_status(
-                    &deployment.app,
-                    deployment.number,
-                    DeploymentStatus::Active,
-                    message,
-                )
-                .await?;
-        }
         tracing::info!(
             app = %deployment.app,
             deployment = deployment.number,

@@ -399,3 +399,49 @@ async fn two_apps_cannot_both_claim_a_host() {
         let _ = platform.destroy(&app).await;
     }
 }
+
+/// A rollout that a stop of berth serve cut short was never proven: the restarted server
+/// marks it failed and brings the app back on the deployment before it.
+#[tokio::test(start_paused = true)]
+async fn a_rollout_cut_short_by_a_restart_is_undone() {
+    use berth::store::{Deployment, DeploymentStatus};
+    let fake = FakeRuntime::new();
+    fake.image("fake/app:1", Behaviour::default());
+    fake.image("fake/app:2", Behaviour::default());
+    let store = Store::in_memory().expect("store");
+    let app = format!("cut-{}", std::process::id());
+    for (image, status) in [
+        ("fake/app:1", DeploymentStatus::Active),
+        ("fake/app:2", DeploymentStatus::RollingOut),
+    ] {
+        let deployment = Deployment {
+            app: app.clone(),
+            number: 0,
+            manifest: manifest(image),
+            images: BTreeMap::new(),
+            source: "here:/app".into(),
+            fingerprint: image.into(),
+            status,
+            message: String::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        store.add_deployment(deployment).await.expect("recorded");
+    }
+    let platform = Platform::start(fake.clone(), Arc::new(Present), store)
+        .await
+        .expect("platform");
+    let view = platform.app(&app).await.expect("restored");
+    assert_eq!(view.deployment.number, 1);
+    assert_eq!(view.deployment.status, "active");
+    let cut = platform.deployment(&app, 2).await.expect("deployment 2");
+    assert_eq!(cut.status, "failed");
+    assert!(
+        cut.message.contains("restarted before its rollout ended"),
+        "{}",
+        cut.message
+    );
+    assert_eq!(get(&platform, &app, "u").await, StatusCode::OK);
+    assert_eq!(images(&fake).await, ["fake/app:1"]);
+    platform.destroy(&app).await.expect("destroy");
+}
