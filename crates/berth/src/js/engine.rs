@@ -14,9 +14,13 @@ use super::modules::Shared;
 use super::{builtins, Limits, ScriptError, SourcePlace};
 
 pub(crate) struct Engine {
-    // Dropped after the context, which it outlives.
-    _runtime: Runtime,
-    context: Context,
+    /// The context, and its runtime declared after it so dropped after it; taken out in
+    /// `drop`.
+    quickjs: Option<(Context, Runtime)>,
+    /// Set when a module's evaluation never settled. QuickJS aborts the process if a
+    /// runtime is freed while a module's evaluation is pending, so such a runtime is
+    /// leaked instead: it is one, it is small, and it happens only on this error.
+    unsettled: AtomicBool,
     modules: Shared,
     /// Set once the interrupt handler has stopped the program for its time.
     timed_out: Arc<AtomicBool>,
@@ -51,8 +55,8 @@ impl Engine {
             .with(|ctx| builtins::install(&ctx))
             .map_err(engine_error)?;
         Ok(Engine {
-            _runtime: runtime,
-            context,
+            quickjs: Some((context, runtime)),
+            unsettled: AtomicBool::new(false),
             modules,
             timed_out,
             script: script.to_path_buf(),
@@ -60,15 +64,52 @@ impl Engine {
         })
     }
 
+    /// Runs `f` in the context; its error, from what QuickJS reports and what the loader
+    /// and the budget saw.
+    fn with<T>(
+        &self,
+        f: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<T>,
+    ) -> Result<T, ScriptError> {
+        let Some((context, runtime)) = &self.quickjs else {
+            return Err(ScriptError::Engine {
+                path: self.script.clone(),
+                reason: "the engine is gone".into(),
+            });
+        };
+        let error = match context.with(|ctx| f(&ctx).map_err(|e| self.failure(&ctx, e))) {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let unsettled = matches!(error, ScriptError::NeverSettled { .. });
+        if unsettled {
+            self.unsettled.store(true, Ordering::Relaxed);
+        }
+        // Out of memory, QuickJS may not manage to make an Error: it throws null, or
+        // loses the exception in a promise job, so the program never settles.
+        let null = matches!(&error, ScriptError::Thrown { message, .. } if message == THROWN_NULL);
+        if unsettled || null {
+            let used = runtime.memory_usage().malloc_size;
+            let limit = i64::try_from(self.limits.memory_bytes).unwrap_or(i64::MAX);
+            if used.saturating_mul(10) >= limit.saturating_mul(9) {
+                return Err(self.out_of_memory());
+            }
+        }
+        Err(error)
+    }
+
+    fn out_of_memory(&self) -> ScriptError {
+        ScriptError::OutOfMemory {
+            path: self.script.clone(),
+            limit_mib: self.limits.memory_bytes >> 20,
+        }
+    }
+
     /// Runs the program to its end (top-level awaits included) and gives what it
     /// declared, as JSON.
     pub fn run_program(&self) -> Result<String, ScriptError> {
-        self.context.with(|ctx| {
-            let run = || {
-                import(&ctx, &self.script)?;
-                ctx.eval::<String, _>("__berth.describe()")
-            };
-            run().map_err(|e| self.failure(&ctx, e))
+        self.with(|ctx| {
+            import(ctx, &self.script)?;
+            ctx.eval::<String, _>("__berth.describe()")
         })
     }
 
@@ -79,14 +120,11 @@ impl Engine {
         entrypoint: &Path,
         class: &str,
     ) -> Result<Option<String>, ScriptError> {
-        self.context.with(|ctx| {
-            let run = || {
-                let namespace = import(&ctx, entrypoint)?;
-                let berth: Object = ctx.globals().get("__berth")?;
-                let options: Function = berth.get("classOptions")?;
-                options.call::<_, Option<String>>((namespace, class))
-            };
-            run().map_err(|e| self.failure(&ctx, e))
+        self.with(|ctx| {
+            let namespace = import(ctx, entrypoint)?;
+            let berth: Object = ctx.globals().get("__berth")?;
+            let options: Function = berth.get("classOptions")?;
+            options.call::<_, Option<String>>((namespace, class))
         })
     }
 
@@ -145,11 +183,8 @@ impl Engine {
             }
             None => (describe(&value), String::new()),
         };
-        if message.contains("out of memory") || value.is_null() {
-            return ScriptError::OutOfMemory {
-                path: self.script.clone(),
-                limit_mib: self.limits.memory_bytes >> 20,
-            };
+        if message.contains("out of memory") {
+            return self.out_of_memory();
         }
         ScriptError::Thrown {
             at: self.place(&stack),
@@ -157,6 +192,19 @@ impl Engine {
         }
     }
 }
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(quickjs) = self.quickjs.take() {
+            if self.unsettled.load(Ordering::Relaxed) {
+                std::mem::forget(quickjs);
+            }
+        }
+    }
+}
+
+/// The message of a thrown `null`.
+const THROWN_NULL: &str = "uncaught null";
 
 /// Imports (loads and runs) the module at `path`, running jobs until it is done, and
 /// gives its namespace.

@@ -49,11 +49,11 @@ impl Shared {
     }
 
     /// The place in the file as written of a place in the code QuickJS ran: `None` for a
-    /// module that is no file (a built-in).
+    /// module that is no file (a built-in), `(0, 0)` for a place the file does not map.
     pub fn original(&self, module: &str, line: u32, column: u32) -> Option<(u32, u32)> {
         let state = self.lock();
         let file = state.files.get(module)?;
-        Some(file.original(line, column).unwrap_or((line, column)))
+        Some(file.original(line, column).unwrap_or((0, 0)))
     }
 
     /// Keeps `error` as the failure, unless one came first, and gives QuickJS its text.

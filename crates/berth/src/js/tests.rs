@@ -283,3 +283,9 @@ fn berth_toml_wins_over_alchemy_run_ts() {
         Err(LoadError::NoApp { .. })
     ));
 }
+
+#[test]
+fn a_top_level_await_that_never_settles_is_an_error() {
+    let err = program("pending", "await new Promise(() => {});\n", &[]).expect_err("pending");
+    assert!(matches!(err, ScriptError::NeverSettled { .. }), "{err}");
+}
