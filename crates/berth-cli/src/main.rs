@@ -20,7 +20,8 @@ use clap::{Parser, Subcommand};
 /// use, waits until it is ready, proxies to it, and stops it after it has been idle.
 ///
 /// An app is a folder with a Dockerfile and a berth.toml that names container classes
-/// (port, idle timeout, environment, size) and workers (bindings and routes).
+/// (port, idle timeout, environment, size) and workers (bindings and routes), or else an
+/// alchemy.run.ts (a Cloudflare Containers project), which berth reads as written.
 #[derive(Parser)]
 #[command(
     name = "berth",

@@ -54,6 +54,7 @@ pub mod server;
 // Floor 8: what the commands run.
 pub mod control;
 pub mod deploy;
+pub mod js;
 pub mod platform;
 pub mod serve;
 pub mod session;

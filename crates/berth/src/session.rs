@@ -63,6 +63,8 @@ pub enum SessionError {
     PrebuiltMissing { place: Box<Place>, image: String },
     #[error("cannot listen on {addr}: {reason}; pick another port with --port")]
     Listen { addr: SocketAddr, reason: String },
+    #[error("worker {worker} runs {}, and JS workers are not served yet; for now, put a berth.toml with the worker's routes next to alchemy.run.ts (berth.toml wins)", .entrypoint.display())]
+    ScriptWorker { worker: String, entrypoint: PathBuf },
     #[error("{workers} workers need {workers} ports from {port} on, and the last would be past 65535; pick a lower --port, or 0 for free ports")]
     NoPortLeft { port: u16, workers: usize },
 }
@@ -105,6 +107,16 @@ impl Session {
         builder: Arc<dyn Builder>,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Session, SessionError> {
+        if let Some((worker, script)) = manifest
+            .workers
+            .iter()
+            .find_map(|w| Some((w, w.script.as_ref()?)))
+        {
+            return Err(SessionError::ScriptWorker {
+                worker: worker.name.clone(),
+                entrypoint: script.entrypoint.clone(),
+            });
+        }
         let dir = manifest.dir.clone();
         let (lock, store) = tokio::task::spawn_blocking(move || claim_state(&dir))
             .await

@@ -25,7 +25,7 @@ const FLOORS: &[&[&str]] = &[
     &["namespace"],
     &["app", "worker"],
     &["router", "server", "build", "hosts", "manifest"],
-    &["session", "platform", "control", "serve", "deploy"],
+    &["session", "js", "platform", "control", "serve", "deploy"],
 ];
 
 /// Top-level module → the top-level modules its code (tests aside) names as `crate::…`.

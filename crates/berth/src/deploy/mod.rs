@@ -12,7 +12,8 @@ use http::Method;
 
 use crate::api::{DeployRequest, DeployResponse, DeploymentView, Info, PREFIX};
 use crate::build::{self, BuildError, Builder, Origin, DEV_PREFIX};
-use crate::manifest::{valid_app_name, ImageSource, Manifest, ManifestError, FILE_NAME};
+use crate::js::LoadError;
+use crate::manifest::{valid_app_name, ImageSource, Manifest, ManifestError, WorkerDef, FILE_NAME};
 
 pub use client::{registry_digest, ControlClient};
 
@@ -22,7 +23,11 @@ pub enum DeployError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("worker {worker} is a JS worker, and JS workers are not served yet, so berth deploy cannot deploy it; for now, put a berth.toml with the worker's routes next to alchemy.run.ts (berth.toml wins)")]
+    ScriptWorker { worker: String },
     #[error("{app:?} is not a valid app name; with --stage, the app is <name>-<stage>: use lowercase letters, digits, '-', '_' or '.'")]
     AppName { app: String },
     #[error("cannot reach the berth server at {url}: {reason}; check --server (or BERTH_SERVER) and that berth serve runs")]
@@ -85,6 +90,11 @@ pub async fn prepare(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Prepared, DeployError> {
     let manifest = Manifest::load(dir)?;
+    if let Some(worker) = WorkerDef::scripts(&manifest.workers).first() {
+        return Err(DeployError::ScriptWorker {
+            worker: worker.to_string(),
+        });
+    }
     let manifest_path = dir.join(FILE_NAME);
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| ManifestError::Read {
         path: manifest_path.clone(),

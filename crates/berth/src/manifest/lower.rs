@@ -365,6 +365,7 @@ fn worker(
         bindings,
         routes,
         hosts,
+        script: None,
     })
 }
 

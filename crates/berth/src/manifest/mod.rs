@@ -117,16 +117,56 @@ pub enum ImageSource {
     Prebuilt(String),
 }
 
-/// A worker: its bindings and its routes.
-#[derive(Debug, Clone)]
+/// A worker: its bindings and its routes, or its script.
+#[derive(Clone)]
 pub struct WorkerDef {
     pub name: String,
     /// Binding name → container resource id.
     pub bindings: BTreeMap<String, String>,
+    /// The declarative routes of `berth.toml`; empty for a script worker.
     pub routes: Vec<Route>,
     /// The hosts `berth serve` routes to this worker; empty: `<worker>.<app>.localhost`.
     /// `berth dev` serves each worker on a port of its own instead.
     pub hosts: Vec<HostPattern>,
+    /// A worker written in JavaScript or TypeScript (from `alchemy.run.ts`), whose `fetch`
+    /// answers instead of routes; `None` for the workers of `berth.toml`.
+    pub script: Option<WorkerScript>,
+}
+
+/// A worker's module and what its `env` holds besides container bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerScript {
+    /// The module whose default export has `fetch`.
+    pub entrypoint: PathBuf,
+    /// Text bindings (plain strings and secrets), by binding name.
+    pub vars: BTreeMap<String, String>,
+}
+
+// By hand, so that a worker without a script prints as it did before scripts existed:
+// deployments fingerprint their workers by this text.
+impl std::fmt::Debug for WorkerDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("WorkerDef");
+        s.field("name", &self.name)
+            .field("bindings", &self.bindings)
+            .field("routes", &self.routes)
+            .field("hosts", &self.hosts);
+        if let Some(script) = &self.script {
+            s.field("script", script);
+        }
+        s.finish()
+    }
+}
+
+impl WorkerDef {
+    /// The script workers' names: berth does not serve them yet.
+    pub fn scripts(workers: &[WorkerDef]) -> Vec<&str> {
+        workers
+            .iter()
+            .filter(|w| w.script.is_some())
+            .map(|w| w.name.as_str())
+            .collect()
+    }
 }
 
 /// Whether `name` can name an app: lowercase letters, digits, '-', '_' or '.', starting
@@ -135,9 +175,16 @@ pub fn valid_app_name(name: &str) -> bool {
     diagnose::valid_name(name)
 }
 
+/// Whether `tag` can tag an image: up to 128 letters, digits, '_', '.' or '-', not
+/// starting with '.' or '-'.
+pub fn valid_image_tag(tag: &str) -> bool {
+    diagnose::valid_tag(tag)
+}
+
 impl Manifest {
-    /// Loads `dir/berth.toml`.
-    pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
+    /// Loads `dir/berth.toml`. [`Manifest::load`] (in `js`) picks it, or else the folder's
+    /// `alchemy.run.ts`.
+    pub fn load_toml(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(FILE_NAME);
         let text = std::fs::read_to_string(&path).map_err(|e| ManifestError::Read {
             path: path.clone(),

@@ -42,6 +42,11 @@ impl Release {
     ) -> Result<Release, PlatformError> {
         let parsed = Manifest::parse(manifest, Path::new(crate::manifest::FILE_NAME))
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        if let Some(worker) = WorkerDef::scripts(&parsed.workers).first() {
+            return Err(PlatformError::Invalid(format!(
+                "worker {worker} is a JS worker, and JS workers are not served yet"
+            )));
+        }
         let mut classes = Vec::new();
         for def in parsed.containers {
             let image = match (images.get(&def.id), &def.image) {

@@ -1,0 +1,86 @@
+// Runs before an app's program: what the built-in modules record, and the globals a
+// program expects (console, process.env). berth reads `__berth` once the program is done.
+(() => {
+  const declared = { app: null, containers: [], workers: [] };
+
+  // The options berth reads from a container class, as Cloudflare's Container names them.
+  const OPTIONS = [
+    "defaultPort",
+    "requiredPorts",
+    "sleepAfter",
+    "envVars",
+    "entrypoint",
+    "enableInternet",
+    "pingEndpoint",
+    "labels",
+  ];
+
+  // What a Durable Object's constructor gets as `ctx`, enough for a constructor to run.
+  const state = () => ({
+    id: { name: "berth", toString: () => "berth", equals: () => false },
+    storage: {
+      get: async () => undefined,
+      put: async () => {},
+      delete: async () => false,
+      list: async () => new Map(),
+      setAlarm: async () => {},
+      getAlarm: async () => null,
+      deleteAlarm: async () => {},
+      sql: { exec: () => ({ toArray: () => [], one: () => undefined }) },
+    },
+    blockConcurrencyWhile: async (fn) => fn(),
+    waitUntil: () => {},
+    container: undefined,
+  });
+
+  const berth = {
+    declared,
+    // Set by berth: print(level, text).
+    print: null,
+    // Set by @cloudflare/containers once it loads.
+    Container: null,
+    // The stack where a resource is declared, for berth to name the line.
+    site: () => new Error().stack ?? "",
+    // A copy of `props` as JSON sees it: resources turn into their `toJSON` descriptions.
+    snapshot: (props) => JSON.parse(JSON.stringify(props ?? {})),
+    describe: () => JSON.stringify(declared),
+    // The option fields of `className` as exported by `namespace`, as JSON; null when
+    // the module does not export it.
+    classOptions(namespace, className) {
+      if (!(className in namespace)) return null;
+      const cls = namespace[className];
+      if (typeof cls !== "function") return JSON.stringify({ $notClass: typeof cls });
+      const instance = new cls(state(), {});
+      const fields = {
+        $extendsContainer: berth.Container !== null && instance instanceof berth.Container,
+      };
+      for (const field of OPTIONS) {
+        const value = instance[field];
+        if (value === undefined) continue;
+        const plain = !["function", "symbol", "bigint"].includes(typeof value);
+        fields[field] = plain ? value : { $unsupported: typeof value };
+      }
+      return JSON.stringify(fields);
+    },
+  };
+  Object.defineProperty(globalThis, "__berth", { value: berth, enumerable: false });
+
+  const text = (value) => {
+    if (typeof value === "string") return value;
+    if (value instanceof Error) return String(value);
+    try {
+      return JSON.stringify(value) ?? String(value);
+    } catch {
+      return String(value);
+    }
+  };
+  const log = (level) => (...args) => berth.print(level, args.map(text).join(" "));
+  globalThis.console = {
+    log: log("info"),
+    info: log("info"),
+    debug: log("info"),
+    warn: log("warn"),
+    error: log("error"),
+  };
+  globalThis.process = { env: {} };
+})();
