@@ -88,6 +88,28 @@ fn the_example_reads_into_a_manifest() {
     );
 }
 
+/// The second example: routing written as code, an app named by `alchemy(...)`.
+#[test]
+fn the_routing_example_reads_into_a_manifest() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/alchemy-routing");
+    let manifest = Manifest::load(&dir).expect("the example loads");
+    assert_eq!(manifest.name, "routing");
+    let [container] = manifest.containers.as_slice() else {
+        panic!("one container: {manifest:?}");
+    };
+    assert_eq!(container.class.name, "RoutedContainer");
+    assert_eq!(container.class.max_instances, 10);
+    assert_eq!(container.class.default_port, Some(8080));
+    assert_eq!(container.class.sleep_after, Duration::from_secs(120));
+    let [worker] = manifest.workers.as_slice() else {
+        panic!("one worker: {manifest:?}");
+    };
+    assert_eq!(
+        worker.bindings.get("ROUTED").map(String::as_str),
+        Some("routed-container")
+    );
+}
+
 #[test]
 fn a_syntax_error_names_file_line_and_column() {
     let err = program("syntax", "const a = 1;\nconst b = ;\n", &[]).expect_err("a syntax error");
