@@ -9,11 +9,13 @@ use berth::{DockerRuntime, Runtime, Store};
 
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     let manifest = dir.join(berth::manifest::FILE_NAME);
+    let program = dir.join(berth::js::SCRIPT_FILE_NAME);
     anyhow::ensure!(
-        dir.join(STATE_DIR).is_dir() || manifest.is_file(),
-        "{} holds no berth app (no {} and no {STATE_DIR}/); give the app's folder, as for berth dev",
+        dir.join(STATE_DIR).is_dir() || manifest.is_file() || program.is_file(),
+        "{} holds no berth app (no {}, no {} and no {STATE_DIR}/); give the app's folder, as for berth dev",
         dir.display(),
         berth::manifest::FILE_NAME,
+        berth::js::SCRIPT_FILE_NAME,
     );
     let path = dir.join(STATE_DIR).join("state.db");
     let rows = if path.exists() {
