@@ -1,0 +1,182 @@
+//! A JS worker served: its entrypoint's `fetch` answers requests.
+//!
+//! One worker has one QuickJS runtime, on a thread of its own with a single-threaded
+//! Tokio runtime: QuickJS is single-threaded, and its values cannot leave the thread.
+//! Requests reach that thread through a queue; each becomes a task there, so while one
+//! awaits its container (the container work runs on berth's own runtime, see
+//! [`super::bindings`]), the others run. JavaScript runs one task at a time.
+//!
+//! Budget: each request may run JavaScript for [`WorkerLimits::cpu`] in all (QuickJS's
+//! interrupt handler stops it, and the request answers 500 while the others go on), and
+//! the runtime's heap is capped at [`WorkerLimits::memory_bytes`].
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::host::{self, Call, Reply};
+use super::ScriptError;
+use crate::http::{error_response, full, Body};
+use crate::manifest::WorkerScript;
+use crate::worker::{Env, Worker};
+
+/// How much JavaScript a worker may run.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLimits {
+    /// JavaScript running time per request (time spent waiting does not count).
+    pub cpu: Duration,
+    /// Memory of the worker's JavaScript heap.
+    pub memory_bytes: usize,
+}
+
+impl Default for WorkerLimits {
+    /// 5 s and 128 MiB: a request that runs JavaScript for 5 s is stuck, not busy.
+    fn default() -> WorkerLimits {
+        WorkerLimits {
+            cpu: Duration::from_secs(5),
+            memory_bytes: 128 << 20,
+        }
+    }
+}
+
+/// A worker whose `fetch` is JavaScript. Dropping it ends its thread once its requests
+/// are done.
+pub struct JsWorker {
+    name: String,
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl JsWorker {
+    /// Starts worker `name`: loads `script.entrypoint` (and what it imports) in a new
+    /// runtime, with `env`'s bindings and `script.vars` as its `env`. Fails as loading
+    /// the module fails (syntax, imports, a throw, no `fetch`).
+    pub async fn start(
+        name: &str,
+        script: &WorkerScript,
+        env: Env,
+        limits: WorkerLimits,
+    ) -> Result<JsWorker, ScriptError> {
+        let (calls, queue) = mpsc::unbounded_channel();
+        let (ready, loaded) = oneshot::channel();
+        let setup = host::Setup {
+            entrypoint: script.entrypoint.clone(),
+            vars: script.vars.clone(),
+            env,
+            limits,
+            main: tokio::runtime::Handle::current(),
+        };
+        let entrypoint = script.entrypoint.clone();
+        let engine_error = |reason: String| ScriptError::Engine {
+            path: entrypoint.clone(),
+            reason,
+        };
+        std::thread::Builder::new()
+            .name(format!("js-{name}"))
+            .spawn(move || host::run(setup, queue, ready))
+            .map_err(|e| engine_error(format!("cannot start the worker's thread: {e}")))?;
+        loaded
+            .await
+            .map_err(|_| engine_error("the worker's thread ended while loading".into()))??;
+        Ok(JsWorker {
+            name: name.to_string(),
+            calls,
+        })
+    }
+}
+
+#[async_trait]
+impl Worker for JsWorker {
+    async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                let message = format!("the request body broke off: {e}");
+                return error_response(StatusCode::BAD_REQUEST, "bad-request-body", &message);
+            }
+        };
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                vec![name.as_str().to_string(), value]
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            method: parts.method.to_string(),
+            url: format!("http://{host}{path}"),
+            headers,
+            body,
+            reply,
+        };
+        if self.calls.send(call).is_err() {
+            return failure(&self.name, "its JavaScript thread has ended");
+        }
+        match answer.await {
+            Ok(Ok(reply)) => response(reply),
+            Ok(Err(message)) => failure(&self.name, &message),
+            Err(_) => failure(&self.name, "its JavaScript thread ended during the request"),
+        }
+    }
+}
+
+/// The worker's answer as a response; headers HTTP cannot carry are left out.
+fn response(reply: Reply) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(reply.body)));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    for pair in reply.headers {
+        if let [name, value] = pair.as_slice() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+    }
+    response
+}
+
+/// A 500 that says what failed in the worker (in `berth dev`, the stack is for the
+/// developer).
+fn failure(worker: &str, message: &str) -> Response<Body> {
+    tracing::error!(target: "berth::js", "worker {worker}: {message}");
+    let text = format!("worker {worker} failed: {message}");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "worker-exception", &text)
+}
+
+/// The JavaScript time a task has used, and the deadline the interrupt handler checks
+/// while it runs.
+#[derive(Clone, Default)]
+pub(super) struct Meter(Arc<Mutex<Option<Instant>>>);
+
+impl Meter {
+    /// Whether the JavaScript running now is past its deadline.
+    pub fn over(&self) -> bool {
+        let deadline = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Runs one poll of a task that has `left` to run.
+    pub fn run<T>(&self, left: &mut Duration, poll: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(start + *left);
+        let result = poll();
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *left = left.saturating_sub(start.elapsed());
+        result
+    }
+}
