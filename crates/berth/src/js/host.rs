@@ -29,6 +29,8 @@ pub(super) struct Setup {
     pub limits: WorkerLimits,
     /// berth's runtime, where container work runs.
     pub main: Handle,
+    /// Shared with the worker, which sees from it whether JavaScript runs right now.
+    pub meter: Meter,
 }
 
 /// One request, as parts JavaScript can take.
@@ -108,7 +110,7 @@ impl Host {
         };
         let runtime = AsyncRuntime::new().map_err(engine_error)?;
         runtime.set_memory_limit(setup.limits.memory_bytes).await;
-        let meter = Meter::default();
+        let meter = setup.meter;
         let over = meter.clone();
         runtime
             .set_interrupt_handler(Some(Box::new(move || over.over())))

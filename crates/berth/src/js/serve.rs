@@ -1,15 +1,20 @@
 //! A JS worker served: its entrypoint's `fetch` answers requests.
 //!
-//! One worker has one QuickJS runtime, on a thread of its own with a single-threaded
-//! Tokio runtime: QuickJS is single-threaded, and its values cannot leave the thread.
-//! Requests reach that thread through a queue; each becomes a task there, so while one
-//! awaits its container (the container work runs on berth's own runtime, see
-//! [`super::bindings`]), the others run. JavaScript runs one task at a time.
+//! A worker has a few QuickJS runtimes ([`WorkerLimits::runtimes`]), each on a thread of
+//! its own with a single-threaded Tokio runtime: QuickJS is single-threaded, and its
+//! values cannot leave the thread. Requests reach a runtime through its queue; each
+//! becomes a task there, so while one awaits its container (the container work runs on
+//! berth's own runtime, see [`super::bindings`]), the others run. JavaScript runs one task
+//! at a time per runtime, so a request goes to a runtime that is not running JavaScript
+//! right now, the one with the fewest requests in flight: a fetch that loops holds up
+//! its own runtime until it is cut off, not the worker. As on Cloudflare, module state
+//! is per runtime, not shared by all requests.
 //!
 //! Budget: each request may run JavaScript for [`WorkerLimits::cpu`] in all (QuickJS's
 //! interrupt handler stops it, and the request answers 500 while the others go on), and
 //! the runtime's heap is capped at [`WorkerLimits::memory_bytes`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,25 +35,45 @@ use crate::worker::{Env, Worker};
 pub struct WorkerLimits {
     /// JavaScript running time per request (time spent waiting does not count).
     pub cpu: Duration,
-    /// Memory of the worker's JavaScript heap.
+    /// Memory of each JavaScript heap.
     pub memory_bytes: usize,
+    /// JavaScript runtimes (threads) per worker, each with the module loaded afresh.
+    pub runtimes: usize,
 }
 
 impl Default for WorkerLimits {
-    /// 5 s and 128 MiB: a request that runs JavaScript for 5 s is stuck, not busy.
+    /// 5 s and 128 MiB: a request that runs JavaScript for 5 s is stuck, not busy; two
+    /// runtimes, so that one stuck request does not hold up the others.
     fn default() -> WorkerLimits {
         WorkerLimits {
             cpu: Duration::from_secs(5),
             memory_bytes: 128 << 20,
+            runtimes: 2,
         }
     }
 }
 
-/// A worker whose `fetch` is JavaScript. Dropping it ends its thread once its requests
-/// are done.
+/// A worker whose `fetch` is JavaScript. Dropping it ends its threads once their
+/// requests are done.
 pub struct JsWorker {
     name: String,
+    lanes: Vec<Lane>,
+}
+
+/// One runtime of a worker, as the worker sees it.
+struct Lane {
     calls: mpsc::UnboundedSender<Call>,
+    meter: Meter,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight on a lane until dropped.
+struct Flight(Arc<AtomicUsize>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl JsWorker {
@@ -61,7 +86,35 @@ impl JsWorker {
         env: Env,
         limits: WorkerLimits,
     ) -> Result<JsWorker, ScriptError> {
+        let mut lanes = Vec::new();
+        for _ in 0..limits.runtimes.max(1) {
+            lanes.push(Lane::start(name, script, env.clone(), limits).await?);
+        }
+        Ok(JsWorker {
+            name: name.to_string(),
+            lanes,
+        })
+    }
+
+    /// The lane for the next request: one not running JavaScript right now, with the
+    /// fewest requests in flight.
+    fn lane(&self) -> Option<&Lane> {
+        self.lanes.iter().min_by_key(|lane| {
+            let busy = lane.meter.running();
+            (busy, lane.in_flight.load(Ordering::Relaxed))
+        })
+    }
+}
+
+impl Lane {
+    async fn start(
+        name: &str,
+        script: &WorkerScript,
+        env: Env,
+        limits: WorkerLimits,
+    ) -> Result<Lane, ScriptError> {
         let (calls, queue) = mpsc::unbounded_channel();
+        let meter = Meter::default();
         let (ready, loaded) = oneshot::channel();
         let setup = host::Setup {
             entrypoint: script.entrypoint.clone(),
@@ -69,6 +122,7 @@ impl JsWorker {
             env,
             limits,
             main: tokio::runtime::Handle::current(),
+            meter: meter.clone(),
         };
         let entrypoint = script.entrypoint.clone();
         let engine_error = |reason: String| ScriptError::Engine {
@@ -82,9 +136,10 @@ impl JsWorker {
         loaded
             .await
             .map_err(|_| engine_error("the worker's thread ended while loading".into()))??;
-        Ok(JsWorker {
-            name: name.to_string(),
+        Ok(Lane {
             calls,
+            meter,
+            in_flight: Arc::default(),
         })
     }
 }
@@ -122,7 +177,12 @@ impl Worker for JsWorker {
             body,
             reply,
         };
-        if self.calls.send(call).is_err() {
+        let Some(lane) = self.lane() else {
+            return failure(&self.name, "it has no JavaScript runtime");
+        };
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _flight = Flight(lane.in_flight.clone());
+        if lane.calls.send(call).is_err() {
             return failure(&self.name, "its JavaScript thread has ended");
         }
         match answer.await {
@@ -164,6 +224,11 @@ fn failure(worker: &str, message: &str) -> Response<Body> {
 pub(super) struct Meter(Arc<Mutex<Option<Instant>>>);
 
 impl Meter {
+    /// Whether JavaScript runs right now.
+    pub fn running(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// Whether the JavaScript running now is past its deadline.
     pub fn over(&self) -> bool {
         let deadline = *self.0.lock().unwrap_or_else(|p| p.into_inner());
