@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 /// A copy of `examples/alchemy` with the test server as its container's binary, its
 /// worker replaced by `worker` when given. Cleaned up (containers, images, folder) on drop.
@@ -49,6 +51,30 @@ async fn the_alchemy_example_answers_through_its_js_worker() {
     // The request went through the worker to the container's own ping endpoint.
     assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
     assert_eq!(app.containers().await.len(), 1);
+
+    // `return container.fetch(request)` tunnels a WebSocket both ways.
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect to berth");
+    let (mut socket, response) = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream),
+    )
+    .await
+    .expect("the upgrade in time")
+    .expect("a WebSocket through the JS worker");
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    for i in 0..5 {
+        let message = Message::text(format!("message {i}"));
+        socket.send(message.clone()).await.expect("send");
+        let echo = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("an echo in time")
+            .expect("an answer")
+            .expect("a message");
+        assert_eq!(echo, message);
+    }
+    socket.close(None).await.expect("close");
 }
 
 const WORKER: &str = r#"import { getContainer } from "@cloudflare/containers";

@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http::{Method, Request, Uri};
+use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use rquickjs::prelude::Async;
 use rquickjs::{Ctx, Exception, Function, Object, TypedArray};
 use tokio::runtime::Handle;
 
+use super::upgrade::{Upgrades, TOKEN_HEADER};
 use crate::http::full;
 use crate::namespace::Namespace;
 use crate::object::{Object as Container, StartOptions};
@@ -76,11 +77,17 @@ struct Reply {
 
 /// Sends a request to the object, by its default port (or the one the request's
 /// `switchPort` header names) or by `port`.
+/// An upgrade (a WebSocket) is passed on (see [`super::upgrade`]): the client's connection
+/// goes with the request, and the container's 101 is parked for the worker to answer with.
 async fn send(
     object: Container,
-    request: Request<crate::http::Body>,
+    mut request: Request<crate::http::Body>,
     port: Option<u16>,
+    upgrade: Option<(u64, Upgrades)>,
 ) -> Result<Reply, String> {
+    if let Some(extensions) = upgrade.as_ref().and_then(|(t, u)| u.take_request(*t)) {
+        *request.extensions_mut() = extensions;
+    }
     let response = match port {
         Some(port) => object
             .container_fetch(request, port)
@@ -88,6 +95,15 @@ async fn send(
             .unwrap_or_else(|e| e.into_response()),
         None => object.fetch(request).await,
     };
+    if let (Some((token, upgrades)), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status())
+    {
+        upgrades.park_response(token, response);
+        return Ok(Reply {
+            status: StatusCode::SWITCHING_PROTOCOLS.as_u16(),
+            headers: vec![vec![TOKEN_HEADER.to_string(), token.to_string()]],
+            body: Bytes::new(),
+        });
+    }
     let (parts, body) = response.into_parts();
     let body = body
         .collect()
@@ -107,6 +123,15 @@ async fn send(
         headers,
         body,
     })
+}
+
+/// Takes the upgrade token out of a request's headers.
+fn take_token(headers: &mut Vec<Vec<String>>) -> Option<u64> {
+    let at = headers.iter().position(|pair| {
+        pair.first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(TOKEN_HEADER))
+    })?;
+    headers.remove(at).get(1)?.parse().ok()
 }
 
 /// Builds the request a stub's fetch sends.
@@ -130,7 +155,12 @@ fn request(
 }
 
 /// Sets `__berth.native` in `ctx`.
-pub(super) fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle) -> rquickjs::Result<()> {
+pub(super) fn install(
+    ctx: &Ctx<'_>,
+    env: &Env,
+    main: &Handle,
+    upgrades: &Upgrades,
+) -> rquickjs::Result<()> {
     let native = Object::new(ctx.clone())?;
     let e = env.clone();
     let id_from_name = move |ctx: Ctx<'_>, binding: String, name: String| {
@@ -154,7 +184,7 @@ pub(super) fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle) -> rquickjs::Resu
         Ok::<_, rquickjs::Error>(id.to_string())
     };
     native.set("newUniqueId", Function::new(ctx.clone(), new_unique_id)?)?;
-    install_fetch(ctx, &native, env, main)?;
+    install_fetch(ctx, &native, env, main, upgrades)?;
     install_lifecycle(ctx, &native, env, main)?;
     let berth: Object = ctx.globals().get("__berth")?;
     berth.set("native", native)
@@ -167,16 +197,18 @@ fn install_fetch<'js>(
     native: &Object<'js>,
     env: &Env,
     main: &Handle,
+    upgrades: &Upgrades,
 ) -> rquickjs::Result<()> {
-    let (env, main) = (env.clone(), main.clone());
+    let (env, main, upgrades) = (env.clone(), main.clone(), upgrades.clone());
     #[allow(clippy::type_complexity)]
     let fetch = move |ctx: Ctx<'js>,
                       target: Object<'js>,
                       method: String,
                       url: String,
-                      headers: Vec<Vec<String>>,
+                      mut headers: Vec<Vec<String>>,
                       body: Option<TypedArray<'js, u8>>,
                       port: Option<u16>| {
+        let upgrade = take_token(&mut headers).map(|token| (token, upgrades.clone()));
         let prepared = Target::read(&target).and_then(|target| {
             let object = target.object(&env).map_err(|m| throw(&ctx, m))?;
             let body = body.and_then(|b| b.as_bytes().map(<[u8]>::to_vec));
@@ -186,7 +218,7 @@ fn install_fetch<'js>(
         let main = main.clone();
         async move {
             let (object, request) = prepared?;
-            let reply = on_berth(&main, send(object, request, port)).await;
+            let reply = on_berth(&main, send(object, request, port, upgrade)).await;
             let reply = reply.map_err(|m| throw(&ctx, m))?;
             let answer = Object::new(ctx.clone())?;
             answer.set("status", reply.status)?;

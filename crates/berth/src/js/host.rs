@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::engine::{place, rewrite_stack};
 use super::modules::Shared;
 use super::serve::{Meter, WorkerLimits};
+use super::upgrade::Upgrades;
 use super::{bindings, builtins, ScriptError, SourcePlace};
 use crate::worker::Env;
 
@@ -31,6 +32,7 @@ pub(super) struct Setup {
     pub main: Handle,
     /// Shared with the worker, which sees from it whether JavaScript runs right now.
     pub meter: Meter,
+    pub upgrades: Upgrades,
 }
 
 /// One request, as parts JavaScript can take.
@@ -128,10 +130,10 @@ impl Host {
             limits: setup.limits,
             entrypoint: setup.entrypoint,
         };
-        let (env, main, vars) = (setup.env, setup.main, setup.vars);
+        let (env, main, vars, upgrades) = (setup.env, setup.main, setup.vars, setup.upgrades);
         let bindings: Vec<String> = env.names().map(str::to_string).collect();
         let installed = async_with!(host.context => |ctx| {
-            install(&ctx, &env, &main).map_err(|e| thrown(&ctx, e))
+            install(&ctx, &env, &main, &upgrades).map_err(|e| thrown(&ctx, e))
         })
         .await;
         installed.map_err(|(message, _)| ScriptError::Engine {
@@ -223,7 +225,7 @@ impl Host {
 
 /// Installs the globals of a worker: console and `__berth` (the prelude), the Web APIs,
 /// the bindings, and the glue that serves requests.
-fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle) -> rquickjs::Result<()> {
+fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rquickjs::Result<()> {
     builtins::install(ctx)?;
     llrt_abort::init(ctx)?;
     llrt_buffer::init(ctx)?;
@@ -231,7 +233,7 @@ fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle) -> rquickjs::Result<()> {
     llrt_util::init(ctx)?;
     llrt_stream_web::init(ctx)?;
     llrt_fetch::init(ctx)?;
-    bindings::install(ctx, env, main)?;
+    bindings::install(ctx, env, main, upgrades)?;
     ctx.eval::<(), _>(include_str!("builtins/serve.js"))
 }
 

@@ -30,6 +30,7 @@ mod host;
 mod modules;
 mod serve;
 mod strip;
+mod upgrade;
 mod workers;
 
 use std::path::{Path, PathBuf};

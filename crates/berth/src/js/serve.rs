@@ -25,6 +25,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::host::{self, Call, Reply};
+use super::upgrade::{Upgrades, TOKEN_HEADER};
 use super::ScriptError;
 use crate::http::{error_response, full, Body};
 use crate::manifest::WorkerScript;
@@ -58,6 +59,7 @@ impl Default for WorkerLimits {
 pub struct JsWorker {
     name: String,
     lanes: Vec<Lane>,
+    upgrades: Upgrades,
 }
 
 /// One runtime of a worker, as the worker sees it.
@@ -86,13 +88,16 @@ impl JsWorker {
         env: Env,
         limits: WorkerLimits,
     ) -> Result<JsWorker, ScriptError> {
+        let upgrades = Upgrades::default();
         let mut lanes = Vec::new();
         for _ in 0..limits.runtimes.max(1) {
-            lanes.push(Lane::start(name, script, env.clone(), limits).await?);
+            let lane = Lane::start(name, script, env.clone(), limits, &upgrades).await?;
+            lanes.push(lane);
         }
         Ok(JsWorker {
             name: name.to_string(),
             lanes,
+            upgrades,
         })
     }
 
@@ -112,6 +117,7 @@ impl Lane {
         script: &WorkerScript,
         env: Env,
         limits: WorkerLimits,
+        upgrades: &Upgrades,
     ) -> Result<Lane, ScriptError> {
         let (calls, queue) = mpsc::unbounded_channel();
         let meter = Meter::default();
@@ -123,6 +129,7 @@ impl Lane {
             limits,
             main: tokio::runtime::Handle::current(),
             meter: meter.clone(),
+            upgrades: upgrades.clone(),
         };
         let entrypoint = script.entrypoint.clone();
         let engine_error = |reason: String| ScriptError::Engine {
@@ -147,7 +154,11 @@ impl Lane {
 #[async_trait]
 impl Worker for JsWorker {
     async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let token = crate::proxy::is_upgrade(&parts.headers).then(|| {
+            self.upgrades
+                .park_request(std::mem::take(&mut parts.extensions))
+        });
         let body = match body.collect().await {
             Ok(body) => body.to_bytes(),
             Err(e) => {
@@ -161,7 +172,7 @@ impl Worker for JsWorker {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let headers = parts
+        let mut headers: Vec<Vec<String>> = parts
             .headers
             .iter()
             .map(|(name, value)| {
@@ -169,6 +180,9 @@ impl Worker for JsWorker {
                 vec![name.as_str().to_string(), value]
             })
             .collect();
+        if let Some(token) = token {
+            headers.push(vec![TOKEN_HEADER.to_string(), token.to_string()]);
+        }
         let (reply, answer) = oneshot::channel();
         let call = Call {
             method: parts.method.to_string(),
@@ -177,6 +191,32 @@ impl Worker for JsWorker {
             body,
             reply,
         };
+        let answered = self.call(call, answer).await;
+        let Some(token) = token else {
+            return answered;
+        };
+        // The worker passed the container's 101 on: answer with it, so the proxy tunnels.
+        let upgraded = answered.status() == StatusCode::SWITCHING_PROTOCOLS
+            && answered
+                .headers()
+                .get(TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                == Some(token.to_string().as_str());
+        let parked = upgraded
+            .then(|| self.upgrades.take_response(token))
+            .flatten();
+        self.upgrades.forget(token);
+        parked.unwrap_or(answered)
+    }
+}
+
+impl JsWorker {
+    /// Queues `call` on a lane and waits for its answer.
+    async fn call(
+        &self,
+        call: Call,
+        answer: oneshot::Receiver<Result<Reply, String>>,
+    ) -> Response<Body> {
         let Some(lane) = self.lane() else {
             return failure(&self.name, "it has no JavaScript runtime");
         };
