@@ -93,6 +93,10 @@ export default {
     if (url.pathname === "/loop") {
       while (true) {}
     }
+    if (url.pathname === "/oom") {
+      const kept: string[] = [];
+      for (let i = 0; ; i++) kept.push("x".repeat(1e6) + i);
+    }
     if (url.pathname === "/log") {
       console.log("the worker says", new TextEncoder().encode("hi").length);
       return new Response("logged", { status: 201 });
@@ -103,7 +107,7 @@ export default {
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_js_worker_that_throws_or_loops_answers_500_and_others_are_still_served() {
+async fn a_js_worker_that_throws_loops_or_allocates_answers_500_and_others_are_still_served() {
     let app = alchemy_app("failures", Some(WORKER));
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
@@ -139,6 +143,11 @@ async fn a_js_worker_that_throws_or_loops_answers_500_and_others_are_still_serve
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("ran JavaScript for more than 5s"), "{body}");
     // The worker still serves after the interruption.
+    assert_eq!(http(&addr, "/log", &[]).0, 201);
+
+    let (status, body) = http(&addr, "/oom", &[]);
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("ran out of the worker's 128 MiB"), "{body}");
     assert_eq!(http(&addr, "/log", &[]).0, 201);
 }
 
