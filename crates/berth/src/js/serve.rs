@@ -54,8 +54,8 @@ impl Default for WorkerLimits {
     }
 }
 
-/// A worker whose `fetch` is JavaScript. Dropping it ends its threads once their
-/// requests are done.
+/// A worker whose `fetch` is JavaScript. Dropping it ends its threads (their runtimes
+/// are leaked, see `host::run`).
 pub struct JsWorker {
     name: String,
     lanes: Vec<Lane>,
