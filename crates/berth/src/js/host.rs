@@ -234,7 +234,10 @@ fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rqui
     llrt_stream_web::init(ctx)?;
     llrt_fetch::init(ctx)?;
     bindings::install(ctx, env, main, upgrades)?;
-    ctx.eval::<(), _>(include_str!("builtins/serve.js"))
+    // Named, so that the glue's frames in a stack read as berth's, not the app's.
+    let mut options = rquickjs::context::EvalOptions::default();
+    options.filename = Some("berth:serve".into());
+    ctx.eval_with_options::<(), _>(include_str!("builtins/serve.js"), options)
 }
 
 /// A failure inside JavaScript as (message, stack), which can leave the runtime.
