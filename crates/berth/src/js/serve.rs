@@ -226,7 +226,16 @@ impl JsWorker {
             return failure(&self.name, "its JavaScript thread has ended");
         }
         match answer.await {
-            Ok(Ok(reply)) => response(reply),
+            Ok(Ok(reply)) => match StatusCode::from_u16(reply.status) {
+                Ok(status) => response(status, reply),
+                Err(_) => {
+                    let message = format!(
+                        "its fetch answered status {}, which is no HTTP status (100 to 999)",
+                        reply.status
+                    );
+                    failure(&self.name, &message)
+                }
+            },
             Ok(Err(message)) => failure(&self.name, &message),
             Err(_) => failure(&self.name, "its JavaScript thread ended during the request"),
         }
@@ -234,9 +243,9 @@ impl JsWorker {
 }
 
 /// The worker's answer as a response; headers HTTP cannot carry are left out.
-fn response(reply: Reply) -> Response<Body> {
+fn response(status: StatusCode, reply: Reply) -> Response<Body> {
     let mut response = Response::new(full(Bytes::from(reply.body)));
-    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    *response.status_mut() = status;
     for pair in reply.headers {
         if let [name, value] = pair.as_slice() {
             if let (Ok(name), Ok(value)) = (
