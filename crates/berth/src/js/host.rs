@@ -90,7 +90,15 @@ pub(super) fn run(
             }
         };
         let _ = ready.send(Ok(()));
-        tokio::task::spawn_local(host.runtime.drive());
+        // What runs outside a request's task (a timer's callback) gets the CPU budget of
+        // a request at each turn.
+        let cpu = host.limits.cpu;
+        let meter = host.meter.clone();
+        tokio::task::spawn_local(Turns {
+            meter,
+            cpu,
+            task: Box::pin(host.runtime.drive()),
+        });
         // QuickJS aborts the process when a runtime is freed while values are still held
         // (a request cut off mid-await holds some), so the runtime lives as long as berth.
         std::mem::forget(host.clone());
@@ -232,6 +240,7 @@ fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rqui
     llrt_url::init(ctx)?;
     llrt_util::init(ctx)?;
     llrt_stream_web::init(ctx)?;
+    llrt_timers::init(ctx)?;
     llrt_fetch::init(ctx)?;
     bindings::install(ctx, env, main, upgrades)?;
     // Named, so that the glue's frames in a stack read as berth's, not the app's.
@@ -278,5 +287,27 @@ impl<F: Future> Future for Metered<'_, F> {
             Poll::Ready(output) => Poll::Ready((output, *left)),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// A task whose every turn (poll) may run JavaScript for `cpu`.
+struct Turns<F> {
+    meter: Meter,
+    cpu: Duration,
+    task: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Turns<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Turns { meter, cpu, task } = &mut *self;
+        let mut left = *cpu;
+        let polled = meter.run(&mut left, || task.as_mut().poll(cx));
+        if left.is_zero() {
+            tracing::error!(target: "berth::js", "a timer's callback ran JavaScript for more than {cpu:?}, so berth stopped it (does it loop forever?); the timers of its runtime no longer fire, so new requests go to the worker's other runtimes");
+            meter.break_timers();
+        }
+        polled
     }
 }

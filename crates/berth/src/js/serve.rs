@@ -14,7 +14,7 @@
 //! interrupt handler stops it, and the request answers 500 while the others go on), and
 //! the runtime's heap is capped at [`WorkerLimits::memory_bytes`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,12 +101,16 @@ impl JsWorker {
         })
     }
 
-    /// The lane for the next request: one not running JavaScript right now, with the
-    /// fewest requests in flight.
+    /// The lane for the next request: one whose timers work and that is not running
+    /// JavaScript right now, with the fewest requests in flight.
     fn lane(&self) -> Option<&Lane> {
         self.lanes.iter().min_by_key(|lane| {
             let busy = lane.meter.running();
-            (busy, lane.in_flight.load(Ordering::Relaxed))
+            (
+                lane.meter.broken(),
+                busy,
+                lane.in_flight.load(Ordering::Relaxed),
+            )
         })
     }
 }
@@ -267,29 +271,46 @@ fn failure(worker: &str, message: &str) -> Response<Body> {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "worker-exception", &text)
 }
 
-/// The JavaScript time a task has used, and the deadline the interrupt handler checks
-/// while it runs.
+/// The deadline the interrupt handler checks while a task runs JavaScript, and whether
+/// the runtime's timers are broken.
 #[derive(Clone, Default)]
-pub(super) struct Meter(Arc<Mutex<Option<Instant>>>);
+pub(super) struct Meter {
+    deadline: Arc<Mutex<Option<Instant>>>,
+    /// Set when a timer's callback was cut off: LLRT's timer loop ends on any error and
+    /// never restarts, so no timer of the runtime fires again, and the worker sends new
+    /// requests to its other runtimes.
+    broken: Arc<AtomicBool>,
+}
 
 impl Meter {
+    fn deadline(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether JavaScript runs right now.
     pub fn running(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.deadline().is_some()
     }
 
     /// Whether the JavaScript running now is past its deadline.
     pub fn over(&self) -> bool {
-        let deadline = *self.0.lock().unwrap_or_else(|p| p.into_inner());
-        deadline.is_some_and(|d| Instant::now() >= d)
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    pub fn break_timers(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    pub fn broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
     }
 
     /// Runs one poll of a task that has `left` to run.
     pub fn run<T>(&self, left: &mut Duration, poll: impl FnOnce() -> T) -> T {
         let start = Instant::now();
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(start + *left);
+        *self.deadline() = Some(start + *left);
         let result = poll();
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.deadline() = None;
         *left = left.saturating_sub(start.elapsed());
         result
     }

@@ -86,7 +86,22 @@
     };
   };
 
-  const context = { waitUntil() {}, passThroughOnException() {}, props: {} };
+  // LLRT's timer loop ends for good on the first callback that throws, so callbacks
+  // never throw: what they throw is logged, as an uncaught error would be.
+  const guarded = (set) => (callback, delay, ...args) =>
+    set(() => {
+      try {
+        if (typeof callback === "function") callback(...args);
+      } catch (error) {
+        console.error("uncaught in a timer's callback:", error instanceof Error ? `${error}\n${error.stack}` : error);
+      }
+    }, delay);
+  globalThis.setTimeout = guarded(globalThis.setTimeout);
+  globalThis.setInterval = guarded(globalThis.setInterval);
+  const setImmediate = globalThis.setImmediate;
+  globalThis.setImmediate = (callback, ...args) => guarded((f) => setImmediate(f))(callback, 0, ...args);
+
+    const context = { waitUntil() {}, passThroughOnException() {}, props: {} };
 
   // Sets up the worker from its entrypoint's exports; fails with what is missing.
   berth.startWorker = (exports, path, bindings, vars) => {
