@@ -93,6 +93,10 @@ export default {
     if (url.pathname === "/loop") {
       while (true) {}
     }
+    if (url.pathname === "/sleep") {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      return new Response("slept");
+    }
     if (url.pathname === "/oom") {
       const kept: string[] = [];
       for (let i = 0; ; i++) kept.push("x".repeat(1e6) + i);
@@ -121,6 +125,24 @@ async fn a_js_worker_that_throws_loops_or_allocates_answers_500_and_others_are_s
         let at = format!("{}{place}", worker.display());
         assert!(body.contains(&at), "{at} in {body}");
     }
+
+    // Many requests in flight in one worker: 8 that each wait 1 s take far less than
+    // the 4 s that one at a time per runtime would.
+    let started = Instant::now();
+    let sleepers: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || http(&addr, "/sleep", &[]))
+        })
+        .collect();
+    for sleeper in sleepers {
+        assert_eq!(sleeper.join().expect("a sleeper"), (200, "slept".into()));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     assert_eq!(http(&addr, "/log", &[]), (201, "logged".into()));
     let log = berth.stderr_with("the worker says 2");
