@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
+use crate::js::{JsWorker, ScriptError, WorkerLimits};
 use crate::lease::LeaseError;
 use crate::manifest::{ContainerDef, ImageSource, Manifest, Place, FILE_NAME};
 use crate::namespace::Namespace;
@@ -63,8 +64,9 @@ pub enum SessionError {
     PrebuiltMissing { place: Box<Place>, image: String },
     #[error("cannot listen on {addr}: {reason}; pick another port with --port")]
     Listen { addr: SocketAddr, reason: String },
-    #[error("worker {worker} runs {}, and JS workers are not served yet; for now, put a berth.toml with the worker's routes next to alchemy.run.ts (berth.toml wins)", .entrypoint.display())]
-    ScriptWorker { worker: String, entrypoint: PathBuf },
+    /// A JS worker's entrypoint could not be loaded.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
     #[error("{workers} workers need {workers} ports from {port} on, and the last would be past 65535; pick a lower --port, or 0 for free ports")]
     NoPortLeft { port: u16, workers: usize },
 }
@@ -107,16 +109,6 @@ impl Session {
         builder: Arc<dyn Builder>,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Session, SessionError> {
-        if let Some((worker, script)) = manifest
-            .workers
-            .iter()
-            .find_map(|w| Some((w, w.script.as_ref()?)))
-        {
-            return Err(SessionError::ScriptWorker {
-                worker: worker.name.clone(),
-                entrypoint: script.entrypoint.clone(),
-            });
-        }
         let dir = manifest.dir.clone();
         let (lock, store) = tokio::task::spawn_blocking(move || claim_state(&dir))
             .await
@@ -166,10 +158,16 @@ impl Session {
                     env.bind(binding.clone(), Binding::Container(ns.clone()));
                 }
             }
-            let router = Router::new(def.routes.clone(), &env)?;
+            let worker: Arc<dyn Worker> = match &def.script {
+                Some(script) => Arc::new(
+                    JsWorker::start(&def.name, script, env.clone(), WorkerLimits::default())
+                        .await?,
+                ),
+                None => Arc::new(Router::new(def.routes.clone(), &env)?),
+            };
             workers.push(WorkerHandle {
                 name: def.name.clone(),
-                worker: Arc::new(router),
+                worker,
                 env,
             });
         }

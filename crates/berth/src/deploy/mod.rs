@@ -26,7 +26,7 @@ pub enum DeployError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("worker {worker} is a JS worker, and JS workers are not served yet, so berth deploy cannot deploy it; for now, put a berth.toml with the worker's routes next to alchemy.run.ts (berth.toml wins)")]
+    #[error("worker {worker} is a JS worker, which berth dev serves but berth deploy and berth serve do not run yet; to deploy the app meanwhile, put a berth.toml with the worker's routes next to alchemy.run.ts (berth.toml wins)")]
     ScriptWorker { worker: String },
     #[error("{app:?} is not a valid app name; with --stage, the app is <name>-<stage>: use lowercase letters, digits, '-', '_' or '.'")]
     AppName { app: String },

@@ -131,16 +131,7 @@ impl Engine {
     /// The place a stack (as a built-in module records it) points to: its first frame in
     /// one of the app's files, in the file as written.
     pub fn place(&self, stack: &str) -> SourcePlace {
-        frames(stack)
-            .find_map(|(module, line, column)| {
-                let (line, column) = self.modules.original(module, line, column)?;
-                Some(SourcePlace {
-                    path: PathBuf::from(module),
-                    line,
-                    column,
-                })
-            })
-            .unwrap_or_else(|| SourcePlace::file(&self.script))
+        place(&self.modules, stack).unwrap_or_else(|| SourcePlace::file(&self.script))
     }
 
     /// What went wrong, from what QuickJS reports and what the loader and the budget saw.
@@ -219,6 +210,34 @@ fn describe(value: &Value<'_>) -> String {
         Some(text) => format!("uncaught {text:?}"),
         None => format!("uncaught {}", value.type_name()),
     }
+}
+
+/// The first frame of `stack` in one of the app's files, in the file as written.
+pub(super) fn place(modules: &Shared, stack: &str) -> Option<SourcePlace> {
+    frames(stack).find_map(|(module, line, column)| {
+        let (line, column) = modules.original(module, line, column)?;
+        Some(SourcePlace {
+            path: PathBuf::from(module),
+            line,
+            column,
+        })
+    })
+}
+
+/// `stack` with every frame in one of the app's files pointing into the file as written
+/// (QuickJS runs the code with its TypeScript stripped, so its lines differ).
+pub(super) fn rewrite_stack(modules: &Shared, stack: &str) -> String {
+    let mut out = String::new();
+    for text in stack.lines() {
+        let mapped = frames(text).next().and_then(|(module, line, column)| {
+            let (original, col) = modules.original(module, line, column)?;
+            let ran = format!("{module}:{line}:{column}");
+            Some(text.replace(&ran, &format!("{module}:{original}:{col}")))
+        });
+        out.push_str(mapped.as_deref().unwrap_or(text));
+        out.push('\n');
+    }
+    out
 }
 
 /// The frames of a QuickJS stack, `    at name (module:line:column)`, as

@@ -21,12 +21,16 @@
 //!   with every run of characters an app name cannot hold replaced by one `-` (see
 //!   [`app_name_from_folder`]).
 
+mod bindings;
 mod builtins;
 mod class_options;
 mod declare;
 mod engine;
+mod host;
 mod modules;
+mod serve;
 mod strip;
+mod upgrade;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ use std::time::Duration;
 use crate::manifest::{Manifest, ManifestError, FILE_NAME};
 
 pub use declare::app_name_from_folder;
+pub use serve::{JsWorker, WorkerLimits};
 
 /// The program berth runs when a folder has no `berth.toml`.
 pub const SCRIPT_FILE_NAME: &str = "alchemy.run.ts";

@@ -44,7 +44,7 @@ impl Release {
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         if let Some(worker) = WorkerDef::scripts(&parsed.workers).first() {
             return Err(PlatformError::Invalid(format!(
-                "worker {worker} is a JS worker, and JS workers are not served yet"
+                "worker {worker} is a JS worker, and berth serve does not run JS workers yet (berth dev does)"
             )));
         }
         let mut classes = Vec::new();

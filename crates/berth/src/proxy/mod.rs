@@ -47,7 +47,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+/// Whether a request asks to upgrade its connection (a WebSocket).
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)

@@ -1,10 +1,22 @@
 // berth's `@cloudflare/containers`: the Container class with the defaults of Cloudflare's
-// library, so that berth can read a subclass's options by instantiating it. Its methods,
-// and the helpers that reach containers, work only in a worker's fetch.
+// library, so that berth can read a subclass's options by instantiating it, and the
+// helpers that reach containers through a binding (see serve.js). berth runs the
+// container itself, not the class's code: a worker reaches it through a stub.
 import { DurableObject } from "cloudflare:workers";
 
 const onlyInFetch = (what) =>
-  new Error(`${what} works only in a worker's fetch, and berth does not serve JS workers yet`);
+  new Error(`${what}: berth runs the container, not the class's code; reach it through a stub, as in getContainer(env.MY_CONTAINER).fetch(request)`);
+
+// The same singleton name as berth's Namespace::get_container.
+const SINGLETON = "berth-singleton-container";
+const TARGET_PORT = "berth-container-target-port";
+
+const namespaceOf = (binding, what) => {
+  if (binding === null || typeof binding !== "object" || typeof binding.idFromName !== "function") {
+    throw new TypeError(`${what} takes a container binding (env.MY_CONTAINER), got ${binding === null ? "null" : typeof binding}`);
+  }
+  return binding;
+};
 
 export class Container extends DurableObject {
   defaultPort = undefined;
@@ -36,7 +48,22 @@ export class Container extends DurableObject {
 }
 globalThis.__berth.Container = Container;
 
-export function getContainer() { throw onlyInFetch("getContainer"); }
-export function getRandom() { throw onlyInFetch("getRandom"); }
-export function loadBalance() { throw onlyInFetch("loadBalance"); }
-export function switchPort() { throw onlyInFetch("switchPort"); }
+export function getContainer(binding, name) {
+  const namespace = namespaceOf(binding, "getContainer");
+  return namespace.get(namespace.idFromName(name ?? SINGLETON));
+}
+
+export async function getRandom(binding, instances = 3) {
+  const namespace = namespaceOf(binding, "getRandom");
+  const k = Math.floor(Math.random() * Math.max(1, instances));
+  return namespace.get(namespace.idFromName(`instance-${k}`));
+}
+
+export const loadBalance = getRandom;
+
+// A copy of `request` that a stub's fetch sends to `port` instead of the default port.
+export function switchPort(request, port) {
+  const headers = new Headers(request.headers);
+  headers.set(TARGET_PORT, String(port));
+  return new Request(request, { headers });
+}

@@ -1,5 +1,5 @@
-// berth's `cloudflare:workers`: the base classes a worker's module extends. The worker
-// is not served yet, so `env` is empty while the app is read.
+// berth's `cloudflare:workers`: the base classes a worker's module extends, and `env`,
+// which holds the worker's bindings once berth serves it (empty while the app is read).
 export class DurableObject {
   constructor(ctx, env) {
     this.ctx = ctx;
@@ -17,3 +17,4 @@ export class WorkerEntrypoint {
 export class RpcTarget {}
 
 export const env = {};
+globalThis.__berth.workersEnv = env;

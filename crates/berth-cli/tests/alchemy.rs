@@ -1,0 +1,185 @@
+//! `berth dev` on a Cloudflare Containers project as written (`alchemy.run.ts`): its JS
+//! worker answers requests, against the real Docker Engine.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A copy of `examples/alchemy` with the test server as its container's binary, its
+/// worker replaced by `worker` when given. Cleaned up (containers, images, folder) on drop.
+fn alchemy_app(test: &str, worker: Option<&str>) -> AppDir {
+    let name = format!("cli-alchemy-{test}-{}", std::process::id());
+    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).expect("app dir");
+    let example = root().join("examples/alchemy");
+    for file in [
+        "alchemy.run.ts",
+        "Dockerfile",
+        "src/container.ts",
+        "src/worker.ts",
+    ] {
+        std::fs::copy(example.join(file), dir.join(file)).expect(file);
+    }
+    std::fs::copy(server_binary(), dir.join("server")).expect("server");
+    if let Some(worker) = worker {
+        std::fs::write(dir.join("src/worker.ts"), worker).expect("worker.ts");
+    }
+    AppDir { dir, name }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alchemy_example_answers_through_its_js_worker() {
+    let app = alchemy_app("example", None);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "Hi, I'm a container and this is my message: I was passed in via the container class!"
+        ),
+        "{}",
+        berth.stderr()
+    );
+    // The request went through the worker to the container's own ping endpoint.
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    assert_eq!(app.containers().await.len(), 1);
+
+    // `return container.fetch(request)` tunnels a WebSocket both ways.
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect to berth");
+    let (mut socket, response) = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream),
+    )
+    .await
+    .expect("the upgrade in time")
+    .expect("a WebSocket through the JS worker");
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    for i in 0..5 {
+        let message = Message::text(format!("message {i}"));
+        socket.send(message.clone()).await.expect("send");
+        let echo = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("an echo in time")
+            .expect("an answer")
+            .expect("a message");
+        assert_eq!(echo, message);
+    }
+    socket.close(None).await.expect("close");
+}
+
+const WORKER: &str = r#"import { getContainer } from "@cloudflare/containers";
+import type { worker } from "../alchemy.run.ts";
+
+export { MyContainer } from "./container.ts";
+
+function fail(what: string): never {
+  throw new Error(`boom at ${what}`);
+}
+
+export default {
+  async fetch(request: Request, env: typeof worker.Env): Promise<Response> {
+    const url = new URL(request.url);
+    if (url.pathname === "/throw") fail(url.pathname);
+    if (url.pathname === "/loop") {
+      while (true) {}
+    }
+    if (url.pathname === "/sleep") {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      return new Response("slept");
+    }
+    if (url.pathname === "/oom") {
+      const kept: string[] = [];
+      for (let i = 0; ; i++) kept.push("x".repeat(1e6) + i);
+    }
+    if (url.pathname === "/log") {
+      console.log("the worker says", new TextEncoder().encode("hi").length);
+      return new Response("logged", { status: 201 });
+    }
+    return getContainer(env.MY_CONTAINER, "container").fetch(request);
+  },
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_js_worker_that_throws_loops_or_allocates_answers_500_and_others_are_still_served() {
+    let app = alchemy_app("failures", Some(WORKER));
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+
+    let (status, body) = http(&addr, "/throw", &[]);
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("Error: boom at /throw"), "{body}");
+    let worker = app.dir.join("src/worker.ts");
+    // Lines of the TypeScript as written: `throw` on line 7, the call on line 13.
+    for place in [":7:", ":13:"] {
+        let at = format!("{}{place}", worker.display());
+        assert!(body.contains(&at), "{at} in {body}");
+    }
+
+    // Many requests in flight in one worker: 8 that each wait 1 s take far less than
+    // the 4 s that one at a time per runtime would.
+    let started = Instant::now();
+    let sleepers: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || http(&addr, "/sleep", &[]))
+        })
+        .collect();
+    for sleeper in sleepers {
+        assert_eq!(sleeper.join().expect("a sleeper"), (200, "slept".into()));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    assert_eq!(http(&addr, "/log", &[]), (201, "logged".into()));
+    let log = berth.stderr_with("the worker says 2");
+    assert!(log.contains("the worker says 2"), "{log}");
+
+    let looping = {
+        let addr = addr.clone();
+        std::thread::spawn(move || (http(&addr, "/loop", &[]), Instant::now()))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = http(&addr, "/", &[]);
+    let served = Instant::now();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with("I was passed in via the container class!"));
+    let ((status, body), cut_off) = looping.join().expect("the looping request");
+    assert!(
+        served < cut_off,
+        "the other request waited for the loop to be cut off"
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("ran JavaScript for more than 5s"), "{body}");
+    // The worker still serves after the interruption.
+    assert_eq!(http(&addr, "/log", &[]).0, 201);
+
+    let (status, body) = http(&addr, "/oom", &[]);
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("ran out of the worker's 128 MiB"), "{body}");
+    assert_eq!(http(&addr, "/log", &[]).0, 201);
+}
+
+#[test]
+fn a_worker_that_imports_an_unknown_module_is_named_in_the_error() {
+    let worker = "import { Hono } from \"hono\";\nexport { MyContainer } from \"./container.ts\";\nexport default new Hono();\n";
+    let app = alchemy_app("unknown-import", Some(worker));
+    let (code, stderr) = run_to_end(&["dev", "--port", "0"], &app.dir, &[]);
+    assert_ne!(code, Some(0));
+    let worker = Path::new(&app.dir).join("src/worker.ts");
+    assert!(stderr.contains("\"hono\""), "{stderr}");
+    assert!(stderr.contains(&worker.display().to_string()), "{stderr}");
+}

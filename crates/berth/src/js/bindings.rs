@@ -1,0 +1,297 @@
+//! `__berth.native`: what a worker's container stubs (builtins/serve.js) call in Rust.
+//! Each call names its object by binding, id and (when addressed by name) name, and runs
+//! on berth's own Tokio runtime (the one `berth dev` serves on): the JS thread only waits
+//! for the answer, so other requests run meanwhile.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::BodyExt;
+use rquickjs::prelude::Async;
+use rquickjs::{Ctx, Exception, Function, Object, TypedArray};
+use tokio::runtime::Handle;
+
+use super::upgrade::{Upgrades, TOKEN_HEADER};
+use crate::http::full;
+use crate::namespace::Namespace;
+use crate::object::{Object as Container, StartOptions};
+use crate::runtime::Signal;
+use crate::worker::Env;
+
+/// Which object a stub stands for, as serve.js passes it.
+struct Target {
+    binding: String,
+    id: String,
+    name: Option<String>,
+}
+
+impl Target {
+    fn read(target: &Object<'_>) -> rquickjs::Result<Target> {
+        Ok(Target {
+            binding: target.get("binding")?,
+            id: target.get("id")?,
+            name: target.get("name")?,
+        })
+    }
+
+    /// The object, or why there is none (as text for a JS error).
+    fn object(&self, env: &Env) -> Result<Container, String> {
+        let namespace = namespace(env, &self.binding)?;
+        match &self.name {
+            Some(name) => Ok(namespace.get_by_name(name)),
+            None => namespace
+                .id_from_string(&self.id)
+                .map(|id| namespace.get(id))
+                .map_err(|e| format!("{}: {e}", self.binding)),
+        }
+    }
+}
+
+fn namespace<'a>(env: &'a Env, binding: &str) -> Result<&'a Namespace, String> {
+    env.namespace(binding)
+        .ok_or_else(|| format!("env.{binding} is not a container binding"))
+}
+
+/// A Rust failure as a JS exception.
+fn throw(ctx: &Ctx<'_>, message: String) -> rquickjs::Error {
+    Exception::throw_message(ctx, &message)
+}
+
+/// Runs `work` on berth's runtime and waits for it from the JS thread.
+async fn on_berth<T: Send + 'static>(
+    main: &Handle,
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    main.spawn(work)
+        .await
+        .map_err(|e| format!("berth's task failed: {e}"))?
+}
+
+/// A container's answer, with its body read.
+struct Reply {
+    status: u16,
+    headers: Vec<Vec<String>>,
+    body: Bytes,
+}
+
+/// Sends a request to the object, by its default port (or the one the request's
+/// `switchPort` header names) or by `port`.
+/// An upgrade (a WebSocket) is passed on (see [`super::upgrade`]): the client's connection
+/// goes with the request, and the container's 101 is parked for the worker to answer with.
+async fn send(
+    object: Container,
+    mut request: Request<crate::http::Body>,
+    port: Option<u16>,
+    upgrade: Option<(u64, Upgrades)>,
+) -> Result<Reply, String> {
+    if let Some(extensions) = upgrade.as_ref().and_then(|(t, u)| u.take_request(*t)) {
+        *request.extensions_mut() = extensions;
+    }
+    let response = match port {
+        Some(port) => object
+            .container_fetch(request, port)
+            .await
+            .unwrap_or_else(|e| e.into_response()),
+        None => object.fetch(request).await,
+    };
+    if let (Some((token, upgrades)), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status())
+    {
+        upgrades.park_response(token, response);
+        return Ok(Reply {
+            status: StatusCode::SWITCHING_PROTOCOLS.as_u16(),
+            headers: vec![vec![TOKEN_HEADER.to_string(), token.to_string()]],
+            body: Bytes::new(),
+        });
+    }
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("{}: the response body broke off: {e}", object.describe()))?
+        .to_bytes();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            vec![name.as_str().to_string(), value]
+        })
+        .collect();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+    })
+}
+
+/// Takes the upgrade token out of a request's headers.
+fn take_token(headers: &mut Vec<Vec<String>>) -> Option<u64> {
+    let at = headers.iter().position(|pair| {
+        pair.first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(TOKEN_HEADER))
+    })?;
+    headers.remove(at).get(1)?.parse().ok()
+}
+
+/// Builds the request a stub's fetch sends.
+fn request(
+    method: &str,
+    url: &str,
+    headers: &[Vec<String>],
+    body: Option<Vec<u8>>,
+) -> Result<Request<crate::http::Body>, String> {
+    let method = Method::from_bytes(method.as_bytes()).map_err(|e| format!("{method:?}: {e}"))?;
+    let uri: Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    let mut builder = Request::builder().method(method).uri(uri);
+    for pair in headers {
+        if let [name, value] = pair.as_slice() {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+    }
+    builder
+        .body(full(body.unwrap_or_default()))
+        .map_err(|e| format!("cannot send {url}: {e}"))
+}
+
+/// Sets `__berth.native` in `ctx`.
+pub(super) fn install(
+    ctx: &Ctx<'_>,
+    env: &Env,
+    main: &Handle,
+    upgrades: &Upgrades,
+) -> rquickjs::Result<()> {
+    let native = Object::new(ctx.clone())?;
+    let e = env.clone();
+    let id_from_name = move |ctx: Ctx<'_>, binding: String, name: String| {
+        let namespace = namespace(&e, &binding).map_err(|m| throw(&ctx, m))?;
+        Ok::<_, rquickjs::Error>(namespace.id_from_name(&name).to_string())
+    };
+    native.set("idFromName", Function::new(ctx.clone(), id_from_name)?)?;
+    let e = env.clone();
+    let id_from_string = move |ctx: Ctx<'_>, binding: String, hex: String| {
+        let namespace = namespace(&e, &binding).map_err(|m| throw(&ctx, m))?;
+        let id = namespace.id_from_string(&hex);
+        let id = id.map_err(|err| throw(&ctx, format!("{binding}.idFromString: {err}")))?;
+        Ok::<_, rquickjs::Error>(id.to_string())
+    };
+    native.set("idFromString", Function::new(ctx.clone(), id_from_string)?)?;
+    let e = env.clone();
+    let new_unique_id = move |ctx: Ctx<'_>, binding: String| {
+        let namespace = namespace(&e, &binding).map_err(|m| throw(&ctx, m))?;
+        let id = namespace.new_unique_id();
+        let id = id.map_err(|err| throw(&ctx, format!("{binding}.newUniqueId: {err}")))?;
+        Ok::<_, rquickjs::Error>(id.to_string())
+    };
+    native.set("newUniqueId", Function::new(ctx.clone(), new_unique_id)?)?;
+    install_fetch(ctx, &native, env, main, upgrades)?;
+    install_lifecycle(ctx, &native, env, main)?;
+    let berth: Object = ctx.globals().get("__berth")?;
+    berth.set("native", native)
+}
+
+/// `native.fetch(target, method, url, headers, body, port)`: a promise of
+/// `{ status, headers, body }`.
+fn install_fetch<'js>(
+    ctx: &Ctx<'js>,
+    native: &Object<'js>,
+    env: &Env,
+    main: &Handle,
+    upgrades: &Upgrades,
+) -> rquickjs::Result<()> {
+    let (env, main, upgrades) = (env.clone(), main.clone(), upgrades.clone());
+    #[allow(clippy::type_complexity)]
+    let fetch = move |ctx: Ctx<'js>,
+                      target: Object<'js>,
+                      method: String,
+                      url: String,
+                      mut headers: Vec<Vec<String>>,
+                      body: Option<TypedArray<'js, u8>>,
+                      port: Option<u16>| {
+        let upgrade = take_token(&mut headers).map(|token| (token, upgrades.clone()));
+        let prepared = Target::read(&target).and_then(|target| {
+            let object = target.object(&env).map_err(|m| throw(&ctx, m))?;
+            let body = body.and_then(|b| b.as_bytes().map(<[u8]>::to_vec));
+            let request = request(&method, &url, &headers, body).map_err(|m| throw(&ctx, m))?;
+            Ok((object, request))
+        });
+        let main = main.clone();
+        async move {
+            let (object, request) = prepared?;
+            let reply = on_berth(&main, send(object, request, port, upgrade)).await;
+            let reply = reply.map_err(|m| throw(&ctx, m))?;
+            let answer = Object::new(ctx.clone())?;
+            answer.set("status", reply.status)?;
+            answer.set("headers", reply.headers)?;
+            answer.set(
+                "body",
+                TypedArray::<u8>::new(ctx.clone(), reply.body.to_vec())?,
+            )?;
+            Ok::<_, rquickjs::Error>(answer)
+        }
+    };
+    native.set("fetch", Function::new(ctx.clone(), Async(fetch))?)
+}
+
+/// `native.start(target, wait, ports, envVars)`, `native.stop(target, kill)` and
+/// `native.state(target)`: promises.
+fn install_lifecycle<'js>(
+    ctx: &Ctx<'js>,
+    native: &Object<'js>,
+    env: &Env,
+    main: &Handle,
+) -> rquickjs::Result<()> {
+    let (e, m) = (env.clone(), main.clone());
+    let start = move |ctx: Ctx<'js>,
+                      target: Object<'js>,
+                      wait: bool,
+                      ports: Vec<u16>,
+                      env_vars: BTreeMap<String, String>| {
+        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
+        let main = m.clone();
+        async move {
+            let object = object?;
+            let options = StartOptions {
+                env_vars,
+                ..StartOptions::default()
+            };
+            let started = on_berth(&main, async move {
+                let started = match wait {
+                    true => object.start_and_wait_for_ports(&ports, options).await,
+                    false => object.start(options).await,
+                };
+                started.map_err(|e| e.to_string())
+            });
+            started.await.map_err(|m| throw(&ctx, m))
+        }
+    };
+    native.set("start", Function::new(ctx.clone(), Async(start))?)?;
+    let (e, m) = (env.clone(), main.clone());
+    let stop = move |ctx: Ctx<'js>, target: Object<'js>, kill: bool| {
+        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
+        let main = m.clone();
+        async move {
+            let object = object?;
+            let signal = if kill { Signal::Kill } else { Signal::Term };
+            let stopped = on_berth(&main, async move {
+                object.stop(signal).await.map_err(|e| e.to_string())
+            });
+            stopped.await.map_err(|m| throw(&ctx, m))
+        }
+    };
+    native.set("stop", Function::new(ctx.clone(), Async(stop))?)?;
+    let (e, m) = (env.clone(), main.clone());
+    let state = move |ctx: Ctx<'js>, target: Object<'js>| {
+        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
+        let main = m.clone();
+        async move {
+            let object = object?;
+            let state = on_berth(&main, async move {
+                let state = object.state().await.map_err(|e| e.to_string())?;
+                Ok(state.as_str().to_string())
+            });
+            state.await.map_err(|m| throw(&ctx, m))
+        }
+    };
+    native.set("state", Function::new(ctx.clone(), Async(state))?)
+}

@@ -1,0 +1,313 @@
+//! The thread of one JS worker: its QuickJS runtime with the Web APIs (the LLRT modules),
+//! berth's built-in modules and bindings, the loaded entrypoint, and the loop that turns
+//! each queued request into a task (see [`super::serve`] for why).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rquickjs::{async_with, AsyncContext, AsyncRuntime, Ctx, Function, Module, Object, TypedArray};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use super::engine::{place, rewrite_stack};
+use super::modules::Shared;
+use super::serve::{Meter, WorkerLimits};
+use super::upgrade::Upgrades;
+use super::{bindings, builtins, ScriptError, SourcePlace};
+use crate::worker::Env;
+
+/// What the thread needs to set up the worker.
+pub(super) struct Setup {
+    pub entrypoint: PathBuf,
+    pub vars: BTreeMap<String, String>,
+    pub env: Env,
+    pub limits: WorkerLimits,
+    /// berth's runtime, where container work runs.
+    pub main: Handle,
+    /// Shared with the worker, which sees from it whether JavaScript runs right now.
+    pub meter: Meter,
+    pub upgrades: Upgrades,
+}
+
+/// One request, as parts JavaScript can take.
+pub(super) struct Call {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<Vec<String>>,
+    pub body: Bytes,
+    pub reply: oneshot::Sender<Result<Reply, String>>,
+}
+
+/// The worker's response, as parts.
+pub(super) struct Reply {
+    pub status: u16,
+    pub headers: Vec<Vec<String>>,
+    pub body: Vec<u8>,
+}
+
+struct Host {
+    runtime: AsyncRuntime,
+    context: AsyncContext,
+    modules: Shared,
+    meter: Meter,
+    limits: WorkerLimits,
+    entrypoint: PathBuf,
+}
+
+/// The thread's body: sets the worker up, says so on `ready`, then serves `queue` until
+/// the worker is dropped.
+pub(super) fn run(
+    setup: Setup,
+    mut queue: mpsc::UnboundedReceiver<Call>,
+    ready: oneshot::Sender<Result<(), ScriptError>>,
+) {
+    let tokio = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(tokio) => tokio,
+        Err(e) => {
+            let _ = ready.send(Err(ScriptError::Engine {
+                path: setup.entrypoint.clone(),
+                reason: format!("cannot start the worker's event loop: {e}"),
+            }));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&tokio, async move {
+        let host = match Host::new(setup).await {
+            Ok(host) => Rc::new(host),
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        // What runs outside a request's task (a timer's callback) gets the CPU budget of
+        // a request at each turn.
+        let cpu = host.limits.cpu;
+        let meter = host.meter.clone();
+        tokio::task::spawn_local(Turns {
+            meter,
+            cpu,
+            task: Box::pin(host.runtime.drive()),
+        });
+        // QuickJS aborts the process when a runtime is freed while values are still held
+        // (a request cut off mid-await holds some), so the runtime lives as long as berth.
+        std::mem::forget(host.clone());
+        while let Some(call) = queue.recv().await {
+            let host = host.clone();
+            tokio::task::spawn_local(async move {
+                let parts = (call.method, call.url, call.headers, call.body);
+                let _ = call.reply.send(host.serve(parts).await);
+            });
+        }
+    });
+}
+
+impl Host {
+    async fn new(setup: Setup) -> Result<Host, ScriptError> {
+        let engine_error = |e: rquickjs::Error| ScriptError::Engine {
+            path: setup.entrypoint.clone(),
+            reason: e.to_string(),
+        };
+        let runtime = AsyncRuntime::new().map_err(engine_error)?;
+        runtime.set_memory_limit(setup.limits.memory_bytes).await;
+        let meter = setup.meter;
+        let over = meter.clone();
+        runtime
+            .set_interrupt_handler(Some(Box::new(move || over.over())))
+            .await;
+        let modules = Shared::default();
+        runtime
+            .set_loader(modules.resolver(), modules.loader())
+            .await;
+        let context = AsyncContext::full(&runtime).await.map_err(engine_error)?;
+        let host = Host {
+            runtime,
+            context,
+            modules,
+            meter,
+            limits: setup.limits,
+            entrypoint: setup.entrypoint,
+        };
+        let (env, main, vars, upgrades) = (setup.env, setup.main, setup.vars, setup.upgrades);
+        let bindings: Vec<String> = env.names().map(str::to_string).collect();
+        let installed = async_with!(host.context => |ctx| {
+            install(&ctx, &env, &main, &upgrades).map_err(|e| thrown(&ctx, e))
+        })
+        .await;
+        installed.map_err(|(message, _)| ScriptError::Engine {
+            path: host.entrypoint.clone(),
+            reason: message,
+        })?;
+        let path = host.entrypoint.to_string_lossy().into_owned();
+        let context = host.context.clone();
+        let loaded = host.metered(async_with!(context => |ctx| {
+            let started = async {
+                let namespace: Object = Module::import(&ctx, path.as_bytes())?.into_future().await?;
+                let berth: Object = ctx.globals().get("__berth")?;
+                let start: Function = berth.get("startWorker")?;
+                start.call::<_, ()>((namespace, path.as_str(), bindings, vars))
+            };
+            started.await.map_err(|e| thrown(&ctx, e))
+        }));
+        let (loaded, left) = loaded.await;
+        loaded.map_err(|failure| host.load_error(failure, left))?;
+        Ok(host)
+    }
+
+    /// Why the entrypoint could not be loaded.
+    fn load_error(&self, (message, stack): (String, String), left: Duration) -> ScriptError {
+        if let Some(failure) = self.modules.take_failure() {
+            return failure;
+        }
+        if left.is_zero() {
+            return ScriptError::TimedOut {
+                path: self.entrypoint.clone(),
+                limit: self.limits.cpu,
+            };
+        }
+        ScriptError::Thrown {
+            at: place(&self.modules, &stack).unwrap_or_else(|| SourcePlace::file(&self.entrypoint)),
+            message,
+        }
+    }
+
+    /// Runs one request through the worker's fetch.
+    async fn serve(
+        &self,
+        (method, url, headers, body): (String, String, Vec<Vec<String>>, Bytes),
+    ) -> Result<Reply, String> {
+        let context = self.context.clone();
+        let served = self.metered(async_with!(context => |ctx| {
+            let served = async {
+                let berth: Object = ctx.globals().get("__berth")?;
+                let serve: Function = berth.get("serve")?;
+                let body = match body.is_empty() {
+                    true => None,
+                    false => Some(TypedArray::<u8>::new(ctx.clone(), body.to_vec())?),
+                };
+                let promise: rquickjs::Promise = serve.call((method, url, headers, body))?;
+                let answer: Object = promise.into_future().await?;
+                let body: TypedArray<u8> = answer.get("body")?;
+                Ok(Reply {
+                    status: answer.get("status")?,
+                    headers: answer.get("headers")?,
+                    body: body.as_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+            };
+            served.await.map_err(|e| thrown(&ctx, e))
+        }));
+        let (served, left) = served.await;
+        // Promise jobs the response left behind (a `waitUntil`) run now, on the budget
+        // of the next request.
+        served.map_err(|(message, stack)| {
+            if left.is_zero() {
+                return format!("its fetch ran JavaScript for more than {:?}, so berth stopped it (does it loop forever?)", self.limits.cpu);
+            }
+            if message.contains("out of memory") {
+                return format!("its fetch ran out of the worker's {} MiB of memory", self.limits.memory_bytes >> 20);
+            }
+            format!("{message}\n{}", rewrite_stack(&self.modules, &stack))
+        })
+    }
+
+    /// `task`, with the JavaScript it runs counted against one request's CPU budget;
+    /// gives the budget left with its result.
+    fn metered<F: Future>(&self, task: F) -> Metered<'_, F> {
+        Metered {
+            meter: &self.meter,
+            left: self.limits.cpu,
+            task: Box::pin(task),
+        }
+    }
+}
+
+/// Installs the globals of a worker: console and `__berth` (the prelude), the Web APIs,
+/// the bindings, and the glue that serves requests.
+fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rquickjs::Result<()> {
+    builtins::install(ctx)?;
+    llrt_abort::init(ctx)?;
+    llrt_buffer::init(ctx)?;
+    llrt_url::init(ctx)?;
+    llrt_util::init(ctx)?;
+    llrt_stream_web::init(ctx)?;
+    llrt_timers::init(ctx)?;
+    llrt_fetch::init(ctx)?;
+    bindings::install(ctx, env, main, upgrades)?;
+    // Named, so that the glue's frames in a stack read as berth's, not the app's.
+    let mut options = rquickjs::context::EvalOptions::default();
+    options.filename = Some("berth:serve".into());
+    ctx.eval_with_options::<(), _>(include_str!("builtins/serve.js"), options)
+}
+
+/// A failure inside JavaScript as (message, stack), which can leave the runtime.
+fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
+    if !matches!(error, rquickjs::Error::Exception) {
+        return (error.to_string(), String::new());
+    }
+    let value = ctx.catch();
+    let Some(object) = value.as_object() else {
+        let text = value
+            .as_string()
+            .and_then(|s| s.to_string().ok())
+            .unwrap_or_else(|| value.type_name().to_string());
+        return (format!("uncaught {text}"), String::new());
+    };
+    let text = |key: &str| object.get::<_, Option<String>>(key).ok().flatten();
+    let message = match (text("name"), text("message")) {
+        (Some(name), Some(message)) => format!("{name}: {message}"),
+        (None, Some(message)) => message,
+        _ => "an object that is not an Error was thrown".to_string(),
+    };
+    (message, text("stack").unwrap_or_default())
+}
+
+/// See [`Host::metered`].
+struct Metered<'m, F> {
+    meter: &'m Meter,
+    left: Duration,
+    task: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Metered<'_, F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Metered { meter, left, task } = &mut *self;
+        match meter.run(left, || task.as_mut().poll(cx)) {
+            Poll::Ready(output) => Poll::Ready((output, *left)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A task whose every turn (poll) may run JavaScript for `cpu`.
+struct Turns<F> {
+    meter: Meter,
+    cpu: Duration,
+    task: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Turns<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Turns { meter, cpu, task } = &mut *self;
+        let mut left = *cpu;
+        let polled = meter.run(&mut left, || task.as_mut().poll(cx));
+        if left.is_zero() {
+            tracing::error!(target: "berth::js", "a timer's callback ran JavaScript for more than {cpu:?}, so berth stopped it (does it loop forever?); the timers of its runtime no longer fire, so new requests go to the worker's other runtimes");
+            meter.break_timers();
+        }
+        polled
+    }
+}

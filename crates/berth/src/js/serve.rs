@@ -1,0 +1,317 @@
+//! A JS worker served: its entrypoint's `fetch` answers requests.
+//!
+//! A worker has a few QuickJS runtimes ([`WorkerLimits::runtimes`]), each on a thread of
+//! its own with a single-threaded Tokio runtime: QuickJS is single-threaded, and its
+//! values cannot leave the thread. Requests reach a runtime through its queue; each
+//! becomes a task there, so while one awaits its container (the container work runs on
+//! berth's own runtime, see [`super::bindings`]), the others run. JavaScript runs one task
+//! at a time per runtime, so a request goes to a runtime that is not running JavaScript
+//! right now, the one with the fewest requests in flight: a fetch that loops holds up
+//! its own runtime until it is cut off, not the worker. As on Cloudflare, module state
+//! is per runtime, not shared by all requests.
+//!
+//! Budget: each request may run JavaScript for [`WorkerLimits::cpu`] in all (QuickJS's
+//! interrupt handler stops it, and the request answers 500 while the others go on), and
+//! the runtime's heap is capped at [`WorkerLimits::memory_bytes`].
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::host::{self, Call, Reply};
+use super::upgrade::{Upgrades, TOKEN_HEADER};
+use super::ScriptError;
+use crate::http::{error_response, full, Body};
+use crate::manifest::WorkerScript;
+use crate::worker::{Env, Worker};
+
+/// How much JavaScript a worker may run.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLimits {
+    /// JavaScript running time per request (time spent waiting does not count).
+    pub cpu: Duration,
+    /// Memory of each JavaScript heap.
+    pub memory_bytes: usize,
+    /// JavaScript runtimes (threads) per worker, each with the module loaded afresh.
+    pub runtimes: usize,
+}
+
+impl Default for WorkerLimits {
+    /// 5 s and 128 MiB: a request that runs JavaScript for 5 s is stuck, not busy; two
+    /// runtimes, so that one stuck request does not hold up the others.
+    fn default() -> WorkerLimits {
+        WorkerLimits {
+            cpu: Duration::from_secs(5),
+            memory_bytes: 128 << 20,
+            runtimes: 2,
+        }
+    }
+}
+
+/// A worker whose `fetch` is JavaScript. Dropping it ends its threads (their runtimes
+/// are leaked, see `host::run`).
+pub struct JsWorker {
+    name: String,
+    lanes: Vec<Lane>,
+    upgrades: Upgrades,
+}
+
+/// One runtime of a worker, as the worker sees it.
+struct Lane {
+    calls: mpsc::UnboundedSender<Call>,
+    meter: Meter,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight on a lane until dropped.
+struct Flight(Arc<AtomicUsize>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl JsWorker {
+    /// Starts worker `name`: loads `script.entrypoint` (and what it imports) in a new
+    /// runtime, with `env`'s bindings and `script.vars` as its `env`. Fails as loading
+    /// the module fails (syntax, imports, a throw, no `fetch`).
+    pub async fn start(
+        name: &str,
+        script: &WorkerScript,
+        env: Env,
+        limits: WorkerLimits,
+    ) -> Result<JsWorker, ScriptError> {
+        let upgrades = Upgrades::default();
+        let mut lanes = Vec::new();
+        for _ in 0..limits.runtimes.max(1) {
+            let lane = Lane::start(name, script, env.clone(), limits, &upgrades).await?;
+            lanes.push(lane);
+        }
+        Ok(JsWorker {
+            name: name.to_string(),
+            lanes,
+            upgrades,
+        })
+    }
+
+    /// The lane for the next request: one whose timers work and that is not running
+    /// JavaScript right now, with the fewest requests in flight.
+    fn lane(&self) -> Option<&Lane> {
+        self.lanes.iter().min_by_key(|lane| {
+            let busy = lane.meter.running();
+            (
+                lane.meter.broken(),
+                busy,
+                lane.in_flight.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+impl Lane {
+    async fn start(
+        name: &str,
+        script: &WorkerScript,
+        env: Env,
+        limits: WorkerLimits,
+        upgrades: &Upgrades,
+    ) -> Result<Lane, ScriptError> {
+        let (calls, queue) = mpsc::unbounded_channel();
+        let meter = Meter::default();
+        let (ready, loaded) = oneshot::channel();
+        let setup = host::Setup {
+            entrypoint: script.entrypoint.clone(),
+            vars: script.vars.clone(),
+            env,
+            limits,
+            main: tokio::runtime::Handle::current(),
+            meter: meter.clone(),
+            upgrades: upgrades.clone(),
+        };
+        let entrypoint = script.entrypoint.clone();
+        let engine_error = |reason: String| ScriptError::Engine {
+            path: entrypoint.clone(),
+            reason,
+        };
+        std::thread::Builder::new()
+            .name(format!("js-{name}"))
+            .spawn(move || host::run(setup, queue, ready))
+            .map_err(|e| engine_error(format!("cannot start the worker's thread: {e}")))?;
+        loaded
+            .await
+            .map_err(|_| engine_error("the worker's thread ended while loading".into()))??;
+        Ok(Lane {
+            calls,
+            meter,
+            in_flight: Arc::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl Worker for JsWorker {
+    async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
+        let (mut parts, body) = request.into_parts();
+        let token = crate::proxy::is_upgrade(&parts.headers).then(|| {
+            self.upgrades
+                .park_request(std::mem::take(&mut parts.extensions))
+        });
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                let message = format!("the request body broke off: {e}");
+                return error_response(StatusCode::BAD_REQUEST, "bad-request-body", &message);
+            }
+        };
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut headers: Vec<Vec<String>> = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                vec![name.as_str().to_string(), value]
+            })
+            .collect();
+        if let Some(token) = token {
+            headers.push(vec![TOKEN_HEADER.to_string(), token.to_string()]);
+        }
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            method: parts.method.to_string(),
+            url: format!("http://{host}{path}"),
+            headers,
+            body,
+            reply,
+        };
+        let answered = self.call(call, answer).await;
+        let Some(token) = token else {
+            return answered;
+        };
+        // The worker passed the container's 101 on: answer with it, so the proxy tunnels.
+        let upgraded = answered.status() == StatusCode::SWITCHING_PROTOCOLS
+            && answered
+                .headers()
+                .get(TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                == Some(token.to_string().as_str());
+        let parked = upgraded
+            .then(|| self.upgrades.take_response(token))
+            .flatten();
+        self.upgrades.forget(token);
+        parked.unwrap_or(answered)
+    }
+}
+
+impl JsWorker {
+    /// Queues `call` on a lane and waits for its answer.
+    async fn call(
+        &self,
+        call: Call,
+        answer: oneshot::Receiver<Result<Reply, String>>,
+    ) -> Response<Body> {
+        let Some(lane) = self.lane() else {
+            return failure(&self.name, "it has no JavaScript runtime");
+        };
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _flight = Flight(lane.in_flight.clone());
+        if lane.calls.send(call).is_err() {
+            return failure(&self.name, "its JavaScript thread has ended");
+        }
+        match answer.await {
+            Ok(Ok(reply)) => match StatusCode::from_u16(reply.status) {
+                Ok(status) => response(status, reply),
+                Err(_) => {
+                    let message = format!(
+                        "its fetch answered status {}, which is no HTTP status (100 to 999)",
+                        reply.status
+                    );
+                    failure(&self.name, &message)
+                }
+            },
+            Ok(Err(message)) => failure(&self.name, &message),
+            Err(_) => failure(&self.name, "its JavaScript thread ended during the request"),
+        }
+    }
+}
+
+/// The worker's answer as a response; headers HTTP cannot carry are left out.
+fn response(status: StatusCode, reply: Reply) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from(reply.body)));
+    *response.status_mut() = status;
+    for pair in reply.headers {
+        if let [name, value] = pair.as_slice() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+    }
+    response
+}
+
+/// A 500 that says what failed in the worker (in `berth dev`, the stack is for the
+/// developer).
+fn failure(worker: &str, message: &str) -> Response<Body> {
+    tracing::error!(target: "berth::js", "worker {worker}: {message}");
+    let text = format!("worker {worker} failed: {message}");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "worker-exception", &text)
+}
+
+/// The deadline the interrupt handler checks while a task runs JavaScript, and whether
+/// the runtime's timers are broken.
+#[derive(Clone, Default)]
+pub(super) struct Meter {
+    deadline: Arc<Mutex<Option<Instant>>>,
+    /// Set when a timer's callback was cut off: LLRT's timer loop ends on any error and
+    /// never restarts, so no timer of the runtime fires again, and the worker sends new
+    /// requests to its other runtimes.
+    broken: Arc<AtomicBool>,
+}
+
+impl Meter {
+    fn deadline(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether JavaScript runs right now.
+    pub fn running(&self) -> bool {
+        self.deadline().is_some()
+    }
+
+    /// Whether the JavaScript running now is past its deadline.
+    pub fn over(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    pub fn break_timers(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    pub fn broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Runs one poll of a task that has `left` to run.
+    pub fn run<T>(&self, left: &mut Duration, poll: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        *self.deadline() = Some(start + *left);
+        let result = poll();
+        *self.deadline() = None;
+        *left = left.saturating_sub(start.elapsed());
+        result
+    }
+}
