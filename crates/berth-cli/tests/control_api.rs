@@ -170,7 +170,7 @@ impl Drop for Scratch {
                     .split_whitespace()
                     .filter(|r| !r.ends_with(":<none>") && !r.ends_with("@<none>"))
                 {
-                    let _ = quiet(&["rmi", reference]);
+                    let _ = quiet(&["rmi", "--no-prune", reference]);
                 }
             }
         }

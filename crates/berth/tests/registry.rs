@@ -84,6 +84,7 @@ impl Drop for LocalNames {
 async fn untag(runtime: &DockerRuntime, name: &str) -> Result<(), bollard::errors::Error> {
     let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
         .force(false)
+        .noprune(true)
         .build();
     runtime
         .docker()

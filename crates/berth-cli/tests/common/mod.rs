@@ -118,15 +118,15 @@ impl Drop for AppDir {
                     .filters(&filters)
                     .build();
                 // By tag, never by id: images of the same content share an id with other
-                // tests' images, which a removal by id would take away mid-build.
+                // tests' images, which a removal by id would take away mid-build. Parent
+                // layers stay, for the same reason: other builds may be using them.
+                let keep_parents = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                    .noprune(true)
+                    .build();
                 for image in docker.list_images(Some(options)).await.unwrap_or_default() {
                     for tag in image.repo_tags.iter().filter(|t| t.contains(&name)) {
                         let _ = docker
-                            .remove_image(
-                                tag,
-                                None::<bollard::query_parameters::RemoveImageOptions>,
-                                None,
-                            )
+                            .remove_image(tag, Some(keep_parents.clone()), None)
                             .await;
                     }
                 }

@@ -93,7 +93,12 @@ impl Builder for DockerRuntime {
 /// Removes an image (or only its tag, if it has others) unless a container uses it;
 /// whether it did.
 async fn remove_unused(docker: &Docker, image: &str) -> Result<bool, BollardError> {
-    let options = RemoveImageOptionsBuilder::new().force(false).build();
+    // Its untagged parent layers stay: another build, of this app or another, may be using
+    // them as its cache right now, and would fail if they went ("failed to get digest").
+    let options = RemoveImageOptionsBuilder::new()
+        .force(false)
+        .noprune(true)
+        .build();
     match docker.remove_image(image, Some(options), None).await {
         Ok(_) => Ok(true),
         // In use by a container (409), or gone already (404).
