@@ -44,6 +44,12 @@ pub(super) struct Call {
     pub reply: oneshot::Sender<Result<Reply, String>>,
 }
 
+/// What a worker's thread is asked to run: a request, or a hook of a container class.
+pub(super) enum Job {
+    Fetch(Call),
+    Hook(super::class_hooks::HookCall),
+}
+
 /// The worker's response, as parts.
 pub(super) struct Reply {
     pub status: u16,
@@ -51,12 +57,12 @@ pub(super) struct Reply {
     pub body: Vec<u8>,
 }
 
-struct Host {
+pub(super) struct Host {
     runtime: AsyncRuntime,
-    context: AsyncContext,
-    modules: Shared,
+    pub(super) context: AsyncContext,
+    pub(super) modules: Shared,
     meter: Meter,
-    limits: WorkerLimits,
+    pub(super) limits: WorkerLimits,
     entrypoint: PathBuf,
 }
 
@@ -64,7 +70,7 @@ struct Host {
 /// the worker is dropped.
 pub(super) fn run(
     setup: Setup,
-    mut queue: mpsc::UnboundedReceiver<Call>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
     ready: oneshot::Sender<Result<(), ScriptError>>,
 ) {
     let tokio = match tokio::runtime::Builder::new_current_thread()
@@ -102,11 +108,16 @@ pub(super) fn run(
         // QuickJS aborts the process when a runtime is freed while values are still held
         // (a request cut off mid-await holds some), so the runtime lives as long as berth.
         std::mem::forget(host.clone());
-        while let Some(call) = queue.recv().await {
+        while let Some(job) = queue.recv().await {
             let host = host.clone();
             tokio::task::spawn_local(async move {
-                let parts = (call.method, call.url, call.headers, call.body);
-                let _ = call.reply.send(host.serve(parts).await);
+                match job {
+                    Job::Fetch(call) => {
+                        let parts = (call.method, call.url, call.headers, call.body);
+                        let _ = call.reply.send(host.serve(parts).await);
+                    }
+                    Job::Hook(call) => host.hook(call).await,
+                }
             });
         }
     });
@@ -222,7 +233,7 @@ impl Host {
 
     /// `task`, with the JavaScript it runs counted against one request's CPU budget;
     /// gives the budget left with its result.
-    fn metered<F: Future>(&self, task: F) -> Metered<'_, F> {
+    pub(super) fn metered<F: Future>(&self, task: F) -> Metered<'_, F> {
         Metered {
             meter: &self.meter,
             left: self.limits.cpu,
@@ -246,11 +257,14 @@ fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rqui
     // Named, so that the glue's frames in a stack read as berth's, not the app's.
     let mut options = rquickjs::context::EvalOptions::default();
     options.filename = Some("berth:serve".into());
-    ctx.eval_with_options::<(), _>(include_str!("builtins/serve.js"), options)
+    ctx.eval_with_options::<(), _>(include_str!("builtins/serve.js"), options)?;
+    let mut options = rquickjs::context::EvalOptions::default();
+    options.filename = Some("berth:hooks".into());
+    ctx.eval_with_options::<(), _>(include_str!("builtins/hooks.js"), options)
 }
 
 /// A failure inside JavaScript as (message, stack), which can leave the runtime.
-fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
+pub(super) fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
     if !matches!(error, rquickjs::Error::Exception) {
         return (error.to_string(), String::new());
     }
@@ -272,7 +286,7 @@ fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
 }
 
 /// See [`Host::metered`].
-struct Metered<'m, F> {
+pub(super) struct Metered<'m, F> {
     meter: &'m Meter,
     left: Duration,
     task: Pin<Box<F>>,

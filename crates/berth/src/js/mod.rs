@@ -23,12 +23,14 @@
 
 mod bindings;
 mod builtins;
+mod class_hooks;
 mod class_options;
 mod declare;
 mod engine;
 mod host;
 mod modules;
 mod serve;
+mod storage;
 mod strip;
 mod upgrade;
 mod workers;
@@ -38,6 +40,7 @@ use std::time::Duration;
 
 use crate::manifest::{Manifest, ManifestError, FILE_NAME};
 
+pub use class_hooks::JsHooks;
 pub use declare::app_name_from_folder;
 pub use serve::{JsWorker, WorkerLimits};
 
