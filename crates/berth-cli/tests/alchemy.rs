@@ -239,3 +239,51 @@ async fn the_container_class_hooks_run_in_javascript() {
     let state = "hook state: set by onStart; storage: onStart true; reason: runtime_signal";
     assert!(log.contains(state), "{state} in:\n{log}");
 }
+
+const EXPIRY: &str = r#"expiries = 0;
+  override async onActivityExpired() {
+    this.expiries++;
+    console.log(`activity expired ${this.expiries}`);
+    if (this.expiries >= 2) await this.stop();
+  }
+
+  override onStop() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_loops_is_cut_off_and_on_activity_expired_keeps_the_container_awake() {
+    let app = alchemy_app("hook-expiry", None);
+    let class = app.dir.join("src/container.ts");
+    let source = std::fs::read_to_string(&class).expect("container.ts");
+    let source = source
+        .replace("sleepAfter = \"3m\"", "sleepAfter = \"2s\"")
+        .replace(
+            "override onStart() {",
+            "override onStart() {\n    while (true) {}",
+        )
+        .replace("override onStop() {", EXPIRY);
+    for needle in ["sleepAfter = \"2s\"", "while (true)", "onActivityExpired"] {
+        assert!(source.contains(needle), "{needle} in {source}");
+    }
+    std::fs::write(&class, source).expect("container.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+
+    let cut_off = "MyContainer.onStart()";
+    let log = stderr_within(
+        &berth,
+        "ran JavaScript for more than 5s",
+        Duration::from_secs(60),
+    );
+    assert!(log.contains(cut_off), "{log}");
+    // The container is served after its onStart was cut off.
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+
+    // The first expiry keeps it awake; the second stops it.
+    let stopped = "Container successfully shut down";
+    let log = stderr_within(&berth, stopped, Duration::from_secs(120));
+    let at = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    assert!(at("activity expired 1") < at("activity expired 2"), "{log}");
+    assert!(at("activity expired 2") < at(stopped), "{log}");
+}
