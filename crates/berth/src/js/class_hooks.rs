@@ -22,8 +22,9 @@ use super::serve::JsWorker;
 use crate::lifecycle::StopReason;
 use crate::object::{Expiry, Hooks, Object, ObjectError, StopParams};
 
-/// How long berth waits for a hook's promise to settle before it goes on without it.
-const HOOK_WAIT: Duration = Duration::from_secs(30);
+/// How long berth waits for a hook's promise to settle before it goes on without it:
+/// well inside the 30 s a shutdown gives hooks, even for an onStart followed by an onStop.
+const HOOK_WAIT: Duration = Duration::from_secs(10);
 
 /// One hook call, as parts a worker's thread can take.
 pub(super) struct HookCall {
