@@ -100,16 +100,18 @@ pub(super) fn run(
         // a request at each turn.
         let cpu = host.limits.cpu;
         let meter = host.meter.clone();
+        let driver = Driver::default();
         tokio::task::spawn_local(Turns {
             meter,
             cpu,
             task: Box::pin(host.runtime.drive()),
+            driver: driver.clone(),
         });
         // QuickJS aborts the process when a runtime is freed while values are still held
         // (a request cut off mid-await holds some), so the runtime lives as long as berth.
         std::mem::forget(host.clone());
         while let Some(job) = queue.recv().await {
-            let host = host.clone();
+            let (host, driver) = (host.clone(), driver.clone());
             tokio::task::spawn_local(async move {
                 match job {
                     Job::Fetch(call) => {
@@ -118,6 +120,7 @@ pub(super) fn run(
                     }
                     Job::Hook(call) => host.hook(call).await,
                 }
+                driver.wake();
             });
         }
     });
@@ -304,18 +307,41 @@ impl<F: Future> Future for Metered<'_, F> {
     }
 }
 
+/// The waker of the task that drives the runtime's spawned futures (the native calls'
+/// promises). QuickJS's scheduler wakes only the last task that polled it, and a job's
+/// task polls it too: when that task ends, a native call that completes later would wake
+/// no one, and every request awaiting it would hang. So each job, as it ends, wakes the
+/// driver, which polls the scheduler again and becomes the one it wakes.
+#[derive(Clone, Default)]
+struct Driver(Rc<std::cell::RefCell<Option<std::task::Waker>>>);
+
+impl Driver {
+    fn wake(&self) {
+        if let Some(waker) = self.0.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+}
+
 /// A task whose every turn (poll) may run JavaScript for `cpu`.
 struct Turns<F> {
     meter: Meter,
     cpu: Duration,
     task: Pin<Box<F>>,
+    driver: Driver,
 }
 
 impl<F: Future> Future for Turns<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let Turns { meter, cpu, task } = &mut *self;
+        let Turns {
+            meter,
+            cpu,
+            task,
+            driver,
+        } = &mut *self;
+        *driver.0.borrow_mut() = Some(cx.waker().clone());
         let mut left = *cpu;
         let polled = meter.run(&mut left, || task.as_mut().poll(cx));
         if left.is_zero() {
