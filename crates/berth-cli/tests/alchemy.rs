@@ -287,3 +287,24 @@ async fn a_hook_that_loops_is_cut_off_and_on_activity_expired_keeps_the_containe
     assert!(at("activity expired 1") < at("activity expired 2"), "{log}");
     assert!(at("activity expired 2") < at(stopped), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
+    let app = alchemy_app("hook-crash", None);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    // The test server exits with code 3 as it answers; what the request gets back is
+    // not this test's concern, so it is sent and not read.
+    let mut exit = std::net::TcpStream::connect(&addr).expect("connect to berth");
+    let request = "GET /exit/3 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    std::io::Write::write_all(&mut exit, request.as_bytes()).expect("send");
+
+    let stopped = "Container successfully shut down";
+    let log = stderr_within(&berth, stopped, Duration::from_secs(60));
+    let at = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    let error = "Container error: Error: container exited with code 3";
+    assert!(at("Container successfully started") < at(error), "{log}");
+    assert!(at(error) < at(stopped), "{log}");
+    drop(exit);
+}
