@@ -32,6 +32,7 @@ mod modules;
 mod serve;
 mod storage;
 mod strip;
+mod turns;
 mod upgrade;
 mod workers;
 
