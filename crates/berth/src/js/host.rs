@@ -1,6 +1,7 @@
 //! The thread of one JS worker: its QuickJS runtime with the Web APIs (the LLRT modules),
 //! berth's built-in modules and bindings, the loaded entrypoint, and the loop that turns
-//! each queued request into a task (see [`super::serve`] for why).
+//! each queued request, or hook of a container class (see [`super::class_hooks`]), into a
+//! task (see [`super::serve`] for why).
 
 use std::collections::BTreeMap;
 use std::future::Future;
