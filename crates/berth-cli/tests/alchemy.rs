@@ -183,3 +183,128 @@ fn a_worker_that_imports_an_unknown_module_is_named_in_the_error() {
     assert!(stderr.contains("\"hono\""), "{stderr}");
     assert!(stderr.contains(&worker.display().to_string()), "{stderr}");
 }
+
+/// Berth's standard error once it holds `needle`, or after `limit`.
+fn stderr_within(berth: &Berth, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let log = berth.stderr();
+        if log.contains(needle) || Instant::now() >= deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const ON_START: &str = r#"field = "unset";
+  override async onStart() {
+    this.field = "set by onStart";
+    await this.ctx.storage.put("mark", { by: "onStart", id: String(this.ctx.id) });
+"#;
+
+const ON_STOP: &str = r#"override async onStop(params: { exitCode: number; reason: string }) {
+    const mark = await this.ctx.storage.get("mark");
+    console.log(`hook state: ${this.field}; storage: ${mark.by} ${mark.id === String(this.ctx.id)}; reason: ${params.reason}`);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_class_hooks_run_in_javascript() {
+    let app = alchemy_app("hooks", None);
+    let class = app.dir.join("src/container.ts");
+    let source = std::fs::read_to_string(&class).expect("container.ts");
+    // Also: onStart's instance keeps its fields until onStop, and ctx.storage keeps
+    // what onStart put.
+    let source = source
+        .replace("sleepAfter = \"3m\"", "sleepAfter = \"2s\"")
+        .replace("override onStart() {", ON_START)
+        .replace("override onStop() {", ON_STOP);
+    for needle in ["sleepAfter = \"2s\"", "storage.put", "storage.get"] {
+        assert!(source.contains(needle), "{needle} in {source}");
+    }
+    std::fs::write(&class, source).expect("container.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+
+    let started = "Container successfully started";
+    let log = stderr_within(&berth, started, Duration::from_secs(30));
+    assert!(log.contains(started), "{log}");
+    // Idle for sleepAfter, the container sleeps, and onStop says so.
+    let stopped = "Container successfully shut down";
+    let log = stderr_within(&berth, stopped, Duration::from_secs(90));
+    assert!(log.contains(stopped), "{log}");
+    let at = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    assert!(at(started) < at(stopped), "onStart before onStop:\n{log}");
+    let state = "hook state: set by onStart; storage: onStart true; reason: runtime_signal";
+    assert!(log.contains(state), "{state} in:\n{log}");
+}
+
+const EXPIRY: &str = r#"expiries = 0;
+  override async onActivityExpired() {
+    this.expiries++;
+    console.log(`activity expired ${this.expiries}`);
+    if (this.expiries >= 2) await this.stop();
+  }
+
+  override onStop() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_loops_is_cut_off_and_on_activity_expired_keeps_the_container_awake() {
+    let app = alchemy_app("hook-expiry", None);
+    let class = app.dir.join("src/container.ts");
+    let source = std::fs::read_to_string(&class).expect("container.ts");
+    let source = source
+        .replace("sleepAfter = \"3m\"", "sleepAfter = \"2s\"")
+        .replace(
+            "override onStart() {",
+            "override onStart() {\n    while (true) {}",
+        )
+        .replace("override onStop() {", EXPIRY);
+    for needle in ["sleepAfter = \"2s\"", "while (true)", "onActivityExpired"] {
+        assert!(source.contains(needle), "{needle} in {source}");
+    }
+    std::fs::write(&class, source).expect("container.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+
+    let cut_off = "MyContainer.onStart()";
+    let log = stderr_within(
+        &berth,
+        "ran JavaScript for more than 5s",
+        Duration::from_secs(60),
+    );
+    assert!(log.contains(cut_off), "{log}");
+    // The container is served after its onStart was cut off.
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+
+    // The first expiry keeps it awake; the second stops it.
+    let stopped = "Container successfully shut down";
+    let log = stderr_within(&berth, stopped, Duration::from_secs(120));
+    let at = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    assert!(at("activity expired 1") < at("activity expired 2"), "{log}");
+    assert!(at("activity expired 2") < at(stopped), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
+    let app = alchemy_app("hook-crash", None);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    // The test server exits with code 3 as it answers; what the request gets back is
+    // not this test's concern, so it is sent and not read.
+    let mut exit = std::net::TcpStream::connect(&addr).expect("connect to berth");
+    let request = "GET /exit/3 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    std::io::Write::write_all(&mut exit, request.as_bytes()).expect("send");
+
+    let stopped = "Container successfully shut down";
+    let log = stderr_within(&berth, stopped, Duration::from_secs(60));
+    let at = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    let error = "Container error: Error: container exited with code 3";
+    assert!(at("Container successfully started") < at(error), "{log}");
+    assert!(at(error) < at(stopped), "{log}");
+    drop(exit);
+}

@@ -17,11 +17,10 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
-use crate::js::{JsWorker, ScriptError, WorkerLimits};
+use crate::js::{JsHooks, JsWorker, ScriptError, WorkerLimits};
 use crate::lease::LeaseError;
 use crate::manifest::{ContainerDef, ImageSource, Manifest, Place, FILE_NAME};
 use crate::namespace::Namespace;
-use crate::object::NoHooks;
 use crate::router::{Router, RouterError};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::server::{self, ServeOptions};
@@ -125,11 +124,15 @@ impl Session {
             });
         }
         let mut namespaces = BTreeMap::new();
+        // Container id → the hooks of its class, run by the first JS worker bound to it.
+        let mut hooks = BTreeMap::new();
         for def in &manifest.containers {
             let image = image_of(builder.as_ref(), &manifest, def, progress).await?;
             let mut class = def.class.clone();
             class.image = image;
-            namespaces.insert(def.id.clone(), app.namespace(class, Arc::new(NoHooks)));
+            let class_hooks = JsHooks::new(&class.name);
+            namespaces.insert(def.id.clone(), app.namespace(class, class_hooks.clone()));
+            hooks.insert(def.id.clone(), class_hooks);
         }
         let recovery = app.recover().await?;
         if !recovery.others.is_empty() {
@@ -159,10 +162,17 @@ impl Session {
                 }
             }
             let worker: Arc<dyn Worker> = match &def.script {
-                Some(script) => Arc::new(
-                    JsWorker::start(&def.name, script, env.clone(), WorkerLimits::default())
-                        .await?,
-                ),
+                Some(script) => {
+                    let limits = WorkerLimits::default();
+                    let js =
+                        Arc::new(JsWorker::start(&def.name, script, env.clone(), limits).await?);
+                    for (binding, container) in &def.bindings {
+                        if let Some(class_hooks) = hooks.remove(container) {
+                            class_hooks.run_in(&js, binding);
+                        }
+                    }
+                    js
+                }
                 None => Arc::new(Router::new(def.routes.clone(), &env)?),
             };
             workers.push(WorkerHandle {

@@ -20,14 +20,14 @@ use crate::runtime::Signal;
 use crate::worker::Env;
 
 /// Which object a stub stands for, as serve.js passes it.
-struct Target {
+pub(super) struct Target {
     binding: String,
     id: String,
     name: Option<String>,
 }
 
 impl Target {
-    fn read(target: &Object<'_>) -> rquickjs::Result<Target> {
+    pub(super) fn read(target: &Object<'_>) -> rquickjs::Result<Target> {
         Ok(Target {
             binding: target.get("binding")?,
             id: target.get("id")?,
@@ -36,7 +36,7 @@ impl Target {
     }
 
     /// The object, or why there is none (as text for a JS error).
-    fn object(&self, env: &Env) -> Result<Container, String> {
+    pub(super) fn object(&self, env: &Env) -> Result<Container, String> {
         let namespace = namespace(env, &self.binding)?;
         match &self.name {
             Some(name) => Ok(namespace.get_by_name(name)),
@@ -54,12 +54,12 @@ fn namespace<'a>(env: &'a Env, binding: &str) -> Result<&'a Namespace, String> {
 }
 
 /// A Rust failure as a JS exception.
-fn throw(ctx: &Ctx<'_>, message: String) -> rquickjs::Error {
+pub(super) fn throw(ctx: &Ctx<'_>, message: String) -> rquickjs::Error {
     Exception::throw_message(ctx, &message)
 }
 
 /// Runs `work` on berth's runtime and waits for it from the JS thread.
-async fn on_berth<T: Send + 'static>(
+pub(super) async fn on_berth<T: Send + 'static>(
     main: &Handle,
     work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
 ) -> Result<T, String> {
@@ -186,6 +186,7 @@ pub(super) fn install(
     native.set("newUniqueId", Function::new(ctx.clone(), new_unique_id)?)?;
     install_fetch(ctx, &native, env, main, upgrades)?;
     install_lifecycle(ctx, &native, env, main)?;
+    super::storage::install(ctx, &native, env, main)?;
     let berth: Object = ctx.globals().get("__berth")?;
     berth.set("native", native)
 }

@@ -1,13 +1,12 @@
 //! The thread of one JS worker: its QuickJS runtime with the Web APIs (the LLRT modules),
 //! berth's built-in modules and bindings, the loaded entrypoint, and the loop that turns
-//! each queued request into a task (see [`super::serve`] for why).
+//! each queued request, or hook of a container class (see [`super::class_hooks`]), into a
+//! task (see [`super::serve`] for why).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::engine::{place, rewrite_stack};
 use super::modules::Shared;
 use super::serve::{Meter, WorkerLimits};
+use super::turns::{Driver, Metered, Turns};
 use super::upgrade::Upgrades;
 use super::{bindings, builtins, ScriptError, SourcePlace};
 use crate::worker::Env;
@@ -44,6 +44,12 @@ pub(super) struct Call {
     pub reply: oneshot::Sender<Result<Reply, String>>,
 }
 
+/// What a worker's thread is asked to run: a request, or a hook of a container class.
+pub(super) enum Job {
+    Fetch(Call),
+    Hook(super::class_hooks::HookCall),
+}
+
 /// The worker's response, as parts.
 pub(super) struct Reply {
     pub status: u16,
@@ -51,12 +57,12 @@ pub(super) struct Reply {
     pub body: Vec<u8>,
 }
 
-struct Host {
+pub(super) struct Host {
     runtime: AsyncRuntime,
-    context: AsyncContext,
-    modules: Shared,
+    pub(super) context: AsyncContext,
+    pub(super) modules: Shared,
     meter: Meter,
-    limits: WorkerLimits,
+    pub(super) limits: WorkerLimits,
     entrypoint: PathBuf,
 }
 
@@ -64,7 +70,7 @@ struct Host {
 /// the worker is dropped.
 pub(super) fn run(
     setup: Setup,
-    mut queue: mpsc::UnboundedReceiver<Call>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
     ready: oneshot::Sender<Result<(), ScriptError>>,
 ) {
     let tokio = match tokio::runtime::Builder::new_current_thread()
@@ -94,19 +100,27 @@ pub(super) fn run(
         // a request at each turn.
         let cpu = host.limits.cpu;
         let meter = host.meter.clone();
+        let driver = Driver::default();
         tokio::task::spawn_local(Turns {
             meter,
             cpu,
             task: Box::pin(host.runtime.drive()),
+            driver: driver.clone(),
         });
         // QuickJS aborts the process when a runtime is freed while values are still held
         // (a request cut off mid-await holds some), so the runtime lives as long as berth.
         std::mem::forget(host.clone());
-        while let Some(call) = queue.recv().await {
-            let host = host.clone();
+        while let Some(job) = queue.recv().await {
+            let (host, driver) = (host.clone(), driver.clone());
             tokio::task::spawn_local(async move {
-                let parts = (call.method, call.url, call.headers, call.body);
-                let _ = call.reply.send(host.serve(parts).await);
+                match job {
+                    Job::Fetch(call) => {
+                        let parts = (call.method, call.url, call.headers, call.body);
+                        let _ = call.reply.send(host.serve(parts).await);
+                    }
+                    Job::Hook(call) => host.hook(call).await,
+                }
+                driver.wake();
             });
         }
     });
@@ -222,7 +236,7 @@ impl Host {
 
     /// `task`, with the JavaScript it runs counted against one request's CPU budget;
     /// gives the budget left with its result.
-    fn metered<F: Future>(&self, task: F) -> Metered<'_, F> {
+    pub(super) fn metered<F: Future>(&self, task: F) -> Metered<'_, F> {
         Metered {
             meter: &self.meter,
             left: self.limits.cpu,
@@ -246,11 +260,14 @@ fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rqui
     // Named, so that the glue's frames in a stack read as berth's, not the app's.
     let mut options = rquickjs::context::EvalOptions::default();
     options.filename = Some("berth:serve".into());
-    ctx.eval_with_options::<(), _>(include_str!("builtins/serve.js"), options)
+    ctx.eval_with_options::<(), _>(include_str!("builtins/serve.js"), options)?;
+    let mut options = rquickjs::context::EvalOptions::default();
+    options.filename = Some("berth:hooks".into());
+    ctx.eval_with_options::<(), _>(include_str!("builtins/hooks.js"), options)
 }
 
 /// A failure inside JavaScript as (message, stack), which can leave the runtime.
-fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
+pub(super) fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
     if !matches!(error, rquickjs::Error::Exception) {
         return (error.to_string(), String::new());
     }
@@ -269,45 +286,4 @@ fn thrown(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
         _ => "an object that is not an Error was thrown".to_string(),
     };
     (message, text("stack").unwrap_or_default())
-}
-
-/// See [`Host::metered`].
-struct Metered<'m, F> {
-    meter: &'m Meter,
-    left: Duration,
-    task: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Metered<'_, F> {
-    type Output = (F::Output, Duration);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Metered { meter, left, task } = &mut *self;
-        match meter.run(left, || task.as_mut().poll(cx)) {
-            Poll::Ready(output) => Poll::Ready((output, *left)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// A task whose every turn (poll) may run JavaScript for `cpu`.
-struct Turns<F> {
-    meter: Meter,
-    cpu: Duration,
-    task: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Turns<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let Turns { meter, cpu, task } = &mut *self;
-        let mut left = *cpu;
-        let polled = meter.run(&mut left, || task.as_mut().poll(cx));
-        if left.is_zero() {
-            tracing::error!(target: "berth::js", "a timer's callback ran JavaScript for more than {cpu:?}, so berth stopped it (does it loop forever?); the timers of its runtime no longer fire, so new requests go to the worker's other runtimes");
-            meter.break_timers();
-        }
-        polled
-    }
 }

@@ -23,13 +23,16 @@
 
 mod bindings;
 mod builtins;
+mod class_hooks;
 mod class_options;
 mod declare;
 mod engine;
 mod host;
 mod modules;
 mod serve;
+mod storage;
 mod strip;
+mod turns;
 mod upgrade;
 mod workers;
 
@@ -38,6 +41,7 @@ use std::time::Duration;
 
 use crate::manifest::{Manifest, ManifestError, FILE_NAME};
 
+pub use class_hooks::JsHooks;
 pub use declare::app_name_from_folder;
 pub use serve::{JsWorker, WorkerLimits};
 

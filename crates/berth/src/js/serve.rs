@@ -24,7 +24,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::host::{self, Call, Reply};
+use super::class_hooks::HookCall;
+use super::host::{self, Call, Job, Reply};
 use super::upgrade::{Upgrades, TOKEN_HEADER};
 use super::ScriptError;
 use crate::http::{error_response, full, Body};
@@ -64,7 +65,7 @@ pub struct JsWorker {
 
 /// One runtime of a worker, as the worker sees it.
 struct Lane {
-    calls: mpsc::UnboundedSender<Call>,
+    calls: mpsc::UnboundedSender<Job>,
     meter: Meter,
     in_flight: Arc<AtomicUsize>,
 }
@@ -112,6 +113,21 @@ impl JsWorker {
                 lane.in_flight.load(Ordering::Relaxed),
             )
         })
+    }
+}
+
+impl JsWorker {
+    /// Queues a hook on the lane of its object: always the same one for one object, so
+    /// that its hooks share one JS instance. False if the lane's thread has ended.
+    pub(super) fn hook(&self, call: HookCall) -> bool {
+        let hash = call
+            .id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        match self.lanes.get(hash % self.lanes.len().max(1)) {
+            Some(lane) => lane.calls.send(Job::Hook(call)).is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -226,7 +242,7 @@ impl JsWorker {
         };
         lane.in_flight.fetch_add(1, Ordering::Relaxed);
         let _flight = Flight(lane.in_flight.clone());
-        if lane.calls.send(call).is_err() {
+        if lane.calls.send(Job::Fetch(call)).is_err() {
             return failure(&self.name, "its JavaScript thread has ended");
         }
         match answer.await {

@@ -1,11 +1,17 @@
 // berth's `@cloudflare/containers`: the Container class with the defaults of Cloudflare's
 // library, so that berth can read a subclass's options by instantiating it, and the
 // helpers that reach containers through a binding (see serve.js). berth runs the
-// container itself, not the class's code: a worker reaches it through a stub.
+// container itself; the class's hooks (onStart, onStop, onError, onActivityExpired) run
+// in the worker's runtime (see hooks.js), and a worker reaches the container through a
+// stub.
 import { DurableObject } from "cloudflare:workers";
 
 const onlyInFetch = (what) =>
-  new Error(`${what}: berth runs the container, not the class's code; reach it through a stub, as in getContainer(env.MY_CONTAINER).fetch(request)`);
+  new Error(`${what}: berth runs the container, and the class's code only in its hooks; reach the container through a stub, as in getContainer(env.MY_CONTAINER).fetch(request)`);
+
+// While onActivityExpired runs, what its this.stop() sets (see hooks.js).
+const EXPIRY = Symbol("berth expiry");
+globalThis.__berth.EXPIRY = EXPIRY;
 
 // The same singleton name as berth's Namespace::get_container.
 const SINGLETON = "berth-singleton-container";
@@ -39,12 +45,19 @@ export class Container extends DurableObject {
   async containerFetch() { throw onlyInFetch("Container.containerFetch"); }
   async start() { throw onlyInFetch("Container.start"); }
   async startAndWaitForPorts() { throw onlyInFetch("Container.startAndWaitForPorts"); }
-  async stop() { throw onlyInFetch("Container.stop"); }
+  async stop() {
+    if (this[EXPIRY]) {
+      this[EXPIRY].stop = true;
+      return;
+    }
+    throw onlyInFetch("Container.stop");
+  }
   async destroy() { throw onlyInFetch("Container.destroy"); }
   renewActivityTimeout() {}
   onStart() {}
   onStop() {}
   onError(error) { throw error; }
+  async onActivityExpired() { await this.stop(); }
 }
 globalThis.__berth.Container = Container;
 

@@ -33,6 +33,8 @@
       headers: reply.headers,
     });
 
+  berth.DurableObjectId = DurableObjectId;
+
   // A stub of one container object: what `namespace.get(id)` gives.
   class ContainerStub {
     #target;
@@ -108,6 +110,9 @@
     const env = { ...vars };
     for (const name of bindings) env[name] = namespace(name);
     Object.assign(berth.workersEnv, env);
+    // For the container classes' hooks (hooks.js).
+    berth.exports = exports;
+    berth.env = env;
     const entry = exports.default;
     if (typeof entry === "function" && typeof entry.prototype?.fetch === "function") {
       berth.handler = (request) => new entry(context, env).fetch(request);

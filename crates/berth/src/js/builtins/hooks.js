@@ -1,0 +1,99 @@
+// Runs in a worker's runtime after serve.js: `__berth.hook`, which berth calls when the
+// lifecycle of an object of a container class reaches a hook (see js/class_hooks.rs).
+// One instance of the class per object, from its first hook to the end of its onStop:
+// fields set in onStart are there in onStop, and a stopped object holds no memory.
+(() => {
+  const berth = globalThis.__berth;
+  const instances = new Map();
+
+  // `ctx.storage`: the object's durable storage in berth, values as JSON.
+  const storageOf = (target) => {
+    const call = (op, key, value) => berth.native.storage(target, op, String(key), value ?? null);
+    const one = async (key) => {
+      const text = await call("get", key);
+      return text === null ? undefined : JSON.parse(text);
+    };
+    return {
+      async get(keys) {
+        if (!Array.isArray(keys)) return one(keys);
+        const found = new Map();
+        for (const key of keys) {
+          const value = await one(key);
+          if (value !== undefined) found.set(key, value);
+        }
+        return found;
+      },
+      async put(keyOrEntries, value) {
+        const entries = typeof keyOrEntries === "object" && keyOrEntries !== null ? Object.entries(keyOrEntries) : [[keyOrEntries, value]];
+        for (const [key, item] of entries) await call("put", key, JSON.stringify(item));
+      },
+      async delete(keys) {
+        if (!Array.isArray(keys)) return (await call("delete", keys)) === "true";
+        let deleted = 0;
+        for (const key of keys) if ((await call("delete", key)) === "true") deleted++;
+        return deleted;
+      },
+      async list({ prefix, start, end, reverse, limit } = {}) {
+        let keys = JSON.parse(await call("keys", "")).filter(
+          (key) => (prefix === undefined || key.startsWith(prefix)) && (start === undefined || key >= start) && (end === undefined || key < end),
+        );
+        if (reverse) keys.reverse();
+        if (limit !== undefined) keys = keys.slice(0, limit);
+        return this.get(keys);
+      },
+    };
+  };
+
+  const instanceOf = (className, binding, hex, name) => {
+    const known = instances.get(hex);
+    if (known) return known;
+    const Class = berth.exports?.[className];
+    if (typeof Class !== "function") {
+      throw new TypeError(`the worker's entrypoint does not export class ${className}, so its hooks cannot run; export it (export { ${className} } from "./container.ts")`);
+    }
+    const ctx = {
+      id: new berth.DurableObjectId(hex, name ?? undefined),
+      storage: storageOf({ binding, id: hex, name: name ?? null }),
+      waitUntil() {},
+      blockConcurrencyWhile: async (callback) => callback(),
+    };
+    const instance = new Class(ctx, berth.env);
+    instances.set(hex, instance);
+    return instance;
+  };
+
+  // Runs `hook` with `arg` (JSON); gives "" or, for onActivityExpired, whether the
+  // container sleeps ("sleep": the hook called this.stop(), or is Container's own) or
+  // stays awake ("awake").
+  berth.hook = async (className, binding, hex, name, hook, arg) => {
+    const instance = instanceOf(className, binding, hex, name);
+    switch (hook) {
+      case "onStart":
+        await instance.onStart();
+        return "";
+      case "onStop":
+        try {
+          await instance.onStop(JSON.parse(arg));
+        } finally {
+          instances.delete(hex);
+        }
+        return "";
+      case "onError":
+        await instance.onError(new Error(JSON.parse(arg)));
+        return "";
+      case "onActivityExpired": {
+        if (instance.onActivityExpired === berth.Container?.prototype.onActivityExpired) return "sleep";
+        const expiry = { stop: false };
+        instance[berth.EXPIRY] = expiry;
+        try {
+          await instance.onActivityExpired();
+        } finally {
+          delete instance[berth.EXPIRY];
+        }
+        return expiry.stop ? "sleep" : "awake";
+      }
+      default:
+        throw new TypeError(`berth has no hook ${hook}`);
+    }
+  };
+})();
