@@ -9,6 +9,7 @@
 # interleaved, REPEATS times. It prints the figures as Markdown: medians over the repeats.
 #
 #   bench/js.sh [REPEATS] [SECONDS]        # default 3 and 5
+#   BERTH=path/to/berth bench/js.sh        # another build of berth, to compare two
 #
 # Builds ${CARGO_TARGET_DIR:-target}/release/berth and the static server when missing. It
 # leaves no container, image or folder behind: both berth dev get SIGINT (as Ctrl-C) and
@@ -21,8 +22,8 @@ seconds=${2:-5}
 case "$repeats" in '' | *[!0-9]* | 0) echo "usage: $0 [REPEATS] [SECONDS]" >&2; exit 2 ;; esac
 case "$seconds" in '' | *[!0-9]* | 0) echo "usage: $0 [REPEATS] [SECONDS]" >&2; exit 2 ;; esac
 
-berth="${CARGO_TARGET_DIR:-$root/target}/release/berth"
-if [ ! -x "$berth" ]; then
+berth=${BERTH:-"${CARGO_TARGET_DIR:-$root/target}/release/berth"}
+if [ ! -x "$berth" ] && [ -z "${BERTH:-}" ]; then
     cargo build --release -q -p berth-cli
 fi
 server_bin="$root/examples/hello/server"
