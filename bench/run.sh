@@ -2,12 +2,15 @@
 # Runs berth's benchmarks: installs wrk and nginx, builds the static server that goes into
 # the image, and prints the figures as Markdown. Arguments go to berth-bench, for example
 #   bench/run.sh --only cold,warm --samples 30
-# except the measurement `deploy` (berth serve and berth deploy), which bench/deploy.sh
-# runs: `bench/run.sh --only deploy`, and last in a run of everything.
+# except two shell measurements, each also last in a run of everything: `js` (a JS worker
+# against the equivalent declarative route under berth dev), which bench/js.sh runs:
+# `bench/run.sh --only js`; and `deploy` (berth serve and berth deploy), which
+# bench/deploy.sh runs: `bench/run.sh --only deploy`.
 set -eu
 cd "$(dirname "$0")/.."
 
-# Takes `deploy` out of --only; without --only, everything runs, deploy too.
+# Takes `js` and `deploy` out of --only; without --only, everything runs, those too.
+js=yes
 deploy=yes
 others=yes
 n=$#
@@ -26,14 +29,15 @@ while [ "$i" -lt "$n" ]; do
             else
                 list=${arg#--only=}
             fi
+            js=no
             deploy=no
             kept=""
             for name in $(echo "$list" | tr ',' ' '); do
-                if [ "$name" = deploy ]; then
-                    deploy=yes
-                else
-                    kept="$kept${kept:+,}$name"
-                fi
+                case "$name" in
+                    js) js=yes ;;
+                    deploy) deploy=yes ;;
+                    *) kept="$kept${kept:+,}$name" ;;
+                esac
             done
             if [ -n "$kept" ]; then
                 set -- "$@" --only "$kept"
@@ -52,6 +56,12 @@ if [ "$others" = yes ]; then
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     cargo build --release -q -p berth-bench
     "${CARGO_TARGET_DIR:-target}/release/berth-bench" "$@"
+fi
+if [ "$js" = yes ]; then
+    sh bench/setup.sh >&2
+    sh examples/hello/build-server.sh >&2
+    cargo build --release -q -p berth-cli
+    bash bench/js.sh
 fi
 if [ "$deploy" = yes ]; then
     sh examples/hello/build-server.sh >&2

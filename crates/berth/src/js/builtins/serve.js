@@ -45,7 +45,9 @@
     }
     // Sends the request to the container's default port (or the one `switchPort` set).
     async fetch(input, init) {
-      const request = new Request(input, init);
+      // A Request passed on as it is (`container.fetch(request)`) is sent as it is:
+      // copying it would give the same method, url, headers and body.
+      const request = input instanceof Request && init === undefined ? input : new Request(input, init);
       return response(await native.fetch(this.#target, request.method, request.url, [...request.headers], await bytes(request), null));
     }
     // Cloudflare's containerFetch(request | url, init | port?, port?).
