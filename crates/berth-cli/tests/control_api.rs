@@ -11,13 +11,16 @@
 //!    destroy hit the real instance, which the next request starts again);
 //! 3. after the app is seen to serve still, the removal of that app.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::request;
 
 /// The checks that must hold on every answer. Left out, as opinions rather than defects:
 /// `positive_data_acceptance`, which expects a schema-valid deploy request to be accepted,
@@ -285,35 +288,6 @@ impl Drop for Serve {
     }
 }
 
-/// One HTTP/1.1 request on its own connection; the status and the body.
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to berth");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        request.push_str("Host: localhost\r\n");
-    }
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// Runs scripts/schemathesis.sh `run` against the server's own document with the token,
 /// the checks and `extra`; asserts it exits 0 and returns the number of test cases.
 fn schemathesis(control: &str, token: &str, config: Option<&Path>, extra: &[&str]) -> u64 {
@@ -427,9 +401,9 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
 
     // The token is needed, and only the right one will do.
     let apps = format!("/v1/apps/{app}");
-    assert_eq!(http(&serve.control, "GET", &apps, &[]).0, 401);
+    assert_eq!(request(&serve.control, "GET", &apps, &[]).0, 401);
     assert_eq!(
-        http(
+        request(
             &serve.control,
             "GET",
             &apps,
@@ -439,7 +413,7 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
         401
     );
     assert_eq!(
-        http(
+        request(
             &serve.control,
             "GET",
             &apps,
@@ -449,12 +423,12 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
         401
     );
     assert_eq!(
-        http(&serve.control, "GET", &apps, &[("Authorization", &bearer)]).0,
+        request(&serve.control, "GET", &apps, &[("Authorization", &bearer)]).0,
         200
     );
 
     // A name escaped in the path, as URL libraries may escape it, is the same name.
-    let (status, body) = http(
+    let (status, body) = request(
         &serve.control,
         "GET",
         &format!("/v1/apps/%{:02X}{}", app.as_bytes()[0], &app[1..]),
@@ -466,7 +440,7 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
     let host = format!("web.{app}.localhost");
     let serves = |serve: &Serve| {
         assert_eq!(
-            http(&serve.public, "GET", "/", &[("Host", &host)]),
+            request(&serve.public, "GET", "/", &[("Host", &host)]),
             (
                 200,
                 "Hi, I'm a container and this is my message: fuzzed".to_string()
@@ -476,7 +450,7 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
         );
     };
     serves(&serve);
-    let (status, body) = http(
+    let (status, body) = request(
         &serve.control,
         "GET",
         &format!("{apps}/instances"),
@@ -521,7 +495,7 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
         ],
     );
 
-    assert_eq!(http(&serve.control, "GET", "/v1/health", &[]).0, 200);
+    assert_eq!(request(&serve.control, "GET", "/v1/health", &[]).0, 200);
     serves(&serve);
 
     // 3. The removal of the deployed app.
@@ -538,10 +512,10 @@ routes = [{{ path = "/*", binding = "APP", instance = "container" }}]
     );
     eprintln!("schemathesis: {cases} test cases in all");
     assert_eq!(
-        http(&serve.control, "GET", &apps, &[("Authorization", &bearer)]).0,
+        request(&serve.control, "GET", &apps, &[("Authorization", &bearer)]).0,
         404
     );
-    assert_eq!(http(&serve.control, "GET", "/v1/health", &[]).0, 200);
+    assert_eq!(request(&serve.control, "GET", "/v1/health", &[]).0, 200);
 
     assert_eq!(serve.stop(), Some(0), "{}", serve.stderr());
     assert_eq!(containers_of(&app), Vec::<String>::new());

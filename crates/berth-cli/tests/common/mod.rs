@@ -292,18 +292,27 @@ pub fn run_to_end(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (Option<i3
     )
 }
 
-/// One HTTP/1.1 request on its own connection; returns the status and the body.
+/// One GET on its own connection, to `Host: localhost`; returns the status and the body.
 pub fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    request(addr, "GET", path, headers)
+}
+
+/// One HTTP/1.1 request with the headers given (the first `Host` wins); status and body.
+pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to berth");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
+    let mut text =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        text.push_str("Host: localhost\r\n");
     }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response
