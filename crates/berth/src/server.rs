@@ -11,9 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,11 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
 use crate::http::{error_response, Body, ClientBody, TARGET_PORT_HEADER};
+use crate::runtime::Conn;
 use crate::tls::Tls;
 use crate::worker::{Env, Worker};
 
@@ -111,11 +109,11 @@ impl Listener {
             Listener::Tcp(listener) => {
                 let (stream, remote) = listener.accept().await?;
                 let _ = stream.set_nodelay(true);
-                Ok((Stream::Tcp(stream), Some(remote)))
+                Ok((Conn::Tcp(stream), Some(remote)))
             }
             Listener::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
-                Ok((Stream::Unix(stream), None))
+                Ok((Conn::Other(Box::new(stream)), None))
             }
         }
     }
@@ -145,92 +143,23 @@ impl StdListener {
     }
 }
 
-/// One client's connection, whatever it came through: the same code serves them all.
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-    Tls(Box<tokio_rustls::server::TlsStream<Stream>>),
-}
+/// One client's connection, whatever it came through: the same code serves them all. A
+/// TCP connection stays unboxed (the common case); a unix or TLS one is boxed.
+type Stream = Conn;
 
-impl Stream {
-    /// The connection as the server speaks HTTP on it: after a TLS handshake when `tls`
-    /// is given, bounded by `limit`.
-    async fn secure(self, tls: Option<&Tls>, limit: Duration) -> io::Result<Stream> {
-        let Some(tls) = tls else {
-            return Ok(self);
-        };
-        match tokio::time::timeout(limit, tls.accept(self)).await {
-            Ok(Ok(stream)) => Ok(Stream::Tls(Box::new(stream))),
-            Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("TLS handshake not done within {limit:?}"),
-            )),
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Tcp(s) => s.is_write_vectored(),
-            Stream::Unix(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
+/// The connection as the server speaks HTTP on it: after a TLS handshake when `tls` is
+/// given, bounded by `limit`.
+async fn secure(stream: Stream, tls: Option<&Tls>, limit: Duration) -> io::Result<Stream> {
+    let Some(tls) = tls else {
+        return Ok(stream);
+    };
+    match tokio::time::timeout(limit, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Ok(Conn::Other(Box::new(stream))),
+        Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("TLS handshake not done within {limit:?}"),
+        )),
     }
 }
 
@@ -400,7 +329,7 @@ async fn serve_here(
             // The handshake runs here, not in the accept loop: a client that stalls in it
             // holds up no one else, and is cut off after the header read timeout.
             let secured = tokio::select! {
-                secured = stream.secure(tls.as_ref(), handshake_limit) => secured,
+                secured = secure(stream, tls.as_ref(), handshake_limit) => secured,
                 _ = stop.wait_for(|s| *s) => return,
             };
             let stream = match secured {
@@ -447,7 +376,7 @@ async fn serve_here(
                     tokio::spawn(async move {
                         let answer = async move {
                             let limit = Duration::from_secs(5);
-                            let Ok(stream) = stream.secure(tls.as_ref(), limit).await else {
+                            let Ok(stream) = secure(stream, tls.as_ref(), limit).await else {
                                 return;
                             };
                             let service =

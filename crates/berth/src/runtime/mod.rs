@@ -192,7 +192,9 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// A connection to a container port: TCP, or whatever a [`Dial`] gives.
+/// A byte stream: TCP, or any other, boxed. A connection to a container port (TCP, or
+/// whatever a [`Dial`] gives), and a client's connection to berth's server (TCP, a unix
+/// socket, TLS).
 pub enum Conn {
     Tcp(TcpStream),
     Other(Box<dyn Io>),
