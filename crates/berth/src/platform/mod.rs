@@ -411,10 +411,7 @@ fn deployment_view(d: Deployment) -> DeploymentView {
     DeploymentView {
         app: d.app,
         number: d.number,
-        status: serde_json::to_value(d.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        status: d.status.as_str().to_string(),
         message: d.message,
         images: d.images,
         source: d.source,

@@ -39,7 +39,8 @@ pub enum DeploymentStatus {
 }
 
 impl DeploymentStatus {
-    fn as_str(self) -> &'static str {
+    /// The status as it is stored and as the control API shows it.
+    pub fn as_str(self) -> &'static str {
         match self {
             DeploymentStatus::RollingOut => "rolling-out",
             DeploymentStatus::Active => "active",
