@@ -110,6 +110,17 @@ async fn remove_unused(docker: &Docker, image: &str) -> Result<bool, BollardErro
     }
 }
 
+/// The label naming the repository an image was built for.
+const REPOSITORY_LABEL: &str = "berth.repository";
+
+/// `name` without its `:tag`, if it has one (a `:` before the last `/` is a port).
+fn repository_of(image: &str) -> &str {
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
+
 /// The image, or `None` if the engine does not have it.
 async fn inspect(docker: &Docker, image: &str) -> Result<Option<ImageInspect>, BuildError> {
     match docker.inspect_image(image).await {
@@ -133,7 +144,14 @@ async fn send(
 ) -> Result<(), BuildError> {
     let spec = build.spec;
     let image = build.image;
-    let labels = HashMap::from([(CONTENT_HASH_LABEL, build.content_hash)]);
+    // The repository on the image makes its id its own: two apps with the same context
+    // would otherwise share one image, and one app's pruning would delete it under the
+    // other's build between "Successfully built" and the tag ("failed to get digest").
+    let repository = repository_of(image);
+    let labels = HashMap::from([
+        (CONTENT_HASH_LABEL, build.content_hash),
+        (REPOSITORY_LABEL, repository),
+    ]);
     let args: HashMap<&str, &str> = spec
         .args
         .iter()
@@ -202,5 +220,24 @@ async fn send(
     match archive.take() {
         Some(why) => Err(why),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository_of;
+
+    #[test]
+    fn the_repository_is_the_name_without_its_tag() {
+        assert_eq!(repository_of("berth-dev/app-web:abc"), "berth-dev/app-web");
+        assert_eq!(
+            repository_of("127.0.0.1:5000/app/web:1"),
+            "127.0.0.1:5000/app/web"
+        );
+        assert_eq!(
+            repository_of("127.0.0.1:5000/app/web"),
+            "127.0.0.1:5000/app/web"
+        );
+        assert_eq!(repository_of("web"), "web");
     }
 }
