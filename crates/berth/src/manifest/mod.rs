@@ -134,12 +134,34 @@ pub struct WorkerDef {
 }
 
 /// A worker's module and what its `env` holds besides container bindings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WorkerScript {
     /// The module whose default export has `fetch`.
     pub entrypoint: PathBuf,
     /// Text bindings (plain strings and secrets), by binding name.
     pub vars: BTreeMap<String, String>,
+}
+
+// By hand, because `vars` hold secrets: each value prints as a digest, which still
+// changes when the value does (deployments fingerprint workers by this text) but does not
+// put the secret into a log.
+impl std::fmt::Debug for WorkerScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use sha2::{Digest, Sha256};
+        let vars: BTreeMap<&str, String> = self
+            .vars
+            .iter()
+            .map(|(name, value)| {
+                let digest = Sha256::digest(value.as_bytes());
+                let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                (name.as_str(), format!("sha256:{hex}"))
+            })
+            .collect();
+        f.debug_struct("WorkerScript")
+            .field("entrypoint", &self.entrypoint)
+            .field("vars", &vars)
+            .finish()
+    }
 }
 
 // By hand, so that a worker without a script prints as it did before scripts existed:
