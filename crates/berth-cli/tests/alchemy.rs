@@ -308,3 +308,47 @@ async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
     assert!(at(error) < at(stopped), "{log}");
     drop(exit);
 }
+
+const SCHEDULE: &str = r#"override async onStart() {
+    const state = await this.getState();
+    const pong = await (await this.containerFetch("http://container/ping")).text();
+    console.log(`own methods: ${state.status} ${pong}`);
+    const task = await this.schedule(1, "tick", { n: 1 });
+    console.log(`scheduled ${task.type} ${(await this.getSchedules()).length}`);
+    await this.stop();
+  }
+
+  async tick(payload: { n: number }) {
+    const before = (await this.getState()).status;
+    await this.startAndWaitForPorts(8080);
+    const pong = await (await this.containerFetch("http://container/ping")).text();
+    console.log(`tick ${payload.n}: was ${before}, then ${pong}`);
+  }
+
+  started() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_class_reaches_its_container_from_hooks_and_schedules() {
+    let app = alchemy_app("schedule", None);
+    let class = app.dir.join("src/container.ts");
+    let source = std::fs::read_to_string(&class).expect("container.ts");
+    let source = source.replace("override onStart() {", SCHEDULE);
+    assert!(source.contains("this.schedule(1"), "{source}");
+    std::fs::write(&class, source).expect("container.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+
+    // onStart reads the state, calls the container, schedules a tick and stops it; the
+    // tick, a second later, finds it stopped and starts it again.
+    let ticked = "tick 1: was stopped";
+    let log = stderr_within(&berth, ticked, Duration::from_secs(60));
+    let at = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    assert!(
+        at("own methods: healthy pong") < at("scheduled delayed 1"),
+        "{log}"
+    );
+    assert!(at("scheduled delayed 1") < at(ticked), "{log}");
+    let log = stderr_within(&berth, "then pong", Duration::from_secs(60));
+    assert!(log.contains("tick 1: was stopped, then pong"), "{log}");
+}

@@ -6,8 +6,22 @@
 // stub.
 import { DurableObject } from "cloudflare:workers";
 
-const onlyInFetch = (what) =>
-  new Error(`${what}: berth runs the container, and the class's code only in its hooks; reach the container through a stub, as in getContainer(env.MY_CONTAINER).fetch(request)`);
+// The stub of the instance's own object, which hooks.js sets on each instance it makes:
+// through it the class's methods reach their container. An instance made only to read
+// the class's options (at load) has none.
+const SELF = Symbol("berth self");
+globalThis.__berth.SELF = SELF;
+// hooks.js's scheduler for the instance's object (see `schedule`).
+const SCHEDULER = Symbol("berth scheduler");
+globalThis.__berth.SCHEDULER = SCHEDULER;
+
+const own = (instance, what) => {
+  const found = instance[SELF];
+  if (!found) {
+    throw new Error(`${what}: this instance stands for no object; berth runs the class's code for an object in its hooks and schedules, and a worker reaches a container through a stub, as in getContainer(env.MY_CONTAINER).fetch(request)`);
+  }
+  return found;
+};
 
 // While onActivityExpired runs, what its this.stop() sets (see hooks.js).
 const EXPIRY = Symbol("berth expiry");
@@ -41,18 +55,31 @@ export class Container extends DurableObject {
     if (options?.explicitContainerStart !== undefined) this.manualStart = options.explicitContainerStart;
   }
 
-  async fetch() { throw onlyInFetch("Container.fetch"); }
-  async containerFetch() { throw onlyInFetch("Container.containerFetch"); }
-  async start() { throw onlyInFetch("Container.start"); }
-  async startAndWaitForPorts() { throw onlyInFetch("Container.startAndWaitForPorts"); }
-  async stop() {
+  // What Cloudflare's Container does by default: to the container, started if need be.
+  async fetch(request) { return own(this, "Container.fetch").fetch(request); }
+  async containerFetch(input, initOrPort, port) { return own(this, "Container.containerFetch").containerFetch(input, initOrPort, port); }
+  async start(options) { return own(this, "Container.start").start(options); }
+  async startAndWaitForPorts(ports, options) { return own(this, "Container.startAndWaitForPorts").startAndWaitForPorts(ports, options); }
+  async stop(signal) {
+    // From onActivityExpired, a stop is the hook's answer (berth stops the container
+    // when the hook returns), not a second stop racing the lifecycle.
     if (this[EXPIRY]) {
       this[EXPIRY].stop = true;
       return;
     }
-    throw onlyInFetch("Container.stop");
+    return own(this, "Container.stop").stop(signal);
   }
-  async destroy() { throw onlyInFetch("Container.destroy"); }
+  async destroy() { return own(this, "Container.destroy").destroy(); }
+  async getState() { return own(this, "Container.getState").getState(); }
+  // Calls method `callback` of this object's instance with `payload` at `when` (a Date,
+  // or a delay in seconds). Kept in the worker's runtime: a restart of berth forgets it.
+  async schedule(when, callback, payload) {
+    own(this, "Container.schedule");
+    return this[SCHEDULER].schedule(when, callback, payload);
+  }
+  async getSchedule(id) { own(this, "Container.getSchedule"); return this[SCHEDULER].get(id); }
+  async getSchedules() { own(this, "Container.getSchedules"); return this[SCHEDULER].list(); }
+  async deleteSchedule(id) { own(this, "Container.deleteSchedule"); return this[SCHEDULER].delete(id); }
   renewActivityTimeout() {}
   onStart() {}
   onStop() {}

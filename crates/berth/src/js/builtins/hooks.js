@@ -58,8 +58,67 @@
       blockConcurrencyWhile: async (callback) => callback(),
     };
     const instance = new Class(ctx, berth.env);
+    instance[berth.SELF] = berth.env[binding].get(ctx.id);
+    instance[berth.SCHEDULER] = schedulerOf({ className, binding, hex, name });
     instances.set(hex, instance);
     return instance;
+  };
+
+  // Schedules, by task id: timers of this runtime, which is the one all of an object's
+  // hooks run in, so a schedule's callback finds the instance its hooks use.
+  const schedules = new Map();
+  let tasks = 0;
+  const schedulerOf = (object) => ({
+    schedule(when, callback, payload) {
+      const Class = berth.exports?.[object.className];
+      if (typeof callback !== "string" || typeof Class?.prototype?.[callback] !== "function") {
+        throw new TypeError(`schedule(when, callback, payload): callback is the name of a method of ${object.className}, as a string; got ${typeof callback === "string" ? JSON.stringify(callback) : typeof callback}`);
+      }
+      let task;
+      if (when instanceof Date && !Number.isNaN(when.getTime())) {
+        task = { type: "scheduled", time: Math.floor(when.getTime() / 1000) };
+      } else if (typeof when === "number" && Number.isFinite(when) && when >= 0) {
+        task = { type: "delayed", delayInSeconds: when, time: Math.floor(Date.now() / 1000 + when) };
+      } else {
+        throw new TypeError(`schedule(when, callback, payload): when is a Date or a delay in seconds (cron schedules are not supported by berth); got ${String(when)}`);
+      }
+      const taskId = `${object.hex.slice(0, 16)}-${++tasks}`;
+      Object.assign(task, { taskId, callback, payload });
+      const wait = Math.max(0, (task.type === "delayed" ? when * 1000 : when.getTime() - Date.now()));
+      const timer = setTimeout(() => fire(object, taskId), wait);
+      schedules.set(taskId, { object, task, timer });
+      return task;
+    },
+    get: (taskId) => (schedules.get(taskId)?.object.hex === object.hex ? schedules.get(taskId).task : undefined),
+    list: () => [...schedules.values()].filter((s) => s.object.hex === object.hex).map((s) => s.task),
+    delete(taskId) {
+      const found = schedules.get(taskId);
+      if (found?.object.hex !== object.hex) return false;
+      clearTimeout(found.timer);
+      return schedules.delete(taskId);
+    },
+  });
+
+  // Runs a schedule's callback on the object's instance; one made only for it (the
+  // object was not running) is dropped afterwards, as onStop drops the others.
+  const fire = async (object, taskId) => {
+    const found = schedules.get(taskId);
+    if (!found) return;
+    schedules.delete(taskId);
+    const { className, binding, hex, name } = object;
+    const made = !instances.has(hex);
+    try {
+      const instance = instanceOf(className, binding, hex, name);
+      await instance[found.task.callback](found.task.payload, found.task);
+    } catch (error) {
+      console.error(`${className}.${found.task.callback}() scheduled for ${name ?? hex} failed:`, error instanceof Error ? `${error}\n${error.stack}` : error);
+    } finally {
+      const kept = instances.get(hex);
+      if (made && kept) {
+        const status = await kept.getState().then((s) => s.status, () => "stopped");
+        if (!["running", "healthy", "stopping"].includes(status)) instances.delete(hex);
+      }
+    }
   };
 
   // Runs `hook` with `arg` (JSON); gives "" or, for onActivityExpired, whether the
