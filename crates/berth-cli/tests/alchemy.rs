@@ -352,3 +352,63 @@ async fn the_class_reaches_its_container_from_hooks_and_schedules() {
     let log = stderr_within(&berth, "then pong", Duration::from_secs(60));
     assert!(log.contains("tick 1: was stopped, then pong"), "{log}");
 }
+
+/// The routing example's object names, as berth's container labels give them.
+async fn object_names(app: &AppDir) -> Vec<String> {
+    let mut names: Vec<String> = app
+        .containers()
+        .await
+        .iter()
+        .map(|c| c.labels[berth::runtime::docker::labels::OBJECT_NAME].clone())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routing_example_spreads_round_robin_over_three_and_gives_each_user_one() {
+    let name = format!("cli-alchemy-routing-{}", std::process::id());
+    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).expect("app dir");
+    let example = root().join("examples/alchemy-routing");
+    for file in ["Dockerfile", "src/container.ts", "src/worker.ts"] {
+        std::fs::copy(example.join(file), dir.join(file)).expect(file);
+    }
+    let program = std::fs::read_to_string(example.join("alchemy.run.ts")).expect("program");
+    let program = program.replace("alchemy(\"routing\")", &format!("alchemy({name:?})"));
+    assert!(program.contains(&name), "{program}");
+    std::fs::write(dir.join("alchemy.run.ts"), program).expect("alchemy.run.ts");
+    std::fs::copy(server_binary(), dir.join("server")).expect("server");
+    let app = AppDir { dir, name };
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+
+    // The worker passes the path on as it is; the container's own 404 says it got it.
+    let from_container = (404, "not found: /rr/ping".to_string());
+    for _ in 0..6 {
+        let answer = http(&addr, "/rr/ping", &[]);
+        assert_eq!(answer, from_container, "{}", berth.stderr());
+    }
+    assert_eq!(
+        object_names(&app).await,
+        ["instance-0", "instance-1", "instance-2"]
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            http(&addr, "/ping", &[("cookie", "theme=dark; user=erin")]),
+            (200, "pong".into())
+        );
+    }
+    let (status, body) = http(&addr, "/ping", &[]);
+    assert_eq!(status, 400, "{body}");
+    for _ in 0..5 {
+        let answer = http(&addr, "/random/ping", &[]);
+        assert_eq!(answer, (404, "not found: /random/ping".into()));
+    }
+    // getRandom picks within the same pool; erin has one container of her own.
+    assert_eq!(
+        object_names(&app).await,
+        ["instance-0", "instance-1", "instance-2", "user-erin"]
+    );
+}
