@@ -412,3 +412,41 @@ async fn the_routing_example_spreads_round_robin_over_three_and_gives_each_user_
         ["instance-0", "instance-1", "instance-2", "user-erin"]
     );
 }
+
+const OWN_FETCH: &str = r#"count = 0;
+  override async fetch(request: Request): Promise<Response> {
+    if (new URL(request.url).pathname === "/denied") {
+      return new Response("denied by the class", { status: 403 });
+    }
+    this.count++;
+    const answer = await this.containerFetch(request);
+    return new Response(`${this.count}: ${await answer.text()}`, { status: answer.status });
+  }
+
+  override onStop() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_with_a_fetch_of_its_own_answers_for_its_objects() {
+    let app = alchemy_app("own-fetch", None);
+    let class = app.dir.join("src/container.ts");
+    let source = std::fs::read_to_string(&class).expect("container.ts");
+    let source = source.replace("override onStop() {", OWN_FETCH);
+    assert!(source.contains("containerFetch(request)"), "{source}");
+    std::fs::write(&class, source).expect("container.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+
+    // The class answers without its container, and none is started for it.
+    let answer = http(&addr, "/denied", &[]);
+    assert_eq!(
+        answer,
+        (403, "denied by the class".into()),
+        "{}",
+        berth.stderr()
+    );
+    assert!(app.containers().await.is_empty());
+    // Through the class to the container; one instance of the class for the object.
+    assert_eq!(http(&addr, "/ping", &[]), (200, "1: pong".into()));
+    assert_eq!(http(&addr, "/ping", &[]), (200, "2: pong".into()));
+    assert_eq!(app.containers().await.len(), 1);
+}

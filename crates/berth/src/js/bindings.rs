@@ -24,6 +24,9 @@ pub(super) struct Target {
     binding: String,
     id: String,
     name: Option<String>,
+    /// The stub of a class's own code (builtins/hooks.js): its fetch goes to the
+    /// container, not back through the class's own `fetch`.
+    direct: bool,
 }
 
 impl Target {
@@ -32,6 +35,7 @@ impl Target {
             binding: target.get("binding")?,
             id: target.get("id")?,
             name: target.get("name")?,
+            direct: target.get::<_, Option<bool>>("direct")?.unwrap_or(false),
         })
     }
 
@@ -82,7 +86,7 @@ struct Reply {
 async fn send(
     object: Container,
     mut request: Request<crate::http::Body>,
-    port: Option<u16>,
+    (port, direct): (Option<u16>, bool),
     upgrade: Option<(u64, Upgrades)>,
 ) -> Result<Reply, String> {
     if let Some(extensions) = upgrade.as_ref().and_then(|(t, u)| u.take_request(*t)) {
@@ -93,6 +97,7 @@ async fn send(
             .container_fetch(request, port)
             .await
             .unwrap_or_else(|e| e.into_response()),
+        None if direct => object.fetch_container(request).await,
         None => object.fetch(request).await,
     };
     if let (Some((token, upgrades)), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status())
@@ -214,12 +219,13 @@ fn install_fetch<'js>(
             let object = target.object(&env).map_err(|m| throw(&ctx, m))?;
             let body = body.and_then(|b| b.as_bytes().map(<[u8]>::to_vec));
             let request = request(&method, &url, &headers, body).map_err(|m| throw(&ctx, m))?;
-            Ok((object, request))
+            Ok((object, request, target.direct))
         });
         let main = main.clone();
         async move {
-            let (object, request) = prepared?;
-            let reply = on_berth(&main, send(object, request, port, upgrade)).await;
+            let (object, request, direct) = prepared?;
+            let sent = send(object, request, (port, direct), upgrade);
+            let reply = on_berth(&main, sent).await;
             let reply = reply.map_err(|m| throw(&ctx, m))?;
             let answer = Object::new(ctx.clone())?;
             answer.set("status", reply.status)?;

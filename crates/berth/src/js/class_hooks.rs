@@ -9,22 +9,48 @@
 //! [`HOOK_WAIT`]: one that throws, loops or never settles is logged, and the lifecycle
 //! goes on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::{Request, Response};
 use rquickjs::{async_with, Function, Object as JsObject, Promise};
 use tokio::sync::oneshot;
 
 use super::engine::rewrite_stack;
 use super::host::{thrown, Host};
 use super::serve::JsWorker;
+use crate::http::Body;
 use crate::lifecycle::StopReason;
 use crate::object::{Expiry, Hooks, Object, ObjectError, StopParams};
 
 /// How long berth waits for a hook's promise to settle before it goes on without it:
 /// well inside the 30 s a shutdown gives hooks, even for an onStart followed by an onStop.
 const HOOK_WAIT: Duration = Duration::from_secs(10);
+
+/// The object a request is for, when its class's own `fetch` answers it.
+#[derive(Debug, Clone)]
+pub(super) struct ObjectCall {
+    pub class: String,
+    /// The worker's binding of the class's namespace.
+    pub binding: String,
+    /// The object's id, in hex.
+    pub id: String,
+    pub name: Option<String>,
+}
+
+impl ObjectCall {
+    /// `{ className, binding, id, name }`, as builtins/hooks.js takes it.
+    pub(super) fn to_js<'js>(&self, ctx: &rquickjs::Ctx<'js>) -> rquickjs::Result<JsObject<'js>> {
+        let object = JsObject::new(ctx.clone())?;
+        object.set("className", self.class.as_str())?;
+        object.set("binding", self.binding.as_str())?;
+        object.set("id", self.id.as_str())?;
+        object.set("name", self.name.as_deref())?;
+        Ok(object)
+    }
+}
 
 /// One hook call, as parts a worker's thread can take.
 pub(super) struct HookCall {
@@ -50,6 +76,8 @@ pub struct JsHooks {
     /// The worker and its binding of the class. Weak: the worker's env holds the
     /// namespace, which holds these hooks.
     worker: Mutex<Option<(Weak<JsWorker>, String)>>,
+    /// Whether the class has a `fetch` of its own, as the worker found when it loaded.
+    own_fetch: AtomicBool,
 }
 
 impl JsHooks {
@@ -57,6 +85,7 @@ impl JsHooks {
         Arc::new(JsHooks {
             class: class.to_string(),
             worker: Mutex::default(),
+            own_fetch: AtomicBool::new(false),
         })
     }
 
@@ -65,16 +94,21 @@ impl JsHooks {
     pub fn run_in(&self, worker: &Arc<JsWorker>, binding: &str) {
         let mut slot = self.worker.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some((Arc::downgrade(worker), binding.to_string()));
+        let own_fetch = worker.has_own_fetch(&self.class);
+        self.own_fetch.store(own_fetch, Ordering::Relaxed);
+    }
+
+    /// The worker running the class's code, and its binding of the class.
+    fn worker(&self) -> Option<(Arc<JsWorker>, String)> {
+        let slot = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        let (worker, binding) = slot.as_ref()?;
+        Some((worker.upgrade()?, binding.clone()))
     }
 
     /// Runs `hook` for `object` and waits (at most [`HOOK_WAIT`]) for what it gives;
     /// `None` when it failed, which is logged.
     async fn call(&self, object: &Object, hook: &'static str, arg: String) -> Option<String> {
-        let (worker, binding) = {
-            let slot = self.worker.lock().unwrap_or_else(|p| p.into_inner());
-            let (worker, binding) = slot.as_ref()?;
-            (worker.upgrade()?, binding.clone())
-        };
+        let (worker, binding) = self.worker()?;
         let (reply, answer) = oneshot::channel();
         let call = HookCall {
             class: self.class.clone(),
@@ -132,6 +166,23 @@ impl Hooks for JsHooks {
             Some(answer) if answer == "awake" => Expiry::KeepAwake,
             _ => Expiry::Sleep,
         }
+    }
+
+    fn has_fetch(&self) -> bool {
+        self.own_fetch.load(Ordering::Relaxed)
+    }
+
+    async fn fetch(&self, object: &Object, request: Request<Body>) -> Response<Body> {
+        let Some((worker, binding)) = self.worker() else {
+            return object.fetch_container(request).await;
+        };
+        let call = ObjectCall {
+            class: self.class.clone(),
+            binding,
+            id: object.id().to_string(),
+            name: object.name().map(str::to_string),
+        };
+        worker.fetch_object(request, call).await
     }
 }
 

@@ -41,6 +41,8 @@ pub(super) struct Call {
     pub url: String,
     pub headers: Vec<Vec<String>>,
     pub body: Bytes,
+    /// The object whose class's own `fetch` answers, instead of the worker's.
+    pub object: Option<super::class_hooks::ObjectCall>,
     pub reply: oneshot::Sender<Result<Reply, String>>,
 }
 
@@ -64,6 +66,8 @@ pub(super) struct Host {
     meter: Meter,
     pub(super) limits: WorkerLimits,
     entrypoint: PathBuf,
+    /// The exported container classes that have a `fetch` of their own.
+    own_fetch: Vec<String>,
 }
 
 /// The thread's body: sets the worker up, says so on `ready`, then serves `queue` until
@@ -71,7 +75,7 @@ pub(super) struct Host {
 pub(super) fn run(
     setup: Setup,
     mut queue: mpsc::UnboundedReceiver<Job>,
-    ready: oneshot::Sender<Result<(), ScriptError>>,
+    ready: oneshot::Sender<Result<Vec<String>, ScriptError>>,
 ) {
     let tokio = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -95,7 +99,7 @@ pub(super) fn run(
                 return;
             }
         };
-        let _ = ready.send(Ok(()));
+        let _ = ready.send(Ok(host.own_fetch.clone()));
         // What runs outside a request's task (a timer's callback) gets the CPU budget of
         // a request at each turn.
         let cpu = host.limits.cpu;
@@ -116,7 +120,7 @@ pub(super) fn run(
                 match job {
                     Job::Fetch(call) => {
                         let parts = (call.method, call.url, call.headers, call.body);
-                        let _ = call.reply.send(host.serve(parts).await);
+                        let _ = call.reply.send(host.serve(parts, call.object).await);
                     }
                     Job::Hook(call) => host.hook(call).await,
                 }
@@ -144,13 +148,14 @@ impl Host {
             .set_loader(modules.resolver(), modules.loader())
             .await;
         let context = AsyncContext::full(&runtime).await.map_err(engine_error)?;
-        let host = Host {
+        let mut host = Host {
             runtime,
             context,
             modules,
             meter,
             limits: setup.limits,
             entrypoint: setup.entrypoint,
+            own_fetch: Vec::new(),
         };
         let (env, main, vars, upgrades) = (setup.env, setup.main, setup.vars, setup.upgrades);
         let bindings: Vec<String> = env.names().map(str::to_string).collect();
@@ -169,12 +174,12 @@ impl Host {
                 let namespace: Object = Module::import(&ctx, path.as_bytes())?.into_future().await?;
                 let berth: Object = ctx.globals().get("__berth")?;
                 let start: Function = berth.get("startWorker")?;
-                start.call::<_, ()>((namespace, path.as_str(), bindings, vars))
+                start.call::<_, Vec<String>>((namespace, path.as_str(), bindings, vars))
             };
             started.await.map_err(|e| thrown(&ctx, e))
         }));
         let (loaded, left) = loaded.await;
-        loaded.map_err(|failure| host.load_error(failure, left))?;
+        host.own_fetch = loaded.map_err(|failure| host.load_error(failure, left))?;
         Ok(host)
     }
 
@@ -195,10 +200,12 @@ impl Host {
         }
     }
 
-    /// Runs one request through the worker's fetch.
+    /// Runs one request through the worker's fetch, or through the own `fetch` of the
+    /// class of `object`.
     async fn serve(
         &self,
         (method, url, headers, body): (String, String, Vec<Vec<String>>, Bytes),
+        object: Option<super::class_hooks::ObjectCall>,
     ) -> Result<Reply, String> {
         let context = self.context.clone();
         let served = self.metered(async_with!(context => |ctx| {
@@ -209,7 +216,11 @@ impl Host {
                     true => None,
                     false => Some(TypedArray::<u8>::new(ctx.clone(), body.to_vec())?),
                 };
-                let promise: rquickjs::Promise = serve.call((method, url, headers, body))?;
+                let object = match object {
+                    Some(object) => Some(object.to_js(&ctx)?),
+                    None => None,
+                };
+                let promise: rquickjs::Promise = serve.call((method, url, headers, body, object))?;
                 let answer: Object = promise.into_future().await?;
                 let body: TypedArray<u8> = answer.get("body")?;
                 Ok(Reply {

@@ -14,6 +14,7 @@
 //! interrupt handler stops it, and the request answers 500 while the others go on), and
 //! the runtime's heap is capped at [`WorkerLimits::memory_bytes`].
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::class_hooks::HookCall;
+use super::class_hooks::{HookCall, ObjectCall};
 use super::host::{self, Call, Job, Reply};
 use super::upgrade::{Upgrades, TOKEN_HEADER};
 use super::ScriptError;
@@ -61,6 +62,8 @@ pub struct JsWorker {
     name: String,
     lanes: Vec<Lane>,
     upgrades: Upgrades,
+    /// The exported container classes with a `fetch` of their own.
+    own_fetch: BTreeSet<String>,
 }
 
 /// One runtime of a worker, as the worker sees it.
@@ -91,15 +94,23 @@ impl JsWorker {
     ) -> Result<JsWorker, ScriptError> {
         let upgrades = Upgrades::default();
         let mut lanes = Vec::new();
+        let mut own_fetch = BTreeSet::new();
         for _ in 0..limits.runtimes.max(1) {
-            let lane = Lane::start(name, script, env.clone(), limits, &upgrades).await?;
+            let (lane, classes) = Lane::start(name, script, env.clone(), limits, &upgrades).await?;
             lanes.push(lane);
+            own_fetch.extend(classes);
         }
         Ok(JsWorker {
             name: name.to_string(),
             lanes,
             upgrades,
+            own_fetch,
         })
+    }
+
+    /// Whether the worker exports container class `class` with a `fetch` of its own.
+    pub(super) fn has_own_fetch(&self, class: &str) -> bool {
+        self.own_fetch.contains(class)
     }
 
     /// The lane for the next request: one whose timers work and that is not running
@@ -117,17 +128,31 @@ impl JsWorker {
 }
 
 impl JsWorker {
-    /// Queues a hook on the lane of its object: always the same one for one object, so
-    /// that its hooks share one JS instance. False if the lane's thread has ended.
-    pub(super) fn hook(&self, call: HookCall) -> bool {
-        let hash = call
-            .id
+    /// The lane of object `id`: always the same one for one object, so that its hooks,
+    /// schedules and its class's `fetch` share one JS instance of the class.
+    fn object_lane(&self, id: &str) -> Option<&Lane> {
+        let hash = id
             .bytes()
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-        match self.lanes.get(hash % self.lanes.len().max(1)) {
+        self.lanes.get(hash % self.lanes.len().max(1))
+    }
+
+    /// Queues a hook on the lane of its object. False if the lane's thread has ended.
+    pub(super) fn hook(&self, call: HookCall) -> bool {
+        match self.object_lane(&call.id) {
             Some(lane) => lane.calls.send(Job::Hook(call)).is_ok(),
             None => false,
         }
+    }
+
+    /// Answers `request` with the own `fetch` of the class of `object`, on the object's
+    /// lane.
+    pub(super) async fn fetch_object(
+        &self,
+        request: Request<Body>,
+        object: ObjectCall,
+    ) -> Response<Body> {
+        self.dispatch(request, Some(object)).await
     }
 }
 
@@ -138,7 +163,7 @@ impl Lane {
         env: Env,
         limits: WorkerLimits,
         upgrades: &Upgrades,
-    ) -> Result<Lane, ScriptError> {
+    ) -> Result<(Lane, Vec<String>), ScriptError> {
         let (calls, queue) = mpsc::unbounded_channel();
         let meter = Meter::default();
         let (ready, loaded) = oneshot::channel();
@@ -160,20 +185,29 @@ impl Lane {
             .name(format!("js-{name}"))
             .spawn(move || host::run(setup, queue, ready))
             .map_err(|e| engine_error(format!("cannot start the worker's thread: {e}")))?;
-        loaded
+        let own_fetch = loaded
             .await
             .map_err(|_| engine_error("the worker's thread ended while loading".into()))??;
-        Ok(Lane {
+        let lane = Lane {
             calls,
             meter,
             in_flight: Arc::default(),
-        })
+        };
+        Ok((lane, own_fetch))
     }
 }
 
 #[async_trait]
 impl Worker for JsWorker {
     async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
+        self.dispatch(request, None).await
+    }
+}
+
+impl JsWorker {
+    /// Runs `request` through the worker's `fetch`, or through the own `fetch` of the
+    /// class of `object`.
+    async fn dispatch(&self, request: Request<Body>, object: Option<ObjectCall>) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         let token = crate::proxy::is_upgrade(&parts.headers).then(|| {
             self.upgrades
@@ -204,14 +238,19 @@ impl Worker for JsWorker {
             headers.push(vec![TOKEN_HEADER.to_string(), token.to_string()]);
         }
         let (reply, answer) = oneshot::channel();
+        let lane = match &object {
+            Some(object) => self.object_lane(&object.id),
+            None => self.lane(),
+        };
         let call = Call {
             method: parts.method.to_string(),
             url: format!("http://{host}{path}"),
             headers,
             body,
+            object,
             reply,
         };
-        let answered = self.call(call, answer).await;
+        let answered = self.call(lane, call, answer).await;
         let Some(token) = token else {
             return answered;
         };
@@ -231,13 +270,14 @@ impl Worker for JsWorker {
 }
 
 impl JsWorker {
-    /// Queues `call` on a lane and waits for its answer.
+    /// Queues `call` on `lane` and waits for its answer.
     async fn call(
         &self,
+        lane: Option<&Lane>,
         call: Call,
         answer: oneshot::Receiver<Result<Reply, String>>,
     ) -> Response<Body> {
-        let Some(lane) = self.lane() else {
+        let Some(lane) = lane else {
             return failure(&self.name, "it has no JavaScript runtime");
         };
         lane.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 
 use super::error::{FetchError, StartError};
 use super::instance::Instance;
@@ -26,7 +27,25 @@ impl Object {
     /// not healthy. The port is the request's `berth-container-target-port` header (see
     /// [`crate::switch_port`]) or the class's `default_port`. Failures become HTTP answers
     /// that state the cause.
+    ///
+    /// A class with a `fetch` of its own ([`Hooks::fetch`](super::Hooks::fetch)) gets the
+    /// request instead, and reaches the container itself.
     pub async fn fetch<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let hooks = &self.inner.class.hooks;
+        if hooks.has_fetch() {
+            let request = request.map(|body| body.map_err(Into::into).boxed());
+            return hooks.fetch(self, request).await;
+        }
+        self.fetch_container(request).await
+    }
+
+    /// Sends `request` to the container as [`Object::fetch`] does, but never through the
+    /// class's own `fetch`: what that `fetch` calls to reach the container.
+    pub async fn fetch_container<B>(&self, request: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,

@@ -9,7 +9,10 @@
 
 use async_trait::async_trait;
 
+use http::{Request, Response};
+
 use super::{Object, StartError};
+use crate::http::Body;
 use crate::lifecycle::StopReason;
 use crate::runtime::ExitStatus;
 
@@ -58,6 +61,20 @@ pub trait Hooks: Send + Sync + 'static {
     /// `sleep_after` has passed with no request in flight. The default sleeps.
     async fn on_activity_expired(&self, _object: &Object) -> Expiry {
         Expiry::Sleep
+    }
+
+    /// Whether the class answers requests with a `fetch` of its own ([`Hooks::fetch`]).
+    /// Asked on every request, so it must be cheap.
+    fn has_fetch(&self) -> bool {
+        false
+    }
+
+    /// The class's own `fetch`, which [`Object::fetch`] calls instead of sending the
+    /// request to the container, when [`Hooks::has_fetch`]: as on Cloudflare, a request
+    /// for an object reaches its class first, which reaches the container itself (through
+    /// [`Object::fetch_container`]) or answers on its own.
+    async fn fetch(&self, object: &Object, request: Request<Body>) -> Response<Body> {
+        object.fetch_container(request).await
     }
 }
 

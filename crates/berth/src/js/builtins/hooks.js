@@ -58,7 +58,7 @@
       blockConcurrencyWhile: async (callback) => callback(),
     };
     const instance = new Class(ctx, berth.env);
-    instance[berth.SELF] = berth.env[binding].get(ctx.id);
+    instance[berth.SELF] = berth.directStub(binding, ctx.id);
     instance[berth.SCHEDULER] = schedulerOf({ className, binding, hex, name });
     instances.set(hex, instance);
     return instance;
@@ -113,11 +113,27 @@
     } catch (error) {
       console.error(`${className}.${found.task.callback}() scheduled for ${name ?? hex} failed:`, error instanceof Error ? `${error}\n${error.stack}` : error);
     } finally {
-      const kept = instances.get(hex);
-      if (made && kept) {
-        const status = await kept.getState().then((s) => s.status, () => "stopped");
-        if (!["running", "healthy", "stopping"].includes(status)) instances.delete(hex);
-      }
+      if (made) await dropUnlessRunning(hex);
+    }
+  };
+
+  // Drops the instance of an object whose container does not run, so that one made for
+  // a schedule or a request (of any client-chosen name) does not stay: onStop, which
+  // drops the others, never comes for it.
+  const dropUnlessRunning = async (hex) => {
+    const kept = instances.get(hex);
+    if (!kept) return;
+    const status = await kept.getState().then((s) => s.status, () => "stopped");
+    if (!["running", "healthy", "stopping"].includes(status)) instances.delete(hex);
+  };
+
+  // A request for an object whose class has a `fetch` of its own (serve.js).
+  berth.classFetch = async ({ className, binding, id, name }, request) => {
+    const made = !instances.has(id);
+    try {
+      return await instanceOf(className, binding, id, name).fetch(request);
+    } finally {
+      if (made) await dropUnlessRunning(id);
     }
   };
 

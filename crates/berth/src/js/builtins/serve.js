@@ -38,10 +38,10 @@
   // A stub of one container object: what `namespace.get(id)` gives.
   class ContainerStub {
     #target;
-    constructor(binding, id) {
+    constructor(binding, id, direct = false) {
       this.id = id;
       this.name = id.name;
-      this.#target = { binding, id: id.hex, name: id.name ?? null };
+      this.#target = { binding, id: id.hex, name: id.name ?? null, direct };
     }
     // Sends the request to the container's default port (or the one `switchPort` set).
     async fetch(input, init) {
@@ -89,6 +89,16 @@
       getByName: (name) => new ContainerStub(binding, idFromName(name)),
     };
   };
+  // The stub a class's own code reaches its container through (hooks.js).
+  berth.directStub = (binding, id) => new ContainerStub(binding, id, true);
+
+  // The exported container classes with a `fetch` of their own, which requests for
+  // their objects go through (Container's own fetch goes straight to the container).
+  const ownFetch = (exports) =>
+    Object.entries(exports)
+      .filter(([, value]) => typeof value === "function" && berth.Container && value.prototype instanceof berth.Container)
+      .filter(([, value]) => value.prototype.fetch !== berth.Container.prototype.fetch)
+      .map(([name]) => name);
 
   // LLRT's timer loop ends for good on the first callback that throws, so callbacks
   // never throw: what they throw is logged, as an uncaught error would be.
@@ -123,11 +133,12 @@
     } else {
       throw new TypeError(`${path}: the default export has no fetch; export default { async fetch(request, env, ctx) { … } }, or a class extending WorkerEntrypoint`);
     }
+    return ownFetch(exports);
   };
 
-  berth.serve = async (method, url, headers, body) => {
+  berth.serve = async (method, url, headers, body, object) => {
     const request = new Request(url, { method, headers, body: body ?? undefined });
-    const answer = await berth.handler(request);
+    const answer = object ? await berth.classFetch(object, request) : await berth.handler(request);
     if (!(answer instanceof Response)) {
       throw new TypeError(`the worker's fetch returned ${answer === null ? "null" : typeof answer}, not a Response`);
     }
