@@ -450,3 +450,51 @@ async fn a_class_with_a_fetch_of_its_own_answers_for_its_objects() {
     assert_eq!(http(&addr, "/ping", &[]), (200, "2: pong".into()));
     assert_eq!(app.containers().await.len(), 1);
 }
+
+const WEB_APIS: &str = r#"export default {
+  async fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    const stream = new ReadableStream({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode("stre"));
+        controller.enqueue(new TextEncoder().encode("amed"));
+        controller.close();
+      },
+    });
+    let streamed = "";
+    const reader = stream.getReader();
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      streamed += new TextDecoder().decode(read.value);
+    }
+    return Response.json({
+      uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(crypto.randomUUID()),
+      random: crypto.getRandomValues(new Uint8Array(16)).some((b) => b !== 0),
+      text: new TextDecoder().decode(new TextEncoder().encode("héllo")),
+      query: url.searchParams.get("q"),
+      stream: streamed,
+    });
+  },
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_containers_has_the_web_apis() {
+    let name = format!("cli-alchemy-web-{}", std::process::id());
+    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).expect("app dir");
+    // No import of @cloudflare/containers or cloudflare:workers at all.
+    let program = "import { Worker } from \"alchemy/cloudflare\";\nawait Worker(\"web\", { entrypoint: \"./src/worker.ts\" });\n";
+    std::fs::write(dir.join("alchemy.run.ts"), program).expect("alchemy.run.ts");
+    std::fs::write(dir.join("src/worker.ts"), WEB_APIS).expect("worker.ts");
+    let app = AppDir { dir, name };
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/?q=a%20b", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let expected = serde_json::json!({
+        "uuid": true, "random": true, "text": "héllo", "query": "a b", "stream": "streamed",
+    });
+    assert_eq!(seen, expected);
+}

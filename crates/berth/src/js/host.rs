@@ -267,6 +267,7 @@ fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rqui
     llrt_stream_web::init(ctx)?;
     llrt_timers::init(ctx)?;
     llrt_fetch::init(ctx)?;
+    llrt_crypto::init(ctx)?;
     bindings::install(ctx, env, main, upgrades)?;
     // Named, so that the glue's frames in a stack read as berth's, not the app's.
     let mut options = rquickjs::context::EvalOptions::default();

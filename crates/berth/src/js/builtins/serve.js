@@ -121,7 +121,7 @@
   berth.startWorker = (exports, path, bindings, vars) => {
     const env = { ...vars };
     for (const name of bindings) env[name] = namespace(name);
-    Object.assign(berth.workersEnv, env);
+    Object.assign((berth.workersEnv ??= {}), env);
     // For the container classes' hooks (hooks.js).
     berth.exports = exports;
     berth.env = env;

@@ -16,5 +16,6 @@ export class WorkerEntrypoint {
 
 export class RpcTarget {}
 
-export const env = {};
-globalThis.__berth.workersEnv = env;
+// The same object whether the worker imports this module or not, before or after berth
+// fills it (serve.js).
+export const env = (globalThis.__berth.workersEnv ??= {});
