@@ -43,7 +43,7 @@ use crate::manifest::{Manifest, ManifestError, FILE_NAME};
 
 pub use class_hooks::JsHooks;
 pub use declare::app_name_from_folder;
-pub use serve::{JsWorker, WorkerLimits};
+pub use serve::{ErrorDetail, JsWorker, WorkerLimits};
 
 /// The program berth runs when a folder has no `berth.toml`.
 pub const SCRIPT_FILE_NAME: &str = "alchemy.run.ts";

@@ -33,7 +33,7 @@ use crate::http::{error_response, full, Body};
 use crate::manifest::WorkerScript;
 use crate::worker::{Env, Worker};
 
-/// How much JavaScript a worker may run.
+/// How a worker runs: how much JavaScript it may run, and what its failures show.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerLimits {
     /// JavaScript running time per request (time spent waiting does not count).
@@ -42,6 +42,17 @@ pub struct WorkerLimits {
     pub memory_bytes: usize,
     /// JavaScript runtimes (threads) per worker, each with the module loaded afresh.
     pub runtimes: usize,
+    /// Whether a failed request's 500 carries the error and its stack, for the developer
+    /// (`berth dev`), or only says that the worker failed (`berth serve`, where the
+    /// stack is for the log: it shows the code's insides to any client).
+    pub errors: ErrorDetail,
+}
+
+/// What a failed request's answer shows (see [`WorkerLimits::errors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDetail {
+    Shown,
+    Logged,
 }
 
 impl Default for WorkerLimits {
@@ -52,6 +63,7 @@ impl Default for WorkerLimits {
             cpu: Duration::from_secs(5),
             memory_bytes: 128 << 20,
             runtimes: 2,
+            errors: ErrorDetail::Shown,
         }
     }
 }
@@ -62,6 +74,7 @@ pub struct JsWorker {
     name: String,
     lanes: Vec<Lane>,
     upgrades: Upgrades,
+    errors: ErrorDetail,
     /// The exported container classes with a `fetch` of their own.
     own_fetch: BTreeSet<String>,
 }
@@ -104,6 +117,7 @@ impl JsWorker {
             name: name.to_string(),
             lanes,
             upgrades,
+            errors: limits.errors,
             own_fetch,
         })
     }
@@ -278,12 +292,12 @@ impl JsWorker {
         answer: oneshot::Receiver<Result<Reply, String>>,
     ) -> Response<Body> {
         let Some(lane) = lane else {
-            return failure(&self.name, "it has no JavaScript runtime");
+            return failure(&self.name, self.errors, "it has no JavaScript runtime");
         };
         lane.in_flight.fetch_add(1, Ordering::Relaxed);
         let _flight = Flight(lane.in_flight.clone());
         if lane.calls.send(Job::Fetch(call)).is_err() {
-            return failure(&self.name, "its JavaScript thread has ended");
+            return failure(&self.name, self.errors, "its JavaScript thread has ended");
         }
         match answer.await {
             Ok(Ok(reply)) => match StatusCode::from_u16(reply.status) {
@@ -293,11 +307,15 @@ impl JsWorker {
                         "its fetch answered status {}, which is no HTTP status (100 to 999)",
                         reply.status
                     );
-                    failure(&self.name, &message)
+                    failure(&self.name, self.errors, &message)
                 }
             },
-            Ok(Err(message)) => failure(&self.name, &message),
-            Err(_) => failure(&self.name, "its JavaScript thread ended during the request"),
+            Ok(Err(message)) => failure(&self.name, self.errors, &message),
+            Err(_) => failure(
+                &self.name,
+                self.errors,
+                "its JavaScript thread ended during the request",
+            ),
         }
     }
 }
@@ -321,9 +339,12 @@ fn response(status: StatusCode, reply: Reply) -> Response<Body> {
 
 /// A 500 that says what failed in the worker (in `berth dev`, the stack is for the
 /// developer).
-fn failure(worker: &str, message: &str) -> Response<Body> {
+fn failure(worker: &str, errors: ErrorDetail, message: &str) -> Response<Body> {
     tracing::error!(target: "berth::js", "worker {worker}: {message}");
-    let text = format!("worker {worker} failed: {message}");
+    let text = match errors {
+        ErrorDetail::Shown => format!("worker {worker} failed: {message}"),
+        ErrorDetail::Logged => format!("worker {worker} failed; the server's log says why"),
+    };
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "worker-exception", &text)
 }
 
@@ -369,5 +390,31 @@ impl Meter {
         *self.deadline() = None;
         *left = left.saturating_sub(start.elapsed());
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn text(response: Response<Body>) -> String {
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_failure_shows_its_stack_in_dev_and_only_logs_it_on_a_server() {
+        let message = "Error: no key\n    at fetch (src/worker.ts:3:11)";
+        let shown = failure("w", ErrorDetail::Shown, message);
+        assert_eq!(shown.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text(shown).await.contains("src/worker.ts:3:11"));
+        let logged = failure("w", ErrorDetail::Logged, message);
+        assert_eq!(logged.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = text(logged).await;
+        assert!(
+            !body.contains("worker.ts") && !body.contains("no key"),
+            "{body}"
+        );
+        assert!(body.contains("worker w failed"), "{body}");
     }
 }
