@@ -29,6 +29,7 @@ pub mod http;
 pub mod id;
 pub mod lease;
 pub mod lifecycle;
+pub mod metrics;
 pub mod runtime;
 pub mod store;
 pub mod tls;

@@ -15,6 +15,7 @@ const FLOORS: &[&[&str]] = &[
         "id",
         "lease",
         "lifecycle",
+        "metrics",
         "runtime",
         "store",
         "tls",
