@@ -15,6 +15,7 @@ use crate::context::AppContext;
 use crate::event::{Event, EventKind};
 use crate::lease::{self, Lease, LeaseError, Liveness};
 use crate::lifecycle::{State, StopReason};
+use crate::metrics::{Census, ClassLabels, Metrics};
 use crate::namespace::Namespace;
 use crate::object::{Class, ClassVersion, Hooks};
 use crate::runtime::{ContainerInfo, Runtime, RuntimeError, Selector};
@@ -65,6 +66,24 @@ impl std::fmt::Display for OtherSession {
 pub struct App {
     context: Arc<AppContext>,
     namespaces: Arc<Mutex<Vec<Namespace>>>,
+    /// What the metrics ask at a scrape, for as long as the app lives.
+    _census: Arc<dyn Census>,
+}
+
+/// The app's live objects, for the metrics (see [`Census`]).
+struct Objects(Arc<Mutex<Vec<Namespace>>>);
+
+impl Census for Objects {
+    fn count(&self, count: &mut dyn FnMut(&ClassLabels, Option<&'static str>, u32)) {
+        let namespaces = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for namespace in namespaces {
+            let labels = namespace.labels();
+            for object in namespace.objects() {
+                let state = object.container_state().map(|s| s.as_str());
+                count(labels, state, object.in_flight());
+            }
+        }
+    }
 }
 
 impl App {
@@ -74,7 +93,21 @@ impl App {
     /// operating system cannot give a random session id or the lease's folder is not
     /// writable.
     pub fn new(name: &str, runtime: Arc<dyn Runtime>, store: Store) -> Result<App, LeaseError> {
+        App::with_metrics(name, runtime, store, Arc::default())
+    }
+
+    /// [`App::new`], counting into `metrics`, which a process's apps share.
+    pub fn with_metrics(
+        name: &str,
+        runtime: Arc<dyn Runtime>,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<App, LeaseError> {
+        let namespaces = Arc::new(Mutex::new(Vec::new()));
+        let census: Arc<dyn Census> = Arc::new(Objects(Arc::clone(&namespaces)));
+        metrics.watch(Arc::downgrade(&census));
         Ok(App {
+            _census: census,
             context: Arc::new(AppContext {
                 name: name.to_string(),
                 lease: Lease::take(name)?,
@@ -84,13 +117,19 @@ impl App {
                 monitors: Arc::default(),
                 closing: AtomicBool::new(false),
                 handle: tokio::runtime::Handle::try_current().ok(),
+                metrics,
             }),
-            namespaces: Arc::new(Mutex::new(Vec::new())),
+            namespaces,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.context.name
+    }
+
+    /// Where the app's objects count what they do.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.context.metrics
     }
 
     /// The id of this process's session, which every container it starts carries.
@@ -162,6 +201,10 @@ impl App {
     pub fn namespace(&self, class: ContainerClass, hooks: Arc<dyn Hooks>) -> Namespace {
         let namespace = Namespace::new(Arc::new(Class {
             namespace_key: format!("{}/{}", self.context.name, class.name),
+            labels: ClassLabels {
+                app: self.context.name.clone(),
+                class: class.name.clone(),
+            },
             limit: Arc::new(Semaphore::new(class.max_instances)),
             name: class.name.clone(),
             retired: AtomicBool::new(false),

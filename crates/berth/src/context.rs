@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::event::Event;
 use crate::lease::Lease;
 use crate::lifecycle::after;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::store::Store;
 
@@ -28,6 +29,8 @@ pub(crate) struct AppContext {
     /// The runtime lifecycle tasks run on, whichever thread serves the request that
     /// starts them: a server thread may go away before the containers do.
     pub(crate) handle: Option<tokio::runtime::Handle>,
+    /// Where the objects count what they do.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl AppContext {

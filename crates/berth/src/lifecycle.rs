@@ -85,6 +85,21 @@ pub enum StopReason {
     Replaced,
 }
 
+impl StopReason {
+    /// The reason as a metric label: one lowercase word.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StopReason::Exited => "exited",
+            StopReason::Requested => "requested",
+            StopReason::Slept => "slept",
+            StopReason::Destroyed => "destroyed",
+            StopReason::StartFailed => "start-failed",
+            StopReason::Shutdown => "shutdown",
+            StopReason::Replaced => "replaced",
+        }
+    }
+}
+
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

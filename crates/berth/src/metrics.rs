@@ -6,6 +6,7 @@
 //! never from the event broadcast, which drops events when a listener lags. One
 //! [`Metrics`] serves a whole process: every app of a `berth serve`, or a `berth dev`.
 
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -81,8 +82,8 @@ pub struct Metrics {
     request_seconds: Timings<WorkerLabels>,
     cold_starts: Family<ClassLabels, Counter>,
     cold_start_seconds: Timings<PhaseLabels>,
-    instances: Family<StateLabels, Gauge>,
-    in_flight: Family<ClassLabels, Gauge>,
+    /// Whoever can say, at a scrape, which containers run and what they serve.
+    census: Arc<Mutex<Vec<Weak<dyn Census>>>>,
     exits: Family<ReasonLabels, Counter>,
     failed_starts: Family<CauseLabels, Counter>,
     sleeps: Family<ClassLabels, Counter>,
@@ -124,18 +125,6 @@ impl Metrics {
             Unit::Seconds,
             cold_start_seconds.clone(),
         );
-        let instances = Family::default();
-        registry.register(
-            "berth_instances",
-            "Containers of a class by state",
-            instances.clone(),
-        );
-        let in_flight = Family::default();
-        registry.register(
-            "berth_in_flight_requests",
-            "Requests in flight to a class's containers",
-            in_flight.clone(),
-        );
         let exits = Family::default();
         registry.register(
             "berth_container_exits",
@@ -160,6 +149,8 @@ impl Metrics {
             "Share of a class's running containers on its newest version (0 to 1)",
             rollout_progress.clone(),
         );
+        let census: Arc<Mutex<Vec<Weak<dyn Census>>>> = Arc::default();
+        registry.register_collector(Box::new(Counted(census.clone())));
         registry.register_collector(Box::new(Process));
         Metrics {
             registry,
@@ -167,8 +158,7 @@ impl Metrics {
             request_seconds,
             cold_starts,
             cold_start_seconds,
-            instances,
-            in_flight,
+            census,
             exits,
             failed_starts,
             sleeps,
@@ -188,20 +178,23 @@ impl Metrics {
         self.request_seconds.get_or_create(worker).observe(seconds);
     }
 
-    /// A container was created in `create`, started in `start`, and ready after `ready`.
-    pub fn cold_start(
-        &self,
-        class: &ClassLabels,
-        create: Duration,
-        start: Duration,
-        ready: Duration,
-    ) {
+    /// A container was created in `create` and started in `start`, for a request or a
+    /// start: a cold start.
+    pub fn cold_start(&self, class: &ClassLabels, create: Duration, start: Duration) {
         self.cold_starts.get_or_create(class).inc();
-        for (phase, took) in [("create", create), ("start", start), ("ready", ready)] {
-            let labels = PhaseLabels::new(class, phase);
-            let histogram = self.cold_start_seconds.get_or_create(&labels);
-            histogram.observe(took.as_secs_f64());
-        }
+        self.phase(class, "create", create);
+        self.phase(class, "start", start);
+    }
+
+    /// A started container's ports answered after `took`.
+    pub fn ready(&self, class: &ClassLabels, took: Duration) {
+        self.phase(class, "ready", took);
+    }
+
+    fn phase(&self, class: &ClassLabels, phase: &'static str, took: Duration) {
+        let labels = PhaseLabels::new(class, phase);
+        let histogram = self.cold_start_seconds.get_or_create(&labels);
+        histogram.observe(took.as_secs_f64());
     }
 
     /// A start failed for `cause` (`limit-reached`, `image-missing`, `exited`,
@@ -221,23 +214,11 @@ impl Metrics {
         self.sleeps.get_or_create(class).inc();
     }
 
-    /// A container of the class went from state `from` to state `to` (`None`: it did
-    /// not exist, or no longer does).
-    pub fn moved(&self, class: &ClassLabels, from: Option<&'static str>, to: Option<&'static str>) {
-        if let Some(from) = from {
-            let labels = StateLabels::new(class, from);
-            self.instances.get_or_create(&labels).dec();
-        }
-        if let Some(to) = to {
-            let labels = StateLabels::new(class, to);
-            self.instances.get_or_create(&labels).inc();
-        }
-    }
-
-    /// The gauge of requests in flight to the class, to raise and lower as they come
-    /// and go.
-    pub fn in_flight(&self, class: &ClassLabels) -> Gauge {
-        self.in_flight.get_or_create(class).clone()
+    /// Adds `census` to what a scrape asks (until it is dropped).
+    pub fn watch(&self, census: Weak<dyn Census>) {
+        let mut all = self.census.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|c| c.strong_count() > 0);
+        all.push(census);
     }
 
     pub fn rollout_progress(&self, class: &ClassLabels, share: f64) {
@@ -254,6 +235,60 @@ impl Metrics {
 
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What runs, asked at each scrape rather than kept in gauges moved up and down: the
+/// objects themselves know their state and their requests in flight, and a count kept
+/// beside them could drift.
+pub trait Census: Send + Sync {
+    /// Calls `count` with each live object's class, its container's state (`None`: it
+    /// has none) and its requests in flight.
+    fn count(&self, count: &mut dyn FnMut(&ClassLabels, Option<&'static str>, u32));
+}
+
+/// `berth_instances` and `berth_in_flight_requests`, from the census.
+#[derive(Debug)]
+struct Counted(Arc<Mutex<Vec<Weak<dyn Census>>>>);
+
+impl std::fmt::Debug for dyn Census {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Census")
+    }
+}
+
+impl Collector for Counted {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let instances: Family<StateLabels, Gauge> = Family::default();
+        let in_flight: Family<ClassLabels, Gauge> = Family::default();
+        let census: Vec<Arc<dyn Census>> = {
+            let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            all.iter().filter_map(Weak::upgrade).collect()
+        };
+        for source in census {
+            source.count(&mut |class, state, requests| {
+                if let Some(state) = state {
+                    instances
+                        .get_or_create(&StateLabels::new(class, state))
+                        .inc();
+                }
+                in_flight.get_or_create(class).inc_by(i64::from(requests));
+            });
+        }
+        let metric = encoder.encode_descriptor(
+            "berth_instances",
+            "Containers of a class by state",
+            None,
+            instances.metric_type(),
+        )?;
+        instances.encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "berth_in_flight_requests",
+            "Requests in flight to a class's objects",
+            None,
+            in_flight.metric_type(),
+        )?;
+        in_flight.encode(metric)
+    }
+}
 
 /// berth's own process, read from `/proc/self` at each scrape: the figures Prometheus's
 /// client libraries name `process_*`.
@@ -347,6 +382,17 @@ mod tests {
         }
     }
 
+    /// Two healthy objects with 2 and 3 requests in flight, and one without a container.
+    struct Fixed;
+
+    impl Census for Fixed {
+        fn count(&self, count: &mut dyn FnMut(&ClassLabels, Option<&'static str>, u32)) {
+            count(&class(), Some("healthy"), 2);
+            count(&class(), Some("healthy"), 3);
+            count(&class(), None, 0);
+        }
+    }
+
     #[test]
     fn figures_are_written_as_openmetrics_with_their_labels() {
         let metrics = Metrics::new();
@@ -359,9 +405,10 @@ mod tests {
         }
         metrics.request(&worker, 503, Duration::from_millis(1));
         let ms = Duration::from_millis;
-        metrics.cold_start(&class(), ms(40), ms(120), ms(3));
-        metrics.moved(&class(), None, Some("running"));
-        metrics.moved(&class(), Some("running"), Some("healthy"));
+        metrics.cold_start(&class(), ms(40), ms(120));
+        metrics.ready(&class(), ms(3));
+        let census: Arc<dyn Census> = Arc::new(Fixed);
+        metrics.watch(Arc::downgrade(&census));
         metrics.failed_start(&class(), "image-missing");
         let text = metrics.encode().expect("encode");
         for line in [
@@ -370,8 +417,9 @@ mod tests {
             "berth_request_duration_seconds_count{app=\"shop\",worker=\"api\"} 4",
             "berth_cold_starts_total{app=\"shop\",class=\"Web\"} 1",
             "berth_cold_start_duration_seconds_count{app=\"shop\",class=\"Web\",phase=\"start\"} 1",
-            "berth_instances{app=\"shop\",class=\"Web\",state=\"running\"} 0",
-            "berth_instances{app=\"shop\",class=\"Web\",state=\"healthy\"} 1",
+            "berth_cold_start_duration_seconds_count{app=\"shop\",class=\"Web\",phase=\"ready\"} 1",
+            "berth_instances{app=\"shop\",class=\"Web\",state=\"healthy\"} 2",
+            "berth_in_flight_requests{app=\"shop\",class=\"Web\"} 5",
             "berth_failed_starts_total{app=\"shop\",class=\"Web\",cause=\"image-missing\"} 1",
             "# TYPE process_cpu_seconds counter",
             "# TYPE process_resident_memory_bytes gauge",
@@ -379,5 +427,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+        drop(census);
+        let text = metrics.encode().expect("encode");
+        assert!(
+            !text.contains("state=\"healthy\""),
+            "a dropped census counts nothing"
+        );
     }
 }

@@ -55,6 +55,11 @@ impl Namespace {
     }
 
     /// The class's name.
+    /// The class as metrics label it.
+    pub(crate) fn labels(&self) -> &crate::metrics::ClassLabels {
+        &self.inner.class.labels
+    }
+
     pub fn class_name(&self) -> &str {
         &self.inner.class.name
     }

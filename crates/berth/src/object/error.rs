@@ -215,6 +215,29 @@ pub enum StartError {
 }
 
 impl StartError {
+    /// The failure as a metric's `cause`; `None` for a start that was called off (a
+    /// stop, a shutdown, a removed class), which is no failure.
+    pub fn cause(&self) -> Option<&'static str> {
+        Some(match self {
+            StartError::LimitReached { .. } => "limit-reached",
+            StartError::Runtime {
+                source: RuntimeError::ImageMissing { .. },
+                ..
+            } => "image-missing",
+            StartError::Runtime { .. } => "engine",
+            StartError::StartTimeout { .. } => "start-timeout",
+            StartError::ExitedWhileStarting { .. } => "exited-while-starting",
+            StartError::PortTimeout { .. }
+            | StartError::ProbeTimeout { .. }
+            | StartError::PortUnreachable { .. } => "port-never-opened",
+            StartError::StillStopping { .. } => "still-stopping",
+            StartError::Store { .. } => "store",
+            StartError::Interrupted { .. }
+            | StartError::ShuttingDown { .. }
+            | StartError::ClassRemoved { .. } => return None,
+        })
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             StartError::LimitReached { .. } => ErrorKind::MaxInstances,

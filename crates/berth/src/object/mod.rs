@@ -31,6 +31,7 @@ use crate::context::AppContext;
 use crate::event::{Event, EventKind};
 use crate::id::ObjectId;
 use crate::lifecycle::{State, StopReason};
+use crate::metrics::{ClassLabels, Metrics};
 use crate::runtime::{Runtime, RuntimeError, Signal};
 use crate::store::{now_ms, ObjectRecord, Storage, StoreError};
 
@@ -48,6 +49,8 @@ pub(crate) struct Class {
     /// A deployment removed the class: no container starts for it any more.
     pub(crate) retired: std::sync::atomic::AtomicBool,
     pub(crate) namespace_key: String,
+    /// The class as metrics label it.
+    pub(crate) labels: ClassLabels,
     pub(crate) app: Arc<AppContext>,
     pub(crate) hooks: Arc<dyn Hooks>,
     /// One permit per running container, so `max_instances` holds under concurrency.
@@ -242,6 +245,12 @@ impl Object {
         Ok(self.phase().state())
     }
 
+    /// The state of the container this object owns, as far as the object knows without
+    /// the store; `None` when it owns none.
+    pub fn container_state(&self) -> Option<State> {
+        Some(self.phase().state()).filter(State::is_active)
+    }
+
     /// Requests in flight through this object right now.
     pub fn in_flight(&self) -> u32 {
         self.inner.activity.in_flight()
@@ -295,6 +304,12 @@ impl Object {
         self.stop_with(StopReason::Destroyed, Signal::Kill)
             .await
             .map(drop)
+    }
+
+    /// Where to count what the object does, and its class's labels.
+    fn metrics(&self) -> (&Metrics, &ClassLabels) {
+        let class = &self.inner.class;
+        (&class.app.metrics, &class.labels)
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {

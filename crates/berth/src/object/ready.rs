@@ -11,6 +11,7 @@ use crate::event::EventKind;
 use crate::lifecycle::{after, StopReason};
 use crate::readiness::{self, NotReady};
 use crate::runtime::{Endpoint, Signal};
+use tokio::time::Instant;
 
 impl Object {
     /// Waits until `ports` (the class's ports when `None`) answer. A container that never
@@ -22,6 +23,7 @@ impl Object {
         ports: Option<&[u16]>,
     ) -> Result<(), StartError> {
         self.phase().set_readying(instance, true);
+        let waited = Instant::now();
         let result = self.readiness(instance, ports).await;
         self.phase().set_readying(instance, false);
         match &result {
@@ -31,6 +33,8 @@ impl Object {
                     self.persist().await;
                     instance.became_healthy.store(true, Ordering::Release);
                     instance.healthy.notify_one();
+                    let (metrics, labels) = self.metrics();
+                    metrics.ready(labels, waited.elapsed());
                     self.emit(
                         &instance.container_id,
                         EventKind::Healthy {

@@ -78,6 +78,10 @@ impl Object {
             .store(number, Ordering::Release);
         if let Err(error) = &result {
             attempts.last_failure = Some((number, error.clone()));
+            if let Some(cause) = error.cause() {
+                let (metrics, labels) = self.metrics();
+                metrics.failed_start(labels, cause);
+            }
             // A container that exited while starting was already reported by its monitor;
             // a start interrupted by a stop or a shutdown is no error of the container's.
             if !matches!(
@@ -217,7 +221,14 @@ impl Object {
                     class: self.class_name().to_string(),
                     max: self.options().max_instances,
                 })?;
-        let (created, version, endpoint, began) = self.create_and_start(options).await?;
+        let (created, version, endpoint, began, created_in) =
+            self.create_and_start(options).await?;
+        let (metrics, labels) = self.metrics();
+        metrics.cold_start(
+            labels,
+            created_in,
+            began.elapsed().saturating_sub(created_in),
+        );
         self.emit(
             &created.id,
             EventKind::Started {
@@ -235,7 +246,7 @@ impl Object {
     async fn create_and_start(
         &self,
         options: Option<&StartOptions>,
-    ) -> Result<(Created, String, Endpoint, Instant), StartError> {
+    ) -> Result<(Created, String, Endpoint, Instant, Duration), StartError> {
         let spec = self.spec(options);
         let version = spec.identity.version.clone();
         let began = Instant::now();
@@ -268,13 +279,14 @@ impl Object {
                 return Err(timed_out());
             }
         };
+        let created_in = began.elapsed();
         let started = timeout(
             start_timeout.saturating_sub(began.elapsed()),
             self.runtime().start(&created.id),
         )
         .await;
         match started {
-            Ok(Ok(endpoint)) => Ok((created, version, endpoint, began)),
+            Ok(Ok(endpoint)) => Ok((created, version, endpoint, began, created_in)),
             failed => {
                 if let Err(e) = self.runtime().remove(&created.id).await {
                     tracing::warn!(

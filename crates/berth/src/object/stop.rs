@@ -178,6 +178,8 @@ impl Object {
             return;
         }
         self.persist().await;
+        let (metrics, labels) = self.metrics();
+        metrics.sleep(labels);
         self.emit(
             &instance.container_id,
             EventKind::Sleeping { idle: sleep_after },
@@ -215,6 +217,8 @@ impl Object {
             Vec::new()
         };
         // Reported as soon as it is known; the removal that follows is cleanup.
+        let (metrics, labels) = self.metrics();
+        metrics.exit(labels, reason.label());
         self.emit(
             &instance.container_id,
             EventKind::Stopped {

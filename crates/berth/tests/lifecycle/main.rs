@@ -5,6 +5,7 @@
 //! works; these prove the logic in between.
 
 mod fixture;
+mod metrics;
 mod recovery;
 mod rollout;
 mod sleep;
