@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use http::{Request, Response};
 
 use crate::http::Body;
+use crate::metrics::{Metrics, WorkerLabels};
 use crate::namespace::Namespace;
 
 /// What a binding gives the worker.
@@ -96,5 +97,72 @@ where
 {
     async fn fetch(&self, request: Request<Body>, env: &Env) -> Response<Body> {
         (self.0)(request, env.clone()).await
+    }
+}
+
+/// A worker whose answers are counted in [`Metrics`]: requests by status code, and the
+/// time to each answer's head (a streamed body may go on after).
+pub struct Counted {
+    worker: Arc<dyn Worker>,
+    labels: WorkerLabels,
+    metrics: Arc<Metrics>,
+}
+
+impl Counted {
+    /// `worker`, as worker `name` of `app`.
+    pub fn new(worker: Arc<dyn Worker>, app: &str, name: &str, metrics: Arc<Metrics>) -> Counted {
+        let labels = WorkerLabels {
+            app: app.to_string(),
+            worker: name.to_string(),
+        };
+        Counted {
+            worker,
+            labels,
+            metrics,
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for Counted {
+    async fn fetch(&self, request: Request<Body>, env: &Env) -> Response<Body> {
+        let began = std::time::Instant::now();
+        let response = self.worker.fetch(request, env).await;
+        let code = response.status().as_u16();
+        self.metrics.request(&self.labels, code, began.elapsed());
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_counted_worker_counts_each_answer_by_its_code() {
+        let metrics = Arc::new(Metrics::new());
+        let inner = worker_fn(|request: Request<Body>, _env| async move {
+            let status = match request.uri().path() {
+                "/" => http::StatusCode::OK,
+                _ => http::StatusCode::NOT_FOUND,
+            };
+            let mut response = Response::new(crate::http::full(""));
+            *response.status_mut() = status;
+            response
+        });
+        let counted = Counted::new(Arc::new(inner), "shop", "api", metrics.clone());
+        for path in ["/", "/", "/nowhere"] {
+            let request = Request::get(path).body(crate::http::full(""));
+            let request = request.unwrap_or_else(|_| Request::new(crate::http::full("")));
+            counted.fetch(request, &Env::new()).await;
+        }
+        let text = metrics.encode().unwrap_or_default();
+        for line in [
+            "berth_requests_total{app=\"shop\",worker=\"api\",code=\"200\"} 2",
+            "berth_requests_total{app=\"shop\",worker=\"api\",code=\"404\"} 1",
+            "berth_request_duration_seconds_count{app=\"shop\",worker=\"api\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }
