@@ -134,6 +134,50 @@ impl Worker for Counted {
     }
 }
 
+/// A worker that answers `GET /metrics` with the scrape of `metrics` (what `berth dev
+/// --metrics` serves; `berth serve` answers on its control API instead).
+pub fn metrics_worker(metrics: Arc<Metrics>) -> impl Worker {
+    worker_fn(move |request: Request<Body>, _env| {
+        let metrics = metrics.clone();
+        async move { metrics_response(&metrics, &request) }
+    })
+}
+
+/// The answer to a scrape: the metrics on `GET /metrics`, 404 or 405 otherwise.
+pub fn metrics_response<B>(metrics: &Metrics, request: &Request<B>) -> Response<Body> {
+    use crate::http::error_response;
+    use http::{header, Method, StatusCode};
+    if request.uri().path() != "/metrics" {
+        let message = "berth serves its metrics at /metrics";
+        return error_response(StatusCode::NOT_FOUND, "not-found", message);
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "use GET",
+        );
+        let allow = header::HeaderValue::from_static("GET, HEAD");
+        response.headers_mut().insert(header::ALLOW, allow);
+        return response;
+    }
+    match metrics.encode() {
+        Ok(text) => {
+            let mut response = Response::new(crate::http::full(text));
+            let content_type = header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+            response
+        }
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics",
+            &format!("the metrics could not be written: {e}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +208,25 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_scrape_is_answered_at_metrics_only_and_by_get() {
+        let metrics = Metrics::new();
+        let request = |method: &str, path: &str| {
+            let request = Request::builder().method(method).uri(path).body(());
+            request.unwrap_or_else(|_| Request::new(()))
+        };
+        let scrape = metrics_response(&metrics, &request("GET", "/metrics"));
+        assert_eq!(scrape.status(), http::StatusCode::OK);
+        let content_type = scrape.headers().get(http::header::CONTENT_TYPE);
+        assert_eq!(
+            content_type.and_then(|v| v.to_str().ok()),
+            Some(crate::metrics::CONTENT_TYPE)
+        );
+        let elsewhere = metrics_response(&metrics, &request("GET", "/"));
+        assert_eq!(elsewhere.status(), http::StatusCode::NOT_FOUND);
+        let post = metrics_response(&metrics, &request("POST", "/metrics"));
+        assert_eq!(post.status(), http::StatusCode::METHOD_NOT_ALLOWED);
     }
 }
