@@ -10,29 +10,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A copy of `examples/alchemy` with the test server as its container's binary, its
-/// worker replaced by `worker` when given. Cleaned up (containers, images, folder) on drop.
-fn alchemy_app(test: &str, worker: Option<&str>) -> AppDir {
-    let name = format!("cli-alchemy-{test}-{}", std::process::id());
-    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).expect("app dir");
-    let example = root().join("examples/alchemy");
-    for file in [
-        "alchemy.run.ts",
-        "Dockerfile",
-        "src/container.ts",
-        "src/worker.ts",
-    ] {
-        std::fs::copy(example.join(file), dir.join(file)).expect(file);
-    }
-    std::fs::copy(server_binary(), dir.join("server")).expect("server");
-    if let Some(worker) = worker {
-        std::fs::write(dir.join("src/worker.ts"), worker).expect("worker.ts");
-    }
-    AppDir { dir, name }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alchemy_example_answers_through_its_js_worker() {
     let app = alchemy_app("example", None);
