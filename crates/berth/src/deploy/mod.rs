@@ -198,7 +198,9 @@ pub async fn prepare(
 
 /// The files of a program, by path relative to `dir` (with `/`), as the server writes
 /// them back: only the modules the program and its workers loaded, so that nothing else
-/// in the folder (`node_modules`, `.env`, build contexts) leaves the machine.
+/// in the folder (`node_modules`, `.env`, build contexts) leaves the machine. No values of
+/// the environment go with them: the server runs the program with its own environment,
+/// so that secrets are set where the app runs and are never sent or stored with a deploy.
 fn program_files(dir: &Path, files: &[PathBuf]) -> Result<BTreeMap<String, String>, DeployError> {
     let mut program = BTreeMap::new();
     let (mut bytes, mut largest) = (0, (0, String::new()));

@@ -162,17 +162,6 @@ impl std::fmt::Debug for WorkerDef {
     }
 }
 
-impl WorkerDef {
-    /// The script workers' names: berth does not serve them yet.
-    pub fn scripts(workers: &[WorkerDef]) -> Vec<&str> {
-        workers
-            .iter()
-            .filter(|w| w.script.is_some())
-            .map(|w| w.name.as_str())
-            .collect()
-    }
-}
-
 /// Whether `name` can name an app: lowercase letters, digits, '-', '_' or '.', starting
 /// with a letter or digit, at most 64 bytes.
 pub fn valid_app_name(name: &str) -> bool {
