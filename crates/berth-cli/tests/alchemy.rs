@@ -285,3 +285,39 @@ async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
     assert!(at(error) < at(stopped), "{log}");
     drop(exit);
 }
+
+/// A class's hooks run where its code is: in the worker whose entrypoint exports it,
+/// though another worker bound to it comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_in_the_worker_that_exports_the_class_not_the_first_bound() {
+    let app = alchemy_app("hooks-exporter", None);
+    let program = r#"import { Container, Worker } from "alchemy/cloudflare";
+import type { MyContainer } from "./src/container.ts";
+const container = await Container<MyContainer>("my-container", { className: "MyContainer" });
+export const front = await Worker("front", {
+  entrypoint: "./src/front.ts",
+  bindings: { MY_CONTAINER: container },
+});
+export const worker = await Worker("my-worker", {
+  entrypoint: "./src/worker.ts",
+  bindings: { MY_CONTAINER: container },
+});
+"#;
+    let front = r#"import { getContainer } from "@cloudflare/containers";
+export default {
+  async fetch(request: Request, env: any): Promise<Response> {
+    return getContainer(env.MY_CONTAINER, "container").fetch(request);
+  },
+};
+"#;
+    std::fs::write(app.dir.join("alchemy.run.ts"), program).expect("alchemy.run.ts");
+    std::fs::write(app.dir.join("src/front.ts"), front).expect("front.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    let started = "Container successfully started";
+    let log = stderr_within(&berth, started, Duration::from_secs(30));
+    assert!(log.contains(started), "{log}");
+    assert!(!log.contains("MyContainer.onStart() of"), "{log}");
+}

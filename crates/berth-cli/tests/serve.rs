@@ -522,6 +522,19 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout.trim(), "no changes");
 
+    // New code: the rollout replaces the JS worker.
+    let worker = std::fs::read_to_string(app.dir.join("src/worker.ts")).expect("worker.ts");
+    let changed = worker.replace(
+        "    const container =",
+        "    if (new URL(request.url).pathname === \"/version\") return new Response(\"two\");\n    const container =",
+    );
+    assert_ne!(changed, worker);
+    std::fs::write(app.dir.join("src/worker.ts"), changed).expect("worker.ts");
+    let out = server.deploy(&app.dir, &[]);
+    assert!(out.contains("is active"), "{out}");
+    assert_eq!(server.get(&host, "/version", "a"), (200, "two".into()));
+    assert_eq!(server.get(&host, "/", "a"), (200, expected.into()));
+
     server.stop();
     let server = Server::start(&data);
     let (status, body) = server.get(&host, "/", "b");
@@ -531,6 +544,7 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
         "{}",
         server.process.stderr()
     );
+    assert_eq!(server.get(&host, "/version", "b"), (200, "two".into()));
     server.stop();
     let _ = std::fs::remove_dir_all(&data);
 }
