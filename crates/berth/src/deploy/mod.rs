@@ -276,3 +276,28 @@ pub async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_ships_its_files_inside_the_folder_and_within_the_cap() {
+        let dir = std::env::temp_dir().join(format!("berth-ship-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).expect("dir");
+        std::fs::write(dir.join("alchemy.run.ts"), "export {};").expect("write");
+        std::fs::write(dir.join("src/w.ts"), "export default {};").expect("write");
+        let files = [dir.join("alchemy.run.ts"), dir.join("src/w.ts")];
+        let shipped = program_files(&dir, &files).expect("shipped");
+        assert_eq!(
+            shipped.keys().collect::<Vec<_>>(),
+            ["alchemy.run.ts", "src/w.ts"]
+        );
+        let outside = program_files(&dir, &[PathBuf::from("/etc/hostname")]);
+        assert!(matches!(outside, Err(DeployError::OutsideApp { .. })));
+        std::fs::write(dir.join("big.ts"), "x".repeat(MAX_PROGRAM_BYTES + 1)).expect("write");
+        let big = program_files(&dir, &[dir.join("big.ts")]).expect_err("too large");
+        assert!(big.to_string().contains("the largest is big.ts"), "{big}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -62,18 +62,20 @@ impl Release {
                 "the deployment gives both a berth.toml and a program; give one".into(),
             ));
         }
-        let dir = write_program(&programs.join(app), program)?;
-        let at = dir.clone();
-        let parsed = tokio::task::spawn_blocking(move || load_script(&at, Limits::default()))
-            .await
-            .map_err(|e| PlatformError::Invalid(format!("running the program failed: {e}")))?
-            .map_err(|e| {
+        let (root, files) = (programs.join(app), program.clone());
+        // Writing the files and running the program both block: off the async threads.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let dir = write_program(&root, &files)?;
+            load_script(&dir, Limits::default()).map_err(|e| {
                 let prefix = format!("{}/", dir.display());
                 PlatformError::Invalid(format!(
                     "the program fails on the server: {}; fix it and deploy again",
                     e.to_string().replace(&prefix, "")
                 ))
-            })?;
+            })
+        })
+        .await
+        .map_err(|e| PlatformError::Invalid(format!("running the program failed: {e}")))??;
         Release::of(app, parsed, images)
     }
 
@@ -326,6 +328,32 @@ routes = [{ path = "/*", binding = "WEB", instance = "x" }]
                 ("Web".into(), Change::Delete)
             ]
         );
+    }
+
+    #[test]
+    fn a_program_is_written_once_and_only_inside_its_folder() {
+        let root = std::env::temp_dir().join(format!("berth-programs-{}", std::process::id()));
+        let program = |path: &str| {
+            BTreeMap::from([
+                (SCRIPT_FILE_NAME.to_string(), "export {};".to_string()),
+                (path.to_string(), "export const x = 1;".to_string()),
+            ])
+        };
+        let one = write_program(&root, &program("src/x.ts")).expect("written");
+        assert_eq!(
+            std::fs::read_to_string(one.join("src/x.ts")).expect("read"),
+            "export const x = 1;"
+        );
+        let again = write_program(&root, &program("src/x.ts")).expect("written");
+        assert_eq!(one, again, "the same files, the same folder");
+        for bad in ["../x.ts", "/etc/x.ts", "a/../../x.ts", ""] {
+            let e = write_program(&root, &program(bad)).expect_err(bad);
+            assert!(e.to_string().contains("not a plain path"), "{bad}: {e}");
+        }
+        let none = BTreeMap::from([("x.ts".to_string(), String::new())]);
+        let e = write_program(&root, &none).expect_err("no alchemy.run.ts");
+        assert!(e.to_string().contains("has no alchemy.run.ts"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
