@@ -10,29 +10,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A copy of `examples/alchemy` with the test server as its container's binary, its
-/// worker replaced by `worker` when given. Cleaned up (containers, images, folder) on drop.
-fn alchemy_app(test: &str, worker: Option<&str>) -> AppDir {
-    let name = format!("cli-alchemy-{test}-{}", std::process::id());
-    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).expect("app dir");
-    let example = root().join("examples/alchemy");
-    for file in [
-        "alchemy.run.ts",
-        "Dockerfile",
-        "src/container.ts",
-        "src/worker.ts",
-    ] {
-        std::fs::copy(example.join(file), dir.join(file)).expect(file);
-    }
-    std::fs::copy(server_binary(), dir.join("server")).expect("server");
-    if let Some(worker) = worker {
-        std::fs::write(dir.join("src/worker.ts"), worker).expect("worker.ts");
-    }
-    AppDir { dir, name }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alchemy_example_answers_through_its_js_worker() {
     let app = alchemy_app("example", None);
@@ -497,4 +474,40 @@ async fn a_worker_without_containers_has_the_web_apis() {
         "uuid": true, "random": true, "text": "héllo", "query": "a b", "stream": "streamed",
     });
     assert_eq!(seen, expected);
+}
+
+/// A class's hooks run where its code is: in the worker whose entrypoint exports it,
+/// though another worker bound to it comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_in_the_worker_that_exports_the_class_not_the_first_bound() {
+    let app = alchemy_app("hooks-exporter", None);
+    let program = r#"import { Container, Worker } from "alchemy/cloudflare";
+import type { MyContainer } from "./src/container.ts";
+const container = await Container<MyContainer>("my-container", { className: "MyContainer" });
+export const front = await Worker("front", {
+  entrypoint: "./src/front.ts",
+  bindings: { MY_CONTAINER: container },
+});
+export const worker = await Worker("my-worker", {
+  entrypoint: "./src/worker.ts",
+  bindings: { MY_CONTAINER: container },
+});
+"#;
+    let front = r#"import { getContainer } from "@cloudflare/containers";
+export default {
+  async fetch(request: Request, env: any): Promise<Response> {
+    return getContainer(env.MY_CONTAINER, "container").fetch(request);
+  },
+};
+"#;
+    std::fs::write(app.dir.join("alchemy.run.ts"), program).expect("alchemy.run.ts");
+    std::fs::write(app.dir.join("src/front.ts"), front).expect("front.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    let started = "Container successfully started";
+    let log = stderr_within(&berth, started, Duration::from_secs(30));
+    assert!(log.contains(started), "{log}");
+    assert!(!log.contains("MyContainer.onStart() of"), "{log}");
 }

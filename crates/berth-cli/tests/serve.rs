@@ -53,8 +53,14 @@ impl Server {
 
     /// Runs `berth COMMAND ARGS` against this server; its exit code, stdout and stderr.
     fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        self.run_with(args, &[])
+    }
+
+    /// [`Server::run`], with more variables in the command's environment.
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
         let output = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(args)
+            .envs(env.iter().copied())
             .env("BERTH_SERVER", format!("http://{}", self.control))
             .env("BERTH_TOKEN", &self.token)
             .stdin(Stdio::null())
@@ -457,6 +463,121 @@ async fn failures_leave_the_running_version_and_stages_and_removed_classes_behav
         assert_eq!(code, Some(0), "{stderr}");
     }
     assert!(app.containers().await.is_empty());
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// An app of `alchemy.run.ts` deploys as a berth.toml app does: its JS worker answers
+/// by host, the class's options and hooks come from its code, a deploy without change
+/// changes nothing, and a restarted server runs the same program again. Only the modules
+/// the program loaded are shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_restart() {
+    let app = alchemy_app("serve", None);
+    std::fs::write(app.dir.join(".env"), "SECRET=never shipped\n").expect(".env");
+    let data = data_dir("alchemy");
+    let server = Server::start(&data);
+    let host = format!("my-worker.{}.localhost", app.name);
+    let expected =
+        "Hi, I'm a container and this is my message: I was passed in via the container class!";
+
+    let out = server.deploy(&app.dir, &[]);
+    assert!(out.contains("is active"), "{out}");
+    let (status, body) = server.get(&host, "/", "a");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, expected),
+        "{}",
+        server.process.stderr()
+    );
+    let log = server.process.stderr_with("Container successfully started");
+    assert!(log.contains("Container successfully started"), "{log}");
+
+    let programs = data.join("programs").join(&app.name);
+    let shipped: Vec<PathBuf> = std::fs::read_dir(&programs)
+        .expect("the app's programs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(shipped.len(), 1, "{shipped:?}");
+    let mut files: Vec<String> = Vec::new();
+    let mut pending = vec![shipped[0].clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(&shipped[0]).expect("inside");
+                files.push(relative.display().to_string());
+            }
+        }
+    }
+    files.sort();
+    assert_eq!(
+        files,
+        ["alchemy.run.ts", "src/container.ts", "src/worker.ts"]
+    );
+
+    let (code, stdout, stderr) = server.run(&["deploy", &app.dir.display().to_string()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "no changes");
+
+    // New code: the rollout replaces the JS worker.
+    let worker = std::fs::read_to_string(app.dir.join("src/worker.ts")).expect("worker.ts");
+    let changed = worker.replace(
+        "    const container =",
+        "    if (new URL(request.url).pathname === \"/version\") return new Response(\"two\");\n    const container =",
+    );
+    assert_ne!(changed, worker);
+    std::fs::write(app.dir.join("src/worker.ts"), changed).expect("worker.ts");
+    let out = server.deploy(&app.dir, &[]);
+    assert!(out.contains("is active"), "{out}");
+    assert_eq!(server.get(&host, "/version", "a"), (200, "two".into()));
+    assert_eq!(server.get(&host, "/", "a"), (200, expected.into()));
+
+    server.stop();
+    let server = Server::start(&data);
+    let (status, body) = server.get(&host, "/", "b");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, expected),
+        "{}",
+        server.process.stderr()
+    );
+    assert_eq!(server.get(&host, "/version", "b"), (200, "two".into()));
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The server runs the program with its own environment: a secret the deploying machine
+/// has and the server lacks fails the deploy, naming the line that reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alchemy_program_that_throws_on_the_server_is_refused_naming_its_line() {
+    let app = alchemy_app("throws", None);
+    let variable = format!("BERTH_TEST_DEPLOYER_ONLY_{}", std::process::id());
+    let program = format!(
+        r#"import alchemy from "alchemy";
+import {{ Container, Worker }} from "alchemy/cloudflare";
+import type {{ MyContainer }} from "./src/container.ts";
+const container = await Container<MyContainer>("my-container", {{ className: "MyContainer" }});
+const token = alchemy.secret(process.env.{variable});
+export const worker = await Worker("my-worker", {{
+  entrypoint: "./src/worker.ts",
+  bindings: {{ MY_CONTAINER: container, TOKEN: token }},
+}});
+"#
+    );
+    std::fs::write(app.dir.join("alchemy.run.ts"), program).expect("alchemy.run.ts");
+    let data = data_dir("alchemy-throws");
+    let server = Server::start(&data);
+    let dir = app.dir.display().to_string();
+    let (code, _, stderr) = server.run_with(&["deploy", &dir], &[(&variable, "deployer's")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("alchemy.run.ts:5:"), "{stderr}");
+    assert!(stderr.contains("the value is undefined"), "{stderr}");
+    assert!(!stderr.contains(&data.display().to_string()), "{stderr}");
+    let (status, _) = server.api("GET", &format!("/v1/apps/{}", app.name));
+    assert_eq!(status, 404, "nothing was deployed");
     server.stop();
     let _ = std::fs::remove_dir_all(&data);
 }

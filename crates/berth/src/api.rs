@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// The API's version prefix.
 pub const PREFIX: &str = "/v1";
 
+/// The most a deploy's program files may hold in all: well under the control API's
+/// limit on a request's body, and far more than the code of workers takes.
+pub const MAX_PROGRAM_BYTES: usize = 2 * 1024 * 1024;
+
 /// `GET /v1/info`: what a client needs to know before it deploys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Info {
@@ -23,8 +27,13 @@ pub struct Info {
 /// `POST /v1/apps/{app}/deployments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployRequest {
-    /// The `berth.toml` text.
+    /// The `berth.toml` text; empty for an app of `alchemy.run.ts`.
     pub manifest: String,
+    /// An app of `alchemy.run.ts`: its code, path relative to the app's folder → text.
+    /// The server runs the program again (from these files, with its own environment),
+    /// as it parses `berth.toml` again: it never trusts what the client read from it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub program: BTreeMap<String, String>,
     /// Container resource id → image reference, by digest for built images.
     pub images: BTreeMap<String, String>,
     /// Where the deploy comes from (`<machine>:<folder>`).

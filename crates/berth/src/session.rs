@@ -17,15 +17,14 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
-use crate::js::{JsHooks, JsWorker, ScriptError, WorkerLimits};
+use crate::js::{self, BoundClass, JsHooks, WorkerLimits, WorkersError};
 use crate::lease::LeaseError;
 use crate::manifest::{ContainerDef, ImageSource, Manifest, Place, FILE_NAME};
 use crate::namespace::Namespace;
-use crate::router::{Router, RouterError};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::server::{self, ServeOptions};
 use crate::store::{Store, StoreError};
-use crate::worker::{Binding, Env, Worker};
+use crate::worker::{Env, Worker};
 
 /// How long a rebuild lets requests in flight finish on the containers it replaces.
 const REPLACE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -47,8 +46,6 @@ pub enum SessionError {
     #[error(transparent)]
     State(#[from] StoreError),
     #[error(transparent)]
-    Router(#[from] RouterError),
-    #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error("another berth session of app {app} is running: {}; stop it first, or give this copy of the app another name in berth.toml{}", .others.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), remote_hint(.others))]
     AnotherSession {
@@ -63,9 +60,9 @@ pub enum SessionError {
     PrebuiltMissing { place: Box<Place>, image: String },
     #[error("cannot listen on {addr}: {reason}; pick another port with --port")]
     Listen { addr: SocketAddr, reason: String },
-    /// A JS worker's entrypoint could not be loaded.
+    /// A worker could not be made (a JS worker's entrypoint could not be loaded).
     #[error(transparent)]
-    Script(#[from] ScriptError),
+    Workers(#[from] WorkersError),
     #[error("{workers} workers need {workers} ports from {port} on, and the last would be past 65535; pick a lower --port, or 0 for free ports")]
     NoPortLeft { port: u16, workers: usize },
 }
@@ -124,15 +121,23 @@ impl Session {
             });
         }
         let mut namespaces = BTreeMap::new();
-        // Container id → the hooks of its class, run by the first JS worker bound to it.
-        let mut hooks = BTreeMap::new();
+        let mut classes = BTreeMap::new();
         for def in &manifest.containers {
             let image = image_of(builder.as_ref(), &manifest, def, progress).await?;
             let mut class = def.class.clone();
             class.image = image;
-            let class_hooks = JsHooks::new(&class.name);
-            namespaces.insert(def.id.clone(), app.namespace(class, class_hooks.clone()));
-            hooks.insert(def.id.clone(), class_hooks);
+            let hooks = JsHooks::new(&class.name);
+            let namespace = app.namespace(class, hooks.clone());
+            namespaces.insert(def.id.clone(), namespace.clone());
+            let exported_by = def.exported_by.clone();
+            classes.insert(
+                def.id.clone(),
+                BoundClass {
+                    namespace,
+                    hooks,
+                    exported_by,
+                },
+            );
         }
         let recovery = app.recover().await?;
         if !recovery.others.is_empty() {
@@ -153,34 +158,18 @@ impl Session {
                 recovery.removed, manifest.name
             ));
         }
-        let mut workers = Vec::new();
-        for def in &manifest.workers {
-            let mut env = Env::new();
-            for (binding, container) in &def.bindings {
-                if let Some(ns) = namespaces.get(container) {
-                    env.bind(binding.clone(), Binding::Container(ns.clone()));
-                }
-            }
-            let worker: Arc<dyn Worker> = match &def.script {
-                Some(script) => {
-                    let limits = WorkerLimits::default();
-                    let js =
-                        Arc::new(JsWorker::start(&def.name, script, env.clone(), limits).await?);
-                    for (binding, container) in &def.bindings {
-                        if let Some(class_hooks) = hooks.remove(container) {
-                            class_hooks.run_in(&js, binding);
-                        }
-                    }
-                    js
-                }
-                None => Arc::new(Router::new(def.routes.clone(), &env)?),
-            };
-            workers.push(WorkerHandle {
-                name: def.name.clone(),
-                worker,
-                env,
-            });
-        }
+        let started =
+            js::start_workers(&manifest.workers, &classes, WorkerLimits::default()).await?;
+        started.attach_hooks();
+        let workers = started
+            .workers
+            .into_iter()
+            .map(|w| WorkerHandle {
+                name: w.name,
+                worker: w.worker,
+                env: w.env,
+            })
+            .collect();
         Ok(Session {
             manifest,
             app,

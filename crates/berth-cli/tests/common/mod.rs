@@ -48,6 +48,29 @@ pub fn server_binary() -> PathBuf {
         .clone()
 }
 
+/// A copy of `examples/alchemy` with the test server as its container's binary, its
+/// worker replaced by `worker` when given. Cleaned up (containers, images, folder) on drop.
+pub fn alchemy_app(test: &str, worker: Option<&str>) -> AppDir {
+    let name = format!("cli-alchemy-{test}-{}", std::process::id());
+    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).expect("app dir");
+    let example = root().join("examples/alchemy");
+    for file in [
+        "alchemy.run.ts",
+        "Dockerfile",
+        "src/container.ts",
+        "src/worker.ts",
+    ] {
+        std::fs::copy(example.join(file), dir.join(file)).expect(file);
+    }
+    std::fs::copy(server_binary(), dir.join("server")).expect("server");
+    if let Some(worker) = worker {
+        std::fs::write(dir.join("src/worker.ts"), worker).expect("worker.ts");
+    }
+    AppDir { dir, name }
+}
+
 /// A temporary app folder: a FROM-scratch Dockerfile, the server binary copied in by
 /// build.command, and the berth.toml given.
 pub struct AppDir {

@@ -5,15 +5,15 @@
 mod client;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Method;
 
-use crate::api::{DeployRequest, DeployResponse, DeploymentView, Info, PREFIX};
+use crate::api::{DeployRequest, DeployResponse, DeploymentView, Info, MAX_PROGRAM_BYTES, PREFIX};
 use crate::build::{self, BuildError, Builder, Origin, DEV_PREFIX};
-use crate::js::LoadError;
-use crate::manifest::{valid_app_name, ImageSource, Manifest, ManifestError, WorkerDef, FILE_NAME};
+use crate::js::{load_program, Limits, LoadError, SCRIPT_FILE_NAME};
+use crate::manifest::{valid_app_name, ImageSource, Manifest, ManifestError, FILE_NAME};
 
 pub use client::{registry_digest, ControlClient};
 
@@ -26,8 +26,12 @@ pub enum DeployError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("worker {worker} is a JS worker, which berth dev serves but berth deploy and berth serve do not run yet; to deploy the app meanwhile, put a berth.toml with the worker's routes next to alchemy.run.ts (berth.toml wins)")]
-    ScriptWorker { worker: String },
+    #[error("{file} is outside the app's folder {dir}, and berth deploy ships only the app's folder; move the module into it")]
+    OutsideApp { file: PathBuf, dir: PathBuf },
+    #[error("cannot read {file}: {reason}")]
+    ReadProgram { file: PathBuf, reason: String },
+    #[error("the program's files take {bytes} bytes, over the {MAX_PROGRAM_BYTES} berth deploy sends; the largest is {largest}: does the program import data it could read at run time?")]
+    ProgramTooLarge { bytes: usize, largest: String },
     #[error("{app:?} is not a valid app name; with --stage, the app is <name>-<stage>: use lowercase letters, digits, '-', '_' or '.'")]
     AppName { app: String },
     #[error("cannot reach the berth server at {url}: {reason}; check --server (or BERTH_SERVER) and that berth serve runs")]
@@ -89,17 +93,24 @@ pub async fn prepare(
     options: &DeployOptions,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Prepared, DeployError> {
-    let manifest = Manifest::load(dir)?;
-    if let Some(worker) = WorkerDef::scripts(&manifest.workers).first() {
-        return Err(DeployError::ScriptWorker {
-            worker: worker.to_string(),
-        });
-    }
     let manifest_path = dir.join(FILE_NAME);
-    let text = std::fs::read_to_string(&manifest_path).map_err(|e| ManifestError::Read {
-        path: manifest_path.clone(),
-        reason: e.to_string(),
-    })?;
+    let (manifest, text, program) = if manifest_path.exists() {
+        let manifest = Manifest::load_toml(dir)?;
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| ManifestError::Read {
+            path: manifest_path.clone(),
+            reason: e.to_string(),
+        })?;
+        (manifest, text, BTreeMap::new())
+    } else if dir.join(SCRIPT_FILE_NAME).exists() {
+        let program = load_program(dir, Limits::default()).map_err(LoadError::from)?;
+        let files = program_files(&program.manifest.dir, &program.files)?;
+        (program.manifest, String::new(), files)
+    } else {
+        return Err(LoadError::NoApp {
+            dir: dir.to_path_buf(),
+        }
+        .into());
+    };
     let app = app_name(&manifest, options.stage.as_deref())?;
     let client = ControlClient::new(&options.server, &options.token)?;
     let info: Info = client
@@ -176,12 +187,50 @@ pub async fn prepare(
         client,
         request: DeployRequest {
             manifest: text,
+            program,
             images,
             source,
             adopt: options.adopt,
             dry_run: options.dry_run,
         },
     })
+}
+
+/// The files of a program, by path relative to `dir` (with `/`), as the server writes
+/// them back: only the modules the program and its workers loaded, so that nothing else
+/// in the folder (`node_modules`, `.env`, build contexts) leaves the machine. No values of
+/// the environment go with them: the server runs the program with its own environment,
+/// so that secrets are set where the app runs and are never sent or stored with a deploy.
+fn program_files(dir: &Path, files: &[PathBuf]) -> Result<BTreeMap<String, String>, DeployError> {
+    let mut program = BTreeMap::new();
+    let (mut bytes, mut largest) = (0, (0, String::new()));
+    for file in files {
+        let relative = file
+            .strip_prefix(dir)
+            .ok()
+            .and_then(|r| r.to_str())
+            .filter(|r| !r.split('/').any(|part| part == ".."))
+            .ok_or_else(|| DeployError::OutsideApp {
+                file: file.clone(),
+                dir: dir.to_path_buf(),
+            })?;
+        let text = std::fs::read_to_string(file).map_err(|e| DeployError::ReadProgram {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        bytes += text.len();
+        if text.len() > largest.0 {
+            largest = (text.len(), relative.to_string());
+        }
+        program.insert(relative.to_string(), text);
+    }
+    if bytes > MAX_PROGRAM_BYTES {
+        return Err(DeployError::ProgramTooLarge {
+            bytes,
+            largest: largest.1,
+        });
+    }
+    Ok(program)
 }
 
 /// Sends the deploy request.
@@ -225,5 +274,30 @@ pub async fn follow(
             }
             _ => return Ok(view),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_ships_its_files_inside_the_folder_and_within_the_cap() {
+        let dir = std::env::temp_dir().join(format!("berth-ship-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).expect("dir");
+        std::fs::write(dir.join("alchemy.run.ts"), "export {};").expect("write");
+        std::fs::write(dir.join("src/w.ts"), "export default {};").expect("write");
+        let files = [dir.join("alchemy.run.ts"), dir.join("src/w.ts")];
+        let shipped = program_files(&dir, &files).expect("shipped");
+        assert_eq!(
+            shipped.keys().collect::<Vec<_>>(),
+            ["alchemy.run.ts", "src/w.ts"]
+        );
+        let outside = program_files(&dir, &[PathBuf::from("/etc/hostname")]);
+        assert!(matches!(outside, Err(DeployError::OutsideApp { .. })));
+        std::fs::write(dir.join("big.ts"), "x".repeat(MAX_PROGRAM_BYTES + 1)).expect("write");
+        let big = program_files(&dir, &[dir.join("big.ts")]).expect_err("too large");
+        assert!(big.to_string().contains("the largest is big.ts"), "{big}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -105,6 +105,11 @@ impl JsHooks {
         Some((worker.upgrade()?, binding.clone()))
     }
 
+    /// Runs no more JavaScript: the class's code left the app (a deployment without it).
+    pub fn detach(&self) {
+        *self.worker.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Runs `hook` for `object` and waits (at most [`HOOK_WAIT`]) for what it gives;
     /// `None` when it failed, which is logged.
     async fn call(&self, object: &Object, hook: &'static str, arg: String) -> Option<String> {

@@ -133,6 +133,7 @@ pub(super) fn manifest(engine: &Engine, dir: &Path, json: String) -> Result<Mani
                 class.max_instances = def.class.max_instances;
                 class.instance_type = def.class.instance_type;
                 def.class = class;
+                def.exported_by = Some(script.entrypoint.clone());
                 searched.clear();
                 break;
             }
@@ -201,6 +202,7 @@ fn container(
         image_place,
         class,
         rollout: Rollout::default(),
+        exported_by: None,
     };
     Ok((def, at))
 }

@@ -128,6 +128,16 @@ impl Engine {
         })
     }
 
+    /// Loads and runs the module at `path` (and what it imports), if not yet loaded.
+    pub fn load_module(&self, path: &Path) -> Result<(), ScriptError> {
+        self.with(|ctx| import(ctx, path).map(drop))
+    }
+
+    /// Every file the program and the modules loaded since have read.
+    pub fn loaded_files(&self) -> Vec<PathBuf> {
+        self.modules.files()
+    }
+
     /// The place a stack (as a built-in module records it) points to: its first frame in
     /// one of the app's files, in the file as written.
     pub fn place(&self, stack: &str) -> SourcePlace {

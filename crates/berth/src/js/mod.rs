@@ -34,6 +34,7 @@ mod storage;
 mod strip;
 mod turns;
 mod upgrade;
+mod wiring;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use crate::manifest::{Manifest, ManifestError, FILE_NAME};
 pub use class_hooks::JsHooks;
 pub use declare::app_name_from_folder;
 pub use serve::{ErrorDetail, JsWorker, WorkerLimits};
+pub use wiring::{start_workers, BoundClass, Started, StartedWorker, WorkersError};
 
 /// The program berth runs when a folder has no `berth.toml`.
 pub const SCRIPT_FILE_NAME: &str = "alchemy.run.ts";
@@ -175,6 +177,22 @@ impl Manifest {
 
 /// Runs `dir/alchemy.run.ts` and reads the app it declares.
 pub fn load_script(dir: &Path, limits: Limits) -> Result<Manifest, ScriptError> {
+    load_program(dir, limits).map(|program| program.manifest)
+}
+
+/// An app of `alchemy.run.ts`, with the files its code is made of.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub manifest: Manifest,
+    /// Every module the program imported and every module of the workers' entrypoints
+    /// (absolute paths): what runs the app on another machine, and nothing else.
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs `dir/alchemy.run.ts`, reads the app it declares, and loads each worker's
+/// entrypoint too, so that [`Program::files`] holds the code the workers run. A module
+/// that a worker only imports at run time (`await import(…)`) is not among them.
+pub fn load_program(dir: &Path, limits: Limits) -> Result<Program, ScriptError> {
     let dir = std::path::absolute(dir).map_err(|e| ScriptError::Read {
         path: dir.to_path_buf(),
         reason: e.to_string(),
@@ -182,7 +200,14 @@ pub fn load_script(dir: &Path, limits: Limits) -> Result<Manifest, ScriptError> 
     let script = dir.join(SCRIPT_FILE_NAME);
     let engine = engine::Engine::new(&script, limits)?;
     let declared = engine.run_program()?;
-    declare::manifest(&engine, &dir, declared)
+    let manifest = declare::manifest(&engine, &dir, declared)?;
+    for worker in &manifest.workers {
+        if let Some(script) = &worker.script {
+            engine.load_module(&script.entrypoint)?;
+        }
+    }
+    let files = engine.loaded_files();
+    Ok(Program { manifest, files })
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ impl Shared {
         self.lock().failure.take()
     }
 
+    /// Every file loaded so far (built-in modules aside), by absolute path.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.lock().files.keys().map(PathBuf::from).collect()
+    }
+
     /// The place in the file as written of a place in the code QuickJS ran: `None` for a
     /// module that is no file (a built-in), `(0, 0)` for a place the file does not map.
     pub fn original(&self, module: &str, line: u32, column: u32) -> Option<(u32, u32)> {

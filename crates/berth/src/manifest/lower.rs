@@ -74,6 +74,7 @@ fn container(
         image_place,
         class,
         rollout,
+        exported_by: None,
     })
 }
 

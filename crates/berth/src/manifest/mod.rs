@@ -87,6 +87,10 @@ pub struct ContainerDef {
     pub class: ContainerClass,
     /// How `berth serve` replaces running instances when a deployment changes the class.
     pub rollout: Rollout,
+    /// The worker entrypoint whose exports hold the class (apps of `alchemy.run.ts`): the
+    /// class's JS hooks run in a worker of that module, where its code is. `None` for
+    /// `berth.toml`, whose classes have no code.
+    pub exported_by: Option<PathBuf>,
 }
 
 /// How a deployment replaces the running instances of a class (wrangler's
@@ -177,17 +181,6 @@ impl std::fmt::Debug for WorkerDef {
             s.field("script", script);
         }
         s.finish()
-    }
-}
-
-impl WorkerDef {
-    /// The script workers' names: berth does not serve them yet.
-    pub fn scripts(workers: &[WorkerDef]) -> Vec<&str> {
-        workers
-            .iter()
-            .filter(|w| w.script.is_some())
-            .map(|w| w.name.as_str())
-            .collect()
     }
 }
 

@@ -55,7 +55,14 @@ impl Platform {
             )));
         }
         let turn = self.turn(app)?;
-        let release = Release::new(app, &request.manifest, &request.images)?;
+        let release = Release::load(
+            app,
+            &request.manifest,
+            &request.program,
+            &request.images,
+            &self.programs,
+        )
+        .await?;
         let current = self.hosted(app).ok();
         if let Some(hosted) = &current {
             self.check_source(app, hosted, &request).await?;
@@ -82,6 +89,7 @@ impl Platform {
                 app: app.to_string(),
                 number: 0,
                 manifest: request.manifest,
+                program: request.program,
                 images: request.images,
                 source: request.source,
                 fingerprint: release.fingerprint.clone(),
@@ -103,9 +111,23 @@ impl Platform {
         };
         {
             let (previous, previous_number) = (hosted.release(), hosted.deployment());
+            let staged = match hosted.stage(release).await {
+                Ok(staged) => staged,
+                Err(e) => {
+                    self.finish(app, number, DeploymentStatus::Failed, &e.to_string())
+                        .await;
+                    return Err(e);
+                }
+            };
             let applied = match self.publish(|apps| {
-                check_hosts(app, &release, &apps.values().cloned().collect::<Vec<_>>())?;
-                hosted.apply(release, number)
+                let others = apps.values().cloned().collect::<Vec<_>>();
+                match check_hosts(app, staged.release(), &others) {
+                    Ok(()) => Ok(hosted.apply(staged, number)),
+                    Err(e) => {
+                        hosted.discard(staged);
+                        Err(e)
+                    }
+                }
             }) {
                 Ok(applied) => applied,
                 Err(e) => {
@@ -167,7 +189,7 @@ impl Platform {
         release: Release,
         number: i64,
     ) -> Result<(), PlatformError> {
-        let hosted = self.make_hosted(app, release, number)?;
+        let hosted = self.make_hosted(app, release, number).await?;
         let others = hosted.app.other_sessions().await?;
         if let Some(other) = others.first() {
             return Err(PlatformError::Conflict(format!(
@@ -206,7 +228,11 @@ impl Platform {
         number: i64,
         changed: &[super::hosted::Changed],
     ) {
-        match self.publish(|_| hosted.apply(previous.clone(), number)) {
+        let applied = match hosted.stage(previous.clone()).await {
+            Ok(staged) => self.publish(|_| Ok(hosted.apply(staged, number))),
+            Err(e) => Err(e),
+        };
+        match applied {
             // Classes only the failed deployment had go, as a deploy removes classes.
             Ok(applied) => {
                 for namespace in &applied.removed {
@@ -277,6 +303,7 @@ impl Platform {
         };
         let request = DeployRequest {
             manifest: target.manifest.clone(),
+            program: target.program.clone(),
             images: target.images.clone(),
             source: live.map(|l| l.source.clone()).unwrap_or_default(),
             adopt: true,
@@ -311,6 +338,13 @@ impl Platform {
             if dead {
                 self.runtime.remove(&info.id).await?;
                 containers += 1;
+            }
+        }
+        // The app's programs are in its deployments only from now on: none.
+        let programs = self.programs.join(app);
+        if let Err(e) = std::fs::remove_dir_all(&programs) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(app, "cannot remove {}: {e}", programs.display());
             }
         }
         let objects = self.store.forget_app(app).await?;

@@ -9,6 +9,7 @@ mod release;
 mod rollout;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -48,6 +49,9 @@ pub enum PlatformError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The data folder failed (a program's files could not be written).
+    #[error("{0}; check the data folder's free space and permissions")]
+    Io(String),
     #[error(transparent)]
     Engine(#[from] RuntimeError),
     #[error(transparent)]
@@ -61,9 +65,10 @@ impl PlatformError {
             PlatformError::NoApp(_) | PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
             PlatformError::Conflict(_) => StatusCode::CONFLICT,
             PlatformError::Image { .. } => StatusCode::BAD_GATEWAY,
-            PlatformError::Store(_) | PlatformError::Engine(_) | PlatformError::Lease(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            PlatformError::Store(_)
+            | PlatformError::Io(_)
+            | PlatformError::Engine(_)
+            | PlatformError::Lease(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -75,6 +80,7 @@ impl PlatformError {
             PlatformError::Conflict(_) => "conflict",
             PlatformError::Image { .. } => "image-unavailable",
             PlatformError::Store(_) => "store-failed",
+            PlatformError::Io(_) => "data-failed",
             PlatformError::Engine(_) => "engine-unavailable",
             PlatformError::Lease(_) => "lease-failed",
         }
@@ -93,6 +99,8 @@ pub struct Platform {
     runtime: Arc<dyn Runtime>,
     images: Arc<dyn Builder>,
     store: Store,
+    /// Where programs (apps of `alchemy.run.ts`) are written to run: `<app>/<digest>/`.
+    programs: PathBuf,
     apps: RwLock<BTreeMap<String, Arc<Hosted>>>,
     /// Every worker's hosts, rebuilt whenever an app changes.
     hosts: RwLock<Vec<(HostPattern, Arc<HostedWorker>)>>,
@@ -105,16 +113,19 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Brings back every app's live deployment, and re-adopts what still runs.
+    /// Brings back every app's live deployment, and re-adopts what still runs. Programs
+    /// are written under `programs`.
     pub async fn start(
         runtime: Arc<dyn Runtime>,
         images: Arc<dyn Builder>,
         store: Store,
+        programs: PathBuf,
     ) -> Result<Arc<Platform>, PlatformError> {
         let platform = Arc::new(Platform {
             runtime,
             images,
             store,
+            programs,
             apps: RwLock::default(),
             hosts: RwLock::default(),
             publishing: std::sync::Mutex::new(()),
@@ -176,12 +187,21 @@ impl Platform {
     }
 
     async fn restore(&self, deployment: &Deployment) -> Result<(), PlatformError> {
-        let release = Release::new(&deployment.app, &deployment.manifest, &deployment.images)?;
+        let release = Release::load(
+            &deployment.app,
+            &deployment.manifest,
+            &deployment.program,
+            &deployment.images,
+            &self.programs,
+        )
+        .await?;
         // An image removed from the engine while berth was down comes back from the registry.
         for class in &release.classes {
             self.ensure_image(&class.class.image).await?;
         }
-        let hosted = self.make_hosted(&deployment.app, release, deployment.number)?;
+        let hosted = self
+            .make_hosted(&deployment.app, release, deployment.number)
+            .await?;
         let recovery = hosted.app.recover().await?;
         self.publish(|apps| {
             apps.insert(deployment.app.clone(), hosted.clone());
@@ -198,14 +218,14 @@ impl Platform {
     }
 
     /// The hosted app `name` running `release`, not yet published to its hosts.
-    fn make_hosted(
+    async fn make_hosted(
         &self,
         name: &str,
         release: Release,
         number: i64,
     ) -> Result<Arc<Hosted>, PlatformError> {
         let app = App::new(name, self.runtime.clone(), self.store.clone())?;
-        let hosted = Arc::new(Hosted::new(app, release, number)?);
+        let hosted = Arc::new(Hosted::new(app, release, number).await?);
         let (mut events, sender, name) =
             (hosted.app.events(), self.events.clone(), name.to_string());
         tokio::spawn(async move {
@@ -436,7 +456,7 @@ impl Worker for Platform {
             best_match(&host, hosts.iter().map(|(p, w)| (p, w.clone())))
         };
         match worker {
-            Some(worker) => worker.router.fetch(request, &worker.env).await,
+            Some(worker) => worker.worker.fetch(request, &worker.env).await,
             // Other apps' hosts are nobody else's business: the answer names none.
             None => error_response(
                 StatusCode::NOT_FOUND,

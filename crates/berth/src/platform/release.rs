@@ -1,15 +1,24 @@
 //! A release: a deployment made ready to run. Its manifest is parsed again on the server
-//! (the client's copy is never trusted), each container gets the image the deployment
-//! names, and each worker its hosts.
+//! (the client's copy is never trusted), or its program run again, each container gets
+//! the image the deployment names, and each worker its hosts.
+//!
+//! A program (an app of `alchemy.run.ts`) is written under the data folder, in a folder
+//! named by the digest of its files, and run from there with the JS loader's limits; the
+//! JS workers then load their entrypoints from the same folder. Its containers' builds
+//! are never run here (the deploy names their images), so their contexts need not exist.
+//! The program runs with the environment of `berth serve`: `process.env` and
+//! `alchemy.secret.env` read the server's variables, never the deploying machine's, so
+//! that secrets stay where the app runs and never travel with a deployment.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::api::{Change, PlanItem};
 use crate::class::ContainerClass;
 use crate::hosts::HostPattern;
+use crate::js::{load_script, Limits, SCRIPT_FILE_NAME};
 use crate::manifest::{ImageSource, Manifest, Rollout, WorkerDef};
 
 use super::PlatformError;
@@ -22,6 +31,8 @@ pub(crate) struct ReleasedClass {
     /// The options, with the image by digest.
     pub class: ContainerClass,
     pub rollout: Rollout,
+    /// The worker entrypoint that exports the class (a program's classes).
+    pub exported_by: Option<PathBuf>,
 }
 
 /// What an app runs: its classes and its workers.
@@ -34,6 +45,40 @@ pub(crate) struct Release {
 }
 
 impl Release {
+    /// The release of `app` from a deployment's manifest text or program files (written
+    /// under `programs` and run there), and the images a deploy pushed.
+    pub async fn load(
+        app: &str,
+        manifest: &str,
+        program: &BTreeMap<String, String>,
+        images: &BTreeMap<String, String>,
+        programs: &Path,
+    ) -> Result<Release, PlatformError> {
+        if program.is_empty() {
+            return Release::new(app, manifest, images);
+        }
+        if !manifest.trim().is_empty() {
+            return Err(PlatformError::Invalid(
+                "the deployment gives both a berth.toml and a program; give one".into(),
+            ));
+        }
+        let (root, files) = (programs.join(app), program.clone());
+        // Writing the files and running the program both block: off the async threads.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let dir = write_program(&root, &files)?;
+            load_script(&dir, Limits::default()).map_err(|e| {
+                let prefix = format!("{}/", dir.display());
+                PlatformError::Invalid(format!(
+                    "the program fails on the server: {}; fix it and deploy again",
+                    e.to_string().replace(&prefix, "")
+                ))
+            })
+        })
+        .await
+        .map_err(|e| PlatformError::Invalid(format!("running the program failed: {e}")))??;
+        Release::of(app, parsed, images)
+    }
+
     /// The release of `app` from a manifest's text and the images a deploy pushed.
     pub fn new(
         app: &str,
@@ -42,11 +87,14 @@ impl Release {
     ) -> Result<Release, PlatformError> {
         let parsed = Manifest::parse(manifest, Path::new(crate::manifest::FILE_NAME))
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
-        if let Some(worker) = WorkerDef::scripts(&parsed.workers).first() {
-            return Err(PlatformError::Invalid(format!(
-                "worker {worker} is a JS worker, and berth serve does not run JS workers yet (berth dev does)"
-            )));
-        }
+        Release::of(app, parsed, images)
+    }
+
+    fn of(
+        app: &str,
+        parsed: Manifest,
+        images: &BTreeMap<String, String>,
+    ) -> Result<Release, PlatformError> {
         let mut classes = Vec::new();
         for def in parsed.containers {
             let image = match (images.get(&def.id), &def.image) {
@@ -65,6 +113,7 @@ impl Release {
                 id: def.id,
                 class,
                 rollout: def.rollout,
+                exported_by: def.exported_by,
             });
         }
         let unknown: Vec<&String> = images
@@ -132,6 +181,74 @@ impl Release {
             plan.push(item("worker", &gone.name, Change::Delete));
         }
         plan
+    }
+}
+
+/// Writes `program` into a folder of `root` named by its digest, unless it is there
+/// already (a folder appears whole: written aside, then renamed), and gives the folder.
+fn write_program(
+    root: &Path,
+    program: &BTreeMap<String, String>,
+) -> Result<PathBuf, PlatformError> {
+    if !program.contains_key(SCRIPT_FILE_NAME) {
+        return Err(PlatformError::Invalid(format!(
+            "the program has no {SCRIPT_FILE_NAME}; berth deploy sends it with the modules it imports"
+        )));
+    }
+    let bytes: usize = program.values().map(String::len).sum();
+    if bytes > crate::api::MAX_PROGRAM_BYTES {
+        return Err(PlatformError::Invalid(format!(
+            "the program's files take {bytes} bytes, over the {} berth serve takes",
+            crate::api::MAX_PROGRAM_BYTES
+        )));
+    }
+    let mut hash = Sha256::new();
+    for (path, text) in program {
+        let plain = !path.is_empty()
+            && Path::new(path)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Err(PlatformError::Invalid(format!(
+                "the program's file {path:?} is not a plain path inside the app's folder (a/b.ts)"
+            )));
+        }
+        hash.update(format!("{}\n{}\n{}\n", path.len(), path, text.len()));
+        hash.update(text.as_bytes());
+    }
+    let digest: String = hash
+        .finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = root.join(&digest);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let io = |path: &Path, e: std::io::Error| {
+        PlatformError::Io(format!(
+            "cannot write the program into {}: {e}",
+            path.display()
+        ))
+    };
+    let aside = root.join(format!(".{digest}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    for (path, text) in program {
+        let file = aside.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        std::fs::write(&file, text).map_err(|e| io(&file, e))?;
+    }
+    match std::fs::rename(&aside, &dir) {
+        Ok(()) => Ok(dir),
+        // Another process's copy won: the same files.
+        Err(_) if dir.is_dir() => {
+            let _ = std::fs::remove_dir_all(&aside);
+            Ok(dir)
+        }
+        Err(e) => Err(io(&dir, e)),
     }
 }
 
@@ -211,6 +328,32 @@ routes = [{ path = "/*", binding = "WEB", instance = "x" }]
                 ("Web".into(), Change::Delete)
             ]
         );
+    }
+
+    #[test]
+    fn a_program_is_written_once_and_only_inside_its_folder() {
+        let root = std::env::temp_dir().join(format!("berth-programs-{}", std::process::id()));
+        let program = |path: &str| {
+            BTreeMap::from([
+                (SCRIPT_FILE_NAME.to_string(), "export {};".to_string()),
+                (path.to_string(), "export const x = 1;".to_string()),
+            ])
+        };
+        let one = write_program(&root, &program("src/x.ts")).expect("written");
+        assert_eq!(
+            std::fs::read_to_string(one.join("src/x.ts")).expect("read"),
+            "export const x = 1;"
+        );
+        let again = write_program(&root, &program("src/x.ts")).expect("written");
+        assert_eq!(one, again, "the same files, the same folder");
+        for bad in ["../x.ts", "/etc/x.ts", "a/../../x.ts", ""] {
+            let e = write_program(&root, &program(bad)).expect_err(bad);
+            assert!(e.to_string().contains("not a plain path"), "{bad}: {e}");
+        }
+        let none = BTreeMap::from([("x.ts".to_string(), String::new())]);
+        let e = write_program(&root, &none).expect_err("no alchemy.run.ts");
+        assert!(e.to_string().contains("has no alchemy.run.ts"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

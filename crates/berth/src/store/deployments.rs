@@ -24,6 +24,19 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 ";
 
+/// Adds the column of programs (apps of `alchemy.run.ts`) to a store made before them.
+pub(super) fn migrate(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: i64 = c.query_row(
+        "SELECT count(*) FROM pragma_table_info('deployments') WHERE name = 'program'",
+        [],
+        |row| row.get(0),
+    )?;
+    if has == 0 {
+        c.execute_batch("ALTER TABLE deployments ADD COLUMN program TEXT NOT NULL DEFAULT '{}'")?;
+    }
+    Ok(())
+}
+
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -65,8 +78,11 @@ pub struct Deployment {
     pub app: String,
     /// 1 for an app's first deployment, then counting up.
     pub number: i64,
-    /// The `berth.toml` text it was made from.
+    /// The `berth.toml` text it was made from; empty for an app of `alchemy.run.ts`.
     pub manifest: String,
+    /// The files of an app of `alchemy.run.ts` (path → text), kept so that a restarted
+    /// server runs the same program again.
+    pub program: BTreeMap<String, String>,
     /// Container resource id → the image reference it runs (by digest).
     pub images: BTreeMap<String, String>,
     /// Where it was deployed from (`<machine>:<folder>`), so that another source folder
@@ -91,9 +107,10 @@ impl Store {
                 |row| row.get(0),
             )?;
             let images = serde_json::to_string(&deployment.images).unwrap_or_default();
+            let program = serde_json::to_string(&deployment.program).unwrap_or_default();
             c.execute(
-                "INSERT INTO deployments (app, number, manifest, images, source, fingerprint, status, message, created_at_ms, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                "INSERT INTO deployments (app, number, manifest, images, source, fingerprint, status, message, created_at_ms, updated_at_ms, program)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
                 params![
                     deployment.app,
                     number,
@@ -104,6 +121,7 @@ impl Store {
                     deployment.status.as_str(),
                     deployment.message,
                     now_ms(),
+                    program,
                 ],
             )?;
             Ok(number)
@@ -186,15 +204,17 @@ impl Store {
     }
 }
 
-const COLUMNS: &str = "app, number, manifest, images, source, fingerprint, status, message, created_at_ms, updated_at_ms";
+const COLUMNS: &str = "app, number, manifest, images, source, fingerprint, status, message, created_at_ms, updated_at_ms, program";
 
 fn row_to_deployment(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     let images: String = row.get(3)?;
     let status: String = row.get(6)?;
+    let program: String = row.get(10)?;
     Ok(Deployment {
         app: row.get(0)?,
         number: row.get(1)?,
         manifest: row.get(2)?,
+        program: serde_json::from_str(&program).unwrap_or_default(),
         images: serde_json::from_str(&images).unwrap_or_default(),
         source: row.get(4)?,
         fingerprint: row.get(5)?,
@@ -214,6 +234,7 @@ mod tests {
             app: app.into(),
             number: 0,
             manifest: "name = \"x\"".into(),
+            program: BTreeMap::new(),
             images: BTreeMap::from([("web".into(), "r/web@sha256:00".into())]),
             source: "host:/src".into(),
             fingerprint: fingerprint.into(),

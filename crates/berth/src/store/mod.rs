@@ -121,6 +121,7 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
+        deployments::migrate(&conn).map_err(open_err)?;
         Ok(Store::from_connection(path, conn))
     }
 
@@ -134,6 +135,7 @@ impl Store {
         let conn = Connection::open_in_memory().map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
+        deployments::migrate(&conn).map_err(open_err)?;
         Ok(Store::from_connection(path, conn))
     }
 

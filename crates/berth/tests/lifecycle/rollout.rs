@@ -103,6 +103,7 @@ async fn deploy(platform: &Arc<Platform>, app: &str, image: &str) -> DeploymentV
 
 async fn deploy_text(platform: &Arc<Platform>, app: &str, manifest: String) -> DeploymentView {
     let request = DeployRequest {
+        program: Default::default(),
         manifest,
         images: BTreeMap::new(),
         source: "here:/app".into(),
@@ -152,6 +153,7 @@ async fn a_rollout_replaces_a_tenth_first_and_a_failing_version_halts_it() {
         fake.clone(),
         Arc::new(Present),
         Store::in_memory().expect("store"),
+        std::env::temp_dir().join("berth-rollout-programs"),
     )
     .await
     .expect("platform");
@@ -221,9 +223,14 @@ async fn images(fake: &FakeRuntime) -> Vec<String> {
 fn platform_on(fake: &Arc<FakeRuntime>) -> impl std::future::Future<Output = Arc<Platform>> {
     let fake = fake.clone();
     async move {
-        Platform::start(fake, Arc::new(Present), Store::in_memory().expect("store"))
-            .await
-            .expect("platform")
+        Platform::start(
+            fake,
+            Arc::new(Present),
+            Store::in_memory().expect("store"),
+            std::env::temp_dir().join("berth-rollout-programs"),
+        )
+        .await
+        .expect("platform")
     }
 }
 
@@ -244,6 +251,7 @@ async fn a_halted_rollout_removes_the_classes_it_added() {
     assert_eq!(deploy(&platform, &app, "fake/app:1").await.status, "active");
     assert_eq!(get(&platform, &app, "u").await, StatusCode::OK);
     let request = DeployRequest {
+        program: Default::default(),
         manifest: with_extra("fake/app:2", true),
         images: BTreeMap::new(),
         source: "here:/app".into(),
@@ -367,6 +375,7 @@ async fn two_apps_cannot_both_claim_a_host() {
     fake.image("fake/app:1", Behaviour::default());
     let platform = platform_on(&fake).await;
     let request = || DeployRequest {
+        program: Default::default(),
         manifest: manifest("fake/app:1").replace(
             "[workers.web]\n",
             "[workers.web]\nhosts = [\"shared.example.com\"]\n",
@@ -418,6 +427,7 @@ async fn a_rollout_cut_short_by_a_restart_is_undone() {
             app: app.clone(),
             number: 0,
             manifest: manifest(image),
+            program: BTreeMap::new(),
             images: BTreeMap::new(),
             source: "here:/app".into(),
             fingerprint: image.into(),
@@ -428,7 +438,8 @@ async fn a_rollout_cut_short_by_a_restart_is_undone() {
         };
         store.add_deployment(deployment).await.expect("recorded");
     }
-    let platform = Platform::start(fake.clone(), Arc::new(Present), store)
+    let programs = std::env::temp_dir().join("berth-rollout-programs");
+    let platform = Platform::start(fake.clone(), Arc::new(Present), store, programs)
         .await
         .expect("platform");
     let view = platform.app(&app).await.expect("restored");

@@ -1,0 +1,121 @@
+//! An app's workers made from its definitions, the same for `berth dev` and `berth serve`:
+//! a worker of `berth.toml` is a [`Router`], one of `alchemy.run.ts` a [`JsWorker`], and
+//! each container class with code has its hooks run in one JS worker.
+//!
+//! A class's hooks run in the worker whose entrypoint exports the class, since that is
+//! where its code is; the worker must bind the class, since `ctx.storage` reaches the
+//! object through that binding. A class that no such worker exports runs its hooks in the
+//! first JS worker that binds it, as before the class was looked up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{JsHooks, JsWorker, ScriptError, WorkerLimits};
+use crate::manifest::WorkerDef;
+use crate::namespace::Namespace;
+use crate::router::{Router, RouterError};
+use crate::worker::{Binding, Env, Worker};
+
+/// Why an app's workers could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkersError {
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// A JS worker's entrypoint could not be loaded.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+}
+
+/// A container class as the workers bind it.
+pub struct BoundClass {
+    pub namespace: Namespace,
+    pub hooks: Arc<JsHooks>,
+    /// The entrypoint that exports the class, if it has code.
+    pub exported_by: Option<PathBuf>,
+}
+
+/// A worker ready to serve.
+pub struct StartedWorker {
+    pub name: String,
+    pub worker: Arc<dyn Worker>,
+    pub env: Env,
+}
+
+/// The workers of an app, and which worker runs which class's hooks: they are attached
+/// with [`Started::attach_hooks`] once the workers are to serve.
+pub struct Started {
+    pub workers: Vec<StartedWorker>,
+    hooks: Vec<(Arc<JsHooks>, Arc<JsWorker>, String)>,
+}
+
+impl Started {
+    /// Makes each class's hooks run in the worker chosen for it.
+    pub fn attach_hooks(&self) {
+        for (hooks, worker, binding) in &self.hooks {
+            hooks.run_in(worker, binding);
+        }
+    }
+
+    /// Whether `hooks` got a worker.
+    pub fn hooks_attached(&self, hooks: &Arc<JsHooks>) -> bool {
+        self.hooks.iter().any(|(h, _, _)| Arc::ptr_eq(h, hooks))
+    }
+}
+
+/// Starts `workers`, each with the classes it binds (`classes`: by container resource
+/// id), and picks the worker for each class's hooks.
+pub async fn start_workers(
+    workers: &[WorkerDef],
+    classes: &BTreeMap<String, BoundClass>,
+    limits: WorkerLimits,
+) -> Result<Started, WorkersError> {
+    let mut started = Vec::new();
+    let mut js = Vec::new();
+    for def in workers {
+        let mut env = Env::new();
+        for (binding, container) in &def.bindings {
+            if let Some(class) = classes.get(container) {
+                env.bind(binding.clone(), Binding::Container(class.namespace.clone()));
+            }
+        }
+        let worker: Arc<dyn Worker> = match &def.script {
+            Some(script) => {
+                let worker =
+                    Arc::new(JsWorker::start(&def.name, script, env.clone(), limits).await?);
+                js.push((def, worker.clone()));
+                worker
+            }
+            None => Arc::new(Router::new(def.routes.clone(), &env)?),
+        };
+        started.push(StartedWorker {
+            name: def.name.clone(),
+            worker,
+            env,
+        });
+    }
+    let mut hooks = Vec::new();
+    for (id, class) in classes {
+        let binding = |def: &WorkerDef| {
+            def.bindings
+                .iter()
+                .find(|(_, container)| *container == id)
+                .map(|(binding, _)| binding.clone())
+        };
+        let exporter = js.iter().find(|(def, _)| {
+            class.exported_by.is_some()
+                && def.script.as_ref().map(|s| &s.entrypoint) == class.exported_by.as_ref()
+                && binding(def).is_some()
+        });
+        let chosen = exporter.or_else(|| js.iter().find(|(def, _)| binding(def).is_some()));
+        if let Some((def, worker)) = chosen {
+            if let Some(binding) = binding(def) {
+                hooks.push((class.hooks.clone(), worker.clone(), binding));
+            }
+        }
+    }
+    Ok(Started {
+        workers: started,
+        hooks,
+    })
+}
