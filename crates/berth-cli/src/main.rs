@@ -96,9 +96,11 @@ enum Command {
     /// Shows the plan (create, update, replace, delete or unchanged for each class and
     /// worker), builds the images as berth dev does, pushes those the server's registry
     /// lacks, and follows the rollout; exits non-zero if it fails. A deploy with no
-    /// change prints "no changes" and touches nothing.
+    /// change prints "no changes" and touches nothing. An app of alchemy.run.ts sends the
+    /// modules its program loads, which the server runs again with its own environment
+    /// (secrets are set where berth serve runs).
     Deploy {
-        /// The app's folder, holding berth.toml.
+        /// The app's folder, holding berth.toml or alchemy.run.ts.
         #[arg(default_value = ".")]
         dir: PathBuf,
         #[command(flatten)]
