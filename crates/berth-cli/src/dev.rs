@@ -1,6 +1,6 @@
 //! `berth dev`: serve the app until Ctrl-C, then leave nothing running.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +17,12 @@ use tokio::sync::watch;
 /// How long requests in flight may take to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(10);
 
-pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
+pub async fn run(
+    dir: &Path,
+    host: IpAddr,
+    port: u16,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let manifest = Manifest::load(dir)?;
     let engine = Arc::new(DockerRuntime::connect().await?);
     let mut progress = |line: &str| eprintln!("{} {line}", clock());
@@ -32,6 +37,17 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_served = match metrics {
+        Some(addr) => match serve_metrics(&session, addr, stop_rx.clone()) {
+            Ok(served) => Some(served),
+            Err(e) => {
+                session.shutdown().await.ok();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     for l in &listening {
         match listening.len() {
             1 => println!("Ready on http://{}", l.addr),
@@ -41,7 +57,6 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
     if listening.is_empty() {
         eprintln!("{} berth.toml has no workers, so nothing is served; add [workers.NAME] with bindings and routes", clock());
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
     let options = ServeOptions {
         drain: DRAIN,
         // A thread per core, each serving its own connections end to end.
@@ -95,6 +110,9 @@ pub async fn run(dir: &Path, host: IpAddr, port: u16) -> anyhow::Result<()> {
     });
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    if let Some(metrics) = metrics_served {
+        let _ = metrics.await;
+    }
     let stopped = session
         .shutdown()
         .await
@@ -141,4 +159,26 @@ pub fn clock() -> String {
         secs / 60 % 60,
         secs % 60
     )
+}
+
+/// Serves the session's metrics on `addr` until `stop` turns true, and says where.
+fn serve_metrics(
+    session: &Arc<Session>,
+    addr: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = berth::server::bind(addr)
+        .with_context(|| format!("cannot listen for metrics on {addr} (--metrics)"))?;
+    let bound = listener
+        .local_addr()
+        .context("the metrics listener's address")?;
+    println!("Metrics on http://{bound}/metrics");
+    let worker = Arc::new(berth::worker::metrics_worker(session.metrics().clone()));
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let env = berth::worker::Env::new();
+    Ok(tokio::spawn(berth::server::serve(
+        listener, worker, env, shutdown, DRAIN,
+    )))
 }

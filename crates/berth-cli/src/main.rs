@@ -54,6 +54,10 @@ enum Command {
         /// The address the router listens on.
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
+        /// Serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 picks a
+        /// free one): requests, cold starts, instances by state, sleeps, exits.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Host deployed apps: a public listener that routes by Host, and a control API.
     ///
@@ -198,7 +202,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Dev { dir, port, host } => dev::run(&dir, host, port).await,
+            Command::Dev {
+                dir,
+                port,
+                host,
+                metrics,
+            } => dev::run(&dir, host, port, metrics).await,
             Command::Ps { dir, json } => ps::run(&dir, json).await,
             Command::Deploy {
                 dir,

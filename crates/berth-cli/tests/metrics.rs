@@ -16,7 +16,7 @@ build = { context = ".", command = "cp @SERVER@ server" }
 
 [containers.app.class]
 default_port = 8080
-sleep_after = "2s"
+sleep_after = "8s"
 
 [workers.web]
 bindings = { APP = "app" }
@@ -73,7 +73,11 @@ impl Prometheus {
             .expect("prometheus starts");
         let prometheus = Prometheus { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while request(&prometheus.addr, "GET", "/-/ready", &[]).0 != 200 {
+        let answers = |addr: &str| {
+            std::net::TcpStream::connect(addr).is_ok()
+                && request(addr, "GET", "/-/ready", &[]).0 == 200
+        };
+        while !answers(&prometheus.addr) {
             assert!(
                 Instant::now() < deadline,
                 "Prometheus not ready:\n{}",
@@ -151,6 +155,14 @@ async fn prometheus_sees_requests_a_cold_start_and_a_sleep() {
         assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
     }
     assert_eq!(http(&addr, "/nowhere", &[]).0, 404);
+    // Seen while the container runs (it sleeps 8 s after the last request).
+    let healthy = format!("berth_instances{{app=\"{}\",state=\"healthy\"}}", app.name);
+    assert_eq!(
+        prometheus.value_within(&healthy, 1.0),
+        Some(1.0),
+        "{}",
+        prometheus.log()
+    );
     let selector = format!("app=\"{}\",worker=\"web\"", app.name);
     let ok = format!("berth_requests_total{{{selector},code=\"200\"}}");
     assert_eq!(
@@ -163,8 +175,6 @@ async fn prometheus_sees_requests_a_cold_start_and_a_sleep() {
     assert_eq!(prometheus.value_within(&missing, 1.0), Some(1.0));
     let cold = format!("sum(berth_cold_starts_total{{app=\"{}\"}})", app.name);
     assert_eq!(prometheus.value_within(&cold, 1.0), Some(1.0));
-    let healthy = format!("berth_instances{{app=\"{}\",state=\"healthy\"}}", app.name);
-    assert_eq!(prometheus.value_within(&healthy, 1.0), Some(1.0));
 
     // Idle for sleep_after: the container sleeps, and no instance is counted any more.
     let sleeps = format!("sum(berth_sleeps_total{{app=\"{}\"}})", app.name);

@@ -20,11 +20,12 @@ use crate::build::{self, BuildError, Builder};
 use crate::js::{self, BoundClass, JsHooks, WorkerLimits, WorkersError};
 use crate::lease::LeaseError;
 use crate::manifest::{ContainerDef, ImageSource, Manifest, Place, FILE_NAME};
+use crate::metrics::Metrics;
 use crate::namespace::Namespace;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::server::{self, ServeOptions};
 use crate::store::{Store, StoreError};
-use crate::worker::{Env, Worker};
+use crate::worker::{Counted, Env, Worker};
 
 /// How long a rebuild lets requests in flight finish on the containers it replaces.
 const REPLACE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -161,12 +162,13 @@ impl Session {
         let started =
             js::start_workers(&manifest.workers, &classes, WorkerLimits::default()).await?;
         started.attach_hooks();
+        let metrics = app.metrics().clone();
         let workers = started
             .workers
             .into_iter()
             .map(|w| WorkerHandle {
+                worker: Arc::new(Counted::new(w.worker, app.name(), &w.name, metrics.clone())),
                 name: w.name,
-                worker: w.worker,
                 env: w.env,
             })
             .collect();
@@ -182,6 +184,11 @@ impl Session {
 
     pub fn workers(&self) -> &[WorkerHandle] {
         &self.workers
+    }
+
+    /// What the session's objects and workers count.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.app.metrics()
     }
 
     /// Binds one socket per worker on `host`: the first on `port`, each further worker
