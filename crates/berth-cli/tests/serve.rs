@@ -192,6 +192,15 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
         &[("Authorization", "Bearer wrong")],
     );
     assert_eq!(status, 401, "a wrong token");
+    // The metrics are behind the token too, and count what the app's worker answered.
+    assert_eq!(request(&server.control, "GET", "/metrics", &[]).0, 401);
+    let (status, metrics) = server.api("GET", "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let answered = format!(
+        "berth_requests_total{{app=\"{}\",worker=\"web\",code=\"200\"}}",
+        app.name
+    );
+    assert!(metrics.contains(&answered), "{answered} in:\n{metrics}");
 
     // The events stream tells of a container that starts.
     let events = {

@@ -17,7 +17,7 @@ use crate::api::{DeployRequest, ErrorBody, Info, PREFIX};
 use crate::http::{full, Body};
 use crate::platform::{Platform, PlatformError};
 use crate::router::percent_decode;
-use crate::worker::{Env, Worker};
+use crate::worker::{metrics_response, Env, Worker};
 
 pub use token::{Token, TokenError};
 
@@ -47,6 +47,15 @@ impl Control {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
+        // Where Prometheus looks by default; behind the token like everything else
+        // (Prometheus sends it with `authorization: { credentials_file: … }`).
+        if path == "/metrics" {
+            let authorization = request.headers().get(header::AUTHORIZATION);
+            if !self.token.accepts(authorization.map(|v| v.as_bytes())) {
+                return Err(Answer::unauthorized());
+            }
+            return Ok(metrics_response(self.platform.metrics(), &request));
+        }
         let Some(rest) = path.strip_prefix(PREFIX) else {
             return Err(Answer::not_found());
         };

@@ -9,7 +9,7 @@ use crate::hosts::HostPattern;
 use crate::js::{start_workers, BoundClass, ErrorDetail, JsHooks, Started, WorkerLimits};
 use crate::manifest::Rollout;
 use crate::namespace::Namespace;
-use crate::worker::{Env, Worker};
+use crate::worker::{Counted, Env, Worker};
 
 use super::release::Release;
 use super::PlatformError;
@@ -174,9 +174,11 @@ impl Hosted {
             .iter()
             .zip(&started.workers)
             .map(|(def, started)| {
+                let (app, metrics) = (self.app.name(), self.app.metrics().clone());
+                let counted = Counted::new(started.worker.clone(), app, &def.name, metrics);
                 Arc::new(HostedWorker {
                     hosts: def.hosts.clone(),
-                    worker: started.worker.clone(),
+                    worker: Arc::new(counted),
                     env: started.env.clone(),
                 })
             })

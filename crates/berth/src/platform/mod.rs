@@ -22,6 +22,7 @@ use crate::event::Event;
 use crate::hosts::{best_match, request_host, HostPattern};
 use crate::http::{error_response, Body};
 use crate::lease::LeaseError;
+use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError, Signal};
 use crate::store::{Deployment, DeploymentStatus, Store, StoreError};
 use crate::worker::{Env, Worker};
@@ -110,6 +111,8 @@ pub struct Platform {
     /// app's turn to its end.
     turns: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     events: tokio::sync::broadcast::Sender<AppEvent>,
+    /// What every app's objects and workers count, served at the control API's /metrics.
+    metrics: Arc<Metrics>,
 }
 
 impl Platform {
@@ -131,6 +134,7 @@ impl Platform {
             publishing: std::sync::Mutex::new(()),
             turns: Default::default(),
             events: tokio::sync::broadcast::channel(1024).0,
+            metrics: Arc::default(),
         });
         for deployment in platform.store.live_deployments().await? {
             let deployment = platform.settle_interrupted(deployment).await?;
@@ -224,7 +228,8 @@ impl Platform {
         release: Release,
         number: i64,
     ) -> Result<Arc<Hosted>, PlatformError> {
-        let app = App::new(name, self.runtime.clone(), self.store.clone())?;
+        let (runtime, store) = (self.runtime.clone(), self.store.clone());
+        let app = App::with_metrics(name, runtime, store, self.metrics.clone())?;
         let hosted = Arc::new(Hosted::new(app, release, number).await?);
         let (mut events, sender, name) =
             (hosted.app.events(), self.events.clone(), name.to_string());
@@ -287,6 +292,11 @@ impl Platform {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// What every app counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Lifecycle events of every app, from now on.
