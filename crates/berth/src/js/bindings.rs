@@ -116,6 +116,27 @@ async fn send(
             body: None,
         });
     }
+    Ok(reply(response))
+}
+
+/// Sends a plain request (no upgrade, the default port) from this thread when the
+/// container serves already: two thread hops fewer than through berth's runtime (the
+/// connections this opens to the container are this thread's). A container that must be started
+/// first is started from berth's runtime, where the tasks that watch it outlive this
+/// worker (see [`Container::fetch_if_serving`]).
+async fn fetch_here_or_on_berth(
+    main: &Handle,
+    object: Container,
+    request: Request<crate::http::Body>,
+) -> Result<Reply, String> {
+    match object.fetch_if_serving(request).await {
+        Ok(response) => Ok(reply(response.unwrap_or_else(|e| e.into_response()))),
+        Err(request) => on_berth(main, send(object, request, None, None)).await,
+    }
+}
+
+/// A container's response as a [`Reply`], its body unread.
+fn reply(response: http::Response<crate::http::Body>) -> Reply {
     let (parts, body) = response.into_parts();
     let body = (!body.is_end_stream()).then_some(body);
     let headers = parts
@@ -126,11 +147,11 @@ async fn send(
             vec![name.as_str().to_string(), value]
         })
         .collect();
-    Ok(Reply {
+    Reply {
         status: parts.status.as_u16(),
         headers,
         body,
-    })
+    }
 }
 
 /// Takes the upgrade token out of a request's headers.
@@ -230,7 +251,10 @@ fn install_fetch<'js>(
         let main = main.clone();
         async move {
             let (object, request) = prepared?;
-            let reply = on_berth(&main, send(object, request, port, upgrade)).await;
+            let reply = match (port, upgrade) {
+                (None, None) => fetch_here_or_on_berth(&main, object, request).await,
+                (port, upgrade) => on_berth(&main, send(object, request, port, upgrade)).await,
+            };
             let reply = reply.map_err(|m| throw(&ctx, m))?;
             let answer = Object::new(ctx.clone())?;
             answer.set("status", reply.status)?;

@@ -190,7 +190,10 @@
     return bytes.byteLength === 0 ? null : bytes;
   };
 
-  const requestBody = (request) => (request.method === "GET" || request.method === "HEAD" ? null : outgoing(request));
+  const passOn = async (target, request, port) => {
+    const body = request.method === "GET" || request.method === "HEAD" ? null : await outgoing(request);
+    return response(await native.fetch(target, request.method, request.url, [...request.headers], body, port));
+  };
 
   const response = (reply) => {
     const answer = new Response(null, { status: reply.status, headers: reply.headers });
@@ -213,14 +216,14 @@
       // A Request passed on as it is (`container.fetch(request)`) is sent as it is:
       // copying it would give the same method, url, headers and body.
       const request = input instanceof Request && init === undefined ? input : new Request(input, init);
-      return response(await native.fetch(this.#target, request.method, request.url, [...request.headers], await requestBody(request), null));
+      return passOn(this.#target, request, null);
     }
     // Cloudflare's containerFetch(request | url, init | port?, port?).
     async containerFetch(input, initOrPort, port) {
       const init = typeof initOrPort === "object" ? initOrPort : undefined;
       const to = typeof initOrPort === "number" ? initOrPort : port;
       const request = new Request(input, init);
-      return response(await native.fetch(this.#target, request.method, request.url, [...request.headers], await requestBody(request), to ?? null));
+      return passOn(this.#target, request, to ?? null);
     }
     async start(options) {
       await native.start(this.#target, false, [], options?.envVars ?? {});
@@ -242,7 +245,19 @@
 
   // The Durable Object namespace a container binding stands for.
   const namespace = (binding) => {
-    const idFromName = (name) => new DurableObjectId(native.idFromName(binding, String(name)), String(name));
+    // Ids by name, as most workers ask for the same few on every request; bounded, as
+    // some name one object per user.
+    const ids = new Map();
+    const idFromName = (name) => {
+      const key = String(name);
+      let id = ids.get(key);
+      if (id === undefined) {
+        if (ids.size >= 1024) ids.clear();
+        id = new DurableObjectId(native.idFromName(binding, key), key);
+        ids.set(key, id);
+      }
+      return id;
+    };
     return {
       idFromName,
       idFromString: (hex) => new DurableObjectId(native.idFromString(binding, String(hex)), undefined),
