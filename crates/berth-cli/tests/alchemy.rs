@@ -150,6 +150,97 @@ async fn a_js_worker_that_throws_loops_or_allocates_answers_500_and_others_are_s
     assert_eq!(http(&addr, "/log", &[]).0, 201);
 }
 
+/// The peak resident memory of process `pid` (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("berth's status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+/// POSTs `chunks` MiB (zeros, 1 MiB per write) to `path`; status and body of the answer.
+fn upload(addr: &str, path: &str, chunks: usize) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to berth");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        chunks << 20
+    );
+    stream.write_all(head.as_bytes()).expect("send the head");
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..chunks {
+        stream.write_all(&chunk).expect("send the body");
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_through_a_js_worker_in_bounded_memory() {
+    let app = alchemy_app("streams", Some(WORKER));
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+
+    // 512 MiB through `return getContainer(…).fetch(request)` to a container that counts
+    // them: berth holds a few chunks at a time, never the upload.
+    let (status, body) = upload(&addr, "/count", 512);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    assert!(body.contains(&(512u64 << 20).to_string()), "{body}");
+    let peak = peak_memory(berth.pid());
+    eprintln!(
+        "berth's peak memory (VmHWM) after a 512 MiB upload: {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak < 200 << 20,
+        "berth's peak memory was {} MiB for a 512 MiB upload",
+        peak >> 20
+    );
+
+    // The container's first line reaches the client while the container still holds back
+    // its last one (for 60 s): the answer is passed on as it is produced.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect to berth");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /drip HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains("first line") && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        seen.contains("first line") && !seen.contains("last line"),
+        "{seen}"
+    );
+}
+
 #[test]
 fn a_worker_that_imports_an_unknown_module_is_named_in_the_error() {
     let worker = "import { Hono } from \"hono\";\nexport { MyContainer } from \"./container.ts\";\nexport default new Hono();\n";

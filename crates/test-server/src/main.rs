@@ -19,7 +19,7 @@
 //! - `MESSAGE`: text appended to the `/` greeting.
 //!
 //! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/routes`,
-//! `/connect/<ip:port>`, `/echo`,
+//! `/connect/<ip:port>`, `/echo`, `/count`, `/drip`,
 //! `/headers`, `/port`, `/ws`; anything else is a 404.
 #![forbid(unsafe_code)]
 
@@ -241,6 +241,41 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
+            );
+            res
+        }
+        // Read the request body to its end and answer how many bytes it held, so that a
+        // test can send more than it would want anyone to hold in memory.
+        "/count" => {
+            let mut body = req.into_body();
+            let mut bytes: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(e) => {
+                        let message = format!("the body broke off after {bytes} bytes: {e}");
+                        return Ok(text(StatusCode::BAD_REQUEST, message));
+                    }
+                }
+            }
+            text(StatusCode::OK, bytes.to_string())
+        }
+        // One line at once, the next only after 60 s: whoever gets the first line early
+        // got it as it was produced, not once the answer was complete.
+        "/drip" => {
+            let lines = futures_util::stream::iter([0u64, 60]).then(|wait| async move {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                let line = if wait == 0 {
+                    "first line\n"
+                } else {
+                    "last line\n"
+                };
+                Ok::<_, hyper::Error>(hyper::body::Frame::data(Bytes::from(line)))
+            });
+            let mut res = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(lines)));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
             );
             res
         }

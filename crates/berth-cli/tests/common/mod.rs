@@ -264,6 +264,11 @@ impl Berth {
         }
     }
 
+    /// The process id of berth.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])

@@ -9,17 +9,18 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use rquickjs::{async_with, AsyncContext, AsyncRuntime, Ctx, Function, Module, Object, TypedArray};
+use rquickjs::{async_with, AsyncContext, AsyncRuntime, Ctx, Function, Module, Object};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use super::bodies::RustBody;
 use super::engine::{place, rewrite_stack};
 use super::modules::Shared;
 use super::serve::{Meter, WorkerLimits};
 use super::turns::{Driver, Metered, Turns};
 use super::upgrade::Upgrades;
 use super::{bindings, builtins, ScriptError, SourcePlace};
+use crate::http::Body;
 use crate::worker::Env;
 
 /// What the thread needs to set up the worker.
@@ -35,12 +36,13 @@ pub(super) struct Setup {
     pub upgrades: Upgrades,
 }
 
-/// One request, as parts JavaScript can take.
+/// One request, as parts JavaScript can take; its body stays in Rust (see
+/// [`super::bodies`]), `None` when it has none.
 pub(super) struct Call {
     pub method: String,
     pub url: String,
     pub headers: Vec<Vec<String>>,
-    pub body: Bytes,
+    pub body: Option<Body>,
     /// The object whose class's own `fetch` answers, instead of the worker's.
     pub object: Option<super::class_hooks::ObjectCall>,
     pub reply: oneshot::Sender<Result<Reply, String>>,
@@ -52,11 +54,12 @@ pub(super) enum Job {
     Hook(super::class_hooks::HookCall),
 }
 
-/// The worker's response, as parts.
+/// The worker's response, as parts; its body is a container's passed on as it comes, or
+/// the bytes JavaScript made.
 pub(super) struct Reply {
     pub status: u16,
     pub headers: Vec<Vec<String>>,
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 pub(super) struct Host {
@@ -120,7 +123,15 @@ pub(super) fn run(
                 match job {
                     Job::Fetch(call) => {
                         let parts = (call.method, call.url, call.headers, call.body);
-                        let _ = call.reply.send(host.serve(parts, call.object).await);
+                        let mut reply = call.reply;
+                        // Nobody waits for the answer any more (the request timed out, or
+                        // its client went away): the task is dropped where it stands.
+                        tokio::select! {
+                            served = host.serve(parts, call.object) => {
+                                let _ = reply.send(served);
+                            }
+                            () = reply.closed() => {}
+                        }
                     }
                     Job::Hook(call) => host.hook(call).await,
                 }
@@ -204,7 +215,7 @@ impl Host {
     /// class of `object`.
     async fn serve(
         &self,
-        (method, url, headers, body): (String, String, Vec<Vec<String>>, Bytes),
+        (method, url, headers, body): (String, String, Vec<Vec<String>>, Option<Body>),
         object: Option<super::class_hooks::ObjectCall>,
     ) -> Result<Reply, String> {
         let context = self.context.clone();
@@ -212,21 +223,17 @@ impl Host {
             let served = async {
                 let berth: Object = ctx.globals().get("__berth")?;
                 let serve: Function = berth.get("serve")?;
-                let body = match body.is_empty() {
-                    true => None,
-                    false => Some(TypedArray::<u8>::new(ctx.clone(), body.to_vec())?),
-                };
+                let body = body.map(|body| RustBody::handle(&ctx, body)).transpose()?;
                 let object = match object {
                     Some(object) => Some(object.to_js(&ctx)?),
                     None => None,
                 };
                 let promise: rquickjs::Promise = serve.call((method, url, headers, body, object))?;
                 let answer: Object = promise.into_future().await?;
-                let body: TypedArray<u8> = answer.get("body")?;
                 Ok(Reply {
                     status: answer.get("status")?,
                     headers: answer.get("headers")?,
-                    body: body.as_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+                    body: bindings::outgoing(&ctx, answer.get("body")?)?,
                 })
             };
             served.await.map_err(|e| thrown(&ctx, e))

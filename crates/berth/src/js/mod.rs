@@ -22,6 +22,7 @@
 //!   [`app_name_from_folder`]).
 
 mod bindings;
+mod bodies;
 mod builtins;
 mod class_hooks;
 mod class_options;

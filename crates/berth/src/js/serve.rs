@@ -12,7 +12,14 @@
 //!
 //! Budget: each request may run JavaScript for [`WorkerLimits::cpu`] in all (QuickJS's
 //! interrupt handler stops it, and the request answers 500 while the others go on), and
-//! the runtime's heap is capped at [`WorkerLimits::memory_bytes`].
+//! the runtime's heap is capped at [`WorkerLimits::memory_bytes`]. A request that has
+//! no response within [`WorkerLimits::request_timeout`] (waiting included: a promise that
+//! never settles) answers 504 and its task is dropped, as it is when its client goes away.
+//!
+//! Bodies are not read here: the request's body goes to JavaScript as a handle, and a
+//! container's body comes back as one, so one that JavaScript passes on unread flows from
+//! the client to the container, or from the container to the client, as it comes, in
+//! bounded memory (see [`super::bodies`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,16 +27,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Body as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::class_hooks::{HookCall, ObjectCall};
 use super::host::{self, Call, Job, Reply};
 use super::upgrade::{Upgrades, TOKEN_HEADER};
 use super::ScriptError;
-use crate::http::{error_response, full, Body};
+use crate::http::{error_response, Body};
 use crate::manifest::WorkerScript;
 use crate::worker::{Env, Worker};
 
@@ -42,6 +48,10 @@ pub struct WorkerLimits {
     pub memory_bytes: usize,
     /// JavaScript runtimes (threads) per worker, each with the module loaded afresh.
     pub runtimes: usize,
+    /// How long a request may take until the worker's response (its headers) is ready,
+    /// waiting included: a fetch whose promise never settles would otherwise hold its
+    /// client forever. Past it the client gets 504 and the request's task is dropped.
+    pub request_timeout: Duration,
     /// Whether a failed request's 500 carries the error and its stack, for the developer
     /// (`berth dev`), or only says that the worker failed (`berth serve`, where the
     /// stack is for the log: it shows the code's insides to any client).
@@ -57,12 +67,14 @@ pub enum ErrorDetail {
 
 impl Default for WorkerLimits {
     /// 5 s and 128 MiB: a request that runs JavaScript for 5 s is stuck, not busy; two
-    /// runtimes, so that one stuck request does not hold up the others.
+    /// runtimes, so that one stuck request does not hold up the others; 100 s for the
+    /// whole request, as a container class's `request_timeout` (and Cloudflare's).
     fn default() -> WorkerLimits {
         WorkerLimits {
             cpu: Duration::from_secs(5),
             memory_bytes: 128 << 20,
             runtimes: 2,
+            request_timeout: Duration::from_secs(100),
             errors: ErrorDetail::Shown,
         }
     }
@@ -74,6 +86,7 @@ pub struct JsWorker {
     name: String,
     lanes: Vec<Lane>,
     upgrades: Upgrades,
+    request_timeout: Duration,
     errors: ErrorDetail,
     /// The exported container classes with a `fetch` of their own.
     own_fetch: BTreeSet<String>,
@@ -117,6 +130,7 @@ impl JsWorker {
             name: name.to_string(),
             lanes,
             upgrades,
+            request_timeout: limits.request_timeout,
             errors: limits.errors,
             own_fetch,
         })
@@ -227,13 +241,9 @@ impl JsWorker {
             self.upgrades
                 .park_request(std::mem::take(&mut parts.extensions))
         });
-        let body = match body.collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) => {
-                let message = format!("the request body broke off: {e}");
-                return error_response(StatusCode::BAD_REQUEST, "bad-request-body", &message);
-            }
-        };
+        // The body stays here, unread, until JavaScript reads it or sends it on.
+        let has_body = !matches!(parts.method, Method::GET | Method::HEAD) && !body.is_end_stream();
+        let body = has_body.then_some(body);
         let host = parts
             .headers
             .get(http::header::HOST)
@@ -299,7 +309,17 @@ impl JsWorker {
         if lane.calls.send(Job::Fetch(call)).is_err() {
             return failure(&self.name, self.errors, "its JavaScript thread has ended");
         }
-        match answer.await {
+        // Dropping `answer` (here at the timeout, or with this future when the client goes
+        // away) drops the request's task on its thread.
+        let Ok(answered) = tokio::time::timeout(self.request_timeout, answer).await else {
+            let message = format!(
+                "worker {} did not answer within {:?}; answer sooner (stream the answer, or answer at once and work in the background), or make sure every promise its fetch awaits settles",
+                self.name, self.request_timeout
+            );
+            tracing::warn!(target: "berth::js", "{message}");
+            return error_response(StatusCode::GATEWAY_TIMEOUT, "request-timeout", &message);
+        };
+        match answered {
             Ok(Ok(reply)) => match StatusCode::from_u16(reply.status) {
                 Ok(status) => response(status, reply),
                 Err(_) => {
@@ -322,7 +342,7 @@ impl JsWorker {
 
 /// The worker's answer as a response; headers HTTP cannot carry are left out.
 fn response(status: StatusCode, reply: Reply) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from(reply.body)));
+    let mut response = Response::new(reply.body);
     *response.status_mut() = status;
     for pair in reply.headers {
         if let [name, value] = pair.as_slice() {
@@ -398,6 +418,7 @@ mod tests {
     use super::*;
 
     async fn text(response: Response<Body>) -> String {
+        use http_body_util::BodyExt;
         let body = response.into_body().collect().await.map(|b| b.to_bytes());
         String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()
     }

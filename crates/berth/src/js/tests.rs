@@ -311,3 +311,163 @@ fn a_top_level_await_that_never_settles_is_an_error() {
     let err = program("pending", "await new Promise(() => {});\n", &[]).expect_err("pending");
     assert!(matches!(err, ScriptError::NeverSettled { .. }), "{err}");
 }
+
+/// A worker whose entrypoint is `worker`, with no bindings.
+async fn js_worker(test: &str, worker: &str, limits: WorkerLimits) -> JsWorker {
+    let dir = app(test, &[("worker.js", worker)]);
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: Default::default(),
+    };
+    JsWorker::start(test, &script, crate::worker::Env::new(), limits)
+        .await
+        .expect("the worker starts")
+}
+
+/// `request` through `worker`, with its status and body read (at most 10 s).
+async fn through(
+    worker: &JsWorker,
+    request: http::Request<crate::http::Body>,
+) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    use crate::worker::Worker;
+    use http_body_util::BodyExt;
+    let env = crate::worker::Env::new();
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = worker.fetch(request, &env).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("the body").to_bytes();
+        (parts.status, parts.headers, body)
+    });
+    answered.await.expect("an answer within 10 s")
+}
+
+/// A request body of `chunks` chunks of `size` bytes, each sent as its own frame.
+fn chunked(chunks: usize, size: usize) -> crate::http::Body {
+    let frames = (0..chunks).map(move |i| {
+        let byte = b'a' + (i % 26) as u8;
+        Ok::<_, crate::http::BoxError>(hyper::body::Frame::data(bytes::Bytes::from(vec![
+            byte;
+            size
+        ])))
+    });
+    crate::http::body(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )))
+}
+
+fn post(path: &str, body: crate::http::Body) -> http::Request<crate::http::Body> {
+    http::Request::post(format!("http://site{path}"))
+        .header("host", "site")
+        .body(body)
+        .expect("a request")
+}
+
+const BODIES: &str = r#"export default {
+  async fetch(request) {
+    const path = new URL(request.url).pathname;
+    if (path === "/text") return new Response(`${(await request.text()).length} characters`);
+    if (path === "/json") return Response.json({ got: (await request.json()).n + 1 });
+    if (path === "/stream") {
+      const reader = request.body.getReader();
+      let chunks = 0, bytes = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks++;
+        bytes += value.byteLength;
+      }
+      return new Response(`${chunks} chunks, ${bytes} bytes, used ${request.bodyUsed}`);
+    }
+    if (path === "/twice") {
+      await request.text();
+      try { await request.text(); return new Response("read twice"); } catch (e) { return new Response(String(e), { status: 409 }); }
+    }
+    if (path === "/mirror") return new Response(request.body, { status: 201, headers: { "x-mirror": "yes" } });
+    if (path === "/made") {
+      const parts = ["made ", "in ", "JavaScript"];
+      const body = new ReadableStream({ pull(c) { parts.length ? c.enqueue(new TextEncoder().encode(parts.shift())) : c.close(); } });
+      return new Response(body);
+    }
+    if (path === "/rewrap") {
+      const copy = new Request(request, { headers: { "x-copy": "1" } });
+      return new Response(await copy.text());
+    }
+    return new Response("?", { status: 404 });
+  },
+};
+"#;
+
+#[tokio::test]
+async fn javascript_reads_request_bodies_whole_or_in_chunks() {
+    let worker = js_worker("bodies", BODIES, WorkerLimits::default()).await;
+    let (status, _, body) = through(&worker, post("/text", chunked(3, 1000))).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"3000 characters"[..]));
+    let json = crate::http::full(r#"{"n": 41}"#);
+    let (_, _, body) = through(&worker, post("/json", json)).await;
+    assert_eq!(&body[..], br#"{"got":42}"#);
+    let (_, _, body) = through(&worker, post("/stream", chunked(5, 100))).await;
+    assert_eq!(&body[..], b"5 chunks, 500 bytes, used true");
+    let (status, _, body) = through(&worker, post("/twice", chunked(1, 10))).await;
+    assert_eq!(status.as_u16(), 409, "{body:?}");
+    let (_, _, body) = through(&worker, post("/made", crate::http::full(""))).await;
+    assert_eq!(&body[..], b"made in JavaScript");
+    let (_, _, body) = through(&worker, post("/rewrap", chunked(2, 3))).await;
+    assert_eq!(&body[..], b"aaabbb");
+}
+
+#[tokio::test]
+async fn a_body_passed_on_unread_goes_from_rust_to_rust() {
+    let worker = js_worker("mirror", BODIES, WorkerLimits::default()).await;
+    // 64 MiB: twice the worker's JavaScript heap, so it cannot have gone through it.
+    let limits = WorkerLimits {
+        memory_bytes: 32 << 20,
+        ..WorkerLimits::default()
+    };
+    let small = js_worker("mirror-small", BODIES, limits).await;
+    for worker in [&worker, &small] {
+        let (status, headers, body) = through(worker, post("/mirror", chunked(64, 1 << 20))).await;
+        assert_eq!(status.as_u16(), 201);
+        assert_eq!(
+            headers.get("x-mirror").map(|v| v.as_bytes()),
+            Some(&b"yes"[..])
+        );
+        assert_eq!(body.len(), 64 << 20);
+        assert_eq!(
+            (body[0], body[(1 << 20) + 1], body[body.len() - 1]),
+            (b'a', b'b', b'l')
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fetch_that_never_settles_answers_504_and_the_worker_goes_on() {
+    let worker = r#"export default {
+  async fetch(request) {
+    if (new URL(request.url).pathname === "/never") return new Promise(() => {});
+    return new Response("still here");
+  },
+};
+"#;
+    let limits = WorkerLimits {
+        request_timeout: Duration::from_millis(300),
+        ..WorkerLimits::default()
+    };
+    let worker = js_worker("never", worker, limits).await;
+    let get = |path: &str| {
+        http::Request::get(format!("http://site{path}"))
+            .body(crate::http::full(""))
+            .expect("a request")
+    };
+    let (status, headers, body) = through(&worker, get("/never")).await;
+    assert_eq!(status, http::StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        headers.get(crate::http::ERROR_HEADER).map(|v| v.as_bytes()),
+        Some(&b"request-timeout"[..])
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("did not answer within 300ms"), "{text}");
+    for _ in 0..4 {
+        let (status, _, body) = through(&worker, get("/")).await;
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"still here"[..]));
+    }
+}

@@ -62,7 +62,40 @@ impl Object {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let port = match request.headers().get(TARGET_PORT_HEADER) {
+        let port = self.port_of(&request)?;
+        self.container_fetch(request, port).await
+    }
+
+    /// [`Object::try_fetch`] if the container serves right now; the request back if it
+    /// does not. It never starts the container, so the tasks that watch a container's life
+    /// never run on the caller's runtime: for a caller whose runtime may end before the
+    /// container does (a JS worker's thread, see `js::bindings`), which sends the request
+    /// from berth's own runtime when it gets it back.
+    pub async fn fetch_if_serving<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<Result<Response<Body>, FetchError>, Request<B>>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        // Counted first, as in `lease`, so that the container cannot fall asleep between.
+        let in_flight = self.inner.activity.enter();
+        let Some(instance) = self.phase().serving().cloned() else {
+            return Err(request);
+        };
+        let in_flight = in_flight.and(instance.serving.enter());
+        let port = match self.port_of(&request) {
+            Ok(port) => port,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.forward(request, port, in_flight, instance).await)
+    }
+
+    /// The port a request goes to: its `berth-container-target-port` header, or the
+    /// class's `default_port`.
+    fn port_of<B>(&self, request: &Request<B>) -> Result<u16, FetchError> {
+        match request.headers().get(TARGET_PORT_HEADER) {
             Some(value) => value
                 .to_str()
                 .ok()
@@ -70,15 +103,14 @@ impl Object {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| FetchError::BadTargetPort {
                     value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                })?,
+                }),
             None => self
                 .options()
                 .default_port
                 .ok_or_else(|| FetchError::NoPort {
                     class: self.class_name().to_string(),
-                })?,
-        };
-        self.container_fetch(request, port).await
+                }),
+        }
     }
 
     /// Sends `request` to `port` of the container, starting it first if needed.
@@ -92,6 +124,21 @@ impl Object {
         B::Error: Into<BoxError>,
     {
         let (in_flight, instance) = self.lease().await?;
+        self.forward(request, port, in_flight, instance).await
+    }
+
+    /// Sends `request` to `port` of `instance`, leased by the request.
+    async fn forward<B>(
+        &self,
+        request: Request<B>,
+        port: u16,
+        in_flight: InFlight,
+        instance: Arc<Instance>,
+    ) -> Result<Response<Body>, FetchError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         if !instance.endpoint().reaches(port) {
             return Err(FetchError::Start(Arc::new(StartError::PortUnreachable {
                 object: self.describe(),

@@ -251,6 +251,12 @@ impl Object {
         Some(self.phase().state()).filter(State::is_active)
     }
 
+    /// Whether the object's class answers requests with a `fetch` of its own
+    /// ([`Hooks::has_fetch`]), which [`Object::fetch`] goes through.
+    pub fn has_class_fetch(&self) -> bool {
+        self.inner.class.hooks.has_fetch()
+    }
+
     /// Requests in flight through this object right now.
     pub fn in_flight(&self) -> u32 {
         self.inner.activity.in_flight()

@@ -1,12 +1,21 @@
 // Runs in a worker's runtime after the prelude: the worker's `env` (container bindings as
 // Durable Object namespaces, and its vars), and `__berth.serve`, which berth calls with each
 // request. Requests and responses cross to Rust as plain parts (method, url, headers as
-// [name, value] pairs, bytes), so only these few lines know the shape of both sides.
+// [name, value] pairs, a body), so only these few lines know the shape of both sides.
 // `__berth.native` is set by berth before this runs (see js/bindings.rs).
+//
+// Bodies (see js/bodies.rs): the client's request body and a container's response body
+// stay in Rust behind a handle. Passed on unread, the handle goes back to Rust and the body
+// flows from Rust to Rust; read, it comes in chunks through a ReadableStream, or whole for
+// text(), json(), arrayBuffer(). LLRT's Request and Response hold neither handles nor
+// streams (its Response.body is always undefined), so the global classes are subclasses
+// that keep such a body beside the native object, in `held`.
 (() => {
   const berth = globalThis.__berth;
   const native = berth.native;
   const NULL_BODY = [101, 204, 205, 304];
+  const NativeRequest = globalThis.Request;
+  const NativeResponse = globalThis.Response;
 
   class DurableObjectId {
     constructor(hex, name) {
@@ -21,17 +30,177 @@
     }
   }
 
-  const bytes = async (request) => {
-    if (request.method === "GET" || request.method === "HEAD") return null;
-    const buffer = await request.arrayBuffer();
-    return buffer.byteLength === 0 ? null : new Uint8Array(buffer);
+  // Request or Response → its body when native code does not hold it:
+  // { handle (a Rust body, or null), stream (made on first use of .body), used, pulled }.
+  const held = new WeakMap();
+  // A ReadableStream made from a handle → its record, so that `new Response(r.body, r)`
+  // and `new Request(request, init)` still pass the Rust body on unread.
+  const streams = new WeakMap();
+
+  const record = (handle, stream) => ({ handle, stream, used: false, pulled: false });
+  const recordOf = (stream) => streams.get(stream) ?? record(null, stream);
+
+  // The record's body as a ReadableStream. No chunk is pulled before one is read
+  // (highWaterMark 0), so the stream can still be passed on as the handle.
+  const streamOf = (body) => {
+    if (body.stream === null) {
+      const handle = body.handle;
+      body.stream = new ReadableStream(
+        {
+          async pull(controller) {
+            body.pulled = true;
+            const chunk = await native.read(handle);
+            if (chunk === undefined) controller.close();
+            else controller.enqueue(chunk);
+          },
+        },
+        { highWaterMark: 0 },
+      );
+      streams.set(body.stream, body);
+    }
+    return body.stream;
   };
 
-  const response = (reply) =>
-    new Response(NULL_BODY.includes(reply.status) ? null : reply.body, {
-      status: reply.status,
-      headers: reply.headers,
-    });
+  // The handle to send on, if the body was never read.
+  const passable = (body) =>
+    body.handle !== null && !body.used && !body.pulled && !(body.stream?.locked ?? false);
+
+  const alreadyUsed = () => new TypeError("the body was already read or sent; clone() the request or response to use its body twice");
+
+  // All of the record's bytes, as one Uint8Array.
+  const bytesOf = async (body) => {
+    if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
+    body.used = true;
+    if (body.stream === null) return native.readAll(body.handle);
+    const reader = body.stream.getReader();
+    const chunks = [];
+    let length = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const chunk = typeof value === "string" ? new TextEncoder().encode(value) : new Uint8Array(value.buffer ?? value, value.byteOffset ?? 0, value.byteLength);
+      chunks.push(chunk);
+      length += chunk.byteLength;
+    }
+    const all = new Uint8Array(length);
+    let at = 0;
+    for (const chunk of chunks) {
+      all.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    return all;
+  };
+
+  // What the subclasses add to LLRT's body methods, for a body in `held`.
+  const bodyMethods = (Native) =>
+    class extends Native {
+      get body() {
+        const body = held.get(this);
+        return body === undefined ? super.body : streamOf(body);
+      }
+      get bodyUsed() {
+        const body = held.get(this);
+        return body === undefined ? super.bodyUsed : body.used || body.pulled || (body.stream?.locked ?? false);
+      }
+      async arrayBuffer() {
+        const body = held.get(this);
+        if (body === undefined) return super.arrayBuffer();
+        const bytes = await bytesOf(body);
+        return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      }
+      async bytes() {
+        const body = held.get(this);
+        return body === undefined ? super.bytes() : bytesOf(body);
+      }
+      async text() {
+        const body = held.get(this);
+        return body === undefined ? super.text() : new TextDecoder().decode(await bytesOf(body));
+      }
+      async json() {
+        const body = held.get(this);
+        return body === undefined ? super.json() : JSON.parse(new TextDecoder().decode(await bytesOf(body)));
+      }
+      async blob() {
+        const body = held.get(this);
+        if (body === undefined) return super.blob();
+        return new Blob([await bytesOf(body)], { type: this.headers.get("content-type") ?? "" });
+      }
+      static [Symbol.hasInstance](value) {
+        return value instanceof Native;
+      }
+    };
+
+  // What JavaScript passes as a body that native code cannot hold: a ReadableStream.
+  const streamed = (body) => body instanceof ReadableStream;
+
+  // LLRT's constructors take a missing argument, not an undefined one: arguments are
+  // passed on as given.
+  class Request extends bodyMethods(NativeRequest) {
+    constructor(...args) {
+      const [input, init] = args;
+      const given = init !== null && typeof init === "object" && "body" in init;
+      const body = given ? init.body : input instanceof NativeRequest ? input.body : undefined;
+      if (streamed(body)) {
+        super(input, given ? { ...init, body: undefined } : init ?? {});
+        held.set(this, recordOf(body));
+      } else {
+        // `new Request(request, undefined)` is `new Request(request)`, as in browsers.
+        super(...(args.length > 1 && init === undefined ? [input] : args));
+      }
+    }
+    clone() {
+      const body = held.get(this);
+      if (body === undefined) return super.clone();
+      if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
+      const [mine, theirs] = streamOf(body).tee();
+      held.set(this, record(null, mine));
+      return new Request(this, { body: theirs });
+    }
+  }
+
+  class Response extends bodyMethods(NativeResponse) {
+    constructor(...args) {
+      if (streamed(args[0])) {
+        super(null, ...args.slice(1));
+        held.set(this, recordOf(args[0]));
+      } else {
+        super(...args);
+      }
+    }
+    clone() {
+      const body = held.get(this);
+      if (body === undefined) return super.clone();
+      if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
+      const [mine, theirs] = streamOf(body).tee();
+      held.set(this, record(null, mine));
+      return new Response(theirs, this);
+    }
+  }
+  globalThis.Request = Request;
+  globalThis.Response = Response;
+
+  // A message's body on its way to Rust: the handle when it was never read, else bytes;
+  // null for none.
+  const outgoing = async (message) => {
+    const body = held.get(message);
+    if (body !== undefined && passable(body)) {
+      body.used = true;
+      return body.handle;
+    }
+    const bytes = body === undefined ? new Uint8Array(await message.arrayBuffer()) : await bytesOf(body);
+    return bytes.byteLength === 0 ? null : bytes;
+  };
+
+  const passOn = async (target, request, port) => {
+    const body = request.method === "GET" || request.method === "HEAD" ? null : await outgoing(request);
+    return response(await native.fetch(target, request.method, request.url, [...request.headers], body, port));
+  };
+
+  const response = (reply) => {
+    const answer = new Response(null, { status: reply.status, headers: reply.headers });
+    if (reply.body !== null && !NULL_BODY.includes(reply.status)) held.set(answer, record(reply.body, null));
+    return answer;
+  };
 
   berth.DurableObjectId = DurableObjectId;
 
@@ -48,14 +217,15 @@
       // A Request passed on as it is (`container.fetch(request)`) is sent as it is:
       // copying it would give the same method, url, headers and body.
       const request = input instanceof Request && init === undefined ? input : new Request(input, init);
-      return response(await native.fetch(this.#target, request.method, request.url, [...request.headers], await bytes(request), null));
+      return passOn(this.#target, request, null);
     }
     // Cloudflare's containerFetch(request | url, init | port?, port?).
     async containerFetch(input, initOrPort, port) {
       const init = typeof initOrPort === "object" ? initOrPort : undefined;
       const to = typeof initOrPort === "number" ? initOrPort : port;
-      const request = new Request(input, init);
-      return response(await native.fetch(this.#target, request.method, request.url, [...request.headers], await bytes(request), to ?? null));
+      // As in fetch: a Request passed on as it is goes as it is, its body unread.
+      const request = input instanceof Request && init === undefined ? input : init === undefined ? new Request(input) : new Request(input, init);
+      return passOn(this.#target, request, to ?? null);
     }
     async start(options) {
       await native.start(this.#target, false, [], options?.envVars ?? {});
@@ -77,7 +247,19 @@
 
   // The Durable Object namespace a container binding stands for.
   const namespace = (binding) => {
-    const idFromName = (name) => new DurableObjectId(native.idFromName(binding, String(name)), String(name));
+    // Ids by name, as most workers ask for the same few on every request; bounded, as
+    // some name one object per user.
+    const ids = new Map();
+    const idFromName = (name) => {
+      const key = String(name);
+      let id = ids.get(key);
+      if (id === undefined) {
+        if (ids.size >= 1024) ids.clear();
+        id = new DurableObjectId(native.idFromName(binding, key), key);
+        ids.set(key, id);
+      }
+      return id;
+    };
     return {
       idFromName,
       idFromString: (hex) => new DurableObjectId(native.idFromString(binding, String(hex)), undefined),
@@ -121,6 +303,7 @@
   berth.startWorker = (exports, path, bindings, vars) => {
     const env = { ...vars };
     for (const name of bindings) env[name] = namespace(name);
+    // `cloudflare:workers`'s env: the same object whether the worker imports it or not.
     Object.assign((berth.workersEnv ??= {}), env);
     // For the container classes' hooks (hooks.js).
     berth.exports = exports;
@@ -136,13 +319,13 @@
     return ownFetch(exports);
   };
 
-  berth.serve = async (method, url, headers, body, object) => {
-    const request = new Request(url, { method, headers, body: body ?? undefined });
+  berth.serve = async (method, url, headers, handle, object) => {
+    const request = new Request(url, { method, headers });
+    if (handle !== null) held.set(request, record(handle, null));
     const answer = object ? await berth.classFetch(object, request) : await berth.handler(request);
-    if (!(answer instanceof Response)) {
+    if (!(answer instanceof NativeResponse)) {
       throw new TypeError(`the worker's fetch returned ${answer === null ? "null" : typeof answer}, not a Response`);
     }
-    const buffer = await answer.arrayBuffer();
-    return { status: answer.status, headers: [...answer.headers], body: new Uint8Array(buffer) };
+    return { status: answer.status, headers: [...answer.headers], body: await outgoing(answer) };
   };
 })();
