@@ -76,7 +76,9 @@ export default {
     }
     if (url.pathname === "/oom") {
       const kept: string[] = [];
-      for (let i = 0; ; i++) kept.push("x".repeat(1e6) + i);
+      // Big pieces, so that the cap is reached in a few steps and not after a CPU budget
+      // spent in the collector on a busy machine.
+      for (let i = 0; ; i++) kept.push("x".repeat(16e6) + i);
     }
     if (url.pathname === "/log") {
       console.log("the worker says", new TextEncoder().encode("hi").length);
