@@ -55,6 +55,13 @@ impl Namespace {
     }
 
     /// The class's name.
+    /// Tells the metrics which share (0 to 1) of the class's running instances a rollout
+    /// has replaced.
+    pub(crate) fn report_rollout(&self, share: f64) {
+        let class = &self.inner.class;
+        class.app.metrics.rollout_progress(&class.labels, share);
+    }
+
     /// The class as metrics label it.
     pub(crate) fn labels(&self) -> &crate::metrics::ClassLabels {
         &self.inner.class.labels

@@ -30,6 +30,14 @@ where
             .collect();
         let total = outdated.len();
         let mut done = 0;
+        let replaced = |done: usize| {
+            if total == 0 {
+                1.0
+            } else {
+                done as f64 / total as f64
+            }
+        };
+        class.namespace.report_rollout(replaced(0));
         for (step, share) in class.rollout.steps.iter().enumerate() {
             let upto = (total * usize::from(*share)).div_ceil(100).min(total);
             let batch = &outdated[done.min(upto)..upto];
@@ -54,6 +62,7 @@ where
                 }
             }
             done = upto;
+            class.namespace.report_rollout(replaced(done));
             progress(format!(
                 "{name}: {done} of {total} running instances replaced"
             ))

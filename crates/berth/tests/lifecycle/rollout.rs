@@ -206,6 +206,9 @@ async fn a_rollout_replaces_a_tenth_first_and_a_failing_version_halts_it() {
         last.is_disjoint(&first),
         "every instance runs the new version"
     );
+    let metrics = platform.metrics().encode().expect("metrics");
+    let done = format!("berth_rollout_progress{{app=\"{app}\",class=\"App\"}} 1.0");
+    assert!(metrics.contains(&done), "{done} in:\n{metrics}");
     platform.destroy(&app).await.expect("destroy");
     assert!(fake.running().is_empty());
 }
