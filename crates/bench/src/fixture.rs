@@ -31,6 +31,9 @@ pub struct Fixture {
     /// A class that sleeps after 1 s, for the sleep measurement alone.
     pub sleepy: Namespace,
     pub router: SocketAddr,
+    /// The same router, its answers counted in the app's metrics (`berth_requests_total`
+    /// and the latency histogram), as `berth dev` and `berth serve` count them.
+    pub counted_router: SocketAddr,
     pub timeline: Timeline,
     /// Scratch space for the image, berth's state and nginx; removed at the end.
     pub dir: PathBuf,
@@ -88,8 +91,10 @@ impl Fixture {
         sleeper.default_port = Some(8080);
         sleeper.sleep_after = Duration::from_secs(1);
         let sleepy = app.namespace(sleeper, Arc::new(NoHooks));
-        let router = serve_router(&ns).await?;
+        let router = serve_router(&ns, None).await?;
+        let counted_router = serve_router(&ns, Some(app.metrics().clone())).await?;
         Ok(Fixture {
+            counted_router,
             runtime,
             app,
             image,
@@ -170,7 +175,10 @@ impl Fixture {
 
 /// berth's router, served as `berth dev` serves it (one thread per core unless
 /// `BERTH_SERVE_THREADS` says otherwise), so that the proxy measured is the one users run.
-async fn serve_router(ns: &Namespace) -> anyhow::Result<SocketAddr> {
+async fn serve_router(
+    ns: &Namespace,
+    counted: Option<Arc<berth::metrics::Metrics>>,
+) -> anyhow::Result<SocketAddr> {
     let mut env = Env::new();
     env.bind("APP", Binding::Container(ns.clone()));
     let routes = vec![
@@ -189,7 +197,11 @@ async fn serve_router(ns: &Namespace) -> anyhow::Result<SocketAddr> {
             start_only: false,
         },
     ];
-    let router = Router::new(routes, &env)?;
+    let router: Arc<dyn berth::Worker> = Arc::new(Router::new(routes, &env)?);
+    let router: Arc<dyn berth::Worker> = match counted {
+        Some(metrics) => Arc::new(berth::worker::Counted::new(router, "bench", "web", metrics)),
+        None => router,
+    };
     let listener = berth::server::bind("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;
     let threads = std::env::var("BERTH_SERVE_THREADS")
@@ -206,7 +218,7 @@ async fn serve_router(ns: &Namespace) -> anyhow::Result<SocketAddr> {
     };
     tokio::spawn(serve_with(
         listener,
-        Arc::new(router),
+        router,
         env,
         std::future::pending(),
         options,

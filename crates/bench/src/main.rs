@@ -10,6 +10,7 @@
 mod client;
 mod cold;
 mod fixture;
+mod metrics;
 mod names;
 mod scale;
 mod sleep;
@@ -108,7 +109,9 @@ fn main() -> anyhow::Result<()> {
 /// Runs the measurements asked for, in a fixed order: the stampede is set against the cold
 /// start's median when both run. The containers go away even when one fails.
 async fn measure(cli: &Cli) -> anyhow::Result<()> {
-    const KNOWN: [&str; 6] = ["cold", "warm", "stampede", "scale", "names", "sleep"];
+    const KNOWN: [&str; 7] = [
+        "cold", "warm", "metrics", "stampede", "scale", "names", "sleep",
+    ];
     if let Some(unknown) = cli.only.iter().find(|o| !KNOWN.contains(&o.as_str())) {
         anyhow::bail!(
             "--only {unknown}: no such measurement; choose from {}",
@@ -125,6 +128,9 @@ async fn measure(cli: &Cli) -> anyhow::Result<()> {
         }
         if wants("warm") {
             warm::run(&fixture, cli.seconds).await?;
+        }
+        if wants("metrics") {
+            metrics::run(&fixture, cli.seconds).await?;
         }
         if wants("stampede") {
             stampede::run(&fixture, cold_median).await?;
