@@ -184,13 +184,7 @@ fn upload(addr: &str, path: &str, chunks: usize) -> (u16, String) {
     }
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {response:?}"));
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (status, body.unwrap_or_default())
+    status_and_body(&response)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -343,6 +343,11 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -
     stream.write_all(text.as_bytes()).expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
+    status_and_body(&response)
+}
+
+/// The status and the body of a whole HTTP/1.1 response, as read off the wire.
+pub fn status_and_body(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()
         .nth(1)

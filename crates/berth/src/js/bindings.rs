@@ -145,17 +145,9 @@ async fn fetch_here_or_on_berth(
 fn reply(response: http::Response<crate::http::Body>) -> Reply {
     let (parts, body) = response.into_parts();
     let body = (!body.is_end_stream()).then_some(body);
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            vec![name.as_str().to_string(), value]
-        })
-        .collect();
     Reply {
         status: parts.status.as_u16(),
-        headers,
+        headers: super::host::header_pairs(&parts.headers),
         body,
     }
 }

@@ -36,6 +36,18 @@ pub(super) struct Setup {
     pub upgrades: Upgrades,
 }
 
+/// Headers as JavaScript takes them, `[name, value]` pairs; a value that is not UTF-8
+/// is read lossily.
+pub(super) fn header_pairs(headers: &http::HeaderMap) -> Vec<Vec<String>> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            vec![name.as_str().to_string(), value]
+        })
+        .collect()
+}
+
 /// One request, as parts JavaScript can take; its body stays in Rust (see
 /// [`super::bodies`]), `None` when it has none.
 pub(super) struct Call {

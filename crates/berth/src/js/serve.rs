@@ -250,14 +250,7 @@ impl JsWorker {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut headers: Vec<Vec<String>> = parts
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                vec![name.as_str().to_string(), value]
-            })
-            .collect();
+        let mut headers = host::header_pairs(&parts.headers);
         if let Some(token) = token {
             headers.push(vec![TOKEN_HEADER.to_string(), token.to_string()]);
         }
@@ -291,9 +284,7 @@ impl JsWorker {
         self.upgrades.forget(token);
         parked.unwrap_or(answered)
     }
-}
 
-impl JsWorker {
     /// Queues `call` on `lane` and waits for its answer.
     async fn call(
         &self,
