@@ -5,6 +5,9 @@
 # (the package's own service, if any, is not used).
 set -euo pipefail
 
+# shellcheck source=scripts/apt.sh
+. "$(dirname "$0")/apt.sh"
+
 lock_wait=600
 dir="${TMPDIR:-/tmp}/berth-prometheus"
 
@@ -29,29 +32,12 @@ if path="$(found)"; then
     exit 0
 fi
 
-as_root=()
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "installing prometheus needs root, and sudo is missing: install it as root (apt-get install prometheus), then run $0 again" >&2
-        exit 1
-    fi
-fi
-apt=(${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive)
-echo "installing prometheus from Debian's packages" >&2
 # --no-install-recommends: the exporters and the web assets are not needed to scrape.
-if ! "${apt[@]}" apt-get install -y -qq --no-install-recommends prometheus >&2; then
-    "${apt[@]}" apt-get update -qq >&2
-    if ! "${apt[@]}" apt-get install -y -qq --no-install-recommends prometheus >&2; then
-        echo "could not install prometheus with apt-get; install Debian's package prometheus by hand, then run $0 again" >&2
-        exit 1
-    fi
-fi
+install_packages --no-install-recommends prometheus
 # The package starts its service where there is an init system: berth's tests do not
 # use it, and stop it so that it does not take port 9090.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
-    ${as_root[@]+"${as_root[@]}"} systemctl stop prometheus >&2 || true
+    as_root systemctl stop prometheus >&2 || true
 fi
 path="$(found)" || {
     echo "the package prometheus is installed, but no prometheus binary is on PATH ($PATH)" >&2

@@ -32,28 +32,8 @@ answers() {
     curl -fsS -o /dev/null --max-time 2 "http://$addr/v2/" 2>/dev/null
 }
 
-# Installs Debian's packages named as arguments, as root; `apt-get update` only when the
-# install fails without it.
-install_packages() {
-    local -a as_root=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1; then
-            as_root=(sudo)
-        else
-            echo "installing $* needs root, and sudo is missing: install it as root (apt-get install $*), then run $0 again" >&2
-            exit 1
-        fi
-    fi
-    local -a apt=(${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive)
-    echo "installing $* from Debian's packages" >&2
-    if ! "${apt[@]}" apt-get install -y -qq "$@" >&2; then
-        "${apt[@]}" apt-get update -qq >&2
-        if ! "${apt[@]}" apt-get install -y -qq "$@" >&2; then
-            echo "could not install $* with apt-get; install it by hand (it is Debian's package docker-registry), then run $0 again" >&2
-            exit 1
-        fi
-    fi
-}
+# shellcheck source=scripts/apt.sh
+. "$(dirname "$0")/apt.sh"
 
 # Whether the pid in the pid file is a registry this script started.
 ours_running() {
