@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod dev;
+mod logs;
 mod ps;
 mod remote;
 mod serve;
@@ -164,6 +165,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what an app's containers wrote, also after they stopped or crashed.
+    ///
+    /// Every line a container writes is kept in a file per object (DIR/.berth/logs for
+    /// berth dev, the data folder for berth serve), up to the class's log_max (10 MiB by
+    /// default; the oldest half goes first). Each line shows its time (UTC), class,
+    /// object, container and stream. Examples: `berth logs` (the app in this folder),
+    /// `berth logs alice --follow`, `berth logs --app shop --since 10m --tail 100`.
+    Logs {
+        /// The app's folder (as for berth dev); a first word that is no folder is OBJECT.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Only this object: its name, or the first 4 or more characters of its id.
+        object: Option<String>,
+        /// The app on a berth serve (see --server) instead of the folder's berth dev logs.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only the objects of this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Keep printing lines as they are written.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only lines written since: a duration back from now (10m, 1h30m) or an RFC 3339
+        /// UTC time (2026-11-26T05:30:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the last N lines.
+        #[arg(long, short = 'n', value_name = "N")]
+        tail: Option<usize>,
+        /// One JSON object per line: time, app, class, object, id, instance, stream, line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: remote::Server,
+    },
     /// List the app's instances: class, name, id, state and uptime.
     Ps {
         /// The app's folder, holding berth.toml.
@@ -209,6 +245,30 @@ fn main() -> ExitCode {
                 metrics,
             } => dev::run(&dir, host, port, metrics).await,
             Command::Ps { dir, json } => ps::run(&dir, json).await,
+            Command::Logs {
+                dir,
+                object,
+                app,
+                class,
+                follow,
+                since,
+                tail,
+                json,
+                server,
+            } => {
+                let args = logs::Args {
+                    dir,
+                    object,
+                    app,
+                    class,
+                    follow,
+                    since,
+                    tail,
+                    json,
+                    server,
+                };
+                logs::run(args).await
+            }
             Command::Deploy {
                 dir,
                 server,

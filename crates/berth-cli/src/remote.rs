@@ -31,7 +31,7 @@ impl Server {
         }
     }
 
-    fn client(&self) -> anyhow::Result<ControlClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<ControlClient> {
         Ok(ControlClient::new(&self.server, &self.token()?)?)
     }
 }

@@ -621,3 +621,114 @@ routes = [
     );
     assert!(app.containers().await.is_empty());
 }
+
+/// Runs `berth ARGS` in `cwd`; its exit code, standard output and standard error.
+fn berth_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("berth runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_of_a_crashed_container_is_kept_and_shown_by_berth_logs() {
+    let app = AppDir::new("logs", ROUTES);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/users/alice/say/hello-from-alice", &[]).0, 200);
+    assert_eq!(http(&addr, "/users/bob/say/hello-from-bob", &[]).0, 200);
+    // alice crashes: the container exits 3 and berth removes it.
+    let _ = http(&addr, "/users/alice/exit/3", &[]);
+    let log = berth.stderr_with("exit code 3");
+    assert!(
+        log.contains("App \"alice\": stopped (exited, exit code 3"),
+        "{log}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.containers().await.len() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.containers().await.len(),
+        1,
+        "alice's container is removed"
+    );
+
+    let dir = app.dir.to_string_lossy().into_owned();
+    let (code, out, err) = berth_in(Path::new("/"), &["logs", &dir, "alice"]);
+    assert_eq!(code, Some(0), "{err}");
+    let said = out
+        .lines()
+        .find(|l| l.ends_with("| hello-from-alice"))
+        .unwrap_or_else(|| panic!("alice's line is kept: {out}"));
+    // `2026-11-26T05:30:35.123Z App "alice" 1a2b3c4d5e6f stdout | hello-from-alice`
+    let words: Vec<&str> = said.split_whitespace().collect();
+    assert!(berth::timestamp::parse(words[0]).is_some(), "{said}");
+    assert_eq!(&words[1..3], ["App", "\"alice\""], "{said}");
+    assert_eq!(words[3].len(), 12, "the instance: {said}");
+    assert_eq!(words[4], "stdout", "{said}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" stderr | berth-test-server: exiting with code 3")),
+        "the last words before the crash are kept: {out}"
+    );
+    assert!(!out.contains("hello-from-bob"), "only alice: {out}");
+
+    // In the app's folder, the first word is the object; --json gives one object a line.
+    let (code, out, err) = berth_in(&app.dir, &["logs", "bob", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let entries: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let hello = entries
+        .iter()
+        .find(|e| e["line"] == "hello-from-bob")
+        .unwrap_or_else(|| panic!("bob's line: {out}"));
+    assert_eq!(hello["app"], app.name.as_str());
+    assert_eq!(
+        (&hello["class"], &hello["object"]),
+        (&"App".into(), &"\"bob\"".into())
+    );
+    assert_eq!(hello["stream"], "stdout");
+    assert_eq!(hello["id"].as_str().map(str::len), Some(64));
+    assert!(entries.iter().all(|e| e["object"] == "\"bob\""), "{out}");
+
+    let (code, out, _) = berth_in(&app.dir, &["logs", "--tail", "1", "--class", "App"]);
+    assert_eq!((code, out.lines().count()), (Some(0), 1), "{out}");
+    let (code, out, err) = berth_in(&app.dir, &["logs", "nobody"]);
+    assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+    assert!(err.contains("no logs of object \"nobody\""), "{err}");
+    let (code, _, err) = berth_in(&app.dir, &["logs", "--since", "yesterday"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("since=\"yesterday\""), "{err}");
+
+    // --follow prints lines as the container writes them, and those of a new container.
+    let mut follow = Berth::start(&["logs", "--follow"], &app.dir);
+    assert_eq!(http(&addr, "/users/alice/say/alice-is-back", &[]).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.ends_with("| alice-is-back")) {
+        assert!(Instant::now() < deadline, "not followed: {seen:?}");
+        if let Some(line) = follow.next_line(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.ends_with("| hello-from-alice")),
+        "the kept lines come first: {seen:?}"
+    );
+    drop(follow);
+
+    berth.signal("INT");
+    assert_eq!(berth.wait(Duration::from_secs(60)), Some(0));
+    // The session is over; what it kept is still there.
+    let (_, out, _) = berth_in(&app.dir, &["logs", "alice"]);
+    assert!(out.contains("| alice-is-back"), "{out}");
+}

@@ -15,6 +15,7 @@ use crate::context::AppContext;
 use crate::event::{Event, EventKind};
 use crate::lease::{self, Lease, LeaseError, Liveness};
 use crate::lifecycle::{State, StopReason};
+use crate::logbook::Logbook;
 use crate::metrics::{Census, ClassLabels, Metrics};
 use crate::namespace::Namespace;
 use crate::object::{Class, ClassVersion, Hooks};
@@ -118,6 +119,7 @@ impl App {
                 closing: AtomicBool::new(false),
                 handle: tokio::runtime::Handle::try_current().ok(),
                 metrics,
+                logbook: std::sync::OnceLock::new(),
             }),
             namespaces,
         })
@@ -125,6 +127,12 @@ impl App {
 
     pub fn name(&self) -> &str {
         &self.context.name
+    }
+
+    /// Keeps what the app's containers write in `logbook`, from the next container
+    /// started or re-adopted on; the first logbook given stays.
+    pub fn keep_logs(&self, logbook: Logbook) {
+        let _ = self.context.logbook.set(logbook);
     }
 
     /// Where the app's objects count what they do.
@@ -339,14 +347,18 @@ impl App {
                 }
                 let (runtime, lines) = (runtime.clone(), lines.clone());
                 tokio::spawn(async move {
-                    let (tx, mut rx) = mpsc::channel::<String>(256);
+                    let (tx, mut rx) = mpsc::channel(256);
                     let id = event.container_id.clone();
-                    let follow = tokio::spawn(async move { runtime.follow_logs(&id, tx).await });
-                    while let Some(line) = rx.recv().await {
+                    // A container re-adopted shows what it writes from now on.
+                    let since =
+                        matches!(event.kind, EventKind::Adopted).then(std::time::SystemTime::now);
+                    let follow =
+                        tokio::spawn(async move { runtime.follow_logs(&id, since, tx).await });
+                    while let Some(output) = rx.recv().await {
                         let line = LogLine {
                             class: event.class.clone(),
                             object: event.object.clone(),
-                            line,
+                            line: output.line,
                         };
                         if lines.send(line).await.is_err() {
                             break;

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum ClassError {
     #[error("invalid duration {value:?}: {why}; use seconds (90) or units h, m, s, ms, combinable as in 1h30m")]
     Duration { value: String, why: &'static str },
+    #[error("invalid size {value:?}; use bytes (65536) or a number with KiB, MiB or GiB (also KB, MB, GB), as in \"10MiB\"")]
+    Size { value: String },
     #[error("unknown instance type {value:?}; use lite, basic, standard-1, standard-2, standard-3, standard-4 or a custom {{ vcpu, memory_mib }}")]
     InstanceType { value: String },
 }
@@ -69,6 +71,30 @@ pub fn parse_duration(value: &str) -> Result<Duration, ClassError> {
             .ok_or_else(|| err("it is too long"))?;
     }
     Ok(total)
+}
+
+/// Parses sizes such as `log_max`: bytes (`65536`), or `512KiB`, `10MiB`, `1GiB` (and the
+/// decimal `KB`, `MB`, `GB`).
+pub fn parse_size(value: &str) -> Result<u64, ClassError> {
+    let err = || ClassError::Size {
+        value: value.to_string(),
+    };
+    let text = value.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits].parse().map_err(|_| err())?;
+    let unit: u64 = match text[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(err()),
+    };
+    number.checked_mul(unit).ok_or_else(err)
 }
 
 /// CPU and memory limits for each container of a class (wrangler's `instance_type`).
@@ -147,6 +173,9 @@ pub struct ContainerClass {
     pub max_instances: usize,
     /// CPU and memory limits. `None`: no limits.
     pub instance_type: Option<InstanceType>,
+    /// How much of its containers' output each object keeps in the data folder, in
+    /// bytes, after they are gone. Default 10 MiB.
+    pub log_max: u64,
 }
 
 impl ContainerClass {
@@ -217,6 +246,7 @@ impl ContainerClass {
             stop_grace: Duration::from_secs(10),
             init: true,
             max_instances: 20,
+            log_max: crate::logbook::DEFAULT_LOG_MAX,
             instance_type: None,
         }
     }

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::event::Event;
 use crate::lease::Lease;
 use crate::lifecycle::after;
+use crate::logbook::Logbook;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -31,6 +32,8 @@ pub(crate) struct AppContext {
     pub(crate) handle: Option<tokio::runtime::Handle>,
     /// Where the objects count what they do.
     pub(crate) metrics: Arc<Metrics>,
+    /// Where the containers' output is kept, once the app is told (`App::keep_logs`).
+    pub(crate) logbook: std::sync::OnceLock<Logbook>,
 }
 
 impl AppContext {

@@ -32,9 +32,11 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod runtime;
 pub mod store;
+pub mod timestamp;
 pub mod tls;
 // Floor 2: events and forwarding.
 pub mod event;
+pub mod logbook;
 pub mod proxy;
 // Floor 3: what objects rely on.
 mod context;

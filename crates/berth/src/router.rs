@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 
-use crate::http::{error_response, full, Body};
+use crate::http::{error_response, full, percent_decode, Body};
 use crate::id::{random_below, ObjectId};
 use crate::namespace::Namespace;
 use crate::object::{FetchError, Object, StartOptions};
@@ -461,29 +461,6 @@ fn read_key<B>(
             }),
     }?;
     (!value.is_empty()).then_some(value)
-}
-
-/// Decodes `%XX` escapes. A `+` stays a plus: it is a space only in a query string.
-pub(crate) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(byte) = text
-                .get(i + 1..i + 3)
-                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

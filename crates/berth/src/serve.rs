@@ -194,8 +194,7 @@ pub async fn start(
     platform_name: String,
     config: ServeConfig,
 ) -> Result<Bound, ServeError> {
-    let programs = data.path.join("programs");
-    let platform = Platform::start(runtime, images, data.store.clone(), programs).await?;
+    let platform = Platform::start(runtime, images, data.store.clone(), data.path.clone()).await?;
     let bind = |addr: SocketAddr, what: &'static str| {
         let listener = server::bind(addr).map_err(|e| ServeError::Listen {
             addr,

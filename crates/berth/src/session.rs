@@ -19,6 +19,7 @@ use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
 use crate::js::{self, BoundClass, JsHooks, WorkerLimits, WorkersError};
 use crate::lease::LeaseError;
+use crate::logbook::Logbook;
 use crate::manifest::{ContainerDef, ImageSource, Manifest, Place, FILE_NAME};
 use crate::metrics::Metrics;
 use crate::namespace::Namespace;
@@ -32,6 +33,11 @@ const REPLACE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The folder, inside the app's folder, that holds berth's state.
 pub const STATE_DIR: &str = ".berth";
+
+/// Where a dev session of the app in `dir` keeps its containers' output.
+pub fn logs_dir(dir: &Path) -> PathBuf {
+    dir.join(STATE_DIR).join("logs")
+}
 
 /// Why a session could not start, serve or rebuild.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,7 @@ impl Session {
                 reason: e.to_string(),
             })??;
         let app = App::new(&manifest.name, runtime, store)?;
+        app.keep_logs(Logbook::new(logs_dir(&manifest.dir)));
         let others = app.other_sessions().await?;
         if !others.is_empty() {
             return Err(SessionError::AnotherSession {

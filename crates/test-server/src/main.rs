@@ -281,11 +281,18 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
         }
         "/ws" => websocket(req),
         p => {
-            if let Some(code) = p.strip_prefix("/exit/") {
+            if let Some(words) = p.strip_prefix("/say/") {
+                // A line on standard output, for the tests of kept logs.
+                println!("{words}");
+                text(StatusCode::OK, "said")
+            } else if let Some(code) = p.strip_prefix("/exit/") {
                 match code.parse::<i32>() {
                     // Exit without answering: the client sees the
                     // connection drop.
-                    Ok(code) => std::process::exit(code),
+                    Ok(code) => {
+                        eprintln!("berth-test-server: exiting with code {code}");
+                        std::process::exit(code)
+                    }
                     Err(_) => text(StatusCode::BAD_REQUEST, format!("bad exit code: {code}")),
                 }
             } else if let Some(ms) = p.strip_prefix("/sleep/") {

@@ -227,6 +227,11 @@ impl Berth {
         panic!("berth did not print {prefix:?} in time:\n{}", self.stderr());
     }
 
+    /// The next line of standard output, if one comes within `wait`.
+    pub fn next_line(&mut self, wait: Duration) -> Option<String> {
+        self.stdout_lines.recv_timeout(wait).ok()
+    }
+
     /// Waits for `Ready on http://ADDR` and returns ADDR.
     pub fn ready(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(300);

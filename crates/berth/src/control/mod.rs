@@ -3,6 +3,7 @@
 //! token; a missing or wrong one gets a bare 401.
 
 mod events;
+mod logs;
 pub mod token;
 
 use std::sync::Arc;
@@ -14,9 +15,9 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 
 use crate::api::{DeployRequest, ErrorBody, Info, PREFIX};
+use crate::http::percent_decode;
 use crate::http::{full, Body};
 use crate::platform::{Platform, PlatformError};
-use crate::router::percent_decode;
 use crate::worker::{metrics_response, Env, Worker};
 
 pub use token::{Token, TokenError};
@@ -109,6 +110,11 @@ impl Control {
                 json(accepted_if(answer.deployment.is_some()), &answer)
             }
             (_, ["apps", app, "instances"]) => json(StatusCode::OK, &p.instances(app).await?),
+            (_, ["apps", app, "logs"]) => {
+                let asked = logs::asked(app, &query)?;
+                p.app(app).await?;
+                logs::answer(p.logbook(), asked).await
+            }
             (_, ["apps", app, "instances", class, id, "stop"]) => {
                 p.stop_instance(app, class, id, false).await?;
                 json(StatusCode::OK, &serde_json::json!({ "stopped": true }))
@@ -128,7 +134,9 @@ fn allowed_methods(parts: &[&str]) -> Vec<Method> {
         ["health" | "openapi.json" | "info" | "events" | "apps"] => vec![Method::GET],
         ["apps", _] => vec![Method::GET, Method::DELETE],
         ["apps", _, "deployments"] => vec![Method::GET, Method::POST],
-        ["apps", _, "deployments", _] | ["apps", _, "instances"] => vec![Method::GET],
+        ["apps", _, "deployments", _] | ["apps", _, "instances"] | ["apps", _, "logs"] => {
+            vec![Method::GET]
+        }
         ["apps", _, "rollback"] | ["apps", _, "instances", _, _, "stop"] => vec![Method::POST],
         ["apps", _, "instances", _, _] => vec![Method::DELETE],
         _ => Vec::new(),

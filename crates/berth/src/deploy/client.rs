@@ -85,16 +85,63 @@ impl ControlClient {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| self.failed(format!("an answer berth does not understand: {e}")));
         }
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(DeployError::Unauthorized { url: self.url() });
+        Err(self.refused(status, &bytes))
+    }
+
+    /// Calls `GET path` and hands `each` every line of the answer as it arrives (a stream
+    /// of events or logs), until the answer ends or `each` says to stop.
+    pub async fn each_line(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str) -> bool,
+    ) -> Result<(), DeployError> {
+        let headers = [("authorization", format!("Bearer {}", self.token))];
+        let response = open(&self.authority, Method::GET, path, &headers, Vec::new())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(self.refused(status, &bytes));
         }
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.failed(format!("the answer broke off: {e}")))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line[..end]);
+                if !each(text.trim_end_matches('\r')) {
+                    return Ok(());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            each(&String::from_utf8_lossy(&pending));
+        }
+        Ok(())
+    }
+
+    /// The error an answer of `status` with `body` means.
+    fn refused(&self, status: StatusCode, body: &[u8]) -> DeployError {
+        if status == StatusCode::UNAUTHORIZED {
+            return DeployError::Unauthorized { url: self.url() };
+        }
+        let message = serde_json::from_slice::<ErrorBody>(body)
             .map(|e| e.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        Err(DeployError::Refused {
+            .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+        DeployError::Refused {
             status: status.as_u16(),
             message,
-        })
+        }
     }
 
     fn failed(&self, reason: String) -> DeployError {
@@ -149,6 +196,30 @@ async fn exchange(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Result<(StatusCode, Bytes, Option<String>), String> {
+    let response = open(authority, method, path, headers, body).await?;
+    let status = response.status();
+    let digest = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes, digest))
+}
+
+/// One request on a fresh connection, answered as far as its head.
+async fn open(
+    authority: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
     let (mut sender, host) = match authority.strip_prefix("unix:") {
         Some(socket) => {
             let stream = tokio::net::UnixStream::connect(socket)
@@ -175,23 +246,10 @@ async fn exchange(
     let request = request
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let response = sender
+    sender
         .send_request(request)
         .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let digest = response
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, bytes, digest))
+        .map_err(|e| e.to_string())
 }
 
 async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>

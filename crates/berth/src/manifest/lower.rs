@@ -15,6 +15,7 @@ use super::{ContainerDef, ImageSource, Manifest, ManifestError, Rollout, WorkerD
 use crate::build::BuildSpec;
 use crate::class::ContainerClass;
 use crate::hosts::HostPattern;
+use crate::logbook::MIN_LOG_MAX;
 use crate::router::{KeySource, Route, Strategy, Target};
 
 /// The whole manifest; `dir` is the folder relative paths start from.
@@ -206,6 +207,16 @@ fn class_options(
     class.labels = labels(key, &rc.labels, source)?;
     if let Some(init) = rc.init {
         class.init = init;
+    }
+    if let Some(max) = &rc.log_max {
+        if max.get_ref().0 < MIN_LOG_MAX {
+            return Err(source.error(
+                max.span(),
+                &format!("{key}.class.log_max"),
+                format!("must be at least 64KiB (the default is 10MiB); {} bytes leaves no room for a crash's last lines", max.get_ref().0),
+            ));
+        }
+        class.log_max = max.get_ref().0;
     }
     if let Some(max) = &c.max_instances {
         if *max.get_ref() == 0 {

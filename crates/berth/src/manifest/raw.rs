@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::diagnose::Source;
 use super::ManifestError;
-use crate::class::{parse_duration, InstanceType};
+use crate::class::{parse_duration, parse_size, InstanceType};
 use crate::router::{KeySource, PathPattern, Strategy, Target, MAX_POOL};
 
 /// Reads the text into the raw manifest; errors point into `source`.
@@ -87,6 +87,7 @@ pub(super) struct RawClass {
     pub(super) request_timeout: Option<Spanned<DurationValue>>,
     pub(super) stop_grace: Option<Spanned<DurationValue>>,
     pub(super) init: Option<bool>,
+    pub(super) log_max: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +149,30 @@ impl<'de> Deserialize<'de> for DurationValue {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
                 parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Bytes as a number, or a string such as `10MiB`.
+pub(super) struct SizeValue(pub(super) u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size: bytes (65536) or a string such as \"512KiB\", \"10MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                u64::try_from(v)
+                    .map(SizeValue)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                parse_size(v).map(SizeValue).map_err(E::custom)
             }
         }
         d.deserialize_any(V)

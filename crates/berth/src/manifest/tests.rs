@@ -207,6 +207,16 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
             "containers.my-container.class.sleep_after: 0s would stop each container",
         ),
         (
+            class("log_max = \"1KiB\""),
+            "app/berth.toml:14:",
+            "containers.my-container.class.log_max: must be at least 64KiB",
+        ),
+        (
+            class("log_max = \"ten\""),
+            "app/berth.toml:14:",
+            "invalid size \"ten\"",
+        ),
+        (
             class("request_timeout = \"0ms\""),
             "app/berth.toml:14:",
             "request_timeout: 0s would end every request at once",
@@ -243,6 +253,9 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
     );
     // No grace at all is allowed: it means SIGKILL at once.
     assert!(parse(&class("stop_grace = 0")).is_ok());
+    let kept = |line: &str| parse(&class(line)).map(|m| m.containers[0].class.log_max);
+    assert_eq!(kept("log_max = \"512KiB\"").ok(), Some(512 * 1024));
+    assert_eq!(kept("log_max = 1000000").ok(), Some(1_000_000));
 }
 
 #[test]

@@ -16,11 +16,15 @@ use crate::event::EventKind;
 use crate::lifecycle::{after, far_future};
 use crate::runtime::{ExitStatus, RuntimeError, Signal};
 
+/// How long the last lines of an exited container may take to reach its object's log.
+const LAST_LINES: Duration = Duration::from_secs(5);
+
 /// Watches one container until it exits, then hands it to `finish`.
 pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: OwnedSemaphorePermit) {
     let _tracked = object.app().monitors.enter();
     let runtime = object.app().runtime.clone();
     let container_id = instance.container_id.clone();
+    let kept = object.keep_logs(&container_id);
     let exit = async {
         loop {
             match runtime.wait(&container_id).await {
@@ -84,5 +88,33 @@ pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: Own
     if let Some(check) = idle_check {
         check.abort();
     }
+    // The output ends with the container: the last lines are kept before its removal.
+    if let Some(kept) = kept {
+        if tokio::time::timeout(LAST_LINES, kept).await.is_err() {
+            tracing::warn!("the last output of container {container_id} may not be kept");
+        }
+    }
     object.finish(instance, status, permit, on_start).await;
+}
+
+impl Object {
+    /// Keeps the output of `container_id` in the app's logbook, if it has one.
+    fn keep_logs(&self, container_id: &str) -> Option<JoinHandle<()>> {
+        let app = self.app();
+        let logbook = app.logbook.get()?;
+        let log = logbook.object(
+            &app.name,
+            self.class_name(),
+            &self.id().to_string(),
+            self.options().log_max,
+        );
+        let runtime = app.runtime.clone();
+        let name = self.name().map(str::to_string);
+        Some(app.spawn(crate::logbook::keep(
+            runtime,
+            container_id.to_string(),
+            name,
+            log,
+        )))
+    }
 }

@@ -340,6 +340,9 @@ impl Platform {
                 containers += 1;
             }
         }
+        if let Err(e) = self.logbook.forget_app(app) {
+            tracing::warn!(app, "{e}");
+        }
         // The app's programs are in its deployments only from now on: none.
         let programs = self.programs.join(app);
         if let Err(e) = std::fs::remove_dir_all(&programs) {

@@ -22,6 +22,7 @@ use crate::event::Event;
 use crate::hosts::{best_match, request_host, HostPattern};
 use crate::http::{error_response, Body};
 use crate::lease::LeaseError;
+use crate::logbook::Logbook;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeError, Signal};
 use crate::store::{Deployment, DeploymentStatus, Store, StoreError};
@@ -102,6 +103,8 @@ pub struct Platform {
     store: Store,
     /// Where programs (apps of `alchemy.run.ts`) are written to run: `<app>/<digest>/`.
     programs: PathBuf,
+    /// Where the apps' containers' output is kept.
+    logbook: Logbook,
     apps: RwLock<BTreeMap<String, Arc<Hosted>>>,
     /// Every worker's hosts, rebuilt whenever an app changes.
     hosts: RwLock<Vec<(HostPattern, Arc<HostedWorker>)>>,
@@ -117,18 +120,19 @@ pub struct Platform {
 
 impl Platform {
     /// Brings back every app's live deployment, and re-adopts what still runs. Programs
-    /// are written under `programs`.
+    /// are written under `<files>/programs`, and containers' output under `<files>/logs`.
     pub async fn start(
         runtime: Arc<dyn Runtime>,
         images: Arc<dyn Builder>,
         store: Store,
-        programs: PathBuf,
+        files: PathBuf,
     ) -> Result<Arc<Platform>, PlatformError> {
         let platform = Arc::new(Platform {
             runtime,
             images,
             store,
-            programs,
+            programs: files.join("programs"),
+            logbook: Logbook::new(files.join("logs")),
             apps: RwLock::default(),
             hosts: RwLock::default(),
             publishing: std::sync::Mutex::new(()),
@@ -230,6 +234,7 @@ impl Platform {
     ) -> Result<Arc<Hosted>, PlatformError> {
         let (runtime, store) = (self.runtime.clone(), self.store.clone());
         let app = App::with_metrics(name, runtime, store, self.metrics.clone())?;
+        app.keep_logs(self.logbook.clone());
         let hosted = Arc::new(Hosted::new(app, release, number).await?);
         let (mut events, sender, name) =
             (hosted.app.events(), self.events.clone(), name.to_string());
@@ -300,6 +305,11 @@ impl Platform {
     }
 
     /// Lifecycle events of every app, from now on.
+    /// Where the apps' containers' output is kept.
+    pub fn logbook(&self) -> &Logbook {
+        &self.logbook
+    }
+
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<AppEvent> {
         self.events.subscribe()
     }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,8 +28,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::{
-    Conn, ContainerInfo, ContainerSpec, Created, Dial, Endpoint, ExitStatus, Runtime, RuntimeError,
-    Selector, Signal,
+    Conn, ContainerInfo, ContainerSpec, Created, Dial, Endpoint, ExitStatus, Output, Runtime,
+    RuntimeError, Selector, Signal, Stream,
 };
 use crate::http::{full, Body};
 
@@ -364,14 +364,28 @@ impl Runtime for FakeRuntime {
         Ok(logs[logs.len().saturating_sub(lines)..].to_vec())
     }
 
-    async fn follow_logs(&self, id: &str, lines: mpsc::Sender<String>) -> Result<(), RuntimeError> {
+    async fn follow_logs(
+        &self,
+        id: &str,
+        since: Option<SystemTime>,
+        lines: mpsc::Sender<Output>,
+    ) -> Result<(), RuntimeError> {
         let (logs, mut exited) = {
             let engine = self.up()?;
             let c = engine.containers.get(id).ok_or_else(|| not_found(id))?;
             (c.behaviour.logs.clone(), c.exit.subscribe())
         };
-        for line in logs {
-            if lines.send(line).await.is_err() {
+        // The fake's lines are all written at its start, and bear the time they are read,
+        // one nanosecond apart: following from a later time finds none.
+        let logs = if since.is_some() { Vec::new() } else { logs };
+        let start = SystemTime::now();
+        for (n, line) in logs.into_iter().enumerate() {
+            let output = Output {
+                time: start + Duration::from_nanos(n as u64),
+                stream: Stream::Stdout,
+                line,
+            };
+            if lines.send(output).await.is_err() {
                 return Ok(());
             }
         }

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
@@ -354,6 +354,31 @@ impl RuntimeError {
     }
 }
 
+/// Which of a container's outputs a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line a container wrote, with the time the engine took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub time: SystemTime,
+    pub stream: Stream,
+    pub line: String,
+}
+
 /// The operations berth needs from a container engine.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -370,12 +395,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
     /// The last `lines` lines the container wrote to stdout and stderr.
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError>;
-    /// Sends each line the container writes (stdout and stderr, from its start) to
-    /// `lines` until the container stops or the receiver is dropped.
+    /// Sends each line the container writes (stdout and stderr, from its start, or from
+    /// `since` on) to `lines` until the container stops or the receiver is dropped.
     async fn follow_logs(
         &self,
         id: &str,
-        lines: tokio::sync::mpsc::Sender<String>,
+        since: Option<SystemTime>,
+        lines: tokio::sync::mpsc::Sender<Output>,
     ) -> Result<(), RuntimeError>;
     /// Every container (running or not) that `selector` selects.
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError>;

@@ -11,8 +11,10 @@ pub mod labels;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
@@ -27,8 +29,8 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use super::{
-    ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Runtime, RuntimeError, Selector,
-    Signal,
+    ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Output, Runtime, RuntimeError,
+    Selector, Signal, Stream,
 };
 
 /// The network for containers with `enable_internet = false`: internal, so it has no route
@@ -437,27 +439,51 @@ impl Runtime for DockerRuntime {
     async fn follow_logs(
         &self,
         id: &str,
-        lines: tokio::sync::mpsc::Sender<String>,
+        since: Option<SystemTime>,
+        lines: tokio::sync::mpsc::Sender<Output>,
     ) -> Result<(), RuntimeError> {
-        let options = LogsOptionsBuilder::new()
+        let mut options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
-            .follow(true)
-            .build();
-        let mut stream = self.docker.logs(id, Some(options));
-        let mut partial = String::new();
+            .timestamps(true)
+            .follow(true);
+        // The engine takes whole seconds: the lines of that second up to `since` are
+        // dropped here.
+        if let Some(since) = since {
+            let secs = since
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            options = options.since(i32::try_from(secs).unwrap_or(i32::MAX));
+        }
+        let mut stream = self.docker.logs(id, Some(options.build()));
+        let mut partial = [String::new(), String::new()];
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.error("follow the logs of container", id, e))?;
-            partial.push_str(&String::from_utf8_lossy(chunk.as_ref()));
-            while let Some(end) = partial.find('\n') {
-                let line: String = partial.drain(..=end).collect();
-                if lines.send(line.trim_end().to_string()).await.is_err() {
+            let (which, text) = match chunk {
+                LogOutput::StdErr { message } => (Stream::Stderr, message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    (Stream::Stdout, message)
+                }
+                LogOutput::StdIn { .. } => continue,
+            };
+            let buffer = &mut partial[usize::from(which == Stream::Stderr)];
+            buffer.push_str(&String::from_utf8_lossy(&text));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                let output = stamped(which, line.trim_end_matches(['\n', '\r']));
+                if since.is_some_and(|since| output.time <= since) {
+                    continue;
+                }
+                if lines.send(output).await.is_err() {
                     return Ok(());
                 }
             }
         }
-        if !partial.is_empty() {
-            let _ = lines.send(partial).await;
+        for (which, rest) in [(Stream::Stdout, &partial[0]), (Stream::Stderr, &partial[1])] {
+            if !rest.is_empty() {
+                let _ = lines.send(stamped(which, rest)).await;
+            }
         }
         Ok(())
     }
@@ -484,5 +510,25 @@ impl Runtime for DockerRuntime {
             }
         }
         Ok(found)
+    }
+}
+
+/// A line of the engine's log with `timestamps=1`: its time, a space, the text. A line
+/// whose time cannot be read keeps it all as text, timed now.
+fn stamped(stream: Stream, line: &str) -> Output {
+    let (time, text) = match line.split_once(' ') {
+        Some((stamp, text)) => match crate::timestamp::parse(stamp) {
+            Some(time) => (time, text),
+            None => (SystemTime::now(), line),
+        },
+        None => match crate::timestamp::parse(line) {
+            Some(time) => (time, ""),
+            None => (SystemTime::now(), line),
+        },
+    };
+    Output {
+        time,
+        stream,
+        line: text.to_string(),
     }
 }

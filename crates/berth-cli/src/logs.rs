@@ -1,0 +1,200 @@
+//! `berth logs`: what an app's containers wrote, kept after they are gone; from the
+//! folder of a `berth dev` app, or from a `berth serve`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use berth::api::PREFIX;
+use berth::logbook::{self, Entry, Logbook, Query};
+use berth::session::{logs_dir, STATE_DIR};
+
+use crate::remote::Server;
+
+pub struct Args {
+    pub dir: PathBuf,
+    pub object: Option<String>,
+    pub app: Option<String>,
+    pub class: Option<String>,
+    pub follow: bool,
+    pub since: Option<String>,
+    pub tail: Option<usize>,
+    pub json: bool,
+    pub server: Server,
+}
+
+pub async fn run(mut args: Args) -> anyhow::Result<()> {
+    // `berth logs NAME` in an app's folder: a first word that is no folder is the object.
+    if args.object.is_none() && (args.app.is_some() || !args.dir.is_dir()) {
+        args.object = Some(args.dir.to_string_lossy().into_owned());
+        args.dir = PathBuf::from(".");
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(logbook::parse_since)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let json = args.json;
+    let print = move |entry: &Entry| {
+        if json {
+            println!("{}", serde_json::to_string(entry).unwrap_or_default());
+        } else {
+            println!("{}", text(entry));
+        }
+    };
+    match args.app.clone() {
+        Some(app) => remote(&args, &app, print).await,
+        None => local(&args, since, print).await,
+    }
+}
+
+/// `2026-11-26T05:30:35.123Z Cart "alice" 1a2b3c4d5e6f stderr | the line`
+fn text(entry: &Entry) -> String {
+    let time = berth::timestamp::format(entry.time);
+    let millis = format!("{}Z", &time[..23.min(time.len())]);
+    format!(
+        "{millis} {} {} {} {:<6} | {}",
+        entry.class,
+        entry.object,
+        entry.instance,
+        entry.stream.as_str(),
+        entry.line
+    )
+}
+
+/// The logs `berth dev` kept in the folder, read from its files.
+async fn local(
+    args: &Args,
+    since: Option<std::time::SystemTime>,
+    print: impl Fn(&Entry),
+) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    let has_app = [berth::manifest::FILE_NAME, berth::js::SCRIPT_FILE_NAME]
+        .iter()
+        .any(|f| dir.join(f).is_file());
+    if !has_app && !dir.join(STATE_DIR).is_dir() {
+        bail!(
+            "{} holds no berth app (no {}, no {} and no {STATE_DIR}/); give the app's folder, or --app NAME for an app on a berth serve",
+            dir.display(),
+            berth::manifest::FILE_NAME,
+            berth::js::SCRIPT_FILE_NAME,
+        );
+    }
+    let book = Logbook::new(logs_dir(dir));
+    let apps = book.apps().context("reading the kept logs")?;
+    let queries: Vec<Query> = apps
+        .into_iter()
+        .map(|app| Query {
+            app,
+            class: args.class.clone(),
+            object: args.object.clone(),
+            since,
+            tail: args.tail,
+        })
+        .collect();
+    if !args.follow {
+        let mut entries = Vec::new();
+        for query in &queries {
+            entries.extend(book.read(query).context("reading the kept logs")?);
+        }
+        entries.sort_by_key(|e| e.time);
+        if let Some(tail) = args.tail {
+            entries.drain(..entries.len().saturating_sub(tail));
+        }
+        if entries.is_empty() && !args.json {
+            eprintln!("{}", nothing(args, &dir.display().to_string()));
+        }
+        entries.iter().for_each(print);
+        return Ok(());
+    }
+    // Apps that first write while this follows are not seen: berth dev runs one app.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let query = queries.into_iter().next().unwrap_or_else(|| Query {
+        app: dev_app_name(dir),
+        class: args.class.clone(),
+        object: args.object.clone(),
+        since,
+        tail: args.tail,
+    });
+    let follower = tokio::spawn(logbook::follow(book, query, tx));
+    while let Some(entry) = rx.recv().await {
+        print(&entry);
+    }
+    follower.await?.context("following the kept logs")?;
+    Ok(())
+}
+
+/// The name of the app in `dir`, as berth dev names it, for an app that has kept nothing yet.
+fn dev_app_name(dir: &Path) -> String {
+    berth::manifest::Manifest::load_toml(dir)
+        .map(|m| m.name)
+        .unwrap_or_default()
+}
+
+fn nothing(args: &Args, place: &str) -> String {
+    let which = match (&args.object, &args.class) {
+        (Some(object), _) => format!("object {object:?}"),
+        (None, Some(class)) => format!("class {class}"),
+        (None, None) => "any container".to_string(),
+    };
+    format!(
+        "no logs of {which} in {place} (yet): they are kept from the first start of a container"
+    )
+}
+
+/// The logs a `berth serve` kept, through its control API.
+async fn remote(args: &Args, app: &str, print: impl Fn(&Entry)) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let mut query = Vec::new();
+    let mut add = |key: &str, value: &str| query.push(format!("{key}={}", encode(value)));
+    if let Some(class) = &args.class {
+        add("class", class);
+    }
+    if let Some(object) = &args.object {
+        add("object", object);
+    }
+    if let Some(since) = &args.since {
+        add("since", since);
+    }
+    if let Some(tail) = args.tail {
+        add("tail", &tail.to_string());
+    }
+    if args.follow {
+        add("follow", "1");
+    }
+    let path = format!("{PREFIX}/apps/{}/logs?{}", encode(app), query.join("&"));
+    let mut shown = 0usize;
+    client
+        .each_line(&path, |line| {
+            match serde_json::from_str::<Entry>(line) {
+                Ok(entry) => {
+                    shown += 1;
+                    print(&entry);
+                }
+                Err(e) => eprintln!("warning: a log line berth does not understand ({e}): {line}"),
+            }
+            true
+        })
+        .await?;
+    if shown == 0 && !args.follow && !args.json {
+        eprintln!(
+            "{}",
+            nothing(args, &format!("app {app} on {}", client.url()))
+        );
+    }
+    Ok(())
+}
+
+/// `value` with every byte outside the unreserved set as `%XX`.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
