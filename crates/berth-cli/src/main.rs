@@ -211,21 +211,35 @@ enum Command {
     },
 }
 
+/// berth's own log, on standard error. As text, its warnings go among the lines `berth
+/// dev` prints: plain, short, and coloured only on a terminal. With
+/// `BERTH_LOG_FORMAT=json`, one JSON object per line, with its time, for log tools.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        // A JS worker's console.log is berth::js info: the developer's own lines.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,berth::js=info"));
+    let format = std::env::var("BERTH_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.to_ascii_lowercase().as_str() {
+        "json" => builder.json().flatten_event(true).init(),
+        other => {
+            builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false)
+                .without_time()
+                .init();
+            if !matches!(other, "" | "text") {
+                tracing::warn!("BERTH_LOG_FORMAT={other:?} is not known; use text or json");
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // berth's own warnings go among the lines `berth dev` prints: plain, short, and
-    // coloured only on a terminal.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                // A JS worker's console.log is berth::js info: the developer's own lines.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,berth::js=info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

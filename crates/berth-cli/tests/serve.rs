@@ -23,6 +23,11 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// [`Server::start`] with more variables in the server's environment.
+    fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
         let registry = registry();
         let args = [
             "serve",
@@ -34,7 +39,7 @@ impl Server {
             &registry,
             "--data",
         ];
-        let mut process = Berth::start(&args, data);
+        let mut process = Berth::start_with(&args, data, env);
         let public = process.line_after("Public on http://");
         let control = process.line_after("Control on http://");
         let output = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -284,6 +289,8 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
         );
     }
 
+    assert_eq!(server.get(&host, "/say/before-restart", "a").0, 200);
+
     // A restart keeps the containers, their records and storage.
     let store = berth::Store::open(data.join("state.db")).expect("store");
     let (_, instances) = server.api("GET", &format!("/v1/apps/{}/instances", app.name));
@@ -324,6 +331,25 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
         "{instances}"
     );
 
+    // What a's container wrote is kept across the restart, once, whatever it re-adopts.
+    assert_eq!(server.get(&host, "/say/after-restart", "a").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        let (code, out, err) = server.run(&["logs", "--app", &app.name, "a"]);
+        assert_eq!(code, Some(0), "{err}");
+        if out.contains("| after-restart") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(kept.matches("| before-restart").count(), 1, "{kept}");
+    assert_eq!(kept.matches("| after-restart").count(), 1, "{kept}");
+    assert!(kept.lines().all(|l| l.contains(" App \"a\" ")), "{kept}");
+    let (code, _, err) = server.run(&["logs", "--app", &app.name, "--since", "soon"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("since=\"soon\""), "{err}");
+    assert!(data.join("logs").join(&app.name).is_dir());
+
     // Destroy leaves nothing.
     let (code, stdout, stderr) = server.run(&["destroy", "--app", &app.name, "--yes"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -333,6 +359,13 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
     assert_eq!(server.get(&host, "/", "a").0, 404);
     let records = store.objects_of(Some(&app.name)).await.expect("records");
     assert!(records.is_empty(), "{records:?}");
+    assert!(
+        !data.join("logs").join(&app.name).exists(),
+        "logs are removed"
+    );
+    let (code, _, err) = server.run(&["logs", "--app", &app.name]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains(&app.name), "{err}");
     server.stop();
     let _ = std::fs::remove_dir_all(&data);
 }
@@ -485,7 +518,8 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     let app = alchemy_app("serve", None);
     std::fs::write(app.dir.join(".env"), "SECRET=never shipped\n").expect(".env");
     let data = data_dir("alchemy");
-    let server = Server::start(&data);
+    // berth's own log as JSON, as log tools take it.
+    let server = Server::start_with(&data, &[("BERTH_LOG_FORMAT", "json")]);
     let host = format!("my-worker.{}.localhost", app.name);
     let expected =
         "Hi, I'm a container and this is my message: I was passed in via the container class!";
@@ -500,7 +534,23 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
         server.process.stderr()
     );
     let log = server.process.stderr_with("Container successfully started");
-    assert!(log.contains("Container successfully started"), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("Container successfully started"))
+        .unwrap_or_else(|| panic!("onStart's console.log: {log}"));
+    let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["target"], "berth::js", "{line}");
+    assert!(
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Container successfully started")),
+        "{line}"
+    );
+    assert!(
+        line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{line}"
+    );
 
     let programs = data.join("programs").join(&app.name);
     let shipped: Vec<PathBuf> = std::fs::read_dir(&programs)

@@ -169,9 +169,15 @@ pub struct Berth {
 
 impl Berth {
     pub fn start(args: &[&str], dir: &Path) -> Berth {
+        Berth::start_with(args, dir, &[])
+    }
+
+    /// [`Berth::start`] with more variables in berth's environment.
+    pub fn start_with(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Berth {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(args)
             .arg(dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -181,10 +181,14 @@ pub(crate) struct ObjectLog {
 impl ObjectLog {
     /// The last line kept, if any: where a follower of a re-adopted container resumes.
     fn last(&self) -> Option<Stored> {
-        let text = fs::read_to_string(&self.path).ok()?;
-        text.lines()
-            .rev()
-            .find_map(|line| serde_json::from_str(line).ok())
+        [self.path.clone(), rotated(&self.path)]
+            .iter()
+            .find_map(|path| {
+                let text = fs::read_to_string(path).ok()?;
+                text.lines()
+                    .rev()
+                    .find_map(|line| serde_json::from_str(line).ok())
+            })
     }
 
     /// Writes `lines`; each is cut to a quarter of `log_max`, so that both halves hold
