@@ -186,7 +186,7 @@ async fn remote(args: &Args, app: &str, print: impl Fn(&Entry)) -> anyhow::Resul
 }
 
 /// `value` with every byte outside the unreserved set as `%XX`.
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod dev;
+mod events;
 mod logs;
 mod ps;
 mod remote;
@@ -200,6 +201,25 @@ enum Command {
         #[command(flatten)]
         server: remote::Server,
     },
+    /// Show what happens to the apps of a berth serve, as it happens.
+    ///
+    /// Starts, readiness, sleeps, exits with their code, errors, rollout steps and
+    /// deployments' outcomes: the events berth dev prints. The latest (up to 256) come
+    /// first; without --follow, the command ends there.
+    Events {
+        /// Only this app's events.
+        #[arg(long)]
+        app: Option<String>,
+        /// Keep printing events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per event: time, app, class, object, container_id, kind,
+        /// exit_code, deployment, status, text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: remote::Server,
+    },
     /// List the app's instances: class, name, id, state and uptime.
     Ps {
         /// The app's folder, holding berth.toml.
@@ -259,6 +279,12 @@ fn main() -> ExitCode {
                 metrics,
             } => dev::run(&dir, host, port, metrics).await,
             Command::Ps { dir, json } => ps::run(&dir, json).await,
+            Command::Events {
+                app,
+                follow,
+                json,
+                server,
+            } => events::run(app, follow, json, server).await,
             Command::Logs {
                 dir,
                 object,

@@ -62,11 +62,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let scheme = if https { "https" } else { "http" };
     println!("Public on {scheme}://{}", bound.public);
     println!("Control on {}", bound.control);
-    let mut events = bound.platform.events();
+    let (_, mut events) = bound.platform.events();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(e) => eprintln!("{} {} {}", clock(), e.app, e.event),
+                Ok(e) => eprintln!("{} {} {e}", clock(), e.app),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     eprintln!("{} ({n} events not shown)", clock());
                 }

@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,27 +110,6 @@ impl Server {
 }
 
 /// The first event of `app` on the events stream (read for at most 30 s).
-fn first_event(control: &str, token: &str, app: &str) -> String {
-    let mut stream = TcpStream::connect(control).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let request = format!("GET /v1/events?app={app} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if let Some(line) = seen.lines().find(|l| l.starts_with("data: {")) {
-            return line.to_string();
-        }
-    }
-    panic!("no event came: {seen:?}");
-}
-
 const APP: &str = r#"
 [containers.app]
 class_name = "App"
@@ -207,20 +184,54 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
     );
     assert!(metrics.contains(&answered), "{answered} in:\n{metrics}");
 
-    // The events stream tells of a container that starts.
-    let events = {
-        let (control, token, app_name) = (
-            server.control.clone(),
-            server.token.clone(),
-            app.name.clone(),
-        );
-        std::thread::spawn(move || first_event(&control, &token, &app_name))
+    // berth events tells what just happened, then of a container that starts.
+    let control = format!("http://{}", server.control);
+    let env = [
+        ("BERTH_SERVER", control.as_str()),
+        ("BERTH_TOKEN", server.token.as_str()),
+    ];
+    let mut events = Berth::spawn(&["events", "--app", &app.name, "--follow", "--json"], &env);
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let next_event = |events: &mut Berth, seen: &mut Vec<serde_json::Value>| {
+        let line = events
+            .next_line(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no event came after {seen:?}"));
+        seen.push(serde_json::from_str(&line).expect("a JSON event"));
     };
-    std::thread::sleep(Duration::from_millis(300));
+    let healthy_a = |e: &serde_json::Value| e["kind"] == "healthy" && e["object"] == "\"a\"";
+    while !seen.iter().any(healthy_a) {
+        next_event(&mut events, &mut seen);
+    }
+    let deployed = seen
+        .iter()
+        .find(|e| e["kind"] == "deployment")
+        .unwrap_or_else(|| panic!("the deployment comes first: {seen:?}"));
+    assert_eq!(
+        (&deployed["deployment"], &deployed["status"]),
+        (&1.into(), &"active".into())
+    );
+    assert!(
+        seen.iter()
+            .any(|e| e["kind"] == "healthy" && e["object"] == "\"a\""),
+        "{seen:?}"
+    );
     assert_eq!(server.get(&host, "/", "c").0, 200);
-    let event = events.join().expect("join");
-    assert!(event.contains(r#""kind":"started""#), "{event}");
-    assert!(event.contains(r#""object":"\"c\"""#), "{event}");
+    while !seen.iter().any(|e| e["object"] == "\"c\"") {
+        next_event(&mut events, &mut seen);
+    }
+    let c = seen.iter().find(|e| e["object"] == "\"c\"").expect("it");
+    assert_eq!(
+        (&c["kind"], &c["app"], &c["class"]),
+        (&"started".into(), &app.name.as_str().into(), &"App".into())
+    );
+    assert!(
+        c["time"]
+            .as_str()
+            .and_then(berth::timestamp::parse)
+            .is_some(),
+        "{c}"
+    );
+    drop(events);
     // An instance can be stopped through the API.
     let (_, instances) = server.api("GET", &format!("/v1/apps/{}/instances", app.name));
     let c = instances
@@ -269,6 +280,18 @@ async fn an_app_is_deployed_rolled_out_rolled_back_kept_over_a_restart_and_destr
     let out = server.deploy(&app.dir, &[]);
     assert!(out.contains("is active"), "{out}");
     assert_eq!(slow.join().expect("join"), (200, "slept 3000".to_string()));
+    // Its steps and outcome are events, and so are the old instances' exits.
+    let (code, told, err) = server.run(&["events", "--app", &app.name]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        told.contains("deployment 2: App: 1 of 2 running instances replaced"),
+        "{told}"
+    );
+    assert!(told.contains("deployment 2 is active"), "{told}");
+    assert!(
+        told.contains("stopped (replaced by a new image, exit code"),
+        "{told}"
+    );
     for user in ["a", "b"] {
         assert_eq!(
             server.get(&host, "/", user).1,

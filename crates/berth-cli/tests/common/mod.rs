@@ -174,9 +174,15 @@ impl Berth {
 
     /// [`Berth::start`] with more variables in berth's environment.
     pub fn start_with(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Berth {
+        let dir = dir.to_string_lossy();
+        let all: Vec<&str> = args.iter().copied().chain([dir.as_ref()]).collect();
+        Berth::spawn(&all, env)
+    }
+
+    /// `berth ARGS`, with more variables in its environment.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Berth {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(args)
-            .arg(dir)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -82,7 +82,13 @@ impl Control {
         match (&method, parts.as_slice()) {
             (_, ["openapi.json"]) => Ok(typed(StatusCode::OK, "application/json", OPENAPI)),
             (_, ["info"]) => json(StatusCode::OK, &self.info),
-            (_, ["events"]) => Ok(events::stream(p.events(), app_filter(&query))),
+            (_, ["events"]) => {
+                let asked = events::Asked {
+                    app: query_value(&query, "app"),
+                    follow: query_value(&query, "follow").is_none_or(|f| f != "0"),
+                };
+                Ok(events::stream(p.events(), asked))
+            }
             (_, ["apps"]) => json(StatusCode::OK, &p.apps().await?),
             (&Method::GET, ["apps", app]) => json(StatusCode::OK, &p.app(app).await?),
             (_, ["apps", app]) => json(StatusCode::OK, &p.destroy(app).await?),
@@ -281,11 +287,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Body>) -> Re
     })
 }
 
-/// The `app` query parameter of the events stream.
-fn app_filter(query: &str) -> Option<String> {
+/// The value of the parameter `key` in a query string, if it has one.
+fn query_value(query: &str, key: &str) -> Option<String> {
     query
         .split('&')
-        .find_map(|pair| pair.strip_prefix("app="))
-        .map(|app| percent_decode(&app.replace('+', " ")))
-        .filter(|a| !a.is_empty())
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+        .map(|value| percent_decode(&value.replace('+', " ")))
+        .filter(|v| !v.is_empty())
 }

@@ -13,7 +13,7 @@ use crate::store::{Deployment, DeploymentStatus};
 
 use super::hosted::Hosted;
 use super::release::Release;
-use super::{rollout, Platform, PlatformError};
+use super::{rollout, AppEventKind, Platform, PlatformError};
 
 impl Platform {
     /// The turn of `app`, or a conflict if a change of it is under way.
@@ -146,6 +146,13 @@ impl Platform {
                     hosted.app.forget_namespace(namespace);
                 }
                 let progress = |message: String| {
+                    platform.journal.record(
+                        &app,
+                        AppEventKind::Rollout {
+                            deployment: number,
+                            step: message.clone(),
+                        },
+                    );
                     let (store, app) = (platform.store.clone(), app.clone());
                     async move {
                         let status = DeploymentStatus::RollingOut;
@@ -206,6 +213,14 @@ impl Platform {
     }
 
     async fn finish(&self, app: &str, number: i64, status: DeploymentStatus, message: &str) {
+        if matches!(status, DeploymentStatus::Active | DeploymentStatus::Failed) {
+            let kind = AppEventKind::Deployment {
+                deployment: number,
+                status,
+                message: message.to_string(),
+            };
+            self.journal.record(app, kind);
+        }
         if let Err(e) = self
             .store
             .set_deployment_status(app, number, status, message)

@@ -5,8 +5,12 @@
 
 mod changes;
 mod hosted;
+mod journal;
 mod release;
 mod rollout;
+
+use journal::Journal;
+pub use journal::{AppEvent, AppEventKind, BACKLOG};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +22,6 @@ use http::{Request, Response, StatusCode};
 use crate::api::{AppView, DeploymentView, InstanceView};
 use crate::app::App;
 use crate::build::{BuildError, Builder};
-use crate::event::Event;
 use crate::hosts::{best_match, request_host, HostPattern};
 use crate::http::{error_response, Body};
 use crate::lease::LeaseError;
@@ -89,13 +92,6 @@ impl PlatformError {
     }
 }
 
-/// An event of one of the platform's apps.
-#[derive(Debug, Clone)]
-pub struct AppEvent {
-    pub app: String,
-    pub event: Event,
-}
-
 /// The apps one `berth serve` hosts.
 pub struct Platform {
     runtime: Arc<dyn Runtime>,
@@ -113,7 +109,7 @@ pub struct Platform {
     /// Per app, one change (deploy, rollback, destroy) at a time; a rollout holds its
     /// app's turn to its end.
     turns: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    events: tokio::sync::broadcast::Sender<AppEvent>,
+    journal: Arc<Journal>,
     /// What every app's objects and workers count, served at the control API's /metrics.
     metrics: Arc<Metrics>,
 }
@@ -137,7 +133,7 @@ impl Platform {
             hosts: RwLock::default(),
             publishing: std::sync::Mutex::new(()),
             turns: Default::default(),
-            events: tokio::sync::broadcast::channel(1024).0,
+            journal: Arc::new(Journal::new()),
             metrics: Arc::default(),
         });
         for deployment in platform.store.live_deployments().await? {
@@ -236,17 +232,12 @@ impl Platform {
         let app = App::with_metrics(name, runtime, store, self.metrics.clone())?;
         app.keep_logs(self.logbook.clone());
         let hosted = Arc::new(Hosted::new(app, release, number).await?);
-        let (mut events, sender, name) =
-            (hosted.app.events(), self.events.clone(), name.to_string());
+        let (mut events, journal, name) =
+            (hosted.app.events(), self.journal.clone(), name.to_string());
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(event) => {
-                        let _ = sender.send(AppEvent {
-                            app: name.clone(),
-                            event,
-                        });
-                    }
+                    Ok(event) => journal.record(&name, AppEventKind::Object(event)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
                 }
@@ -310,8 +301,9 @@ impl Platform {
         &self.logbook
     }
 
-    pub fn events(&self) -> tokio::sync::broadcast::Receiver<AppEvent> {
-        self.events.subscribe()
+    /// The latest events of every app (oldest first), and the events from then on.
+    pub fn events(&self) -> (Vec<AppEvent>, tokio::sync::broadcast::Receiver<AppEvent>) {
+        self.journal.listen()
     }
 
     /// Every app with the deployment it runs.
