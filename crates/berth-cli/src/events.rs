@@ -12,7 +12,7 @@ pub async fn run(
     server: Server,
 ) -> anyhow::Result<()> {
     let client = server.client()?;
-    let mut path = format!("{PREFIX}/events?follow={}", u8::from(follow));
+    let mut path = format!("{PREFIX}/events?follow={follow}");
     if let Some(app) = &app {
         path.push_str("&app=");
         path.push_str(&crate::logs::encode(app));

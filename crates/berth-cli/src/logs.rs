@@ -160,7 +160,7 @@ async fn remote(args: &Args, app: &str, print: impl Fn(&Entry)) -> anyhow::Resul
         add("tail", &tail.to_string());
     }
     if args.follow {
-        add("follow", "1");
+        add("follow", "true");
     }
     let path = format!("{PREFIX}/apps/{}/logs?{}", encode(app), query.join("&"));
     let mut shown = 0usize;

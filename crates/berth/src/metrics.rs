@@ -6,7 +6,7 @@
 //! never from the event broadcast, which drops events when a listener lags. One
 //! [`Metrics`] serves a whole process: every app of a `berth serve`, or a `berth dev`.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -22,6 +22,37 @@ use prometheus_client::registry::{Registry, Unit};
 pub struct WorkerLabels {
     pub app: String,
     pub worker: String,
+}
+
+/// One worker's answer counters, each looked up the first time its status code comes:
+/// counting an answer then takes no lookup, no label copy and no lock of the families.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    labels: WorkerLabels,
+    seconds: Histogram,
+    /// By status code, 100 to 599.
+    by_code: [OnceLock<Counter>; 500],
+}
+
+impl WorkerCounters {
+    pub fn answered(&self, metrics: &Metrics, code: u16, elapsed: Duration) {
+        let Some(slot) = usize::from(code)
+            .checked_sub(100)
+            .and_then(|i| self.by_code.get(i))
+        else {
+            return metrics.request(&self.labels, code, elapsed);
+        };
+        slot.get_or_init(|| {
+            let labels = CodeLabels {
+                app: self.labels.app.clone(),
+                worker: self.labels.worker.clone(),
+                code,
+            };
+            metrics.requests.get_or_create(&labels).clone()
+        })
+        .inc();
+        self.seconds.observe(elapsed.as_secs_f64());
+    }
 }
 
 /// Labels of one answer: its worker and its status code.
@@ -167,6 +198,15 @@ impl Metrics {
     }
 
     /// A worker answered with `code` after `elapsed`.
+    /// The counters of `worker`'s answers, looked up once.
+    pub fn worker(&self, worker: WorkerLabels) -> WorkerCounters {
+        WorkerCounters {
+            seconds: self.request_seconds.get_or_create(&worker).clone(),
+            by_code: std::array::from_fn(|_| OnceLock::new()),
+            labels: worker,
+        }
+    }
+
     pub fn request(&self, worker: &WorkerLabels, code: u16, elapsed: Duration) {
         let labels = CodeLabels {
             app: worker.app.clone(),
@@ -400,10 +440,13 @@ mod tests {
             app: "shop".into(),
             worker: "api".into(),
         };
-        for _ in 0..3 {
-            metrics.request(&worker, 200, Duration::from_millis(2));
+        // The looked-up counters and the lookup count into the same series.
+        let counters = metrics.worker(worker.clone());
+        for _ in 0..2 {
+            counters.answered(&metrics, 200, Duration::from_millis(2));
         }
-        metrics.request(&worker, 503, Duration::from_millis(1));
+        metrics.request(&worker, 200, Duration::from_millis(2));
+        counters.answered(&metrics, 503, Duration::from_millis(1));
         let ms = Duration::from_millis;
         metrics.cold_start(&class(), ms(40), ms(120));
         metrics.ready(&class(), ms(3));

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use http::{Request, Response};
 
 use crate::http::Body;
-use crate::metrics::{Metrics, WorkerLabels};
+use crate::metrics::{Metrics, WorkerCounters, WorkerLabels};
 use crate::namespace::Namespace;
 
 /// What a binding gives the worker.
@@ -104,7 +104,7 @@ where
 /// time to each answer's head (a streamed body may go on after).
 pub struct Counted {
     worker: Arc<dyn Worker>,
-    labels: WorkerLabels,
+    counters: WorkerCounters,
     metrics: Arc<Metrics>,
 }
 
@@ -117,7 +117,7 @@ impl Counted {
         };
         Counted {
             worker,
-            labels,
+            counters: metrics.worker(labels),
             metrics,
         }
     }
@@ -129,7 +129,7 @@ impl Worker for Counted {
         let began = std::time::Instant::now();
         let response = self.worker.fetch(request, env).await;
         let code = response.status().as_u16();
-        self.metrics.request(&self.labels, code, began.elapsed());
+        self.counters.answered(&self.metrics, code, began.elapsed());
         response
     }
 }

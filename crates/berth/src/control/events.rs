@@ -1,6 +1,6 @@
 //! `GET /v1/events`: lifecycle events as server-sent events, one JSON object per event:
 //! first the latest ones (up to [`crate::platform::BACKLOG`]), then each new one for as long as the client
-//! listens (or, with `follow=0`, none: the stream ends after the latest).
+//! listens (or, with `follow=false`, none: the stream ends after the latest).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response};
@@ -90,7 +90,7 @@ fn frame(e: &AppEvent) -> String {
     )
 }
 
-/// The query of the stream: `app` to keep one app's events, `follow=0` to end after the
+/// The query of the stream: `app` to keep one app's events, `follow=false` to end after the
 /// latest.
 pub(super) struct Asked {
     pub(super) app: Option<String>,

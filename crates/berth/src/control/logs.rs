@@ -1,5 +1,5 @@
 //! `GET /v1/apps/{app}/logs`: what the app's containers wrote, kept after they are gone,
-//! as JSON lines; with `follow=1`, for as long as the client listens.
+//! as JSON lines; with `follow=true`, for as long as the client listens.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -40,10 +40,10 @@ pub(super) fn asked(app: &str, query_string: &str) -> Result<Asked, Answer> {
                     .map_err(|_| bad(format!("tail={value:?}: give a whole number of lines")))?;
                 asked.query.tail = Some(tail);
             }
-            "follow" => asked.follow = matches!(value.as_str(), "" | "1" | "true"),
             _ => {}
         }
     }
+    asked.follow = super::flag(query_string, "follow")?.unwrap_or(false);
     Ok(asked)
 }
 

@@ -85,7 +85,7 @@ impl Control {
             (_, ["events"]) => {
                 let asked = events::Asked {
                     app: query_value(&query, "app"),
-                    follow: query_value(&query, "follow").is_none_or(|f| f != "0"),
+                    follow: flag(&query, "follow")?.unwrap_or(true),
                 };
                 Ok(events::stream(p.events(), asked))
             }
@@ -285,6 +285,20 @@ async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Body>) -> Re
             format!("the request body is not the JSON this endpoint takes: {e}"),
         )
     })
+}
+
+/// The boolean parameter `key`: `true` or `false`, as the OpenAPI document says.
+fn flag(query: &str, key: &str) -> Result<Option<bool>, Answer> {
+    match query_value(query, key).as_deref() {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(Answer::new(
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+            format!("{key}={other:?}: give true or false"),
+        )),
+    }
 }
 
 /// The value of the parameter `key` in a query string, if it has one.
