@@ -1,7 +1,7 @@
 //! `berth logs`: what an app's containers wrote, kept after they are gone; from the
 //! folder of a `berth dev` app, or from a `berth serve`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use berth::api::PREFIX;
@@ -82,16 +82,14 @@ async fn local(
     }
     let book = Logbook::new(logs_dir(dir));
     let apps = book.apps().context("reading the kept logs")?;
-    let queries: Vec<Query> = apps
-        .into_iter()
-        .map(|app| Query {
-            app,
-            class: args.class.clone(),
-            object: args.object.clone(),
-            since,
-            tail: args.tail,
-        })
-        .collect();
+    let query_of = |app: String| Query {
+        app,
+        class: args.class.clone(),
+        object: args.object.clone(),
+        since,
+        tail: args.tail,
+    };
+    let mut queries: Vec<Query> = apps.into_iter().map(query_of).collect();
     if !args.follow {
         let mut entries = Vec::new();
         for query in &queries {
@@ -107,28 +105,26 @@ async fn local(
         entries.iter().for_each(print);
         return Ok(());
     }
-    // Apps that first write while this follows are not seen: berth dev runs one app.
+    // berth dev runs one app; before its first container writes, its name is not known
+    // here (an alchemy.run.ts names it in code): wait for it to appear.
+    while queries.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let apps = book.apps().context("reading the kept logs")?;
+        queries = apps.into_iter().map(query_of).collect();
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-    let query = queries.into_iter().next().unwrap_or_else(|| Query {
-        app: dev_app_name(dir),
-        class: args.class.clone(),
-        object: args.object.clone(),
-        since,
-        tail: args.tail,
-    });
-    let follower = tokio::spawn(logbook::follow(book, query, tx));
+    let followers: Vec<_> = queries
+        .into_iter()
+        .map(|query| tokio::spawn(logbook::follow(book.clone(), query, tx.clone())))
+        .collect();
+    drop(tx);
     while let Some(entry) = rx.recv().await {
         print(&entry);
     }
-    follower.await?.context("following the kept logs")?;
+    for follower in followers {
+        follower.await?.context("following the kept logs")?;
+    }
     Ok(())
-}
-
-/// The name of the app in `dir`, as berth dev names it, for an app that has kept nothing yet.
-fn dev_app_name(dir: &Path) -> String {
-    berth::manifest::Manifest::load_toml(dir)
-        .map(|m| m.name)
-        .unwrap_or_default()
 }
 
 fn nothing(args: &Args, place: &str) -> String {

@@ -302,6 +302,23 @@ async fn the_container_class_hooks_run_in_javascript() {
     assert!(at(started) < at(stopped), "onStart before onStop:\n{log}");
     let state = "hook state: set by onStart; storage: onStart true; reason: runtime_signal";
     assert!(log.contains(state), "{state} in:\n{log}");
+    // The container that slept is gone; berth logs reads what it wrote from the folder.
+    let logs = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("logs")
+        .arg(&app.dir)
+        .output()
+        .expect("berth logs");
+    let out = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(
+        out.lines().any(|l| l.contains(" MyContainer ")
+            && l.contains(" stderr | berth-test-server: listening on")),
+        "{out}"
+    );
 }
 
 const EXPIRY: &str = r#"expiries = 0;
