@@ -3,7 +3,9 @@
 # same FROM-scratch image (the static test server), under `berth dev`:
 #   A. berth.toml, one route  { path = "/*", binding = "MY_CONTAINER", instance = "container" };
 #   B. alchemy.run.ts, a worker whose fetch is
-#      `return getContainer(env.MY_CONTAINER, "container").fetch(request)`.
+#      `return getContainer(env.MY_CONTAINER, "container").fetch(request)`;
+#   C. the floor of any JS worker: the same app, whose fetch answers the container's
+#      words itself (`new Response(...)`), without reaching any container.
 # Both containers are warmed first. Then wrk (keep-alive, SECONDS per run) at 1, 16 and
 # 64 connections against the container directly (its bridge address), A and B,
 # interleaved, REPEATS times. It prints the figures as Markdown: medians over the repeats.
@@ -34,10 +36,13 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-js.XXXXXX")
 # The apps' names: A's from its berth.toml, B's from its folder (alchemy.run.ts names none).
 app_a="bench-js-route-$$"
 app_b="bench-js-worker-$$"
+app_c="bench-js-floor-$$"
 dir_a="$tmp/$app_a"
 dir_b="$tmp/$app_b"
+dir_c="$tmp/$app_c"
 pid_a=""
 pid_b=""
+pid_c=""
 
 log() { echo "$(date +%T) $*" >&2; }
 
@@ -63,8 +68,9 @@ cleanup() {
     set +e
     stop_dev "$pid_a"
     stop_dev "$pid_b"
+    stop_dev "$pid_c"
     local app
-    for app in "$app_a" "$app_b"; do
+    for app in "$app_a" "$app_b" "$app_c"; do
         docker ps -aq --filter "label=berth.app=$app" | xargs -r docker rm -f >/dev/null
         # By tag, keeping parent layers: other builds may share them.
         docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=berth-dev/$app-*" |
@@ -84,7 +90,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The same image for both: the static server, copied in beforehand (no build.command).
-for d in "$dir_a" "$dir_b"; do
+for d in "$dir_a" "$dir_b" "$dir_c"; do
     mkdir -p "$d"
     cp "$server_bin" "$d/server"
     printf 'FROM scratch\nCOPY server /server\nEXPOSE 8080\nENTRYPOINT ["/server"]\n' >"$d/Dockerfile"
@@ -140,6 +146,20 @@ export default {
   },
 };
 EOF
+mkdir -p "$dir_c/src"
+cp "$dir_b/alchemy.run.ts" "$dir_c/"
+cp "$dir_b/src/container.ts" "$dir_c/src/"
+cat >"$dir_c/src/worker.ts" <<'EOF'
+export { MyContainer } from "./container.ts";
+
+export default {
+  async fetch(request: Request, env: any): Promise<Response> {
+    return new Response("Hi, I'm a container and this is my message: ", {
+      headers: { "content-type": "text/plain; charset=utf-8" },
+    });
+  },
+};
+EOF
 
 # Starts berth dev on DIR; prints its address once it says "Ready on" (at most 300 s:
 # the first build of the image may take that long on a cold cache).
@@ -165,6 +185,9 @@ addr_a=$dev_addr
 start_dev "$dir_b" worker
 pid_b=$dev_pid
 addr_b=$dev_addr
+start_dev "$dir_c" floor
+pid_c=$dev_pid
+addr_c=$dev_addr
 
 # Warm both: the first request starts each app's container.
 for addr in "$addr_a" "$addr_b"; do
@@ -181,8 +204,10 @@ code=$(curl -s -o /dev/null --max-time 5 -w '%{http_code}' "http://$direct/" || 
 [ "$code" = 200 ] || { echo "the container at $direct answered $code" >&2; exit 1; }
 body_a=$(curl -s --max-time 5 "http://$addr_a/")
 body_b=$(curl -s --max-time 5 "http://$addr_b/")
+body_c=$(curl -s --max-time 5 "http://$addr_c/")
 [ "$body_a" = "$body_b" ] || { echo "A and B answer differently: '$body_a' / '$body_b'" >&2; exit 1; }
-log "route (A) on $addr_a, worker (B) on $addr_b, A's container at $direct; wrk ${seconds} s per run"
+[ "$body_a" = "$body_c" ] || { echo "A and C answer differently: '$body_a' / '$body_c'" >&2; exit 1; }
+log "route (A) on $addr_a, worker (B) on $addr_b, floor (C) on $addr_c, A's container at $direct; wrk ${seconds} s per run"
 
 # One wrk run; appends "REQ_PER_SEC P50_US P99_US" to $tmp/TARGET-CONNECTIONS.
 measure() { # TARGET ADDR CONNECTIONS
@@ -214,6 +239,7 @@ for round in $(seq 1 "$repeats"); do
         measure direct "$direct" "$c"
         measure route "$addr_a" "$c"
         measure worker "$addr_b" "$c"
+        measure floor "$addr_c" "$c"
     done
 done
 
@@ -230,15 +256,16 @@ minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", a - b }'; }
 int() { awk -v a="$1" 'BEGIN { printf "%.0f", a }'; }
 
 echo
-echo "$repeats rounds of wrk, ${seconds} s per run, interleaved direct / route / worker; medians (min-max); $(nproc) cores, Docker Engine $(docker version --format '{{.Server.Version}}'), $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "$repeats rounds of wrk, ${seconds} s per run, interleaved direct / route / worker / floor; medians (min-max); $(nproc) cores, Docker Engine $(docker version --format '{{.Server.Version}}'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
-echo "| connections | direct req/s | route (A) req/s | worker (B) req/s | worker / route | route / direct | worker / direct |"
-echo "|---|---|---|---|---|---|---|"
+echo "| connections | direct req/s | route (A) req/s | worker (B) req/s | JS floor (C) req/s | worker / route | floor / route | route / direct | worker / direct |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for c in 1 16 64; do
     d=$(median "$tmp/direct-$c" 1)
     a=$(median "$tmp/route-$c" 1)
     b=$(median "$tmp/worker-$c" 1)
-    echo "| $c | $(int "$d") ($(range "$tmp/direct-$c" 1)) | $(int "$a") ($(range "$tmp/route-$c" 1)) | $(int "$b") ($(range "$tmp/worker-$c" 1)) | $(ratio "$b" "$a") | $(ratio "$a" "$d") | $(ratio "$b" "$d") |"
+    f=$(median "$tmp/floor-$c" 1)
+    echo "| $c | $(int "$d") ($(range "$tmp/direct-$c" 1)) | $(int "$a") ($(range "$tmp/route-$c" 1)) | $(int "$b") ($(range "$tmp/worker-$c" 1)) | $(int "$f") ($(range "$tmp/floor-$c" 1)) | $(ratio "$b" "$a") | $(ratio "$f" "$a") | $(ratio "$a" "$d") | $(ratio "$b" "$d") |"
 done
 echo
 echo "Latency at 1 connection (wrk's percentiles, median of the rounds):"
@@ -249,7 +276,7 @@ d50=$(median "$tmp/direct-1" 2)
 d99=$(median "$tmp/direct-1" 3)
 a50=$(median "$tmp/route-1" 2)
 a99=$(median "$tmp/route-1" 3)
-for t in direct route worker; do
+for t in direct route worker floor; do
     p50=$(median "$tmp/$t-1" 2)
     p99=$(median "$tmp/$t-1" 3)
     if [ "$t" = direct ]; then over_a="-"; over_a99="-"; else
