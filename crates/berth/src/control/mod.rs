@@ -1,7 +1,9 @@
 //! The control API of `berth serve`: HTTP and JSON under `/v1`, described by the OpenAPI
 //! document at `/v1/openapi.json`. Every endpoint but `/v1/health` needs the bearer
-//! token; a missing or wrong one gets a bare 401.
+//! token; a missing or wrong one gets a bare 401. A GET may carry it in the dashboard's
+//! cookie instead (see [`dashboard`]), which the page at `/` sets.
 
+pub mod dashboard;
 mod events;
 pub mod token;
 
@@ -47,11 +49,13 @@ impl Control {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
+        if let Some(page) = dashboard::page(&request) {
+            return Ok(page);
+        }
         // Where Prometheus looks by default; behind the token like everything else
         // (Prometheus sends it with `authorization: { credentials_file: … }`).
         if path == "/metrics" {
-            let authorization = request.headers().get(header::AUTHORIZATION);
-            if !self.token.accepts(authorization.map(|v| v.as_bytes())) {
+            if !self.authorized(&request) {
                 return Err(Answer::unauthorized());
             }
             return Ok(metrics_response(self.platform.metrics(), &request));
@@ -70,8 +74,10 @@ impl Control {
         if parts.as_slice() == ["health"] && method == Method::GET {
             return json(StatusCode::OK, &serde_json::json!({ "ok": true }));
         }
-        let authorization = request.headers().get(header::AUTHORIZATION);
-        if !self.token.accepts(authorization.map(|v| v.as_bytes())) {
+        if parts.as_slice() == ["session"] && method == Method::DELETE {
+            return Ok(dashboard::close_session(&request));
+        }
+        if !self.authorized(&request) {
             return Err(Answer::unauthorized());
         }
         if !allowed.contains(&method) {
@@ -81,6 +87,7 @@ impl Control {
         match (&method, parts.as_slice()) {
             (_, ["openapi.json"]) => Ok(typed(StatusCode::OK, "application/json", OPENAPI)),
             (_, ["info"]) => json(StatusCode::OK, &self.info),
+            (_, ["session"]) => Ok(dashboard::open_session(&self.token, &request)),
             (_, ["events"]) => Ok(events::stream(p.events(), app_filter(&query))),
             (_, ["apps"]) => json(StatusCode::OK, &p.apps().await?),
             (&Method::GET, ["apps", app]) => json(StatusCode::OK, &p.app(app).await?),
@@ -120,6 +127,15 @@ impl Control {
             _ => Err(Answer::not_found()),
         }
     }
+
+    /// Whether the request carries the token: in its `Authorization` header, or, for a
+    /// GET only, in the dashboard's cookie.
+    fn authorized(&self, request: &Request<Body>) -> bool {
+        let authorization = request.headers().get(header::AUTHORIZATION);
+        self.token.accepts(authorization.map(|v| v.as_bytes()))
+            || (request.method() == Method::GET
+                && dashboard::cookie_accepted(&self.token, request.headers()))
+    }
 }
 
 /// The methods the endpoint at `parts` (the path after `/v1`) takes; none: no endpoint.
@@ -127,6 +143,7 @@ fn allowed_methods(parts: &[&str]) -> Vec<Method> {
     match parts {
         ["health" | "openapi.json" | "info" | "events" | "apps"] => vec![Method::GET],
         ["apps", _] => vec![Method::GET, Method::DELETE],
+        ["session"] => vec![Method::POST, Method::DELETE],
         ["apps", _, "deployments"] => vec![Method::GET, Method::POST],
         ["apps", _, "deployments", _] | ["apps", _, "instances"] => vec![Method::GET],
         ["apps", _, "rollback"] | ["apps", _, "instances", _, _, "stop"] => vec![Method::POST],
