@@ -370,6 +370,16 @@ impl Page {
         .await;
     }
 
+    /// Makes the page see the system's colour scheme as `scheme` (`light` or `dark`).
+    async fn color_scheme(&mut self, scheme: &str) {
+        let features = json!([{ "name": "prefers-color-scheme", "value": scheme }]);
+        self.call(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": features }),
+        )
+        .await;
+    }
+
     /// A PNG of the whole page (not only what the window shows), written to `path`.
     async fn screenshot(&mut self, path: &Path) {
         let metrics = self.call("Page.getLayoutMetrics", json!({})).await;
@@ -379,12 +389,20 @@ impl Page {
             "width": size["width"], "height": size["height"],
             "scale": 1
         });
-        let shot = self
-            .call(
-                "Page.captureScreenshot",
-                json!({ "format": "png", "captureBeyondViewport": true, "clip": clip }),
-            )
-            .await;
+        self.capture(
+            path,
+            json!({ "format": "png", "captureBeyondViewport": true, "clip": clip }),
+        )
+        .await;
+    }
+
+    /// A PNG of what the window shows, written to `path`.
+    async fn screenshot_window(&mut self, path: &Path) {
+        self.capture(path, json!({ "format": "png" })).await;
+    }
+
+    async fn capture(&mut self, path: &Path, params: Value) {
+        let shot = self.call("Page.captureScreenshot", params).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().expect("image data"))
             .expect("base64");
@@ -630,13 +648,22 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
 
     let dir = output_dir();
     page.screenshot(&dir.join("desktop.png")).await;
+    page.color_scheme("dark").await;
+    page.wait_for(
+        "the dark colours",
+        "getComputedStyle(document.body).backgroundColor !== 'rgb(245, 246, 248)'",
+    )
+    .await;
+    page.screenshot(&dir.join("desktop-dark.png")).await;
+    page.color_scheme("light").await;
     page.viewport(390, 844, true).await;
     page.wait_for(
         "the phone layout",
         "getComputedStyle(document.querySelector('table.instances thead')).display === 'none'",
     )
     .await;
-    page.screenshot(&dir.join("phone.png")).await;
+    page.screenshot_window(&dir.join("phone.png")).await;
+    page.screenshot(&dir.join("phone-whole-page.png")).await;
 
     // Signed out, it asks for the token again.
     page.eval("document.getElementById('logout').click()").await;
