@@ -40,6 +40,8 @@ struct Server {
     process: Berth,
     public: String,
     control: String,
+    /// The dashboard's address, as `berth serve` prints it.
+    dashboard: String,
     token: String,
 }
 
@@ -59,6 +61,7 @@ impl Server {
         let mut process = Berth::start(&args, data);
         let public = process.line_after("Public on http://");
         let control = process.line_after("Control on http://");
+        let dashboard = process.line_after("Dashboard on ");
         let output = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--print-token", "--data"])
             .arg(data)
@@ -69,6 +72,7 @@ impl Server {
             process,
             public,
             control,
+            dashboard,
             token: String::from_utf8_lossy(&output.stdout).trim().to_string(),
         }
     }
@@ -536,7 +540,8 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
     let mut page = Page::open(&browser).await;
     page.viewport(1280, 900, false).await;
     let control = format!("http://{}", server.control);
-    page.navigate(&format!("{control}/#token={}", server.token))
+    assert_eq!(server.dashboard, format!("{control}/"));
+    page.navigate(&format!("{}#token={}", server.dashboard, server.token))
         .await;
     let row = |name: &str| {
         format!(
