@@ -605,7 +605,8 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
     )
     .await;
 
-    // A rollout held up by a request in flight on alpha (its grace is long).
+    // A rollout of a new image, held up by a request in flight on alpha (its grace is
+    // long): alpha runs the old image meanwhile, and shows it.
     let slow = {
         let (public, host) = (server.public.clone(), host.clone());
         std::thread::spawn(move || {
@@ -629,6 +630,11 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
         std::thread::sleep(Duration::from_millis(100));
     }
     app.write_manifest(&APP.replace("\"one\"", "\"two\""));
+    std::fs::write(
+        app.dir.join("Dockerfile"),
+        "FROM scratch\nCOPY server /server\nLABEL berth.test=two\nENTRYPOINT [\"/server\"]\n",
+    )
+    .expect("Dockerfile");
     let deploying = {
         let (control, token, dir) = (
             server.control.clone(),
@@ -642,6 +648,40 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
         "document.querySelector('.rollout')?.textContent.includes('Rolling out deployment 2')",
     )
     .await;
+    // Once beta's old container is gone, it shows the image its next start runs.
+    let image_of = |name: &str| {
+        let (_, instances) = server.api(&instances_path);
+        instances
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["name"] == name))
+            .and_then(|i| i["image"].as_str())
+            .unwrap_or_else(|| panic!("no image for {name} in {instances}"))
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let next = loop {
+        let next = image_of("beta");
+        if next != image {
+            break next;
+        }
+        assert!(Instant::now() < deadline, "beta kept the first image");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(image_of("alpha"), image, "alpha still runs the first image");
+    let next_digest = next
+        .rsplit_once("@sha256:")
+        .map(|(_, hex)| hex[..12].to_string())
+        .unwrap_or_else(|| panic!("an image by digest: {next}"));
+    for (name, digest) in [("alpha", &digest), ("beta", &next_digest)] {
+        page.wait_for(
+            &format!("{name}'s image {digest}"),
+            &format!(
+                "{}?.querySelector('td[data-label=\"image\"]')?.textContent === '{digest}'",
+                row(name)
+            ),
+        )
+        .await;
+    }
     page.wait_for(
         "alpha's request in flight",
         &format!(
