@@ -256,6 +256,8 @@ struct Page {
     next_id: u64,
     /// What the page's scripts threw that nothing caught.
     exceptions: Vec<String>,
+    /// Events of the page not yet asked for.
+    events: Vec<Value>,
 }
 
 impl Page {
@@ -276,6 +278,7 @@ impl Page {
             session: String::new(),
             next_id: 0,
             exceptions: Vec::new(),
+            events: Vec::new(),
         };
         let target = page
             .call("Target.createTarget", json!({ "url": "about:blank" }))
@@ -317,10 +320,7 @@ impl Page {
                 if value["id"] == json!(id) {
                     return value;
                 }
-                if value["method"] == "Runtime.exceptionThrown" {
-                    let details = &value["params"]["exceptionDetails"];
-                    self.exceptions.push(details.to_string());
-                }
+                self.keep(value);
             }
             panic!("chromium closed the DevTools connection during {method}");
         })
@@ -332,6 +332,35 @@ impl Page {
             answer["error"]
         );
         answer["result"].clone()
+    }
+
+    /// Keeps an event: an exception, or one a test may wait for.
+    fn keep(&mut self, event: Value) {
+        if event["method"] == "Runtime.exceptionThrown" {
+            let details = &event["params"]["exceptionDetails"];
+            self.exceptions.push(details.to_string());
+        } else if event["method"] == "Fetch.requestPaused" {
+            self.events.push(event);
+        }
+    }
+
+    /// The parameters of the next event `method` (one of those [`Page::keep`] keeps).
+    async fn event(&mut self, method: &str) -> Value {
+        let wait = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                if let Some(at) = self.events.iter().position(|e| e["method"] == method) {
+                    return self.events.remove(at)["params"].clone();
+                }
+                let Some(frame) = self.socket.next().await else {
+                    panic!("chromium closed the DevTools connection before {method}");
+                };
+                if let Ok(Message::Text(text)) = frame {
+                    self.keep(serde_json::from_str(&text).expect("JSON from chromium"));
+                }
+            }
+        });
+        wait.await
+            .unwrap_or_else(|_| panic!("chromium sent no {method}"))
     }
 
     /// The value of a JavaScript expression in the page.
@@ -596,12 +625,65 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
     )
     .await;
 
-    // The logs of an instance: its lines, or a plain "No logs" where the server has none.
-    page.eval(&format!("{}.querySelector('button').click()", row("alpha")))
+    // The logs of an instance, from the server: its lines, or "No logs" where the server
+    // has none.
+    page.eval(&format!("{}.querySelector('button').click()", row("gamma")))
         .await;
     page.wait_for(
-        "alpha's logs",
-        "(() => { const box = document.getElementById('logs'); return box.textContent.includes('Logs of') && box.children.length > 1; })()",
+        "gamma's logs",
+        "(() => { const box = document.getElementById('logs'); return box.textContent.includes('Logs of ') && box.textContent.includes('gamma') && box.children.length > 1; })()",
+    )
+    .await;
+
+    // The lines of GET /v1/apps/{app}/logs as its contract has them (NDJSON, streamed),
+    // answered by the browser itself: the page asks for alpha's and shows each line,
+    // with its time, stderr apart.
+    page.call(
+        "Fetch.enable",
+        json!({ "patterns": [{ "urlPattern": "*/logs?*", "requestStage": "Request" }] }),
+    )
+    .await;
+    page.eval(&format!("{}.querySelector('button').click()", row("alpha")))
+        .await;
+    let paused = page.event("Fetch.requestPaused").await;
+    let url = paused["request"]["url"].as_str().expect("a URL");
+    let expected = format!(
+        "{control}/v1/apps/{}/logs?class=App&object=alpha&tail=200&follow=1",
+        app.name
+    );
+    assert_eq!(url, expected);
+    let container = alpha["container_id"].as_str().expect("a container");
+    let lines: String = [
+        ("stdout", "listening on 0.0.0.0:8080"),
+        ("stderr", "GET / took 2 ms <b>not markup</b>"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(n, (stream, line))| {
+        let entry = json!({
+            "time": format!("2026-11-26T05:30:3{n}.123Z"),
+            "app": app.name, "class": "App", "object": "alpha", "id": alpha["id"],
+            "instance": &container[..12], "stream": stream, "line": line,
+        });
+        format!("{entry}\n")
+    })
+    .collect();
+    page.call(
+        "Fetch.fulfillRequest",
+        json!({
+            "requestId": paused["requestId"],
+            "responseCode": 200,
+            "responseHeaders": [{ "name": "content-type", "value": "application/x-ndjson" }],
+            "body": base64::engine::general_purpose::STANDARD.encode(lines),
+        }),
+    )
+    .await;
+    page.call("Fetch.disable", json!({})).await;
+    page.wait_for(
+        "alpha's log lines",
+        "(() => { const rows = [...document.querySelectorAll('#logs > div:not(.note)')].map(d => [d.className, d.textContent]); \
+         return rows.length === 2 && rows[0][1] === '05:30:30.123listening on 0.0.0.0:8080' \
+         && rows[1][0] === 'err' && rows[1][1] === '05:30:31.123GET / took 2 ms <b>not markup</b>'; })()",
     )
     .await;
 
