@@ -806,6 +806,27 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
     )
     .await;
     page.screenshot(&dir.join("phone-sign-in.png")).await;
+    let sign_in = |token: &str| {
+        format!(
+            "document.getElementById('token').value = '{token}'; \
+             document.querySelector('#login-form button').click()"
+        )
+    };
+    page.eval(&sign_in("wrong")).await;
+    page.wait_for(
+        "that the token is wrong",
+        "document.getElementById('login-error').textContent === 'That is not the control token.'",
+    )
+    .await;
+    page.eval(&sign_in(&server.token)).await;
+    page.wait_for(
+        "the dashboard again, signed in by the form",
+        &format!(
+            "document.getElementById('login').hidden && !!{}",
+            row("alpha")
+        ),
+    )
+    .await;
     assert!(
         page.exceptions.is_empty(),
         "the page's script failed: {:?}",
