@@ -516,7 +516,31 @@ fn the_dashboard_cookie_reads_but_never_changes() {
         cleared.starts_with("berth_token=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
+    // A dashboard left open holds an event stream: a stop of the server ends it, rather
+    // than waiting for it as for a request in flight.
+    let mut events = TcpStream::connect(control).expect("connect");
+    events
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let ask = format!("GET /v1/events HTTP/1.1\r\nHost: localhost\r\nCookie: {pair}\r\n\r\n");
+    events.write_all(ask.as_bytes()).expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains(": berth events") {
+        let n = events.read(&mut buf).expect("the stream opens");
+        assert!(n > 0, "the stream closed before it opened");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut server = server;
+    server.process.signal("TERM");
+    assert_eq!(server.process.wait(Duration::from_secs(60)), Some(0));
+    let mut rest = Vec::new();
+    events.read_to_end(&mut rest).expect("the stream ends");
     let log = server.process.stderr();
+    assert!(
+        !log.contains("still in flight"),
+        "the stream held up the stop:\n{log}"
+    );
     assert!(!log.contains(&server.token), "the token is never logged");
     let _ = std::fs::remove_dir_all(&data);
 }

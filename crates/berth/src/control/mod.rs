@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use serde::Serialize;
 
 use crate::api::{DeployRequest, ErrorBody, Info, PREFIX};
@@ -34,6 +34,9 @@ pub struct Control {
     platform: Arc<Platform>,
     token: Token,
     info: Info,
+    /// Turns true when the server stops: the streams it serves (events, logs) end then,
+    /// so that an open dashboard does not hold up the shutdown's drain.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Control {
@@ -42,7 +45,32 @@ impl Control {
             platform,
             token,
             info,
+            closing: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Ends the streams under way, and those asked for from now on, at once.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// `response` as is, or, if it streams, cut off when [`Control::close_streams`] is
+    /// called.
+    fn closable(&self, response: Response<Body>) -> Response<Body> {
+        let streams = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t == "text/event-stream" || t == "application/x-ndjson");
+        if !streams {
+            return response;
+        }
+        let mut closing = self.closing.subscribe();
+        let closed = async move {
+            let _ = closing.wait_for(|closed| *closed).await;
+        };
+        let (parts, body) = response.into_parts();
+        let frames = futures_util::StreamExt::take_until(BodyStream::new(body), closed);
+        Response::from_parts(parts, StreamBody::new(frames).boxed())
     }
 
     async fn route(&self, request: Request<Body>) -> Result<Response<Body>, Answer> {
@@ -164,7 +192,7 @@ fn accepted_if(made: bool) -> StatusCode {
 impl Worker for Control {
     async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
         match self.route(request).await {
-            Ok(response) => response,
+            Ok(response) => self.closable(response),
             Err(answer) => answer.into_response(),
         }
     }
