@@ -672,7 +672,7 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
     let paused = page.event("Fetch.requestPaused").await;
     let url = paused["request"]["url"].as_str().expect("a URL");
     let expected = format!(
-        "{control}/v1/apps/{}/logs?class=App&object=alpha&tail=200&follow=1",
+        "{control}/v1/apps/{}/logs?class=App&object=alpha&tail=200&follow=true",
         app.name
     );
     assert_eq!(url, expected);
