@@ -62,6 +62,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let scheme = if https { "https" } else { "http" };
     println!("Public on {scheme}://{}", bound.public);
     println!("Control on {}", bound.control);
+    if let ControlAddr::Tcp(addr) = &bound.control {
+        println!("Dashboard on http://{addr}/");
+    }
     let (_, mut events) = bound.platform.events();
     tokio::spawn(async move {
         loop {

@@ -103,6 +103,21 @@ pub struct AppView {
     /// Worker name → the hosts it answers.
     pub hosts: BTreeMap<String, Vec<String>>,
     pub classes: Vec<String>,
+    /// The rollout under way, if the deployment the app runs is still rolling out.
+    #[serde(default)]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A rollout under way: the deployment it brings in, and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The deployment being rolled out.
+    pub deployment: i64,
+    /// The deployment it replaces, if the app ran one.
+    pub replacing: Option<i64>,
+    /// Its last step, as `<class>: <n> of <m> running instances replaced`.
+    pub message: String,
+    pub started_at_ms: i64,
 }
 
 /// One object of an app, with its container if it has one.
@@ -117,8 +132,25 @@ pub struct InstanceView {
     /// Requests in flight, for an object live in the server.
     pub in_flight: u32,
     pub container_id: Option<String>,
-    /// The image the class runs (by digest).
+    /// The image its container runs (by digest); for an object with no container in
+    /// this server, the image its next start would run.
     pub image: String,
+    /// How long the phases of its last start in this server took; `None` if it made
+    /// none (a container adopted from an earlier server's run was not timed).
+    #[serde(default)]
+    pub last_start: Option<StartTimingsView>,
+}
+
+/// The phases of a container's start, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTimingsView {
+    /// The engine's create.
+    pub create_ms: u64,
+    /// The engine's start.
+    pub start_ms: u64,
+    /// From the engine's start until the container's ports answered; `None` until they
+    /// did.
+    pub ready_ms: Option<u64>,
 }
 
 /// What `DELETE /v1/apps/{app}` removed, and what it left.

@@ -329,6 +329,7 @@ impl Bound {
             stopped(stop_rx.clone()),
             public_options,
         ));
+        let control_worker = self.control_worker.clone();
         let control = tokio::spawn(server::serve_with(
             self.control_listener,
             self.control_worker as Arc<dyn Worker>,
@@ -337,6 +338,8 @@ impl Bound {
             options,
         ));
         shutdown.await;
+        // An event stream (an open dashboard) is no request to wait for.
+        control_worker.close_streams();
         let _ = stop_tx.send(true);
         let _ = public.await;
         let _ = control.await;

@@ -1,7 +1,9 @@
 //! The control API of `berth serve`: HTTP and JSON under `/v1`, described by the OpenAPI
 //! document at `/v1/openapi.json`. Every endpoint but `/v1/health` needs the bearer
-//! token; a missing or wrong one gets a bare 401.
+//! token; a missing or wrong one gets a bare 401. A GET may carry it in the dashboard's
+//! cookie instead (see [`dashboard`]), which the page at `/` sets.
 
+pub mod dashboard;
 mod events;
 mod logs;
 pub mod token;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use serde::Serialize;
 
 use crate::api::{DeployRequest, ErrorBody, Info, PREFIX};
@@ -33,6 +35,9 @@ pub struct Control {
     platform: Arc<Platform>,
     token: Token,
     info: Info,
+    /// Turns true when the server stops: the streams it serves (events, logs) end then,
+    /// so that an open dashboard does not hold up the shutdown's drain.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Control {
@@ -41,18 +46,45 @@ impl Control {
             platform,
             token,
             info,
+            closing: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Ends the streams under way, and those asked for from now on, at once.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// `response` as is, or, if it streams, cut off when [`Control::close_streams`] is
+    /// called.
+    fn closable(&self, response: Response<Body>) -> Response<Body> {
+        let streams = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t == "text/event-stream" || t == "application/x-ndjson");
+        if !streams {
+            return response;
+        }
+        let mut closing = self.closing.subscribe();
+        let closed = async move {
+            let _ = closing.wait_for(|closed| *closed).await;
+        };
+        let (parts, body) = response.into_parts();
+        let frames = futures_util::StreamExt::take_until(BodyStream::new(body), closed);
+        Response::from_parts(parts, StreamBody::new(frames).boxed())
     }
 
     async fn route(&self, request: Request<Body>) -> Result<Response<Body>, Answer> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
+        if let Some(page) = dashboard::page(&request) {
+            return Ok(page);
+        }
         // Where Prometheus looks by default; behind the token like everything else
         // (Prometheus sends it with `authorization: { credentials_file: … }`).
         if path == "/metrics" {
-            let authorization = request.headers().get(header::AUTHORIZATION);
-            if !self.token.accepts(authorization.map(|v| v.as_bytes())) {
+            if !self.authorized(&request) {
                 return Err(Answer::unauthorized());
             }
             return Ok(metrics_response(self.platform.metrics(), &request));
@@ -71,8 +103,10 @@ impl Control {
         if parts.as_slice() == ["health"] && method == Method::GET {
             return json(StatusCode::OK, &serde_json::json!({ "ok": true }));
         }
-        let authorization = request.headers().get(header::AUTHORIZATION);
-        if !self.token.accepts(authorization.map(|v| v.as_bytes())) {
+        if parts.as_slice() == ["session"] && method == Method::DELETE {
+            return Ok(dashboard::close_session(&request));
+        }
+        if !self.authorized(&request) {
             return Err(Answer::unauthorized());
         }
         if !allowed.contains(&method) {
@@ -82,6 +116,7 @@ impl Control {
         match (&method, parts.as_slice()) {
             (_, ["openapi.json"]) => Ok(typed(StatusCode::OK, "application/json", OPENAPI)),
             (_, ["info"]) => json(StatusCode::OK, &self.info),
+            (_, ["session"]) => Ok(dashboard::open_session(&self.token, &request)),
             (_, ["events"]) => {
                 let asked = events::Asked {
                     app: query_value(&query, "app"),
@@ -132,6 +167,15 @@ impl Control {
             _ => Err(Answer::not_found()),
         }
     }
+
+    /// Whether the request carries the token: in its `Authorization` header, or, for a
+    /// GET only, in the dashboard's cookie.
+    fn authorized(&self, request: &Request<Body>) -> bool {
+        let authorization = request.headers().get(header::AUTHORIZATION);
+        self.token.accepts(authorization.map(|v| v.as_bytes()))
+            || (request.method() == Method::GET
+                && dashboard::cookie_accepted(&self.token, request.headers()))
+    }
 }
 
 /// The methods the endpoint at `parts` (the path after `/v1`) takes; none: no endpoint.
@@ -139,6 +183,7 @@ fn allowed_methods(parts: &[&str]) -> Vec<Method> {
     match parts {
         ["health" | "openapi.json" | "info" | "events" | "apps"] => vec![Method::GET],
         ["apps", _] => vec![Method::GET, Method::DELETE],
+        ["session"] => vec![Method::POST, Method::DELETE],
         ["apps", _, "deployments"] => vec![Method::GET, Method::POST],
         ["apps", _, "deployments", _] | ["apps", _, "instances"] | ["apps", _, "logs"] => {
             vec![Method::GET]
@@ -161,7 +206,7 @@ fn accepted_if(made: bool) -> StatusCode {
 impl Worker for Control {
     async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
         match self.route(request).await {
-            Ok(response) => response,
+            Ok(response) => self.closable(response),
             Err(answer) => answer.into_response(),
         }
     }

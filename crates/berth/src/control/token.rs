@@ -70,9 +70,14 @@ impl Token {
     /// Whether an `Authorization` header value carries this token. The comparison takes
     /// the same time wherever the first difference is.
     pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(given) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
+        authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .is_some_and(|given| self.matches(given))
+    }
+
+    /// Whether `given` is the token itself (as the dashboard's cookie holds it), compared
+    /// in the same time wherever the first difference is.
+    pub fn matches(&self, given: &[u8]) -> bool {
         let expected = self.0.as_bytes();
         let mut differ = u8::from(given.len() != expected.len());
         for (i, byte) in expected.iter().enumerate() {

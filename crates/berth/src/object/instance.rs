@@ -19,6 +19,9 @@ pub(crate) struct Instance {
     /// The version of the class options it started with, to tell it from the class's
     /// current version after a rebuild or a deployment.
     pub(crate) version: String,
+    /// The image it runs, which after a rebuild or a deployment may no longer be the
+    /// class's.
+    pub(crate) image: String,
     /// The requests forwarded to it, so that a replacement can let them finish first.
     pub(crate) serving: Arc<Activity>,
     pub(crate) started_at: Instant,
@@ -47,12 +50,14 @@ impl Instance {
     pub(crate) fn new(
         container_id: String,
         version: String,
+        image: String,
         endpoint: Endpoint,
         started_at: Instant,
     ) -> Instance {
         Instance {
             container_id,
             version,
+            image,
             serving: Activity::new(),
             started_at,
             started_at_ms: now_ms() - i64::try_from(started_at.elapsed().as_millis()).unwrap_or(0),

@@ -335,6 +335,7 @@ mod tests {
     fn instance() -> Arc<Instance> {
         Arc::new(Instance::new(
             "c1".into(),
+            "version".into(),
             "image".into(),
             Endpoint::Unreachable,
             Instant::now(),

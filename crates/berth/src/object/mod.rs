@@ -38,6 +38,7 @@ use crate::store::{now_ms, ObjectRecord, Storage, StoreError};
 pub use error::{ErrorKind, FetchError, Retry, Side, StartError};
 pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
 use live::{Goal, Phase};
+pub use start::StartTimings;
 
 /// What the objects of one class share.
 pub(crate) struct Class {
@@ -148,6 +149,9 @@ struct Inner {
     stops: AtomicU64,
     /// Writes to the store go one at a time, each with the state of its moment.
     persisting: tokio::sync::Mutex<()>,
+    /// How the last start this process made went; `None` before one, and for a
+    /// container adopted from an earlier process.
+    last_start: Mutex<Option<StartTimings>>,
 }
 
 #[derive(Default)]
@@ -191,6 +195,7 @@ impl Object {
                 finished_attempts: AtomicU64::new(0),
                 stops: AtomicU64::new(0),
                 persisting: tokio::sync::Mutex::new(()),
+                last_start: Mutex::new(None),
             }),
         };
         if let Some(name) = name {
@@ -260,6 +265,35 @@ impl Object {
     /// Requests in flight through this object right now.
     pub fn in_flight(&self) -> u32 {
         self.inner.activity.in_flight()
+    }
+
+    /// The image the object's container runs, if it has one: after a rebuild or a
+    /// deployment, until it is replaced, not the class's.
+    pub fn running_image(&self) -> Option<String> {
+        self.phase().instance().map(|i| i.image.clone())
+    }
+
+    /// How long the phases of the last start this process made took.
+    pub fn last_start(&self) -> Option<StartTimings> {
+        *self.last_start_lock()
+    }
+
+    fn keep_start_timings(&self, timings: Option<StartTimings>) {
+        *self.last_start_lock() = timings;
+    }
+
+    /// The last start's container answered, `took` after the engine started it.
+    fn keep_ready_time(&self, took: std::time::Duration) {
+        if let Some(timings) = self.last_start_lock().as_mut() {
+            timings.ready.get_or_insert(took);
+        }
+    }
+
+    fn last_start_lock(&self) -> MutexGuard<'_, Option<StartTimings>> {
+        self.inner
+            .last_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Pushes the idle deadline `sleep_after` into the future from now.

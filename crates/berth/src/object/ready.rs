@@ -35,6 +35,7 @@ impl Object {
                     instance.healthy.notify_one();
                     let (metrics, labels) = self.metrics();
                     metrics.ready(labels, waited.elapsed());
+                    self.keep_ready_time(waited.elapsed());
                     self.emit(
                         &instance.container_id,
                         EventKind::Healthy {

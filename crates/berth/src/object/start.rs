@@ -18,6 +18,34 @@ use crate::runtime::{ContainerInfo, ContainerSpec, Created, Endpoint, Identity};
 /// How long a new start waits for the object's previous container to exit.
 pub(super) const EXIT_REPORT: Duration = Duration::from_secs(30);
 
+/// How long the phases of a container's start took, as the object last measured them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartTimings {
+    /// The engine's create.
+    pub create: Duration,
+    /// The engine's start, after the create.
+    pub start: Duration,
+    /// From the engine's start until the container's ports answered; `None` until they
+    /// did, or if the start did not wait for them.
+    pub ready: Option<Duration>,
+}
+
+/// A container the engine created and started, not yet the object's.
+struct Made {
+    created: Created,
+    version: String,
+    image: String,
+    endpoint: Endpoint,
+    began: Instant,
+    created_in: Duration,
+}
+
+/// What a container the object adopts runs.
+struct Running {
+    version: String,
+    image: String,
+}
+
 impl Object {
     /// Brings the container to `goal`, starting it if needed. Callers that queued behind
     /// a start that failed get that start's error instead of starting again.
@@ -221,34 +249,36 @@ impl Object {
                     class: self.class_name().to_string(),
                     max: self.options().max_instances,
                 })?;
-        let (created, version, endpoint, began, created_in) =
-            self.create_and_start(options).await?;
+        let made = self.create_and_start(options).await?;
         let (metrics, labels) = self.metrics();
-        metrics.cold_start(
-            labels,
-            created_in,
-            began.elapsed().saturating_sub(created_in),
-        );
+        let started_in = made.began.elapsed().saturating_sub(made.created_in);
+        metrics.cold_start(labels, made.created_in, started_in);
+        self.keep_start_timings(Some(StartTimings {
+            create: made.created_in,
+            start: started_in,
+            ready: None,
+        }));
         self.emit(
-            &created.id,
+            &made.created.id,
             EventKind::Started {
-                container_name: created.name,
-                elapsed: began.elapsed(),
+                container_name: made.created.name,
+                elapsed: made.began.elapsed(),
             },
         );
+        let running = Running {
+            version: made.version,
+            image: made.image,
+        };
         Ok(self
-            .adopt(created.id, version, endpoint, began, permit)
+            .adopt(made.created.id, running, made.endpoint, made.began, permit)
             .await)
     }
 
     /// The engine's create and start, within `start_timeout`. A container that was
     /// created but could not be started is removed.
-    async fn create_and_start(
-        &self,
-        options: Option<&StartOptions>,
-    ) -> Result<(Created, String, Endpoint, Instant, Duration), StartError> {
+    async fn create_and_start(&self, options: Option<&StartOptions>) -> Result<Made, StartError> {
         let spec = self.spec(options);
-        let version = spec.identity.version.clone();
+        let (version, image) = (spec.identity.version.clone(), spec.image.clone());
         let began = Instant::now();
         let start_timeout = self.options().start_timeout;
         let runtime_error = |source| StartError::Runtime {
@@ -286,7 +316,14 @@ impl Object {
         )
         .await;
         match started {
-            Ok(Ok(endpoint)) => Ok((created, version, endpoint, began, created_in)),
+            Ok(Ok(endpoint)) => Ok(Made {
+                created,
+                version,
+                image,
+                endpoint,
+                began,
+                created_in,
+            }),
             failed => {
                 if let Err(e) = self.runtime().remove(&created.id).await {
                     tracing::warn!(
@@ -307,12 +344,18 @@ impl Object {
     async fn adopt(
         &self,
         container_id: String,
-        version: String,
+        running: Running,
         endpoint: Endpoint,
         started_at: Instant,
         permit: OwnedSemaphorePermit,
     ) -> Arc<Instance> {
-        let instance = Arc::new(Instance::new(container_id, version, endpoint, started_at));
+        let instance = Arc::new(Instance::new(
+            container_id,
+            running.version,
+            running.image,
+            endpoint,
+            started_at,
+        ));
         self.phase().adopt(instance.clone());
         self.inner.activity.renew();
         self.app()
@@ -366,9 +409,15 @@ impl Object {
                 ) {
                     (Some(endpoint), Ok(permit)) => {
                         self.emit(&container_id, EventKind::Adopted);
-                        let version = self.inner.class.current().version.clone();
+                        // Its start was another process's, and was not measured here.
+                        self.keep_start_timings(None);
+                        let current = self.inner.class.current();
+                        let running = Running {
+                            version: current.version.clone(),
+                            image: current.image.clone(),
+                        };
                         let instance =
-                            self.adopt(container_id, version, endpoint, Instant::now(), permit);
+                            self.adopt(container_id, running, endpoint, Instant::now(), permit);
                         return Some(instance.await);
                     }
                     _ => {

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 
-use crate::api::{AppView, DeploymentView, InstanceView};
+use crate::api::{AppView, DeploymentView, InstanceView, RolloutView, StartTimingsView};
 use crate::app::App;
 use crate::build::{BuildError, Builder};
 use crate::hosts::{best_match, request_host, HostPattern};
@@ -327,6 +327,10 @@ impl Platform {
             .deployment(name, hosted.deployment())
             .await?
             .ok_or_else(|| PlatformError::NoApp(name.to_string()))?;
+        let rollout = match deployment.status {
+            DeploymentStatus::RollingOut => Some(self.rollout(&deployment).await?),
+            _ => None,
+        };
         let release = hosted.release();
         Ok(AppView {
             name: name.to_string(),
@@ -346,6 +350,23 @@ impl Platform {
                 .iter()
                 .map(|c| c.class.name.clone())
                 .collect(),
+            rollout,
+        })
+    }
+
+    /// The rollout of `deployment`, which is rolling out: the deployment it replaces is
+    /// the newest before it that is still active.
+    async fn rollout(&self, deployment: &Deployment) -> Result<RolloutView, PlatformError> {
+        let history = self.store.deployments(&deployment.app).await?;
+        let replacing = history
+            .iter()
+            .find(|d| d.number < deployment.number && d.status == DeploymentStatus::Active)
+            .map(|d| d.number);
+        Ok(RolloutView {
+            deployment: deployment.number,
+            replacing,
+            message: deployment.message.clone(),
+            started_at_ms: deployment.created_at_ms,
         })
     }
 
@@ -383,9 +404,21 @@ impl Platform {
                     let id = ns.id_from_string(&o.id).ok()?;
                     ns.peek(id)
                 });
+                let running = live.as_ref().and_then(|object| object.running_image());
+                let next = || namespace.map(|ns| ns.image()).unwrap_or_default();
+                let millis =
+                    |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 InstanceView {
-                    image: namespace.map(|ns| ns.image()).unwrap_or_default(),
-                    in_flight: live.map_or(0, |object| object.in_flight()),
+                    image: running.unwrap_or_else(next),
+                    last_start: live
+                        .as_ref()
+                        .and_then(|object| object.last_start())
+                        .map(|t| StartTimingsView {
+                            create_ms: millis(t.create),
+                            start_ms: millis(t.start),
+                            ready_ms: t.ready.map(millis),
+                        }),
+                    in_flight: live.as_ref().map_or(0, |object| object.in_flight()),
                     class: o.class,
                     name: o.name,
                     id: o.id,
