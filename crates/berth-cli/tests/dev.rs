@@ -732,3 +732,47 @@ async fn the_output_of_a_crashed_container_is_kept_and_shown_by_berth_logs() {
     let (_, out, _) = berth_in(&app.dir, &["logs", "alice"]);
     assert!(out.contains("| alice-is-back"), "{out}");
 }
+
+const WARMING: &str = r#"
+[containers.app]
+class_name = "App"
+build = { context = ".", command = "cp @SERVER@ server" }
+
+[containers.app.class]
+default_port = 8080
+ready = { path = "/warming/1500", status = [200], interval = "20ms" }
+
+[containers.cold]
+class_name = "Cold"
+build = { context = ".", command = "cp @SERVER@ server" }
+
+[containers.cold.class]
+default_port = 8080
+port_ready_timeout = "1s"
+ready = { path = "/warming/3600000" }
+
+[workers.web]
+bindings = { APP = "app", COLD = "cold" }
+routes = [
+  { path = "/cold/*", strip_prefix = true, binding = "COLD", instance = "c" },
+  { path = "/*", binding = "APP", instance = "a" },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_gets_traffic_only_once_its_ready_check_passes() {
+    let app = AppDir::new("ready", WARMING);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    // The app answers 503 for its first 1.5 s, though its port opens at once. The very
+    // first request that reaches it must find it warm.
+    assert_eq!(http(&addr, "/warming/1500", &[]), (200, "warm".into()));
+
+    // A check that never passes: a 504 that names the path and what it got last.
+    let (status, body) = http(&addr, "/cold/ping", &[]);
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("GET /warming/3600000 on port 8080"), "{body}");
+    assert!(body.contains("gave status 503 last"), "{body}");
+    let log = berth.stderr_with("never passed its ready check");
+    assert!(log.contains("never passed its ready check"), "{log}");
+}

@@ -176,6 +176,36 @@ pub struct ContainerClass {
     /// How much of its containers' output each object keeps in the data folder, in
     /// bytes, after they are gone. Default 10 MiB.
     pub log_max: u64,
+    /// An HTTP check an instance must pass, after its ports open, to count as healthy.
+    /// It replaces the ping endpoint. `None`: the ping endpoint's any-answer check.
+    pub ready: Option<ReadyCheck>,
+}
+
+/// `ready = { path = "/healthz", status = [200, 204], interval = "50ms" }`: the instance
+/// is healthy once `GET path` on its default port answers one of `status`. Cloudflare's
+/// library counts any answer at all, so an app that answers 503 while it warms up gets
+/// traffic too early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyCheck {
+    /// The path asked, as `/healthz`, or `host/path` to send another `Host`.
+    pub path: String,
+    /// The statuses that mean ready; empty: any of 200 to 299.
+    pub status: Vec<u16>,
+    /// The time between two asks.
+    pub interval: Duration,
+}
+
+impl ReadyCheck {
+    /// The interval when none is given.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
+
+    pub fn accepts(&self, status: u16) -> bool {
+        if self.status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.status.contains(&status)
+        }
+    }
 }
 
 impl ContainerClass {
@@ -247,6 +277,7 @@ impl ContainerClass {
             init: true,
             max_instances: 20,
             log_max: crate::logbook::DEFAULT_LOG_MAX,
+            ready: None,
             instance_type: None,
         }
     }

@@ -3,12 +3,14 @@
 //! Cloudflare's library polls every 300 ms. berth tries connects with a backoff that
 //! starts at 1 ms and is capped at 5 ms, so an opening port is seen within a few
 //! milliseconds; a refused connect to a local bridge address costs microseconds. Then, if
-//! the class has a ping endpoint, one HTTP request must get any answer.
+//! the class has a ping endpoint, one HTTP request must get any answer; or, if it has a
+//! `ready` check, the check's path must answer one of its statuses, asked every interval.
 
 use std::time::Duration;
 
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::class::ReadyCheck;
 use crate::proxy::Pool;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(1);
@@ -23,14 +25,30 @@ pub(crate) enum NotReady {
     Port(u16),
     /// The port opened but the ping endpoint never answered over HTTP.
     Probe { port: u16, endpoint: String },
+    /// The port opened but the `ready` check's path never answered a status it takes;
+    /// `last` is the last status it answered, if any.
+    Check {
+        port: u16,
+        path: String,
+        last: Option<u16>,
+    },
 }
 
-/// Waits until every port of the pool's container accepts a connection and the ping
-/// endpoint (if any) answers on its port, or `deadline` passes.
+/// What must answer over HTTP once the ports open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Probe<'a> {
+    /// The ping endpoint: any answer.
+    Ping { port: u16, endpoint: &'a str },
+    /// The class's `ready` check.
+    Ready { port: u16, check: &'a ReadyCheck },
+}
+
+/// Waits until every port of the pool's container accepts a connection and the probe
+/// (if any) passes, or `deadline` passes.
 pub(crate) async fn wait_until_ready(
     pool: &Pool,
     ports: &[u16],
-    probe: Option<(u16, &str)>,
+    probe: Option<Probe<'_>>,
     deadline: Instant,
 ) -> Result<(), NotReady> {
     for port in ports {
@@ -43,16 +61,51 @@ pub(crate) async fn wait_until_ready(
         .await
         .map_err(|()| NotReady::Port(*port))?;
     }
-    if let Some((port, endpoint)) = probe {
-        let (host, path) = split_endpoint(endpoint);
-        retry(deadline, || ping(pool, port, &host, &path))
-            .await
-            .map_err(|()| NotReady::Probe {
-                port,
-                endpoint: endpoint.to_string(),
-            })?;
+    match probe {
+        None => Ok(()),
+        Some(Probe::Ping { port, endpoint }) => {
+            let (host, path) = split_endpoint(endpoint);
+            retry(deadline, || ping(pool, port, &host, &path))
+                .await
+                .map_err(|()| NotReady::Probe {
+                    port,
+                    endpoint: endpoint.to_string(),
+                })
+        }
+        Some(Probe::Ready { port, check }) => checked(pool, port, check, deadline).await,
     }
-    Ok(())
+}
+
+/// Asks the check's path every interval until it answers a status the check takes.
+async fn checked(
+    pool: &Pool,
+    port: u16,
+    check: &ReadyCheck,
+    deadline: Instant,
+) -> Result<(), NotReady> {
+    let (host, path) = split_endpoint(&check.path);
+    let mut last = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer = timeout(PROBE_ATTEMPT.min(left), pool.status(port, &host, &path))
+            .await
+            .ok()
+            .flatten();
+        if let Some(status) = answer {
+            if check.accepts(status) {
+                return Ok(());
+            }
+            last = Some(status);
+        }
+        if Instant::now() + check.interval >= deadline {
+            return Err(NotReady::Check {
+                port,
+                path: check.path.clone(),
+                last,
+            });
+        }
+        sleep(check.interval).await;
+    }
 }
 
 async fn retry<F, Fut>(deadline: Instant, mut attempt: F) -> Result<(), ()>
@@ -74,9 +127,9 @@ where
 }
 
 async fn ping(pool: &Pool, port: u16, host: &str, path: &str) -> bool {
-    timeout(PROBE_ATTEMPT, pool.probe(port, host, path))
+    timeout(PROBE_ATTEMPT, pool.status(port, host, path))
         .await
-        .unwrap_or(false)
+        .is_ok_and(|status| status.is_some())
 }
 
 /// `ping` → (`ping`, `/`); `localhost/health?x=1` → (`localhost`, `/health?x=1`).

@@ -19,13 +19,15 @@
 //! - `MESSAGE`: text appended to the `/` greeting.
 //!
 //! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/routes`,
-//! `/connect/<ip:port>`, `/echo`, `/count`, `/drip`,
+//! `/connect/<ip:port>`, `/echo`, `/count`, `/drip`, `/say/<words>` (a line on stdout),
+//! `/warming/<ms>` (503 until the process has run that long, then 200),
 //! `/headers`, `/port`, `/ws`; anything else is a 404.
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -81,7 +83,11 @@ fn ports() -> Vec<u16> {
 }
 
 /// One thread by default, as a small container; `WORKERS=N` gives benchmarks more.
+/// When the process started, for `/warming/<ms>`.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
 fn main() {
+    STARTED.get_or_init(Instant::now);
     let workers = env_parse("WORKERS", 1usize);
     let runtime = if workers > 1 {
         tokio::runtime::Builder::new_multi_thread()
@@ -281,7 +287,20 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
         }
         "/ws" => websocket(req),
         p => {
-            if let Some(words) = p.strip_prefix("/say/") {
+            if let Some(ms) = p.strip_prefix("/warming/") {
+                // 503 until the process has run `ms` milliseconds, then 200: an app
+                // that warms up, for the tests of HTTP readiness.
+                match ms.parse::<u64>() {
+                    Ok(ms)
+                        if STARTED.get_or_init(Instant::now).elapsed()
+                            >= Duration::from_millis(ms) =>
+                    {
+                        text(StatusCode::OK, "warm")
+                    }
+                    Ok(_) => text(StatusCode::SERVICE_UNAVAILABLE, "warming up"),
+                    Err(_) => text(StatusCode::BAD_REQUEST, format!("bad duration: {ms}")),
+                }
+            } else if let Some(words) = p.strip_prefix("/say/") {
                 // A line on standard output, for the tests of kept logs.
                 println!("{words}");
                 text(StatusCode::OK, "said")

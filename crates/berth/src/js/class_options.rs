@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::ScriptError;
-use crate::class::{parse_duration, ContainerClass};
+use crate::class::{parse_duration, parse_size, ContainerClass, ReadyCheck};
+use crate::logbook::MIN_LOG_MAX;
 
 /// The class `class` from the JSON of its fields (see `classOptions` in the prelude),
 /// exported by `entrypoint`; the image is left empty.
@@ -53,6 +54,8 @@ pub(super) fn container_class(
             "enableInternet" => boolean(value).map(|b| options.enable_internet = b),
             "pingEndpoint" => string(value).map(|p| options.ping_endpoint = Some(p)),
             "labels" => strings(value).map(|l| options.labels = l),
+            "ready" => ready(value).map(|r| options.ready = Some(r)),
+            "logMax" => log_max(value).map(|m| options.log_max = m),
             _ => Ok(()),
         };
         checked.map_err(|message| error(known(field), format!("{value} {message}")))?;
@@ -62,7 +65,7 @@ pub(super) fn container_class(
 
 /// The field's name as berth spells it in errors.
 fn known(field: &str) -> &'static str {
-    const FIELDS: [&str; 8] = [
+    const FIELDS: [&str; 10] = [
         "defaultPort",
         "requiredPorts",
         "sleepAfter",
@@ -71,6 +74,8 @@ fn known(field: &str) -> &'static str {
         "enableInternet",
         "pingEndpoint",
         "labels",
+        "ready",
+        "logMax",
     ];
     FIELDS
         .into_iter()
@@ -100,6 +105,67 @@ fn sleep_after(value: &Value) -> Result<Duration, String> {
         return Err("would stop each container as soon as it starts; give it time to serve, as in \"30s\" (the default is 10m)".into());
     }
     Ok(duration)
+}
+
+/// `{ path: "/healthz", status: [200, 204], interval: "50ms" }` (interval also in ms).
+fn ready(value: &Value) -> Result<ReadyCheck, String> {
+    let object = value
+        .as_object()
+        .ok_or("is not an object such as { path: \"/healthz\", status: [200] }")?;
+    if let Some(key) = object
+        .keys()
+        .find(|k| !["path", "status", "interval"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "has {key}, which berth does not know; give path, status and interval"
+        ));
+    }
+    let path = object
+        .get("path")
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with('/') && !p.chars().any(char::is_whitespace))
+        .ok_or("needs a path such as \"/healthz\"")?
+        .to_string();
+    let status = match object.get("status") {
+        None => Vec::new(),
+        Some(status) => list(status, |v| {
+            v.as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| "is not an HTTP status from 100 to 599".to_string())
+        })?,
+    };
+    let interval = match object.get("interval") {
+        None => ReadyCheck::DEFAULT_INTERVAL,
+        Some(Value::String(text)) => parse_duration(text)
+            .map_err(|e| format!("has an interval that is not a duration: {e}"))?,
+        Some(Value::Number(ms)) => ms
+            .as_u64()
+            .map(Duration::from_millis)
+            .ok_or("has an interval that is not whole milliseconds")?,
+        Some(_) => return Err("has an interval that is not a duration such as \"50ms\"".into()),
+    };
+    if interval.is_zero() {
+        return Err("has an interval of 0, which would ask without pause".into());
+    }
+    Ok(ReadyCheck {
+        path,
+        status,
+        interval,
+    })
+}
+
+/// Bytes, or a size such as `"10MiB"`, at least 64 KiB.
+fn log_max(value: &Value) -> Result<u64, String> {
+    let bytes = match value {
+        Value::String(text) => parse_size(text).map_err(|e| e.to_string())?,
+        Value::Number(n) => n.as_u64().ok_or("is not a whole number of bytes")?,
+        _ => return Err("is not a size; give bytes, or a text such as \"10MiB\"".into()),
+    };
+    if bytes < MIN_LOG_MAX {
+        return Err("is below 64KiB, which leaves no room for a crash's last lines".into());
+    }
+    Ok(bytes)
 }
 
 fn string(value: &Value) -> Result<String, String> {

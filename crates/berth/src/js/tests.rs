@@ -207,6 +207,8 @@ export class Web extends Container {
   sleepAfter = 90;
   enableInternet = false;
   entrypoint = ["/server", "--fast"];
+  ready = { path: "/healthz", status: [200, 204], interval: "20ms" };
+  logMax = "1MiB";
   override onStart(): void {}
 }
 "#;
@@ -220,6 +222,13 @@ export class Web extends Container {
         Some(&["/server".to_string(), "--fast".to_string()][..])
     );
     assert_eq!(class.ping_endpoint.as_deref(), Some("ping"));
+    let ready = crate::class::ReadyCheck {
+        path: "/healthz".into(),
+        status: vec![200, 204],
+        interval: Duration::from_millis(20),
+    };
+    assert_eq!(class.ready.as_ref(), Some(&ready));
+    assert_eq!(class.log_max, 1 << 20);
 }
 
 #[test]
@@ -234,6 +243,10 @@ fn a_bad_option_names_the_class_and_the_field() {
     let class = "import { Container } from \"@cloudflare/containers\";\nexport class Web extends Container { sleepAfter = \"3x\"; }\n";
     let err = program("duration", DECLARE, &[("web.ts", class)]).expect_err("bad duration");
     assert!(err.to_string().contains("field sleepAfter"), "{err}");
+    let class = "import { Container } from \"@cloudflare/containers\";\nexport class Web extends Container { ready = { path: \"/h\", status: [99] }; }\n";
+    let err = program("ready", DECLARE, &[("web.ts", class)]).expect_err("bad status");
+    assert!(err.to_string().contains("field ready"), "{err}");
+    assert!(err.to_string().contains("not an HTTP status"), "{err}");
 }
 
 #[test]

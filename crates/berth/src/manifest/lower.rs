@@ -10,10 +10,12 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::diagnose::{suggest, valid_name, valid_tag, Source};
-use super::raw::{DurationValue, RawBuild, RawContainer, RawManifest, RawRoute, RawWorker};
+use super::raw::{
+    DurationValue, RawBuild, RawContainer, RawManifest, RawReady, RawRoute, RawWorker,
+};
 use super::{ContainerDef, ImageSource, Manifest, ManifestError, Rollout, WorkerDef};
 use crate::build::BuildSpec;
-use crate::class::ContainerClass;
+use crate::class::{ContainerClass, ReadyCheck};
 use crate::hosts::HostPattern;
 use crate::logbook::MIN_LOG_MAX;
 use crate::router::{KeySource, Route, Strategy, Target};
@@ -208,6 +210,9 @@ fn class_options(
     if let Some(init) = rc.init {
         class.init = init;
     }
+    if let Some(ready) = &rc.ready {
+        class.ready = Some(ready_check(key, ready, rc.ping_endpoint.is_some(), source)?);
+    }
     if let Some(max) = &rc.log_max {
         if max.get_ref().0 < MIN_LOG_MAX {
             return Err(source.error(
@@ -230,6 +235,62 @@ fn class_options(
     }
     class.instance_type = c.instance_type.as_ref().map(|t| t.0);
     Ok(class)
+}
+
+/// `ready = { path, status, interval }`, checked.
+fn ready_check(
+    key: &str,
+    ready: &Spanned<RawReady>,
+    ping_given: bool,
+    source: &Source,
+) -> Result<ReadyCheck, ManifestError> {
+    let raw = ready.get_ref();
+    let at = |field: &str| format!("{key}.class.ready{field}");
+    if ping_given {
+        return Err(source.error(
+            ready.span(),
+            &at(""),
+            "give ready or ping_endpoint, not both: ready replaces the ping endpoint's any-answer check".into(),
+        ));
+    }
+    let path = raw.path.get_ref();
+    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+        return Err(source.error(
+            raw.path.span(),
+            &at(".path"),
+            format!("{path:?} is not a path; give one such as \"/healthz\""),
+        ));
+    }
+    let mut status = Vec::new();
+    for code in &raw.status {
+        if !(100..=599).contains(code.get_ref()) {
+            return Err(source.error(
+                code.span(),
+                &at(".status"),
+                format!(
+                    "{} is not an HTTP status; give statuses from 100 to 599, as [200, 204]",
+                    code.get_ref()
+                ),
+            ));
+        }
+        status.push(*code.get_ref());
+    }
+    let interval = match &raw.interval {
+        None => ReadyCheck::DEFAULT_INTERVAL,
+        Some(interval) if interval.get_ref().0.is_zero() => {
+            return Err(source.error(
+                interval.span(),
+                &at(".interval"),
+                "0s would ask without pause; give a time between asks, as \"50ms\"".into(),
+            ))
+        }
+        Some(interval) => interval.get_ref().0,
+    };
+    Ok(ReadyCheck {
+        path: path.clone(),
+        status,
+        interval,
+    })
 }
 
 /// Names the engine would refuse, or that would never reach the process, are errors.

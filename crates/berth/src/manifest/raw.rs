@@ -88,6 +88,16 @@ pub(super) struct RawClass {
     pub(super) stop_grace: Option<Spanned<DurationValue>>,
     pub(super) init: Option<bool>,
     pub(super) log_max: Option<Spanned<SizeValue>>,
+    pub(super) ready: Option<Spanned<RawReady>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReady {
+    pub(super) path: Spanned<String>,
+    #[serde(default)]
+    pub(super) status: Vec<Spanned<u16>>,
+    pub(super) interval: Option<Spanned<DurationValue>>,
 }
 
 #[derive(Deserialize)]

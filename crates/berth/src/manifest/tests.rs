@@ -207,6 +207,31 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
             "containers.my-container.class.sleep_after: 0s would stop each container",
         ),
         (
+            class("ready = { path = \"healthz\" }"),
+            "app/berth.toml:14:",
+            "containers.my-container.class.ready.path: \"healthz\" is not a path",
+        ),
+        (
+            class("ready = { path = \"/healthz\", status = [200, 700] }"),
+            "app/berth.toml:14:",
+            "ready.status: 700 is not an HTTP status",
+        ),
+        (
+            class("ready = { path = \"/healthz\", interval = 0 }"),
+            "app/berth.toml:14:",
+            "ready.interval: 0s would ask without pause",
+        ),
+        (
+            class("ping_endpoint = \"ping\"\nready = { path = \"/healthz\" }"),
+            "app/berth.toml:15:9:",
+            "give ready or ping_endpoint, not both",
+        ),
+        (
+            class("ready = { path = \"/healthz\", codes = [200] }"),
+            "app/berth.toml:14:",
+            "ready.codes: unknown key `codes`; accepted keys: path, status, interval",
+        ),
+        (
             class("log_max = \"1KiB\""),
             "app/berth.toml:14:",
             "containers.my-container.class.log_max: must be at least 64KiB",
@@ -253,6 +278,16 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
     );
     // No grace at all is allowed: it means SIGKILL at once.
     assert!(parse(&class("stop_grace = 0")).is_ok());
+    let ready = parse(&class(
+        "ready = { path = \"/healthz\", status = [200, 204], interval = \"20ms\" }",
+    ))
+    .map(|m| m.containers[0].class.ready.clone());
+    let expected = crate::class::ReadyCheck {
+        path: "/healthz".into(),
+        status: vec![200, 204],
+        interval: std::time::Duration::from_millis(20),
+    };
+    assert_eq!(ready.ok().flatten(), Some(expected));
     let kept = |line: &str| parse(&class(line)).map(|m| m.containers[0].class.log_max);
     assert_eq!(kept("log_max = \"512KiB\"").ok(), Some(512 * 1024));
     assert_eq!(kept("log_max = 1000000").ok(), Some(1_000_000));

@@ -48,6 +48,7 @@ pub enum ErrorKind {
     ExitedWhileStarting,
     PortTimeout,
     PingTimeout,
+    NotReady,
     PortUnreachable,
     Interrupted,
     ShuttingDown,
@@ -101,6 +102,7 @@ impl ErrorKind {
             ),
             PortTimeout => (StatusCode::GATEWAY_TIMEOUT, "port-timeout", NO, Container),
             PingTimeout => (StatusCode::GATEWAY_TIMEOUT, "ping-timeout", NO, Container),
+            NotReady => (StatusCode::GATEWAY_TIMEOUT, "not-ready", NO, Container),
             PortUnreachable => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "port-unreachable",
@@ -196,6 +198,15 @@ pub enum StartError {
         endpoint: String,
         timeout: Duration,
     },
+    #[error("the container for {object} never passed its ready check: GET {path} on port {port} gave {last} last, within {timeout:?}; make the app answer a status the check takes (ready.status), or raise port_ready_timeout")]
+    NotReady {
+        object: String,
+        port: u16,
+        path: String,
+        /// `status 503`, or `no answer`.
+        last: String,
+        timeout: Duration,
+    },
     #[error("port {port} of the container for {object} is not reachable from berth; list it in required_ports or default_port")]
     PortUnreachable { object: String, port: u16 },
     #[error("the container for {object} was stopped while it was starting")]
@@ -230,6 +241,7 @@ impl StartError {
             StartError::PortTimeout { .. }
             | StartError::ProbeTimeout { .. }
             | StartError::PortUnreachable { .. } => "port-never-opened",
+            StartError::NotReady { .. } => "never-ready",
             StartError::StillStopping { .. } => "still-stopping",
             StartError::Store { .. } => "store",
             StartError::Interrupted { .. }
@@ -250,6 +262,7 @@ impl StartError {
             StartError::ExitedWhileStarting { .. } => ErrorKind::ExitedWhileStarting,
             StartError::PortTimeout { .. } => ErrorKind::PortTimeout,
             StartError::ProbeTimeout { .. } => ErrorKind::PingTimeout,
+            StartError::NotReady { .. } => ErrorKind::NotReady,
             StartError::PortUnreachable { .. } => ErrorKind::PortUnreachable,
             StartError::Interrupted { .. } => ErrorKind::Interrupted,
             StartError::ShuttingDown { .. } => ErrorKind::ShuttingDown,

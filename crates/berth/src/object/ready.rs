@@ -9,7 +9,7 @@ use super::start::EXIT_REPORT;
 use super::Object;
 use crate::event::EventKind;
 use crate::lifecycle::{after, StopReason};
-use crate::readiness::{self, NotReady};
+use crate::readiness::{self, NotReady, Probe};
 use crate::runtime::{Endpoint, Signal};
 use tokio::time::Instant;
 
@@ -97,10 +97,10 @@ impl Object {
             });
         }
         let probe_port = opts.default_port.or(ports.first().copied());
-        let probe = match (&opts.ping_endpoint, probe_port) {
-            (Some(endpoint), Some(port)) if instance.endpoint().reaches(port) => {
-                Some((port, endpoint.as_str()))
-            }
+        let probe = match (&opts.ready, &opts.ping_endpoint, probe_port) {
+            (_, _, Some(port)) if !instance.endpoint().reaches(port) => None,
+            (Some(check), _, Some(port)) => Some(Probe::Ready { port, check }),
+            (None, Some(endpoint), Some(port)) => Some(Probe::Ping { port, endpoint }),
             _ => None,
         };
         let limit = opts.port_ready_timeout;
@@ -117,6 +117,13 @@ impl Object {
                         object: self.describe(),
                         port,
                         endpoint,
+                        timeout: limit,
+                    },
+                    NotReady::Check { port, path, last } => StartError::NotReady {
+                        object: self.describe(),
+                        port,
+                        path,
+                        last: last.map_or_else(|| "no answer".to_string(), |s| format!("status {s}")),
                         timeout: limit,
                     },
                 })

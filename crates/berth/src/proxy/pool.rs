@@ -187,24 +187,19 @@ impl Pool {
         }
     }
 
-    /// One GET with the given `Host`; whether any HTTP answer came back.
-    pub async fn probe(&self, port: u16, host: &str, path: &str) -> bool {
-        let Ok(uri) = path.parse::<Uri>() else {
-            return false;
-        };
-        let Ok(request) = Request::get(uri)
+    /// The status `GET path` (with `Host: host`) gets on `port`, if it gets an answer.
+    pub async fn status(&self, port: u16, host: &str, path: &str) -> Option<u16> {
+        let uri = path.parse::<Uri>().ok()?;
+        let request = Request::get(uri)
             .header(header::HOST, host)
             .body(full(Bytes::new()))
-        else {
-            return false;
-        };
-        let Ok((response, conn)) = self.send(port, request).await else {
-            return false;
-        };
+            .ok()?;
+        let (response, conn) = self.send(port, request).await.ok()?;
+        let status = response.status().as_u16();
         // Read the answer to the end so the connection can serve the first request.
         if response.into_body().collect().await.is_ok() {
             self.give_back(port, conn);
         }
-        true
+        Some(status)
     }
 }

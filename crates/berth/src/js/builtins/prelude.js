@@ -3,7 +3,8 @@
 (() => {
   const declared = { app: null, containers: [], workers: [] };
 
-  // The options berth reads from a container class, as Cloudflare's Container names them.
+  // The options berth reads from a container class, as Cloudflare's Container names them,
+  // then berth's own (`ready`, `logMax`).
   const OPTIONS = [
     "defaultPort",
     "requiredPorts",
@@ -13,6 +14,8 @@
     "enableInternet",
     "pingEndpoint",
     "labels",
+    "ready",
+    "logMax",
   ];
 
   // What a Durable Object's constructor gets as `ctx`, enough for a constructor to run.
