@@ -8,6 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// What an object keeps of its containers' output by default (`log_max`): 10 MiB.
+pub const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
+
+/// The smallest `log_max` berth takes: room for a few long lines in each half of the ring.
+pub const MIN_LOG_MAX: u64 = 64 * 1024;
+
 /// A bad class option value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ClassError {
@@ -276,7 +282,7 @@ impl ContainerClass {
             stop_grace: Duration::from_secs(10),
             init: true,
             max_instances: 20,
-            log_max: crate::logbook::DEFAULT_LOG_MAX,
+            log_max: DEFAULT_LOG_MAX,
             ready: None,
             instance_type: None,
         }

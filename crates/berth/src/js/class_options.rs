@@ -10,8 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::ScriptError;
-use crate::class::{parse_duration, parse_size, ContainerClass, ReadyCheck};
-use crate::logbook::MIN_LOG_MAX;
+use crate::class::{parse_duration, parse_size, ContainerClass, ReadyCheck, MIN_LOG_MAX};
 
 /// The class `class` from the JSON of its fields (see `classOptions` in the prelude),
 /// exported by `entrypoint`; the image is left empty.

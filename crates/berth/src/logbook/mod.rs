@@ -19,17 +19,12 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::class::MIN_LOG_MAX;
 use crate::runtime::Stream;
 
 pub use follow::follow;
 pub(crate) use keep::keep;
 pub use read::Query;
-
-/// What an object keeps of its containers' output by default: 10 MiB.
-pub const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
-
-/// The smallest `log_max` berth takes: room for a few long lines in each half.
-pub const MIN_LOG_MAX: u64 = 64 * 1024;
 
 /// A failure to read or write the logbook.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
+use crate::class::DEFAULT_LOG_MAX;
 
 fn line(secs: u64, name: Option<&str>, text: &str) -> Stored {
     Stored {

@@ -15,9 +15,8 @@ use super::raw::{
 };
 use super::{ContainerDef, ImageSource, Manifest, ManifestError, Rollout, WorkerDef};
 use crate::build::BuildSpec;
-use crate::class::{ContainerClass, ReadyCheck};
+use crate::class::{ContainerClass, ReadyCheck, MIN_LOG_MAX};
 use crate::hosts::HostPattern;
-use crate::logbook::MIN_LOG_MAX;
 use crate::router::{KeySource, Route, Strategy, Target};
 
 /// The whole manifest; `dir` is the folder relative paths start from.
