@@ -147,6 +147,7 @@ pub struct ContainerClass {
     /// only `default_port`, if any.
     pub required_ports: Vec<u16>,
     /// Idle time after which the container is stopped. Default 10 minutes.
+    /// [`ContainerClass::NEVER`]: never; a started instance keeps running.
     pub sleep_after: Duration,
     /// Environment of the container process.
     pub env_vars: BTreeMap<String, String>,
@@ -215,6 +216,14 @@ impl ReadyCheck {
 }
 
 impl ContainerClass {
+    /// `sleep_after = "never"`.
+    pub const NEVER: Duration = Duration::MAX;
+
+    /// Whether idle instances are put to sleep.
+    pub fn sleeps(&self) -> bool {
+        self.sleep_after != ContainerClass::NEVER
+    }
+
     /// A digest of the options that shape a container (the image, its environment,
     /// entrypoint, ports, network, init process, limits and labels): two classes of one
     /// version start the same containers. Containers carry it, so that a rebuild, a

@@ -92,6 +92,7 @@ fn port(value: &Value) -> Result<u16, String> {
 
 fn sleep_after(value: &Value) -> Result<Duration, String> {
     let duration = match value {
+        Value::String(text) if text == "never" => return Ok(ContainerClass::NEVER),
         Value::String(text) => {
             parse_duration(text).map_err(|e| format!("is not a duration: {e}"))?
         }

@@ -184,11 +184,35 @@ fn class_options(
         }
         Ok(Some(value.get_ref().0))
     };
+    if let Some(sleep_after) = &rc.sleep_after {
+        if sleep_after.get_ref().0.is_zero() {
+            return Err(source.error(
+                sleep_after.span(),
+                &format!("{key}.class.sleep_after"),
+                "0s would stop each container as soon as it starts; give it time to serve, as in \"30s\" (the default is 10m), or \"never\"".into(),
+            ));
+        }
+        class.sleep_after = sleep_after.get_ref().0;
+    }
     let durations = [
-        (&rc.sleep_after, "sleep_after", "would stop each container as soon as it starts; give it time to serve, as in \"30s\" (the default is 10m)", &mut class.sleep_after),
-        (&rc.start_timeout, "start_timeout", "leaves no time to start a container; the default is 30s", &mut class.start_timeout),
-        (&rc.port_ready_timeout, "port_ready_timeout", "leaves no time for a port to accept connections; the default is 20s", &mut class.port_ready_timeout),
-        (&rc.request_timeout, "request_timeout", "would end every request at once; the default is 100s", &mut class.request_timeout),
+        (
+            &rc.start_timeout,
+            "start_timeout",
+            "leaves no time to start a container; the default is 30s",
+            &mut class.start_timeout,
+        ),
+        (
+            &rc.port_ready_timeout,
+            "port_ready_timeout",
+            "leaves no time for a port to accept connections; the default is 20s",
+            &mut class.port_ready_timeout,
+        ),
+        (
+            &rc.request_timeout,
+            "request_timeout",
+            "would end every request at once; the default is 100s",
+            &mut class.request_timeout,
+        ),
         // No grace at all is a choice: SIGKILL at once.
         (&rc.stop_grace, "stop_grace", "", &mut class.stop_grace),
     ];

@@ -74,7 +74,7 @@ pub(super) struct RawClass {
     pub(super) default_port: Option<Port>,
     #[serde(default)]
     pub(super) required_ports: Vec<Port>,
-    pub(super) sleep_after: Option<Spanned<DurationValue>>,
+    pub(super) sleep_after: Option<Spanned<SleepAfterValue>>,
     #[serde(default)]
     pub(super) env_vars: BTreeMap<Spanned<String>, String>,
     pub(super) entrypoint: Option<Vec<String>>,
@@ -159,6 +159,35 @@ impl<'de> Deserialize<'de> for DurationValue {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
                 parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration, or `"never"` ([`crate::class::ContainerClass::NEVER`]).
+pub(super) struct SleepAfterValue(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for SleepAfterValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SleepAfterValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration (90, \"30s\", \"3m\", \"1h30m\") or \"never\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SleepAfterValue, E> {
+                u64::try_from(v)
+                    .map(|s| SleepAfterValue(Duration::from_secs(s)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SleepAfterValue, E> {
+                if v == "never" {
+                    return Ok(SleepAfterValue(crate::class::ContainerClass::NEVER));
+                }
+                parse_duration(v)
+                    .map(SleepAfterValue)
+                    .map_err(|e| E::custom(format!("{e}; or \"never\" to keep it running")))
             }
         }
         d.deserialize_any(V)

@@ -288,6 +288,11 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
         interval: std::time::Duration::from_millis(20),
     };
     assert_eq!(ready.ok().flatten(), Some(expected));
+    let never = parse(&SEED.replace("sleep_after = \"3m\"", "sleep_after = \"never\""));
+    assert_eq!(
+        never.map(|m| m.containers[0].class.sleep_after).ok(),
+        Some(crate::class::ContainerClass::NEVER)
+    );
     let kept = |line: &str| parse(&class(line)).map(|m| m.containers[0].class.log_max);
     assert_eq!(kept("log_max = \"512KiB\"").ok(), Some(512 * 1024));
     assert_eq!(kept("log_max = 1000000").ok(), Some(1_000_000));

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::instance::Instance;
 use crate::activity::Activity;
+use crate::class::ContainerClass;
 use crate::lifecycle::{after, State, StopReason};
 use crate::runtime::ExitStatus;
 use crate::store::ObjectRecord;
@@ -306,6 +307,8 @@ impl Phase {
                 kill_at: *kill_at,
             },
             _ if !(self.is_current(instance) && self.awake()) => none,
+            // `sleep_after = "never"`: nothing to wake up for.
+            _ if sleep_after == ContainerClass::NEVER => none,
             // Whenever the last request ends, it renews the activity: the deadline is at
             // least `sleep_after` away.
             _ => Deadlines {
@@ -390,6 +393,18 @@ mod tests {
         drop(guard);
         let deadlines = phase.deadlines(&i, &activity, sleep_after);
         assert_eq!(deadlines.idle_at, Some(Instant::now() + sleep_after));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_class_that_never_sleeps_has_no_idle_deadline() {
+        let (i, activity) = (instance(), Activity::new());
+        let phase = Phase::Healthy {
+            instance: i.clone(),
+        };
+        tokio::time::advance(Duration::from_secs(86400 * 400)).await;
+        let never = ContainerClass::NEVER;
+        assert_eq!(phase.deadlines(&i, &activity, never).idle_at, None);
+        assert!(!activity.is_idle(never, Instant::now()));
     }
 
     #[test]

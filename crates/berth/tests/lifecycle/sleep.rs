@@ -140,3 +140,25 @@ async fn a_container_does_not_sleep_before_the_request_that_started_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sleep_after = "never"`: a started container keeps running, however long it is idle.
+#[tokio::test(start_paused = true)]
+async fn a_class_that_never_sleeps_keeps_its_container_running() {
+    let f = Fixture::with(
+        Behaviour::default(),
+        |class| class.sleep_after = berth::ContainerClass::NEVER,
+        berth::Store::in_memory().expect("store"),
+    );
+    let object = f.ns.get_by_name("alpha");
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+    sleep(Duration::from_secs(86400 * 400)).await;
+    settle().await;
+    assert_eq!(
+        f.fake.running().len(),
+        1,
+        "still running after 400 idle days"
+    );
+    assert_eq!(f.hooks.calls(), ["alpha: start"]);
+    assert_eq!(fetch(&object, "/").await.0, StatusCode::OK);
+    assert_eq!(f.fake.created(), 1, "the same container serves");
+}
