@@ -188,6 +188,9 @@ async fn serve_router(
             target: Target::From(KeySource::Path("name".into())),
             strip_prefix: true,
             start_only: false,
+            wake: true,
+            fallback: false,
+            keep_warm: false,
         },
         Route {
             path: PathPattern::parse("/*").map_err(anyhow::Error::msg)?,
@@ -195,6 +198,9 @@ async fn serve_router(
             target: Target::Fixed("warm".into()),
             strip_prefix: false,
             start_only: false,
+            wake: true,
+            fallback: false,
+            keep_warm: false,
         },
     ];
     let router: Arc<dyn berth::Worker> = Arc::new(Router::new(routes, &env)?);

@@ -776,3 +776,104 @@ async fn an_instance_gets_traffic_only_once_its_ready_check_passes() {
     let log = berth.stderr_with("never passed its ready check");
     assert!(log.contains("never passed its ready check"), "{log}");
 }
+
+const WAKE: &str = r#"
+[containers.app]
+class_name = "App"
+build = { context = ".", command = "cp @SERVER@ server" }
+
+[containers.app.class]
+default_port = 8080
+
+[workers.web]
+bindings = { APP = "app" }
+routes = [
+  { path = "/peek/*", strip_prefix = true, binding = "APP", instance = "a", wake = false },
+  { path = "/maybe/*", strip_prefix = true, binding = "APP", instance = "a", wake = false, fallback = true },
+  { path = "/maybe/*", strip_prefix = true, binding = "APP", instance = "shared" },
+  { path = "/pool/*", strip_prefix = true, binding = "APP", instance = { pool = 2 }, keep_warm = true },
+  { path = "/*", binding = "APP", instance = "a" },
+]
+"#;
+
+/// The object names of the app's running containers, sorted.
+async fn running_names(app: &AppDir) -> Vec<String> {
+    let mut names: Vec<String> = app
+        .containers()
+        .await
+        .iter()
+        .filter(|c| c.running)
+        .map(|c| c.labels[labels::OBJECT_NAME].clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits (at most 60 s) until the app's running containers are those named `expected`.
+async fn wait_for_names(app: &AppDir, expected: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let names = running_names(app).await;
+        if names == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "running: {names:?}, wanted {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_that_never_wake_fall_back_and_a_warm_pool_runs_from_the_start() {
+    let app = AppDir::new("wake", WAKE);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    // keep_warm: the pool runs before any request.
+    wait_for_names(&app, &["instance-0", "instance-1"]).await;
+
+    // wake = false: a sleeping instance is not started.
+    let (status, body) = http(&addr, "/peek/ping", &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("App \"a\" sleeps"), "{body}");
+    // fallback: the next matching route serves instead.
+    assert_eq!(http(&addr, "/maybe/ping", &[]), (200, "pong".into()));
+    wait_for_names(&app, &["instance-0", "instance-1", "shared"]).await;
+    // Once a runs, both routes reach it.
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    assert_eq!(http(&addr, "/peek/ping", &[]), (200, "pong".into()));
+    assert_eq!(http(&addr, "/maybe/ping", &[]), (200, "pong".into()));
+    wait_for_names(&app, &["a", "instance-0", "instance-1", "shared"]).await;
+
+    // A pool container that dies is started again.
+    let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+    let victim = app
+        .containers()
+        .await
+        .into_iter()
+        .find(|c| c.labels[labels::OBJECT_NAME] == "instance-0")
+        .expect("instance-0 runs");
+    use berth::Runtime as _;
+    runtime.remove(&victim.id).await.expect("remove");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !app
+        .containers()
+        .await
+        .iter()
+        .any(|c| c.running && c.labels[labels::OBJECT_NAME] == "instance-0" && c.id != victim.id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "instance-0 was not started again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    berth.signal("INT");
+    assert_eq!(
+        berth.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        berth.stderr()
+    );
+}

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
@@ -192,6 +193,32 @@ pub struct Route {
     /// Start the object's container (if none runs) and answer 202 without proxying:
     /// how a class with no port, such as a batch job, is run from a route.
     pub start_only: bool,
+    /// `false`: never start a sleeping instance. A request for one is answered 503
+    /// (`berth-error: sleeping`), or goes on to the next route if `fallback`.
+    pub wake: bool,
+    /// With `wake = false`: a request whose instance sleeps goes on to the next route
+    /// that matches, as if this one did not.
+    pub fallback: bool,
+    /// A pool route that keeps all its instances running from the start, and starts
+    /// again any that stops.
+    pub keep_warm: bool,
+}
+
+impl Route {
+    /// A route of `path` (as `/users/:user/*`) to `binding`'s `target`; the other
+    /// settings at their defaults (no prefix stripped, proxied, wakes its instance).
+    pub fn new(path: PathPattern, binding: &str, target: Target) -> Route {
+        Route {
+            path,
+            binding: binding.to_string(),
+            target,
+            strip_prefix: false,
+            start_only: false,
+            wake: true,
+            fallback: false,
+            keep_warm: false,
+        }
+    }
 }
 
 /// The most objects a pool may have: every object of a pool may run a container.
@@ -229,6 +256,17 @@ struct Compiled {
 /// A [`Worker`] that follows a list of routes.
 pub struct Router {
     routes: Vec<Compiled>,
+    /// The tasks that keep the pools of `keep_warm` routes running, for as long as the
+    /// router lives.
+    warmers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        for warmer in &self.warmers {
+            warmer.abort();
+        }
+    }
 }
 
 /// Why a request matched no object.
@@ -278,8 +316,19 @@ impl Router {
                     pool,
                 })
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Router { routes })
+            .collect::<Result<Vec<Compiled>, _>>()?;
+        let warmers = routes
+            .iter()
+            .filter(|c| c.route.keep_warm)
+            .filter_map(|c| {
+                let objects: Vec<Object> = (0..c.pool.len())
+                    .map(|k| c.namespace.get_named(c.pool[k], || pool_name(k)))
+                    .collect();
+                let handle = tokio::runtime::Handle::try_current().ok()?;
+                Some(handle.spawn(keep_warm(objects, c.route.path.as_str().to_string())))
+            })
+            .collect();
+        Ok(Router { routes, warmers })
     }
 
     /// The object that serves `request`. A route with `strip_prefix` rewrites the
@@ -290,13 +339,30 @@ impl Router {
 
     /// [`Router::pick`], with the route that matched.
     fn pick_route<B>(&self, request: &mut Request<B>) -> Result<(Object, &Route), Miss> {
+        self.pick_from(request, 0)
+            .map(|(object, route, _)| (object, route))
+    }
+
+    /// The first route from the `from`-th on that matches: its object, the route, and
+    /// its index.
+    fn pick_from<B>(
+        &self,
+        request: &mut Request<B>,
+        from: usize,
+    ) -> Result<(Object, &Route, usize), Miss> {
         let path = request.uri().path();
-        let Some((compiled, params, rest)) = self.routes.iter().find_map(|c| {
-            c.route
-                .path
-                .match_with_rest(path)
-                .map(|(params, rest)| (c, params, rest))
-        }) else {
+        let Some((at, compiled, params, rest)) = self
+            .routes
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find_map(|(at, c)| {
+                c.route
+                    .path
+                    .match_with_rest(path)
+                    .map(|(params, rest)| (at, c, params, rest))
+            })
+        else {
             return Err(Miss::NoRoute);
         };
         let key = |source: &KeySource| {
@@ -341,7 +407,7 @@ impl Router {
         if let Some(uri) = stripped.and_then(|u| u.parse().ok()) {
             *request.uri_mut() = uri;
         }
-        Ok((object, &compiled.route))
+        Ok((object, &compiled.route, at))
     }
 
     /// The answer for a request that matched no object.
@@ -374,11 +440,78 @@ impl Router {
 #[async_trait]
 impl Worker for Router {
     async fn fetch(&self, mut request: Request<Body>, _env: &Env) -> Response<Body> {
-        match self.pick_route(&mut request) {
-            Ok((object, route)) if route.start_only => start_only(&object).await,
-            Ok((object, _)) => object.fetch(request).await,
-            Err(miss) => self.miss_response(&miss),
+        let uri = request.uri().clone();
+        let mut from = 0;
+        let mut asleep = None;
+        loop {
+            match self.pick_from(&mut request, from) {
+                Ok((object, route, _)) if route.start_only => return start_only(&object).await,
+                Ok((object, route, at)) if !route.wake => {
+                    match object.fetch_if_serving(request).await {
+                        Ok(Ok(response)) => return response,
+                        Ok(Err(e)) => return e.into_response(),
+                        Err(back) if route.fallback => {
+                            // The next route sees the request as it came.
+                            request = back;
+                            *request.uri_mut() = uri.clone();
+                            from = at + 1;
+                            asleep = Some(object);
+                        }
+                        Err(_) => return sleeping(&object),
+                    }
+                }
+                Ok((object, _, _)) => return object.fetch(request).await,
+                Err(Miss::NoRoute) if asleep.is_some() => {
+                    return asleep
+                        .as_ref()
+                        .map_or_else(|| self.miss_response(&Miss::NoRoute), sleeping)
+                }
+                Err(miss) => return self.miss_response(&miss),
+            }
         }
+    }
+}
+
+/// The answer of a `wake = false` route whose instance sleeps.
+fn sleeping(object: &Object) -> Response<Body> {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sleeping",
+        &format!(
+            "{} sleeps, and this route does not wake it (wake = false)",
+            object.describe()
+        ),
+    )
+}
+
+/// Keeps `objects` (a `keep_warm` pool) running: starts each one that does not run, at
+/// once and whenever one stops, until the router is dropped. The objects never sleep.
+async fn keep_warm(objects: Vec<Object>, route: String) {
+    for object in &objects {
+        object.keep_awake();
+    }
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let mut failed = false;
+        for object in &objects {
+            if object.container_state().is_some_and(|s| s.is_active()) {
+                continue;
+            }
+            if let Err(e) = object.start(StartOptions::default()).await {
+                failed = true;
+                tracing::warn!(
+                    route,
+                    "keep_warm could not start {}: {e}",
+                    object.describe()
+                );
+            }
+        }
+        backoff = if failed {
+            (backoff * 2).min(Duration::from_secs(30))
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::time::sleep(backoff).await;
     }
 }
 
@@ -498,13 +631,7 @@ mod tests {
         let ns = app.namespace(ContainerClass::new("C", "none"), Arc::new(NoHooks));
         let mut env = Env::new();
         env.bind("APP", Binding::Container(ns.clone()));
-        let route = Route {
-            path: PathPattern::parse("/*").expect("pattern"),
-            binding: "APP".into(),
-            target,
-            strip_prefix: false,
-            start_only: false,
-        };
+        let route = Route::new(PathPattern::parse("/*").expect("pattern"), "APP", target);
         Ok((Router::new(vec![route], &env)?, ns))
     }
 

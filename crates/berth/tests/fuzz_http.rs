@@ -52,6 +52,9 @@ fn server() -> SocketAddr {
                     target,
                     strip_prefix: true,
                     start_only: false,
+                    wake: true,
+                    fallback: false,
+                    keep_warm: false,
                 };
                 let routes = vec![
                     route("/u/:user/*", Target::From(KeySource::Path("user".into()))),

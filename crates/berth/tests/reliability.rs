@@ -367,6 +367,9 @@ async fn front(
         target: Target::Fixed("container".into()),
         strip_prefix: false,
         start_only: false,
+        wake: true,
+        fallback: false,
+        keep_warm: false,
     }];
     let router = Router::new(routes, &env).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -668,6 +671,9 @@ async fn a_client_that_hangs_up_does_not_keep_its_container_awake() {
         target: Target::Fixed("container".into()),
         strip_prefix: false,
         start_only: false,
+        wake: true,
+        fallback: false,
+        keep_warm: false,
     }];
     let router = Router::new(routes, &env).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -429,7 +429,8 @@ fn worker(
         if let Some((j, earlier)) = routes[..i]
             .iter()
             .enumerate()
-            .find(|(_, earlier)| earlier.path.covers(&later.path))
+            // A fallback route passes on what it cannot serve: the routes after it are reached.
+            .find(|(_, earlier)| !earlier.fallback && earlier.path.covers(&later.path))
         {
             return Err(source.error(w.routes[i].span(), &format!("{key}.routes[{i}].path"), format!(
                 "path {} is never reached: routes[{j}] (path {}) matches every path it does, and the first matching route wins; move this route above it, or remove it",
@@ -513,11 +514,40 @@ fn route(
             ),
         ));
     }
+    let wake = r.wake.unwrap_or(true);
+    let refuse = |field: &str, message: &str| {
+        Err(source.error(
+            route.span(),
+            &format!("{route_key}.{field}"),
+            message.to_string(),
+        ))
+    };
+    if r.fallback && wake {
+        return refuse(
+            "fallback",
+            "applies to a route that does not wake its instance: add wake = false",
+        );
+    }
+    if r.keep_warm && !matches!(r.instance.0, Target::Pool { .. }) {
+        return refuse(
+            "keep_warm",
+            "keeps a pool running: give instance = { pool = N }, or set sleep_after = \"never\" on the class",
+        );
+    }
+    if r.keep_warm && !wake {
+        return refuse(
+            "keep_warm",
+            "keeps the pool running, so wake = false would never apply: drop one of them",
+        );
+    }
     Ok(Route {
         path: r.path.0.clone(),
         binding: r.binding.clone(),
         target: r.instance.0.clone(),
         strip_prefix: r.strip_prefix,
         start_only: r.start_only,
+        wake,
+        fallback: r.fallback,
+        keep_warm: r.keep_warm,
     })
 }

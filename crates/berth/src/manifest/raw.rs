@@ -121,6 +121,11 @@ pub(super) struct RawRoute {
     pub(super) strip_prefix: bool,
     #[serde(default)]
     pub(super) start_only: bool,
+    pub(super) wake: Option<bool>,
+    #[serde(default)]
+    pub(super) fallback: bool,
+    #[serde(default)]
+    pub(super) keep_warm: bool,
 }
 
 /// A port from 1 to 65535.

@@ -440,3 +440,38 @@ fn a_worker_prints_no_secret_but_a_digest_that_follows_it() {
     assert!(one.contains("API_KEY"), "{one}");
     assert_ne!(one, other);
 }
+
+#[test]
+fn wake_fallback_and_keep_warm_are_checked_where_they_are_written() {
+    let last = "instance = \"container\" },";
+    let e = error(&SEED.replace(last, "instance = \"container\", fallback = true },"));
+    assert!(
+        e.contains("routes[3].fallback: applies to a route that does not wake its instance"),
+        "{e}"
+    );
+    let e = error(&SEED.replace(last, "instance = \"container\", keep_warm = true },"));
+    assert!(
+        e.contains("routes[3].keep_warm: keeps a pool running"),
+        "{e}"
+    );
+    let pool = "instance = { pool = 3, strategy = \"round-robin\" } },";
+    let e = error(&SEED.replace(
+        pool,
+        "instance = { pool = 3 }, keep_warm = true, wake = false },",
+    ));
+    assert!(
+        e.contains("routes[1].keep_warm: keeps the pool running"),
+        "{e}"
+    );
+    // A fallback route lets the routes after it be reached, even those it covers.
+    let m = parse(&SEED.replace(
+        last,
+        "instance = \"a\", wake = false, fallback = true },\n  { path = \"/*\", binding = \"MY_CONTAINER\", instance = \"b\" },",
+    ))
+    .expect("parses");
+    let routes = &m.workers[0].routes;
+    assert!(!routes[3].wake && routes[3].fallback);
+    assert!(routes[4].wake && !routes[4].fallback);
+    let m = parse(&SEED.replace(pool, "instance = { pool = 3 }, keep_warm = true },"));
+    assert!(m.expect("parses").workers[0].routes[1].keep_warm);
+}

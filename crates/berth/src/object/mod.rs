@@ -152,6 +152,8 @@ struct Inner {
     /// How the last start this process made went; `None` before one, and for a
     /// container adopted from an earlier process.
     last_start: Mutex<Option<StartTimings>>,
+    /// Set for the objects of a `keep_warm` pool: their containers never sleep.
+    kept_awake: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -195,6 +197,7 @@ impl Object {
                 finished_attempts: AtomicU64::new(0),
                 stops: AtomicU64::new(0),
                 persisting: tokio::sync::Mutex::new(()),
+                kept_awake: std::sync::atomic::AtomicBool::new(false),
                 last_start: Mutex::new(None),
             }),
         };
@@ -248,6 +251,28 @@ impl Object {
             self.load().await?;
         }
         Ok(self.phase().state())
+    }
+
+    /// Never puts this object's containers to sleep, whatever the class's `sleep_after`:
+    /// what a `keep_warm` pool asks of its objects.
+    pub fn keep_awake(&self) {
+        self.inner
+            .kept_awake
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The idle time after which the container sleeps: the class's `sleep_after`, or
+    /// never for an object kept awake.
+    pub(crate) fn sleep_after(&self) -> std::time::Duration {
+        if self
+            .inner
+            .kept_awake
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            crate::class::ContainerClass::NEVER
+        } else {
+            self.options().sleep_after
+        }
     }
 
     /// The state of the container this object owns, as far as the object knows without

@@ -47,7 +47,7 @@ pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: Own
     // monitor from noticing an exit or enforcing a deadline.
     let mut on_start: Option<JoinHandle<()>> = None;
     let mut idle_check: Option<JoinHandle<()>> = None;
-    let sleep_after = object.options().sleep_after;
+    let sleep_after = object.sleep_after();
     let status = loop {
         let deadlines = object
             .phase()

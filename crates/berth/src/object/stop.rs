@@ -151,7 +151,7 @@ impl Object {
     /// Called by the monitor when the idle deadline passed: asks the hooks, then puts the
     /// container to sleep if it is still idle.
     pub(super) async fn sleep_if_idle(&self, instance: &Arc<Instance>) {
-        let sleep_after = self.options().sleep_after;
+        let sleep_after = self.sleep_after();
         let idle = {
             let phase = self.phase();
             phase.is_current(instance)
