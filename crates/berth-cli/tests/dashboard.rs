@@ -35,81 +35,12 @@ bindings = { APP = "app" }
 routes = [{ path = "/*", binding = "APP", instance = { from = "header", name = "x-user" } }]
 "#;
 
-/// A running `berth serve` on loopback ports, with its own data folder.
-struct Server {
-    process: Berth,
-    public: String,
-    control: String,
-    /// The dashboard's address, as `berth serve` prints it.
-    dashboard: String,
-    token: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let registry = registry();
-        let args = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
-            "--registry",
-            &registry,
-            "--data",
-        ];
-        let mut process = Berth::start(&args, data);
-        let public = process.line_after("Public on http://");
-        let control = process.line_after("Control on http://");
-        let dashboard = process.line_after("Dashboard on ");
-        let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--print-token", "--data"])
-            .arg(data)
-            .output()
-            .expect("berth runs");
-        assert!(output.status.success());
-        Server {
-            process,
-            public,
-            control,
-            dashboard,
-            token: String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        }
-    }
-
-    /// `berth deploy DIR` against this server, which must succeed; its stdout.
-    fn deploy(control: &str, token: &str, dir: &Path) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("deploy")
-            .arg(dir)
-            .env("BERTH_SERVER", format!("http://{control}"))
-            .env("BERTH_TOKEN", token)
-            .stdin(Stdio::null())
-            .output()
-            .expect("berth runs");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "deploy failed:\n{stderr}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// A request through the public listener to the app's worker, as `user`.
-    fn get(&self, host: &str, path: &str, user: &str) -> (u16, String) {
-        request(
-            &self.public,
-            "GET",
-            path,
-            &[("Host", host), ("X-User", user)],
-        )
-    }
-
-    /// A control API call with the token; the status and the body as JSON.
-    fn api(&self, path: &str) -> (u16, Value) {
-        let auth = format!("Bearer {}", self.token);
-        let (status, body) = request(&self.control, "GET", path, &[("Authorization", &auth)]);
-        let value =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e} in {body:?}"));
-        (status, value)
-    }
+/// A control API call with the token; the status and the body as JSON.
+fn api(server: &Server, path: &str) -> (u16, Value) {
+    let (status, body) = server.api("GET", path);
+    let value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e} in {body:?}"));
+    (status, value)
 }
 
 /// One raw request to the control listener; the whole response as text.
@@ -532,7 +463,7 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
     let data = data_dir("browser");
     let server = Server::start(&data);
     let host = format!("web.{}.localhost", app.name);
-    let out = Server::deploy(&server.control, &server.token, &app.dir);
+    let out = deploy_to(&server.control, &server.token, &app.dir);
     assert!(out.contains("is active"), "{out}");
     for user in ["alpha", "gamma"] {
         assert_eq!(server.get(&host, "/", user).0, 200);
@@ -540,7 +471,7 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
 
     // The API tells what each instance runs and how its start went.
     let instances_path = format!("/v1/apps/{}/instances", app.name);
-    let (status, instances) = server.api(&instances_path);
+    let (status, instances) = api(&server, &instances_path);
     assert_eq!(status, 200, "{instances}");
     let alpha = instances
         .as_array()
@@ -548,7 +479,7 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
         .unwrap_or_else(|| panic!("no instance alpha in {instances}"))
         .clone();
     assert_eq!(alpha["state"], "healthy", "{alpha}");
-    let (_, deployment) = server.api(&format!("/v1/apps/{}/deployments/1", app.name));
+    let (_, deployment) = api(&server, &format!("/v1/apps/{}/deployments/1", app.name));
     let image = alpha["image"].as_str().expect("an image");
     assert!(
         deployment["images"]
@@ -673,10 +604,14 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
         })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while server.api(&instances_path).1.as_array().is_some_and(|all| {
-        !all.iter()
-            .any(|i| i["name"] == "alpha" && i["in_flight"] == 1)
-    }) {
+    while api(&server, &instances_path)
+        .1
+        .as_array()
+        .is_some_and(|all| {
+            !all.iter()
+                .any(|i| i["name"] == "alpha" && i["in_flight"] == 1)
+        })
+    {
         assert!(
             Instant::now() < deadline,
             "alpha's request never got in flight"
@@ -695,7 +630,7 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
             server.token.clone(),
             app.dir.clone(),
         );
-        std::thread::spawn(move || Server::deploy(&control, &token, &dir))
+        std::thread::spawn(move || deploy_to(&control, &token, &dir))
     };
     page.wait_for(
         "the rollout",
@@ -704,7 +639,7 @@ async fn the_dashboard_shows_instances_their_states_and_live_events_in_chromium(
     .await;
     // Once beta's old container is gone, it shows the image its next start runs.
     let image_of = |name: &str| {
-        let (_, instances) = server.api(&instances_path);
+        let (_, instances) = api(&server, &instances_path);
         instances
             .as_array()
             .and_then(|all| all.iter().find(|i| i["name"] == name))

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use berth::runtime::Selector;
 use berth::{DockerRuntime, Runtime};
 
+mod server;
+#[allow(unused_imports)]
+pub use server::{deploy_to, Server};
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
