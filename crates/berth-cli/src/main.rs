@@ -3,6 +3,7 @@
 
 mod dev;
 mod events;
+mod exec;
 mod logs;
 mod ps;
 mod remote;
@@ -220,6 +221,24 @@ enum Command {
         #[command(flatten)]
         server: remote::Server,
     },
+    /// Run a command in the running container of an object of a berth dev app.
+    ///
+    /// As `docker exec`: standard input goes to the command, with a terminal when this
+    /// one is a terminal, and berth exec exits with the command's exit code. An object
+    /// that sleeps has no container: wake it with a request first. Example:
+    /// `berth exec alice -- sh -c 'ls /data'`.
+    Exec {
+        /// `[DIR] NAME`: the app's folder (default: this one) and the object's name (or
+        /// the first 4 or more characters of its id).
+        #[arg(num_args = 1..=2, required = true, value_name = "[DIR] NAME")]
+        words: Vec<String>,
+        /// The object's class, when objects of two classes share the name.
+        #[arg(long)]
+        class: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// List the app's instances: class, name, id, state and uptime.
     Ps {
         /// The app's folder, holding berth.toml.
@@ -279,6 +298,18 @@ fn main() -> ExitCode {
                 metrics,
             } => dev::run(&dir, host, port, metrics).await,
             Command::Ps { dir, json } => ps::run(&dir, json).await,
+            Command::Exec {
+                words,
+                class,
+                command,
+            } => {
+                let args = exec::Args {
+                    words,
+                    class,
+                    command,
+                };
+                exec::run(args).await
+            }
             Command::Events {
                 app,
                 follow,
@@ -370,6 +401,13 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // berth exec passes the command's own exit code on, as docker exec does.
+        Err(e) if e.downcast_ref::<exec::Exited>().is_some() => {
+            let code = e
+                .downcast_ref::<exec::Exited>()
+                .map_or(1, |exited| exited.0);
+            ExitCode::from(u8::try_from(code.rem_euclid(256)).unwrap_or(1))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

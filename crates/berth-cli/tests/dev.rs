@@ -877,3 +877,89 @@ async fn routes_that_never_wake_fall_back_and_a_warm_pool_runs_from_the_start() 
         berth.stderr()
     );
 }
+
+/// `berth ARGS` in `cwd` with `input` on its standard input; exit code, stdout, stderr.
+fn berth_with_input(cwd: &Path, args: &[&str], input: &[u8]) -> (Option<i32>, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("berth runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("write stdin");
+    drop(stdin);
+    let output = child.wait_with_output().expect("berth ends");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_code() {
+    let app = AppDir::new("exec", ROUTES);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/users/alice/ping", &[]), (200, "pong".into()));
+
+    let (code, out, err) = berth_with_input(
+        &app.dir,
+        &["exec", "alice", "--", "/server", "echo-stdin", "3"],
+        b"hello from the test",
+    );
+    assert_eq!(code, Some(3), "the command's exit code: {err}");
+    assert_eq!(out, "hello from the test");
+    assert!(err.contains("echo-stdin: 19 bytes, exiting 3"), "{err}");
+    let dir = app.dir.to_string_lossy().into_owned();
+    let (code, out, err) = berth_with_input(
+        Path::new("/"),
+        &["exec", &dir, "alice", "--", "/server", "echo-stdin", "0"],
+        b"",
+    );
+    assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+
+    // An object that never ran, and one that does not exist, are refused with a reason.
+    let (code, _, err) = berth_with_input(&app.dir, &["exec", "nobody", "--", "/server"], b"");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no object \"nobody\""), "{err}");
+    let (status, _) = http(&addr, "/users/bob/ping", &[]);
+    assert_eq!(status, 200);
+    let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+    let bob = app
+        .containers()
+        .await
+        .into_iter()
+        .find(|c| c.labels[labels::OBJECT_NAME] == "bob")
+        .expect("bob runs");
+    use berth::Runtime as _;
+    runtime
+        .kill(&bob.id, berth::runtime::Signal::Term)
+        .await
+        .expect("stop bob");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        let (code, _, err) = berth_with_input(
+            &app.dir,
+            &["exec", "bob", "--", "/server", "echo-stdin"],
+            b"",
+        );
+        if code == Some(1) && err.contains("no container to run the command in") {
+            break err;
+        }
+        assert!(Instant::now() < deadline, "bob still takes commands: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(err.contains("App \"bob\" is stopped"), "{err}");
+    berth.signal("INT");
+    assert_eq!(
+        berth.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        berth.stderr()
+    );
+}

@@ -7,6 +7,9 @@
 //! WebSocket upgrades) and make the container misbehave on demand
 //! (slow start, slow answers, exit with a given code).
 //!
+//! `server echo-stdin CODE` runs once instead of serving: it writes its standard input
+//! back, and exits with CODE (for the tests of `berth exec`).
+//!
 //! Configuration (environment variables):
 //! - `PORT`: main port (default 8080), bound on 0.0.0.0.
 //! - `EXTRA_PORTS`: comma separated list of additional ports, same handler.
@@ -88,6 +91,17 @@ static STARTED: OnceLock<Instant> = OnceLock::new();
 
 fn main() {
     STARTED.get_or_init(Instant::now);
+    // `server echo-stdin CODE`: what `berth exec` runs in the tests: standard input back
+    // on standard output, a word on standard error, and the exit code asked for.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("echo-stdin") {
+        let code = args.get(2).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+        let mut input = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut input);
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &input);
+        eprintln!("echo-stdin: {} bytes, exiting {code}", input.len());
+        std::process::exit(code);
+    }
     let workers = env_parse("WORKERS", 1usize);
     let runtime = if workers > 1 {
         tokio::runtime::Builder::new_multi_thread()

@@ -6,7 +6,10 @@
 //! whose bridge this machine cannot reach (Docker Desktop) use [`Reach::Loopback`]: ports
 //! are published on 127.0.0.1 only, never on another address.
 
+mod exec;
 pub mod labels;
+
+pub use exec::ExecOptions;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,0 +1,143 @@
+//! `berth exec`: a command in the running container of one object of a `berth dev` app,
+//! as `docker exec` runs it.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use berth::app::{list_objects, ObjectStatus};
+use berth::runtime::docker::ExecOptions;
+use berth::session::STATE_DIR;
+use berth::{DockerRuntime, Runtime, Store};
+
+/// The command ended with this exit code, which `berth exec` passes on.
+#[derive(Debug)]
+pub struct Exited(pub i64);
+
+impl std::fmt::Display for Exited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the command exited with code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exited {}
+
+pub struct Args {
+    /// `[DIR] NAME`: one word is the name, in the current folder.
+    pub words: Vec<String>,
+    pub class: Option<String>,
+    pub command: Vec<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (dir, name) = match args.words.as_slice() {
+        [name] => (PathBuf::from("."), name.clone()),
+        [dir, name] => (PathBuf::from(dir), name.clone()),
+        _ => bail!("give the object's name, and the app's folder before it if it is not this one: berth exec [DIR] NAME -- COMMAND"),
+    };
+    let state = dir.join(STATE_DIR).join("state.db");
+    if !state.exists() {
+        bail!(
+            "{} has no berth dev state ({STATE_DIR}/ is missing): run berth dev there first, or give the app's folder",
+            dir.display()
+        );
+    }
+    let runtime = DockerRuntime::connect().await?;
+    let store = Store::open(&state).with_context(|| format!("reading {}", state.display()))?;
+    let rows = list_objects(&store, None, Some(&runtime as &dyn Runtime)).await?;
+    let object = pick(&rows, &name, args.class.as_deref(), &dir)?;
+    let Some(container) = object.container_id.as_deref() else {
+        bail!(
+            "{} {:?} is {}: it has no container to run the command in; send it a request to wake it, then run berth exec again",
+            object.class,
+            name,
+            object.state
+        );
+    };
+    let tty = terminal_size()
+        .filter(|_| std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
+    let options = ExecOptions {
+        command: args.command,
+        tty,
+    };
+    // A terminal goes raw, so that keys reach the command as typed; it is given back
+    // as it was, whatever happens.
+    let restore = tty.and_then(|_| raw_terminal());
+    let result = runtime
+        .exec(
+            container,
+            &options,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            tokio::io::stderr(),
+        )
+        .await;
+    if let Some(saved) = restore {
+        stty(&[&saved]);
+    }
+    match result? {
+        0 => Ok(()),
+        code => Err(Exited(code).into()),
+    }
+}
+
+/// The one object `name` (a name, or the first 4 or more characters of an id) names.
+fn pick<'a>(
+    rows: &'a [ObjectStatus],
+    name: &str,
+    class: Option<&str>,
+    dir: &Path,
+) -> anyhow::Result<&'a ObjectStatus> {
+    let found: Vec<&ObjectStatus> = rows
+        .iter()
+        .filter(|r| class.is_none_or(|c| r.class == c))
+        .filter(|r| r.name.as_deref() == Some(name) || (name.len() >= 4 && r.id.starts_with(name)))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => bail!(
+            "no object {name:?}{} in {}: `berth ps {}` lists them",
+            class.map(|c| format!(" of class {c}")).unwrap_or_default(),
+            dir.display(),
+            dir.display()
+        ),
+        several => {
+            let classes: Vec<&str> = several.iter().map(|r| r.class.as_str()).collect();
+            bail!(
+                "{name:?} names an object of each of {}: give --class",
+                classes.join(", ")
+            )
+        }
+    }
+}
+
+/// `stty ARGS` on the terminal; its output, if it worked.
+fn stty(args: &[&str]) -> Option<String> {
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let output = Command::new("stty")
+        .args(args)
+        .stdin(tty)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// The terminal's size, (columns, rows).
+fn terminal_size() -> Option<(u16, u16)> {
+    let size = stty(&["size"])?;
+    let mut parts = size.split_whitespace().map(|p| p.parse::<u16>().ok());
+    let (rows, columns) = (parts.next()??, parts.next()??);
+    Some((columns, rows))
+}
+
+/// Puts the terminal in raw mode; its settings before, to give back.
+fn raw_terminal() -> Option<String> {
+    let saved = stty(&["-g"])?;
+    stty(&["raw", "-echo"])?;
+    Some(saved)
+}
