@@ -923,6 +923,31 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
     );
     assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
 
+    // At a terminal (script(1) gives berth one), the command gets a terminal too: the
+    // container's terminal echoes the line typed, and Ctrl-D ends its input. The Ctrl-D
+    // comes once berth exec has surely put this terminal in raw mode, so that it goes to
+    // the command's terminal rather than ending berth's own input.
+    let typed = "(printf 'typed-line\\n'; sleep 5; printf '\\004')";
+    let command = format!(
+        "{typed} | script -qec '{} exec alice -- /server echo-stdin 5' /dev/null",
+        env!("CARGO_BIN_EXE_berth")
+    );
+    let output = Command::new("timeout")
+        .args(["60", "sh", "-c", &command])
+        .current_dir(&app.dir)
+        .output()
+        .expect("sh runs");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(5), "{shown}");
+    assert!(
+        shown.contains("typed-line\r\n"),
+        "a terminal's line ends: {shown:?}"
+    );
+    assert!(
+        shown.contains("echo-stdin: 11 bytes, exiting 5"),
+        "{shown:?}"
+    );
+
     // An object that never ran, and one that does not exist, are refused with a reason.
     let (code, _, err) = berth_with_input(&app.dir, &["exec", "nobody", "--", "/server"], b"");
     assert_eq!(code, Some(1));
