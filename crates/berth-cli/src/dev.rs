@@ -65,7 +65,23 @@ pub async fn run(
             .unwrap_or(1),
         ..ServeOptions::default()
     };
-    let serving = tokio::spawn(session::serve(listening, stop_rx, options));
+    let serving = tokio::spawn(session::serve(listening, stop_rx.clone(), options));
+    // berth exec --wake asks the session to start an object through .berth/control.sock.
+    let control = match session.control() {
+        Ok((listener, worker, file)) => {
+            let mut stop = stop_rx;
+            let shutdown = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            let env = berth::worker::Env::new();
+            let served = berth::server::serve(listener, worker, env, shutdown, DRAIN);
+            Some((tokio::spawn(served), file))
+        }
+        Err(e) => {
+            eprintln!("{} berth exec --wake will not work: {e}", clock());
+            None
+        }
+    };
     eprintln!("{} type r and Enter to rebuild; Ctrl-C to stop", clock());
 
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
@@ -110,6 +126,10 @@ pub async fn run(
     });
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    if let Some((served, file)) = control {
+        let _ = served.await;
+        drop(file);
+    }
     if let Some(metrics) = metrics_served {
         let _ = metrics.await;
     }

@@ -27,6 +27,8 @@ pub struct Args {
     /// `[DIR] NAME`: one word is the name, in the current folder.
     pub words: Vec<String>,
     pub class: Option<String>,
+    /// Start the object's container first if none runs, through the session.
+    pub wake: bool,
     pub command: Vec<String>,
 }
 
@@ -45,16 +47,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = DockerRuntime::connect().await?;
     let store = Store::open(&state).with_context(|| format!("reading {}", state.display()))?;
-    let rows = list_objects(&store, None, Some(&runtime as &dyn Runtime)).await?;
-    let object = pick(&rows, &name, args.class.as_deref(), &dir)?;
-    let Some(container) = object.container_id.as_deref() else {
-        bail!(
-            "{} {:?} is {}: it has no container to run the command in; send it a request to wake it, then run berth exec again",
+    let list = || list_objects(&store, None, Some(&runtime as &dyn Runtime));
+    let rows = list().await?;
+    let class = args.class.as_deref();
+    let found = find(&rows, &name, class)?;
+    let running = found.and_then(|o| o.container_id.clone());
+    let container = match (running, found) {
+        (Some(container), _) => container,
+        (None, found) if args.wake => {
+            let class = found
+                .map(|o| o.class.clone())
+                .or_else(|| args.class.clone())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{name:?} has never run, so berth does not know its class: give --class")
+                })?;
+            wake(&dir, &class, &name).await?;
+            let rows = list().await?;
+            find(&rows, &name, Some(&class))?
+                .and_then(|o| o.container_id.clone())
+                .ok_or_else(|| anyhow::anyhow!("{class} {name:?} was started, but stopped again before the command could run"))?
+        }
+        (None, Some(object)) => bail!(
+            "{} {:?} is {}: it has no container to run the command in; give --wake to start it (or send it a request), then run berth exec again",
             object.class,
             name,
             object.state
-        );
+        ),
+        (None, None) => bail!(
+            "no object {name:?}{} in {}: `berth ps {}` lists them; --wake --class C starts one that never ran",
+            class.map(|c| format!(" of class {c}")).unwrap_or_default(),
+            dir.display(),
+            dir.display()
+        ),
     };
+    let container = container.as_str();
     let tty = terminal_size()
         .filter(|_| std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
     let options = ExecOptions {
@@ -82,26 +108,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// The one object `name` (a name, or the first 4 or more characters of an id) names.
-fn pick<'a>(
+/// Asks the `berth dev` session of `dir` to start `class` `name`, and waits until it has.
+async fn wake(dir: &Path, class: &str, name: &str) -> anyhow::Result<()> {
+    let socket = dir.join(STATE_DIR).join(berth::session::CONTROL_SOCKET);
+    if !socket.exists() {
+        bail!(
+            "berth dev does not run in {}, so nothing can start {class} {name:?}: start berth dev there, then run berth exec --wake again",
+            dir.display()
+        );
+    }
+    let client = berth::deploy::ControlClient::new(&format!("unix:{}", socket.display()), "")?;
+    let path = format!("/wake/{}/{}", encode(class), encode(name));
+    let _: serde_json::Value = client
+        .call(http::Method::POST, &path, None::<&()>)
+        .await
+        .with_context(|| format!("starting {class} {name:?}"))?;
+    Ok(())
+}
+
+/// `value` with every byte outside the unreserved set as `%XX`.
+fn encode(value: &str) -> String {
+    crate::logs::encode(value)
+}
+
+/// The one object `name` (a name, or the first 4 or more characters of an id) names, if
+/// any has run.
+fn find<'a>(
     rows: &'a [ObjectStatus],
     name: &str,
     class: Option<&str>,
-    dir: &Path,
-) -> anyhow::Result<&'a ObjectStatus> {
+) -> anyhow::Result<Option<&'a ObjectStatus>> {
     let found: Vec<&ObjectStatus> = rows
         .iter()
         .filter(|r| class.is_none_or(|c| r.class == c))
         .filter(|r| r.name.as_deref() == Some(name) || (name.len() >= 4 && r.id.starts_with(name)))
         .collect();
     match found.as_slice() {
-        [one] => Ok(one),
-        [] => bail!(
-            "no object {name:?}{} in {}: `berth ps {}` lists them",
-            class.map(|c| format!(" of class {c}")).unwrap_or_default(),
-            dir.display(),
-            dir.display()
-        ),
+        [one] => Ok(Some(one)),
+        [] => Ok(None),
         several => {
             let classes: Vec<&str> = several.iter().map(|r| r.class.as_str()).collect();
             bail!(

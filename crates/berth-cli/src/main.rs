@@ -225,16 +225,20 @@ enum Command {
     ///
     /// As `docker exec`: standard input goes to the command, with a terminal when this
     /// one is a terminal, and berth exec exits with the command's exit code. An object
-    /// that sleeps has no container: wake it with a request first. Example:
-    /// `berth exec alice -- sh -c 'ls /data'`.
+    /// that sleeps has no container: --wake has the running berth dev start it first.
+    /// Example: `berth exec alice --wake -- sh -c 'ls /data'`.
     Exec {
         /// `[DIR] NAME`: the app's folder (default: this one) and the object's name (or
         /// the first 4 or more characters of its id).
         #[arg(num_args = 1..=2, required = true, value_name = "[DIR] NAME")]
         words: Vec<String>,
-        /// The object's class, when objects of two classes share the name.
+        /// The object's class, when objects of two classes share the name (or, with
+        /// --wake, for an object that never ran).
         #[arg(long)]
         class: Option<String>,
+        /// Start the object's container first if none runs (berth dev must run).
+        #[arg(long)]
+        wake: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -301,11 +305,13 @@ fn main() -> ExitCode {
             Command::Exec {
                 words,
                 class,
+                wake,
                 command,
             } => {
                 let args = exec::Args {
                     words,
                     class,
+                    wake,
                     command,
                 };
                 exec::run(args).await

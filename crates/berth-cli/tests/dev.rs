@@ -980,11 +980,41 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(err.contains("App \"bob\" is stopped"), "{err}");
+    // --wake has berth dev start it first; one that never ran needs its class.
+    let (code, out, err) = berth_with_input(
+        &app.dir,
+        &["exec", "bob", "--wake", "--", "/server", "echo-stdin", "0"],
+        b"awake",
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "awake"), "{err}");
+    let (code, _, err) =
+        berth_with_input(&app.dir, &["exec", "carol", "--wake", "--", "/server"], b"");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("give --class"), "{err}");
+    let (code, out, err) = berth_with_input(
+        &app.dir,
+        &[
+            "exec",
+            "carol",
+            "--wake",
+            "--class",
+            "App",
+            "--",
+            "/server",
+            "echo-stdin",
+        ],
+        b"new",
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "new"), "{err}");
     berth.signal("INT");
     assert_eq!(
         berth.wait(Duration::from_secs(60)),
         Some(0),
         "{}",
         berth.stderr()
+    );
+    assert!(
+        !app.dir.join(".berth/control.sock").exists(),
+        "the session's control socket goes with it"
     );
 }

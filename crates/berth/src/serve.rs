@@ -238,7 +238,7 @@ pub async fn start(
 }
 
 /// A unix socket berth made, removed when dropped, unless another has taken its place.
-struct SocketFile {
+pub struct SocketFile {
     path: PathBuf,
     inode: (u64, u64),
 }
@@ -256,7 +256,7 @@ impl Drop for SocketFile {
 /// Listens on a unix socket at `path` that only this user may connect to (mode 0600).
 /// A socket file left by a process that is gone is replaced; one that a process still
 /// listens on, or a file that is no socket, is left alone and refused.
-fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), ServeError> {
+pub fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), ServeError> {
     let failed = |e: std::io::Error| ServeError::Socket {
         path: path.to_path_buf(),
         reason: e.to_string(),

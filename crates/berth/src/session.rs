@@ -14,6 +14,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod control;
+
+pub use control::{DevControl, CONTROL_SOCKET};
+
 use crate::app::App;
 use crate::app::OtherSession;
 use crate::build::{self, BuildError, Builder};
@@ -191,6 +195,27 @@ impl Session {
 
     pub fn workers(&self) -> &[WorkerHandle] {
         &self.workers
+    }
+
+    /// Where another command of this user can ask the session to start an object (see
+    /// [`DevControl`]): the socket, to serve with [`crate::server::serve_with`], the
+    /// worker, and the socket's file, removed when dropped.
+    pub fn control(
+        &self,
+    ) -> Result<
+        (
+            tokio::net::UnixListener,
+            Arc<DevControl>,
+            crate::serve::SocketFile,
+        ),
+        SessionError,
+    > {
+        let path = self.manifest.dir.join(STATE_DIR).join(CONTROL_SOCKET);
+        let (listener, file) = crate::serve::bind_socket(&path).map_err(|e| SessionError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((listener, Arc::new(DevControl::new(&self.namespaces)), file))
     }
 
     /// What the session's objects and workers count.
