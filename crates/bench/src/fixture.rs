@@ -128,6 +128,7 @@ impl Fixture {
             init: true,
             nano_cpus: 0,
             memory_bytes: 0,
+            volumes: Vec::new(),
         }
     }
 

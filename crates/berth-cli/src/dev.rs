@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use berth::manifest::Manifest;
+use berth::runtime::Selector;
 use berth::server::ServeOptions;
 use berth::session::{self, Session};
-use berth::DockerRuntime;
+use berth::{DockerRuntime, Runtime};
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -22,11 +23,12 @@ pub async fn run(
     host: IpAddr,
     port: u16,
     metrics: Option<SocketAddr>,
+    keep_volumes: bool,
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(dir)?;
     let engine = Arc::new(DockerRuntime::connect().await?);
     let mut progress = |line: &str| eprintln!("{} {line}", clock());
-    let session = Session::open(manifest, engine.clone(), engine, &mut progress).await?;
+    let session = Session::open(manifest, engine.clone(), engine.clone(), &mut progress).await?;
     let session = Arc::new(session);
     show_events(&session);
 
@@ -137,10 +139,26 @@ pub async fn run(
         .shutdown()
         .await
         .context("stopping the containers")?;
-    eprintln!(
-        "{} stopped and removed {stopped} container(s); bye",
-        clock()
-    );
+    // What the objects kept on their volumes goes with the session, unless asked to stay.
+    let volumes = if keep_volumes {
+        0
+    } else {
+        let app = Selector::app(session.app.name());
+        engine
+            .remove_volumes(&app)
+            .await
+            .context("removing the objects' volumes")?
+    };
+    match volumes {
+        0 => eprintln!(
+            "{} stopped and removed {stopped} container(s); bye",
+            clock()
+        ),
+        n => eprintln!(
+            "{} stopped and removed {stopped} container(s) and {n} volume(s); bye",
+            clock()
+        ),
+    }
     Ok(())
 }
 

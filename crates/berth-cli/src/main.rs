@@ -61,6 +61,10 @@ enum Command {
         /// free one): requests, cold starts, instances by state, sleeps, exits.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Keep the objects' volumes (a class's `volumes`) when the session ends; by
+        /// default they are removed with the containers.
+        #[arg(long)]
+        keep_volumes: bool,
     },
     /// Host deployed apps: a public listener that routes by Host, and a control API.
     ///
@@ -251,6 +255,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// List the objects' volumes instead, with their size.
+        #[arg(long)]
+        volumes: bool,
     },
 }
 
@@ -300,8 +307,9 @@ fn main() -> ExitCode {
                 port,
                 host,
                 metrics,
-            } => dev::run(&dir, host, port, metrics).await,
-            Command::Ps { dir, json } => ps::run(&dir, json).await,
+                keep_volumes,
+            } => dev::run(&dir, host, port, metrics, keep_volumes).await,
+            Command::Ps { dir, json, volumes } => ps::run(&dir, json, volumes).await,
             Command::Exec {
                 words,
                 class,

@@ -4,10 +4,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use berth::app::{list_objects, ObjectStatus};
+use berth::runtime::{Selector, VolumeInfo};
 use berth::session::STATE_DIR;
 use berth::{DockerRuntime, Runtime, Store};
 
-pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, json: bool, volumes: bool) -> anyhow::Result<()> {
     let manifest = dir.join(berth::manifest::FILE_NAME);
     let program = dir.join(berth::js::SCRIPT_FILE_NAME);
     anyhow::ensure!(
@@ -26,6 +27,9 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    if volumes {
+        return show_volumes(&rows, json).await;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -39,6 +43,71 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     print_table(&rows);
     Ok(())
+}
+
+/// The volumes of the apps the objects belong to, with their size.
+async fn show_volumes(rows: &[ObjectStatus], json: bool) -> anyhow::Result<()> {
+    let runtime = DockerRuntime::connect().await?;
+    let mut apps: Vec<&str> = rows.iter().map(|r| r.app.as_str()).collect();
+    apps.sort_unstable();
+    apps.dedup();
+    let mut volumes = Vec::new();
+    for app in apps {
+        volumes.extend(runtime.volumes(&Selector::app(app)).await?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&volumes)?);
+        return Ok(());
+    }
+    if volumes.is_empty() {
+        println!(
+            "no volumes: no class of the app has volumes = [...], or none of its objects has run"
+        );
+        return Ok(());
+    }
+    let width = |f: &dyn Fn(&VolumeInfo) -> usize, min: usize| {
+        volumes.iter().map(f).max().unwrap_or(min).max(min)
+    };
+    let class_width = width(&|v| v.class.chars().count(), 5);
+    let name_width = width(
+        &|v| {
+            printable(v.object_name.as_deref().unwrap_or("-"), 40)
+                .chars()
+                .count()
+        },
+        4,
+    );
+    let path_width = width(&|v| v.path.chars().count(), 4);
+    println!(
+        "{:class_width$}  {:name_width$}  {:path_width$}  {:>9}  VOLUME",
+        "CLASS", "NAME", "PATH", "SIZE"
+    );
+    for v in &volumes {
+        let size = v.size_bytes.map_or_else(|| "?".to_string(), human_size);
+        println!(
+            "{:class_width$}  {:name_width$}  {:path_width$}  {size:>9}  {}",
+            v.class,
+            printable(v.object_name.as_deref().unwrap_or("-"), 40),
+            v.path,
+            v.name
+        );
+    }
+    Ok(())
+}
+
+/// `512 B`, `3.4 KiB`, `12.0 MiB`, `1.5 GiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn print_table(rows: &[ObjectStatus]) {
@@ -106,7 +175,14 @@ fn uptime(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{human_size, printable};
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(3 * 1024 + 400), "3.4 KiB");
+        assert_eq!(human_size(12 << 20), "12.0 MiB");
+    }
 
     #[test]
     fn names_cannot_reach_the_terminal() {

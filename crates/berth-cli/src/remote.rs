@@ -208,8 +208,8 @@ pub async fn destroy(
         return Ok(());
     }
     println!(
-        "removed app {app}: {} container(s), {} object record(s), {} deployment(s)",
-        report.containers, report.objects, report.deployments
+        "removed app {app}: {} container(s), {} volume(s), {} object record(s), {} deployment(s)",
+        report.containers, report.volumes, report.objects, report.deployments
     );
     if !report.images_left.is_empty() {
         println!("left in the registry (remove them there if you no longer need them):");

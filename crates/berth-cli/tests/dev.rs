@@ -1018,3 +1018,151 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
         "the session's control socket goes with it"
     );
 }
+
+const VOLUMES: &str = r#"
+[containers.app]
+class_name = "App"
+build = { context = ".", command = "cp @SERVER@ server" }
+
+[containers.app.class]
+default_port = 8080
+sleep_after = "1s"
+volumes = ["/data"]
+
+[workers.web]
+bindings = { APP = "app" }
+routes = [{ path = "/users/:user/*", strip_prefix = true, binding = "APP", instance = { from = "path", param = "user" } }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_object_writes_on_its_volume_outlives_sleep_and_rebuilds() {
+    let app = AppDir::new("volumes", VOLUMES);
+    let runtime = DockerRuntime::connect().await.expect("Docker Engine");
+    use berth::Runtime as _;
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let write = "/users/alice/file/write/note/kept";
+    assert_eq!(http(&addr, write, &[]), (200, "written".into()));
+    assert_eq!(
+        http(&addr, "/users/bob/file/write/note/bobs", &[]),
+        (200, "written".into())
+    );
+    // alice sleeps: her container is removed; the next request starts a new one.
+    let first = running_names(&app).await;
+    assert_eq!(first, ["alice", "bob"]);
+    let before = app.containers().await;
+    let log = berth.stderr_with("App \"alice\": stopped (slept");
+    assert!(log.contains("App \"alice\": stopped (slept"), "{log}");
+    wait_for_names(&app, &[]).await;
+    assert_eq!(
+        http(&addr, "/users/alice/file/read/note", &[]),
+        (200, "kept".into())
+    );
+    assert_eq!(
+        http(&addr, "/users/bob/file/read/note", &[]),
+        (200, "bobs".into())
+    );
+    let after = app.containers().await;
+    assert!(
+        after.iter().all(|c| before.iter().all(|b| b.id != c.id)),
+        "new containers read what the old ones wrote"
+    );
+
+    // A rebuild with a changed image: the next containers run it, on the same volume.
+    let dockerfile = app.dir.join("Dockerfile");
+    let text = std::fs::read_to_string(&dockerfile).expect("Dockerfile");
+    std::fs::write(&dockerfile, format!("{text}LABEL rebuilt=yes\n")).expect("Dockerfile");
+    berth.type_line("r");
+    let log = berth.stderr_with("rebuilt;");
+    assert!(log.contains("rebuilt;"), "{log}");
+    assert_eq!(
+        http(&addr, "/users/alice/file/read/note", &[]),
+        (200, "kept".into())
+    );
+    let alice = app
+        .containers()
+        .await
+        .into_iter()
+        .find(|c| c.running && c.labels[labels::OBJECT_NAME] == "alice")
+        .expect("alice runs");
+    let old = before
+        .iter()
+        .find(|c| c.labels[labels::OBJECT_NAME] == "alice")
+        .expect("alice ran before");
+    assert_ne!(alice.image, old.image, "alice runs the rebuilt image");
+
+    // berth ps --volumes shows each object's volume, with its size.
+    let ps = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["ps", "--volumes", "--json"])
+        .arg(&app.dir)
+        .output()
+        .expect("berth ps");
+    assert!(
+        ps.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ps.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("JSON");
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let mine = listed
+        .iter()
+        .find(|v| v["object_name"] == "alice")
+        .expect("alice's volume");
+    assert_eq!(
+        (&mine["path"], &mine["class"]),
+        (&"/data".into(), &"App".into())
+    );
+    assert_eq!(mine["size_bytes"], 4, "the 4 bytes of \"kept\"");
+
+    // The end of the session removes them; --keep-volumes keeps them for the next.
+    berth.signal("INT");
+    assert_eq!(
+        berth.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        berth.stderr()
+    );
+    assert!(
+        berth.stderr().contains("and 2 volume(s); bye"),
+        "{}",
+        berth.stderr()
+    );
+    let left = runtime
+        .volumes(&berth::runtime::Selector::app(&app.name))
+        .await
+        .expect("volumes");
+    assert!(left.is_empty(), "{left:?}");
+
+    let mut berth = Berth::start(&["dev", "--port", "0", "--keep-volumes"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(
+        http(&addr, "/users/carol/file/write/note/stays", &[]),
+        (200, "written".into())
+    );
+    berth.signal("INT");
+    assert_eq!(
+        berth.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        berth.stderr()
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(
+        http(&addr, "/users/carol/file/read/note", &[]),
+        (200, "stays".into())
+    );
+    berth.signal("INT");
+    assert_eq!(
+        berth.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        berth.stderr()
+    );
+    let left = runtime
+        .volumes(&berth::runtime::Selector::app(&app.name))
+        .await
+        .expect("volumes");
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -158,6 +158,9 @@ pub struct StartTimingsView {
 pub struct DestroyReport {
     pub app: String,
     pub containers: usize,
+    /// The objects' volumes (`volumes = [...]` of a class), removed.
+    #[serde(default)]
+    pub volumes: usize,
     pub objects: usize,
     pub deployments: usize,
     /// Images the app's deployments pushed, which stay in the registry.

@@ -186,6 +186,10 @@ pub struct ContainerClass {
     /// An HTTP check an instance must pass, after its ports open, to count as healthy.
     /// It replaces the ping endpoint. `None`: the ping endpoint's any-answer check.
     pub ready: Option<ReadyCheck>,
+    /// Paths in the container that each object keeps on a volume of its own, named after
+    /// the app, the class and the object: what is written there survives sleep, a
+    /// restart of berth and rollouts, until the object is destroyed.
+    pub volumes: Vec<String>,
 }
 
 /// `ready = { path = "/healthz", status = [200, 204], interval = "50ms" }`: the instance
@@ -225,7 +229,7 @@ impl ContainerClass {
     }
 
     /// A digest of the options that shape a container (the image, its environment,
-    /// entrypoint, ports, network, init process, limits and labels): two classes of one
+    /// entrypoint, ports, network, init process, limits, labels and volumes): two classes of one
     /// version start the same containers. Containers carry it, so that a rebuild, a
     /// deployment or a later berth process can tell the containers of an older version.
     /// Options of berth's own conduct (timeouts, `sleep_after`, `max_instances`) are left
@@ -266,6 +270,7 @@ impl ContainerClass {
             field("label", key);
             field("label-value", value);
         }
+        self.volumes.iter().for_each(|path| field("volume", path));
         hash.finalize()
             .iter()
             .take(8)
@@ -293,6 +298,7 @@ impl ContainerClass {
             max_instances: 20,
             log_max: DEFAULT_LOG_MAX,
             ready: None,
+            volumes: Vec::new(),
             instance_type: None,
         }
     }

@@ -41,6 +41,7 @@ fn spec(image: &str, test: &str, object: &str) -> ContainerSpec {
         init: true,
         nano_cpus: 0,
         memory_bytes: 0,
+        volumes: Vec::new(),
     }
 }
 

@@ -24,6 +24,7 @@
 //! Endpoints: `/`, `/env`, `/ping`, `/exit/<code>`, `/sleep/<ms>`, `/alloc/<MiB>`, `/routes`,
 //! `/connect/<ip:port>`, `/echo`, `/count`, `/drip`, `/say/<words>` (a line on stdout),
 //! `/warming/<ms>` (503 until the process has run that long, then 200),
+//! `/file/write/<name>/<text>` and `/file/read/<name>` (a file in `/data`),
 //! `/headers`, `/port`, `/ws`; anything else is a 404.
 #![forbid(unsafe_code)]
 
@@ -301,7 +302,28 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
         }
         "/ws" => websocket(req),
         p => {
-            if let Some(ms) = p.strip_prefix("/warming/") {
+            if let Some(rest) = p.strip_prefix("/file/") {
+                // `/file/write/NAME/TEXT` and `/file/read/NAME`, in /data: what a
+                // volume keeps, for the tests of volumes.
+                let dir = std::path::Path::new("/data");
+                match rest.split_once('/') {
+                    Some(("write", what)) => match what.split_once('/') {
+                        Some((name, words)) => match std::fs::write(dir.join(name), words) {
+                            Ok(()) => text(StatusCode::OK, "written"),
+                            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                        },
+                        None => text(StatusCode::BAD_REQUEST, "give /file/write/NAME/TEXT"),
+                    },
+                    Some(("read", name)) => match std::fs::read_to_string(dir.join(name)) {
+                        Ok(words) => text(StatusCode::OK, words),
+                        Err(e) => text(StatusCode::NOT_FOUND, e.to_string()),
+                    },
+                    _ => text(
+                        StatusCode::BAD_REQUEST,
+                        "give /file/write/NAME/TEXT or /file/read/NAME",
+                    ),
+                }
+            } else if let Some(ms) = p.strip_prefix("/warming/") {
                 // 503 until the process has run `ms` milliseconds, then 200: an app
                 // that warms up, for the tests of HTTP readiness.
                 match ms.parse::<u64>() {

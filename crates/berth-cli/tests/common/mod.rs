@@ -134,6 +134,7 @@ impl Drop for AppDir {
                     for info in runtime.list(&Selector::app(&app)).await.unwrap_or_default() {
                         let _ = runtime.remove(&info.id).await;
                     }
+                    let _ = runtime.remove_volumes(&Selector::app(&app)).await;
                 }
                 // The images each test built under its own name, and pushed to a registry.
                 let docker = runtime.docker();

@@ -343,6 +343,20 @@ fn install_lifecycle<'js>(
     };
     native.set("stop", Function::new(ctx.clone(), Async(stop))?)?;
     let (e, m) = (env.clone(), main.clone());
+    // Cloudflare's destroy(): the container killed, and here the object's volumes gone.
+    let destroy = move |ctx: Ctx<'js>, target: Object<'js>| {
+        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
+        let main = m.clone();
+        async move {
+            let object = object?;
+            let destroyed = on_berth(&main, async move {
+                object.destroy().await.map_err(|e| e.to_string())
+            });
+            destroyed.await.map_err(|m| throw(&ctx, m))
+        }
+    };
+    native.set("destroy", Function::new(ctx.clone(), Async(destroy))?)?;
+    let (e, m) = (env.clone(), main.clone());
     let state = move |ctx: Ctx<'js>, target: Object<'js>| {
         let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
         let main = m.clone();

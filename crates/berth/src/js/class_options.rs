@@ -55,6 +55,7 @@ pub(super) fn container_class(
             "labels" => strings(value).map(|l| options.labels = l),
             "ready" => ready(value).map(|r| options.ready = Some(r)),
             "logMax" => log_max(value).map(|m| options.log_max = m),
+            "volumes" => list(value, volume_path).map(|v| options.volumes = v),
             _ => Ok(()),
         };
         checked.map_err(|message| error(known(field), format!("{value} {message}")))?;
@@ -64,7 +65,7 @@ pub(super) fn container_class(
 
 /// The field's name as berth spells it in errors.
 fn known(field: &str) -> &'static str {
-    const FIELDS: [&str; 10] = [
+    const FIELDS: [&str; 11] = [
         "defaultPort",
         "requiredPorts",
         "sleepAfter",
@@ -75,6 +76,7 @@ fn known(field: &str) -> &'static str {
         "labels",
         "ready",
         "logMax",
+        "volumes",
     ];
     FIELDS
         .into_iter()
@@ -153,6 +155,18 @@ fn ready(value: &Value) -> Result<ReadyCheck, String> {
         status,
         interval,
     })
+}
+
+/// An absolute path in the container, not its root.
+fn volume_path(value: &Value) -> Result<String, String> {
+    let path = value
+        .as_str()
+        .ok_or("is not a string")?
+        .trim_end_matches('/');
+    if !path.starts_with('/') {
+        return Err("is not a folder of the container such as \"/data\"".into());
+    }
+    Ok(path.to_string())
 }
 
 /// Bytes, or a size such as `"10MiB"`, at least 64 KiB.

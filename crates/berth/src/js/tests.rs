@@ -209,6 +209,7 @@ export class Web extends Container {
   entrypoint = ["/server", "--fast"];
   ready = { path: "/healthz", status: [200, 204], interval: "20ms" };
   logMax = "1MiB";
+  volumes = ["/data/"];
   override onStart(): void {}
 }
 "#;
@@ -229,6 +230,7 @@ export class Web extends Container {
     };
     assert_eq!(class.ready.as_ref(), Some(&ready));
     assert_eq!(class.log_max, 1 << 20);
+    assert_eq!(class.volumes, ["/data"]);
 }
 
 #[test]

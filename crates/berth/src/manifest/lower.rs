@@ -233,6 +233,26 @@ fn class_options(
     if let Some(init) = rc.init {
         class.init = init;
     }
+    for volume in &rc.volumes {
+        let path = volume.get_ref().trim_end_matches('/');
+        let why = if !path.starts_with('/') {
+            Some("is not an absolute path in the container; give one such as \"/data\"")
+        } else if path.is_empty() {
+            Some("is the container's root, which cannot be a volume; give a folder such as \"/data\"")
+        } else if class.volumes.iter().any(|p| p == path) {
+            Some("is listed twice")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(source.error(
+                volume.span(),
+                &format!("{key}.class.volumes"),
+                format!("{:?} {why}", volume.get_ref()),
+            ));
+        }
+        class.volumes.push(path.to_string());
+    }
     if let Some(ready) = &rc.ready {
         class.ready = Some(ready_check(key, ready, rc.ping_endpoint.is_some(), source)?);
     }

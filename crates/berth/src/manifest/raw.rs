@@ -89,6 +89,8 @@ pub(super) struct RawClass {
     pub(super) init: Option<bool>,
     pub(super) log_max: Option<Spanned<SizeValue>>,
     pub(super) ready: Option<Spanned<RawReady>>,
+    #[serde(default)]
+    pub(super) volumes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -232,6 +232,16 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
             "ready.codes: unknown key `codes`; accepted keys: path, status, interval",
         ),
         (
+            class("volumes = [\"data\"]"),
+            "app/berth.toml:14:",
+            "class.volumes: \"data\" is not an absolute path",
+        ),
+        (
+            class("volumes = [\"/data\", \"/data/\"]"),
+            "app/berth.toml:14:",
+            "class.volumes: \"/data/\" is listed twice",
+        ),
+        (
             class("log_max = \"1KiB\""),
             "app/berth.toml:14:",
             "containers.my-container.class.log_max: must be at least 64KiB",
@@ -292,6 +302,12 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
     assert_eq!(
         never.map(|m| m.containers[0].class.sleep_after).ok(),
         Some(crate::class::ContainerClass::NEVER)
+    );
+    let volumes = parse(&class("volumes = [\"/data/\", \"/cache\"]"))
+        .map(|m| m.containers[0].class.volumes.clone());
+    assert_eq!(
+        volumes.ok(),
+        Some(vec!["/data".to_string(), "/cache".to_string()])
     );
     let kept = |line: &str| parse(&class(line)).map(|m| m.containers[0].class.log_max);
     assert_eq!(kept("log_max = \"512KiB\"").ok(), Some(512 * 1024));

@@ -32,7 +32,7 @@ use crate::event::{Event, EventKind};
 use crate::id::ObjectId;
 use crate::lifecycle::{State, StopReason};
 use crate::metrics::{ClassLabels, Metrics};
-use crate::runtime::{Runtime, RuntimeError, Signal};
+use crate::runtime::{Runtime, RuntimeError, Selector, Signal};
 use crate::store::{now_ms, ObjectRecord, Storage, StoreError};
 
 pub use error::{ErrorKind, FetchError, Retry, Side, StartError};
@@ -364,11 +364,15 @@ impl Object {
             .map(drop)
     }
 
-    /// Kills and removes the container at once.
+    /// Kills and removes the container at once, and the object's volumes with it.
     pub async fn destroy(&self) -> Result<(), RuntimeError> {
-        self.stop_with(StopReason::Destroyed, Signal::Kill)
-            .await
-            .map(drop)
+        self.stop_with(StopReason::Destroyed, Signal::Kill).await?;
+        if !self.options().volumes.is_empty() {
+            let app = self.app();
+            let selector = Selector::app(&app.name).object(self.inner.id);
+            app.runtime.remove_volumes(&selector).await?;
+        }
+        Ok(())
     }
 
     /// Where to count what the object does, and its class's labels.

@@ -13,7 +13,7 @@ use super::instance::Instance;
 use super::live::{Goal, Phase};
 use super::{monitor, Attempts, Object, StartOptions};
 use crate::event::EventKind;
-use crate::runtime::{ContainerInfo, ContainerSpec, Created, Endpoint, Identity};
+use crate::runtime::{ContainerInfo, ContainerSpec, Created, Endpoint, Identity, VolumeMount};
 
 /// How long a new start waits for the object's previous container to exit.
 pub(super) const EXIT_REPORT: Duration = Duration::from_secs(30);
@@ -215,16 +215,27 @@ impl Object {
             ),
             None => (0, 0),
         };
+        let identity = Identity {
+            app: class.app.name.clone(),
+            class: opts.name.clone(),
+            object_id: self.inner.id,
+            object_name: self.name().map(str::to_string),
+            session: class.app.lease.id().to_string(),
+            host: class.app.lease.host().to_string(),
+            version: opts.version.clone(),
+        };
+        let volumes = opts
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(k, path)| VolumeMount {
+                name: VolumeMount::name_for(&identity, k),
+                path: path.clone(),
+            })
+            .collect();
         ContainerSpec {
-            identity: Identity {
-                app: class.app.name.clone(),
-                class: opts.name.clone(),
-                object_id: self.inner.id,
-                object_name: self.name().map(str::to_string),
-                session: class.app.lease.id().to_string(),
-                host: class.app.lease.host().to_string(),
-                version: opts.version.clone(),
-            },
+            identity,
+            volumes,
             image: opts.image.clone(),
             env,
             entrypoint,

@@ -355,6 +355,8 @@ impl Platform {
                 containers += 1;
             }
         }
+        // The containers are gone, so nothing holds the objects' volumes any more.
+        let volumes = self.runtime.remove_volumes(&Selector::app(app)).await?;
         if let Err(e) = self.logbook.forget_app(app) {
             tracing::warn!(app, "{e}");
         }
@@ -375,6 +377,7 @@ impl Platform {
         Ok(DestroyReport {
             app: app.to_string(),
             containers,
+            volumes,
             objects,
             deployments,
             images_left: images.into_keys().map(str::to_string).collect(),

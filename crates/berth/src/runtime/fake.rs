@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::{
     Conn, ContainerInfo, ContainerSpec, Created, Dial, Endpoint, ExitStatus, Output, Runtime,
-    RuntimeError, Selector, Signal, Stream,
+    RuntimeError, Selector, Signal, Stream, VolumeInfo,
 };
 use crate::http::{full, Body};
 
@@ -86,6 +86,8 @@ struct Engine {
     serial: u64,
     /// While set, every call fails as if the engine were gone.
     down: bool,
+    /// The objects' volumes, by name.
+    volumes: BTreeMap<String, VolumeInfo>,
 }
 
 struct Container {
@@ -263,6 +265,18 @@ impl Runtime for FakeRuntime {
         })?;
         tokio::time::sleep(behaviour.create_delay).await;
         let mut engine = self.up()?;
+        for volume in &spec.volumes {
+            let info = VolumeInfo {
+                name: volume.name.clone(),
+                app: spec.identity.app.clone(),
+                class: spec.identity.class.clone(),
+                object_id: spec.identity.object_id.to_string(),
+                object_name: spec.identity.object_name.clone(),
+                path: volume.path.clone(),
+                size_bytes: Some(0),
+            };
+            engine.volumes.entry(volume.name.clone()).or_insert(info);
+        }
         engine.created += 1;
         engine.serial += 1;
         let id = format!("fake{:08}", engine.serial);
@@ -393,6 +407,23 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn volumes(&self, selector: &Selector) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        let engine = self.up()?;
+        Ok(engine
+            .volumes
+            .values()
+            .filter(|v| selects_volume(selector, v))
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_volumes(&self, selector: &Selector) -> Result<usize, RuntimeError> {
+        let mut engine = self.up()?;
+        let before = engine.volumes.len();
+        engine.volumes.retain(|_, v| !selects_volume(selector, v));
+        Ok(before - engine.volumes.len())
+    }
+
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let engine = self.up()?;
         Ok(engine
@@ -402,6 +433,14 @@ impl Runtime for FakeRuntime {
             .map(|(id, c)| self.info(id, c))
             .collect())
     }
+}
+
+/// Whether `selector` selects `volume` (sessions aside: volumes outlive them).
+fn selects_volume(selector: &Selector, volume: &VolumeInfo) -> bool {
+    volume.app == selector.app
+        && selector
+            .object_id
+            .is_none_or(|id| id.to_string() == volume.object_id)
 }
 
 /// Opens in-memory connections to the app of one fake container.

@@ -107,6 +107,65 @@ pub struct ContainerSpec {
     pub nano_cpus: i64,
     /// Memory limit in bytes; 0 for none.
     pub memory_bytes: i64,
+    /// The object's volumes: one per path, each made (with berth's labels) on first use
+    /// and kept after the container is gone.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A volume of an object, and where the container sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The engine's name of the volume: see [`VolumeMount::name_for`].
+    pub name: String,
+    /// The path in the container.
+    pub path: String,
+}
+
+impl VolumeMount {
+    /// The volume of `identity`'s object for its `index`-th path: named after the app,
+    /// the class and the object's whole id (which no two objects share), so that it is
+    /// found again by every later container of the object.
+    pub fn name_for(identity: &Identity, index: usize) -> String {
+        let part = |text: &str| -> String {
+            let part: String = text
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .take(40)
+                .collect();
+            if part.is_empty() {
+                "x".into()
+            } else {
+                part
+            }
+        };
+        format!(
+            "berth-{}-{}-{}-{index}",
+            part(&identity.app),
+            part(&identity.class),
+            identity.object_id
+        )
+    }
+}
+
+/// A volume berth made for an object, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub app: String,
+    pub class: String,
+    pub object_id: String,
+    /// The object's name, when it had one.
+    pub object_name: Option<String>,
+    /// The path in the container.
+    pub path: String,
+    /// Bytes used, when the engine can tell.
+    pub size_bytes: Option<u64>,
 }
 
 /// A container that [`Runtime::create`] made.
@@ -405,6 +464,12 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<(), RuntimeError>;
     /// Every container (running or not) that `selector` selects.
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// The object volumes `selector` selects (its session aside: volumes outlive
+    /// sessions).
+    async fn volumes(&self, selector: &Selector) -> Result<Vec<VolumeInfo>, RuntimeError>;
+    /// Removes the object volumes `selector` selects; how many. One that a container
+    /// still uses stays, with a warning.
+    async fn remove_volumes(&self, selector: &Selector) -> Result<usize, RuntimeError>;
 
     /// Sends `signal`, waits up to `grace` for the exit, then SIGKILLs.
     async fn stop(

@@ -34,6 +34,7 @@ async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> Strin
         init: true,
         nano_cpus: 0,
         memory_bytes: 0,
+        volumes: Vec::new(),
     };
     let created = fake.create(&spec).await.expect("create");
     fake.start(&created.id).await.expect("start");

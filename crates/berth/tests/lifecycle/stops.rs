@@ -500,3 +500,30 @@ async fn changed_options_replace_the_containers_of_the_older_version() {
     assert_eq!(identity.version, options.version());
     assert_ne!(Some(identity.version), old_version.map(|i| i.version));
 }
+
+/// An object's volumes stay through a stop, and go with `destroy()`.
+#[tokio::test(start_paused = true)]
+async fn destroy_removes_the_objects_volumes_and_a_stop_keeps_them() {
+    use berth::runtime::{Runtime as _, Selector};
+    let f = Fixture::with(
+        Behaviour::default(),
+        |class| class.volumes = vec!["/data".into(), "/cache".into()],
+        Store::in_memory().expect("store"),
+    );
+    let alpha = f.ns.get_by_name("alpha");
+    let beta = f.ns.get_by_name("beta");
+    for object in [&alpha, &beta] {
+        assert_eq!(fetch(object, "/").await.0, StatusCode::OK);
+    }
+    let app = Selector::app(f.app.name());
+    let volumes = f.fake.volumes(&app).await.expect("volumes");
+    assert_eq!(volumes.len(), 4, "{volumes:?}");
+    alpha.stop(Signal::Term).await.expect("stop");
+    assert_eq!(f.fake.volumes(&app).await.expect("volumes").len(), 4);
+    alpha.destroy().await.expect("destroy");
+    let left = f.fake.volumes(&app).await.expect("volumes");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left
+        .iter()
+        .all(|v| v.object_name.as_deref() == Some("beta")));
+}

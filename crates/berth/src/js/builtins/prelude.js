@@ -4,7 +4,7 @@
   const declared = { app: null, containers: [], workers: [] };
 
   // The options berth reads from a container class, as Cloudflare's Container names them,
-  // then berth's own (`ready`, `logMax`).
+  // then berth's own (`ready`, `logMax`, `volumes`).
   const OPTIONS = [
     "defaultPort",
     "requiredPorts",
@@ -16,6 +16,7 @@
     "labels",
     "ready",
     "logMax",
+    "volumes",
   ];
 
   // What a Durable Object's constructor gets as `ctx`, enough for a constructor to run.

@@ -238,7 +238,7 @@
       await native.stop(this.#target, signal === "SIGKILL" || signal === 9);
     }
     async destroy() {
-      await native.stop(this.#target, true);
+      await native.destroy(this.#target);
     }
     async getState() {
       return { status: await native.state(this.#target), lastChange: Date.now() };

@@ -8,6 +8,7 @@
 
 mod exec;
 pub mod labels;
+mod volumes;
 
 pub use exec::ExecOptions;
 
@@ -33,7 +34,7 @@ use tokio::sync::OnceCell;
 
 use super::{
     ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Output, Runtime, RuntimeError,
-    Selector, Signal, Stream,
+    Selector, Signal, Stream, VolumeInfo,
 };
 
 /// The network for containers with `enable_internet = false`: internal, so it has no route
@@ -291,6 +292,7 @@ impl Runtime for DockerRuntime {
             self.ensure_internal_network().await?;
             INTERNAL_NETWORK
         };
+        let mounts = self.volume_mounts(spec).await?;
         let port_keys: Vec<String> = spec.ports.iter().map(|p| format!("{p}/tcp")).collect();
         let port_bindings = (self.reach == Reach::Loopback).then(|| {
             port_keys
@@ -322,6 +324,7 @@ impl Runtime for DockerRuntime {
                 memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
                 // No swap beyond the memory limit, so the limit means what it says.
                 memory_swap: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
+                mounts: (!mounts.is_empty()).then_some(mounts),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
@@ -489,6 +492,14 @@ impl Runtime for DockerRuntime {
             }
         }
         Ok(())
+    }
+
+    async fn volumes(&self, selector: &Selector) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        self.list_volumes(selector).await
+    }
+
+    async fn remove_volumes(&self, selector: &Selector) -> Result<usize, RuntimeError> {
+        self.remove_selected_volumes(selector).await
     }
 
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError> {
