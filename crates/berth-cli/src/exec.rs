@@ -61,11 +61,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .ok_or_else(|| {
                     anyhow::anyhow!("{name:?} has never run, so berth does not know its class: give --class")
                 })?;
-            wake(&dir, &class, &name).await?;
-            let rows = list().await?;
-            find(&rows, &name, Some(&class))?
-                .and_then(|o| o.container_id.clone())
-                .ok_or_else(|| anyhow::anyhow!("{class} {name:?} was started, but stopped again before the command could run"))?
+            // A container that just exited may not be known to the session as gone yet:
+            // it then says the object runs. Asked again, it starts a new one.
+            let mut started = None;
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                wake(&dir, &class, &name).await?;
+                let rows = list().await?;
+                started = find(&rows, &name, Some(&class))?.and_then(|o| o.container_id.clone());
+                if started.is_some() {
+                    break;
+                }
+            }
+            started.ok_or_else(|| anyhow::anyhow!("{class} {name:?} was started, but stopped again before the command could run"))?
         }
         (None, Some(object)) => bail!(
             "{} {:?} is {}: it has no container to run the command in; give --wake to start it (or send it a request), then run berth exec again",

@@ -966,6 +966,9 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
         .kill(&bob.id, berth::runtime::Signal::Term)
         .await
         .expect("stop bob");
+    // Once the session has seen it go, berth exec finds no container.
+    let log = berth.stderr_with("App \"bob\": stopped");
+    assert!(log.contains("App \"bob\": stopped"), "{log}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let err = loop {
         let (code, _, err) = berth_with_input(
