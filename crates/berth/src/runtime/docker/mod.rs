@@ -392,10 +392,21 @@ impl Runtime for DockerRuntime {
                     })
                 }
             };
-            let oom_killed = match self.docker.inspect_container(id, None).await {
-                Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
-                Err(_) => false,
-            };
+            // The engine learns of a kill for lack of memory by an event of its own, which
+            // may come just after the exit: a SIGKILL (137) is asked about a few times.
+            let mut oom_killed = false;
+            for attempt in 0..5 {
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                oom_killed = match self.docker.inspect_container(id, None).await {
+                    Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
+                    Err(_) => false,
+                };
+                if oom_killed || code != 137 {
+                    break;
+                }
+            }
             return Ok(ExitStatus { code, oom_killed });
         }
     }
