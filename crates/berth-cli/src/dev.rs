@@ -145,7 +145,7 @@ pub async fn run(
     } else {
         let app = Selector::app(session.app.name());
         engine
-            .remove_volumes(&app)
+            .remove_volumes(&app, session.app.store().owner())
             .await
             .context("removing the objects' volumes")?
     };

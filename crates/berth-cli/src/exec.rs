@@ -61,6 +61,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .ok_or_else(|| {
                     anyhow::anyhow!("{name:?} has never run, so berth does not know its class: give --class")
                 })?;
+            // The session starts objects by name: an id prefix must stand for a named one.
+            let name = match found {
+                Some(object) => object.name.clone().ok_or_else(|| {
+                    anyhow::anyhow!("{class} {name} has no name, and berth exec --wake starts objects by name; wake it with a request")
+                })?,
+                None => name.clone(),
+            };
             // A container that just exited may not be known to the session as gone yet:
             // it then says the object runs. Asked again, it starts a new one.
             let mut started = None;

@@ -28,7 +28,10 @@ pub async fn run(dir: &Path, json: bool, volumes: bool) -> anyhow::Result<()> {
         Vec::new()
     };
     if volumes {
-        return show_volumes(&rows, json).await;
+        let owner = Store::open(&path)
+            .map(|store| store.owner().to_string())
+            .unwrap_or_default();
+        return show_volumes(&rows, &owner, json).await;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -46,14 +49,14 @@ pub async fn run(dir: &Path, json: bool, volumes: bool) -> anyhow::Result<()> {
 }
 
 /// The volumes of the apps the objects belong to, with their size.
-async fn show_volumes(rows: &[ObjectStatus], json: bool) -> anyhow::Result<()> {
+async fn show_volumes(rows: &[ObjectStatus], owner: &str, json: bool) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect().await?;
     let mut apps: Vec<&str> = rows.iter().map(|r| r.app.as_str()).collect();
     apps.sort_unstable();
     apps.dedup();
     let mut volumes = Vec::new();
     for app in apps {
-        volumes.extend(runtime.volumes(&Selector::app(app)).await?);
+        volumes.extend(runtime.volumes(&Selector::app(app), owner).await?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&volumes)?);

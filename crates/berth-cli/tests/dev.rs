@@ -1037,6 +1037,14 @@ bindings = { APP = "app" }
 routes = [{ path = "/users/:user/*", strip_prefix = true, binding = "APP", instance = { from = "path", param = "user" } }]
 "#;
 
+/// The id of the app's dev store, which labels the volumes its berth dev makes.
+fn owner(app: &AppDir) -> String {
+    berth::Store::open(app.dir.join(".berth/state.db"))
+        .expect("the dev store")
+        .owner()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_an_object_writes_on_its_volume_outlives_sleep_and_rebuilds() {
     let app = AppDir::new("volumes", VOLUMES);
@@ -1132,7 +1140,7 @@ async fn what_an_object_writes_on_its_volume_outlives_sleep_and_rebuilds() {
         berth.stderr()
     );
     let left = runtime
-        .volumes(&berth::runtime::Selector::app(&app.name))
+        .volumes(&berth::runtime::Selector::app(&app.name), &owner(&app))
         .await
         .expect("volumes");
     assert!(left.is_empty(), "{left:?}");
@@ -1164,7 +1172,7 @@ async fn what_an_object_writes_on_its_volume_outlives_sleep_and_rebuilds() {
         berth.stderr()
     );
     let left = runtime
-        .volumes(&berth::runtime::Selector::app(&app.name))
+        .volumes(&berth::runtime::Selector::app(&app.name), &owner(&app))
         .await
         .expect("volumes");
     assert!(left.is_empty(), "{left:?}");

@@ -97,7 +97,10 @@ async fn checked(
             }
             last = Some(status);
         }
-        if Instant::now() + check.interval >= deadline {
+        if Instant::now()
+            .checked_add(check.interval)
+            .is_none_or(|next| next >= deadline)
+        {
             return Err(NotReady::Check {
                 port,
                 path: check.path.clone(),

@@ -31,7 +31,14 @@ pub fn parse(text: &str) -> Option<SystemTime> {
     let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
     let mut clock = clock.splitn(3, ':').map(|p| p.parse::<u64>().ok());
     let (h, min, s) = (clock.next()??, clock.next()??, clock.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
+    // Years past 9999 are no times a log holds, and would overflow a SystemTime.
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || min > 59
+        || s > 60
+    {
         return None;
     }
     if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
@@ -44,7 +51,7 @@ pub fn parse(text: &str) -> Option<SystemTime> {
     };
     let days = u64::try_from(days_from_civil(y, m, d)).ok()?;
     let secs = days * 86_400 + h * 3600 + min * 60 + s;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 /// Howard Hinnant's `days_from_civil`: days since 1970-01-01 of a proleptic Gregorian date.
@@ -119,6 +126,8 @@ mod tests {
             "2026-11-26T05:30:35.1234567890Z",
             "2026-11-26T05:30:35.x1Z",
             "2026-11-26T05:30:35+02:00",
+            "300000000000-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
         ] {
             assert_eq!(parse(text), None, "{text:?}");
         }

@@ -122,6 +122,7 @@ impl AppDir {
 impl Drop for AppDir {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let state = self.dir.join(".berth/state.db");
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -134,7 +135,16 @@ impl Drop for AppDir {
                     for info in runtime.list(&Selector::app(&app)).await.unwrap_or_default() {
                         let _ = runtime.remove(&info.id).await;
                     }
-                    let _ = runtime.remove_volumes(&Selector::app(&app)).await;
+                    // The volumes this folder's berth dev made (its store says which).
+                    let store = state
+                        .exists()
+                        .then(|| berth::Store::open(&state).ok())
+                        .flatten();
+                    if let Some(store) = store {
+                        let _ = runtime
+                            .remove_volumes(&Selector::app(&app), store.owner())
+                            .await;
+                    }
                 }
                 // The images each test built under its own name, and pushed to a registry.
                 let docker = runtime.docker();

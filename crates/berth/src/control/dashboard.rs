@@ -17,7 +17,7 @@ use super::Token;
 /// elsewhere.
 pub const PAGE: &str = include_str!("dashboard.html");
 
-/// The cookie that holds the token.
+/// The cookie that holds a read-only key derived from the token ([`Token::read_only`]).
 pub const COOKIE: &str = "berth_token";
 
 /// How long a browser keeps the cookie: 30 days.
@@ -62,7 +62,7 @@ pub(super) fn cookie_accepted(token: &Token, headers: &HeaderMap) -> bool {
             let (name, value) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
             (name == COOKIE.as_bytes()).then(|| &value[1..])
         })
-        .any(|value| token.matches(value))
+        .any(|value| token.matches_read_only(value))
 }
 
 /// `POST /v1/session`, its bearer token already checked: the answer sets the cookie.
@@ -70,7 +70,7 @@ pub(super) fn open_session(token: &Token, request: &Request<Body>) -> Response<B
     let secure = if over_https(request) { "; Secure" } else { "" };
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={MAX_AGE_SECONDS}{secure}",
-        token.reveal()
+        token.read_only()
     );
     no_content(cookie)
 }
@@ -130,7 +130,15 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others_and_checked_exactly() {
         let token = token("cookie");
-        let secret = token.reveal();
+        // The token itself is no cookie: only the read-only key derived from it is.
+        assert!(!cookie_accepted(
+            &token,
+            &with_cookies(&[&format!("{COOKIE}={}", token.reveal())])
+        ));
+        let key = token.read_only();
+        assert_ne!(key, token.reveal());
+        assert_eq!(key.len(), 64);
+        let secret = key.as_str();
         let accepted = |values: &[&str]| cookie_accepted(&token, &with_cookies(values));
         assert!(accepted(&[&format!("{COOKIE}={secret}")]));
         assert!(accepted(&[&format!("theme=dark; {COOKIE}={secret}; x=1")]));
@@ -151,8 +159,12 @@ mod tests {
         assert_eq!(opened.status(), StatusCode::NO_CONTENT);
         let cookie = opened.headers()[header::SET_COOKIE].to_str().expect("text");
         assert!(
-            cookie.starts_with(&format!("{COOKIE}={};", token.reveal())),
+            cookie.starts_with(&format!("{COOKIE}={};", token.read_only())),
             "{cookie}"
+        );
+        assert!(
+            !cookie.contains(token.reveal()),
+            "the token never leaves: {cookie}"
         );
         for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
             assert!(cookie.contains(attribute), "{attribute} in {cookie}");

@@ -75,16 +75,43 @@ impl Token {
             .is_some_and(|given| self.matches(given))
     }
 
-    /// Whether `given` is the token itself (as the dashboard's cookie holds it), compared
-    /// in the same time wherever the first difference is.
+    /// Whether `given` is the token itself, compared in the same time wherever the first
+    /// difference is.
     pub fn matches(&self, given: &[u8]) -> bool {
-        let expected = self.0.as_bytes();
-        let mut differ = u8::from(given.len() != expected.len());
-        for (i, byte) in expected.iter().enumerate() {
-            differ |= byte ^ given.get(i).copied().unwrap_or(0);
-        }
-        differ == 0
+        same(self.0.as_bytes(), given)
     }
+
+    /// What the dashboard's cookie holds instead of the token: a key derived from it
+    /// (HMAC-SHA256), good for reading only. Cookies go to every port of a host, so a
+    /// cookie that leaks to another service there gives away no right to change anything.
+    pub fn read_only(&self) -> String {
+        use hmac::{Hmac, Mac};
+        use sha2::Sha256;
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes()) else {
+            return String::new();
+        };
+        mac.update(b"berth dashboard: read only");
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `given` is [`Token::read_only`], compared in constant time.
+    pub fn matches_read_only(&self, given: &[u8]) -> bool {
+        let expected = self.read_only();
+        !expected.is_empty() && same(expected.as_bytes(), given)
+    }
+}
+
+/// Whether `given` is `expected`, in the same time wherever the first difference is.
+fn same(expected: &[u8], given: &[u8]) -> bool {
+    let mut differ = u8::from(given.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        differ |= byte ^ given.get(i).copied().unwrap_or(0);
+    }
+    differ == 0
 }
 
 /// Never shows the secret, whatever logs it.

@@ -112,6 +112,24 @@ impl Logbook {
         }
     }
 
+    /// Removes what one object kept, as its destruction does.
+    pub fn forget_object(&self, app: &str, class: &str, id: &str) -> Result<(), LogbookError> {
+        let log = self.object(app, class, id, MIN_LOG_MAX);
+        for path in [rotated(&log.path), log.path.clone()] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(LogbookError::Io {
+                        action: "remove the log",
+                        path,
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The writer of one object's file.
     pub(crate) fn object(&self, app: &str, class: &str, id: &str, max: u64) -> ObjectLog {
         ObjectLog {

@@ -152,24 +152,29 @@ impl ObjectFile {
         cursor: Option<Cursor>,
     ) -> Result<(Vec<Stored>, Option<Cursor>), LogbookError> {
         let older = rotated(&self.path);
+        // The older half first: if the file turns over between the two opens, the older
+        // half then is what was the current file, which is not read twice.
+        let mut older_file = open(&older)?;
         let Some(mut current) = open(&self.path)? else {
             return Ok((Vec::new(), cursor));
         };
         let inode = current.metadata().map(|m| m.ino()).unwrap_or(0);
+        let older_inode = older_file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.ino());
         let mut older_text = Vec::new();
         let start = match cursor {
             Some(c) if c.inode == inode => c.offset,
             Some(c) => {
-                if let Some(mut file) = open(&older)? {
-                    if file.metadata().map(|m| m.ino()).ok() == Some(c.inode) {
-                        read_at(&mut file, &older, c.offset, &mut older_text)?;
-                    }
+                if let Some(file) = older_file.as_mut().filter(|_| older_inode == Some(c.inode)) {
+                    read_at(file, &older, c.offset, &mut older_text)?;
                 }
                 0
             }
             None => {
-                if let Some(mut file) = open(&older)? {
-                    read_at(&mut file, &older, 0, &mut older_text)?;
+                if let Some(file) = older_file.as_mut().filter(|_| older_inode != Some(inode)) {
+                    read_at(file, &older, 0, &mut older_text)?;
                 }
                 0
             }

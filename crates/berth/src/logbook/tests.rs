@@ -59,6 +59,8 @@ fn lines_are_read_back_with_their_object_and_in_time_order() {
     };
     assert_eq!(texts(&book.read(&recent).unwrap()), ["a3"]);
     assert!(book.read(&query("other")).unwrap().is_empty());
+    book.forget_object("shop", "Cart", "aaaa1111").unwrap();
+    assert_eq!(texts(&book.read(&query("shop")).unwrap()), ["b2"]);
     let _ = fs::remove_dir_all(dir);
 }
 

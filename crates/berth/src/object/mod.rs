@@ -364,13 +364,22 @@ impl Object {
             .map(drop)
     }
 
-    /// Kills and removes the container at once, and the object's volumes with it.
+    /// Kills and removes the container at once, and the object's volumes and kept logs
+    /// with it.
     pub async fn destroy(&self) -> Result<(), RuntimeError> {
         self.stop_with(StopReason::Destroyed, Signal::Kill).await?;
-        if !self.options().volumes.is_empty() {
-            let app = self.app();
-            let selector = Selector::app(&app.name).object(self.inner.id);
-            app.runtime.remove_volumes(&selector).await?;
+        // Whatever the class lists now: a volume of an earlier version goes too.
+        let app = self.app();
+        let selector = Selector::app(&app.name).object(self.inner.id);
+        app.runtime
+            .remove_volumes(&selector, app.store.owner())
+            .await?;
+        // A destroyed object is gone for good: so is what it wrote.
+        if let Some(logbook) = app.logbook.get() {
+            let id = self.inner.id.to_string();
+            if let Err(e) = logbook.forget_object(&app.name, self.class_name(), &id) {
+                tracing::warn!(object = %self.describe(), "{e}");
+            }
         }
         Ok(())
     }

@@ -224,13 +224,14 @@ impl Object {
             host: class.app.lease.host().to_string(),
             version: opts.version.clone(),
         };
+        let owner = class.app.store.owner();
         let volumes = opts
             .volumes
             .iter()
-            .enumerate()
-            .map(|(k, path)| VolumeMount {
-                name: VolumeMount::name_for(&identity, k),
+            .map(|path| VolumeMount {
+                name: VolumeMount::name_for(&identity, owner, path),
                 path: path.clone(),
+                owner: owner.to_string(),
             })
             .collect();
         ContainerSpec {

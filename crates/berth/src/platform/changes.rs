@@ -356,7 +356,10 @@ impl Platform {
             }
         }
         // The containers are gone, so nothing holds the objects' volumes any more.
-        let volumes = self.runtime.remove_volumes(&Selector::app(app)).await?;
+        let volumes = self
+            .runtime
+            .remove_volumes(&Selector::app(app), self.store.owner())
+            .await?;
         if let Err(e) = self.logbook.forget_app(app) {
             tracing::warn!(app, "{e}");
         }

@@ -86,8 +86,8 @@ struct Engine {
     serial: u64,
     /// While set, every call fails as if the engine were gone.
     down: bool,
-    /// The objects' volumes, by name.
-    volumes: BTreeMap<String, VolumeInfo>,
+    /// The objects' volumes, by name, with their owner.
+    volumes: BTreeMap<String, (String, VolumeInfo)>,
 }
 
 struct Container {
@@ -275,7 +275,10 @@ impl Runtime for FakeRuntime {
                 path: volume.path.clone(),
                 size_bytes: Some(0),
             };
-            engine.volumes.entry(volume.name.clone()).or_insert(info);
+            engine
+                .volumes
+                .entry(volume.name.clone())
+                .or_insert((volume.owner.clone(), info));
         }
         engine.created += 1;
         engine.serial += 1;
@@ -407,20 +410,30 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn volumes(&self, selector: &Selector) -> Result<Vec<VolumeInfo>, RuntimeError> {
+    async fn volumes(
+        &self,
+        selector: &Selector,
+        owner: &str,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError> {
         let engine = self.up()?;
         Ok(engine
             .volumes
             .values()
-            .filter(|v| selects_volume(selector, v))
-            .cloned()
+            .filter(|(o, v)| o == owner && selects_volume(selector, v))
+            .map(|(_, v)| v.clone())
             .collect())
     }
 
-    async fn remove_volumes(&self, selector: &Selector) -> Result<usize, RuntimeError> {
+    async fn remove_volumes(
+        &self,
+        selector: &Selector,
+        owner: &str,
+    ) -> Result<usize, RuntimeError> {
         let mut engine = self.up()?;
         let before = engine.volumes.len();
-        engine.volumes.retain(|_, v| !selects_volume(selector, v));
+        engine
+            .volumes
+            .retain(|_, (o, v)| !(o == owner && selects_volume(selector, v)));
         Ok(before - engine.volumes.len())
     }
 

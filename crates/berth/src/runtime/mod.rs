@@ -119,13 +119,17 @@ pub struct VolumeMount {
     pub name: String,
     /// The path in the container.
     pub path: String,
+    /// The store id of the berth that makes it ([`crate::store::Store::owner`]).
+    pub owner: String,
 }
 
 impl VolumeMount {
-    /// The volume of `identity`'s object for its `index`-th path: named after the app,
-    /// the class and the object's whole id (which no two objects share), so that it is
-    /// found again by every later container of the object.
-    pub fn name_for(identity: &Identity, index: usize) -> String {
+    /// The volume of `identity`'s object for `path`, made by the berth whose store is
+    /// `owner` ([`crate::store::Store::owner`]): named after the app, the class, the
+    /// owner, the object's id and the path, so that every later container of the object
+    /// finds it again, and nothing else does, even when the class's list of paths changes.
+    pub fn name_for(identity: &Identity, owner: &str, path: &str) -> String {
+        use sha2::{Digest, Sha256};
         let part = |text: &str| -> String {
             let part: String = text
                 .chars()
@@ -144,11 +148,18 @@ impl VolumeMount {
                 part
             }
         };
+        let path_hash: String = Sha256::digest(path.as_bytes())
+            .iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let object: String = identity.object_id.to_string().chars().take(32).collect();
+        let owner: String = owner.chars().take(8).collect();
         format!(
-            "berth-{}-{}-{}-{index}",
+            "berth-{}-{}-{}-{object}-{path_hash}",
             part(&identity.app),
             part(&identity.class),
-            identity.object_id
+            part(&owner),
         )
     }
 }
@@ -464,12 +475,17 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<(), RuntimeError>;
     /// Every container (running or not) that `selector` selects.
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError>;
-    /// The object volumes `selector` selects (its session aside: volumes outlive
-    /// sessions).
-    async fn volumes(&self, selector: &Selector) -> Result<Vec<VolumeInfo>, RuntimeError>;
-    /// Removes the object volumes `selector` selects; how many. One that a container
-    /// still uses stays, with a warning.
-    async fn remove_volumes(&self, selector: &Selector) -> Result<usize, RuntimeError>;
+    /// The object volumes `selector` selects among those the berth of store `owner`
+    /// made (its session aside: volumes outlive sessions), with their size.
+    async fn volumes(
+        &self,
+        selector: &Selector,
+        owner: &str,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError>;
+    /// Removes the object volumes `selector` selects among those the berth of store
+    /// `owner` made; how many. One that a container still uses stays, with a warning.
+    async fn remove_volumes(&self, selector: &Selector, owner: &str)
+        -> Result<usize, RuntimeError>;
 
     /// Sends `signal`, waits up to `grace` for the exit, then SIGKILLs.
     async fn stop(
@@ -486,5 +502,42 @@ pub trait Runtime: Send + Sync + 'static {
                 self.wait(id).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::IdScheme;
+
+    #[test]
+    fn a_volume_is_named_by_its_owner_object_and_path_never_its_place_in_the_list() {
+        let identity = Identity {
+            app: "Shop".into(),
+            class: "My Cart".into(),
+            object_id: IdScheme::new("Shop/My Cart").for_name("alice"),
+            object_name: Some("alice".into()),
+            session: "s".into(),
+            host: "h".into(),
+            version: String::new(),
+        };
+        let data = VolumeMount::name_for(&identity, "0123456789abcdef", "/data");
+        assert!(data.starts_with("berth-shop-my-cart-01234567-"), "{data}");
+        assert!(
+            data.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{data}"
+        );
+        assert_eq!(
+            data,
+            VolumeMount::name_for(&identity, "0123456789abcdef", "/data")
+        );
+        assert_ne!(
+            data,
+            VolumeMount::name_for(&identity, "0123456789abcdef", "/cache")
+        );
+        assert_ne!(
+            data,
+            VolumeMount::name_for(&identity, "fedcba9876543210", "/data")
+        );
     }
 }

@@ -62,6 +62,9 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// This store's own random id, kept in it: what berth labels the volumes it makes
+    /// with, so that it never removes another berth's (see [`Store::owner`]).
+    owner: String,
     conn: Mutex<Connection>,
     /// One query at a time on the blocking pool.
     turn: Arc<tokio::sync::Semaphore>,
@@ -79,6 +82,10 @@ CREATE TABLE IF NOT EXISTS objects (
     updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (namespace, id)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS storage (
     namespace TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -87,6 +94,20 @@ CREATE TABLE IF NOT EXISTS storage (
     PRIMARY KEY (namespace, id, key)
 );
 ";
+
+/// The store's owner id, made (16 random bytes, in hex) the first time.
+fn owner(conn: &Connection) -> rusqlite::Result<String> {
+    let made = crate::id::random_bytes::<16>()
+        .map(|bytes| crate::id::hex(&bytes))
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('owner', ?1)",
+        [&made],
+    )?;
+    conn.query_row("SELECT value FROM meta WHERE key = 'owner'", [], |row| {
+        row.get(0)
+    })
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -122,7 +143,8 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
         deployments::migrate(&conn).map_err(open_err)?;
-        Ok(Store::from_connection(path, conn))
+        let owner = owner(&conn).map_err(open_err)?;
+        Ok(Store::from_connection(path, owner, conn))
     }
 
     /// A store that lives only as long as the process (for tests and throwaway apps).
@@ -136,13 +158,15 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
         deployments::migrate(&conn).map_err(open_err)?;
-        Ok(Store::from_connection(path, conn))
+        let owner = owner(&conn).map_err(open_err)?;
+        Ok(Store::from_connection(path, owner, conn))
     }
 
-    fn from_connection(path: PathBuf, conn: Connection) -> Store {
+    fn from_connection(path: PathBuf, owner: String, conn: Connection) -> Store {
         Store {
             inner: Arc::new(Inner {
                 path,
+                owner,
                 conn: Mutex::new(conn),
                 turn: Arc::new(tokio::sync::Semaphore::new(1)),
             }),
@@ -152,6 +176,12 @@ impl Store {
     /// The file the store lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The store's own id, made at its creation: two berths on one engine (a dev folder
+    /// and a server, or two checkouts) keep apart what each made, even under one app name.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
     }
 
     /// Runs `query` on the blocking pool.

@@ -516,14 +516,25 @@ async fn destroy_removes_the_objects_volumes_and_a_stop_keeps_them() {
         assert_eq!(fetch(object, "/").await.0, StatusCode::OK);
     }
     let app = Selector::app(f.app.name());
-    let volumes = f.fake.volumes(&app).await.expect("volumes");
+    let owner = f.app.store().owner().to_string();
+    let volumes = f.fake.volumes(&app, &owner).await.expect("volumes");
     assert_eq!(volumes.len(), 4, "{volumes:?}");
     alpha.stop(Signal::Term).await.expect("stop");
-    assert_eq!(f.fake.volumes(&app).await.expect("volumes").len(), 4);
+    assert_eq!(
+        f.fake.volumes(&app, &owner).await.expect("volumes").len(),
+        4
+    );
     alpha.destroy().await.expect("destroy");
-    let left = f.fake.volumes(&app).await.expect("volumes");
+    let left = f.fake.volumes(&app, &owner).await.expect("volumes");
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left
         .iter()
         .all(|v| v.object_name.as_deref() == Some("beta")));
+    // Another berth's volumes (another store) are none of this one's business.
+    assert!(f
+        .fake
+        .volumes(&app, "someone-else")
+        .await
+        .expect("volumes")
+        .is_empty());
 }

@@ -505,12 +505,20 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn volumes(&self, selector: &Selector) -> Result<Vec<VolumeInfo>, RuntimeError> {
-        self.list_volumes(selector).await
+    async fn volumes(
+        &self,
+        selector: &Selector,
+        owner: &str,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        self.list_volumes(selector, owner, true).await
     }
 
-    async fn remove_volumes(&self, selector: &Selector) -> Result<usize, RuntimeError> {
-        self.remove_selected_volumes(selector).await
+    async fn remove_volumes(
+        &self,
+        selector: &Selector,
+        owner: &str,
+    ) -> Result<usize, RuntimeError> {
+        self.remove_selected_volumes(selector, owner).await
     }
 
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError> {

@@ -13,6 +13,9 @@ use crate::runtime::{ContainerSpec, RuntimeError, Selector, VolumeInfo};
 /// The label that says which path of its object a volume holds.
 pub const VOLUME_PATH: &str = "berth.volume-path";
 
+/// The label that says which berth (by its store's id) made a volume.
+pub const OWNER: &str = "berth.owner";
+
 impl DockerRuntime {
     /// Makes the spec's volumes (an existing one is kept as it is) and returns their
     /// mounts.
@@ -27,6 +30,7 @@ impl DockerRuntime {
                 .filter(|(k, _)| [APP, CLASS, OBJECT_ID, OBJECT_NAME].contains(&k.as_str()))
                 .collect();
             labels.insert(VOLUME_PATH.to_string(), volume.path.clone());
+            labels.insert(OWNER.to_string(), volume.owner.clone());
             let request = VolumeCreateRequest {
                 name: Some(volume.name.clone()),
                 labels: Some(labels),
@@ -46,15 +50,20 @@ impl DockerRuntime {
         Ok(mounts)
     }
 
+    /// The volumes `selector` and `owner` select; with their size if `sizes`.
     pub(super) async fn list_volumes(
         &self,
         selector: &Selector,
+        owner: &str,
+        sizes: bool,
     ) -> Result<Vec<VolumeInfo>, RuntimeError> {
         let everyone = Selector {
             session: None,
             ..selector.clone()
         };
-        let filters = HashMap::from([("label", labels::filters(&everyone))]);
+        let mut wanted = labels::filters(&everyone);
+        wanted.push(format!("{OWNER}={owner}"));
+        let filters = HashMap::from([("label", wanted)]);
         let options = ListVolumesOptionsBuilder::new().filters(&filters).build();
         let listed = self
             .docker
@@ -68,8 +77,17 @@ impl DockerRuntime {
                 continue;
             };
             let name = label(OBJECT_NAME);
+            let size_bytes = if sizes {
+                let mountpoint = volume.mountpoint.clone();
+                tokio::task::spawn_blocking(move || size_of(&mountpoint))
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
             found.push(VolumeInfo {
-                size_bytes: size_of(&volume.mountpoint),
+                size_bytes,
                 name: volume.name.clone(),
                 app: label(APP),
                 class: label(CLASS),
@@ -87,9 +105,10 @@ impl DockerRuntime {
     pub(super) async fn remove_selected_volumes(
         &self,
         selector: &Selector,
+        owner: &str,
     ) -> Result<usize, RuntimeError> {
         let mut removed = 0;
-        for volume in self.list_volumes(selector).await? {
+        for volume in self.list_volumes(selector, owner, false).await? {
             let options = RemoveVolumeOptionsBuilder::new().force(false).build();
             match self.docker.remove_volume(&volume.name, Some(options)).await {
                 Ok(()) => removed += 1,
