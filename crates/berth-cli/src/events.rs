@@ -2,6 +2,7 @@
 //! stream of server-sent events.
 
 use berth::api::PREFIX;
+use berth::http::percent_encode;
 
 use crate::remote::Server;
 
@@ -15,7 +16,7 @@ pub async fn run(
     let mut path = format!("{PREFIX}/events?follow={follow}");
     if let Some(app) = &app {
         path.push_str("&app=");
-        path.push_str(&crate::logs::encode(app));
+        path.push_str(&percent_encode(app));
     }
     let mut lagged = false;
     client

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use berth::app::{list_objects, ObjectStatus};
+use berth::http::percent_encode;
 use berth::runtime::docker::ExecOptions;
 use berth::session::STATE_DIR;
 use berth::{DockerRuntime, Runtime, Store};
@@ -135,17 +136,12 @@ async fn wake(dir: &Path, class: &str, name: &str) -> anyhow::Result<()> {
         );
     }
     let client = berth::deploy::ControlClient::new(&format!("unix:{}", socket.display()), "")?;
-    let path = format!("/wake/{}/{}", encode(class), encode(name));
+    let path = format!("/wake/{}/{}", percent_encode(class), percent_encode(name));
     let _: serde_json::Value = client
         .call(http::Method::POST, &path, None::<&()>)
         .await
         .with_context(|| format!("starting {class} {name:?}"))?;
     Ok(())
-}
-
-/// `value` with every byte outside the unreserved set as `%XX`.
-fn encode(value: &str) -> String {
-    crate::logs::encode(value)
 }
 
 /// The one object `name` (a name, or the first 4 or more characters of an id) names, if

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use berth::api::PREFIX;
+use berth::http::percent_encode;
 use berth::logbook::{self, Entry, Logbook, Query};
 use berth::session::{logs_dir, STATE_DIR};
 
@@ -142,7 +143,7 @@ fn nothing(args: &Args, place: &str) -> String {
 async fn remote(args: &Args, app: &str, print: impl Fn(&Entry)) -> anyhow::Result<()> {
     let client = args.server.client()?;
     let mut query = Vec::new();
-    let mut add = |key: &str, value: &str| query.push(format!("{key}={}", encode(value)));
+    let mut add = |key: &str, value: &str| query.push(format!("{key}={}", percent_encode(value)));
     if let Some(class) = &args.class {
         add("class", class);
     }
@@ -158,7 +159,11 @@ async fn remote(args: &Args, app: &str, print: impl Fn(&Entry)) -> anyhow::Resul
     if args.follow {
         add("follow", "true");
     }
-    let path = format!("{PREFIX}/apps/{}/logs?{}", encode(app), query.join("&"));
+    let path = format!(
+        "{PREFIX}/apps/{}/logs?{}",
+        percent_encode(app),
+        query.join("&")
+    );
     let mut shown = 0usize;
     client
         .each_line(&path, |line| {
@@ -179,18 +184,4 @@ async fn remote(args: &Args, app: &str, print: impl Fn(&Entry)) -> anyhow::Resul
         );
     }
     Ok(())
-}
-
-/// `value` with every byte outside the unreserved set as `%XX`.
-pub(crate) fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -106,7 +106,7 @@ impl Prometheus {
 
     /// The single value of instant query `query` (`None`: no series).
     fn value(&self, query: &str) -> Option<f64> {
-        let path = format!("/api/v1/query?query={}", encode(query));
+        let path = format!("/api/v1/query?query={}", berth::http::percent_encode(query));
         let (status, body) = request(&self.addr, "GET", &path, &[]);
         assert_eq!(status, 200, "{query}: {body}");
         let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
@@ -125,18 +125,6 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Percent-encodes a query for a URL's query string.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,6 +142,20 @@ pub(crate) fn error_chain(error: &dyn StdError) -> String {
     text
 }
 
+/// `text` with every byte outside RFC 3986's unreserved set (letters, digits, `-._~`)
+/// as `%XX`: a value fit for a path segment or a query parameter.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Decodes `%XX` escapes. A `+` stays a plus: it is a space only in a query string.
 pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -168,6 +182,15 @@ pub fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_the_unreserved_and_decodes_back() {
+        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(percent_encode("a b/c?d=€"), "a%20b%2Fc%3Fd%3D%E2%82%AC");
+        for text in ["", "alice", "x/y z", "€ & %"] {
+            assert_eq!(percent_decode(&percent_encode(text)), text);
+        }
+    }
 
     /// A body whose client broke off.
     struct Broken;
