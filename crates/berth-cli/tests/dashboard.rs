@@ -82,16 +82,10 @@ fn output_dir() -> PathBuf {
 
 /// The chromium binary, installed by scripts/chromium.sh if need be.
 fn chromium() -> PathBuf {
-    let output = Command::new("bash")
-        .arg(root().join("scripts/chromium.sh"))
-        .output()
-        .expect("bash runs");
-    assert!(
-        output.status.success(),
-        "the dashboard is tested in Debian's chromium, which scripts/chromium.sh could not install:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    PathBuf::from(script(
+        "chromium.sh",
+        "the dashboard is tested in Debian's chromium, which scripts/chromium.sh could not install",
+    ))
 }
 
 /// A headless chromium of this test's own (its own profile, no network beyond

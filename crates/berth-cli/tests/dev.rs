@@ -622,20 +622,6 @@ routes = [
     assert!(app.containers().await.is_empty());
 }
 
-/// Runs `berth ARGS` in `cwd`; its exit code, standard output and standard error.
-fn berth_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("berth runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_output_of_a_crashed_container_is_kept_and_shown_by_berth_logs() {
     let app = AppDir::new("logs", ROUTES);
@@ -661,7 +647,7 @@ async fn the_output_of_a_crashed_container_is_kept_and_shown_by_berth_logs() {
     );
 
     let dir = app.dir.to_string_lossy().into_owned();
-    let (code, out, err) = berth_in(Path::new("/"), &["logs", &dir, "alice"]);
+    let (code, out, err) = berth_in(Path::new("/"), &["logs", &dir, "alice"], b"");
     assert_eq!(code, Some(0), "{err}");
     let said = out
         .lines()
@@ -681,7 +667,7 @@ async fn the_output_of_a_crashed_container_is_kept_and_shown_by_berth_logs() {
     assert!(!out.contains("hello-from-bob"), "only alice: {out}");
 
     // In the app's folder, the first word is the object; --json gives one object a line.
-    let (code, out, err) = berth_in(&app.dir, &["logs", "bob", "--json"]);
+    let (code, out, err) = berth_in(&app.dir, &["logs", "bob", "--json"], b"");
     assert_eq!(code, Some(0), "{err}");
     let entries: Vec<serde_json::Value> = out
         .lines()
@@ -700,12 +686,12 @@ async fn the_output_of_a_crashed_container_is_kept_and_shown_by_berth_logs() {
     assert_eq!(hello["id"].as_str().map(str::len), Some(64));
     assert!(entries.iter().all(|e| e["object"] == "\"bob\""), "{out}");
 
-    let (code, out, _) = berth_in(&app.dir, &["logs", "--tail", "1", "--class", "App"]);
+    let (code, out, _) = berth_in(&app.dir, &["logs", "--tail", "1", "--class", "App"], b"");
     assert_eq!((code, out.lines().count()), (Some(0), 1), "{out}");
-    let (code, out, err) = berth_in(&app.dir, &["logs", "nobody"]);
+    let (code, out, err) = berth_in(&app.dir, &["logs", "nobody"], b"");
     assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
     assert!(err.contains("no logs of object \"nobody\""), "{err}");
-    let (code, _, err) = berth_in(&app.dir, &["logs", "--since", "yesterday"]);
+    let (code, _, err) = berth_in(&app.dir, &["logs", "--since", "yesterday"], b"");
     assert_ne!(code, Some(0));
     assert!(err.contains("since=\"yesterday\""), "{err}");
 
@@ -729,7 +715,7 @@ async fn the_output_of_a_crashed_container_is_kept_and_shown_by_berth_logs() {
     berth.signal("INT");
     assert_eq!(berth.wait(Duration::from_secs(60)), Some(0));
     // The session is over; what it kept is still there.
-    let (_, out, _) = berth_in(&app.dir, &["logs", "alice"]);
+    let (_, out, _) = berth_in(&app.dir, &["logs", "alice"], b"");
     assert!(out.contains("| alice-is-back"), "{out}");
 }
 
@@ -878,28 +864,6 @@ async fn routes_that_never_wake_fall_back_and_a_warm_pool_runs_from_the_start() 
     );
 }
 
-/// `berth ARGS` in `cwd` with `input` on its standard input; exit code, stdout, stderr.
-fn berth_with_input(cwd: &Path, args: &[&str], input: &[u8]) -> (Option<i32>, String, String) {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("berth runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input).expect("write stdin");
-    drop(stdin);
-    let output = child.wait_with_output().expect("berth ends");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_code() {
     let app = AppDir::new("exec", ROUTES);
@@ -907,7 +871,7 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
     let addr = berth.ready();
     assert_eq!(http(&addr, "/users/alice/ping", &[]), (200, "pong".into()));
 
-    let (code, out, err) = berth_with_input(
+    let (code, out, err) = berth_in(
         &app.dir,
         &["exec", "alice", "--", "/server", "echo-stdin", "3"],
         b"hello from the test",
@@ -916,7 +880,7 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
     assert_eq!(out, "hello from the test");
     assert!(err.contains("echo-stdin: 19 bytes, exiting 3"), "{err}");
     let dir = app.dir.to_string_lossy().into_owned();
-    let (code, out, err) = berth_with_input(
+    let (code, out, err) = berth_in(
         Path::new("/"),
         &["exec", &dir, "alice", "--", "/server", "echo-stdin", "0"],
         b"",
@@ -949,7 +913,7 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
     );
 
     // An object that never ran, and one that does not exist, are refused with a reason.
-    let (code, _, err) = berth_with_input(&app.dir, &["exec", "nobody", "--", "/server"], b"");
+    let (code, _, err) = berth_in(&app.dir, &["exec", "nobody", "--", "/server"], b"");
     assert_eq!(code, Some(1));
     assert!(err.contains("no object \"nobody\""), "{err}");
     let (status, _) = http(&addr, "/users/bob/ping", &[]);
@@ -971,7 +935,7 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
     assert!(log.contains("App \"bob\": stopped"), "{log}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let err = loop {
-        let (code, _, err) = berth_with_input(
+        let (code, _, err) = berth_in(
             &app.dir,
             &["exec", "bob", "--", "/server", "echo-stdin"],
             b"",
@@ -984,17 +948,16 @@ async fn berth_exec_runs_a_command_in_a_running_instance_and_passes_its_exit_cod
     };
     assert!(err.contains("App \"bob\" is stopped"), "{err}");
     // --wake has berth dev start it first; one that never ran needs its class.
-    let (code, out, err) = berth_with_input(
+    let (code, out, err) = berth_in(
         &app.dir,
         &["exec", "bob", "--wake", "--", "/server", "echo-stdin", "0"],
         b"awake",
     );
     assert_eq!((code, out.as_str()), (Some(0), "awake"), "{err}");
-    let (code, _, err) =
-        berth_with_input(&app.dir, &["exec", "carol", "--wake", "--", "/server"], b"");
+    let (code, _, err) = berth_in(&app.dir, &["exec", "carol", "--wake", "--", "/server"], b"");
     assert_eq!(code, Some(1));
     assert!(err.contains("give --class"), "{err}");
-    let (code, out, err) = berth_with_input(
+    let (code, out, err) = berth_in(
         &app.dir,
         &[
             "exec",

@@ -32,16 +32,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(test: &str, target: &str) -> Prometheus {
-        let output = Command::new("bash")
-            .arg(root().join("scripts/prometheus.sh"))
-            .output()
-            .expect("bash runs");
-        assert!(
-            output.status.success(),
-            "scripts/prometheus.sh failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let binary = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let binary = script("prometheus.sh", "scripts/prometheus.sh failed");
         let dir = std::env::temp_dir()
             .join("berth-cli-tests")
             .join(format!("prometheus-{test}-{}", std::process::id()));

@@ -21,22 +21,26 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Runs the project's `scripts/NAME`, which installs or starts what a test needs, and
+/// returns what it prints (a path or an address); `failed` says what its failure means.
+pub fn script(name: &str, failed: &str) -> String {
+    let output = Command::new("bash")
+        .arg(root().join("scripts").join(name))
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "{failed}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// The address of the local registry, started once per test process.
 pub fn registry() -> String {
     static ADDR: OnceLock<String> = OnceLock::new();
-    ADDR.get_or_init(|| {
-        let output = Command::new("bash")
-            .arg(root().join("scripts/registry.sh"))
-            .output()
-            .expect("bash runs");
-        assert!(
-            output.status.success(),
-            "scripts/registry.sh failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
-    })
-    .clone()
+    ADDR.get_or_init(|| script("registry.sh", "scripts/registry.sh failed"))
+        .clone()
 }
 
 /// The static test server, compiled once by the example's own build script.
@@ -335,6 +339,28 @@ impl Drop for Berth {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `berth ARGS` in `cwd` with `input` on its standard input, to its end; its exit
+/// code, standard output and standard error.
+pub fn berth_in(cwd: &Path, args: &[&str], input: &[u8]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("write stdin");
+    drop(stdin);
+    let output = child.wait_with_output().expect("berth ends");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Runs `berth ARGS DIR` to its end with no input; its exit code and its standard error.
