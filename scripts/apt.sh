@@ -1,4 +1,16 @@
-# Sourced by berth's scripts.
+# Sourced by berth's scripts that install (and start) what the tests need.
+
+# Holds an exclusive lock on DIR/lock for the rest of the script, waiting up to SECONDS
+# for another run (which may be installing) to let go: runs at once do the work once.
+hold_lock() {
+    local dir=$1 seconds=$2
+    mkdir -p "$dir"
+    exec 9>"$dir/lock"
+    if ! flock -w "$seconds" 9; then
+        echo "another run of $0 held $dir/lock for over ${seconds}s; if none runs, remove that file and try again" >&2
+        exit 1
+    fi
+}
 
 # Runs its arguments as root: as they are when root, else through sudo.
 as_root() {

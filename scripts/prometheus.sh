@@ -20,12 +20,7 @@ if path="$(found)"; then
     exit 0
 fi
 
-mkdir -p "$dir"
-exec 9>"$dir/lock"
-if ! flock -w "$lock_wait" 9; then
-    echo "another run of $0 held $dir/lock for over ${lock_wait}s; if none runs, remove that file and try again" >&2
-    exit 1
-fi
+hold_lock "$dir" "$lock_wait"
 # Another run may have installed it while this one waited for the lock.
 if path="$(found)"; then
     echo "$path"
