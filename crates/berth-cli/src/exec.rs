@@ -24,12 +24,22 @@ impl std::fmt::Display for Exited {
 
 impl std::error::Error for Exited {}
 
+/// `berth exec`, as the command line gives it.
+#[derive(clap::Args)]
 pub struct Args {
-    /// `[DIR] NAME`: one word is the name, in the current folder.
+    /// `[DIR] NAME`: the app's folder (default: this one) and the object's name (or
+    /// the first 4 or more characters of its id).
+    #[arg(num_args = 1..=2, required = true, value_name = "[DIR] NAME")]
     pub words: Vec<String>,
+    /// The object's class, when objects of two classes share the name (or, with
+    /// --wake, for an object that never ran).
+    #[arg(long)]
     pub class: Option<String>,
-    /// Start the object's container first if none runs, through the session.
+    /// Start the object's container first if none runs (berth dev must run).
+    #[arg(long)]
     pub wake: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

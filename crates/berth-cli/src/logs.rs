@@ -9,18 +9,37 @@ use berth::http::percent_encode;
 use berth::logbook::{self, Entry, Logbook, Query};
 use berth::session::{logs_dir, STATE_DIR};
 
-use crate::remote::Server;
+use crate::remote;
 
+/// `berth logs`, as the command line gives it.
+#[derive(clap::Args)]
 pub struct Args {
+    /// The app's folder (as for berth dev); a first word that is no folder is OBJECT.
+    #[arg(default_value = ".")]
     pub dir: PathBuf,
+    /// Only this object: its name, or the first 4 or more characters of its id.
     pub object: Option<String>,
+    /// The app on a berth serve (see --server) instead of the folder's berth dev logs.
+    #[arg(long)]
     pub app: Option<String>,
+    /// Only the objects of this class.
+    #[arg(long)]
     pub class: Option<String>,
+    /// Keep printing lines as they are written.
+    #[arg(long, short)]
     pub follow: bool,
+    /// Only lines written since: a duration back from now (10m, 1h30m) or an RFC 3339
+    /// UTC time (2026-11-26T05:30:00Z).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Only the last N lines.
+    #[arg(long, short = 'n', value_name = "N")]
     pub tail: Option<usize>,
+    /// One JSON object per line: time, app, class, object, id, instance, stream, line.
+    #[arg(long)]
     pub json: bool,
-    pub server: Server,
+    #[command(flatten)]
+    pub server: remote::Server,
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<()> {

@@ -178,34 +178,7 @@ enum Command {
     /// default; the oldest half goes first). Each line shows its time (UTC), class,
     /// object, container and stream. Examples: `berth logs` (the app in this folder),
     /// `berth logs alice --follow`, `berth logs --app shop --since 10m --tail 100`.
-    Logs {
-        /// The app's folder (as for berth dev); a first word that is no folder is OBJECT.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-        /// Only this object: its name, or the first 4 or more characters of its id.
-        object: Option<String>,
-        /// The app on a berth serve (see --server) instead of the folder's berth dev logs.
-        #[arg(long)]
-        app: Option<String>,
-        /// Only the objects of this class.
-        #[arg(long)]
-        class: Option<String>,
-        /// Keep printing lines as they are written.
-        #[arg(long, short)]
-        follow: bool,
-        /// Only lines written since: a duration back from now (10m, 1h30m) or an RFC 3339
-        /// UTC time (2026-11-26T05:30:00Z).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only the last N lines.
-        #[arg(long, short = 'n', value_name = "N")]
-        tail: Option<usize>,
-        /// One JSON object per line: time, app, class, object, id, instance, stream, line.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: remote::Server,
-    },
+    Logs(logs::Args),
     /// Show what happens to the apps of a berth serve, as it happens.
     ///
     /// Starts, readiness, sleeps, exits with their code, errors, rollout steps and
@@ -231,22 +204,7 @@ enum Command {
     /// one is a terminal, and berth exec exits with the command's exit code. An object
     /// that sleeps has no container: --wake has the running berth dev start it first.
     /// Example: `berth exec alice --wake -- sh -c 'ls /data'`.
-    Exec {
-        /// `[DIR] NAME`: the app's folder (default: this one) and the object's name (or
-        /// the first 4 or more characters of its id).
-        #[arg(num_args = 1..=2, required = true, value_name = "[DIR] NAME")]
-        words: Vec<String>,
-        /// The object's class, when objects of two classes share the name (or, with
-        /// --wake, for an object that never ran).
-        #[arg(long)]
-        class: Option<String>,
-        /// Start the object's container first if none runs (berth dev must run).
-        #[arg(long)]
-        wake: bool,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Exec(exec::Args),
     /// List the app's instances: class, name, id, state and uptime.
     Ps {
         /// The app's folder, holding berth.toml.
@@ -310,50 +268,14 @@ fn main() -> ExitCode {
                 keep_volumes,
             } => dev::run(&dir, host, port, metrics, keep_volumes).await,
             Command::Ps { dir, json, volumes } => ps::run(&dir, json, volumes).await,
-            Command::Exec {
-                words,
-                class,
-                wake,
-                command,
-            } => {
-                let args = exec::Args {
-                    words,
-                    class,
-                    wake,
-                    command,
-                };
-                exec::run(args).await
-            }
+            Command::Exec(args) => exec::run(args).await,
             Command::Events {
                 app,
                 follow,
                 json,
                 server,
             } => events::run(app, follow, json, server).await,
-            Command::Logs {
-                dir,
-                object,
-                app,
-                class,
-                follow,
-                since,
-                tail,
-                json,
-                server,
-            } => {
-                let args = logs::Args {
-                    dir,
-                    object,
-                    app,
-                    class,
-                    follow,
-                    since,
-                    tail,
-                    json,
-                    server,
-                };
-                logs::run(args).await
-            }
+            Command::Logs(args) => logs::run(args).await,
             Command::Deploy {
                 dir,
                 server,
