@@ -80,6 +80,16 @@ export default {
       // spent in the collector on a busy machine.
       for (let i = 0; ; i++) kept.push("x".repeat(16e6) + i);
     }
+    if (url.pathname === "/clone") {
+      // A request's body and a container's answer, each read through a clone as well.
+      const copy = request.clone();
+      const [mine, theirs] = [await request.text(), await copy.text()];
+      const echo = new Request("http://container/echo", { method: "POST", body: mine });
+      const answer = await getContainer(env.MY_CONTAINER, "container").fetch(echo);
+      const again = answer.clone();
+      const lengths = [mine, theirs, await answer.text(), await again.text()].map((t) => t.length);
+      return new Response(lengths.join("|"));
+    }
     if (url.pathname === "/log") {
       console.log("the worker says", new TextEncoder().encode("hi").length);
       return new Response("logged", { status: 201 });
@@ -208,6 +218,13 @@ async fn bodies_stream_through_a_js_worker_in_bounded_memory() {
         peak < 200 << 20,
         "berth's peak memory was {} MiB for a 512 MiB upload",
         peak >> 20
+    );
+
+    // clone() splits a body that streams, for requests and answers alike.
+    let (status, body) = upload(&addr, "/clone", 1);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "1048576|1048576|1048576|1048576")
     );
 
     // The container's first line reaches the client while the container still holds back

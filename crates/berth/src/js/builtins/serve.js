@@ -130,6 +130,17 @@
       }
     };
 
+  // For clone(): a held body is split in two (a tee); the message keeps one half and
+  // the other is returned, for the copy. Undefined when native code holds the body.
+  const split = (message) => {
+    const body = held.get(message);
+    if (body === undefined) return undefined;
+    if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
+    const [mine, theirs] = streamOf(body).tee();
+    held.set(message, record(null, mine));
+    return theirs;
+  };
+
   // What JavaScript passes as a body that native code cannot hold: a ReadableStream.
   const streamed = (body) => body instanceof ReadableStream;
 
@@ -149,12 +160,8 @@
       }
     }
     clone() {
-      const body = held.get(this);
-      if (body === undefined) return super.clone();
-      if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
-      const [mine, theirs] = streamOf(body).tee();
-      held.set(this, record(null, mine));
-      return new Request(this, { body: theirs });
+      const theirs = split(this);
+      return theirs === undefined ? super.clone() : new Request(this, { body: theirs });
     }
   }
 
@@ -168,12 +175,8 @@
       }
     }
     clone() {
-      const body = held.get(this);
-      if (body === undefined) return super.clone();
-      if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
-      const [mine, theirs] = streamOf(body).tee();
-      held.set(this, record(null, mine));
-      return new Response(theirs, this);
+      const theirs = split(this);
+      return theirs === undefined ? super.clone() : new Response(theirs, this);
     }
   }
   globalThis.Request = Request;
