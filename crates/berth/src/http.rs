@@ -184,6 +184,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn percent_decoding_handles_escapes_and_leaves_bad_ones() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%+f"), "%+f");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+    }
+
+    #[test]
     fn percent_encoding_keeps_the_unreserved_and_decodes_back() {
         assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
         assert_eq!(percent_encode("a b/c?d=€"), "a%20b%2Fc%3Fd%3D%E2%82%AC");
