@@ -19,19 +19,18 @@ pub async fn run(dir: &Path, json: bool, volumes: bool) -> anyhow::Result<()> {
         berth::js::SCRIPT_FILE_NAME,
     );
     let path = dir.join(STATE_DIR).join("state.db");
-    let rows = if path.exists() {
+    // Without an engine to ask, the records are shown as they are.
+    let runtime = DockerRuntime::connect().await;
+    let (rows, owner) = if path.exists() {
         let store = Store::open(&path).with_context(|| format!("reading {}", path.display()))?;
-        // Without an engine to ask, the records are shown as they are.
-        let runtime = DockerRuntime::connect().await.ok();
-        list_objects(&store, None, runtime.as_ref().map(|r| r as &dyn Runtime)).await?
+        let engine = runtime.as_ref().ok().map(|r| r as &dyn Runtime);
+        let rows = list_objects(&store, None, engine).await?;
+        (rows, store.owner().to_string())
     } else {
-        Vec::new()
+        (Vec::new(), String::new())
     };
     if volumes {
-        let owner = Store::open(&path)
-            .map(|store| store.owner().to_string())
-            .unwrap_or_default();
-        return show_volumes(&rows, &owner, json).await;
+        return show_volumes(&runtime?, &rows, &owner, json).await;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -49,8 +48,12 @@ pub async fn run(dir: &Path, json: bool, volumes: bool) -> anyhow::Result<()> {
 }
 
 /// The volumes of the apps the objects belong to, with their size.
-async fn show_volumes(rows: &[ObjectStatus], owner: &str, json: bool) -> anyhow::Result<()> {
-    let runtime = DockerRuntime::connect().await?;
+async fn show_volumes(
+    runtime: &DockerRuntime,
+    rows: &[ObjectStatus],
+    owner: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut apps: Vec<&str> = rows.iter().map(|r| r.app.as_str()).collect();
     apps.sort_unstable();
     apps.dedup();
