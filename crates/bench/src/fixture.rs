@@ -124,7 +124,7 @@ impl Fixture {
             entrypoint: None,
             labels: BTreeMap::new(),
             ports: vec![8080],
-            enable_internet: true,
+            egress: berth::egress::Policy::open(),
             init: true,
             nano_cpus: 0,
             memory_bytes: 0,

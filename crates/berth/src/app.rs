@@ -107,20 +107,22 @@ impl App {
         let namespaces = Arc::new(Mutex::new(Vec::new()));
         let census: Arc<dyn Census> = Arc::new(Objects(Arc::clone(&namespaces)));
         metrics.watch(Arc::downgrade(&census));
+        let context = Arc::new(AppContext {
+            name: name.to_string(),
+            lease: Lease::take(name)?,
+            runtime,
+            store,
+            events: tokio::sync::broadcast::channel(1024).0,
+            monitors: Arc::default(),
+            closing: AtomicBool::new(false),
+            handle: tokio::runtime::Handle::try_current().ok(),
+            metrics,
+            logbook: std::sync::OnceLock::new(),
+        });
+        report_refusals(&context);
         Ok(App {
             _census: census,
-            context: Arc::new(AppContext {
-                name: name.to_string(),
-                lease: Lease::take(name)?,
-                runtime,
-                store,
-                events: tokio::sync::broadcast::channel(1024).0,
-                monitors: Arc::default(),
-                closing: AtomicBool::new(false),
-                handle: tokio::runtime::Handle::try_current().ok(),
-                metrics,
-                logbook: std::sync::OnceLock::new(),
-            }),
+            context,
             namespaces,
         })
     }
@@ -458,4 +460,41 @@ pub async fn list_objects(
 /// The app of a namespace key `"<app>/<class>"`: app names hold no `/`.
 fn app_of(namespace: &str) -> &str {
     namespace.split_once('/').map_or(namespace, |(app, _)| app)
+}
+
+/// Turns the runtime's refusals of the app's containers' egress into events and counts,
+/// for as long as the app lives.
+fn report_refusals(context: &Arc<AppContext>) {
+    let (Some(mut refusals), Some(handle)) =
+        (context.runtime.egress_refusals(), context.handle.as_ref())
+    else {
+        return;
+    };
+    let app = Arc::downgrade(context);
+    handle.spawn(async move {
+        loop {
+            let refusal = match refusals.recv().await {
+                Ok(refusal) => refusal,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(context) = app.upgrade() else { return };
+            let identity = refusal.identity;
+            if identity.app != context.name {
+                continue;
+            }
+            context.metrics.egress_denied(&ClassLabels {
+                app: identity.app.clone(),
+                class: identity.class.clone(),
+            });
+            context.emit(Event {
+                object: identity
+                    .object_name
+                    .unwrap_or_else(|| identity.object_id.short()),
+                class: identity.class,
+                container_id: refusal.container_id,
+                kind: EventKind::EgressDenied { host: refusal.host },
+            });
+        }
+    });
 }

@@ -153,8 +153,14 @@ pub struct ContainerClass {
     pub env_vars: BTreeMap<String, String>,
     /// Overrides the image's entrypoint.
     pub entrypoint: Option<Vec<String>>,
-    /// `false`: the container gets no route out of the machine.
+    /// `false`: the container gets no route out of the machine, except to the hosts of
+    /// `allowed_hosts`.
     pub enable_internet: bool,
+    /// Host patterns (`*` globs) the container may reach; when not empty, it reaches
+    /// nothing else, through berth's egress proxy (see [`crate::egress`]).
+    pub allowed_hosts: Vec<String>,
+    /// Host patterns the container may never reach, whatever else says.
+    pub denied_hosts: Vec<String>,
     /// `host/path` asked over HTTP once the port is open; any HTTP answer counts as ready.
     /// Default `ping` (host `ping`, path `/`), as in Cloudflare's library. `None` skips the probe.
     pub ping_endpoint: Option<String>,
@@ -261,6 +267,12 @@ impl ContainerClass {
         ports.dedup();
         ports.iter().for_each(|p| field("port", &p.to_string()));
         field("internet", &self.enable_internet.to_string());
+        self.allowed_hosts
+            .iter()
+            .for_each(|h| field("allowed-host", h));
+        self.denied_hosts
+            .iter()
+            .for_each(|h| field("denied-host", h));
         field("init", &self.init.to_string());
         if let Some(t) = self.instance_type {
             field("vcpu", &t.vcpu.to_string());
@@ -288,6 +300,8 @@ impl ContainerClass {
             env_vars: BTreeMap::new(),
             entrypoint: None,
             enable_internet: true,
+            allowed_hosts: Vec::new(),
+            denied_hosts: Vec::new(),
             ping_endpoint: Some("ping".to_string()),
             labels: BTreeMap::new(),
             start_timeout: Duration::from_secs(30),

@@ -42,6 +42,9 @@ pub enum EventKind {
     },
     /// A start failed, or the container crashed.
     Error { message: String },
+    /// The container asked berth's egress proxy for a host its class's `allowed_hosts`
+    /// or `denied_hosts` refuse, and got a 403.
+    EgressDenied { host: String },
 }
 
 impl fmt::Display for Event {
@@ -80,6 +83,10 @@ impl fmt::Display for Event {
                 write!(f, ") after {}", human(*uptime))
             }
             EventKind::Error { message } => write!(f, "error: {message}"),
+            EventKind::EgressDenied { host } => write!(
+                f,
+                "refused a request to {host}: allowed_hosts/denied_hosts do not let it through"
+            ),
         }
     }
 }

@@ -118,6 +118,7 @@ pub struct Metrics {
     exits: Family<ReasonLabels, Counter>,
     failed_starts: Family<CauseLabels, Counter>,
     sleeps: Family<ClassLabels, Counter>,
+    egress_denied: Family<ClassLabels, Counter>,
     rollout_progress: Family<ClassLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -174,6 +175,12 @@ impl Metrics {
             "Containers put to sleep after sleep_after idle",
             sleeps.clone(),
         );
+        let egress_denied = Family::default();
+        registry.register(
+            "berth_egress_denied",
+            "Requests of containers to hosts their class's allowed_hosts/denied_hosts refuse",
+            egress_denied.clone(),
+        );
         let rollout_progress = Family::default();
         registry.register(
             "berth_rollout_progress",
@@ -193,6 +200,7 @@ impl Metrics {
             exits,
             failed_starts,
             sleeps,
+            egress_denied,
             rollout_progress,
         }
     }
@@ -252,6 +260,11 @@ impl Metrics {
 
     pub fn sleep(&self, class: &ClassLabels) {
         self.sleeps.get_or_create(class).inc();
+    }
+
+    /// A container of `class` asked for a host its egress policy refuses.
+    pub fn egress_denied(&self, class: &ClassLabels) {
+        self.egress_denied.get_or_create(class).inc();
     }
 
     /// Adds `census` to what a scrape asks (until it is dropped).

@@ -347,6 +347,114 @@ async fn without_internet_a_container_cannot_leave_its_network() {
     t.app.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_hosts_are_reached_through_berths_proxy_and_nothing_else_is() {
+    let t = TestApp::new("egress").await;
+    let mut events = t.app.events();
+    // The "outside": two containers of this test on the bridge, which the filtered
+    // container can reach only through berth's egress proxy.
+    let outside = t.app.namespace(t.class("Outside").await, Arc::new(NoHooks));
+    for name in ["allowed", "denied"] {
+        let (status, _) = text(outside.get_by_name(name).fetch(request("/ping")).await).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let address = |name: &'static str| {
+        let t = &t;
+        async move {
+            t.containers()
+                .await
+                .into_iter()
+                .find(|c| c.identity.as_ref().and_then(|i| i.object_name.as_deref()) == Some(name))
+                .and_then(|c| c.endpoint.and_then(|e| e.addr(8080)))
+                .expect("an outside container's address")
+        }
+    };
+    let (allowed, denied) = (address("allowed").await, address("denied").await);
+    let octets: Vec<String> = allowed
+        .ip()
+        .to_string()
+        .split('.')
+        .map(str::to_string)
+        .collect();
+    let mut class = t.class("Filtered").await;
+    class.enable_internet = false;
+    class.allowed_hosts = vec![format!("{}.{}.*", octets[0], octets[1])];
+    class.denied_hosts = vec![denied.ip().to_string()];
+    let filtered = t.app.namespace(class, Arc::new(NoHooks));
+    let inside = filtered.get_by_name("inside");
+    let ask = |path: String| {
+        let inside = inside.clone();
+        async move { text(inside.fetch(request(&path)).await).await.1 }
+    };
+
+    assert_eq!(
+        ask(format!("/proxied/{allowed}/ping")).await,
+        "status 200: pong",
+        "HTTP to an allowed host"
+    );
+    assert_eq!(
+        ask(format!("/tunnel/{allowed}/ping")).await,
+        "status 200: pong",
+        "CONNECT to an allowed host"
+    );
+    let refused = ask(format!("/proxied/{denied}/ping")).await;
+    assert!(
+        refused.starts_with("status 403") && refused.contains("not among the hosts"),
+        "a denied host, though the allow-list covers it: {refused}"
+    );
+    let refused = ask(format!("/tunnel/{denied}/ping")).await;
+    assert!(
+        refused.starts_with("status 403"),
+        "CONNECT to a denied host: {refused}"
+    );
+    let refused = ask("/proxied/example.invalid:80/".to_string()).await;
+    assert!(
+        refused.starts_with("status 403"),
+        "a host off the allow-list: {refused}"
+    );
+    let direct = ask(format!("/connect/{allowed}")).await;
+    assert!(
+        direct.starts_with("failed"),
+        "a connection that bypasses the proxy goes nowhere: {direct}"
+    );
+
+    // Each refusal is an event of the object that asked, counted before it is sent.
+    let refusals = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut refusals = Vec::new();
+        while refusals.len() < 3 {
+            match events.recv().await {
+                Ok(e) => {
+                    if let berth::EventKind::EgressDenied { host } = &e.kind {
+                        refusals.push((e.class.clone(), e.object.clone(), host.clone()));
+                    }
+                }
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+        refusals
+    })
+    .await
+    .expect("an event for each refusal");
+    let (class, object) = ("Filtered".to_string(), "inside".to_string());
+    assert_eq!(
+        refusals,
+        vec![
+            (class.clone(), object.clone(), denied.ip().to_string()),
+            (class.clone(), object.clone(), denied.ip().to_string()),
+            (class, object, "example.invalid".to_string()),
+        ]
+    );
+    let metrics = t.app.metrics().encode().expect("metrics");
+    assert!(
+        metrics.contains(&format!(
+            "berth_egress_denied_total{{app=\"{}\",class=\"Filtered\"}} 3",
+            t.name
+        )),
+        "three refusals counted: {metrics}"
+    );
+    t.app.shutdown().await.expect("shutdown");
+}
+
 /// A router with one catch-all route to the singleton, served on 127.0.0.1.
 async fn front(
     t: &TestApp,

@@ -37,7 +37,7 @@ fn spec(image: &str, test: &str, object: &str) -> ContainerSpec {
         entrypoint: None,
         labels: BTreeMap::from([("team".to_string(), "web".to_string())]),
         ports: vec![8080],
-        enable_internet: true,
+        egress: berth::egress::Policy::open(),
         init: true,
         nano_cpus: 0,
         memory_bytes: 0,

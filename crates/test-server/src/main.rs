@@ -375,6 +375,12 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
                     }
                     Err(_) => text(StatusCode::BAD_REQUEST, format!("bad address: {target}")),
                 }
+            } else if let Some(rest) = p.strip_prefix("/proxied/") {
+                // GET http://<host:port>/<path> through the proxy of $HTTP_PROXY.
+                text(StatusCode::OK, through_proxy(rest, false).await)
+            } else if let Some(rest) = p.strip_prefix("/tunnel/") {
+                // CONNECT <host:port> through the proxy of $HTTPS_PROXY, then GET /<path>.
+                text(StatusCode::OK, through_proxy(rest, true).await)
             } else if p == "/routes" {
                 // The kernel's IPv4 routing table, to show whether a route out exists.
                 match std::fs::read_to_string("/proc/net/route") {
@@ -507,4 +513,68 @@ fn json_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+/// Asks the proxy named by the environment for `target` (`host:port/path`), as a plain
+/// request or through a `CONNECT` tunnel, and tells what came back: `status N: body` or
+/// `failed: why`.
+async fn through_proxy(target: &str, tunnel: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (authority, path) = match target.split_once('/') {
+        Some((a, p)) => (a, format!("/{p}")),
+        None => (target, "/".to_string()),
+    };
+    let variable = if tunnel { "HTTPS_PROXY" } else { "HTTP_PROXY" };
+    let Ok(proxy) = std::env::var(variable) else {
+        return format!("failed: no {variable}");
+    };
+    let proxy = proxy
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&proxy).await?;
+        if tunnel {
+            let connect = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+            stream.write_all(connect.as_bytes()).await?;
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).await? == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            if !head.starts_with("HTTP/1.1 200") {
+                // A refusal keeps the connection open: its head says enough.
+                return Ok::<String, std::io::Error>(head.trim_end().to_string());
+            }
+            let get =
+                format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+            stream.write_all(get.as_bytes()).await?;
+        } else {
+            let get = format!(
+                "GET http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(get.as_bytes()).await?;
+        }
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok(answer)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(Ok(answer)) => {
+            let status = answer.split(' ').nth(1).unwrap_or("?").to_string();
+            let body = answer
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            format!("status {status}: {body}")
+        }
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(_) => "failed: timed out".to_string(),
+    }
 }

@@ -51,6 +51,8 @@ pub(super) fn container_class(
             "envVars" => strings(value).map(|v| options.env_vars = v),
             "entrypoint" => list(value, string).map(|e| options.entrypoint = Some(e)),
             "enableInternet" => boolean(value).map(|b| options.enable_internet = b),
+            "allowedHosts" => list(value, host).map(|h| options.allowed_hosts = h),
+            "deniedHosts" => list(value, host).map(|h| options.denied_hosts = h),
             "pingEndpoint" => string(value).map(|p| options.ping_endpoint = Some(p)),
             "labels" => strings(value).map(|l| options.labels = l),
             "ready" => ready(value).map(|r| options.ready = Some(r)),
@@ -65,13 +67,15 @@ pub(super) fn container_class(
 
 /// The field's name as berth spells it in errors.
 fn known(field: &str) -> &'static str {
-    const FIELDS: [&str; 11] = [
+    const FIELDS: [&str; 13] = [
         "defaultPort",
         "requiredPorts",
         "sleepAfter",
         "envVars",
         "entrypoint",
         "enableInternet",
+        "allowedHosts",
+        "deniedHosts",
         "pingEndpoint",
         "labels",
         "ready",
@@ -82,6 +86,15 @@ fn known(field: &str) -> &'static str {
         .into_iter()
         .find(|f| *f == field)
         .unwrap_or("(field)")
+}
+
+/// A host pattern of `allowedHosts` or `deniedHosts`.
+fn host(value: &Value) -> Result<String, String> {
+    let text = value
+        .as_str()
+        .ok_or("is not a host; give a text such as \"api.example.com\"")?;
+    crate::egress::check_pattern(text)?;
+    Ok(text.to_ascii_lowercase())
 }
 
 fn port(value: &Value) -> Result<u16, String> {

@@ -210,6 +210,8 @@ export class Web extends Container {
   ready = { path: "/healthz", status: [200, 204], interval: "20ms" };
   logMax = "1MiB";
   volumes = ["/data/"];
+  allowedHosts = ["api.github.com", "*.example.com"];
+  deniedHosts = ["x.example.com"];
   override onStart(): void {}
 }
 "#;
@@ -231,6 +233,8 @@ export class Web extends Container {
     assert_eq!(class.ready.as_ref(), Some(&ready));
     assert_eq!(class.log_max, 1 << 20);
     assert_eq!(class.volumes, ["/data"]);
+    assert_eq!(class.allowed_hosts, ["api.github.com", "*.example.com"]);
+    assert_eq!(class.denied_hosts, ["x.example.com"]);
 }
 
 #[test]

@@ -226,6 +226,21 @@ fn class_options(
     if let Some(v) = rc.enable_internet {
         class.enable_internet = v;
     }
+    for (list, name, field) in [
+        (&rc.allowed_hosts, "allowed_hosts", &mut class.allowed_hosts),
+        (&rc.denied_hosts, "denied_hosts", &mut class.denied_hosts),
+    ] {
+        for host in list {
+            if let Err(why) = crate::egress::check_pattern(host.get_ref()) {
+                return Err(source.error(
+                    host.span(),
+                    &format!("{key}.class.{name}"),
+                    format!("{:?} {why}", host.get_ref()),
+                ));
+            }
+            field.push(host.get_ref().to_ascii_lowercase());
+        }
+    }
     if let Some(p) = &rc.ping_endpoint {
         class.ping_endpoint = p.0.clone();
     }

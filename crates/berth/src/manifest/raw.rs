@@ -79,6 +79,10 @@ pub(super) struct RawClass {
     pub(super) env_vars: BTreeMap<Spanned<String>, String>,
     pub(super) entrypoint: Option<Vec<String>>,
     pub(super) enable_internet: Option<bool>,
+    #[serde(default)]
+    pub(super) allowed_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) denied_hosts: Vec<Spanned<String>>,
     pub(super) ping_endpoint: Option<PingEndpoint>,
     #[serde(default)]
     pub(super) labels: BTreeMap<Spanned<String>, String>,

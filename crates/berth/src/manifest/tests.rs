@@ -237,6 +237,16 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
             "class.volumes: \"data\" is not an absolute path",
         ),
         (
+            class("allowed_hosts = [\"api.github.com\", \"https://pypi.org\"]"),
+            "app/berth.toml:14:",
+            "class.allowed_hosts: \"https://pypi.org\" is not a host",
+        ),
+        (
+            class("denied_hosts = [\"a b\"]"),
+            "app/berth.toml:14:",
+            "class.denied_hosts: \"a b\" holds ' '",
+        ),
+        (
             class("volumes = [\"/data\", \"/data/\"]"),
             "app/berth.toml:14:",
             "class.volumes: \"/data/\" is listed twice",
@@ -309,6 +319,14 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
         volumes.ok(),
         Some(vec!["/data".to_string(), "/cache".to_string()])
     );
+    let hosts = parse(&class(
+        "enable_internet = false\nallowed_hosts = [\"API.github.com\", \"*.example.com\"]\ndenied_hosts = [\"x.example.com\"]",
+    ))
+    .map(|m| m.containers[0].class.clone());
+    let hosts = hosts.expect("hosts parse");
+    assert_eq!(hosts.allowed_hosts, ["api.github.com", "*.example.com"]);
+    assert_eq!(hosts.denied_hosts, ["x.example.com"]);
+    assert!(!hosts.enable_internet);
     let kept = |line: &str| parse(&class(line)).map(|m| m.containers[0].class.log_max);
     assert_eq!(kept("log_max = \"512KiB\"").ok(), Some(512 * 1024));
     assert_eq!(kept("log_max = 1000000").ok(), Some(1_000_000));

@@ -12,6 +12,7 @@ use super::hooks::ObjectError;
 use super::instance::Instance;
 use super::live::{Goal, Phase};
 use super::{monitor, Attempts, Object, StartOptions};
+use crate::egress::Policy;
 use crate::event::EventKind;
 use crate::runtime::{ContainerInfo, ContainerSpec, Created, Endpoint, Identity, VolumeMount};
 
@@ -242,7 +243,11 @@ impl Object {
             entrypoint,
             labels: opts.labels.clone(),
             ports,
-            enable_internet,
+            egress: Policy {
+                internet: enable_internet,
+                allowed: opts.allowed_hosts.clone(),
+                denied: opts.denied_hosts.clone(),
+            },
             init: opts.init,
             nano_cpus,
             memory_bytes,

@@ -24,6 +24,7 @@ use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::egress::Policy;
 use crate::id::ObjectId;
 
 /// Who a container belongs to, in engine-neutral terms. Each runtime renders it into its
@@ -98,8 +99,10 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Ports berth must be able to reach from this machine.
     pub ports: Vec<u16>,
-    /// `false`: attach only to an internal network with no route out.
-    pub enable_internet: bool,
+    /// What the container may reach: an open policy puts it on an ordinary network; any
+    /// other, on an internal one with no route out (and, when it filters hosts, behind
+    /// the runtime's egress proxy).
+    pub egress: Policy,
     /// Run an init process as PID 1 that forwards signals and reaps zombies, so that an
     /// app that installs no SIGTERM handler still stops when asked.
     pub init: bool,
@@ -449,6 +452,14 @@ pub struct Output {
     pub line: String,
 }
 
+/// A request of a container to a host its egress policy refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRefusal {
+    pub identity: Identity,
+    pub container_id: String,
+    pub host: String,
+}
+
 /// The operations berth needs from a container engine.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -486,6 +497,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// `owner` made; how many. One that a container still uses stays, with a warning.
     async fn remove_volumes(&self, selector: &Selector, owner: &str)
         -> Result<usize, RuntimeError>;
+
+    /// The requests to refused hosts that this runtime's egress proxy turns away, from
+    /// now on; `None` for a runtime with no egress proxy.
+    fn egress_refusals(&self) -> Option<tokio::sync::broadcast::Receiver<EgressRefusal>> {
+        None
+    }
 
     /// Sends `signal`, waits up to `grace` for the exit, then SIGKILLs.
     async fn stop(

@@ -30,7 +30,7 @@ async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> Strin
         entrypoint: None,
         labels: Default::default(),
         ports: vec![8080],
-        enable_internet: true,
+        egress: berth::egress::Policy::open(),
         init: true,
         nano_cpus: 0,
         memory_bytes: 0,

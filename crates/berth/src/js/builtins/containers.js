@@ -46,6 +46,8 @@ export class Container extends DurableObject {
   envVars = {};
   entrypoint = undefined;
   enableInternet = true;
+  allowedHosts = [];
+  deniedHosts = [];
   pingEndpoint = "ping";
 
   constructor(ctx, env, options) {

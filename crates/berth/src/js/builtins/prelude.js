@@ -12,6 +12,8 @@
     "envVars",
     "entrypoint",
     "enableInternet",
+    "allowedHosts",
+    "deniedHosts",
     "pingEndpoint",
     "labels",
     "ready",

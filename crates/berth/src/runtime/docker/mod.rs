@@ -6,15 +6,18 @@
 //! whose bridge this machine cannot reach (Docker Desktop) use [`Reach::Loopback`]: ports
 //! are published on 127.0.0.1 only, never on another address.
 
+mod egress;
 mod exec;
 pub mod labels;
 mod volumes;
 
+pub use egress::EGRESS_PORT;
 pub use exec::ExecOptions;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -33,9 +36,10 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use super::{
-    ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Output, Runtime, RuntimeError,
-    Selector, Signal, Stream, VolumeInfo,
+    ContainerInfo, ContainerSpec, Created, EgressRefusal, Endpoint, ExitStatus, Output, Runtime,
+    RuntimeError, Selector, Signal, Stream, VolumeInfo,
 };
+use egress::{EgressProxy, POLICY_LABEL};
 
 /// The network for containers with `enable_internet = false`: internal, so it has no route
 /// out, while this machine can still reach the containers on it.
@@ -58,6 +62,7 @@ pub struct DockerRuntime {
     host: String,
     reach: Reach,
     internal_network: OnceCell<()>,
+    egress: Arc<EgressProxy>,
     /// Numbers the containers this process creates, so that their names never clash.
     serial: AtomicU64,
 }
@@ -84,6 +89,7 @@ impl DockerRuntime {
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
         Ok(DockerRuntime {
+            egress: EgressProxy::new(docker.clone()),
             docker,
             host: host.to_string(),
             reach: Reach::default(),
@@ -253,6 +259,10 @@ impl DockerRuntime {
             .and_then(|c| c.labels.clone())
             .map(|l| l.into_iter().collect())
             .unwrap_or_default();
+        if running && container_labels.contains_key(POLICY_LABEL) {
+            // A container from before a restart of berth still needs its way out.
+            self.egress.serve();
+        }
         let exited = matches!(
             state.status,
             Some(bollard::models::ContainerStateStatusEnum::EXITED)
@@ -286,12 +296,25 @@ impl Runtime for DockerRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<Created, RuntimeError> {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let name = labels::container_name(&spec.identity, serial);
-        let network = if spec.enable_internet {
+        let network = if spec.egress.is_open() {
             DEFAULT_NETWORK
         } else {
             self.ensure_internal_network().await?;
             INTERNAL_NETWORK
         };
+        let mut env: Vec<String> = Vec::new();
+        let mut container_labels = labels::render(&spec.identity, &spec.labels);
+        // Only berth says what a container may reach, never a label of the class.
+        container_labels.remove(POLICY_LABEL);
+        if spec.egress.filters() {
+            for (key, value) in self.egress.environment().await? {
+                env.push(format!("{key}={value}"));
+            }
+            let policy = serde_json::to_string(&spec.egress).unwrap_or_default();
+            container_labels.insert(POLICY_LABEL.to_string(), policy);
+        }
+        // The class's own variables come last, so that they win.
+        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
         let mounts = self.volume_mounts(spec).await?;
         let port_keys: Vec<String> = spec.ports.iter().map(|p| format!("{p}/tcp")).collect();
         let port_bindings = (self.reach == Reach::Loopback).then(|| {
@@ -308,13 +331,9 @@ impl Runtime for DockerRuntime {
         });
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(env),
             entrypoint: spec.entrypoint.clone(),
-            labels: Some(
-                labels::render(&spec.identity, &spec.labels)
-                    .into_iter()
-                    .collect(),
-            ),
+            labels: Some(container_labels.into_iter().collect()),
             exposed_ports: Some(port_keys),
             host_config: Some(HostConfig {
                 network_mode: Some(network.to_string()),
@@ -519,6 +538,10 @@ impl Runtime for DockerRuntime {
         owner: &str,
     ) -> Result<usize, RuntimeError> {
         self.remove_selected_volumes(selector, owner).await
+    }
+
+    fn egress_refusals(&self) -> Option<tokio::sync::broadcast::Receiver<EgressRefusal>> {
+        Some(self.egress.refusals())
     }
 
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError> {
