@@ -25,6 +25,7 @@
 pub mod activity;
 pub mod api;
 pub mod class;
+pub mod cron;
 pub mod egress;
 pub mod http;
 pub mod id;

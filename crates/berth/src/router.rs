@@ -20,8 +20,10 @@ use crate::object::{FetchError, Object, StartOptions};
 use crate::worker::{Env, Worker};
 
 mod path;
+mod schedules;
 
 pub use path::PathPattern;
+pub use schedules::{CronSchedule, SCHEDULE_HEADER};
 
 /// Where in a request a key (an object name, or a hash key) is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +130,14 @@ pub enum RouterError {
     },
     #[error("route {path} has a pool of {size}; a pool has at most {MAX_POOL} objects")]
     PoolTooLarge { path: String, size: usize },
+    #[error("schedule {cron} {path}: no route matches the path; give the path of one of the worker's routes")]
+    UnroutedSchedule { cron: String, path: String },
+    #[error("schedule {cron} {path}: route {route} takes the object's name from the request; give the schedule an instance, as in instance = \"reporter\"")]
+    ScheduleNeedsInstance {
+        cron: String,
+        path: String,
+        route: String,
+    },
 }
 
 struct Compiled {
@@ -143,15 +153,15 @@ struct Compiled {
 /// A [`Worker`] that follows a list of routes.
 pub struct Router {
     routes: Vec<Compiled>,
-    /// The tasks that keep the pools of `keep_warm` routes running, for as long as the
-    /// router lives.
+    /// The tasks that keep the pools of `keep_warm` routes running, and that run the
+    /// cron schedules, for as long as the router lives.
     warmers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Router {
     fn drop(&mut self) {
-        for warmer in &self.warmers {
-            warmer.abort();
+        for task in &self.warmers {
+            task.abort();
         }
     }
 }
@@ -216,6 +226,72 @@ impl Router {
             })
             .collect();
         Ok(Router { routes, warmers })
+    }
+
+    /// Runs `schedules` of the worker `worker`, for as long as the router lives: each
+    /// goes to the object its `instance` names, or to the fixed object of the first
+    /// route that matches its path, as a request of a client would.
+    pub fn with_schedules(
+        mut self,
+        worker: &str,
+        schedules: &[CronSchedule],
+        clock: crate::cron::Clock,
+    ) -> Result<Router, RouterError> {
+        for schedule in schedules {
+            let (object, path) = self.scheduled(schedule)?;
+            let store = object.store().clone();
+            let app = object.app_name().to_string();
+            let key = schedule.key(&app, worker);
+            let cron = schedule.cron.clone();
+            let run = schedules::run(key, cron.clone(), store, clock, move || {
+                let (object, path, cron) = (object.clone(), path.clone(), cron.clone());
+                async move { schedules::deliver(&object, &path, &cron).await }
+            });
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                self.warmers.push(handle.spawn(run));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The object a schedule reaches, and the path it is sent (after `strip_prefix`).
+    fn scheduled(&self, schedule: &CronSchedule) -> Result<(Object, String), RouterError> {
+        let (path, query) = match schedule.path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (schedule.path.as_str(), None),
+        };
+        let cron = schedule.cron.to_string();
+        let Some((compiled, rest)) = self.routes.iter().find_map(|c| {
+            c.route
+                .path
+                .match_with_rest(path)
+                .map(|(_, rest)| (c, rest))
+        }) else {
+            return Err(RouterError::UnroutedSchedule {
+                cron,
+                path: schedule.path.clone(),
+            });
+        };
+        let object = match (&schedule.instance, &compiled.fixed) {
+            (Some(name), _) => compiled.namespace.get_by_name(name),
+            (None, Some(object)) => object.clone(),
+            (None, None) => {
+                return Err(RouterError::ScheduleNeedsInstance {
+                    cron,
+                    path: schedule.path.clone(),
+                    route: compiled.route.path.as_str().to_string(),
+                })
+            }
+        };
+        let mut sent = if compiled.route.strip_prefix {
+            if rest.is_empty() { "/" } else { rest }.to_string()
+        } else {
+            path.to_string()
+        };
+        if let Some(query) = query {
+            sent = format!("{sent}?{query}");
+        }
+        Ok((object, sent))
     }
 
     /// The object that serves `request`. A route with `strip_prefix` rewrites the

@@ -11,6 +11,7 @@ const FLOORS: &[&[&str]] = &[
         "activity",
         "api",
         "class",
+        "cron",
         "egress",
         "http",
         "id",

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth::router::{PathPattern, Route, Router, Target};
+use berth::router::{CronSchedule, PathPattern, Route, Router, Target};
 use berth::runtime::docker::labels;
 use berth::runtime::Selector;
 use berth::server::{serve_with, ServeOptions};
@@ -452,6 +452,70 @@ async fn allowed_hosts_are_reached_through_berths_proxy_and_nothing_else_is() {
         )),
         "three refusals counted: {metrics}"
     );
+    t.app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_missed_while_berth_was_down_wakes_its_object_once_at_the_start() {
+    let t = TestApp::new("cron").await;
+    let ns = t
+        .app
+        .namespace(t.class("Reporter").await, Arc::new(NoHooks));
+    let mut env = Env::new();
+    env.bind("APP", Binding::Container(ns.clone()));
+    let schedule = CronSchedule {
+        cron: "* * * * *".parse().expect("cron"),
+        path: "/hit".into(),
+        instance: Some("reporter".into()),
+    };
+    // Its last run was ten minutes ago: berth was down for nine ticks since.
+    let ten_ago = berth::store::now_ms() - 600_000;
+    let last = t
+        .app
+        .store()
+        .cron_started(&schedule.key(&t.name, "w"), ten_ago)
+        .await
+        .expect("seed");
+    assert_eq!(last, ten_ago);
+    let began = std::time::SystemTime::now();
+    let route = Route::new(
+        PathPattern::parse("/*").expect("pattern"),
+        "APP",
+        Target::Fixed("container".into()),
+    );
+    let router = Router::new(vec![route], &env)
+        .expect("router")
+        .with_schedules("w", &[schedule], berth::cron::Clock::System)
+        .expect("schedules");
+    let reporter = ns.get_by_name("reporter");
+    let woke = common::eventually(Duration::from_secs(30), || {
+        let reporter = reporter.clone();
+        async move { reporter.container_state() == Some(berth::State::Healthy) }
+    })
+    .await;
+    assert!(woke, "the schedule started the sleeping object's container");
+    let hits = common::eventually(Duration::from_secs(10), || {
+        let reporter = reporter.clone();
+        async move { text(reporter.fetch(request("/hits")).await).await.1 != "0" }
+    })
+    .await;
+    assert!(hits, "the scheduled request arrived");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, hits) = text(reporter.fetch(request("/hits")).await).await;
+    // A minute mark passed during the test adds its own tick.
+    let minute = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("epoch")
+            .as_secs()
+            / 60
+    };
+    let marks = minute(std::time::SystemTime::now()) - minute(began);
+    assert_eq!(
+        hits,
+        (1 + marks).to_string(),
+        "the nine missed ticks ran once, not nine times"
+    );
+    drop(router);
     t.app.shutdown().await.expect("shutdown");
 }
 

@@ -25,11 +25,13 @@
 //! `/connect/<ip:port>`, `/echo`, `/count`, `/drip`, `/say/<words>` (a line on stdout),
 //! `/warming/<ms>` (503 until the process has run that long, then 200),
 //! `/file/write/<name>/<text>` and `/file/read/<name>` (a file in `/data`),
-//! `/headers`, `/port`, `/ws`; anything else is a 404.
+//! `/hit` (counts) and `/hits` (tells the count), `/headers`, `/port`, `/ws`; anything else
+//! is a 404.
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -242,6 +244,11 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
         }
         "/env" => respond(StatusCode::OK, "application/json", env_json()),
         "/ping" => text(StatusCode::OK, "pong"),
+        "/hit" => text(
+            StatusCode::OK,
+            (hits().fetch_add(1, Ordering::SeqCst) + 1).to_string(),
+        ),
+        "/hits" => text(StatusCode::OK, hits().load(Ordering::SeqCst).to_string()),
         "/port" => text(StatusCode::OK, port.to_string()),
         "/headers" => {
             let mut out = String::new();
@@ -577,4 +584,10 @@ async fn through_proxy(target: &str, tunnel: bool) -> String {
         Ok(Err(e)) => format!("failed: {e}"),
         Err(_) => "failed: timed out".to_string(),
     }
+}
+
+/// Requests to `/hit` so far, which `/hits` tells.
+fn hits() -> &'static std::sync::atomic::AtomicU64 {
+    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    &HITS
 }

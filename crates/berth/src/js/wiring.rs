@@ -86,7 +86,11 @@ pub async fn start_workers(
                 js.push((def, worker.clone()));
                 worker
             }
-            None => Arc::new(Router::new(def.routes.clone(), &env)?),
+            None => Arc::new(Router::new(def.routes.clone(), &env)?.with_schedules(
+                &def.name,
+                &def.schedules,
+                crate::cron::Clock::System,
+            )?),
         };
         started.push(StartedWorker {
             name: def.name.clone(),

@@ -84,6 +84,7 @@ pub(super) fn worker(
         bindings,
         routes: Vec::new(),
         hosts,
+        schedules: Vec::new(),
         script: Some(WorkerScript {
             entrypoint: entrypoint.into(),
             vars,

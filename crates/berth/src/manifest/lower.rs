@@ -11,13 +11,14 @@ use toml::Spanned;
 
 use super::diagnose::{suggest, valid_name, valid_tag, Source};
 use super::raw::{
-    DurationValue, RawBuild, RawContainer, RawManifest, RawReady, RawRoute, RawWorker,
+    DurationValue, RawBuild, RawContainer, RawManifest, RawReady, RawRoute, RawSchedule, RawWorker,
 };
 use super::{ContainerDef, ImageSource, Manifest, ManifestError, Rollout, WorkerDef};
 use crate::build::BuildSpec;
 use crate::class::{ContainerClass, ReadyCheck, MIN_LOG_MAX};
+use crate::cron::Cron;
 use crate::hosts::HostPattern;
-use crate::router::{KeySource, Route, Strategy, Target};
+use crate::router::{CronSchedule, KeySource, Route, Strategy, Target};
 
 /// The whole manifest; `dir` is the folder relative paths start from.
 pub(super) fn manifest(
@@ -492,12 +493,67 @@ fn worker(
             "{worker_name:?} cannot be part of a host name; name workers with lowercase letters, digits and '-'"
         )));
     }
+    let schedules = w
+        .schedules
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| schedule(&format!("{key}.schedules[{i}]"), raw, &routes, source))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(WorkerDef {
         name: worker_name.to_string(),
         bindings,
         routes,
         hosts,
+        schedules,
         script: None,
+    })
+}
+
+/// One cron schedule: its expression must parse, its path must reach a route, and a
+/// route that takes the name from the request needs the schedule's `instance`.
+fn schedule(
+    key: &str,
+    raw: &Spanned<RawSchedule>,
+    routes: &[Route],
+    source: &Source,
+) -> Result<CronSchedule, ManifestError> {
+    let r = raw.get_ref();
+    let cron: Cron = r.cron.get_ref().parse().map_err(|why| {
+        source.error(
+            r.cron.span(),
+            &format!("{key}.cron"),
+            format!("{:?} {why}", r.cron.get_ref()),
+        )
+    })?;
+    let path = r.path.get_ref();
+    let bare = path.split('?').next().unwrap_or("");
+    let route = match routes.iter().find(|route| route.path.matches(bare).is_some()) {
+        Some(route) if path.starts_with('/') => route,
+        _ => {
+            return Err(source.error(
+                r.path.span(),
+                &format!("{key}.path"),
+                format!("{path:?} matches none of the worker's routes; give a path, such as \"/tick\", that a route serves"),
+            ))
+        }
+    };
+    let instance = r.instance.as_ref().map(|i| i.get_ref().clone());
+    if instance.as_deref() == Some("")
+        || (instance.is_none() && !matches!(route.target, Target::Fixed(_)))
+    {
+        return Err(source.error(
+            raw.span(),
+            &format!("{key}.instance"),
+            format!(
+                "is needed: route {} takes the object's name from the request; give the name of the object to wake, as in instance = \"reporter\"",
+                route.path.as_str()
+            ),
+        ));
+    }
+    Ok(CronSchedule {
+        cron,
+        path: path.clone(),
+        instance,
     })
 }
 

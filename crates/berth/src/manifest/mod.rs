@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::build::BuildSpec;
 use crate::class::ContainerClass;
 use crate::hosts::HostPattern;
-use crate::router::Route;
+use crate::router::{CronSchedule, Route};
 use diagnose::Source;
 
 /// The manifest's file name.
@@ -132,6 +132,8 @@ pub struct WorkerDef {
     /// The hosts `berth serve` routes to this worker; empty: `<worker>.<app>.localhost`.
     /// `berth dev` serves each worker on a port of its own instead.
     pub hosts: Vec<HostPattern>,
+    /// Cron schedules, each a request to one of the routes (see [`CronSchedule`]).
+    pub schedules: Vec<CronSchedule>,
     /// A worker written in JavaScript or TypeScript (from `alchemy.run.ts`), whose `fetch`
     /// answers instead of routes; `None` for the workers of `berth.toml`.
     pub script: Option<WorkerScript>,
@@ -177,6 +179,9 @@ impl std::fmt::Debug for WorkerDef {
             .field("bindings", &self.bindings)
             .field("routes", &self.routes)
             .field("hosts", &self.hosts);
+        if !self.schedules.is_empty() {
+            s.field("schedules", &self.schedules);
+        }
         if let Some(script) = &self.script {
             s.field("script", script);
         }

@@ -115,6 +115,16 @@ pub(super) struct RawWorker {
     pub(super) routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub(super) hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) schedules: Vec<Spanned<RawSchedule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub(super) cron: Spanned<String>,
+    pub(super) path: Spanned<String>,
+    pub(super) instance: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -509,3 +509,55 @@ fn wake_fallback_and_keep_warm_are_checked_where_they_are_written() {
     let m = parse(&SEED.replace(pool, "instance = { pool = 3 }, keep_warm = true },"));
     assert!(m.expect("parses").workers[0].routes[1].keep_warm);
 }
+
+#[test]
+fn workers_may_list_cron_schedules_each_checked_against_the_routes() {
+    let with = |schedules: &str| {
+        SEED.replace(
+            "bindings = { MY_CONTAINER = \"my-container\" }",
+            &format!("bindings = {{ MY_CONTAINER = \"my-container\" }}\nschedules = {schedules}"),
+        )
+    };
+    let m = parse(&with(
+        "[{ cron = \"*/5 * * * *\", path = \"/tick?x=1\" }, { cron = \"@daily\", path = \"/users/ann/report\", instance = \"reporter\" }]",
+    ))
+    .expect("valid");
+    let schedules = &m.workers[0].schedules;
+    assert_eq!(schedules.len(), 2);
+    assert_eq!(schedules[0].cron.to_string(), "*/5 * * * *");
+    assert_eq!(
+        (schedules[0].path.as_str(), schedules[0].instance.as_deref()),
+        ("/tick?x=1", None)
+    );
+    assert_eq!(schedules[1].instance.as_deref(), Some("reporter"));
+    for (schedules, place, says) in [
+        (
+            "[{ cron = \"*/5 * * *\", path = \"/tick\" }]",
+            "app/berth.toml:19:",
+            "workers.my-worker.schedules[0].cron: \"*/5 * * *\" has 4 fields",
+        ),
+        (
+            "[{ cron = \"61 * * * *\", path = \"/tick\" }]",
+            "app/berth.toml:19:",
+            "\"61\" as its minute",
+        ),
+        (
+            "[{ cron = \"* * * * *\", path = \"tick\" }]",
+            "app/berth.toml:19:",
+            "schedules[0].path: \"tick\" matches none of the worker's routes",
+        ),
+        (
+            "[{ cron = \"* * * * *\", path = \"/users/ann/report\" }]",
+            "app/berth.toml:19:",
+            "schedules[0].instance: is needed: route /users/:user/* takes the object's name",
+        ),
+        (
+            "[{ cron = \"* * * * *\", path = \"/tick\", every = 5 }]",
+            "app/berth.toml:19:",
+            "schedules[0].every: unknown key `every`; accepted keys: cron, path, instance",
+        ),
+    ] {
+        let e = error(&with(schedules));
+        assert!(e.starts_with(place) && e.contains(says), "{schedules}: {e}");
+    }
+}

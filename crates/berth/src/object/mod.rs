@@ -327,6 +327,16 @@ impl Object {
     }
 
     /// The object's private durable storage.
+    /// The store of the object's app.
+    pub(crate) fn store(&self) -> &crate::store::Store {
+        &self.inner.class.app.store
+    }
+
+    /// The name of the object's app.
+    pub(crate) fn app_name(&self) -> &str {
+        &self.inner.class.app.name
+    }
+
     pub fn storage(&self) -> Storage {
         Storage::new(
             self.inner.class.app.store.clone(),

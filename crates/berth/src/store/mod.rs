@@ -17,8 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod deployments;
+mod schedules;
 
 pub use deployments::{Deployment, DeploymentStatus};
+pub use schedules::AlarmRecord;
 
 use crate::id::ObjectId;
 use crate::lifecycle::State;
@@ -142,6 +144,7 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
+        conn.execute_batch(schedules::SCHEMA).map_err(open_err)?;
         deployments::migrate(&conn).map_err(open_err)?;
         let owner = owner(&conn).map_err(open_err)?;
         Ok(Store::from_connection(path, owner, conn))
@@ -157,6 +160,7 @@ impl Store {
         let conn = Connection::open_in_memory().map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         conn.execute_batch(deployments::SCHEMA).map_err(open_err)?;
+        conn.execute_batch(schedules::SCHEMA).map_err(open_err)?;
         deployments::migrate(&conn).map_err(open_err)?;
         let owner = owner(&conn).map_err(open_err)?;
         Ok(Store::from_connection(path, owner, conn))
@@ -290,7 +294,8 @@ impl Store {
         .await
     }
 
-    /// Forgets every object, and its storage, of `app`. Returns how many objects.
+    /// Forgets every object of `app`, with its storage and alarms, and the app's cron
+    /// schedules' last runs. Returns how many objects.
     pub async fn forget_app(&self, app: &str) -> Result<usize, StoreError> {
         let prefix = format!("{app}/");
         self.run(move |c| {
@@ -298,8 +303,14 @@ impl Store {
                 "DELETE FROM objects WHERE substr(namespace, 1, length(?1)) = ?1",
                 params![prefix],
             )?;
+            for table in ["storage", "alarms"] {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE substr(namespace, 1, length(?1)) = ?1"),
+                    params![prefix],
+                )?;
+            }
             c.execute(
-                "DELETE FROM storage WHERE substr(namespace, 1, length(?1)) = ?1",
+                "DELETE FROM crons WHERE substr(key, 1, length(?1)) = ?1",
                 params![prefix],
             )?;
             Ok(n)
