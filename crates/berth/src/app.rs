@@ -118,6 +118,7 @@ impl App {
             handle: tokio::runtime::Handle::try_current().ok(),
             metrics,
             logbook: std::sync::OnceLock::new(),
+            clock: std::sync::OnceLock::new(),
         });
         report_refusals(&context);
         Ok(App {
@@ -221,9 +222,18 @@ impl App {
             current: RwLock::new(Arc::new(ClassVersion::new(class))),
             app: self.context.clone(),
             hooks,
+            alarms: Arc::default(),
         }));
+        namespace.watch_alarms();
         self.lock().push(namespace.clone());
         namespace
+    }
+
+    /// Makes the app's alarms read the time from `clock`, instead of the machine's:
+    /// [`Clock::tokio`](crate::cron::Clock::tokio) for tests with paused time. Call it
+    /// before the first namespace; a later call changes nothing.
+    pub fn use_clock(&self, clock: crate::cron::Clock) {
+        let _ = self.context.clock.set(clock);
     }
 
     /// Forgets `namespace` (a class a deployment removed), so that recovery and shutdown

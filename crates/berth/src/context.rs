@@ -34,9 +34,18 @@ pub(crate) struct AppContext {
     pub(crate) metrics: Arc<Metrics>,
     /// Where the containers' output is kept, once the app is told (`App::keep_logs`).
     pub(crate) logbook: std::sync::OnceLock<Logbook>,
+    /// Where alarms read the time (`App::use_clock`); the machine's clock by default.
+    pub(crate) clock: std::sync::OnceLock<crate::cron::Clock>,
 }
 
 impl AppContext {
+    pub(crate) fn clock(&self) -> crate::cron::Clock {
+        self.clock
+            .get()
+            .copied()
+            .unwrap_or(crate::cron::Clock::System)
+    }
+
     pub(crate) fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,

@@ -73,8 +73,8 @@ pub use id::{IdError, ObjectId};
 pub use lifecycle::{State, StopReason};
 pub use namespace::Namespace;
 pub use object::{
-    ErrorKind, Expiry, FetchError, Hooks, NoHooks, Object, ObjectError, StartError, StartOptions,
-    StopParams,
+    Alarm, ErrorKind, Expiry, FetchError, Hooks, NoHooks, Object, ObjectError, StartError,
+    StartOptions, StopParams,
 };
 pub use router::Router;
 pub use runtime::docker::{DockerRuntime, Reach};

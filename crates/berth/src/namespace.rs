@@ -4,7 +4,14 @@
 //! object comes into being on first use.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::cron::{from_ms, to_ms};
+use crate::object::ALARM_LEASE as LEASE;
+use crate::store::AlarmRecord;
 
 use crate::class::ContainerClass;
 use crate::id::{random_below, IdError, IdScheme, ObjectId};
@@ -52,6 +59,14 @@ impl Namespace {
                 objects: Mutex::new(Objects::default()),
             }),
         }
+    }
+
+    /// Starts the class's alarm task, which delivers each object's due alarms for as
+    /// long as the namespace lives.
+    pub(crate) fn watch_alarms(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let notify = self.inner.class.alarms.clone();
+        self.inner.class.app.spawn(watch_alarms(weak, notify));
     }
 
     /// The class's name.
@@ -232,6 +247,75 @@ impl Namespace {
             objects.sweep_at = (objects.by_id.len() * 2).max(SWEEP_FLOOR);
         }
         object
+    }
+}
+
+/// The longest the alarm task sleeps at once: it looks again at least this often, to
+/// follow a change of the machine's clock and to end once its namespace is gone.
+const ALARM_NAP: Duration = Duration::from_secs(60);
+
+/// Delivers the alarms of a namespace's objects when due, each on a task of its own.
+async fn watch_alarms(weak: Weak<NamespaceInner>, notify: Arc<Notify>) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Some(inner) = weak.upgrade() else { return };
+        let namespace = Namespace { inner };
+        let wait = namespace.next_alarm().await;
+        drop(namespace);
+        if let Some(wait) = wait {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = notified => {}
+            }
+        }
+    }
+}
+
+impl Namespace {
+    /// Delivers the soonest alarm if it is due, and says how long to wait otherwise
+    /// (`None`: look again at once).
+    async fn next_alarm(&self) -> Option<Duration> {
+        let class = &self.inner.class;
+        let store = &class.app.store;
+        let record = match store.next_alarm(&class.namespace_key).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Some(ALARM_NAP),
+            Err(e) => {
+                tracing::warn!("alarms of {}: {e}", class.namespace_key);
+                return Some(Duration::from_secs(5));
+            }
+        };
+        let now = class.app.clock().now();
+        if let Ok(ahead) = from_ms(record.due_ms).duration_since(now) {
+            if !ahead.is_zero() {
+                return Some(ahead.min(ALARM_NAP));
+            }
+        }
+        let Ok(id) = ObjectId::parse_hex(&record.object) else {
+            let _ = store
+                .delete_alarm(&record.namespace, &record.object, &record.id)
+                .await;
+            return None;
+        };
+        // Leased: no one delivers it again while this delivery runs, unless it never ends.
+        let leased = AlarmRecord {
+            due_ms: to_ms(now + LEASE),
+            ..record.clone()
+        };
+        if let Err(e) = store.save_alarm(leased).await {
+            tracing::warn!("alarms of {}: {e}", class.namespace_key);
+            return Some(Duration::from_secs(5));
+        }
+        let object = match record.name.clone() {
+            Some(name) => self.get_named(id, || name),
+            None => self.get(id),
+        };
+        class
+            .app
+            .spawn(async move { object.deliver_alarm(record).await });
+        None
     }
 }
 

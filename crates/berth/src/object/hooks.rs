@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use http::{Request, Response};
 
-use super::{Object, StartError};
+use super::{Alarm, Object, StartError};
 use crate::http::Body;
 use crate::lifecycle::StopReason;
 use crate::runtime::ExitStatus;
@@ -61,6 +61,12 @@ pub trait Hooks: Send + Sync + 'static {
     /// `sleep_after` has passed with no request in flight. The default sleeps.
     async fn on_activity_expired(&self, _object: &Object) -> Expiry {
         Expiry::Sleep
+    }
+
+    /// An alarm of the object ([`Object::schedule`]) is due. An `Err` is retried, after
+    /// 1 s, then twice as long each time, six times at most, as Cloudflare retries alarms.
+    async fn on_alarm(&self, _object: &Object, _alarm: &Alarm) -> Result<(), String> {
+        Ok(())
     }
 
     /// Whether the class answers requests with a `fetch` of its own ([`Hooks::fetch`]).

@@ -8,6 +8,7 @@
 //!
 //! One file per verb: `fetch`, `start`, `ready`, `stop`, `monitor`.
 
+mod alarms;
 mod error;
 mod fetch;
 mod hooks;
@@ -35,6 +36,8 @@ use crate::metrics::{ClassLabels, Metrics};
 use crate::runtime::{Runtime, RuntimeError, Selector, Signal};
 use crate::store::{now_ms, ObjectRecord, Storage, StoreError};
 
+pub use alarms::Alarm;
+pub(crate) use alarms::LEASE as ALARM_LEASE;
 pub use error::{ErrorKind, FetchError, Retry, Side, StartError};
 pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
 use live::{Goal, Phase};
@@ -54,6 +57,8 @@ pub(crate) struct Class {
     pub(crate) labels: ClassLabels,
     pub(crate) app: Arc<AppContext>,
     pub(crate) hooks: Arc<dyn Hooks>,
+    /// Told when an alarm is added, so that the class's alarm task looks again.
+    pub(crate) alarms: Arc<tokio::sync::Notify>,
     /// One permit per running container, so `max_instances` holds under concurrency.
     pub(crate) limit: Arc<Semaphore>,
 }

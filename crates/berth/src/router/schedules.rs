@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 
+use super::{Router, RouterError};
 use crate::cron::{from_ms, to_ms, Clock, Cron};
 use crate::http::full;
 use crate::object::Object;
@@ -48,6 +49,74 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(300);
 /// The longest sleep at once, so that a change of the machine's clock is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
+impl Router {
+    /// Runs `schedules` of the worker `worker`, for as long as the router lives: each
+    /// goes to the object its `instance` names, or to the fixed object of the first
+    /// route that matches its path, as a request of a client would.
+    pub fn with_schedules(
+        mut self,
+        worker: &str,
+        schedules: &[CronSchedule],
+        clock: crate::cron::Clock,
+    ) -> Result<Router, RouterError> {
+        for schedule in schedules {
+            let (object, path) = self.scheduled(schedule)?;
+            let store = object.store().clone();
+            let app = object.app_name().to_string();
+            let key = schedule.key(&app, worker);
+            let cron = schedule.cron.clone();
+            let run = run(key, cron.clone(), store, clock, move || {
+                let (object, path, cron) = (object.clone(), path.clone(), cron.clone());
+                async move { deliver(&object, &path, &cron).await }
+            });
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                self.warmers.push(handle.spawn(run));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The object a schedule reaches, and the path it is sent (after `strip_prefix`).
+    fn scheduled(&self, schedule: &CronSchedule) -> Result<(Object, String), RouterError> {
+        let (path, query) = match schedule.path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (schedule.path.as_str(), None),
+        };
+        let cron = schedule.cron.to_string();
+        let Some((compiled, rest)) = self.routes.iter().find_map(|c| {
+            c.route
+                .path
+                .match_with_rest(path)
+                .map(|(_, rest)| (c, rest))
+        }) else {
+            return Err(RouterError::UnroutedSchedule {
+                cron,
+                path: schedule.path.clone(),
+            });
+        };
+        let object = match (&schedule.instance, &compiled.fixed) {
+            (Some(name), _) => compiled.namespace.get_by_name(name),
+            (None, Some(object)) => object.clone(),
+            (None, None) => {
+                return Err(RouterError::ScheduleNeedsInstance {
+                    cron,
+                    path: schedule.path.clone(),
+                    route: compiled.route.path.as_str().to_string(),
+                })
+            }
+        };
+        let mut sent = if compiled.route.strip_prefix {
+            if rest.is_empty() { "/" } else { rest }.to_string()
+        } else {
+            path.to_string()
+        };
+        if let Some(query) = query {
+            sent = format!("{sent}?{query}");
+        }
+        Ok((object, sent))
+    }
+}
 
 /// Sends `path` to `object` once: whether it was answered below 500.
 pub(super) async fn deliver(object: &Object, path: &str, cron: &Cron) -> Result<(), String> {

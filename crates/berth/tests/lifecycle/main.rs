@@ -4,6 +4,7 @@
 //! the real Docker Engine (`objects.rs`, `reliability.rs`) remain the proof that berth
 //! works; these prove the logic in between.
 
+mod alarms;
 mod fixture;
 mod metrics;
 mod recovery;
