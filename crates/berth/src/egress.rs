@@ -42,6 +42,14 @@ impl Policy {
         !self.allowed.is_empty() || !self.denied.is_empty()
     }
 
+    /// Whether `address`, which a permitted host resolved to, is refused all the same:
+    /// an IP pattern of `denied_hosts` is checked against the address a name reaches,
+    /// whatever form of it (a name, `0xa000001`, `::ffff:10.0.0.1`) the request gave.
+    pub fn denies_address(&self, address: std::net::IpAddr) -> bool {
+        let address = address.to_canonical().to_string();
+        self.denied.iter().any(|p| glob(p, &address))
+    }
+
     /// Whether a request to `host` (a name or an address, without its port) passes.
     pub fn permits(&self, host: &str) -> bool {
         let host = normal(host);
@@ -65,6 +73,9 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     }
     if pattern.contains("://") || pattern.contains('/') {
         return Err("is not a host: give the host alone, such as \"api.example.com\", without a scheme or a path".into());
+    }
+    if !pattern.starts_with('[') && pattern.matches(':').count() == 1 {
+        return Err("holds a port; give the host alone (the rules apply to every port of it), and an IPv6 address in brackets".into());
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_*:[]".contains(c);
     if let Some(c) = pattern.chars().find(|c| !allowed(*c)) {
@@ -177,11 +188,21 @@ mod tests {
             "",
             "https://api.github.com",
             "api.github.com/x",
+            "db.internal:5432",
             "a b",
             "é.com",
         ] {
             assert!(check_pattern(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_denied_address_is_refused_whatever_name_reached_it() {
+        let p = policy(true, &[], &["10.*"]);
+        assert!(p.permits("167772161"), "the name alone passes");
+        assert!(p.denies_address("10.0.0.1".parse().expect("ip")));
+        assert!(p.denies_address("::ffff:10.0.0.1".parse().expect("ip")));
+        assert!(!p.denies_address("172.17.0.2".parse().expect("ip")));
     }
 
     #[test]

@@ -412,6 +412,13 @@ async fn allowed_hosts_are_reached_through_berths_proxy_and_nothing_else_is() {
         refused.starts_with("status 403"),
         "a host off the allow-list: {refused}"
     );
+    // The bridge's gateway is this machine: allowed by the pattern, refused all the same.
+    let gateway = format!("{}.{}.0.1:8080", octets[0], octets[1]);
+    let refused = ask(format!("/proxied/{gateway}/")).await;
+    assert!(
+        refused.starts_with("status 403") && refused.contains("an address of this machine"),
+        "this machine's own address: {refused}"
+    );
     let direct = ask(format!("/connect/{allowed}")).await;
     assert!(
         direct.starts_with("failed"),

@@ -127,12 +127,22 @@ impl EgressProxy {
     }
 
     async fn accept(self: Arc<Self>) {
+        let mut warned = false;
         let listener = loop {
             match self.gateway().await {
                 Ok(gateway) => match TcpListener::bind((gateway, EGRESS_PORT)).await {
                     Ok(listener) => break listener,
-                    // Another berth process serves it; take over when it is gone.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        // Another berth process serves it; take over when it is gone.
+                        tokio::time::sleep(Duration::from_millis(250)).await
+                    }
+                    Err(e) => {
+                        if !warned {
+                            warned = true;
+                            tracing::warn!("egress proxy: cannot listen on {gateway}:{EGRESS_PORT} ({e}); containers with allowed_hosts or denied_hosts reach nothing until it can. The engine's networks must be on this machine (not Docker Desktop or a remote DOCKER_HOST)");
+                        }
+                        tokio::time::sleep(Duration::from_secs(5)).await
+                    }
                 },
                 Err(e) => {
                     tracing::warn!("egress proxy: {e}");
@@ -194,13 +204,20 @@ impl EgressProxy {
                 &format!("{host} is not among the hosts this container may reach; its class's allowed_hosts and denied_hosts decide"),
             );
         }
-        let upstream = match connect(&host, port).await {
+        let upstream = match connect(&host, port, &policy).await {
             Ok(upstream) => upstream,
             Err(Refused::Local) => {
                 return error_response(
                     StatusCode::FORBIDDEN,
                     "egress-denied",
-                    &format!("{host} is an address of this machine (loopback or link-local), which containers never reach through berth"),
+                    &format!("{host} is an address of this machine (its own, loopback or link-local), which containers never reach through berth"),
+                )
+            }
+            Err(Refused::Denied(address)) => {
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    "egress-denied",
+                    &format!("{host} reaches {address}, which the class's denied_hosts refuse"),
                 )
             }
             Err(Refused::Unreachable(why)) => {
@@ -277,17 +294,23 @@ fn target<B>(request: &Request<B>) -> Option<(String, u16)> {
 enum Refused {
     /// Every address of the host is one of this machine's own.
     Local,
+    /// An address of the host is refused by an IP pattern of `denied_hosts`.
+    Denied(IpAddr),
     Unreachable(String),
 }
 
-/// Connects to `host:port` at an address that is not this machine's own: a container
-/// allowed `*` must not reach services that listen on loopback.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, Refused> {
+/// Connects to `host:port` at an address that is not this machine's own (a container
+/// allowed `*` must not reach berth's control API or the engine), and that no IP pattern
+/// of `denied_hosts` refuses, whatever form of the address the request gave.
+async fn connect(host: &str, port: u16, policy: &Policy) -> Result<TcpStream, Refused> {
     let name = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
         .await
         .map_err(|e| Refused::Unreachable(format!("the name does not resolve ({e})")))?
         .collect();
+    if let Some(denied) = addresses.iter().find(|a| policy.denies_address(a.ip())) {
+        return Err(Refused::Denied(denied.ip()));
+    }
     let outside: Vec<SocketAddr> = addresses
         .iter()
         .copied()
@@ -311,22 +334,23 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, Refused> {
     Err(Refused::Unreachable(last))
 }
 
+/// Whether `ip` is this machine's: loopback, link-local (cloud metadata services), or
+/// an address of one of its interfaces (the gateways of Docker's networks among them),
+/// which a socket can be bound to.
 fn local(ip: IpAddr) -> bool {
+    special(ip.to_canonical()) || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+fn special(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback() || v4.is_unspecified() || v4.is_link_local() || v4.is_multicast()
         }
         IpAddr::V6(v6) => {
-            let v6 = v6.to_canonical();
-            match v6 {
-                IpAddr::V4(_) => local(v6),
-                IpAddr::V6(v6) => {
-                    v6.is_loopback()
-                        || v6.is_unspecified()
-                        || v6.is_multicast()
-                        || (v6.segments()[0] & 0xffc0) == 0xfe80
-                }
-            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -344,11 +368,11 @@ async fn forward(request: Request<Incoming>, upstream: TcpStream) -> Response<Bo
         );
     };
     tokio::spawn(connection);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(value) = authority.as_str().parse() {
-                parts.headers.insert(header::HOST, value);
-            }
+    // The host judged is the one reached: a `Host` that names another would let a
+    // container reach any site behind an allowed one's front (a CDN).
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(value) = authority.as_str().parse() {
+            parts.headers.insert(header::HOST, value);
         }
     }
     parts.headers.remove(header::PROXY_AUTHORIZATION);
@@ -412,8 +436,14 @@ mod tests {
         ] {
             assert!(local(ip.parse().expect("ip")), "{ip}");
         }
-        for ip in ["172.17.0.2", "10.1.2.3", "2001:db8::1"] {
+        // Addresses on no interface of this machine (documentation ranges).
+        for ip in ["192.0.2.7", "198.51.100.3", "2001:db8::1"] {
             assert!(!local(ip.parse().expect("ip")), "{ip}");
         }
+        // The address of an interface of this machine, whatever it is.
+        let own = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("loopback");
+        assert!(local(own.ip()));
     }
 }
