@@ -11,7 +11,6 @@ use tokio::sync::Notify;
 
 use crate::cron::{from_ms, to_ms};
 use crate::object::ALARM_LEASE as LEASE;
-use crate::store::AlarmRecord;
 
 use crate::class::ContainerClass;
 use crate::id::{random_below, IdError, IdScheme, ObjectId};
@@ -299,22 +298,28 @@ impl Namespace {
                 .await;
             return None;
         };
-        // Leased: no one delivers it again while this delivery runs, unless it never ends.
-        let leased = AlarmRecord {
-            due_ms: to_ms(now + LEASE),
-            ..record.clone()
-        };
-        if let Err(e) = store.save_alarm(leased).await {
-            tracing::warn!("alarms of {}: {e}", class.namespace_key);
-            return Some(Duration::from_secs(5));
+        // Leased: no one delivers it again while this delivery runs (which renews it).
+        let leased = to_ms(now + LEASE);
+        match store
+            .move_alarm(&record.id, record.due_ms, leased, record.attempts)
+            .await
+        {
+            Ok(true) => {}
+            // Deleted or moved meanwhile: look again.
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::warn!("alarms of {}: {e}", class.namespace_key);
+                return Some(Duration::from_secs(5));
+            }
         }
+
         let object = match record.name.clone() {
             Some(name) => self.get_named(id, || name),
             None => self.get(id),
         };
         class
             .app
-            .spawn(async move { object.deliver_alarm(record).await });
+            .spawn(async move { object.deliver_alarm(record, leased).await });
         None
     }
 }

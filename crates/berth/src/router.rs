@@ -23,7 +23,7 @@ mod path;
 mod schedules;
 
 pub use path::PathPattern;
-pub use schedules::{CronSchedule, SCHEDULE_HEADER};
+pub use schedules::{CronSchedule, Planned, Running, SCHEDULE_HEADER};
 
 /// Where in a request a key (an object name, or a hash key) is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +153,8 @@ struct Compiled {
 /// A [`Worker`] that follows a list of routes.
 pub struct Router {
     routes: Vec<Compiled>,
-    /// The tasks that keep the pools of `keep_warm` routes running, and that run the
-    /// cron schedules, for as long as the router lives.
+    /// The tasks that keep the pools of `keep_warm` routes running, for as long as the
+    /// router lives.
     warmers: Vec<tokio::task::JoinHandle<()>>,
 }
 

@@ -103,6 +103,8 @@ pub struct Session {
     /// Container resource id → its namespace.
     namespaces: BTreeMap<String, Namespace>,
     workers: Vec<WorkerHandle>,
+    /// The workers' cron schedules, which run as long as the session.
+    _schedules: crate::router::Running,
     _lock: File,
 }
 
@@ -173,6 +175,7 @@ impl Session {
         let started =
             js::start_workers(&manifest.workers, &classes, WorkerLimits::default()).await?;
         started.attach_hooks();
+        let schedules = started.start_schedules();
         let metrics = app.metrics().clone();
         let workers = started
             .workers
@@ -189,6 +192,7 @@ impl Session {
             builder,
             namespaces,
             workers,
+            _schedules: schedules,
             _lock: lock,
         })
     }

@@ -490,10 +490,9 @@ async fn a_schedule_missed_while_berth_was_down_wakes_its_object_once_at_the_sta
         "APP",
         Target::Fixed("container".into()),
     );
-    let router = Router::new(vec![route], &env)
-        .expect("router")
-        .with_schedules("w", &[schedule], berth::cron::Clock::System)
-        .expect("schedules");
+    let router = Router::new(vec![route], &env).expect("router");
+    let planned = router.plan_schedules("w", &[schedule]).expect("schedules");
+    let running = berth::router::Planned::start(&planned, berth::cron::Clock::System);
     let reporter = ns.get_by_name("reporter");
     let woke = common::eventually(Duration::from_secs(30), || {
         let reporter = reporter.clone();
@@ -522,7 +521,7 @@ async fn a_schedule_missed_while_berth_was_down_wakes_its_object_once_at_the_sta
         (1 + marks).to_string(),
         "the nine missed ticks ran once, not nine times"
     );
-    drop(router);
+    drop((running, router));
     t.app.shutdown().await.expect("shutdown");
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::{JsHooks, JsWorker, ScriptError, WorkerLimits};
 use crate::manifest::WorkerDef;
 use crate::namespace::Namespace;
-use crate::router::{Router, RouterError};
+use crate::router::{Planned, Router, RouterError, Running};
 use crate::worker::{Binding, Env, Worker};
 
 /// Why an app's workers could not be made.
@@ -47,6 +47,8 @@ pub struct StartedWorker {
 pub struct Started {
     pub workers: Vec<StartedWorker>,
     hooks: Vec<(Arc<JsHooks>, Arc<JsWorker>, String)>,
+    /// The workers' cron schedules, run by [`Started::start_schedules`].
+    schedules: Vec<Planned>,
 }
 
 impl Started {
@@ -55,6 +57,12 @@ impl Started {
         for (hooks, worker, binding) in &self.hooks {
             hooks.run_in(worker, binding);
         }
+    }
+
+    /// Starts the workers' cron schedules, once they serve; they run until the result is
+    /// dropped.
+    pub fn start_schedules(&self) -> Running {
+        Planned::start(&self.schedules, crate::cron::Clock::System)
     }
 
     /// Whether `hooks` got a worker.
@@ -72,6 +80,7 @@ pub async fn start_workers(
 ) -> Result<Started, WorkersError> {
     let mut started = Vec::new();
     let mut js = Vec::new();
+    let mut schedules = Vec::new();
     for def in workers {
         let mut env = Env::new();
         for (binding, container) in &def.bindings {
@@ -86,11 +95,11 @@ pub async fn start_workers(
                 js.push((def, worker.clone()));
                 worker
             }
-            None => Arc::new(Router::new(def.routes.clone(), &env)?.with_schedules(
-                &def.name,
-                &def.schedules,
-                crate::cron::Clock::System,
-            )?),
+            None => {
+                let router = Router::new(def.routes.clone(), &env)?;
+                schedules.extend(router.plan_schedules(&def.name, &def.schedules)?);
+                Arc::new(router)
+            }
         };
         started.push(StartedWorker {
             name: def.name.clone(),
@@ -121,5 +130,6 @@ pub async fn start_workers(
     Ok(Started {
         workers: started,
         hooks,
+        schedules,
     })
 }

@@ -87,18 +87,31 @@ impl Object {
     }
 
     /// Hands a due alarm to the class's hooks, then forgets it, or keeps it for a retry.
-    /// The caller has already moved its due time a [`LEASE`] ahead.
-    pub(crate) async fn deliver_alarm(&self, record: AlarmRecord) {
+    /// The store holds it leased, due at `leased` (a [`LEASE`] ahead); the lease is
+    /// renewed while the hook runs, and an alarm deleted meanwhile is not brought back.
+    pub(crate) async fn deliver_alarm(&self, record: AlarmRecord, leased: i64) {
         let alarm = Alarm::from(&record);
+        let store = self.store().clone();
+        let clock = self.inner.class.app.clock();
         let hooks = self.inner.class.hooks.clone();
-        let outcome = hooks.on_alarm(self, &alarm).await;
-        let store = self.store();
-        let (namespace, object) = (record.namespace.clone(), record.object.clone());
+        let mut leased = leased;
+        let outcome = {
+            let hook = hooks.on_alarm(self, &alarm);
+            tokio::pin!(hook);
+            loop {
+                tokio::select! {
+                    outcome = &mut hook => break outcome,
+                    _ = tokio::time::sleep(LEASE / 3) => {
+                        let renewed = to_ms(clock.now() + LEASE);
+                        if let Ok(true) = store.move_alarm(&record.id, leased, renewed, record.attempts).await {
+                            leased = renewed;
+                        }
+                    }
+                }
+            }
+        };
         let saved = match outcome {
-            Ok(()) => store
-                .delete_alarm(&namespace, &object, &record.id)
-                .await
-                .map(drop),
+            Ok(()) => store.finish_alarm(&record.id, leased).await.map(drop),
             Err(why) if record.attempts >= MAX_RETRIES => {
                 self.emit(
                     "",
@@ -110,10 +123,7 @@ impl Object {
                         ),
                     },
                 );
-                store
-                    .delete_alarm(&namespace, &object, &record.id)
-                    .await
-                    .map(drop)
+                store.finish_alarm(&record.id, leased).await.map(drop)
             }
             Err(why) => {
                 let wait = Duration::from_secs(1 << record.attempts.min(8));
@@ -122,13 +132,11 @@ impl Object {
                     record.id,
                     self.describe()
                 );
-                let now = self.inner.class.app.clock().now();
-                let retry = AlarmRecord {
-                    due_ms: to_ms(now + wait),
-                    attempts: record.attempts + 1,
-                    ..record
-                };
-                store.save_alarm(retry).await
+                let retry = to_ms(clock.now() + wait);
+                store
+                    .move_alarm(&record.id, leased, retry, record.attempts + 1)
+                    .await
+                    .map(drop)
             }
         };
         if let Err(e) = saved {

@@ -74,6 +74,8 @@ struct State {
     /// Class name → the class.
     classes: BTreeMap<String, Served>,
     workers: Vec<Arc<HostedWorker>>,
+    /// The cron schedules of the applied release's workers; replaced with them.
+    schedules: crate::router::Running,
 }
 
 impl Hosted {
@@ -87,6 +89,7 @@ impl Hosted {
                 deployment,
                 classes: BTreeMap::new(),
                 workers: Vec::new(),
+                schedules: crate::router::Running::default(),
             }),
         };
         let staged = hosted.stage(release).await?;
@@ -243,6 +246,8 @@ impl Hosted {
             served.hooks.detach();
         }
         state.workers = staged.workers;
+        // The old release's schedules stop here, and the new one's start.
+        state.schedules = staged.started.start_schedules();
         state.release = Arc::new(staged.release);
         state.deployment = deployment;
         Applied {

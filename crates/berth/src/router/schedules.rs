@@ -50,31 +50,79 @@ const LAST_RETRY: Duration = Duration::from_secs(300);
 /// The longest sleep at once, so that a change of the machine's clock is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
+/// A worker's schedules, each bound to its object, ready to run.
+#[derive(Clone)]
+pub struct Planned {
+    key: String,
+    cron: Cron,
+    store: Store,
+    object: Object,
+    path: String,
+}
+
+impl Planned {
+    /// Starts `planned`, on `clock`; they run until the returned [`Running`] is dropped.
+    pub fn start(planned: &[Planned], clock: Clock) -> Running {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Running(Vec::new());
+        };
+        let tasks = planned
+            .iter()
+            .cloned()
+            .map(|p| {
+                let Planned {
+                    key,
+                    cron,
+                    store,
+                    object,
+                    path,
+                } = p;
+                let deliver_cron = cron.clone();
+                handle.spawn(run(key, cron, store, clock, move || {
+                    let (object, path, cron) = (object.clone(), path.clone(), deliver_cron.clone());
+                    async move { deliver(&object, &path, &cron).await }
+                }))
+            })
+            .collect();
+        Running(tasks)
+    }
+}
+
+/// Schedules that run; dropping it stops them (a release that is replaced).
+#[derive(Default)]
+pub struct Running(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 impl Router {
-    /// Runs `schedules` of the worker `worker`, for as long as the router lives: each
-    /// goes to the object its `instance` names, or to the fixed object of the first
-    /// route that matches its path, as a request of a client would.
-    pub fn with_schedules(
-        mut self,
+    /// Binds `schedules` of the worker `worker` to their objects: each goes to the object
+    /// its `instance` names, or to the fixed object of the first route that matches its
+    /// path, as a request of a client would. They run once [`Planned::start`]ed, so that
+    /// a release that is staged, and maybe never applied, runs none.
+    pub fn plan_schedules(
+        &self,
         worker: &str,
         schedules: &[CronSchedule],
-        clock: crate::cron::Clock,
-    ) -> Result<Router, RouterError> {
-        for schedule in schedules {
-            let (object, path) = self.scheduled(schedule)?;
-            let store = object.store().clone();
-            let app = object.app_name().to_string();
-            let key = schedule.key(&app, worker);
-            let cron = schedule.cron.clone();
-            let run = run(key, cron.clone(), store, clock, move || {
-                let (object, path, cron) = (object.clone(), path.clone(), cron.clone());
-                async move { deliver(&object, &path, &cron).await }
-            });
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                self.warmers.push(handle.spawn(run));
-            }
-        }
-        Ok(self)
+    ) -> Result<Vec<Planned>, RouterError> {
+        schedules
+            .iter()
+            .map(|schedule| {
+                let (object, path) = self.scheduled(schedule)?;
+                Ok(Planned {
+                    key: schedule.key(object.app_name(), worker),
+                    cron: schedule.cron.clone(),
+                    store: object.store().clone(),
+                    object,
+                    path,
+                })
+            })
+            .collect()
     }
 
     /// The object a schedule reaches, and the path it is sent (after `strip_prefix`).

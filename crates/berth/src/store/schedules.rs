@@ -104,6 +104,40 @@ impl Store {
         .await
     }
 
+    /// Moves alarm `id` to `due_ms` (and `attempts`) if it is still due at `expected_ms`:
+    /// a delivery's lease, its renewal, or its retry. Whether it did: an alarm deleted,
+    /// or leased by another, meanwhile is left alone.
+    pub async fn move_alarm(
+        &self,
+        id: &str,
+        expected_ms: i64,
+        due_ms: i64,
+        attempts: u32,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE alarms SET due_ms = ?3, attempts = ?4 WHERE id = ?1 AND due_ms = ?2",
+                params![id, expected_ms, due_ms, attempts],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    /// Removes alarm `id` once delivered, if it is still the one leased at `leased_ms`.
+    pub async fn finish_alarm(&self, id: &str, leased_ms: i64) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM alarms WHERE id = ?1 AND due_ms = ?2",
+                params![id, leased_ms],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
     /// The alarms of one object, soonest first.
     pub async fn alarms_of(
         &self,

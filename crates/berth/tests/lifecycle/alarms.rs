@@ -15,6 +15,8 @@ use crate::fixture::IMAGE;
 /// `failures` of them.
 struct Alarms {
     clock: Clock,
+    /// How long each delivery takes.
+    delay: Mutex<Duration>,
     failures: Mutex<usize>,
     seen: Mutex<Vec<(String, String, Duration)>>,
 }
@@ -22,6 +24,8 @@ struct Alarms {
 #[async_trait]
 impl Hooks for Alarms {
     async fn on_alarm(&self, object: &Object, alarm: &Alarm) -> Result<(), String> {
+        let delay = *self.delay.lock().expect("delay");
+        tokio::time::sleep(delay).await;
         let since = self
             .clock
             .now()
@@ -53,6 +57,7 @@ fn app(
     app.use_clock(clock);
     let hooks = Arc::new(Alarms {
         clock,
+        delay: Mutex::new(Duration::ZERO),
         failures: Mutex::new(failures),
         seen: Mutex::default(),
     });
@@ -217,5 +222,50 @@ async fn an_alarm_that_keeps_failing_is_given_up_after_six_retries_with_an_error
     assert!(
         errors[0].contains("failed 7 times and is given up: the report server is down"),
         "{errors:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alarm_deleted_while_its_delivery_fails_is_not_brought_back() {
+    let clock = Clock::tokio();
+    let start = clock.now();
+    let (_app, hooks, ns) = app(
+        "alarms-delete-late",
+        Store::in_memory().expect("store"),
+        clock,
+        1,
+    );
+    *hooks.delay.lock().expect("delay") = Duration::from_secs(2);
+    let erin = ns.get_by_name("erin");
+    let alarm = erin.schedule(start, "once").await.expect("schedule");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        erin.delete_schedule(&alarm.id).await.expect("delete"),
+        "deleted mid-delivery"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        seen(&hooks, start).len(),
+        1,
+        "the failed delivery is not retried"
+    );
+    assert!(erin.list_schedules().await.expect("list").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_delivery_keeps_its_alarm_from_being_delivered_twice() {
+    let clock = Clock::tokio();
+    let start = clock.now();
+    let (_app, hooks, ns) = app("alarms-slow", Store::in_memory().expect("store"), clock, 0);
+    *hooks.delay.lock().expect("delay") = Duration::from_secs(7 * 60);
+    ns.get_by_name("frank")
+        .schedule(start, "slow")
+        .await
+        .expect("schedule");
+    tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+    assert_eq!(
+        seen(&hooks, start).len(),
+        1,
+        "one delivery, however long it takes"
     );
 }
