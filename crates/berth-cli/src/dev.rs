@@ -25,10 +25,21 @@ pub async fn run(
     metrics: Option<SocketAddr>,
     keep_volumes: bool,
 ) -> anyhow::Result<()> {
+    // Caught from the start: a Ctrl-C or SIGTERM that comes while the session opens (as
+    // soon as "Ready" is printed, say) stops it as gracefully as a later one, instead of
+    // killing the process with its containers left behind.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let manifest = Manifest::load(dir)?;
     let engine = Arc::new(DockerRuntime::connect().await?);
     let mut progress = |line: &str| eprintln!("{} {line}", clock());
-    let session = Session::open(manifest, engine.clone(), engine.clone(), &mut progress).await?;
+    let opening = Session::open(manifest, engine.clone(), engine.clone(), &mut progress);
+    // Stopped while it builds or recovers: as a kill would, with nothing served yet.
+    let session = tokio::select! {
+        opened = opening => opened?,
+        _ = interrupt.recv() => anyhow::bail!("interrupted before the session was ready"),
+        _ = terminate.recv() => anyhow::bail!("terminated before the session was ready"),
+    };
     let session = Arc::new(session);
     show_events(&session);
 
@@ -86,8 +97,6 @@ pub async fn run(
     };
     eprintln!("{} type r and Enter to rebuild; Ctrl-C to stop", clock());
 
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     loop {

@@ -39,6 +39,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some((cert, key)) => Some(Tls::load(&cert, &key)?),
         None => None,
     };
+    // Caught from the start, so that a signal as soon as the addresses are printed
+    // stops the server gracefully instead of killing it.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let data = tokio::task::spawn_blocking(move || DataDir::open(&path)).await??;
     let engine = Arc::new(DockerRuntime::connect().await?);
     let platform = engine.platform().await?;
@@ -77,8 +81,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let stop_on_exit = args.stop_on_exit;
     bound
         .serve(async move {
