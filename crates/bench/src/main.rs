@@ -12,6 +12,7 @@ mod cold;
 mod fixture;
 mod metrics;
 mod names;
+mod pause;
 mod scale;
 mod sleep;
 mod stampede;
@@ -47,7 +48,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cold,warm,stampede,scale,names,sleep"
+        default_value = "cold,warm,stampede,scale,names,sleep,pause"
     )]
     only: Vec<String>,
     /// The static server binary that goes into the image.
@@ -109,8 +110,8 @@ fn main() -> anyhow::Result<()> {
 /// Runs the measurements asked for, in a fixed order: the stampede is set against the cold
 /// start's median when both run. The containers go away even when one fails.
 async fn measure(cli: &Cli) -> anyhow::Result<()> {
-    const KNOWN: [&str; 7] = [
-        "cold", "warm", "metrics", "stampede", "scale", "names", "sleep",
+    const KNOWN: [&str; 8] = [
+        "cold", "warm", "metrics", "stampede", "scale", "names", "sleep", "pause",
     ];
     if let Some(unknown) = cli.only.iter().find(|o| !KNOWN.contains(&o.as_str())) {
         anyhow::bail!(
@@ -143,6 +144,9 @@ async fn measure(cli: &Cli) -> anyhow::Result<()> {
         }
         if wants("sleep") {
             sleep::run(&fixture, cli.samples).await?;
+        }
+        if wants("pause") {
+            pause::run(&fixture, cli.samples).await?;
         }
         anyhow::Ok(())
     }

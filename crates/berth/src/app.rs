@@ -223,6 +223,7 @@ impl App {
             app: self.context.clone(),
             hooks,
             alarms: Arc::default(),
+            paused: Default::default(),
         }));
         namespace.watch_alarms();
         self.lock().push(namespace.clone());

@@ -149,6 +149,13 @@ pub struct ContainerClass {
     /// Idle time after which the container is stopped. Default 10 minutes.
     /// [`ContainerClass::NEVER`]: never; a started instance keeps running.
     pub sleep_after: Duration,
+    /// What a sleep does: stop the container (the default), or pause it.
+    pub sleep_mode: SleepMode,
+    /// How long a paused container stays paused before it is stopped. Default 1 hour.
+    pub pause_for: Duration,
+    /// How many containers of the class may be paused at once; when one more pauses, the
+    /// longest-paused is stopped. `None`: `max_instances`.
+    pub max_paused: Option<usize>,
     /// Environment of the container process.
     pub env_vars: BTreeMap<String, String>,
     /// Overrides the image's entrypoint.
@@ -196,6 +203,17 @@ pub struct ContainerClass {
     /// the app, the class and the object: what is written there survives sleep, a
     /// restart of berth and rollouts, until the object is destroyed.
     pub volumes: Vec<String>,
+}
+
+/// What an idle container's sleep does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SleepMode {
+    /// Stop it: a request starts a new container.
+    #[default]
+    Stop,
+    /// Freeze it (the engine's pause): a request thaws it in milliseconds, without a
+    /// start. Its memory stays allocated while it is paused.
+    Pause,
 }
 
 /// `ready = { path = "/healthz", status = [200, 204], interval = "50ms" }`: the instance
@@ -300,6 +318,9 @@ impl ContainerClass {
             env_vars: BTreeMap::new(),
             entrypoint: None,
             enable_internet: true,
+            sleep_mode: SleepMode::Stop,
+            pause_for: Duration::from_secs(3600),
+            max_paused: None,
             allowed_hosts: Vec::new(),
             denied_hosts: Vec::new(),
             ping_endpoint: Some("ping".to_string()),

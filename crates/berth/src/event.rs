@@ -31,6 +31,10 @@ pub enum EventKind {
     Healthy { elapsed: Duration },
     /// It was idle for `sleep_after` and is being stopped.
     Sleeping { idle: Duration },
+    /// It was idle for `sleep_after` and is paused (`sleep_mode = "pause"`).
+    Paused { idle: Duration },
+    /// A request thawed it from its pause, which took `took`.
+    Thawed { took: Duration },
     /// It did not exit within `grace` of being asked to stop, so it got SIGKILL.
     Killed { grace: Duration },
     /// The container exited (its removal follows).
@@ -64,6 +68,8 @@ impl fmt::Display for Event {
             ),
             EventKind::Healthy { elapsed } => write!(f, "healthy after {} ms", elapsed.as_millis()),
             EventKind::Sleeping { idle } => write!(f, "sleeping after {} idle", human(*idle)),
+            EventKind::Paused { idle } => write!(f, "paused after {} idle", human(*idle)),
+            EventKind::Thawed { took } => write!(f, "thawed in {} ms", took.as_millis()),
             EventKind::Killed { grace } => write!(
                 f,
                 "did not exit within {} of SIGTERM, so it was killed (SIGKILL); \

@@ -16,6 +16,9 @@ pub enum State {
     Healthy,
     /// A stop was sent; the container has not exited yet.
     Stopping,
+    /// Healthy, then idle for `sleep_after` with `sleep_mode = "pause"`: its processes
+    /// are frozen, with their memory kept, until a request thaws them.
+    Paused,
     /// The container exited by itself with this code.
     StoppedWithCode(i64),
 }
@@ -28,13 +31,17 @@ impl State {
             State::Running => "running",
             State::Healthy => "healthy",
             State::Stopping => "stopping",
+            State::Paused => "paused",
             State::StoppedWithCode(_) => "stopped_with_code",
         }
     }
 
     /// Whether a container exists in this state (so it may need cleaning up).
     pub fn is_active(&self) -> bool {
-        matches!(self, State::Running | State::Healthy | State::Stopping)
+        matches!(
+            self,
+            State::Running | State::Healthy | State::Stopping | State::Paused
+        )
     }
 
     pub(crate) fn from_parts(name: &str, exit_code: Option<i64>) -> Option<State> {
@@ -43,6 +50,7 @@ impl State {
             "running" => State::Running,
             "healthy" => State::Healthy,
             "stopping" => State::Stopping,
+            "paused" => State::Paused,
             "stopped_with_code" => State::StoppedWithCode(exit_code.unwrap_or(-1)),
             _ => return None,
         })

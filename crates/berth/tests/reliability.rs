@@ -525,6 +525,46 @@ async fn a_schedule_missed_while_berth_was_down_wakes_its_object_once_at_the_sta
     t.app.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_container_in_pause_mode_is_frozen_and_a_request_thaws_it_with_its_memory() {
+    let t = TestApp::new("pause").await;
+    let mut class = t.class("Paused").await;
+    class.sleep_mode = berth::class::SleepMode::Pause;
+    class.sleep_after = Duration::from_secs(1);
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    let object = ns.get_by_name("frozen");
+    let (status, hits) = text(object.fetch(request("/hit")).await).await;
+    assert_eq!((status, hits.as_str()), (StatusCode::OK, "1"));
+    let paused = common::eventually(Duration::from_secs(15), || {
+        let object = object.clone();
+        async move { object.container_state() == Some(berth::State::Paused) }
+    })
+    .await;
+    assert!(paused, "paused after sleep_after");
+    let containers = t.containers().await;
+    assert_eq!(containers.len(), 1);
+    let engine_says = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Paused}}", &containers[0].id])
+        .output()
+        .expect("docker inspect");
+    assert_eq!(
+        String::from_utf8_lossy(&engine_says.stdout).trim(),
+        "true",
+        "the engine froze it"
+    );
+
+    // The same process answers, with what it counted before the pause.
+    let (status, hits) = text(object.fetch(request("/hit")).await).await;
+    assert_eq!((status, hits.as_str()), (StatusCode::OK, "2"));
+    assert_eq!(object.container_state(), Some(berth::State::Healthy));
+    assert_eq!(t.containers().await.len(), 1, "no new container");
+    t.app.shutdown().await.expect("shutdown");
+    assert!(
+        t.containers().await.is_empty(),
+        "a paused container is stopped by the shutdown"
+    );
+}
+
 /// A router with one catch-all route to the singleton, served on 127.0.0.1.
 async fn front(
     t: &TestApp,

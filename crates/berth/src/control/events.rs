@@ -23,7 +23,7 @@ struct Sent<'a> {
     class: &'a str,
     object: &'a str,
     container_id: &'a str,
-    /// `started`, `adopted`, `healthy`, `sleeping`, `killed`, `stopped`, `error` or `egress-denied` for an
+    /// `started`, `adopted`, `healthy`, `sleeping`, `paused`, `thawed`, `killed`, `stopped`, `error` or `egress-denied` for an
     /// object; `rollout` for a step of a rollout, `deployment` for its outcome.
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +43,8 @@ fn kind(event: &Event) -> &'static str {
         EventKind::Adopted => "adopted",
         EventKind::Healthy { .. } => "healthy",
         EventKind::Sleeping { .. } => "sleeping",
+        EventKind::Paused { .. } => "paused",
+        EventKind::Thawed { .. } => "thawed",
         EventKind::Killed { .. } => "killed",
         EventKind::Stopped { .. } => "stopped",
         EventKind::Error { .. } => "error",

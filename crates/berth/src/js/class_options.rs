@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::ScriptError;
-use crate::class::{parse_duration, parse_size, ContainerClass, ReadyCheck, MIN_LOG_MAX};
+use crate::class::{
+    parse_duration, parse_size, ContainerClass, ReadyCheck, SleepMode, MIN_LOG_MAX,
+};
 
 /// The class `class` from the JSON of its fields (see `classOptions` in the prelude),
 /// exported by `entrypoint`; the image is left empty.
@@ -48,6 +50,9 @@ pub(super) fn container_class(
             "defaultPort" => port(value).map(|p| options.default_port = Some(p)),
             "requiredPorts" => list(value, port).map(|p| options.required_ports = p),
             "sleepAfter" => sleep_after(value).map(|d| options.sleep_after = d),
+            "sleepMode" => sleep_mode(value).map(|m| options.sleep_mode = m),
+            "pauseFor" => sleep_after(value).map(|d| options.pause_for = d),
+            "maxPaused" => count(value).map(|n| options.max_paused = Some(n)),
             "envVars" => strings(value).map(|v| options.env_vars = v),
             "entrypoint" => list(value, string).map(|e| options.entrypoint = Some(e)),
             "enableInternet" => boolean(value).map(|b| options.enable_internet = b),
@@ -67,10 +72,13 @@ pub(super) fn container_class(
 
 /// The field's name as berth spells it in errors.
 fn known(field: &str) -> &'static str {
-    const FIELDS: [&str; 13] = [
+    const FIELDS: [&str; 16] = [
         "defaultPort",
         "requiredPorts",
         "sleepAfter",
+        "sleepMode",
+        "pauseFor",
+        "maxPaused",
         "envVars",
         "entrypoint",
         "enableInternet",
@@ -86,6 +94,24 @@ fn known(field: &str) -> &'static str {
         .into_iter()
         .find(|f| *f == field)
         .unwrap_or("(field)")
+}
+
+/// `sleepMode = "stop" | "pause"`.
+fn sleep_mode(value: &Value) -> Result<SleepMode, String> {
+    match value.as_str() {
+        Some("stop") => Ok(SleepMode::Stop),
+        Some("pause") => Ok(SleepMode::Pause),
+        _ => Err("is not a sleep mode; give \"stop\" (the default) or \"pause\"".into()),
+    }
+}
+
+/// A whole number above 0.
+fn count(value: &Value) -> Result<usize, String> {
+    value
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "is not a whole number above 0".to_string())
 }
 
 /// A host pattern of `allowedHosts` or `deniedHosts`.

@@ -212,6 +212,9 @@ export class Web extends Container {
   volumes = ["/data/"];
   allowedHosts = ["api.github.com", "*.example.com"];
   deniedHosts = ["x.example.com"];
+  sleepMode = "pause";
+  pauseFor = "30m";
+  maxPaused = 3;
   override onStart(): void {}
 }
 "#;
@@ -235,6 +238,9 @@ export class Web extends Container {
     assert_eq!(class.volumes, ["/data"]);
     assert_eq!(class.allowed_hosts, ["api.github.com", "*.example.com"]);
     assert_eq!(class.denied_hosts, ["x.example.com"]);
+    assert_eq!(class.sleep_mode, crate::class::SleepMode::Pause);
+    assert_eq!(class.pause_for, Duration::from_secs(1800));
+    assert_eq!(class.max_paused, Some(3));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use super::raw::{
 };
 use super::{ContainerDef, ImageSource, Manifest, ManifestError, Rollout, WorkerDef};
 use crate::build::BuildSpec;
-use crate::class::{ContainerClass, ReadyCheck, MIN_LOG_MAX};
+use crate::class::{ContainerClass, ReadyCheck, SleepMode, MIN_LOG_MAX};
 use crate::cron::Cron;
 use crate::hosts::HostPattern;
 use crate::router::{CronSchedule, KeySource, Route, Strategy, Target};
@@ -195,7 +195,38 @@ fn class_options(
         }
         class.sleep_after = sleep_after.get_ref().0;
     }
+    if let Some(mode) = &rc.sleep_mode {
+        class.sleep_mode = match mode.get_ref().as_str() {
+            "stop" => SleepMode::Stop,
+            "pause" => SleepMode::Pause,
+            other => {
+                return Err(source.error(
+                    mode.span(),
+                    &format!("{key}.class.sleep_mode"),
+                    format!(
+                        "{other:?} is not a sleep mode; give \"stop\" (the default) or \"pause\""
+                    ),
+                ))
+            }
+        };
+    }
+    if let Some(max) = &rc.max_paused {
+        if *max.get_ref() == 0 {
+            return Err(source.error(
+                max.span(),
+                &format!("{key}.class.max_paused"),
+                "0 would stop every container as soon as it pauses; give at least 1, or use sleep_mode = \"stop\"".into(),
+            ));
+        }
+        class.max_paused = Some(*max.get_ref());
+    }
     let durations = [
+        (
+            &rc.pause_for,
+            "pause_for",
+            "would stop each container as soon as it pauses; the default is 1h",
+            &mut class.pause_for,
+        ),
         (
             &rc.start_timeout,
             "start_timeout",

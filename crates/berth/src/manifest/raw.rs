@@ -75,6 +75,9 @@ pub(super) struct RawClass {
     #[serde(default)]
     pub(super) required_ports: Vec<Port>,
     pub(super) sleep_after: Option<Spanned<SleepAfterValue>>,
+    pub(super) sleep_mode: Option<Spanned<String>>,
+    pub(super) pause_for: Option<Spanned<DurationValue>>,
+    pub(super) max_paused: Option<Spanned<usize>>,
     #[serde(default)]
     pub(super) env_vars: BTreeMap<Spanned<String>, String>,
     pub(super) entrypoint: Option<Vec<String>>,

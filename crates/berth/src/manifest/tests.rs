@@ -232,6 +232,16 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
             "ready.codes: unknown key `codes`; accepted keys: path, status, interval",
         ),
         (
+            class("sleep_mode = \"freeze\""),
+            "app/berth.toml:14:",
+            "class.sleep_mode: \"freeze\" is not a sleep mode; give \"stop\" (the default) or \"pause\"",
+        ),
+        (
+            class("sleep_mode = \"pause\"\nmax_paused = 0"),
+            "app/berth.toml:15:",
+            "class.max_paused: 0 would stop every container as soon as it pauses",
+        ),
+        (
             class("volumes = [\"data\"]"),
             "app/berth.toml:14:",
             "class.volumes: \"data\" is not an absolute path",
@@ -327,6 +337,14 @@ fn settings_that_can_never_work_are_errors_at_their_place() {
     assert_eq!(hosts.allowed_hosts, ["api.github.com", "*.example.com"]);
     assert_eq!(hosts.denied_hosts, ["x.example.com"]);
     assert!(!hosts.enable_internet);
+    let paused = parse(&class(
+        "sleep_mode = \"pause\"\npause_for = \"30m\"\nmax_paused = 3",
+    ))
+    .map(|m| m.containers[0].class.clone())
+    .expect("pause mode parses");
+    assert_eq!(paused.sleep_mode, crate::class::SleepMode::Pause);
+    assert_eq!(paused.pause_for, Duration::from_secs(1800));
+    assert_eq!(paused.max_paused, Some(3));
     let kept = |line: &str| parse(&class(line)).map(|m| m.containers[0].class.log_max);
     assert_eq!(kept("log_max = \"512KiB\"").ok(), Some(512 * 1024));
     assert_eq!(kept("log_max = 1000000").ok(), Some(1_000_000));

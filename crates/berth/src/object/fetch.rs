@@ -139,6 +139,7 @@ impl Object {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        self.thaw(&instance).await?;
         if !instance.endpoint().reaches(port) {
             return Err(FetchError::Start(Arc::new(StartError::PortUnreachable {
                 object: self.describe(),

@@ -58,6 +58,10 @@ pub trait Hooks: Send + Sync + 'static {
     /// The container crashed, or a start failed.
     async fn on_error(&self, _object: &Object, _error: &ObjectError) {}
 
+    /// The container was paused (`sleep_mode = "pause"`); `on_stop` comes only when it
+    /// stops.
+    async fn on_pause(&self, _object: &Object) {}
+
     /// `sleep_after` has passed with no request in flight. The default sleeps.
     async fn on_activity_expired(&self, _object: &Object) -> Expiry {
         Expiry::Sleep

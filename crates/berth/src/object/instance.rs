@@ -36,6 +36,11 @@ pub(crate) struct Instance {
     pub(crate) wake: Notify,
     /// Set once, when the container has exited and its exit is recorded.
     pub(crate) exited: watch::Sender<Option<Exit>>,
+    /// Since when it is paused (`sleep_mode = "pause"`); `None` while it runs.
+    pub(crate) paused: std::sync::Mutex<Option<Instant>>,
+    /// Held while the container is being paused or thawed, so that a request that finds
+    /// it paused thaws it once, after the pause is done.
+    pub(crate) thaw: tokio::sync::Mutex<()>,
 }
 
 /// How an instance ended.
@@ -66,7 +71,18 @@ impl Instance {
             became_healthy: AtomicBool::new(false),
             wake: Notify::new(),
             exited: watch::channel(None).0,
+            paused: std::sync::Mutex::new(None),
+            thaw: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Since when it is paused, if it is.
+    pub(crate) fn paused_since(&self) -> Option<Instant> {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_paused(&self, since: Option<Instant>) {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = since;
     }
 
     pub(crate) fn endpoint(&self) -> &Endpoint {

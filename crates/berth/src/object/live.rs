@@ -75,6 +75,7 @@ impl Phase {
             } => State::StoppedWithCode(*code),
             Phase::Leftover { state, .. } => *state,
             Phase::Running { .. } => State::Running,
+            Phase::Healthy { instance } if instance.paused_since().is_some() => State::Paused,
             Phase::Healthy { .. } => State::Healthy,
             Phase::Stopping { .. } => State::Stopping,
         }
@@ -259,6 +260,27 @@ impl Phase {
         self.begin_stop(instance, StopReason::Slept, after(stop_grace))
     }
 
+    /// The idle deadline passed with `sleep_mode = "pause"`: marks the container paused
+    /// if it is still this object's, healthy, and idle by `activity` now. Returns whether
+    /// it did; the caller then freezes it.
+    pub(crate) fn pause(
+        &mut self,
+        instance: &Arc<Instance>,
+        activity: &Activity,
+        sleep_after: Duration,
+    ) -> bool {
+        let healthy =
+            matches!(self, Phase::Healthy { instance: current } if Arc::ptr_eq(current, instance));
+        if !(healthy
+            && instance.paused_since().is_none()
+            && activity.is_idle(sleep_after, Instant::now()))
+        {
+            return false;
+        }
+        instance.set_paused(Some(Instant::now()));
+        true
+    }
+
     /// Why `instance` stopped: the stop that was asked for, or `Exited` if none was.
     pub(crate) fn stop_reason(&self, instance: &Arc<Instance>) -> StopReason {
         match self {
@@ -292,6 +314,7 @@ impl Phase {
         instance: &Arc<Instance>,
         activity: &Activity,
         sleep_after: Duration,
+        pause_for: Duration,
     ) -> Deadlines {
         let none = Deadlines {
             idle_at: None,
@@ -309,6 +332,13 @@ impl Phase {
             _ if !(self.is_current(instance) && self.awake()) => none,
             // `sleep_after = "never"`: nothing to wake up for.
             _ if sleep_after == ContainerClass::NEVER => none,
+            // Paused: it is stopped after `pause_for`, unless a request thaws it first.
+            _ if instance.paused_since().is_some() => Deadlines {
+                idle_at: instance
+                    .paused_since()
+                    .and_then(|since| since.checked_add(pause_for)),
+                kill_at: None,
+            },
             // Whenever the last request ends, it renews the activity: the deadline is at
             // least `sleep_after` away.
             _ => Deadlines {
@@ -367,7 +397,7 @@ mod tests {
             "not idle yet"
         );
         tokio::time::advance(sleep_after).await;
-        let deadlines = phase.deadlines(&i, &activity, sleep_after);
+        let deadlines = phase.deadlines(&i, &activity, sleep_after, Duration::from_secs(3600));
         assert_eq!(deadlines.idle_at, Some(Instant::now()));
         assert!(phase.fall_asleep(&i, &activity, sleep_after, grace));
         assert_eq!(phase.state(), State::Stopping);
@@ -391,7 +421,7 @@ mod tests {
         let sleep_after = Duration::from_secs(10);
         assert!(!phase.fall_asleep(&i, &activity, sleep_after, Duration::ZERO));
         drop(guard);
-        let deadlines = phase.deadlines(&i, &activity, sleep_after);
+        let deadlines = phase.deadlines(&i, &activity, sleep_after, Duration::from_secs(3600));
         assert_eq!(deadlines.idle_at, Some(Instant::now() + sleep_after));
     }
 
@@ -403,7 +433,12 @@ mod tests {
         };
         tokio::time::advance(Duration::from_secs(86400 * 400)).await;
         let never = ContainerClass::NEVER;
-        assert_eq!(phase.deadlines(&i, &activity, never).idle_at, None);
+        assert_eq!(
+            phase
+                .deadlines(&i, &activity, never, Duration::from_secs(3600))
+                .idle_at,
+            None
+        );
         assert!(!activity.is_idle(never, Instant::now()));
     }
 
@@ -415,7 +450,12 @@ mod tests {
             readying: false,
         };
         phase.set_readying(&i, true);
-        let deadlines = phase.deadlines(&i, &Activity::new(), Duration::ZERO);
+        let deadlines = phase.deadlines(
+            &i,
+            &Activity::new(),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
         assert_eq!(deadlines.idle_at, None);
     }
 

@@ -15,6 +15,7 @@ mod hooks;
 mod instance;
 mod live;
 mod monitor;
+mod pause;
 mod ready;
 mod start;
 mod stop;
@@ -59,8 +60,23 @@ pub(crate) struct Class {
     pub(crate) hooks: Arc<dyn Hooks>,
     /// Told when an alarm is added, so that the class's alarm task looks again.
     pub(crate) alarms: Arc<tokio::sync::Notify>,
+    /// The class's paused containers, with since when (`sleep_mode = "pause"`).
+    pub(crate) paused: PausedList,
     /// One permit per running container, so `max_instances` holds under concurrency.
     pub(crate) limit: Arc<Semaphore>,
+}
+
+/// The paused containers of a class: since when, whose, and which.
+pub(crate) type PausedList =
+    std::sync::Mutex<Vec<(tokio::time::Instant, WeakObject, Arc<instance::Instance>)>>;
+
+impl Class {
+    pub(crate) fn lock_paused(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(tokio::time::Instant, WeakObject, Arc<instance::Instance>)>>
+    {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// One version of a class's options, with the digest that tells it from the others.

@@ -49,9 +49,12 @@ pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: Own
     let mut idle_check: Option<JoinHandle<()>> = None;
     let sleep_after = object.sleep_after();
     let status = loop {
-        let deadlines = object
-            .phase()
-            .deadlines(&instance, &object.inner.activity, sleep_after);
+        let deadlines = object.phase().deadlines(
+            &instance,
+            &object.inner.activity,
+            sleep_after,
+            object.options().pause_for,
+        );
         let idle_at = deadlines.idle_at.filter(|_| idle_check.is_none());
         let kill_at = deadlines.kill_at;
         tokio::select! {

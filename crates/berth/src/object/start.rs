@@ -410,6 +410,8 @@ impl Object {
     /// berth that did not record versions is judged by its image.
     async fn adopt_leftover(&self) -> Option<Arc<Instance>> {
         let container_id = self.phase().take_leftover()?;
+        // A container paused by an earlier berth process is thawed, then judged as any.
+        let _ = self.runtime().unpause(&container_id).await;
         let info = self.runtime().inspect(&container_id).await.ok();
         match info {
             Some(info)

@@ -12,6 +12,7 @@ use super::instance::{Exit, Instance};
 use super::live::Phase;
 use super::start::EXIT_REPORT;
 use super::Object;
+use crate::class::SleepMode;
 use crate::event::EventKind;
 use crate::lifecycle::{after, StopReason};
 use crate::runtime::{ExitStatus, RuntimeError, Signal};
@@ -113,6 +114,7 @@ impl Object {
             return Ok(());
         }
         instance.wake.notify_one();
+        self.thaw_to_stop(instance).await;
         self.persist().await;
         let _ = tokio::time::timeout(drain, instance.serving.drained()).await;
         self.phase()
@@ -141,6 +143,7 @@ impl Object {
         if changed {
             instance.wake.notify_one();
         }
+        self.thaw_to_stop(instance).await;
         let signalled = self.runtime().kill(&instance.container_id, signal).await;
         if changed {
             self.persist().await;
@@ -156,18 +159,31 @@ impl Object {
             let phase = self.phase();
             phase.is_current(instance)
                 && phase
-                    .deadlines(instance, &self.inner.activity, sleep_after)
+                    .deadlines(
+                        instance,
+                        &self.inner.activity,
+                        sleep_after,
+                        self.options().pause_for,
+                    )
                     .idle_at
                     <= Some(tokio::time::Instant::now())
         };
         if !idle {
             return;
         }
-        let hooks = self.inner.class.hooks.clone();
-        if hooks.on_activity_expired(self).await == Expiry::KeepAwake {
-            self.renew_activity_timeout();
-            return;
+        let paused = instance.paused_since().is_some();
+        if !paused {
+            let hooks = self.inner.class.hooks.clone();
+            if hooks.on_activity_expired(self).await == Expiry::KeepAwake {
+                self.renew_activity_timeout();
+                return;
+            }
+            if self.options().sleep_mode == SleepMode::Pause && self.pause_if_idle(instance).await {
+                return;
+            }
         }
+        // Paused for `pause_for`, or a class that stops to sleep.
+        let _thaw = instance.thaw.lock().await;
         let slept = self.phase().fall_asleep(
             instance,
             &self.inner.activity,
@@ -177,9 +193,13 @@ impl Object {
         if !slept {
             return;
         }
+        drop(_thaw);
+        self.thaw_to_stop(instance).await;
         self.persist().await;
         let (metrics, labels) = self.metrics();
-        metrics.sleep(labels);
+        if !paused {
+            metrics.sleep(labels);
+        }
         self.emit(
             &instance.container_id,
             EventKind::Sleeping { idle: sleep_after },

@@ -100,6 +100,8 @@ struct Container {
     connections: Vec<AbortHandle>,
     /// Requests the app has received.
     requests: usize,
+    /// Frozen: it takes no new connection until it is thawed.
+    paused: bool,
 }
 
 impl Container {
@@ -144,6 +146,11 @@ impl FakeRuntime {
     /// The signals container `id` received while it ran, in order, even once removed.
     pub fn signals(&self, id: &str) -> Vec<Signal> {
         self.lock().signals.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Whether container `id` is paused.
+    pub fn is_paused(&self, id: &str) -> bool {
+        self.lock().containers.get(id).is_some_and(|c| c.paused)
     }
 
     /// Requests container `id`'s app received.
@@ -294,6 +301,7 @@ impl Runtime for FakeRuntime {
                 exit: watch::channel(None).0,
                 connections: Vec::new(),
                 requests: 0,
+                paused: false,
             },
         );
         Ok(Created { id, name })
@@ -343,6 +351,29 @@ impl Runtime for FakeRuntime {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut engine = self.up()?;
+        let c = engine.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+        if !c.running() {
+            return Err(RuntimeError::Engine {
+                engine: "the fake engine".into(),
+                operation: "pause container",
+                target: id.to_string(),
+                message: "it does not run".into(),
+            });
+        }
+        c.paused = true;
+        Ok(())
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut engine = self.up()?;
+        if let Some(c) = engine.containers.get_mut(id) {
+            c.paused = false;
         }
         Ok(())
     }
@@ -479,6 +510,9 @@ impl Dial for FakeDialer {
                 .started_at
                 .filter(|_| c.running())
                 .ok_or_else(|| refused("the container does not run"))?;
+            if c.paused {
+                return Err(refused("the container is paused"));
+            }
             let open = c
                 .behaviour
                 .ready_after

@@ -498,6 +498,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove_volumes(&self, selector: &Selector, owner: &str)
         -> Result<usize, RuntimeError>;
 
+    /// Freezes a running container's processes (the cgroup freezer), keeping their
+    /// memory: `sleep_mode = "pause"`.
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Thaws a paused container. Not an error if it is not paused.
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError>;
+
     /// The requests to refused hosts that this runtime's egress proxy turns away, from
     /// now on; `None` for a runtime with no egress proxy.
     fn egress_refusals(&self) -> Option<tokio::sync::broadcast::Receiver<EgressRefusal>> {

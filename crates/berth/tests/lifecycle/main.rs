@@ -7,6 +7,7 @@
 mod alarms;
 mod fixture;
 mod metrics;
+mod pause;
 mod recovery;
 mod rollout;
 mod sleep;

@@ -540,6 +540,24 @@ impl Runtime for DockerRuntime {
         self.remove_selected_volumes(selector, owner).await
     }
 
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.docker.pause_container(id).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.error("pause container", id, e)),
+        }
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.docker.unpause_container(id).await {
+            Ok(()) => Ok(()),
+            // 409: not paused (or not running), so there is nothing to thaw.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error("unpause container", id, e)),
+        }
+    }
+
     fn egress_refusals(&self) -> Option<tokio::sync::broadcast::Receiver<EgressRefusal>> {
         Some(self.egress.refusals())
     }
