@@ -46,13 +46,13 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<()> {
     let result = async {
         for _ in 0..samples {
             get(&paused).await?;
-            settle(&paused, State::Paused).await?;
+            settle(&paused, Some(State::Paused)).await?;
             let began = Instant::now();
             get(&paused).await?;
             from_pause.push(began.elapsed());
 
             get(&stopped).await?;
-            settle(&stopped, State::Stopped).await?;
+            settle(&stopped, None).await?;
             let began = Instant::now();
             get(&stopped).await?;
             from_stop.push(began.elapsed());
@@ -102,11 +102,11 @@ async fn get(object: &Object) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (at most 30 s) for `object` to reach `state`.
-async fn settle(object: &Object, state: State) -> anyhow::Result<()> {
+/// Waits (at most 30 s) for `object`'s container to reach `state` (`None`: gone).
+async fn settle(object: &Object, state: Option<State>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while object.container_state() != Some(state) {
-        anyhow::ensure!(Instant::now() < deadline, "never {state}");
+    while object.container_state() != state {
+        anyhow::ensure!(Instant::now() < deadline, "never {state:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A stop is recorded before the container is gone; let it go.
