@@ -138,9 +138,10 @@ fn print_table(rows: &[ObjectStatus]) {
         "CLASS", "NAME", "ID", "STATE"
     );
     for r in rows {
-        let state = match r.exit_code {
-            Some(code) => format!("{}({code})", r.state),
-            None => r.state.clone(),
+        let state = match (r.exit_code, r.memory_bytes) {
+            (Some(code), _) => format!("{}({code})", r.state),
+            (None, Some(bytes)) => format!("{} ({})", r.state, human_size(bytes)),
+            (None, None) => r.state.clone(),
         };
         let name = printable(r.name.as_deref().unwrap_or("-"), 40);
         let id: String = r.id.chars().take(12).collect();

@@ -405,6 +405,9 @@ pub struct ObjectStatus {
     pub exit_code: Option<i64>,
     pub uptime_seconds: Option<u64>,
     pub container_id: Option<String>,
+    /// The memory a paused container keeps, in bytes (`sleep_mode = "pause"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// Every object recorded in `store` (of `app` only, if given). A record of a running container is only as good as
@@ -436,7 +439,7 @@ pub async fn list_objects(
         }
     }
     let now = now_ms();
-    Ok(records
+    let mut rows: Vec<ObjectStatus> = records
         .into_iter()
         .map(|r| {
             let app = app_of(&r.namespace);
@@ -463,9 +466,22 @@ pub async fn list_objects(
                     .flatten()
                     .map(|t| u64::try_from((now - t) / 1000).unwrap_or(0)),
                 container_id: r.container_id.filter(|_| state.is_active()),
+                memory_bytes: None,
             }
         })
-        .collect())
+        .collect();
+    // A paused container's memory stays allocated: show how much.
+    if let Some(runtime) = runtime {
+        for row in rows
+            .iter_mut()
+            .filter(|r| r.state == State::Paused.as_str())
+        {
+            if let Some(id) = &row.container_id {
+                row.memory_bytes = runtime.memory(id).await.ok().flatten();
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// The app of a namespace key `"<app>/<class>"`: app names hold no `/`.

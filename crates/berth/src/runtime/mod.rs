@@ -504,6 +504,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Thaws a paused container. Not an error if it is not paused.
     async fn unpause(&self, id: &str) -> Result<(), RuntimeError>;
 
+    /// The memory a container uses now, in bytes, if the engine tells.
+    async fn memory(&self, _id: &str) -> Result<Option<u64>, RuntimeError> {
+        Ok(None)
+    }
+
     /// The requests to refused hosts that this runtime's egress proxy turns away, from
     /// now on; `None` for a runtime with no egress proxy.
     fn egress_refusals(&self) -> Option<tokio::sync::broadcast::Receiver<EgressRefusal>> {

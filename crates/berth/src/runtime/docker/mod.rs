@@ -558,6 +558,19 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn memory(&self, id: &str) -> Result<Option<u64>, RuntimeError> {
+        let options = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stats = self.docker.stats(id, Some(options));
+        match stats.next().await {
+            Some(Ok(sample)) => Ok(sample.memory_stats.and_then(|m| m.usage)),
+            Some(Err(e)) => Err(self.error("read the stats of container", id, e)),
+            None => Ok(None),
+        }
+    }
+
     fn egress_refusals(&self) -> Option<tokio::sync::broadcast::Receiver<EgressRefusal>> {
         Some(self.egress.refusals())
     }
