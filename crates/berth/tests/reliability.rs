@@ -552,6 +552,18 @@ async fn an_idle_container_in_pause_mode_is_frozen_and_a_request_thaws_it_with_i
         "true",
         "the engine froze it"
     );
+    // berth ps shows it paused, with the memory it keeps.
+    let rows =
+        berth::app::list_objects(t.app.store(), Some(&t.name), Some(t.app.runtime().as_ref()))
+            .await
+            .expect("objects");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, "paused");
+    assert!(
+        rows[0].memory_bytes.is_some_and(|b| b > 0),
+        "{:?}",
+        rows[0].memory_bytes
+    );
 
     // The same process answers, with what it counted before the pause.
     let (status, hits) = text(object.fetch(request("/hit")).await).await;
