@@ -233,6 +233,21 @@ async fn serve_router(
     Ok(addr)
 }
 
+/// A GET of `/` through `object` (starting or thawing its container), read to the end;
+/// an error unless it answers 200.
+pub async fn fetch_ok(object: &berth::Object) -> anyhow::Result<()> {
+    let response = object
+        .fetch(http::Request::get("/").body(Empty::<Bytes>::new())?)
+        .await;
+    anyhow::ensure!(response.status() == 200, "got {}", response.status());
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
 /// One GET on a fresh connection; the status. A fresh connection each time, so that a
 /// cold start or a readiness poll is never helped by an earlier one.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {

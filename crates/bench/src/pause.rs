@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 
 use berth::class::SleepMode;
 use berth::{ContainerClass, NoHooks, Object, Runtime, State};
 
-use crate::fixture::{http_get, Fixture};
+use crate::fixture::{fetch_ok, http_get, Fixture};
 use crate::stats::Stats;
 use crate::table::Table;
 
@@ -45,16 +43,16 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<()> {
     let (mut from_pause, mut from_stop, mut unpause) = (Vec::new(), Vec::new(), Vec::new());
     let result = async {
         for _ in 0..samples {
-            get(&paused).await?;
+            fetch_ok(&paused).await?;
             settle(&paused, Some(State::Paused)).await?;
             let began = Instant::now();
-            get(&paused).await?;
+            fetch_ok(&paused).await?;
             from_pause.push(began.elapsed());
 
-            get(&stopped).await?;
+            fetch_ok(&stopped).await?;
             settle(&stopped, None).await?;
             let began = Instant::now();
-            get(&stopped).await?;
+            fetch_ok(&stopped).await?;
             from_stop.push(began.elapsed());
 
             docker(&["pause", &id]).await?;
@@ -86,19 +84,6 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<()> {
         )
         .ratios("paused / stopped", tail(&p).into_iter().zip(tail(&s)), 3)
         .print();
-    Ok(())
-}
-
-async fn get(object: &Object) -> anyhow::Result<()> {
-    let response = object
-        .fetch(http::Request::get("/").body(Empty::<Bytes>::new())?)
-        .await;
-    anyhow::ensure!(response.status() == 200, "got {}", response.status());
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 

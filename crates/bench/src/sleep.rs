@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use berth::{EventKind, Runtime};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 
-use crate::fixture::{http_get, Fixture};
+use crate::fixture::{fetch_ok, http_get, Fixture};
 use crate::stats::Stats;
 use crate::table::Table;
 
@@ -25,15 +23,7 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<()> {
         let mut waits = Vec::new();
         for k in 0..PARALLEL {
             let object = fixture.sleepy.get_by_name(&format!("sleep-{round}-{k}"));
-            let response = object
-                .fetch(http::Request::get("/").body(Empty::<Bytes>::new())?)
-                .await;
-            anyhow::ensure!(response.status() == 200, "got {}", response.status());
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            fetch_ok(&object).await?;
             let deadline = Instant::now() + sleep_after;
             waits.push((format!("{:?}", format!("sleep-{round}-{k}")), deadline));
         }
