@@ -11,6 +11,7 @@
 mod diagnose;
 mod lower;
 mod raw;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
