@@ -8,6 +8,7 @@
 
 mod egress;
 mod exec;
+mod inspect;
 pub mod labels;
 mod volumes;
 
@@ -15,7 +16,6 @@ pub use egress::EGRESS_PORT;
 pub use exec::ExecOptions;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -212,82 +212,6 @@ impl DockerRuntime {
             })
             .await
             .copied()
-    }
-
-    fn endpoint(&self, info: &ContainerInspectResponse) -> Option<Endpoint> {
-        let settings = info.network_settings.as_ref()?;
-        match self.reach {
-            Reach::Bridge => {
-                let networks = settings.networks.as_ref()?;
-                let ip = [DEFAULT_NETWORK, INTERNAL_NETWORK]
-                    .iter()
-                    .filter_map(|name| networks.get(*name))
-                    .chain(networks.values())
-                    .filter_map(|n| n.ip_address.as_deref())
-                    .find_map(|ip| ip.parse::<IpAddr>().ok())?;
-                Some(Endpoint::Bridge(ip))
-            }
-            Reach::Loopback => {
-                let ports = settings.ports.as_ref()?;
-                let published = ports
-                    .iter()
-                    .filter_map(|(key, bindings)| {
-                        let port = key.strip_suffix("/tcp")?.parse::<u16>().ok()?;
-                        let host_port = bindings
-                            .as_ref()?
-                            .iter()
-                            .filter(|b| b.host_ip.as_deref() == Some("127.0.0.1"))
-                            .find_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())?;
-                        Some((
-                            port,
-                            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), host_port),
-                        ))
-                    })
-                    .collect();
-                Some(Endpoint::Published(published))
-            }
-        }
-    }
-
-    fn info(&self, info: ContainerInspectResponse) -> ContainerInfo {
-        let state = info.state.clone().unwrap_or_default();
-        let running = state.running.unwrap_or(false);
-        let endpoint = if running { self.endpoint(&info) } else { None };
-        let container_labels: std::collections::BTreeMap<String, String> = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .map(|l| l.into_iter().collect())
-            .unwrap_or_default();
-        if running && container_labels.contains_key(POLICY_LABEL) {
-            // A container from before a restart of berth still needs its way out.
-            self.egress.serve();
-        }
-        let exited = matches!(
-            state.status,
-            Some(bollard::models::ContainerStateStatusEnum::EXITED)
-                | Some(bollard::models::ContainerStateStatusEnum::DEAD)
-        );
-        ContainerInfo {
-            id: info.id.unwrap_or_default(),
-            name: info
-                .name
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_default(),
-            image: info
-                .config
-                .as_ref()
-                .and_then(|c| c.image.clone())
-                .unwrap_or_default(),
-            identity: labels::parse(&container_labels),
-            labels: container_labels,
-            running,
-            exit: exited.then(|| ExitStatus {
-                code: state.exit_code.unwrap_or(-1),
-                oom_killed: state.oom_killed.unwrap_or(false),
-            }),
-            endpoint,
-        }
     }
 }
 
