@@ -118,6 +118,7 @@ impl Fixture {
                 session: format!("baseline-{}", std::process::id()),
                 host: String::new(),
                 version: String::new(),
+                standby: false,
             },
             image: self.image.clone(),
             env: BTreeMap::from([("WORKERS".to_string(), "2".to_string())]),

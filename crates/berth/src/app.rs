@@ -224,8 +224,10 @@ impl App {
             hooks,
             alarms: Arc::default(),
             paused: Default::default(),
+            standby: Default::default(),
         }));
         namespace.watch_alarms();
+        namespace.keep_standby();
         self.lock().push(namespace.clone());
         namespace
     }
@@ -305,12 +307,25 @@ impl App {
             if self.count_other(&mut recovery.others, &info) {
                 continue;
             }
-            let object = identity.and_then(|identity| {
-                let ns = namespaces
-                    .iter()
-                    .find(|ns| ns.class_name() == identity.class)?;
-                let id = ns.id_from_string(&identity.object_id.to_string()).ok()?;
-                Some(ns.get(id))
+            // A spare of a standby pool is known by its container: its labels name no object.
+            let owner = match identity {
+                Some(i) if i.standby => self
+                    .context
+                    .store
+                    .object_with_container(&info.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|record| (record.namespace, record.id)),
+                Some(i) => Some((
+                    format!("{}/{}", self.name(), i.class),
+                    i.object_id.to_string(),
+                )),
+                None => None,
+            };
+            let object = owner.and_then(|(key, id)| {
+                let ns = namespaces.iter().find(|ns| ns.key() == key)?;
+                Some(ns.get(ns.id_from_string(&id).ok()?))
             });
             let adopted = match object {
                 Some(object) if info.running => object.readopt(&info.id).await,
@@ -352,7 +367,10 @@ impl App {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
                 };
-                if !matches!(event.kind, EventKind::Started { .. } | EventKind::Adopted) {
+                if !matches!(
+                    event.kind,
+                    EventKind::Started { .. } | EventKind::Assigned { .. } | EventKind::Adopted
+                ) {
                     continue;
                 }
                 if lines.is_closed() {

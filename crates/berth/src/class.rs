@@ -191,6 +191,10 @@ pub struct ContainerClass {
     pub init: bool,
     /// Maximum number of running containers of the class. Default 20.
     pub max_instances: usize,
+    /// How many containers the class keeps started and ready, assigned to no object yet,
+    /// so that a new name is served without a start (see [`crate::object`]'s standby
+    /// pool). They count against `max_instances`. Default 0.
+    pub standby: usize,
     /// CPU and memory limits. `None`: no limits.
     pub instance_type: Option<InstanceType>,
     /// How much of its containers' output each object keeps in the data folder, in
@@ -331,6 +335,7 @@ impl ContainerClass {
             stop_grace: Duration::from_secs(10),
             init: true,
             max_instances: 20,
+            standby: 0,
             log_max: DEFAULT_LOG_MAX,
             ready: None,
             volumes: Vec::new(),
@@ -346,6 +351,26 @@ impl ContainerClass {
             self.required_ports.clone()
         }
     }
+}
+
+/// Why `class` cannot keep `standby` spares, if it cannot: what a manifest reports.
+pub fn standby_conflict(class: &ContainerClass) -> Option<String> {
+    if class.standby == 0 {
+        return None;
+    }
+    if !class.volumes.is_empty() {
+        return Some(format!(
+            "a class with volumes cannot keep standby containers: a volume belongs to one object, and a spare starts before its object is known; remove standby, or the volumes ({})",
+            class.volumes.join(", ")
+        ));
+    }
+    if class.standby > class.max_instances {
+        return Some(format!(
+            "{} standby containers do not fit in max_instances = {}: spares count against it; lower standby or raise max_instances",
+            class.standby, class.max_instances
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

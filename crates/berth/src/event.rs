@@ -25,6 +25,16 @@ pub enum EventKind {
         container_name: String,
         elapsed: Duration,
     },
+    /// A spare of the class's standby pool was started and is ready, for no object yet.
+    Standby {
+        container_name: String,
+        elapsed: Duration,
+    },
+    /// An object took a ready spare of the standby pool instead of starting a container.
+    Assigned {
+        container_name: String,
+        elapsed: Duration,
+    },
     /// A container that an earlier berth process started was taken over.
     Adopted,
     /// The container's ports answered.
@@ -61,6 +71,22 @@ impl fmt::Display for Event {
             } => {
                 write!(f, "started {container_name} in {} ms", elapsed.as_millis())
             }
+            EventKind::Standby {
+                container_name,
+                elapsed,
+            } => write!(
+                f,
+                "started standby container {container_name}, ready in {} ms",
+                elapsed.as_millis()
+            ),
+            EventKind::Assigned {
+                container_name,
+                elapsed,
+            } => write!(
+                f,
+                "took standby container {container_name} in {} µs",
+                elapsed.as_micros()
+            ),
             EventKind::Adopted => write!(
                 f,
                 "re-adopted running container {}",

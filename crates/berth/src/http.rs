@@ -27,6 +27,29 @@ pub const ERROR_HEADER: &str = "berth-error";
 /// The header that [`switch_port`] sets to make `fetch` use another container port.
 pub const TARGET_PORT_HEADER: &str = "berth-container-target-port";
 
+/// The header that tells a container which object a request is for: the object's name,
+/// percent-encoded UTF-8 (letters, digits and `-._~` as they are). Absent for an object
+/// known by id only. berth sets it on every request it forwards, replacing any the client
+/// sent, so that a container started before its name was known (a standby spare) learns it.
+pub const OBJECT_NAME_HEADER: &str = "berth-object-name";
+
+/// The header with the id of the object a request is for, in hex, on every request berth
+/// forwards to a container.
+pub const OBJECT_ID_HEADER: &str = "berth-object-id";
+
+/// `name` as the `berth-object-name` header carries it.
+pub fn encode_object_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Boxes any body into berth's [`Body`]; a [`Body`] is returned as it is, not boxed again.
 pub fn body<B>(body: B) -> Body
 where

@@ -68,7 +68,9 @@ pub use app::App;
 pub use build::Builder;
 pub use class::{parse_duration, ContainerClass, InstanceType};
 pub use event::{Event, EventKind};
-pub use http::{switch_port, Body, BoxError, TARGET_PORT_HEADER};
+pub use http::{
+    switch_port, Body, BoxError, OBJECT_ID_HEADER, OBJECT_NAME_HEADER, TARGET_PORT_HEADER,
+};
 pub use id::{IdError, ObjectId};
 pub use lifecycle::{State, StopReason};
 pub use namespace::Namespace;

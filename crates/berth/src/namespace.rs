@@ -68,7 +68,13 @@ impl Namespace {
         self.inner.class.app.spawn(watch_alarms(weak, notify));
     }
 
-    /// The class's name.
+    /// Starts the task that keeps the class's standby pool full (`standby = N`).
+    pub(crate) fn keep_standby(&self) {
+        let class = &self.inner.class;
+        let keeper = crate::object::keep_standby(Arc::downgrade(class), class.standby.wake.clone());
+        class.app.spawn(keeper);
+    }
+
     /// Tells the metrics which share (0 to 1) of the class's running instances a rollout
     /// has replaced.
     pub(crate) fn report_rollout(&self, share: f64) {
@@ -129,6 +135,7 @@ impl Namespace {
             .class
             .retired
             .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.class.standby.wake.notify_one();
     }
 
     /// Whether `other` is this very namespace (not merely one of the same class).
@@ -179,15 +186,18 @@ impl Namespace {
     }
 
     /// Stops every running container of the namespace (SIGTERM, then SIGKILL after the
-    /// grace period), all at once. Returns how many were stopped.
+    /// grace period), all at once, and removes the spares of its standby pool. Returns how
+    /// many were stopped or removed.
     pub async fn stop_all(&self, reason: StopReason) -> usize {
+        let class = &self.inner.class;
+        let spares = class.standby.drain(class).await;
         // Every object, not only those that look active: one may be starting right now.
         let objects = self.objects();
         let results = futures_util::future::join_all(
             objects.iter().map(|o| o.stop_with(reason, Signal::Term)),
         )
         .await;
-        let mut stopped = 0;
+        let mut stopped = spares;
         for (object, result) in objects.iter().zip(results) {
             match result {
                 Ok(true) => stopped += 1,

@@ -22,6 +22,7 @@ fn identity(test: &str, object: &str) -> Identity {
         session: test.to_string(),
         host: "contract-host".into(),
         version: String::new(),
+        standby: false,
     }
 }
 

@@ -40,6 +40,8 @@ struct Sent<'a> {
 fn kind(event: &Event) -> &'static str {
     match event.kind {
         EventKind::Started { .. } => "started",
+        EventKind::Standby { .. } => "standby",
+        EventKind::Assigned { .. } => "assigned",
         EventKind::Adopted => "adopted",
         EventKind::Healthy { .. } => "healthy",
         EventKind::Sleeping { .. } => "sleeping",

@@ -50,6 +50,8 @@ struct ContainerProps {
     build: Option<BuildProps>,
     image: Option<Value>,
     max_instances: Option<usize>,
+    /// berth's own: spares kept started and ready for new names.
+    standby: Option<usize>,
     instance_type: Option<String>,
     /// `dev.remote` pushes the image to Cloudflare in alchemy's dev mode; berth always runs
     /// the image where it builds it, so it has no meaning here.
@@ -131,7 +133,16 @@ pub(super) fn manifest(engine: &Engine, dir: &Path, json: String) -> Result<Mani
                 let mut class =
                     class_options::container_class(&json, &def.class.name, &script.entrypoint)?;
                 class.max_instances = def.class.max_instances;
+                class.standby = def.class.standby;
                 class.instance_type = def.class.instance_type;
+                if let Some(why) = crate::class::standby_conflict(&class) {
+                    return Err(invalid(
+                        at.clone(),
+                        "Container",
+                        &def.id,
+                        format!("standby: {why}"),
+                    ));
+                }
                 def.class = class;
                 def.exported_by = Some(script.entrypoint.clone());
                 searched.clear();
@@ -185,6 +196,12 @@ fn container(
     let mut class = crate::class::ContainerClass::new(class_name, String::new());
     if let Some(max) = props.max_instances {
         class.max_instances = max;
+    }
+    if let Some(standby) = props.standby {
+        class.standby = standby;
+        if let Some(why) = crate::class::standby_conflict(&class) {
+            return Err(fail(format!("standby: {why}")));
+        }
     }
     if let Some(kind) = &props.instance_type {
         class.instance_type =

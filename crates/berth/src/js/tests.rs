@@ -286,7 +286,7 @@ fn images_routes_and_text_bindings_are_read() {
 import { Container, Worker, DurableObjectNamespace } from "alchemy/cloudflare";
 import { Image } from "alchemy/docker";
 const image = await Image("img", { name: "web", tag: "v1", build: { context: "./app", dockerfile: "Dockerfile.dev" } });
-await Container("web", { className: "Web", image, maxInstances: 3, instanceType: "basic" });
+await Container("web", { className: "Web", image, maxInstances: 3, standby: 2, instanceType: "basic" });
 await Worker("site", {
   entrypoint: "./worker.ts",
   bindings: { WEB: DurableObjectNamespace("ns", { className: "Web" }), GREETING: "hi", KEY: alchemy.secret("s3cret") },
@@ -305,6 +305,7 @@ await Worker("site", {
     );
     assert!(build.context.ends_with("app"), "{build:?}");
     assert_eq!(container.class.max_instances, 3);
+    assert_eq!(container.class.standby, 2);
     let worker = &manifest.workers[0];
     assert_eq!(worker.bindings.get("WEB").map(String::as_str), Some("web"));
     let vars = &worker.script.as_ref().expect("script").vars;

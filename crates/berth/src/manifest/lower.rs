@@ -318,6 +318,12 @@ fn class_options(
         }
         class.max_instances = *max.get_ref();
     }
+    if let Some(standby) = &c.standby {
+        class.standby = *standby.get_ref();
+        if let Some(why) = crate::class::standby_conflict(&class) {
+            return Err(source.error(standby.span(), &format!("{key}.standby"), why));
+        }
+    }
     class.instance_type = c.instance_type.as_ref().map(|t| t.0);
     Ok(class)
 }

@@ -44,6 +44,7 @@ pub(super) struct RawContainer {
     pub(super) build: Option<Spanned<RawBuild>>,
     pub(super) image: Option<Spanned<String>>,
     pub(super) max_instances: Option<Spanned<usize>>,
+    pub(super) standby: Option<Spanned<usize>>,
     pub(super) instance_type: Option<InstanceTypeValue>,
     #[serde(default)]
     pub(super) class: RawClass,

@@ -579,3 +579,27 @@ fn workers_may_list_cron_schedules_each_checked_against_the_routes() {
         assert!(e.starts_with(place) && e.contains(says), "{schedules}: {e}");
     }
 }
+
+#[test]
+fn standby_sits_beside_max_instances_and_refuses_what_a_spare_cannot_be() {
+    let m = parse(&SEED.replace("max_instances = 20", "max_instances = 20\nstandby = 3"));
+    assert_eq!(m.expect("parses").containers[0].class.standby, 3);
+    let e = error(&SEED.replace("max_instances = 20", "max_instances = 2\nstandby = 3"));
+    assert!(
+        e.contains("standby: 3 standby containers do not fit in max_instances = 2"),
+        "{e}"
+    );
+    assert!(e.starts_with("app/berth.toml:10:11:"), "{e}");
+    let e = error(
+        &SEED
+            .replace("max_instances = 20", "max_instances = 20\nstandby = 1")
+            .replace(
+                "[containers.my-container.class]",
+                "[containers.my-container.class]\nvolumes = [\"/data\"]",
+            ),
+    );
+    assert!(
+        e.contains("a class with volumes cannot keep standby containers"),
+        "{e}"
+    );
+}

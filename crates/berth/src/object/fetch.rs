@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 
 use super::error::{FetchError, StartError};
@@ -11,7 +11,10 @@ use super::instance::Instance;
 use super::live::Goal;
 use super::Object;
 use crate::activity::InFlight;
-use crate::http::{error_chain, Body, BoxError, TARGET_PORT_HEADER};
+use crate::http::{
+    encode_object_name, error_chain, Body, BoxError, OBJECT_ID_HEADER, OBJECT_NAME_HEADER,
+    TARGET_PORT_HEADER,
+};
 use crate::lifecycle::StopReason;
 use crate::proxy::{self, ProxyFailure};
 
@@ -130,7 +133,7 @@ impl Object {
     /// Sends `request` to `port` of `instance`, leased by the request.
     async fn forward<B>(
         &self,
-        request: Request<B>,
+        mut request: Request<B>,
         port: u16,
         in_flight: InFlight,
         instance: Arc<Instance>,
@@ -140,6 +143,7 @@ impl Object {
         B::Error: Into<BoxError>,
     {
         self.thaw(&instance).await?;
+        self.tell_identity(request.headers_mut());
         if !instance.endpoint().reaches(port) {
             return Err(FetchError::Start(Arc::new(StartError::PortUnreachable {
                 object: self.describe(),
@@ -188,6 +192,25 @@ impl Object {
                 })
             }
         }
+    }
+
+    /// Puts the object's name and id in the headers, in place of any the client sent.
+    fn tell_identity(&self, headers: &mut http::HeaderMap) {
+        let id = self.inner.id_header.get_or_init(|| {
+            HeaderValue::from_str(&self.inner.id.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        });
+        headers.insert(OBJECT_ID_HEADER, id.clone());
+        let name = self.name().map(|name| {
+            self.inner.name_header.get_or_init(|| {
+                HeaderValue::from_str(&encode_object_name(name))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""))
+            })
+        });
+        match name {
+            Some(name) => headers.insert(OBJECT_NAME_HEADER, name.clone()),
+            None => headers.remove(OBJECT_NAME_HEADER),
+        };
     }
 
     /// A healthy container and the request counted in flight on it, starting one if

@@ -32,6 +32,9 @@ pub(crate) struct Instance {
     /// Tells the monitor that the container became healthy, to run `on_start`.
     pub(crate) healthy: Notify,
     pub(crate) became_healthy: AtomicBool,
+    /// Set for a spare of the standby pool, which passed the class's readiness checks
+    /// before an object took it: the object's first wait for it need not ask again.
+    pub(crate) checked: AtomicBool,
     /// Tells the monitor to look at its deadlines again.
     pub(crate) wake: Notify,
     /// Set once, when the container has exited and its exit is recorded.
@@ -59,6 +62,24 @@ impl Instance {
         endpoint: Endpoint,
         started_at: Instant,
     ) -> Instance {
+        Instance::with_pool(
+            container_id,
+            version,
+            image,
+            Arc::new(Pool::new(endpoint)),
+            started_at,
+        )
+    }
+
+    /// An instance that reuses `pool`: the connections the standby pool's readiness
+    /// check opened to a spare, which its first requests then take.
+    pub(crate) fn with_pool(
+        container_id: String,
+        version: String,
+        image: String,
+        pool: Arc<Pool>,
+        started_at: Instant,
+    ) -> Instance {
         Instance {
             container_id,
             version,
@@ -66,9 +87,10 @@ impl Instance {
             serving: Activity::new(),
             started_at,
             started_at_ms: now_ms() - i64::try_from(started_at.elapsed().as_millis()).unwrap_or(0),
-            pool: Arc::new(Pool::new(endpoint)),
+            pool,
             healthy: Notify::new(),
             became_healthy: AtomicBool::new(false),
+            checked: AtomicBool::new(false),
             wake: Notify::new(),
             exited: watch::channel(None).0,
             paused: std::sync::Mutex::new(None),

@@ -14,9 +14,11 @@ mod fetch;
 mod hooks;
 mod instance;
 mod live;
+mod make;
 mod monitor;
 mod pause;
 mod ready;
+mod standby;
 mod start;
 mod stop;
 
@@ -42,6 +44,7 @@ pub(crate) use alarms::LEASE as ALARM_LEASE;
 pub use error::{ErrorKind, FetchError, Retry, Side, StartError};
 pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
 use live::{Goal, Phase};
+pub(crate) use standby::{keep as keep_standby, Standby};
 pub use start::StartTimings;
 
 /// What the objects of one class share.
@@ -64,6 +67,8 @@ pub(crate) struct Class {
     pub(crate) paused: PausedList,
     /// One permit per running container, so `max_instances` holds under concurrency.
     pub(crate) limit: Arc<Semaphore>,
+    /// Containers started and ready for objects that do not exist yet (`standby = N`).
+    pub(crate) standby: Standby,
 }
 
 /// The paused containers of a class: since when, whose, and which.
@@ -136,6 +141,8 @@ impl Class {
             }
         }
         *current = Arc::new(ClassVersion::new(options));
+        // The standby pool follows: spares of the old version go, new ones come.
+        self.standby.wake.notify_one();
     }
 }
 
@@ -146,6 +153,13 @@ pub struct StartOptions {
     pub env_vars: BTreeMap<String, String>,
     pub entrypoint: Option<Vec<String>>,
     pub enable_internet: Option<bool>,
+}
+
+impl StartOptions {
+    /// Whether they override nothing: such a start may take a standby spare.
+    pub fn is_empty(&self) -> bool {
+        self.env_vars.is_empty() && self.entrypoint.is_none() && self.enable_internet.is_none()
+    }
 }
 
 /// A handle on one live object. Cheap to clone; clones are the same object.
@@ -175,6 +189,9 @@ struct Inner {
     last_start: Mutex<Option<StartTimings>>,
     /// Set for the objects of a `keep_warm` pool: their containers never sleep.
     kept_awake: std::sync::atomic::AtomicBool,
+    /// The `berth-object-id` and `berth-object-name` headers, made once.
+    id_header: OnceLock<http::HeaderValue>,
+    name_header: OnceLock<http::HeaderValue>,
 }
 
 #[derive(Default)]
@@ -220,6 +237,8 @@ impl Object {
                 persisting: tokio::sync::Mutex::new(()),
                 kept_awake: std::sync::atomic::AtomicBool::new(false),
                 last_start: Mutex::new(None),
+                id_header: OnceLock::new(),
+                name_header: OnceLock::new(),
             }),
         };
         if let Some(name) = name {

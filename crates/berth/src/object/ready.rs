@@ -2,11 +2,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::StartError;
 use super::instance::{Exit, Instance};
 use super::start::EXIT_REPORT;
 use super::Object;
+use crate::class::ContainerClass;
 use crate::event::EventKind;
 use crate::lifecycle::{after, StopReason};
 use crate::readiness::{self, NotReady, Probe};
@@ -68,6 +70,10 @@ impl Object {
         instance: &Arc<Instance>,
         ports: Option<&[u16]>,
     ) -> Result<(), StartError> {
+        // A spare of the standby pool passed the class's checks just before it was taken.
+        if ports.is_none() && instance.checked.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
         let opts = self.options();
         let ports = ports
             .map(<[u16]>::to_vec)
@@ -96,41 +102,58 @@ impl Object {
                 port: *port,
             });
         }
-        let probe_port = opts.default_port.or(ports.first().copied());
-        let probe = match (&opts.ready, &opts.ping_endpoint, probe_port) {
-            (_, _, Some(port)) if !instance.endpoint().reaches(port) => None,
-            (Some(check), _, Some(port)) => Some(Probe::Ready { port, check }),
-            (None, Some(endpoint), Some(port)) => Some(Probe::Ping { port, endpoint }),
-            _ => None,
-        };
+        let probe = probe(&opts, instance.endpoint(), &ports);
         let limit = opts.port_ready_timeout;
         let deadline = after(limit);
         tokio::select! {
             ready = readiness::wait_until_ready(&instance.pool, &ports, probe, deadline) => {
-                ready.map_err(|not_ready| match not_ready {
-                    NotReady::Port(port) => StartError::PortTimeout {
-                        object: self.describe(),
-                        port,
-                        timeout: limit,
-                    },
-                    NotReady::Probe { port, endpoint } => StartError::ProbeTimeout {
-                        object: self.describe(),
-                        port,
-                        endpoint,
-                        timeout: limit,
-                    },
-                    NotReady::Check { port, path, last } => StartError::NotReady {
-                        object: self.describe(),
-                        port,
-                        path,
-                        last: last.map_or_else(|| "no answer".to_string(), |s| format!("status {s}")),
-                        timeout: limit,
-                    },
-                })
+                ready.map_err(|why| not_ready(self.describe(), why, limit))
             }
             exit = exited.wait_for(Option::is_some) => {
                 Err(exit_error(exit.ok().and_then(|e| e.clone())))
             }
         }
+    }
+}
+
+/// What must answer over HTTP, once `ports` open, for a container of the class `opts` to
+/// be ready: its `ready` check, or its ping endpoint, on its default port.
+pub(super) fn probe<'a>(
+    opts: &'a ContainerClass,
+    endpoint: &Endpoint,
+    ports: &[u16],
+) -> Option<Probe<'a>> {
+    let port = opts.default_port.or(ports.first().copied())?;
+    if !endpoint.reaches(port) {
+        return None;
+    }
+    match (&opts.ready, &opts.ping_endpoint) {
+        (Some(check), _) => Some(Probe::Ready { port, check }),
+        (None, Some(endpoint)) => Some(Probe::Ping { port, endpoint }),
+        _ => None,
+    }
+}
+
+/// The error of a container that was not ready within `limit`.
+pub(super) fn not_ready(object: String, why: NotReady, limit: Duration) -> StartError {
+    match why {
+        NotReady::Port(port) => StartError::PortTimeout {
+            object,
+            port,
+            timeout: limit,
+        },
+        NotReady::Probe { port, endpoint } => StartError::ProbeTimeout {
+            object,
+            port,
+            endpoint,
+            timeout: limit,
+        },
+        NotReady::Check { port, path, last } => StartError::NotReady {
+            object,
+            port,
+            path,
+            last: last.map_or_else(|| "no answer".to_string(), |s| format!("status {s}")),
+            timeout: limit,
+        },
     }
 }

@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use super::error::StartError;
 use super::hooks::ObjectError;
 use super::instance::Instance;
 use super::live::{Goal, Phase};
+use super::make::Owner;
+use super::standby::Spare;
 use super::{monitor, Attempts, Object, StartOptions};
-use crate::egress::Policy;
 use crate::event::EventKind;
-use crate::runtime::{ContainerInfo, ContainerSpec, Created, Endpoint, Identity, VolumeMount};
+use crate::runtime::ContainerInfo;
 
 /// How long a new start waits for the object's previous container to exit.
 pub(super) const EXIT_REPORT: Duration = Duration::from_secs(30);
@@ -29,22 +30,6 @@ pub struct StartTimings {
     /// From the engine's start until the container's ports answered; `None` until they
     /// did, or if the start did not wait for them.
     pub ready: Option<Duration>,
-}
-
-/// A container the engine created and started, not yet the object's.
-struct Made {
-    created: Created,
-    version: String,
-    image: String,
-    endpoint: Endpoint,
-    began: Instant,
-    created_in: Duration,
-}
-
-/// What a container the object adopts runs.
-struct Running {
-    version: String,
-    image: String,
 }
 
 impl Object {
@@ -192,81 +177,34 @@ impl Object {
         self.await_ready(&instance, ports).await
     }
 
-    /// What a new container of this object is made of: the class's options, overridden
-    /// by `options`.
-    fn spec(&self, options: Option<&StartOptions>) -> ContainerSpec {
-        let class = &self.inner.class;
-        let opts = class.current();
-        let mut env = opts.env_vars.clone();
-        let mut entrypoint = opts.entrypoint.clone();
-        let mut enable_internet = opts.enable_internet;
-        if let Some(o) = options {
-            env.extend(o.env_vars.clone());
-            entrypoint = o.entrypoint.clone().or(entrypoint);
-            enable_internet = o.enable_internet.unwrap_or(enable_internet);
-        }
-        let mut ports = opts.ready_ports();
-        ports.extend(opts.default_port);
-        ports.sort_unstable();
-        ports.dedup();
-        let (nano_cpus, memory_bytes) = match opts.instance_type {
-            Some(t) => (
-                (t.vcpu * 1e9) as i64,
-                i64::try_from(t.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
-            ),
-            None => (0, 0),
-        };
-        let identity = Identity {
-            app: class.app.name.clone(),
-            class: opts.name.clone(),
-            object_id: self.inner.id,
-            object_name: self.name().map(str::to_string),
-            session: class.app.lease.id().to_string(),
-            host: class.app.lease.host().to_string(),
-            version: opts.version.clone(),
-        };
-        let owner = class.app.store.owner();
-        let volumes = opts
-            .volumes
-            .iter()
-            .map(|path| VolumeMount {
-                name: VolumeMount::name_for(&identity, owner, path),
-                path: path.clone(),
-                owner: owner.to_string(),
-            })
-            .collect();
-        ContainerSpec {
-            identity,
-            volumes,
-            image: opts.image.clone(),
-            env,
-            entrypoint,
-            labels: opts.labels.clone(),
-            ports,
-            egress: Policy {
-                internet: enable_internet,
-                allowed: opts.allowed_hosts.clone(),
-                denied: opts.denied_hosts.clone(),
-            },
-            init: opts.init,
-            nano_cpus,
-            memory_bytes,
-        }
-    }
-
-    /// Creates and starts a container, and hands it to a monitor task.
+    /// Takes a spare of the standby pool, or creates and starts a container, and hands it
+    /// to a monitor task.
     async fn launch(&self, options: Option<&StartOptions>) -> Result<Arc<Instance>, StartError> {
         let class = &self.inner.class;
-        let permit =
-            class
-                .limit
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| StartError::LimitReached {
+        // A start with options of its own needs a container made for it.
+        if options.is_none_or(StartOptions::is_empty) {
+            if let Some(spare) = class.standby.take(class, &self.options().version) {
+                return Ok(self.assign(spare).await);
+            }
+        }
+        let permit = match class.limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => class
+                .standby
+                .evict(class)
+                .await
+                .ok_or_else(|| StartError::LimitReached {
                     class: self.class_name().to_string(),
                     max: self.options().max_instances,
-                })?;
-        let made = self.create_and_start(options).await?;
+                })?,
+        };
+        let owner = Owner {
+            object_id: self.inner.id,
+            object_name: self.name(),
+            standby: false,
+        };
+        let spec = class.spec(&owner, options);
+        let made = class.make(spec, &self.describe()).await?;
         let (metrics, labels) = self.metrics();
         let started_in = made.began.elapsed().saturating_sub(made.created_in);
         metrics.cold_start(labels, made.created_in, started_in);
@@ -282,97 +220,39 @@ impl Object {
                 elapsed: made.began.elapsed(),
             },
         );
-        let running = Running {
-            version: made.version,
-            image: made.image,
-        };
-        Ok(self
-            .adopt(made.created.id, running, made.endpoint, made.began, permit)
-            .await)
+        let instance = Instance::new(
+            made.created.id,
+            made.version,
+            made.image,
+            made.endpoint,
+            made.began,
+        );
+        Ok(self.adopt(instance, permit).await)
     }
 
-    /// The engine's create and start, within `start_timeout`. A container that was
-    /// created but could not be started is removed.
-    async fn create_and_start(&self, options: Option<&StartOptions>) -> Result<Made, StartError> {
-        let spec = self.spec(options);
-        let (version, image) = (spec.identity.version.clone(), spec.image.clone());
-        let began = Instant::now();
-        let start_timeout = self.options().start_timeout;
-        let runtime_error = |source| StartError::Runtime {
-            object: self.describe(),
-            source,
-        };
-        let timed_out = || StartError::StartTimeout {
-            object: self.describe(),
-            timeout: start_timeout,
-        };
-        let runtime = self.app().runtime.clone();
-        let mut create = self.app().spawn(async move { runtime.create(&spec).await });
-        let created = match timeout(start_timeout, &mut create).await {
-            Ok(Ok(created)) => created.map_err(runtime_error)?,
-            Ok(Err(_)) => {
-                return Err(StartError::Interrupted {
-                    object: self.describe(),
-                })
-            }
-            Err(_) => {
-                // The engine may still create it: remove it once it has.
-                let runtime = self.app().runtime.clone();
-                self.app().spawn(async move {
-                    if let Ok(Ok(created)) = create.await {
-                        let _ = runtime.remove(&created.id).await;
-                    }
-                });
-                return Err(timed_out());
-            }
-        };
-        let created_in = began.elapsed();
-        let started = timeout(
-            start_timeout.saturating_sub(began.elapsed()),
-            self.runtime().start(&created.id),
-        )
-        .await;
-        match started {
-            Ok(Ok(endpoint)) => Ok(Made {
-                created,
-                version,
-                image,
-                endpoint,
-                began,
-                created_in,
-            }),
-            failed => {
-                if let Err(e) = self.runtime().remove(&created.id).await {
-                    tracing::warn!(
-                        "could not remove container {} after a failed start: {e}",
-                        created.id
-                    );
-                }
-                Err(match failed {
-                    Ok(Err(e)) => runtime_error(e),
-                    _ => timed_out(),
-                })
-            }
-        }
+    /// Makes a spare of the standby pool this object's container.
+    async fn assign(&self, spare: Spare) -> Arc<Instance> {
+        let took = Instant::now();
+        // The spare's own start, which no request waited for.
+        self.keep_start_timings(Some(spare.timings));
+        let (container_id, container_name) =
+            (spare.container_id.clone(), spare.container_name.clone());
+        let (instance, permit) = spare.into_instance(took);
+        let instance = self.adopt(instance, permit).await;
+        self.emit(
+            &container_id,
+            EventKind::Assigned {
+                container_name,
+                elapsed: took.elapsed(),
+            },
+        );
+        instance
     }
 
-    /// Makes `container_id` this object's running container and starts its monitor,
-    /// before anything else that could be cut short: a container never runs unwatched.
-    async fn adopt(
-        &self,
-        container_id: String,
-        running: Running,
-        endpoint: Endpoint,
-        started_at: Instant,
-        permit: OwnedSemaphorePermit,
-    ) -> Arc<Instance> {
-        let instance = Arc::new(Instance::new(
-            container_id,
-            running.version,
-            running.image,
-            endpoint,
-            started_at,
-        ));
+    /// Makes `instance` this object's running container and starts its monitor, before
+    /// anything else that could be cut short: a container never runs unwatched.
+    async fn adopt(&self, instance: Instance, permit: OwnedSemaphorePermit) -> Arc<Instance> {
+        let instance = Arc::new(instance);
         self.phase().adopt(instance.clone());
         self.inner.activity.renew();
         self.app()
@@ -419,7 +299,8 @@ impl Object {
                     && info
                         .identity
                         .as_ref()
-                        .is_some_and(|i| i.object_id == self.inner.id)
+                        // A spare's labels name no object; the store said it is this one's.
+                        .is_some_and(|i| i.object_id == self.inner.id || i.standby)
                     && self.is_current(&info) =>
             {
                 match (
@@ -431,13 +312,14 @@ impl Object {
                         // Its start was another process's, and was not measured here.
                         self.keep_start_timings(None);
                         let current = self.inner.class.current();
-                        let running = Running {
-                            version: current.version.clone(),
-                            image: current.image.clone(),
-                        };
-                        let instance =
-                            self.adopt(container_id, running, endpoint, Instant::now(), permit);
-                        return Some(instance.await);
+                        let instance = Instance::new(
+                            container_id,
+                            current.version.clone(),
+                            current.image.clone(),
+                            endpoint,
+                            Instant::now(),
+                        );
+                        return Some(self.adopt(instance, permit).await);
                     }
                     _ => {
                         let _ = self.runtime().remove(&container_id).await;

@@ -556,6 +556,12 @@ impl App {
                 c.requests += 1;
             }
         }
+        // Like an app of a standby pool: its name from the request, else its own.
+        let told = request
+            .headers()
+            .get(crate::http::OBJECT_NAME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let path = request.uri().path().to_string();
         let mut parts = path.trim_start_matches('/').splitn(2, '/');
         let (verb, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -565,7 +571,14 @@ impl App {
             Ok(response)
         };
         match (verb, arg.parse::<u64>()) {
-            ("", _) => text(StatusCode::OK, format!("ok {}", self.name)),
+            ("", _) => text(
+                StatusCode::OK,
+                format!("ok {}", told.as_deref().unwrap_or(&self.name)),
+            ),
+            ("identity", _) => text(
+                StatusCode::OK,
+                format!("started as {:?}, told {told:?}", self.name),
+            ),
             ("sleep", Ok(ms)) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 text(StatusCode::OK, format!("slept {ms} ms"))

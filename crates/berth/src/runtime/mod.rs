@@ -48,6 +48,10 @@ pub struct Identity {
     /// that a later berth process re-adopts it only if the class has not changed since;
     /// empty for containers of older berth versions.
     pub version: String,
+    /// A spare of the class's standby pool: started before any object needed it, so its
+    /// `object_id` is its own until an object takes it, and the store then records whose
+    /// it is (labels cannot change once a container exists).
+    pub standby: bool,
 }
 
 /// Which containers [`Runtime::list`] returns: those of an app, narrowed down further.
@@ -548,6 +552,7 @@ mod tests {
             session: "s".into(),
             host: "h".into(),
             version: String::new(),
+            standby: false,
         };
         let data = VolumeMount::name_for(&identity, "0123456789abcdef", "/data");
         assert!(data.starts_with("berth-shop-my-cart-01234567-"), "{data}");

@@ -252,6 +252,25 @@ impl Store {
         .await
     }
 
+    /// The object that records `container_id` as its container, if one does: how a spare
+    /// of a standby pool, whose labels name no object, is found again after a restart.
+    pub async fn object_with_container(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
+        let container_id = container_id.to_string();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT namespace, id, name, state, exit_code, container_id, started_at_ms, updated_at_ms
+                 FROM objects WHERE container_id = ?1 LIMIT 1",
+                params![container_id],
+                row_to_record,
+            )
+            .optional()
+        })
+        .await
+    }
+
     pub async fn load_object(
         &self,
         namespace: &str,

@@ -11,5 +11,6 @@ mod pause;
 mod recovery;
 mod rollout;
 mod sleep;
+mod standby;
 mod starts;
 mod stops;

@@ -24,6 +24,7 @@ async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> Strin
             session: "0123456789abcdef".into(),
             host: String::new(),
             version: String::new(),
+            standby: false,
         },
         image: IMAGE.into(),
         env: Default::default(),

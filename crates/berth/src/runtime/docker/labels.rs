@@ -16,6 +16,7 @@ pub const OBJECT_NAME: &str = "berth.object-name";
 pub const SESSION: &str = "berth.session";
 pub const HOST: &str = "berth.host";
 pub const VERSION: &str = "berth.version";
+pub const STANDBY: &str = "berth.standby";
 
 /// The labels that carry `identity`, added to the class's own `extra` labels (berth's
 /// win on a clash, so that a class cannot disguise its containers).
@@ -38,6 +39,11 @@ pub(super) fn render(
     ] {
         labels.insert(key.to_string(), value);
     }
+    if identity.standby {
+        labels.insert(STANDBY.to_string(), "true".to_string());
+    } else {
+        labels.remove(STANDBY);
+    }
     labels
 }
 
@@ -52,6 +58,7 @@ pub(super) fn parse(labels: &BTreeMap<String, String>) -> Option<Identity> {
         session: labels.get(SESSION)?.clone(),
         host: labels.get(HOST).cloned().unwrap_or_default(),
         version: labels.get(VERSION).cloned().unwrap_or_default(),
+        standby: labels.get(STANDBY).is_some_and(|v| v == "true"),
     })
 }
 
@@ -72,9 +79,10 @@ pub(super) fn filters(selector: &Selector) -> Vec<String> {
 pub(super) fn container_name(identity: &Identity, serial: u64) -> String {
     let session: String = identity.session.chars().take(6).collect();
     format!(
-        "berth-{}-{}-{}-{}{serial}",
+        "berth-{}-{}-{}{}-{}{serial}",
         name_part(&identity.app),
         name_part(&identity.class),
+        if identity.standby { "standby-" } else { "" },
         identity.object_id.short(),
         name_part(&session),
     )
@@ -125,6 +133,7 @@ mod tests {
             session: "0123456789abcdef".into(),
             host: "machine".into(),
             version: String::new(),
+            standby: false,
         }
     }
 
