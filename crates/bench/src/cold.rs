@@ -48,7 +48,7 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<Duration> 
 
 /// The baseline: what it takes without berth to go from an image to a container's first
 /// answer, polled as often as berth could notice it.
-async fn docker_run(fixture: &Fixture, i: usize) -> anyhow::Result<Duration> {
+pub async fn docker_run(fixture: &Fixture, i: usize) -> anyhow::Result<Duration> {
     let spec = fixture.baseline_spec(&format!("baseline-{i}"));
     let runtime = &fixture.runtime;
     let started = Instant::now();

@@ -16,6 +16,7 @@ mod pause;
 mod scale;
 mod sleep;
 mod stampede;
+mod standby;
 mod stats;
 mod table;
 mod warm;
@@ -48,7 +49,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cold,warm,stampede,scale,names,sleep,pause"
+        default_value = "cold,warm,stampede,scale,names,sleep,pause,standby"
     )]
     only: Vec<String>,
     /// The static server binary that goes into the image.
@@ -110,8 +111,8 @@ fn main() -> anyhow::Result<()> {
 /// Runs the measurements asked for, in a fixed order: the stampede is set against the cold
 /// start's median when both run. The containers go away even when one fails.
 async fn measure(cli: &Cli) -> anyhow::Result<()> {
-    const KNOWN: [&str; 8] = [
-        "cold", "warm", "metrics", "stampede", "scale", "names", "sleep", "pause",
+    const KNOWN: [&str; 9] = [
+        "cold", "warm", "metrics", "stampede", "scale", "names", "sleep", "pause", "standby",
     ];
     if let Some(unknown) = cli.only.iter().find(|o| !KNOWN.contains(&o.as_str())) {
         anyhow::bail!(
@@ -147,6 +148,9 @@ async fn measure(cli: &Cli) -> anyhow::Result<()> {
         }
         if wants("pause") {
             pause::run(&fixture, cli.samples).await?;
+        }
+        if wants("standby") {
+            standby::run(&fixture, cli.samples).await?;
         }
         anyhow::Ok(())
     }

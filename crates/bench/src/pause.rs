@@ -84,6 +84,68 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<()> {
         )
         .ratios("paused / stopped", tail(&p).into_iter().zip(tail(&s)), 3)
         .print();
+    memory(fixture).await
+}
+
+/// How many containers the memory measurement runs.
+const MEMORY_N: usize = 10;
+
+/// The memory of N paused containers against the same N running (idle, after one
+/// request each), as the engine reports each container's cgroup: a pause keeps it all.
+async fn memory(fixture: &Fixture) -> anyhow::Result<()> {
+    let mut class = ContainerClass::new("Memory", &fixture.image);
+    class.default_port = Some(8080);
+    // Long enough for all of them to start, one after another, before the first pauses.
+    class.sleep_after = Duration::from_secs(10);
+    class.sleep_mode = SleepMode::Pause;
+    let pauser = fixture.app.namespace(class, Arc::new(NoHooks));
+    let objects: Vec<Object> = (0..MEMORY_N)
+        .map(|i| pauser.get_by_name(&format!("memory-{i}")))
+        .collect();
+    let total = |objects: &[Object]| {
+        let objects = objects.to_vec();
+        async move {
+            let mut sum = 0u64;
+            let list = fixture
+                .runtime
+                .list(&berth::runtime::Selector::app("bench"))
+                .await?;
+            for object in &objects {
+                let id = list
+                    .iter()
+                    .find(|c| {
+                        c.identity
+                            .as_ref()
+                            .is_some_and(|i| i.object_id == object.id())
+                    })
+                    .map(|c| c.id.clone())
+                    .context("a container of the memory measurement")?;
+                sum += fixture.runtime.memory(&id).await?.unwrap_or(0);
+            }
+            anyhow::Ok(sum)
+        }
+    };
+    for object in &objects {
+        fetch_ok(object).await?;
+    }
+    // Idle but running, before they pause.
+    let running = total(&objects).await?;
+    for object in &objects {
+        settle(object, Some(State::Paused)).await?;
+    }
+    let paused = total(&objects).await?;
+    for object in &objects {
+        object.destroy().await?;
+    }
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+    println!("## Memory of {MEMORY_N} paused containers against {MEMORY_N} running\n");
+    println!("| | memory (sum of the containers' cgroups) |\n|---|---|");
+    println!("| {MEMORY_N} running, idle (baseline) | {} |", mib(running));
+    println!("| {MEMORY_N} paused | {} |", mib(paused));
+    println!(
+        "| paused / running | {:.3} |\n",
+        paused as f64 / running.max(1) as f64
+    );
     Ok(())
 }
 

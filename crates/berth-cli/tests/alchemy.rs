@@ -338,6 +338,48 @@ async fn the_container_class_hooks_run_in_javascript() {
     );
 }
 
+const ON_PAUSE: &str = r#"override onPause() {
+    console.log(`paused, and still: ${this.field}`);
+  }
+
+  override onStop() {"#;
+
+/// `sleepMode = "pause"`: the JS class's `onPause` runs on the instance `onStart` made,
+/// and a request thaws the same container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_pause_runs_in_javascript_when_the_container_is_paused() {
+    let app = alchemy_app("pause-hook", None);
+    let class = app.dir.join("src/container.ts");
+    let source = std::fs::read_to_string(&class).expect("container.ts");
+    let source = source
+        .replace(
+            "sleepAfter = \"3m\"",
+            "sleepAfter = \"2s\";\n  sleepMode = \"pause\"",
+        )
+        .replace("override onStart() {", ON_START)
+        .replace("override onStop() {", ON_PAUSE);
+    for needle in ["sleepMode = \"pause\"", "onPause", "storage.put"] {
+        assert!(source.contains(needle), "{needle} in {source}");
+    }
+    std::fs::write(&class, source).expect("container.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    let paused = "paused, and still: set by onStart";
+    let log = stderr_within(&berth, paused, Duration::from_secs(60));
+    assert!(log.contains(paused), "{log}");
+    assert!(
+        !log.contains("Container successfully shut down"),
+        "a pause is no stop:\n{log}"
+    );
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    let thawed = "thawed in";
+    let log = stderr_within(&berth, thawed, Duration::from_secs(10));
+    assert!(log.contains(thawed), "{log}");
+}
+
 const EXPIRY: &str = r#"expiries = 0;
   override async onActivityExpired() {
     this.expiries++;

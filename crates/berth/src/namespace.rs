@@ -180,6 +180,11 @@ impl Namespace {
         self.inner.class.current().options.clone()
     }
 
+    /// How many spares of the standby pool (`standby = N`) are ready right now.
+    pub fn standby_ready(&self) -> usize {
+        self.inner.class.standby.ready()
+    }
+
     /// The image new containers of the class run.
     pub fn image(&self) -> String {
         self.inner.class.image()

@@ -599,3 +599,99 @@ async fn an_app_without_a_sigterm_handler_stops_when_asked_under_the_init_proces
     );
     assert!(t.containers().await.is_empty());
 }
+
+/// `standby = 2`: two containers start after the class's first; a new name is served by one
+/// of them, which learns the name from berth's headers (never from a client's), and the
+/// pool refills; the spares carry the standby label and go at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_name_is_served_by_a_standby_container_that_learns_its_name_from_headers() {
+    let t = TestApp::new("standby").await;
+    let mut class = t.class("Spare").await;
+    class.standby = 2;
+    class.max_instances = 4;
+    let ns = t.app.namespace(class, Arc::new(NoHooks));
+    // The pool opens with the class's first start.
+    let (status, _) = text(ns.get_by_name("primer").fetch(request("/")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let spares = || async {
+        let mut ids: Vec<String> = t
+            .containers()
+            .await
+            .into_iter()
+            .filter(|c| c.running && c.labels.get(labels::STANDBY).is_some_and(|v| v == "true"))
+            .map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            ns.standby_ready() == 2
+        })
+        .await,
+        "two spares start and are ready after the class's first start"
+    );
+    let mut events = t.app.events();
+    let before = spares().await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    for info in t.containers().await {
+        if before.contains(&info.id) {
+            assert_eq!(info.identity.map(|i| i.object_name), Some(None));
+        }
+    }
+    let name = "alpha/β";
+    let mut spoofed = request("/headers");
+    spoofed
+        .headers_mut()
+        .insert("berth-object-name", "mallory".parse().expect("header"));
+    let (status, headers) = text(ns.get_by_name(name).fetch(spoofed).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers.contains("berth-object-name: alpha%2F%CE%B2\n"),
+        "{headers}"
+    );
+    assert!(!headers.contains("mallory"), "{headers}");
+    let id = ns.id_from_name(name).to_string();
+    assert!(
+        headers.contains(&format!("berth-object-id: {id}\n")),
+        "{headers}"
+    );
+    let assigned = loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an assigned event")
+            .expect("events");
+        if matches!(event.kind, berth::EventKind::Assigned { .. }) {
+            break event;
+        }
+        assert!(
+            !matches!(event.kind, berth::EventKind::Started { .. }),
+            "no container was started for the request: {event}"
+        );
+    };
+    assert!(
+        before.contains(&assigned.container_id),
+        "{assigned} {before:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            ns.standby_ready() == 2 && t.containers().await.len() == 4
+        })
+        .await,
+        "the pool refills: the primer's, alpha's and two spares: {:?}",
+        t.containers()
+            .await
+            .iter()
+            .map(|c| (c.name.clone(), c.running))
+            .collect::<Vec<_>>()
+    );
+    // The name's container stays its own: the next request reaches the same one.
+    let (_, first) = text(ns.get_by_name(name).fetch(request("/hit")).await).await;
+    let (_, again) = text(ns.get_by_name(name).fetch(request("/hit")).await).await;
+    assert_eq!((first.as_str(), again.as_str()), ("1", "2"));
+    assert_eq!(t.app.shutdown().await.expect("shutdown"), 4);
+    assert!(
+        t.containers().await.is_empty(),
+        "spares removed at shutdown"
+    );
+}

@@ -1,5 +1,5 @@
 //! A container class's own code: berth's lifecycle hooks ([`Hooks`]) call the
-//! same-named methods (`onStart`, `onStop`, `onError`, `onActivityExpired`) of a JS
+//! same-named methods (`onStart`, `onStop`, `onPause`, `onError`, `onActivityExpired`) of a JS
 //! instance of the class, in a runtime of the worker whose entrypoint exports it.
 //!
 //! Each object's hooks go to one runtime of the worker (chosen by its id), which keeps
@@ -61,7 +61,7 @@ pub(super) struct HookCall {
     /// The object's id, in hex.
     pub id: String,
     pub name: Option<String>,
-    /// `onStart`, `onStop`, `onError` or `onActivityExpired`.
+    /// `onStart`, `onStop`, `onPause`, `onError` or `onActivityExpired`.
     pub hook: &'static str,
     /// The hook's argument, as JSON (`null` for none).
     pub arg: String,
@@ -159,6 +159,10 @@ impl Hooks for JsHooks {
             "reason": reason(params.reason),
         });
         self.call(object, "onStop", arg.to_string()).await;
+    }
+
+    async fn on_pause(&self, object: &Object) {
+        self.call(object, "onPause", "null".into()).await;
     }
 
     async fn on_error(&self, object: &Object, error: &ObjectError) {

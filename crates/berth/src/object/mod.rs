@@ -176,6 +176,8 @@ struct Inner {
     activity: Arc<Activity>,
     /// Held for the whole of a start (and while the store is first read).
     starts: Arc<tokio::sync::Mutex<Attempts>>,
+    /// Told when a start ends, however it ended, to wake everyone who waits for it.
+    start_ended: tokio::sync::Notify,
     /// The number of the last start that finished, so that callers who queued behind a
     /// failed start get its error instead of starting again.
     finished_attempts: AtomicU64,
@@ -232,6 +234,7 @@ impl Object {
                 phase: Mutex::new(Phase::Unloaded),
                 activity: Activity::new(),
                 starts: Arc::default(),
+                start_ended: tokio::sync::Notify::new(),
                 finished_attempts: AtomicU64::new(0),
                 stops: AtomicU64::new(0),
                 persisting: tokio::sync::Mutex::new(()),
@@ -490,6 +493,13 @@ impl Object {
             .app()
             .spawn(async move { object.write_state().await })
             .await;
+    }
+
+    /// Records the state without waiting for the store: each write takes the state of
+    /// its own moment, so a later one never records an older state.
+    fn persist_later(&self) {
+        let object = self.clone();
+        self.app().spawn(async move { object.write_state().await });
     }
 
     /// Writes go one at a time and each takes the state of its own moment, so the last

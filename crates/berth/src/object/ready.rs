@@ -30,9 +30,15 @@ impl Object {
         self.phase().set_readying(instance, false);
         match &result {
             Ok(()) => {
+                // A spare's request need not wait for the store: the record follows.
+                let spare = instance.checked.swap(false, Ordering::AcqRel);
                 if self.phase().become_healthy(instance) {
                     self.inner.activity.renew();
-                    self.persist().await;
+                    if spare {
+                        self.persist_later();
+                    } else {
+                        self.persist().await;
+                    }
                     instance.became_healthy.store(true, Ordering::Release);
                     instance.healthy.notify_one();
                     let (metrics, labels) = self.metrics();
@@ -71,7 +77,7 @@ impl Object {
         ports: Option<&[u16]>,
     ) -> Result<(), StartError> {
         // A spare of the standby pool passed the class's checks just before it was taken.
-        if ports.is_none() && instance.checked.swap(false, Ordering::AcqRel) {
+        if ports.is_none() && instance.checked.load(Ordering::Acquire) {
             return Ok(());
         }
         let opts = self.options();

@@ -15,6 +15,7 @@ use super::make::Owner;
 use super::standby::Spare;
 use super::{monitor, Attempts, Object, StartOptions};
 use crate::event::EventKind;
+use crate::lifecycle::after;
 use crate::runtime::ContainerInfo;
 
 /// How long a new start waits for the object's previous container to exit.
@@ -51,7 +52,22 @@ impl Object {
         // A stop asked for from now on ends this start, even while it waits its turn.
         let stops = self.inner.stops.load(Ordering::Acquire);
         let arrived = self.inner.finished_attempts.load(Ordering::Acquire);
-        let attempts = self.inner.starts.clone().lock_owned().await;
+        // Callers that queue behind a start are woken all at once when it ends, not one
+        // after another through the lock: a stampede of a thousand first requests then
+        // goes on together. Only those the start did not satisfy take the lock.
+        let attempts = loop {
+            let ended = self.inner.start_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.phase().reached(&goal) {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                attempts = self.inner.starts.clone().lock_owned() => break attempts,
+                () = &mut ended => {}
+            }
+        };
         if self.phase().reached(&goal) {
             return Ok(());
         }
@@ -92,6 +108,9 @@ impl Object {
             .store(number, Ordering::Release);
         if let Err(error) = &result {
             attempts.last_failure = Some((number, error.clone()));
+        }
+        self.inner.start_ended.notify_waiters();
+        if let Err(error) = &result {
             if let Some(cause) = error.cause() {
                 let (metrics, labels) = self.metrics();
                 metrics.failed_start(labels, cause);
@@ -181,22 +200,37 @@ impl Object {
     /// to a monitor task.
     async fn launch(&self, options: Option<&StartOptions>) -> Result<Arc<Instance>, StartError> {
         let class = &self.inner.class;
-        // A start with options of its own needs a container made for it.
-        if options.is_none_or(StartOptions::is_empty) {
-            if let Some(spare) = class.standby.take(class, &self.options().version) {
-                return Ok(self.assign(spare).await);
+        class.standby.open();
+        let current = self.options();
+        // A start with options of its own needs a container made for it; so does an
+        // object with volumes, which a spare was not made with.
+        let may_take = options.is_none_or(StartOptions::is_empty) && current.volumes.is_empty();
+        if may_take {
+            if let Some(spare) = class.standby.take(class, &current.version) {
+                return Ok(self.assign(spare));
             }
         }
+        let limit_reached = || StartError::LimitReached {
+            class: self.class_name().to_string(),
+            max: current.max_instances,
+        };
         let permit = match class.limit.clone().try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => class
-                .standby
-                .evict(class)
-                .await
-                .ok_or_else(|| StartError::LimitReached {
-                    class: self.class_name().to_string(),
-                    max: self.options().max_instances,
-                })?,
+            Err(_) => match class.standby.evict(class).await {
+                Some(permit) => permit,
+                // A spare on its way (being started, or one of an old version being
+                // removed) is worth waiting for, rather than a 503.
+                None => match class
+                    .standby
+                    .wait(class, &current.version, after(current.start_timeout))
+                    .await
+                {
+                    Some(Ok(spare)) if may_take => return Ok(self.assign(spare)),
+                    Some(Ok(spare)) => class.standby.surrender(class, spare).await,
+                    Some(Err(permit)) => permit,
+                    None => return Err(limit_reached()),
+                },
+            },
         };
         let owner = Owner {
             object_id: self.inner.id,
@@ -230,15 +264,22 @@ impl Object {
         Ok(self.adopt(instance, permit).await)
     }
 
-    /// Makes a spare of the standby pool this object's container.
-    async fn assign(&self, spare: Spare) -> Arc<Instance> {
+    /// Makes a spare of the standby pool this object's container, and starts its monitor.
+    fn assign(&self, spare: Spare) -> Arc<Instance> {
         let took = Instant::now();
         // The spare's own start, which no request waited for.
         self.keep_start_timings(Some(spare.timings));
         let (container_id, container_name) =
             (spare.container_id.clone(), spare.container_name.clone());
         let (instance, permit) = spare.into_instance(took);
-        let instance = self.adopt(instance, permit).await;
+        let instance = Arc::new(instance);
+        self.phase().adopt(instance.clone());
+        self.inner.activity.renew();
+        self.app()
+            .spawn(monitor::monitor(self.clone(), instance.clone(), permit));
+        // The request need not wait for the store: should berth die before the record
+        // is written, the spare is removed at the next start, as any unassigned one.
+        self.persist_later();
         self.emit(
             &container_id,
             EventKind::Assigned {

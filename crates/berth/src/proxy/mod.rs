@@ -67,6 +67,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .filter(|name| !(upgrade && name == header::UPGRADE))
+        // The object's identity is berth's to tell, whatever a client's Connection says.
+        .filter(|name| !name.as_str().starts_with("berth-object-"))
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);

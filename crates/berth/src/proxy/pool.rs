@@ -24,10 +24,13 @@ use crate::runtime::Endpoint;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per container.
 const MAX_IDLE: usize = 256;
-/// Open connections per container past which a request waits briefly for one to free up.
+/// Open connections per container past which a request waits for one to free up.
 const BUSY_CONNECTIONS: usize = 64;
-/// How long it waits before opening one more anyway.
+/// How long it waits before opening one more anyway, if no connection came back
+/// meanwhile: the open ones are all held (long requests, streams), not merely busy.
 const REUSE_WAIT: Duration = Duration::from_millis(2);
+/// The longest a request stays in line for a connection, even while they cycle.
+const MAX_REUSE_WAIT: Duration = Duration::from_millis(100);
 
 /// Keep-alive connections to one container's ports.
 pub struct Pool {
@@ -37,6 +40,9 @@ pub struct Pool {
     open: Arc<AtomicUsize>,
     /// Signalled when a connection comes back to the pool.
     returned: tokio::sync::Notify,
+    /// How many times a connection came back: a waiter that sees it move knows the
+    /// connections cycle, and stays in line rather than open one more.
+    returns: AtomicUsize,
 }
 
 struct Idle {
@@ -58,6 +64,7 @@ impl Pool {
             idle: std::sync::Mutex::default(),
             open: Arc::default(),
             returned: tokio::sync::Notify::new(),
+            returns: AtomicUsize::new(0),
         }
     }
 
@@ -103,6 +110,7 @@ impl Pool {
                 sender,
             });
             drop(idle);
+            self.returns.fetch_add(1, Ordering::AcqRel);
             self.returned.notify_one();
         }
     }
@@ -139,8 +147,10 @@ impl Pool {
     /// Sends `request` on a pooled connection (or a new one). A pooled connection that
     /// turns out closed before the request went out is replaced by another.
     ///
-    /// Past [`BUSY_CONNECTIONS`] open connections, a request first waits a moment for one
-    /// to come back: a stampede then reuses connections instead of opening one each.
+    /// Past [`BUSY_CONNECTIONS`] open connections, a request waits for one to come back,
+    /// for as long as connections keep coming back within [`REUSE_WAIT`]: a stampede then
+    /// reuses connections instead of opening one each, which on a small machine costs
+    /// more than the wait. When none comes back within it, it opens one more.
     pub(super) async fn send(
         &self,
         port: u16,
@@ -148,6 +158,8 @@ impl Pool {
     ) -> Result<(Response<Incoming>, Conn), ProxyFailure> {
         let mut request = request;
         let mut waited = false;
+        let mut seen = self.returns.load(Ordering::Acquire);
+        let arrived = tokio::time::Instant::now();
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
@@ -167,10 +179,12 @@ impl Pool {
                     },
                 }
             }
-            if waited || self.open.load(Ordering::Acquire) < BUSY_CONNECTIONS {
+            let returns = self.returns.load(Ordering::Acquire);
+            let stalled = waited && (returns == seen || arrived.elapsed() >= MAX_REUSE_WAIT);
+            if stalled || self.open.load(Ordering::Acquire) < BUSY_CONNECTIONS {
                 return self.send_fresh(port, request).await;
             }
-            waited = true;
+            (waited, seen) = (true, returns);
             let _ = tokio::time::timeout(REUSE_WAIT, returned).await;
         }
     }

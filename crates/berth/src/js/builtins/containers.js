@@ -1,7 +1,7 @@
 // berth's `@cloudflare/containers`: the Container class with the defaults of Cloudflare's
 // library, so that berth can read a subclass's options by instantiating it, and the
 // helpers that reach containers through a binding (see serve.js). berth runs the
-// container itself; the class's hooks (onStart, onStop, onError, onActivityExpired) run
+// container itself; the class's hooks (onStart, onStop, onPause, onError, onActivityExpired) run
 // in the worker's runtime (see hooks.js), and a worker reaches the container through a
 // stub.
 import { DurableObject } from "cloudflare:workers";
@@ -85,6 +85,8 @@ export class Container extends DurableObject {
   renewActivityTimeout() {}
   onStart() {}
   onStop() {}
+  // berth's own: the container was paused (sleepMode = "pause"); onStop comes when it stops.
+  onPause() {}
   onError(error) { throw error; }
   async onActivityExpired() { await this.stop(); }
 }

@@ -124,7 +124,7 @@
     const kept = instances.get(hex);
     if (!kept) return;
     const status = await kept.getState().then((s) => s.status, () => "stopped");
-    if (!["running", "healthy", "stopping"].includes(status)) instances.delete(hex);
+    if (!["running", "healthy", "paused", "stopping"].includes(status)) instances.delete(hex);
   };
 
   // A request for an object whose class has a `fetch` of its own (serve.js).
@@ -152,6 +152,9 @@
         } finally {
           instances.delete(hex);
         }
+        return "";
+      case "onPause":
+        await instance.onPause();
         return "";
       case "onError":
         await instance.onError(new Error(JSON.parse(arg)));
