@@ -83,6 +83,10 @@ impl Census for Objects {
                 let state = object.container_state().map(|s| s.as_str());
                 count(labels, state, object.in_flight());
             }
+            // The spares of its standby pool, ready for objects that do not exist yet.
+            for _ in 0..namespace.standby_ready() {
+                count(labels, Some("standby"), 0);
+            }
         }
     }
 }
@@ -428,9 +432,10 @@ pub struct ObjectStatus {
     pub memory_bytes: Option<u64>,
 }
 
-/// Every object recorded in `store` (of `app` only, if given). A record of a running container is only as good as
-/// the engine's word for it: with a `runtime` to ask, containers that no longer run are
-/// shown stopped. Records of several apps (an app renamed over the same state) are each
+/// Every object recorded in `store` (of `app` only, if given), and, with a `runtime` to
+/// ask, the spares of standby pools as rows in state `standby`. A record of a running
+/// container is only as good as the engine's word for it: with a `runtime`, containers
+/// that no longer run are shown stopped. Records of several apps (an app renamed over the same state) are each
 /// checked against their own app's containers.
 pub async fn list_objects(
     store: &Store,
@@ -439,20 +444,46 @@ pub async fn list_objects(
 ) -> Result<Vec<ObjectStatus>, StoreError> {
     let records = store.objects_of(app).await?;
     let mut running = std::collections::HashMap::new();
+    let mut spares = Vec::new();
     if let Some(runtime) = runtime {
-        for record in &records {
-            let app = app_of(&record.namespace).to_string();
-            if running.contains_key(&app) {
-                continue;
+        let mut apps: Vec<String> = records
+            .iter()
+            .map(|r| app_of(&r.namespace).to_string())
+            .chain(app.map(str::to_string))
+            .collect();
+        apps.sort();
+        apps.dedup();
+        let recorded: std::collections::HashSet<&str> = records
+            .iter()
+            .filter_map(|r| r.container_id.as_deref())
+            .collect();
+        for app in apps {
+            let found = runtime.list(&Selector::app(&app)).await.ok();
+            // Spares of a standby pool that no object took: no record names them.
+            for c in found.iter().flatten() {
+                if let Some(i) = c.identity.as_ref().filter(|i| i.standby && c.running) {
+                    if !recorded.contains(c.id.as_str()) {
+                        spares.push(ObjectStatus {
+                            app: app.clone(),
+                            class: i.class.clone(),
+                            name: None,
+                            id: i.object_id.to_string(),
+                            state: "standby".to_string(),
+                            exit_code: None,
+                            uptime_seconds: None,
+                            container_id: Some(c.id.clone()),
+                            memory_bytes: None,
+                        });
+                    }
+                }
             }
-            let ids: Option<std::collections::HashSet<String>> =
-                runtime.list(&Selector::app(&app)).await.ok().map(|found| {
-                    found
-                        .into_iter()
-                        .filter(|c| c.running)
-                        .map(|c| c.id)
-                        .collect()
-                });
+            let ids: Option<std::collections::HashSet<String>> = found.map(|found| {
+                found
+                    .into_iter()
+                    .filter(|c| c.running)
+                    .map(|c| c.id)
+                    .collect()
+            });
             running.insert(app, ids);
         }
     }
@@ -488,6 +519,7 @@ pub async fn list_objects(
             }
         })
         .collect();
+    rows.extend(spares);
     // A paused container's memory stays allocated: show how much.
     if let Some(runtime) = runtime {
         for row in rows

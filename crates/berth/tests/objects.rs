@@ -685,6 +685,23 @@ async fn a_new_name_is_served_by_a_standby_container_that_learns_its_name_from_h
             .map(|c| (c.name.clone(), c.running))
             .collect::<Vec<_>>()
     );
+    // `berth ps` shows the spares nobody took as such, and alpha's as alpha's.
+    let rows = t.app.objects().await.expect("objects");
+    let standby = rows.iter().filter(|r| r.state == "standby").count();
+    assert_eq!(standby, 2, "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r.name.as_deref() == Some(name)
+            && r.state == "healthy"
+            && r.container_id.as_deref() == Some(assigned.container_id.as_str())),
+        "{rows:?}"
+    );
+    let metrics = t.app.metrics().encode().expect("metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("berth_instances{")
+            && l.contains("state=\"standby\"")
+            && l.ends_with(" 2")),
+        "{metrics}"
+    );
     // The name's container stays its own: the next request reaches the same one.
     let (_, first) = text(ns.get_by_name(name).fetch(request("/hit")).await).await;
     let (_, again) = text(ns.get_by_name(name).fetch(request("/hit")).await).await;
