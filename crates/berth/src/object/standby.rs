@@ -181,7 +181,7 @@ impl Standby {
     }
 
     /// Removes a spare taken out of the pool and gives its permit.
-    pub(super) async fn surrender(&self, class: &Arc<Class>, spare: Spare) -> OwnedSemaphorePermit {
+    pub(super) async fn surrender(&self, class: &Class, spare: Spare) -> OwnedSemaphorePermit {
         spare.stop_watching();
         if let Err(e) = class.app.runtime.remove(&spare.container_id).await {
             tracing::warn!(
@@ -468,16 +468,10 @@ impl Class {
         });
     }
 
+    /// Removes a spare and gives its permit back, then tells whoever waits for a slot.
     async fn remove_spare(&self, spare: Spare) {
-        spare.stop_watching();
-        if let Err(e) = self.app.runtime.remove(&spare.container_id).await {
-            tracing::warn!(
-                "could not remove standby container {}: {e}",
-                spare.container_id
-            );
-        }
-        drop(spare.permit);
-        self.standby.wake.notify_one();
+        drop(self.standby.surrender(self, spare).await);
+        self.standby.changed.notify_waiters();
     }
 
     /// Events of the pool, which belongs to no object.
@@ -516,15 +510,9 @@ async fn watch(class: Weak<Class>, container_id: String) {
         );
         class.standby.note_failure();
         // This task is the spare's watch: it must not abort itself before removing it.
-        if let Err(e) = class.app.runtime.remove(&spare.container_id).await {
-            tracing::warn!(
-                "could not remove standby container {}: {e}",
-                spare.container_id
-            );
-        }
-        drop(spare.permit);
-        class.standby.wake.notify_one();
-        class.standby.changed.notify_waiters();
+        let mut spare = spare;
+        spare.watch = None;
+        class.remove_spare(spare).await;
     }
 }
 
