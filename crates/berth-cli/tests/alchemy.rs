@@ -277,6 +277,20 @@ fn stderr_within(berth: &Berth, needle: &str, limit: Duration) -> String {
     }
 }
 
+/// Rewrites the example's `src/container.ts` with `edits` (each a text and what replaces
+/// it), and checks that each of `needles` is in the result.
+fn edit_class(app: &AppDir, edits: &[(&str, &str)], needles: &[&str]) {
+    let class = app.dir.join("src/container.ts");
+    let mut source = std::fs::read_to_string(&class).expect("container.ts");
+    for (from, to) in edits {
+        source = source.replace(from, to);
+    }
+    for needle in needles {
+        assert!(source.contains(needle), "{needle} in {source}");
+    }
+    std::fs::write(&class, source).expect("container.ts");
+}
+
 const ON_START: &str = r#"field = "unset";
   override async onStart() {
     this.field = "set by onStart";
@@ -291,18 +305,17 @@ const ON_STOP: &str = r#"override async onStop(params: { exitCode: number; reaso
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_container_class_hooks_run_in_javascript() {
     let app = alchemy_app("hooks", None);
-    let class = app.dir.join("src/container.ts");
-    let source = std::fs::read_to_string(&class).expect("container.ts");
     // Also: onStart's instance keeps its fields until onStop, and ctx.storage keeps
     // what onStart put.
-    let source = source
-        .replace("sleepAfter = \"3m\"", "sleepAfter = \"2s\"")
-        .replace("override onStart() {", ON_START)
-        .replace("override onStop() {", ON_STOP);
-    for needle in ["sleepAfter = \"2s\"", "storage.put", "storage.get"] {
-        assert!(source.contains(needle), "{needle} in {source}");
-    }
-    std::fs::write(&class, source).expect("container.ts");
+    edit_class(
+        &app,
+        &[
+            ("sleepAfter = \"3m\"", "sleepAfter = \"2s\""),
+            ("override onStart() {", ON_START),
+            ("override onStop() {", ON_STOP),
+        ],
+        &["sleepAfter = \"2s\"", "storage.put", "storage.get"],
+    );
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     let (status, body) = http(&addr, "/", &[]);
@@ -349,19 +362,18 @@ const ON_PAUSE: &str = r#"override onPause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_pause_runs_in_javascript_when_the_container_is_paused() {
     let app = alchemy_app("pause-hook", None);
-    let class = app.dir.join("src/container.ts");
-    let source = std::fs::read_to_string(&class).expect("container.ts");
-    let source = source
-        .replace(
-            "sleepAfter = \"3m\"",
-            "sleepAfter = \"2s\";\n  sleepMode = \"pause\"",
-        )
-        .replace("override onStart() {", ON_START)
-        .replace("override onStop() {", ON_PAUSE);
-    for needle in ["sleepMode = \"pause\"", "onPause", "storage.put"] {
-        assert!(source.contains(needle), "{needle} in {source}");
-    }
-    std::fs::write(&class, source).expect("container.ts");
+    edit_class(
+        &app,
+        &[
+            (
+                "sleepAfter = \"3m\"",
+                "sleepAfter = \"2s\";\n  sleepMode = \"pause\"",
+            ),
+            ("override onStart() {", ON_START),
+            ("override onStop() {", ON_PAUSE),
+        ],
+        &["sleepMode = \"pause\"", "onPause", "storage.put"],
+    );
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     let (status, body) = http(&addr, "/", &[]);
@@ -392,19 +404,18 @@ const EXPIRY: &str = r#"expiries = 0;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_loops_is_cut_off_and_on_activity_expired_keeps_the_container_awake() {
     let app = alchemy_app("hook-expiry", None);
-    let class = app.dir.join("src/container.ts");
-    let source = std::fs::read_to_string(&class).expect("container.ts");
-    let source = source
-        .replace("sleepAfter = \"3m\"", "sleepAfter = \"2s\"")
-        .replace(
-            "override onStart() {",
-            "override onStart() {\n    while (true) {}",
-        )
-        .replace("override onStop() {", EXPIRY);
-    for needle in ["sleepAfter = \"2s\"", "while (true)", "onActivityExpired"] {
-        assert!(source.contains(needle), "{needle} in {source}");
-    }
-    std::fs::write(&class, source).expect("container.ts");
+    edit_class(
+        &app,
+        &[
+            ("sleepAfter = \"3m\"", "sleepAfter = \"2s\""),
+            (
+                "override onStart() {",
+                "override onStart() {\n    while (true) {}",
+            ),
+            ("override onStop() {", EXPIRY),
+        ],
+        &["sleepAfter = \"2s\"", "while (true)", "onActivityExpired"],
+    );
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     let (status, body) = http(&addr, "/", &[]);
@@ -470,11 +481,11 @@ const SCHEDULE: &str = r#"override async onStart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_class_reaches_its_container_from_hooks_and_schedules() {
     let app = alchemy_app("schedule", None);
-    let class = app.dir.join("src/container.ts");
-    let source = std::fs::read_to_string(&class).expect("container.ts");
-    let source = source.replace("override onStart() {", SCHEDULE);
-    assert!(source.contains("this.schedule(1"), "{source}");
-    std::fs::write(&class, source).expect("container.ts");
+    edit_class(
+        &app,
+        &[("override onStart() {", SCHEDULE)],
+        &["this.schedule(1"],
+    );
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
@@ -568,11 +579,11 @@ const OWN_FETCH: &str = r#"count = 0;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_with_a_fetch_of_its_own_answers_for_its_objects() {
     let app = alchemy_app("own-fetch", None);
-    let class = app.dir.join("src/container.ts");
-    let source = std::fs::read_to_string(&class).expect("container.ts");
-    let source = source.replace("override onStop() {", OWN_FETCH);
-    assert!(source.contains("containerFetch(request)"), "{source}");
-    std::fs::write(&class, source).expect("container.ts");
+    edit_class(
+        &app,
+        &[("override onStop() {", OWN_FETCH)],
+        &["containerFetch(request)"],
+    );
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
 

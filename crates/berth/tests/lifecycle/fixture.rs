@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth::runtime::fake::{Behaviour, FakeRuntime};
+use berth::runtime::{ContainerSpec, Identity, Runtime};
+use berth::store::ObjectRecord;
 use berth::{
-    App, Body, ContainerClass, Event, Hooks, Namespace, Object, ObjectError, StopParams, Store,
+    App, Body, ContainerClass, Event, Hooks, Namespace, Object, ObjectError, State, StopParams,
+    Store,
 };
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -154,4 +157,59 @@ pub async fn settle() {
     for _ in 0..10 {
         sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// The identity of `object`'s container as an earlier berth, whose session has ended,
+/// left it: its session is dead, so a recovery may take it over.
+pub fn left_identity(f: &Fixture, object: &str) -> Identity {
+    Identity {
+        app: f.app.name().to_string(),
+        class: "Fake".into(),
+        object_id: f.ns.id_from_name(object),
+        object_name: Some(object.into()),
+        session: "0123456789abcdef".into(),
+        host: String::new(),
+        version: String::new(),
+        standby: false,
+    }
+}
+
+/// A running container of [`IMAGE`] with `identity`, as an earlier berth left it, and,
+/// when `owner` is given, `store`'s record that it is that object's healthy container.
+pub async fn left_behind(
+    f: &Fixture,
+    store: &Store,
+    identity: Identity,
+    owner: Option<&str>,
+) -> String {
+    let spec = ContainerSpec {
+        identity,
+        image: IMAGE.into(),
+        env: Default::default(),
+        entrypoint: None,
+        labels: Default::default(),
+        ports: vec![8080],
+        egress: berth::egress::Policy::open(),
+        init: true,
+        nano_cpus: 0,
+        memory_bytes: 0,
+        volumes: Vec::new(),
+    };
+    let created = f.fake.create(&spec).await.expect("create");
+    f.fake.start(&created.id).await.expect("start");
+    if let Some(name) = owner {
+        store
+            .save_object(ObjectRecord {
+                namespace: f.ns.key().to_string(),
+                id: f.ns.id_from_name(name).to_string(),
+                name: Some(name.into()),
+                state: State::Healthy,
+                container_id: Some(created.id.clone()),
+                started_at_ms: Some(0),
+                updated_at_ms: 0,
+            })
+            .await
+            .expect("save");
+    }
+    created.id
 }

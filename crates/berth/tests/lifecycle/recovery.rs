@@ -4,61 +4,23 @@ use std::task::Poll;
 use std::time::Duration;
 
 use berth::runtime::fake::{Behaviour, FakeRuntime};
-use berth::runtime::{ContainerSpec, Identity};
-use berth::store::ObjectRecord;
-use berth::{EventKind, Runtime, State, Store};
+use berth::{EventKind, Store};
 use http::StatusCode;
 use tokio::time::sleep;
 
 use crate::fixture::*;
 
 /// A container that an earlier session left running, as its store recorded it.
-async fn leftover(fixture: &Fixture, fake: &FakeRuntime, store: &Store) -> String {
-    let id = fixture.ns.id_from_name("alpha");
-    let spec = ContainerSpec {
-        identity: Identity {
-            app: fixture.app.name().to_string(),
-            class: "Fake".into(),
-            object_id: id,
-            object_name: Some("alpha".into()),
-            session: "0123456789abcdef".into(),
-            host: String::new(),
-            version: String::new(),
-            standby: false,
-        },
-        image: IMAGE.into(),
-        env: Default::default(),
-        entrypoint: None,
-        labels: Default::default(),
-        ports: vec![8080],
-        egress: berth::egress::Policy::open(),
-        init: true,
-        nano_cpus: 0,
-        memory_bytes: 0,
-        volumes: Vec::new(),
-    };
-    let created = fake.create(&spec).await.expect("create");
-    fake.start(&created.id).await.expect("start");
-    store
-        .save_object(ObjectRecord {
-            namespace: fixture.ns.key().to_string(),
-            id: id.to_string(),
-            name: Some("alpha".into()),
-            state: State::Healthy,
-            container_id: Some(created.id.clone()),
-            started_at_ms: Some(0),
-            updated_at_ms: 0,
-        })
-        .await
-        .expect("save");
-    created.id
+async fn leftover(fixture: &Fixture, store: &Store) -> String {
+    let identity = left_identity(fixture, "alpha");
+    left_behind(fixture, store, identity, Some("alpha")).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_healthy_leftover_is_readopted_and_serves() {
     let (fake, store) = (FakeRuntime::new(), Store::in_memory().expect("store"));
     let f = Fixture::on(fake.clone(), Behaviour::default(), |_| {}, store.clone());
-    let container = leftover(&f, &fake, &store).await;
+    let container = leftover(&f, &store).await;
     let recovery = f.app.recover().await.expect("recover");
     assert_eq!((recovery.adopted, recovery.removed), (1, 0));
     let object = f.ns.get_by_name("alpha");
@@ -77,7 +39,7 @@ async fn a_healthy_leftover_is_readopted_and_serves() {
 async fn an_abandoned_recover_leaves_no_container_unwatched() {
     let (fake, store) = (FakeRuntime::new(), Store::in_memory().expect("store"));
     let mut f = Fixture::on(fake.clone(), Behaviour::default(), |_| {}, store.clone());
-    leftover(&f, &fake, &store).await;
+    leftover(&f, &store).await;
     let app = f.app.clone();
     let mut recovering = Box::pin(app.recover());
     let mut adopted = false;

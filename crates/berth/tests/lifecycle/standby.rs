@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth::runtime::fake::Behaviour;
-use berth::runtime::{ContainerSpec, Identity, Runtime};
-use berth::store::ObjectRecord;
-use berth::{EventKind, Signal, StartOptions, State, Store};
+use berth::runtime::Identity;
+use berth::{EventKind, Signal, StartOptions, Store};
 use http::StatusCode;
 use tokio::time::sleep;
 
@@ -286,45 +285,14 @@ async fn shutdown_removes_the_spares() {
 /// A spare an earlier berth left, as the engine holds it: its own id, no name, and the
 /// `standby` label. `owner` is the object the store records it for, if any.
 async fn left_spare(f: &Fixture, store: &Store, owner: Option<&str>, serial: u8) -> String {
-    let spec = ContainerSpec {
-        identity: Identity {
-            app: f.app.name().to_string(),
-            class: "Fake".into(),
-            object_id: f.ns.id_from_name(&format!("spare-{serial}")),
-            object_name: None,
-            session: "0123456789abcdef".into(),
-            host: String::new(),
-            version: f.ns.options().version(),
-            standby: true,
-        },
-        image: IMAGE.into(),
-        env: Default::default(),
-        entrypoint: None,
-        labels: Default::default(),
-        ports: vec![8080],
-        egress: berth::egress::Policy::open(),
-        init: true,
-        nano_cpus: 0,
-        memory_bytes: 0,
-        volumes: Vec::new(),
+    let identity = Identity {
+        object_id: f.ns.id_from_name(&format!("spare-{serial}")),
+        object_name: None,
+        version: f.ns.options().version(),
+        standby: true,
+        ..left_identity(f, "")
     };
-    let created = f.fake.create(&spec).await.expect("create");
-    f.fake.start(&created.id).await.expect("start");
-    if let Some(name) = owner {
-        store
-            .save_object(ObjectRecord {
-                namespace: f.ns.key().to_string(),
-                id: f.ns.id_from_name(name).to_string(),
-                name: Some(name.into()),
-                state: State::Healthy,
-                container_id: Some(created.id.clone()),
-                started_at_ms: Some(0),
-                updated_at_ms: 0,
-            })
-            .await
-            .expect("save");
-    }
-    created.id
+    left_behind(f, store, identity, owner).await
 }
 
 /// A berth that restarts finds a spare an object took by the store's record, since the
