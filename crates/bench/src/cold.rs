@@ -32,15 +32,14 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<Duration> 
     }
     let (b, d) = (Stats::of(&berth), Stats::of(&baseline));
     let det = Stats::of(&detection);
-    let tail = |s: &Stats| [s.median, s.p95, s.p99];
     println!("## Cold start ({samples} samples each, interleaved)\n");
     Table::new(["", "median", "p95", "p99"])
-        .times("docker run + first answer (baseline)", tail(&d))
-        .times("berth: request to a stopped name", tail(&b))
-        .ratios("berth / baseline", tail(&b).into_iter().zip(tail(&d)), 3)
+        .times("docker run + first answer (baseline)", d.tail())
+        .times("berth: request to a stopped name", b.tail())
+        .ratios("berth / baseline", b.tail().into_iter().zip(d.tail()), 3)
         .times(
             format!("port open → berth healthy ({} samples)", det.n),
-            tail(&det),
+            det.tail(),
         )
         .print();
     Ok(b.median)

@@ -71,18 +71,17 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<()> {
         Stats::of(&from_stop),
         Stats::of(&unpause),
     );
-    let tail = |s: &Stats| [s.median, s.p95, s.p99];
     println!("## Wake from pause ({samples} samples each, interleaved)\n");
     Table::new(["", "median", "p95", "p99"])
-        .times("docker unpause (CLI) + first answer (baseline)", tail(&u))
-        .times("berth: request to a paused name", tail(&p))
-        .times("berth: request to a stopped name", tail(&s))
+        .times("docker unpause (CLI) + first answer (baseline)", u.tail())
+        .times("berth: request to a paused name", p.tail())
+        .times("berth: request to a stopped name", s.tail())
         .ratios(
             "paused / docker unpause",
-            tail(&p).into_iter().zip(tail(&u)),
+            p.tail().into_iter().zip(u.tail()),
             3,
         )
-        .ratios("paused / stopped", tail(&p).into_iter().zip(tail(&s)), 3)
+        .ratios("paused / stopped", p.tail().into_iter().zip(s.tail()), 3)
         .print();
     memory(fixture).await
 }

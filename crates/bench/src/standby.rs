@@ -54,20 +54,19 @@ pub async fn run(fixture: &Fixture, samples: usize) -> anyhow::Result<()> {
         object.destroy().await?;
     }
     let (s, c, d) = (Stats::of(&standby), Stats::of(&cold), Stats::of(&baseline));
-    let tail = |s: &Stats| [s.median, s.p95, s.p99];
     println!("## A new name from the standby pool ({samples} samples each, interleaved)\n");
     Table::new(["", "median", "p95", "p99"])
-        .times("docker run + first answer (baseline)", tail(&d))
-        .times("berth: new name, cold start", tail(&c))
-        .times("berth: new name, from the standby pool", tail(&s))
+        .times("docker run + first answer (baseline)", d.tail())
+        .times("berth: new name, cold start", c.tail())
+        .times("berth: new name, from the standby pool", s.tail())
         .ratios(
             "standby / docker run",
-            tail(&s).into_iter().zip(tail(&d)),
+            s.tail().into_iter().zip(d.tail()),
             3,
         )
         .ratios(
             "standby / cold start",
-            tail(&s).into_iter().zip(tail(&c)),
+            s.tail().into_iter().zip(c.tail()),
             3,
         )
         .print();

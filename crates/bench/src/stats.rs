@@ -13,6 +13,11 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The median, p95 and p99: the columns of the benchmarks' latency tables.
+    pub fn tail(&self) -> [Duration; 3] {
+        [self.median, self.p95, self.p99]
+    }
+
     pub fn of(samples: &[Duration]) -> Stats {
         let mut sorted = samples.to_vec();
         sorted.sort();
