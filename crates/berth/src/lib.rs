@@ -80,6 +80,7 @@ pub use object::{
 };
 pub use router::Router;
 pub use runtime::docker::{DockerRuntime, Reach};
+pub use runtime::swarm::SwarmRuntime;
 pub use runtime::{ExitStatus, Runtime, RuntimeError, Signal};
 pub use store::{Storage, Store};
 pub use worker::{Binding, Env, Worker};

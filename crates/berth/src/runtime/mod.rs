@@ -9,6 +9,7 @@
 pub mod docker;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -425,6 +425,22 @@ echo "$tag""#;
     run_cmd(Command::new("sh").args(["-c", script])).await
 }
 
+/// `attempt` until it succeeds, for up to 20 s: what a new task answers once it is live.
+pub async fn eventually<T, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let result = attempt().await;
+        if result.is_ok() || Instant::now() > deadline {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Removes what run `run` made on the host, with the std library: it runs from `Drop`.
 fn remove_run(run: &str) {
     let filter = format!("label={LABEL}={run}");

@@ -1,22 +1,34 @@
-//! berth on a real 3-node Docker Swarm (`cargo test --test swarm`): the cluster is built
-//! on this machine's Docker Engine by [`cluster`], once for all the tests of this target,
-//! which run one after another on it.
+//! berth on a real 3-node Docker Swarm (`cargo test --test swarm`). The cluster is built
+//! on this machine's Docker Engine by [`cluster`] once, and the scenarios run one after
+//! another on it: a cluster takes 5-10 s to build, and three at once would crowd 2 cores.
+
+#[path = "../common/mod.rs"]
+mod common;
 
 mod cluster;
 mod dns;
+mod runtime;
 
 use std::time::Duration;
 
 use cluster::{Cluster, Options, OVERLAY};
 
-/// The cluster: its nodes form, a `dnsrr` service on the attachable overlay answers a
-/// container on another node at its task address, and no DNS question leaves the machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_forms_and_asks_no_outside_resolver() {
+async fn swarm() {
     let mut options = Options::new();
     options.heartbeat = Duration::from_secs(1);
+    options.images.push(common::image().await);
     let cluster = Cluster::up(options).await;
     eprintln!("cluster up in {:?}", cluster.setup);
+    the_cluster_forms_and_asks_no_outside_resolver(&cluster).await;
+    runtime::objects_spread_over_the_nodes_each_with_its_own_identity(&cluster).await;
+    runtime::concurrent_creates_of_one_object_make_one_service(&cluster).await;
+    runtime::a_stop_ends_the_task_and_a_removal_leaves_nothing(&cluster).await;
+}
+
+/// The cluster: its nodes form, a `dnsrr` service on the attachable overlay answers a
+/// container on another node at its task address, and no DNS question leaves the machine.
+async fn the_cluster_forms_and_asks_no_outside_resolver(cluster: &Cluster) {
     let manager = cluster.manager();
     let nodes = cluster::run(manager.docker().args([
         "node",
@@ -57,14 +69,7 @@ async fn the_cluster_forms_and_asks_no_outside_resolver() {
         "/etc",
     ]))
     .await;
-    let mut answer = Err(String::new());
-    for _ in 0..100 {
-        answer = cluster.get(1, "tasks.hello", 8080, "/hostname").await;
-        if answer.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let answer = cluster::eventually(|| cluster.get(1, "tasks.hello", 8080, "/hostname")).await;
     assert!(
         answer.is_ok(),
         "node 2 reaches the service on node 1: {answer:?}"

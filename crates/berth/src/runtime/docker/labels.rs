@@ -20,7 +20,7 @@ pub const STANDBY: &str = "berth.standby";
 
 /// The labels that carry `identity`, added to the class's own `extra` labels (berth's
 /// win on a clash, so that a class cannot disguise its containers).
-pub(super) fn render(
+pub(crate) fn render(
     identity: &Identity,
     extra: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
@@ -48,7 +48,7 @@ pub(super) fn render(
 }
 
 /// The identity that `labels` carry, if they carry a whole one.
-pub(super) fn parse(labels: &BTreeMap<String, String>) -> Option<Identity> {
+pub(crate) fn parse(labels: &BTreeMap<String, String>) -> Option<Identity> {
     let name = labels.get(OBJECT_NAME)?;
     Some(Identity {
         app: labels.get(APP)?.clone(),
@@ -63,7 +63,7 @@ pub(super) fn parse(labels: &BTreeMap<String, String>) -> Option<Identity> {
 }
 
 /// Docker's label filters for `selector`.
-pub(super) fn filters(selector: &Selector) -> Vec<String> {
+pub(crate) fn filters(selector: &Selector) -> Vec<String> {
     let mut filters = vec![format!("{APP}={}", selector.app)];
     if let Some(session) = &selector.session {
         filters.push(format!("{SESSION}={session}"));

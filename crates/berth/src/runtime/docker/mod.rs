@@ -416,35 +416,10 @@ impl Runtime for DockerRuntime {
                 .as_secs();
             options = options.since(i32::try_from(secs).unwrap_or(i32::MAX));
         }
-        let mut stream = self.docker.logs(id, Some(options.build()));
-        let mut partial = [String::new(), String::new()];
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.error("follow the logs of container", id, e))?;
-            let (which, text) = match chunk {
-                LogOutput::StdErr { message } => (Stream::Stderr, message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    (Stream::Stdout, message)
-                }
-                LogOutput::StdIn { .. } => continue,
-            };
-            let buffer = &mut partial[usize::from(which == Stream::Stderr)];
-            buffer.push_str(&String::from_utf8_lossy(&text));
-            while let Some(end) = buffer.find('\n') {
-                let line: String = buffer.drain(..=end).collect();
-                let output = stamped(which, line.trim_end_matches(['\n', '\r']));
-                if since.is_some_and(|since| output.time <= since) {
-                    continue;
-                }
-                if lines.send(output).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        for (which, rest) in [(Stream::Stdout, &partial[0]), (Stream::Stderr, &partial[1])] {
-            if !rest.is_empty() {
-                let _ = lines.send(stamped(which, rest)).await;
-            }
-        }
+        let stream = self.docker.logs(id, Some(options.build()));
+        forward_lines(stream, since, lines)
+            .await
+            .map_err(|e| self.error("follow the logs of container", id, e))?;
         Ok(())
     }
 
@@ -522,6 +497,43 @@ impl Runtime for DockerRuntime {
         }
         Ok(found)
     }
+}
+
+/// Sends the lines of an engine log stream (`timestamps=1`) after `since` to `lines`,
+/// until the stream ends or the receiver is dropped.
+pub(crate) async fn forward_lines(
+    mut stream: impl futures_util::Stream<Item = Result<LogOutput, BollardError>> + Unpin,
+    since: Option<SystemTime>,
+    lines: tokio::sync::mpsc::Sender<Output>,
+) -> Result<(), BollardError> {
+    let mut partial = [String::new(), String::new()];
+    while let Some(chunk) = stream.next().await {
+        let (which, text) = match chunk? {
+            LogOutput::StdErr { message } => (Stream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (Stream::Stdout, message)
+            }
+            LogOutput::StdIn { .. } => continue,
+        };
+        let buffer = &mut partial[usize::from(which == Stream::Stderr)];
+        buffer.push_str(&String::from_utf8_lossy(&text));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let output = stamped(which, line.trim_end_matches(['\n', '\r']));
+            if since.is_some_and(|since| output.time <= since) {
+                continue;
+            }
+            if lines.send(output).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    for (which, rest) in [(Stream::Stdout, &partial[0]), (Stream::Stderr, &partial[1])] {
+        if !rest.is_empty() {
+            let _ = lines.send(stamped(which, rest)).await;
+        }
+    }
+    Ok(())
 }
 
 /// A line of the engine's log with `timestamps=1`: its time, a space, the text. A line

@@ -1,0 +1,558 @@
+//! Docker Swarm: each berth container is a service of one replica (see [`spec`]), created
+//! through a manager's API. Swarm's managers place it on a node and refuse a second
+//! service of the same name, which is what keeps one live container per object across
+//! the cluster: a create that conflicts adopts the service that is there.
+//!
+//! berth must run on the overlay network itself to reach a task: the address of a
+//! service's task is asked of the overlay's DNS at each connection ([`dns`]), so a task
+//! that Swarm moved to another node is found where it is now.
+//!
+//! Swarm cannot signal a task, pause it, or give it a volume of berth's: a stop scales
+//! the service to 0 (Swarm sends SIGTERM, then SIGKILL after its grace period), a kill
+//! removes it, and classes with `volumes`, `sleep_mode = "pause"` or an egress policy are
+//! refused with an error that says so.
+
+pub mod dns;
+mod spec;
+
+pub use spec::service_name;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::{NetworkCreateRequest, Service, Task, TaskState};
+use bollard::query_parameters::{
+    ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
+    UpdateServiceOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
+
+use super::docker::{forward_lines, labels};
+use super::{
+    Conn, ContainerInfo, ContainerSpec, Created, Dial, Endpoint, ExitStatus, Output, Runtime,
+    RuntimeError, Selector, Signal, VolumeInfo,
+};
+
+/// The attachable overlay network that berth's services and routers share by default.
+pub const DEFAULT_NETWORK: &str = "berth";
+
+const HINT: &str = "point --docker-host (or DOCKER_HOST) at a Swarm manager's API";
+/// How often a task's state is read while berth waits for it.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a service may take to get a running task: the image may still be loading.
+const START_LIMIT: Duration = Duration::from_secs(300);
+
+/// A [`Runtime`] over a Docker Swarm manager's API.
+pub struct SwarmRuntime {
+    docker: Docker,
+    host: String,
+    network: String,
+    dns: SocketAddr,
+    network_ready: OnceCell<()>,
+}
+
+impl SwarmRuntime {
+    /// Connects to the manager at `host` (`unix:///path`, `tcp://host:port`); services
+    /// join overlay network `network`, made attachable if it does not exist.
+    pub async fn connect_to(host: &str, network: &str) -> Result<SwarmRuntime, RuntimeError> {
+        let unreachable = |e: BollardError| RuntimeError::Unreachable {
+            engine: format!("the Swarm manager at {host}"),
+            reason: e.to_string(),
+            hint: HINT,
+        };
+        let docker = Docker::connect_with_host(host).map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        let info = docker.info().await.map_err(unreachable)?;
+        let manager = info
+            .swarm
+            .as_ref()
+            .and_then(|s| s.control_available)
+            .unwrap_or(false);
+        if !manager {
+            return Err(RuntimeError::Unreachable {
+                engine: format!("the Docker Engine at {host}"),
+                reason: "it is not a Swarm manager".into(),
+                hint: "run `docker swarm init` there, or point at a manager node",
+            });
+        }
+        Ok(SwarmRuntime {
+            docker,
+            host: host.to_string(),
+            network: network.to_string(),
+            dns: dns::EMBEDDED_DNS,
+            network_ready: OnceCell::new(),
+        })
+    }
+
+    /// Asks `server` for task addresses instead of the embedded DNS of the container
+    /// berth runs in.
+    pub fn with_dns(mut self, server: SocketAddr) -> SwarmRuntime {
+        self.dns = server;
+        self
+    }
+
+    /// The underlying client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn engine(&self) -> String {
+        format!("the Swarm manager at {}", self.host)
+    }
+
+    fn error(&self, operation: &'static str, target: &str, e: BollardError) -> RuntimeError {
+        let engine = self.engine();
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            } => RuntimeError::NotFound {
+                engine,
+                container: target.to_string(),
+            },
+            BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine {
+                engine,
+                operation,
+                target: target.to_string(),
+                message,
+            },
+            other => RuntimeError::Unreachable {
+                engine,
+                reason: other.to_string(),
+                hint: HINT,
+            },
+        }
+    }
+
+    fn refuse(&self, target: &str, message: &str) -> RuntimeError {
+        RuntimeError::Engine {
+            engine: self.engine(),
+            operation: "create a service for",
+            target: target.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    async fn ensure_network(&self) -> Result<(), RuntimeError> {
+        self.network_ready
+            .get_or_try_init(|| async {
+                if self
+                    .docker
+                    .inspect_network(&self.network, None)
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                let request = NetworkCreateRequest {
+                    name: self.network.clone(),
+                    driver: Some("overlay".into()),
+                    attachable: Some(true),
+                    labels: Some(HashMap::from([(
+                        "berth.network".to_string(),
+                        "overlay".to_string(),
+                    )])),
+                    ..Default::default()
+                };
+                match self.docker.create_network(request).await {
+                    Ok(_) => Ok(()),
+                    Err(BollardError::DockerResponseServerError {
+                        status_code: 409, ..
+                    }) => Ok(()),
+                    Err(e) => Err(self.error("create overlay network", &self.network, e)),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    async fn service(&self, id: &str) -> Result<Service, RuntimeError> {
+        self.docker
+            .inspect_service(id, None)
+            .await
+            .map_err(|e| self.error("inspect service", id, e))
+    }
+
+    /// The service's task that counts: the one Swarm wants running, else the newest.
+    async fn task(&self, id: &str) -> Result<Option<Task>, RuntimeError> {
+        let filters = HashMap::from([("service", vec![id.to_string()])]);
+        let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+        let tasks = self
+            .docker
+            .list_tasks(Some(options))
+            .await
+            .map_err(|e| self.error("list the tasks of service", id, e))?;
+        let wanted = tasks
+            .iter()
+            .find(|t| t.desired_state == Some(TaskState::RUNNING))
+            .cloned();
+        Ok(wanted.or_else(|| {
+            tasks
+                .into_iter()
+                .max_by_key(|t| t.version.clone().and_then(|v| v.index))
+        }))
+    }
+
+    fn dialer(&self, service: &Service) -> Endpoint {
+        let name = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_default();
+        Endpoint::Dialer(Arc::new(TaskDialer {
+            name: format!("tasks.{name}"),
+            dns: self.dns,
+        }))
+    }
+
+    fn info(&self, service: &Service, task: Option<&Task>) -> ContainerInfo {
+        let spec = service.spec.clone().unwrap_or_default();
+        let service_labels: std::collections::BTreeMap<String, String> = spec
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let state = task.and_then(|t| t.status.as_ref()?.state);
+        let running = state == Some(TaskState::RUNNING);
+        ContainerInfo {
+            id: service.id.clone().unwrap_or_default(),
+            name: spec.name.clone().unwrap_or_default(),
+            image: spec
+                .task_template
+                .and_then(|t| t.container_spec?.image)
+                .unwrap_or_default(),
+            identity: labels::parse(&service_labels),
+            labels: service_labels,
+            running,
+            exit: task.and_then(exit_of),
+            endpoint: running.then(|| self.dialer(service)),
+        }
+    }
+
+    /// Scales the service to `replicas`, retrying once when another update came first.
+    async fn scale(&self, id: &str, replicas: i64) -> Result<(), RuntimeError> {
+        for attempt in 0..3 {
+            let service = match self.service(id).await {
+                Err(RuntimeError::NotFound { .. }) => return Ok(()),
+                other => other?,
+            };
+            let version = service.version.and_then(|v| v.index).unwrap_or(0);
+            let mut spec = service.spec.unwrap_or_default();
+            if let Some(mode) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
+                mode.replicas = Some(replicas);
+            }
+            let options = UpdateServiceOptionsBuilder::new()
+                .version(i32::try_from(version).unwrap_or(i32::MAX))
+                .build();
+            match self.docker.update_service(id, spec, options, None).await {
+                Ok(_) => return Ok(()),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(()),
+                Err(BollardError::DockerResponseServerError { message, .. })
+                    if attempt < 2 && message.contains("out of sequence") => {}
+                Err(e) => return Err(self.error("scale service", id, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a task ended, if it has.
+fn exit_of(task: &Task) -> Option<ExitStatus> {
+    let status = task.status.as_ref()?;
+    let ended = matches!(
+        status.state?,
+        TaskState::COMPLETE
+            | TaskState::FAILED
+            | TaskState::SHUTDOWN
+            | TaskState::REJECTED
+            | TaskState::ORPHANED
+            | TaskState::REMOVE
+    );
+    ended.then(|| ExitStatus {
+        code: status
+            .container_status
+            .as_ref()
+            .and_then(|c| c.exit_code)
+            .unwrap_or(-1),
+        oom_killed: false,
+    })
+}
+
+/// Connects to a service's live task, found by the overlay's DNS at each connection.
+struct TaskDialer {
+    name: String,
+    dns: SocketAddr,
+}
+
+impl Dial for TaskDialer {
+    fn dial(&self, port: u16) -> BoxFuture<'static, std::io::Result<Conn>> {
+        let (name, server) = (self.name.clone(), self.dns);
+        Box::pin(async move {
+            let addresses = dns::lookup_a(server, &name).await?;
+            let ip = addresses.first().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{name} has no live task on the overlay network"),
+                )
+            })?;
+            let stream = TcpStream::connect((*ip, port)).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Conn::Tcp(stream))
+        })
+    }
+}
+
+#[async_trait]
+impl Runtime for SwarmRuntime {
+    async fn create(&self, spec: &ContainerSpec) -> Result<Created, RuntimeError> {
+        if !spec.volumes.is_empty() {
+            return Err(self.refuse(&spec.image, "volumes are not available on Swarm yet: remove `volumes` from the class, or run it on a single host"));
+        }
+        if !spec.egress.is_open() {
+            return Err(self.refuse(&spec.image, "egress control (enable_internet = false, allowed_hosts, denied_hosts) is not available on Swarm yet: remove it from the class, or run it on a single host"));
+        }
+        self.ensure_network().await?;
+        let name = service_name(&spec.identity);
+        let service = spec::service_spec(spec, &self.network, 1);
+        match self.docker.create_service(service, None).await {
+            Ok(created) => Ok(Created {
+                id: created.id.unwrap_or_else(|| name.clone()),
+                name,
+            }),
+            // Another router created it first: the same object and version is adopted.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => {
+                let there = self.service(&name).await?;
+                let labels: std::collections::BTreeMap<String, String> = there
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.labels.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let same = labels::parse(&labels).is_some_and(|found| {
+                    found.app == spec.identity.app
+                        && found.class == spec.identity.class
+                        && found.object_id == spec.identity.object_id
+                        && found.version == spec.identity.version
+                });
+                if !same {
+                    return Err(self.refuse(&name, &format!("a service of that name that berth did not make for this object is in the way ({message}); remove it with `docker service rm {name}`")));
+                }
+                Ok(Created {
+                    id: there.id.unwrap_or_else(|| name.clone()),
+                    name,
+                })
+            }
+            Err(e) => Err(self.error("create a service from image", &spec.image, e)),
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<Endpoint, RuntimeError> {
+        let service = self.service(id).await?;
+        let began = Instant::now();
+        loop {
+            if let Some(task) = self.task(id).await? {
+                let status = task.status.clone().unwrap_or_default();
+                if status.state == Some(TaskState::RUNNING) {
+                    return Ok(self.dialer(&service));
+                }
+                if status.state == Some(TaskState::REJECTED) {
+                    let message = status.err.unwrap_or_default();
+                    if message.contains("No such image") {
+                        return Err(RuntimeError::ImageMissing {
+                            engine: format!("the Swarm node that {id} was placed on"),
+                            image: service
+                                .spec
+                                .and_then(|s| s.task_template?.container_spec?.image)
+                                .unwrap_or_default(),
+                        });
+                    }
+                    return Err(self.error(
+                        "start a task of service",
+                        id,
+                        BollardError::DockerResponseServerError {
+                            status_code: 500,
+                            message,
+                        },
+                    ));
+                }
+                if exit_of(&task).is_some() {
+                    // Exited at once: `wait` reports how.
+                    return Ok(Endpoint::Unreachable);
+                }
+            }
+            if began.elapsed() > START_LIMIT {
+                return Err(RuntimeError::Engine {
+                    engine: self.engine(),
+                    operation: "start a task of service",
+                    target: id.to_string(),
+                    message: format!(
+                        "no task ran within {START_LIMIT:?}; `docker service ps {id}` tells why"
+                    ),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        match signal {
+            Signal::Term => self.scale(id, 0).await,
+            Signal::Kill => self.remove(id).await,
+            other => Err(RuntimeError::Engine {
+                engine: self.engine(),
+                operation: "signal service",
+                target: id.to_string(),
+                message: format!("Swarm cannot send {} to a task; only a stop (SIGTERM, then SIGKILL) is possible", other.as_str()),
+            }),
+        }
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        loop {
+            match self.task(id).await {
+                Ok(Some(task)) => {
+                    if let Some(exit) = exit_of(&task) {
+                        return Ok(exit);
+                    }
+                }
+                Ok(None) => {
+                    // No task: removed (a kill), or not yet scheduled.
+                    if let Err(RuntimeError::NotFound { .. }) = self.service(id).await {
+                        return Ok(ExitStatus {
+                            code: 137,
+                            oom_killed: false,
+                        });
+                    }
+                }
+                Err(RuntimeError::NotFound { .. }) => {
+                    return Ok(ExitStatus {
+                        code: 137,
+                        oom_killed: false,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.docker.delete_service(id).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error("remove service", id, e)),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let service = self.service(id).await?;
+        let task = self.task(id).await?;
+        Ok(self.info(&service, task.as_ref()))
+    }
+
+    async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = Box::pin(self.docker.service_logs(id, Some(options)));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error("read the logs of service", id, e))?;
+            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+        }
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    async fn follow_logs(
+        &self,
+        id: &str,
+        since: Option<SystemTime>,
+        lines: tokio::sync::mpsc::Sender<Output>,
+    ) -> Result<(), RuntimeError> {
+        let mut options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .follow(true);
+        if let Some(since) = since {
+            let secs = since
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            options = options.since(i32::try_from(secs).unwrap_or(i32::MAX));
+        }
+        let stream = Box::pin(self.docker.service_logs(id, Some(options.build())));
+        forward_lines(stream, since, lines)
+            .await
+            .map_err(|e| self.error("follow the logs of service", id, e))
+    }
+
+    async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters = HashMap::from([("label", labels::filters(selector))]);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        let services = self
+            .docker
+            .list_services(Some(options))
+            .await
+            .map_err(|e| self.error("list services", "with berth labels", e))?;
+        let mut found = Vec::with_capacity(services.len());
+        for service in services {
+            let Some(id) = service.id.clone() else {
+                continue;
+            };
+            match self.task(&id).await {
+                Ok(task) => found.push(self.info(&service, task.as_ref())),
+                Err(RuntimeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn volumes(
+        &self,
+        _selector: &Selector,
+        _owner: &str,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_volumes(
+        &self,
+        _selector: &Selector,
+        _owner: &str,
+    ) -> Result<usize, RuntimeError> {
+        Ok(0)
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Engine {
+            engine: self.engine(),
+            operation: "pause service",
+            target: id.to_string(),
+            message: "Swarm cannot pause a task: use sleep_mode = \"stop\" on Swarm".into(),
+        })
+    }
+
+    async fn unpause(&self, _id: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}
