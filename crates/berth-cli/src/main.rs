@@ -101,6 +101,8 @@ enum Command {
         /// Print the control API's token (made on first use) and exit.
         #[arg(long)]
         print_token: bool,
+        #[command(flatten)]
+        engine: serve::EngineArgs,
     },
     /// Deploy the app to a berth serve: build, push what changed, roll out.
     ///
@@ -319,8 +321,10 @@ fn main() -> ExitCode {
                 registry,
                 stop_on_exit,
                 print_token,
+                engine,
             } => {
                 let args = serve::Args {
+                    engine,
                     data,
                     listen,
                     tls: tls_cert.zip(tls_key),

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth::serve::{self, ControlAddr, DataDir, ServeConfig};
+use berth::serve::{self, ClusterConfig, ControlAddr, DataDir, ServeConfig};
 use berth::tls::Tls;
-use berth::DockerRuntime;
+use berth::{DockerRuntime, SwarmRuntime};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::dev::clock;
 
 pub struct Args {
+    pub engine: EngineArgs,
     pub data: Option<PathBuf>,
     pub listen: SocketAddr,
     /// The certificate and key files for HTTPS on `listen`.
@@ -22,6 +23,37 @@ pub struct Args {
     pub registry: Option<String>,
     pub stop_on_exit: bool,
     pub print_token: bool,
+}
+
+/// Which engine runs the containers, and the cluster's settings on Swarm.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// The container engine: `docker` (one host, the default), or `swarm`: DOCKER_HOST
+    /// is a Swarm manager, each object is a service placed by the managers, and this
+    /// server is one of the routers (run it as a global service on --swarm-network).
+    #[arg(long, value_enum, default_value = "docker")]
+    pub engine: Engine,
+    /// On Swarm: the attachable overlay network of the services and the routers (made
+    /// if missing).
+    #[arg(long, default_value = berth::runtime::swarm::DEFAULT_NETWORK, value_name = "NETWORK")]
+    pub swarm_network: String,
+    /// On Swarm: the routers' service, whose tasks.<service> DNS name lists them.
+    #[arg(long, default_value = "berth-router", value_name = "SERVICE")]
+    pub swarm_routers: String,
+    /// On Swarm: where the other routers send requests for the objects whose home is
+    /// this router (the same port on every router; it takes only the cluster's token).
+    #[arg(long, default_value = "0.0.0.0:7879", value_name = "ADDR")]
+    pub peer_listen: SocketAddr,
+    /// Read the control token from this file (a Docker secret, shared by every router
+    /// of a cluster) instead of the data folder's.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    Docker,
+    Swarm,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -43,9 +75,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // stops the server gracefully instead of killing it.
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let data = tokio::task::spawn_blocking(move || DataDir::open(&path)).await??;
-    let engine = Arc::new(DockerRuntime::connect().await?);
-    let platform = engine.platform().await?;
+    let mut data = tokio::task::spawn_blocking(move || DataDir::open(&path)).await??;
+    if let Some(file) = &args.engine.token_file {
+        data.token = berth::control::Token::load(file)?;
+    }
+    let images = Arc::new(DockerRuntime::connect().await?);
+    let platform = images.platform().await?;
+    let (runtime, cluster): (Arc<dyn berth::Runtime>, _) = match args.engine.engine {
+        Engine::Docker => (images.clone(), None),
+        Engine::Swarm => {
+            let host = std::env::var("DOCKER_HOST")
+                .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+            let swarm = SwarmRuntime::connect_to(&host, &args.engine.swarm_network).await?;
+            let cluster = ClusterConfig {
+                routers: args.engine.swarm_routers.clone(),
+                peer_listen: args.engine.peer_listen,
+            };
+            (Arc::new(swarm), Some(cluster))
+        }
+    };
     let https = tls.is_some();
     let config = ServeConfig {
         listen: args.listen,
@@ -54,8 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registry: args.registry,
         stop_on_exit: args.stop_on_exit,
         drain: Duration::from_secs(10),
+        cluster,
     };
-    let bound = serve::start(&data, engine.clone(), engine, platform, config).await?;
+    let bound = serve::start(&data, runtime, images, platform, config).await?;
     let apps = bound.platform.apps().await?;
     eprintln!(
         "{} data in {}; {} app(s) restored",

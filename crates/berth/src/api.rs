@@ -22,6 +22,10 @@ pub struct Info {
     pub registry: Option<String>,
     /// The engine's platform (`linux/amd64`), which images must be built for.
     pub platform: String,
+    /// On a cluster (`--engine swarm`): the routers this one sees on the overlay, itself
+    /// included. Every router computes objects' homes from this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routers: Vec<String>,
 }
 
 /// `POST /v1/apps/{app}/deployments`.

@@ -123,6 +123,7 @@ impl App {
             metrics,
             logbook: std::sync::OnceLock::new(),
             clock: std::sync::OnceLock::new(),
+            peers: std::sync::OnceLock::new(),
         });
         report_refusals(&context);
         Ok(App {
@@ -241,6 +242,13 @@ impl App {
     /// before the first namespace; a later call changes nothing.
     pub fn use_clock(&self, clock: crate::cron::Clock) {
         let _ = self.context.clock.set(clock);
+    }
+
+    /// Makes the app one of a cluster's routers: each object's lifecycle runs on its home
+    /// router, and a request for an object homed elsewhere is sent there (see
+    /// [`crate::peers`]). Call it before the first request; a later call changes nothing.
+    pub fn use_peers(&self, peers: std::sync::Arc<crate::peers::Peers>) {
+        let _ = self.context.peers.set(peers);
     }
 
     /// Forgets `namespace` (a class a deployment removed), so that recovery and shutdown

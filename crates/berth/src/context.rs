@@ -36,6 +36,8 @@ pub(crate) struct AppContext {
     pub(crate) logbook: std::sync::OnceLock<Logbook>,
     /// Where alarms read the time (`App::use_clock`); the machine's clock by default.
     pub(crate) clock: std::sync::OnceLock<crate::cron::Clock>,
+    /// The cluster's routers, when this berth is one of them (`App::use_peers`).
+    pub(crate) peers: std::sync::OnceLock<Arc<crate::peers::Peers>>,
 }
 
 impl AppContext {

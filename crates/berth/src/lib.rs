@@ -39,6 +39,7 @@ pub mod tls;
 // Floor 2: events and forwarding.
 pub mod event;
 pub mod logbook;
+pub mod peers;
 pub mod proxy;
 // Floor 3: what objects rely on.
 mod context;

@@ -13,6 +13,8 @@ use std::time::Duration;
 use crate::api::Info;
 use crate::build::Builder;
 use crate::control::{Control, Token, TokenError};
+use crate::peers::Peers;
+use crate::platform::peer::PeerListener;
 use crate::platform::{Platform, PlatformError};
 use crate::runtime::Runtime;
 use crate::server::{self, ServeOptions};
@@ -170,6 +172,18 @@ pub struct ServeConfig {
     pub stop_on_exit: bool,
     /// How long requests in flight may take to finish on shutdown.
     pub drain: Duration,
+    /// Serve as one of a cluster's routers (`--engine swarm`).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One router of a cluster: where the others are found, and where they send the
+/// requests for objects whose home is this one (see [`crate::peers`]).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The routers' service, whose `tasks.<service>` DNS name lists them.
+    pub routers: String,
+    /// The peer listener, on the same port on every router.
+    pub peer_listen: SocketAddr,
 }
 
 /// Both listeners, bound, and the platform they serve.
@@ -183,6 +197,8 @@ pub struct Bound {
     /// The control socket's file, removed when serving ends.
     socket_file: Option<SocketFile>,
     control_worker: Arc<Control>,
+    /// The listener for the other routers' requests, on a cluster.
+    peer: Option<(tokio::net::TcpListener, Arc<PeerListener>)>,
     config: ServeConfig,
 }
 
@@ -194,7 +210,25 @@ pub async fn start(
     platform_name: String,
     config: ServeConfig,
 ) -> Result<Bound, ServeError> {
-    let platform = Platform::start(runtime, images, data.store.clone(), data.path.clone()).await?;
+    let peers = match &config.cluster {
+        Some(cluster) => Some(
+            Peers::start(
+                &cluster.routers,
+                cluster.peer_listen.port(),
+                data.token.reveal().to_string(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    let platform = Platform::start_with_peers(
+        runtime,
+        images,
+        data.store.clone(),
+        data.path.clone(),
+        peers.clone(),
+    )
+    .await?;
     let bind = |addr: SocketAddr, what: &'static str| {
         let listener = server::bind(addr).map_err(|e| ServeError::Listen {
             addr,
@@ -219,12 +253,28 @@ pub async fn start(
             (listener.into(), ControlAddr::Unix(path.clone()), Some(file))
         }
     };
+    let peer = match (&config.cluster, peers) {
+        (Some(cluster), Some(peers)) => {
+            let (listener, _) = bind(cluster.peer_listen, "peer listener")?;
+            let worker = Arc::new(PeerListener {
+                platform: platform.clone(),
+                peers,
+            });
+            Some((listener, worker))
+        }
+        _ => None,
+    };
     let info = Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         registry: config.registry.clone(),
         platform: platform_name,
+        routers: Vec::new(),
     };
-    let control_worker = Arc::new(Control::new(platform.clone(), data.token.clone(), info));
+    let mut control_worker = Control::new(platform.clone(), data.token.clone(), info);
+    if let Some((_, peer)) = &peer {
+        control_worker = control_worker.with_peers(peer.peers.clone());
+    }
+    let control_worker = Arc::new(control_worker);
     Ok(Bound {
         platform,
         public,
@@ -233,6 +283,7 @@ pub async fn start(
         control_listener,
         socket_file,
         control_worker,
+        peer,
         config,
     })
 }
@@ -334,15 +385,27 @@ impl Bound {
             self.control_listener,
             self.control_worker as Arc<dyn Worker>,
             Env::new(),
-            stopped(stop_rx),
-            options,
+            stopped(stop_rx.clone()),
+            options.clone(),
         ));
+        let peer = self.peer.map(|(listener, worker)| {
+            tokio::spawn(server::serve_with(
+                listener,
+                worker as Arc<dyn Worker>,
+                Env::new(),
+                stopped(stop_rx),
+                options,
+            ))
+        });
         shutdown.await;
         // An event stream (an open dashboard) is no request to wait for.
         control_worker.close_streams();
         let _ = stop_tx.send(true);
         let _ = public.await;
         let _ = control.await;
+        if let Some(peer) = peer {
+            let _ = peer.await;
+        }
         drop(self.socket_file);
         self.platform.shutdown(self.config.stop_on_exit).await;
     }

@@ -23,7 +23,7 @@ const FLOORS: &[&[&str]] = &[
         "timestamp",
         "tls",
     ],
-    &["event", "logbook", "proxy"],
+    &["event", "logbook", "proxy", "peers"],
     &["readiness", "context"],
     &["object"],
     &["namespace"],

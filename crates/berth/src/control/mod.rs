@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::api::{DeployRequest, ErrorBody, Info, PREFIX};
 use crate::http::percent_decode;
 use crate::http::{full, Body};
+use crate::peers::Peers;
 use crate::platform::{Platform, PlatformError};
 use crate::worker::{metrics_response, Env, Worker};
 
@@ -38,6 +39,8 @@ pub struct Control {
     /// Turns true when the server stops: the streams it serves (events, logs) end then,
     /// so that an open dashboard does not hold up the shutdown's drain.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The cluster's routers, on a router of one.
+    peers: Option<Arc<Peers>>,
 }
 
 impl Control {
@@ -47,7 +50,14 @@ impl Control {
             token,
             info,
             closing: tokio::sync::watch::channel(false).0,
+            peers: None,
         }
+    }
+
+    /// Tells in `/v1/info` which routers this one sees.
+    pub fn with_peers(mut self, peers: Arc<Peers>) -> Control {
+        self.peers = Some(peers);
+        self
     }
 
     /// Ends the streams under way, and those asked for from now on, at once.
@@ -115,7 +125,13 @@ impl Control {
         let p = &self.platform;
         match (&method, parts.as_slice()) {
             (_, ["openapi.json"]) => Ok(typed(StatusCode::OK, "application/json", OPENAPI)),
-            (_, ["info"]) => json(StatusCode::OK, &self.info),
+            (_, ["info"]) => {
+                let mut info = self.info.clone();
+                if let Some(peers) = &self.peers {
+                    info.routers = peers.routers().iter().map(|ip| ip.to_string()).collect();
+                }
+                json(StatusCode::OK, &info)
+            }
             (_, ["session"]) => Ok(dashboard::open_session(&self.token, &request)),
             (_, ["events"]) => {
                 let asked = events::Asked {

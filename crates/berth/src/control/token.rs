@@ -62,6 +62,22 @@ impl Token {
         }
     }
 
+    /// Reads the token from `file`, as given (a Docker secret is read-only): the one
+    /// token every router of a cluster shares.
+    pub fn load(file: &Path) -> Result<Token, TokenError> {
+        let text = std::fs::read_to_string(file).map_err(|e| TokenError::Io {
+            path: file.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let token = text.trim().to_string();
+        if token.len() < 32 || !token.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(TokenError::Damaged {
+                path: file.to_path_buf(),
+            });
+        }
+        Ok(Token(token))
+    }
+
     /// The token itself, for `berth serve --print-token`.
     pub fn reveal(&self) -> &str {
         &self.0

@@ -301,6 +301,12 @@ pub enum FetchError {
         port: u16,
         cause: String,
     },
+    #[error("could not reach router {router}, where {object} lives, to send it the request: {cause}; the routers' list is read again every second, so retry")]
+    HomeUnreachable {
+        object: String,
+        router: std::net::Ipv4Addr,
+        cause: String,
+    },
     #[error("could not connect to port {port} of the container for {object}: {cause}")]
     Connect {
         object: String,
@@ -327,7 +333,9 @@ impl FetchError {
             FetchError::Start(e) => e.kind(),
             FetchError::Crashed { .. } => ErrorKind::ContainerExited,
             FetchError::Dropped { .. } => ErrorKind::ConnectionDropped,
-            FetchError::Connect { .. } => ErrorKind::ConnectFailed,
+            FetchError::Connect { .. } | FetchError::HomeUnreachable { .. } => {
+                ErrorKind::ConnectFailed
+            }
             FetchError::RequestTimeout { .. } => ErrorKind::RequestTimeout,
             FetchError::Unavailable { .. } => ErrorKind::Unavailable,
             FetchError::BadRequestBody { .. } => ErrorKind::BadRequestBody,

@@ -1,5 +1,6 @@
 //! Sending a request through an object to its container, starting it first if needed.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +17,15 @@ use crate::http::{
     TARGET_PORT_HEADER,
 };
 use crate::lifecycle::StopReason;
+use crate::peers::{Addressed, Home, Peers};
 use crate::proxy::{self, ProxyFailure};
 
 /// How long a failed request waits to learn whether the container exited.
 const EXIT_NOTICE: Duration = Duration::from_secs(2);
+
+/// What a request sent to the home router may take beyond the class's `request_timeout`:
+/// the home may have to start the container first.
+const START_ALLOWANCE: Duration = Duration::from_secs(300);
 
 /// Fresh starts a request may wait for, when a container stops before it takes the
 /// request: a few are worth it, an endless loop is not.
@@ -82,6 +88,13 @@ impl Object {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        if let Some((peers, home)) = self.elsewhere() {
+            let port = match self.port_of(&request) {
+                Ok(port) => port,
+                Err(e) => return Ok(Err(e)),
+            };
+            return Ok(self.send_home(&peers, home, request, port).await);
+        }
         // Counted first, as in `lease`, so that the container cannot fall asleep between.
         let in_flight = self.inner.activity.enter();
         let Some(instance) = self.phase().serving().cloned() else {
@@ -116,8 +129,27 @@ impl Object {
         }
     }
 
-    /// Sends `request` to `port` of the container, starting it first if needed.
+    /// Sends `request` to `port` of the container, starting it first if needed; on a
+    /// cluster's router, to the object's home router if that is another one.
     pub async fn container_fetch<B>(
+        &self,
+        request: Request<B>,
+        port: u16,
+    ) -> Result<Response<Body>, FetchError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if let Some((peers, home)) = self.elsewhere() {
+            return self.send_home(&peers, home, request, port).await;
+        }
+        self.container_fetch_here(request, port).await
+    }
+
+    /// [`Object::container_fetch`] on this router, whichever is the home: for a request
+    /// another router sent here, so that two routers whose lists differ for a moment
+    /// cannot send a request back and forth.
+    pub async fn container_fetch_here<B>(
         &self,
         request: Request<B>,
         port: u16,
@@ -128,6 +160,56 @@ impl Object {
     {
         let (in_flight, instance) = self.lease().await?;
         self.forward(request, port, in_flight, instance).await
+    }
+
+    /// The router this object lives on, if it is not this one.
+    pub(super) fn elsewhere(&self) -> Option<(Arc<Peers>, Ipv4Addr)> {
+        let peers = self.inner.class.app.peers.get()?;
+        match peers.home(&self.inner.id) {
+            Home::Here => None,
+            Home::Router(home) => Some((peers.clone(), home)),
+        }
+    }
+
+    /// Sends `request` for `port` to router `home`, which runs this object's lifecycle.
+    async fn send_home<B>(
+        &self,
+        peers: &Peers,
+        home: Ipv4Addr,
+        request: Request<B>,
+        port: u16,
+    ) -> Result<Response<Body>, FetchError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let object = Addressed {
+            app: &self.inner.class.app.name,
+            class: self.class_name(),
+            id: self.inner.id,
+            name: self.name(),
+            port,
+        };
+        // The home's own limit (its start and its container's answer) comes first; this
+        // one is for a home that stopped answering.
+        let timeout = self.options().request_timeout + START_ALLOWANCE;
+        let in_flight = self.inner.activity.enter();
+        let sent = tokio::time::timeout(timeout, peers.send(home, object, request, in_flight));
+        let unreachable = |cause: String| FetchError::HomeUnreachable {
+            object: self.describe(),
+            router: home,
+            cause,
+        };
+        match sent.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(ProxyFailure::ClientBody(e))) => Err(FetchError::BadRequestBody {
+                cause: error_chain(e.as_ref()),
+            }),
+            Ok(Err(ProxyFailure::Connect(e) | ProxyFailure::Dropped(e))) => {
+                Err(unreachable(error_chain(e.as_ref())))
+            }
+            Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
+        }
     }
 
     /// Sends `request` to `port` of `instance`, leased by the request.

@@ -171,6 +171,12 @@ impl Object {
         if !idle {
             return;
         }
+        if self.elsewhere().is_some() {
+            // Another router became its home (the routers changed) and runs its
+            // lifecycle now: the container it serves is not this router's to stop.
+            self.renew_activity_timeout();
+            return;
+        }
         let paused = instance.paused_since().is_some();
         if !paused {
             let hooks = self.inner.class.hooks.clone();

@@ -6,6 +6,7 @@
 mod changes;
 mod hosted;
 mod journal;
+pub mod peer;
 mod release;
 mod rollout;
 
@@ -27,6 +28,7 @@ use crate::http::{error_response, Body};
 use crate::lease::LeaseError;
 use crate::logbook::Logbook;
 use crate::metrics::Metrics;
+use crate::peers::Peers;
 use crate::runtime::{Runtime, RuntimeError, Signal};
 use crate::store::{Deployment, DeploymentStatus, Store, StoreError};
 use crate::worker::{Env, Worker};
@@ -112,6 +114,8 @@ pub struct Platform {
     journal: Arc<Journal>,
     /// What every app's objects and workers count, served at the control API's /metrics.
     metrics: Arc<Metrics>,
+    /// The cluster's routers, when this server is one of them.
+    peers: Option<Arc<Peers>>,
 }
 
 impl Platform {
@@ -122,6 +126,18 @@ impl Platform {
         images: Arc<dyn Builder>,
         store: Store,
         files: PathBuf,
+    ) -> Result<Arc<Platform>, PlatformError> {
+        Platform::start_with_peers(runtime, images, store, files, None).await
+    }
+
+    /// [`Platform::start`] for one of a cluster's routers: every app's objects live on
+    /// their home routers (see [`crate::peers`]).
+    pub async fn start_with_peers(
+        runtime: Arc<dyn Runtime>,
+        images: Arc<dyn Builder>,
+        store: Store,
+        files: PathBuf,
+        peers: Option<Arc<Peers>>,
     ) -> Result<Arc<Platform>, PlatformError> {
         let platform = Arc::new(Platform {
             runtime,
@@ -135,6 +151,7 @@ impl Platform {
             turns: Default::default(),
             journal: Arc::new(Journal::new()),
             metrics: Arc::default(),
+            peers,
         });
         for deployment in platform.store.live_deployments().await? {
             let deployment = platform.settle_interrupted(deployment).await?;
@@ -231,6 +248,9 @@ impl Platform {
         let (runtime, store) = (self.runtime.clone(), self.store.clone());
         let app = App::with_metrics(name, runtime, store, self.metrics.clone())?;
         app.keep_logs(self.logbook.clone());
+        if let Some(peers) = &self.peers {
+            app.use_peers(peers.clone());
+        }
         let hosted = Arc::new(Hosted::new(app, release, number).await?);
         let (mut events, journal, name) =
             (hosted.app.events(), self.journal.clone(), name.to_string());

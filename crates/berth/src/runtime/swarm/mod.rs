@@ -232,7 +232,13 @@ impl SwarmRuntime {
             identity: labels::parse(&service_labels),
             labels: service_labels,
             running,
-            exit: task.and_then(exit_of),
+            // Scaled to 0 with its ended task already deleted: stopped, how is unknown.
+            exit: task.and_then(exit_of).or_else(|| {
+                (task.is_none() && replicas(service) == Some(0)).then_some(ExitStatus {
+                    code: -1,
+                    oom_killed: false,
+                })
+            }),
             endpoint: running.then(|| self.dialer(service)),
         }
     }
@@ -264,6 +270,18 @@ impl SwarmRuntime {
         }
         Ok(())
     }
+}
+
+/// The replicas a service asks for.
+fn replicas(service: &Service) -> Option<i64> {
+    service
+        .spec
+        .as_ref()?
+        .mode
+        .as_ref()?
+        .replicated
+        .as_ref()?
+        .replicas
 }
 
 /// How a task ended, if it has.
@@ -430,12 +448,23 @@ impl Runtime for SwarmRuntime {
                     }
                 }
                 Ok(None) => {
-                    // No task: removed (a kill), or not yet scheduled.
-                    if let Err(RuntimeError::NotFound { .. }) = self.service(id).await {
-                        return Ok(ExitStatus {
-                            code: 137,
-                            oom_killed: false,
-                        });
+                    // No task: the service was removed (a kill), or scaled to 0 (a stop)
+                    // and Swarm already deleted its ended task, whose exit is then
+                    // unknown (-1); or its task is not scheduled yet.
+                    match self.service(id).await {
+                        Err(RuntimeError::NotFound { .. }) => {
+                            return Ok(ExitStatus {
+                                code: 137,
+                                oom_killed: false,
+                            })
+                        }
+                        Ok(service) if replicas(&service) == Some(0) => {
+                            return Ok(ExitStatus {
+                                code: -1,
+                                oom_killed: false,
+                            })
+                        }
+                        _ => {}
                     }
                 }
                 Err(RuntimeError::NotFound { .. }) => {

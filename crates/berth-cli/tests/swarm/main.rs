@@ -7,6 +7,7 @@ mod common;
 
 mod cluster;
 mod dns;
+mod routers;
 mod runtime;
 
 use std::time::Duration;
@@ -17,13 +18,17 @@ use cluster::{Cluster, Options, OVERLAY};
 async fn swarm() {
     let mut options = Options::new();
     options.heartbeat = Duration::from_secs(1);
-    options.images.push(common::image().await);
+    options.images.push(cluster::app_image().await);
     let cluster = Cluster::up(options).await;
     eprintln!("cluster up in {:?}", cluster.setup);
     the_cluster_forms_and_asks_no_outside_resolver(&cluster).await;
     runtime::objects_spread_over_the_nodes_each_with_its_own_identity(&cluster).await;
     runtime::concurrent_creates_of_one_object_make_one_service(&cluster).await;
     runtime::a_stop_ends_the_task_and_a_removal_leaves_nothing(&cluster).await;
+    let routers = routers::Routers::start(&cluster).await;
+    routers::first_requests_through_every_router_make_one_service(&cluster, &routers).await;
+    routers::any_router_serves_a_name_that_sleeps_and_wakes(&cluster, &routers).await;
+    routers::a_killed_routers_objects_are_adopted_without_restart(&cluster, &routers).await;
 }
 
 /// The cluster: its nodes form, a `dnsrr` service on the attachable overlay answers a

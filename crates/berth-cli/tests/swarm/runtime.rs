@@ -80,7 +80,7 @@ async fn placements(cluster: &Cluster, app: &str) -> BTreeMap<String, String> {
 /// with its own identity at its task's address.
 pub async fn objects_spread_over_the_nodes_each_with_its_own_identity(cluster: &Cluster) {
     let runtime = Arc::new(runtime(cluster).await);
-    let image = crate::common::image().await;
+    let image = crate::cluster::app_image().await;
     let names: Vec<String> = (0..30).map(|i| format!("spread-{i}")).collect();
     let mut starts = Vec::new();
     for name in &names {
@@ -129,7 +129,7 @@ pub async fn objects_spread_over_the_nodes_each_with_its_own_identity(cluster: &
 /// answers with it, and one task runs cluster-wide.
 pub async fn concurrent_creates_of_one_object_make_one_service(cluster: &Cluster) {
     let runtime = Arc::new(runtime(cluster).await);
-    let spec = spec("stampede", "one", &crate::common::image().await);
+    let spec = spec("stampede", "one", &crate::cluster::app_image().await);
     let mut creates = Vec::new();
     for _ in 0..200 {
         let (runtime, spec) = (runtime.clone(), spec.clone());
@@ -170,7 +170,7 @@ pub async fn concurrent_creates_of_one_object_make_one_service(cluster: &Cluster
 pub async fn a_stop_ends_the_task_and_a_removal_leaves_nothing(cluster: &Cluster) {
     let runtime = runtime(cluster).await;
     let created = runtime
-        .create(&spec("stop", "one", &crate::common::image().await))
+        .create(&spec("stop", "one", &crate::cluster::app_image().await))
         .await
         .expect("create");
     runtime.start(&created.id).await.expect("start");

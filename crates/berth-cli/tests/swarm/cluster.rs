@@ -26,6 +26,8 @@ use crate::dns::Resolver;
 pub const LABEL: &str = "berth.swarm-test";
 /// The overlay network that objects and routers share.
 pub const OVERLAY: &str = "berth-swarm";
+/// The manager's API on the nodes' network (plain TCP: the network is the test's own).
+pub const MANAGER_API_PORT: u16 = 2375;
 
 pub struct Node {
     pub name: String,
@@ -157,6 +159,13 @@ impl Cluster {
                     .args(["--security-opt", "apparmor=unconfined"])
                     .args(["--security-opt", "systempaths=unconfined"])
                     .args(["-e", &format!("NODE_DNS={gateway}")])
+                    .arg("-e")
+                    .arg(if i == 0 {
+                        // The routers, on every node, reach the manager's API here.
+                        format!("NODE_DOCKERD_ARGS=--host tcp://{ip}:{MANAGER_API_PORT}")
+                    } else {
+                        "NODE_DOCKERD_ARGS=".to_string()
+                    })
                     .arg("-v")
                     .arg(format!("{}:/node", home.join("node").display()))
                     .arg("-v")
@@ -394,7 +403,7 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-async fn load_image(node: &Node, image: &str) {
+pub async fn load_image(node: &Node, image: &str) {
     let script = format!(
         "docker save {image} | docker -H unix://{} load -q",
         node.socket.display()
@@ -404,6 +413,50 @@ async fn load_image(node: &Node, image: &str) {
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static test server as an image, `FROM scratch`.
+pub async fn app_image() -> String {
+    let binary = tokio::task::spawn_blocking(crate::common::server_binary)
+        .await
+        .expect("build thread");
+    let script = format!(
+        r#"set -e
+b={binary}
+tag=berth-swarm-app:$(sha256sum "$b" | cut -c1-12)
+if ! docker image inspect "$tag" >/dev/null 2>&1; then
+    dir=$(mktemp -d); cp "$b" "$dir/server"
+    printf 'FROM scratch\nCOPY server /server\nENTRYPOINT ["/server"]\n' >"$dir/Dockerfile"
+    docker build -q -t "$tag" "$dir" >/dev/null
+    rm -rf "$dir"
+fi
+echo "$tag""#,
+        binary = binary.display()
+    );
+    run_cmd(Command::new("sh").args(["-c", &script])).await
+}
+
+/// berth itself as an image, for the routers: the test's own build of the binary, without
+/// its debug information, and the shared libraries it links.
+pub async fn router_image() -> String {
+    let script = format!(
+        r#"set -e
+b={binary}
+tag=berth-swarm-router:$(sha256sum "$b" | cut -c1-12)
+if ! docker image inspect "$tag" >/dev/null 2>&1; then
+    root=$(mktemp -d); mkdir -p "$root/usr/bin" "$root/tmp" "$root/data" "$root/etc"
+    objcopy --strip-debug "$b" "$root/usr/bin/berth" 2>/dev/null || cp "$b" "$root/usr/bin/berth"
+    for lib in $(ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// {{print $3}} $1 ~ /^\// {{print $1}}'); do
+        mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"
+    done
+    printf 'root:x:0:0:root:/:/bin/sh\n' >"$root/etc/passwd"
+    tar -C "$root" -c . | docker import --change 'ENTRYPOINT ["/usr/bin/berth"]' - "$tag" >/dev/null
+    rm -rf "$root"
+fi
+echo "$tag""#,
+        binary = env!("CARGO_BIN_EXE_berth")
+    );
+    run_cmd(Command::new("sh").args(["-c", &script])).await
 }
 
 async fn node_image() -> String {
@@ -425,13 +478,14 @@ echo "$tag""#;
     run_cmd(Command::new("sh").args(["-c", script])).await
 }
 
-/// `attempt` until it succeeds, for up to 20 s: what a new task answers once it is live.
+/// `attempt` until it succeeds, for up to 60 s: what a new task answers once the overlay's DNS
+/// knows it on every node (30 services at once took 10 s here, twice that when loaded).
 pub async fn eventually<T, F, Fut>(mut attempt: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let result = attempt().await;
         if result.is_ok() || Instant::now() > deadline {

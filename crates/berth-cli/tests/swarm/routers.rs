@@ -1,0 +1,460 @@
+//! `berth serve --engine swarm` as the cluster's routers: a global service, one router per
+//! node on the overlay, each publishing its port on its node. The test reaches them at
+//! the nodes' addresses; every router takes any request, and each object's lifecycle
+//! runs on its home router.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::cluster::{self, Cluster, MANAGER_API_PORT, OVERLAY};
+
+pub const SERVICE: &str = "berth-router";
+const PUBLIC_PORT: u16 = 8080;
+const CONTROL_PORT: u16 = 7878;
+const HOST: &str = "web.swarm.localhost";
+
+/// The routers, running, with the app deployed to each.
+pub struct Routers {
+    pub token: String,
+    /// Each node's public address (`ip:port`), in node order.
+    pub public: Vec<String>,
+}
+
+/// One HTTP/1.1 request; status, headers and body as text.
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut text = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    stream
+        .write_all(text.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| format!("{addr}{path}: no answer in 120 s"))?
+        .map_err(|e| e.to_string())?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not HTTP: {answer:?}"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `GET path` for object `name` of the app, through router `router`.
+pub async fn get(
+    routers: &Routers,
+    router: usize,
+    name: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    request(
+        &routers.public[router],
+        "GET",
+        path,
+        &[("Host", HOST), ("x-name", name)],
+        "",
+    )
+    .await
+}
+
+/// The manifest every router gets: one class of the test server, whose object is named
+/// by the `x-name` header; it sleeps after 8 s without requests.
+fn manifest(image: &str) -> String {
+    format!(
+        r#"name = "swarm"
+[containers.echo]
+class_name = "Echo"
+image = "{image}"
+[containers.echo.class]
+default_port = 8080
+sleep_after = "8s"
+[workers.web]
+bindings = {{ ECHO = "echo" }}
+routes = [
+  {{ path = "/*", binding = "ECHO", instance = {{ from = "header", name = "x-name" }} }},
+]
+"#
+    )
+}
+
+impl Routers {
+    /// Starts the routers' global service, and deploys the app to each router.
+    pub async fn start(cluster: &Cluster) -> Routers {
+        let image = cluster::router_image().await;
+        for node in &cluster.nodes {
+            cluster::load_image(node, &image).await;
+        }
+        let token: String = {
+            let mut bytes = [0u8; 32];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+                &mut bytes,
+            )
+            .expect("random");
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let manager = cluster.manager();
+        let script = format!(
+            "printf %s {token} | docker -H unix://{} secret create berth-token - >/dev/null",
+            manager.socket.display()
+        );
+        cluster::run(tokio::process::Command::new("sh").args(["-c", &script])).await;
+        cluster::run(manager.docker().args([
+            "service",
+            "create",
+            "-d",
+            "--name",
+            SERVICE,
+            "--mode",
+            "global",
+            "--network",
+            OVERLAY,
+            "--endpoint-mode",
+            "dnsrr",
+            "--no-resolve-image",
+            "--init",
+            // A router that dies stays dead, so that the test decides who is alive.
+            "--restart-condition",
+            "none",
+            "--publish",
+            &format!("mode=host,target={PUBLIC_PORT},published={PUBLIC_PORT}"),
+            "--publish",
+            &format!("mode=host,target={CONTROL_PORT},published={CONTROL_PORT}"),
+            "--secret",
+            "source=berth-token,target=berth-token",
+            "--env",
+            &format!("DOCKER_HOST=tcp://{}:{MANAGER_API_PORT}", manager.ip),
+            "--env",
+            "RUST_LOG=berth=info",
+            &image,
+            "serve",
+            "--engine",
+            "swarm",
+            "--swarm-network",
+            OVERLAY,
+            "--swarm-routers",
+            SERVICE,
+            "--listen",
+            &format!("0.0.0.0:{PUBLIC_PORT}"),
+            "--control",
+            &format!("0.0.0.0:{CONTROL_PORT}"),
+            "--token-file",
+            "/run/secrets/berth-token",
+            "--data",
+            "/data",
+        ]))
+        .await;
+        let public: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{PUBLIC_PORT}", n.ip))
+            .collect();
+        let routers = Routers { token, public };
+        let app = cluster::app_image().await;
+        let body = serde_json::json!({
+            "manifest": manifest(&app),
+            "images": {},
+            "source": "swarm-test",
+        })
+        .to_string();
+        for node in &cluster.nodes {
+            let control = format!("{}:{CONTROL_PORT}", node.ip);
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                match request(&control, "GET", "/v1/health", &[], "").await {
+                    Ok((200, _)) => break,
+                    other => {
+                        if Instant::now() > deadline {
+                            let logs = cluster::run(
+                                manager
+                                    .docker()
+                                    .args(["service", "logs", "--tail", "40", SERVICE]),
+                            )
+                            .await;
+                            panic!(
+                                "the router on {} is not up after 90 s: {other:?}\n{logs}",
+                                node.name
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            let auth = format!("Bearer {}", routers.token);
+            let (status, answer) = request(
+                &control,
+                "POST",
+                "/v1/apps/swarm/deployments",
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                &body,
+            )
+            .await
+            .expect("deploy");
+            assert!(status < 300, "deploy to {}: {status} {answer}", node.name);
+        }
+        // Homes are computed from each router's list: the test starts once all agree.
+        let auth = format!("Bearer {}", routers.token);
+        for node in &cluster.nodes {
+            let control = format!("{}:{CONTROL_PORT}", node.ip);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, info) =
+                    request(&control, "GET", "/v1/info", &[("Authorization", &auth)], "")
+                        .await
+                        .expect("info");
+                let info: serde_json::Value = serde_json::from_str(&info).expect("JSON");
+                if info["routers"].as_array().is_some_and(|r| r.len() == 3) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the router on {} sees {info}",
+                    node.name
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        routers
+    }
+}
+
+/// The app's services, as the manager lists them.
+pub async fn services(cluster: &Cluster) -> Vec<String> {
+    let list = cluster::run(cluster.manager().docker().args([
+        "service",
+        "ls",
+        "--filter",
+        "label=berth.app=swarm",
+        "--format",
+        "{{.Name}}",
+    ]))
+    .await;
+    list.lines().map(str::to_string).collect()
+}
+
+/// Running tasks of the app's services, cluster-wide.
+async fn running_tasks(cluster: &Cluster) -> usize {
+    let mut running = 0;
+    for service in services(cluster).await {
+        let tasks = cluster::run(cluster.manager().docker().args([
+            "service",
+            "ps",
+            &service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.CurrentState}}",
+        ]))
+        .await;
+        running += tasks.lines().filter(|l| l.starts_with("Running")).count();
+    }
+    running
+}
+
+/// What the container of `name` says of itself (`/env`: its HOSTNAME is its container).
+async fn hostname(routers: &Routers, router: usize, name: &str) -> String {
+    let (status, env) = get(routers, router, name, "/env").await.expect("an answer");
+    assert_eq!(status, 200, "{env}");
+    let env: serde_json::Value = serde_json::from_str(&env).expect("JSON");
+    env["HOSTNAME"].as_str().unwrap_or_default().to_string()
+}
+
+/// 200 first requests for one name, sent to the three routers at once: 200 successes, one
+/// service and one running task cluster-wide, and every request reached that one task.
+pub async fn first_requests_through_every_router_make_one_service(
+    cluster: &Cluster,
+    routers: &Routers,
+) {
+    let mut requests = Vec::new();
+    for i in 0..200 {
+        let addr = routers.public[i % 3].clone();
+        requests.push(tokio::spawn(async move {
+            request(
+                &addr,
+                "GET",
+                "/hit",
+                &[("Host", HOST), ("x-name", "stampede")],
+                "",
+            )
+            .await
+        }));
+    }
+    let mut hits = BTreeSet::new();
+    for request in requests {
+        let (status, body) = request.await.expect("task").expect("an answer");
+        assert_eq!(status, 200, "{body}");
+        hits.insert(body.trim().parse::<u32>().expect("a count"));
+    }
+    assert_eq!(
+        hits,
+        (1..=200).collect(),
+        "every request reached the same container"
+    );
+    assert_eq!(services(cluster).await.len(), 1);
+    assert_eq!(running_tasks(cluster).await, 1);
+    let holders = holders(cluster, routers, "stampede").await;
+    assert_eq!(
+        holders.len(),
+        1,
+        "one router runs the object's lifecycle: {holders:?}"
+    );
+}
+
+/// The routers whose control API lists object `name` as healthy: its home only.
+async fn holders(cluster: &Cluster, routers: &Routers, name: &str) -> Vec<usize> {
+    let auth = format!("Bearer {}", routers.token);
+    let mut holders = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let control = format!("{}:{CONTROL_PORT}", node.ip);
+        let Ok((200, list)) = request(
+            &control,
+            "GET",
+            "/v1/apps/swarm/instances",
+            &[("Authorization", &auth)],
+            "",
+        )
+        .await
+        else {
+            continue;
+        };
+        let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+        let holds = list.as_array().is_some_and(|all| {
+            all.iter()
+                .any(|i| i["name"] == name && i["state"] == "healthy")
+        });
+        if holds {
+            holders.push(i);
+        }
+    }
+    holders
+}
+
+/// A name is served through every router by one container; it sleeps on its home (the
+/// service goes), and a request through any router wakes it on a new one.
+pub async fn any_router_serves_a_name_that_sleeps_and_wakes(cluster: &Cluster, routers: &Routers) {
+    let first = hostname(routers, 0, "sleeper").await;
+    for router in 1..3 {
+        assert_eq!(
+            hostname(routers, router, "sleeper").await,
+            first,
+            "router {router} reaches the same container"
+        );
+    }
+    let before = services(cluster).await.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while services(cluster).await.len() >= before {
+        assert!(
+            Instant::now() < deadline,
+            "sleeper did not sleep within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let woken = hostname(routers, 2, "sleeper").await;
+    assert_ne!(woken, first, "a new container after the sleep");
+    assert_eq!(hostname(routers, 1, "sleeper").await, woken);
+}
+
+/// The home router of a running object is killed: another router becomes its home and
+/// adopts its service, with the same container (its hit count goes on).
+pub async fn a_killed_routers_objects_are_adopted_without_restart(
+    cluster: &Cluster,
+    routers: &Routers,
+) {
+    let name = "survivor";
+    let first = hostname(routers, 0, name).await;
+    let (_, hits) = get(routers, 0, name, "/hit").await.expect("an answer");
+    // The home made the service: its berth.host label is the router container's hostname.
+    let service = services(cluster)
+        .await
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .expect("a service");
+    let mut home_host = String::new();
+    for candidate in services(cluster).await {
+        let labels = cluster::run(cluster.manager().docker().args([
+            "service",
+            "inspect",
+            &candidate,
+            "--format",
+            "{{index .Spec.Labels \"berth.object-name\"}} {{index .Spec.Labels \"berth.host\"}}",
+        ]))
+        .await;
+        if let Some(host) = labels.strip_prefix(&format!("{name} ")) {
+            home_host = host.to_string();
+        }
+    }
+    assert!(
+        !home_host.is_empty(),
+        "the service of {name} names its router ({service})"
+    );
+    let mut killed = None;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let ids = cluster::run(node.docker().args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("name={SERVICE}"),
+        ]))
+        .await;
+        if ids.lines().any(|id| id.starts_with(&home_host)) {
+            cluster::run(node.docker().args(["kill", &home_host])).await;
+            killed = Some(i);
+        }
+    }
+    let killed = killed.expect("the home router runs on a node");
+    let other = (killed + 1) % 3;
+    let began = Instant::now();
+    let after = cluster::eventually(|| async {
+        match get(routers, other, name, "/hit").await {
+            Ok((200, body)) => Ok(body),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .expect("another router serves the object");
+    eprintln!(
+        "served again {:?} after its home router was killed",
+        began.elapsed()
+    );
+    let (hits, after): (u32, u32) = (
+        hits.trim().parse().expect("count"),
+        after.trim().parse().expect("count"),
+    );
+    assert!(
+        after > hits,
+        "the same container goes on counting: {hits} then {after}"
+    );
+    assert_eq!(hostname(routers, other, name).await, first, "not restarted");
+    let holders = holders(cluster, routers, name).await;
+    assert_eq!(holders.len(), 1, "one router holds it now: {holders:?}");
+    assert_ne!(holders[0], killed, "and not the one killed");
+}
