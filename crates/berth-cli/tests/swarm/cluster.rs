@@ -303,8 +303,13 @@ impl Cluster {
         port: u16,
         path: &str,
     ) -> Result<String, String> {
+        let lookup = if host.parse::<std::net::Ipv4Addr>().is_ok() {
+            format!("ip={host}")
+        } else {
+            format!("ip=$(nslookup -type=a {host} 2>/dev/null | awk '/^Address: / {{a=$2}} END {{print a}}')")
+        };
         let script = format!(
-            "ip=$(nslookup -type=a {host} 2>/dev/null | awk '/^Address: / {{a=$2}} END {{print a}}'); \
+            "{lookup}; \
              [ -n \"$ip\" ] || {{ echo 'no address for {host}' >&2; exit 1; }}; \
              printf 'GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 \"$ip\" {port}"
         );

@@ -280,7 +280,7 @@ async fn running_tasks(cluster: &Cluster) -> usize {
 }
 
 /// What the container of `name` says of itself (`/env`: its HOSTNAME is its container).
-async fn hostname(routers: &Routers, router: usize, name: &str) -> String {
+pub async fn hostname(routers: &Routers, router: usize, name: &str) -> String {
     let (status, env) = get(routers, router, name, "/env").await.expect("an answer");
     assert_eq!(status, 200, "{env}");
     let env: serde_json::Value = serde_json::from_str(&env).expect("JSON");

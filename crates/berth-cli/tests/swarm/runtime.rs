@@ -100,7 +100,14 @@ pub async fn objects_spread_over_the_nodes_each_with_its_own_identity(cluster: &
     let nodes: BTreeSet<&String> = placed.values().collect();
     assert_eq!(nodes.len(), 3, "every node runs some: {placed:?}");
     for (i, (name, service)) in names.iter().zip(&created).enumerate() {
-        let host = format!("tasks.{}", service.name);
+        // At the address the runtime gives, as berth's router would connect.
+        let info = runtime.inspect(&service.id).await.expect("inspect");
+        let address = info
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.addr(8080))
+            .unwrap_or_else(|| panic!("{name} has an address on the overlay: {info:?}"));
+        let host = address.ip().to_string();
         let env = cluster::eventually(|| cluster.get(i % 3, &host, 8080, "/env"))
             .await
             .unwrap_or_else(|e| panic!("{name} answers from node {}: {e}", i % 3 + 1));

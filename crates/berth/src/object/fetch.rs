@@ -233,11 +233,26 @@ impl Object {
             })));
         }
         let timeout = self.options().request_timeout;
-        let forwarded = tokio::time::timeout(
-            timeout,
-            proxy::forward(&instance.pool, request, port, in_flight),
-        )
-        .await;
+        // A container that exits takes its connections with it, but one whose node was
+        // cut off (a cluster) leaves them hanging: its exit ends the wait too.
+        let forwarded = tokio::select! {
+            forwarded = tokio::time::timeout(
+                timeout,
+                proxy::forward(&instance.pool, request, port, in_flight),
+            ) => forwarded,
+            Some(exit) = instance.exit(timeout) => {
+                let object = self.describe();
+                return Err(if exit.reason == StopReason::Exited {
+                    FetchError::Crashed { object, port, status: exit.status }
+                } else {
+                    FetchError::Dropped {
+                        object,
+                        port,
+                        cause: format!("the container stopped ({}) while the request waited for its answer", exit.reason),
+                    }
+                });
+            }
+        };
         let Ok(forwarded) = forwarded else {
             return Err(FetchError::RequestTimeout {
                 object: self.describe(),

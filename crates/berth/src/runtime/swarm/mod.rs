@@ -3,9 +3,13 @@
 //! service of the same name, which is what keeps one live container per object across
 //! the cluster: a create that conflicts adopts the service that is there.
 //!
-//! berth must run on the overlay network itself to reach a task: the address of a
-//! service's task is asked of the overlay's DNS at each connection ([`dns`]), so a task
-//! that Swarm moved to another node is found where it is now.
+//! berth must run on the overlay network itself to reach a task: it connects to the
+//! task's own address there, from the manager's task list. A task never moves (Swarm
+//! restarts nothing of berth's): when its node is lost, Swarm gives up on it, berth sees
+//! the container as gone, and the next request creates the service again, on a live node.
+//! The overlay's DNS would not do: a lost node's task stays listed under
+//! `tasks.<service>` for minutes, beside the task that replaces it. ([`dns`] lists the
+//! routers, see `crate::peers`.)
 //!
 //! Swarm cannot signal a task, pause it, or give it a volume of berth's: a stop scales
 //! the service to 0 (Swarm sends SIGTERM, then SIGKILL after its grace period), a kill
@@ -14,12 +18,14 @@
 
 pub mod dns;
 mod spec;
+mod tasks;
 
 pub use spec::service_name;
 
+use tasks::{exit_of, replicas};
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -30,15 +36,13 @@ use bollard::query_parameters::{
     UpdateServiceOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
 use super::docker::{forward_lines, labels};
 use super::{
-    Conn, ContainerInfo, ContainerSpec, Created, Dial, Endpoint, ExitStatus, Output, Runtime,
-    RuntimeError, Selector, Signal, VolumeInfo,
+    ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Output, Runtime, RuntimeError,
+    Selector, Signal, VolumeInfo,
 };
 
 /// The attachable overlay network that berth's services and routers share by default.
@@ -55,7 +59,6 @@ pub struct SwarmRuntime {
     docker: Docker,
     host: String,
     network: String,
-    dns: SocketAddr,
     network_ready: OnceCell<()>,
 }
 
@@ -87,16 +90,8 @@ impl SwarmRuntime {
             docker,
             host: host.to_string(),
             network: network.to_string(),
-            dns: dns::EMBEDDED_DNS,
             network_ready: OnceCell::new(),
         })
-    }
-
-    /// Asks `server` for task addresses instead of the embedded DNS of the container
-    /// berth runs in.
-    pub fn with_dns(mut self, server: SocketAddr) -> SwarmRuntime {
-        self.dns = server;
-        self
     }
 
     /// The underlying client.
@@ -200,19 +195,40 @@ impl SwarmRuntime {
         }))
     }
 
-    fn dialer(&self, service: &Service) -> Endpoint {
-        let name = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.name.clone())
-            .unwrap_or_default();
-        Endpoint::Dialer(Arc::new(TaskDialer {
-            name: format!("tasks.{name}"),
-            dns: self.dns,
-        }))
+    /// How to reach `task` on the overlay: at its own address there.
+    async fn endpoint(&self, task: &Task) -> Result<Option<Endpoint>, RuntimeError> {
+        let id = task.id.clone().unwrap_or_default();
+        let address = tasks::address(&self.host, &id, &self.network)
+            .await
+            .map_err(|e| RuntimeError::Unreachable {
+                engine: self.engine(),
+                reason: format!("reading task {id}: {e}"),
+                hint: HINT,
+            })?;
+        Ok(address.map(|ip| Endpoint::Bridge(IpAddr::V4(ip))))
     }
 
-    fn info(&self, service: &Service, task: Option<&Task>) -> ContainerInfo {
+    /// The service's info, with its task's address when the task runs.
+    async fn info_of(
+        &self,
+        service: &Service,
+        task: Option<&Task>,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let running =
+            task.filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING));
+        let endpoint = match running {
+            Some(task) => self.endpoint(task).await?,
+            None => None,
+        };
+        Ok(self.info(service, task, endpoint))
+    }
+
+    fn info(
+        &self,
+        service: &Service,
+        task: Option<&Task>,
+        endpoint: Option<Endpoint>,
+    ) -> ContainerInfo {
         let spec = service.spec.clone().unwrap_or_default();
         let service_labels: std::collections::BTreeMap<String, String> = spec
             .labels
@@ -239,7 +255,21 @@ impl SwarmRuntime {
                     oom_killed: false,
                 })
             }),
-            endpoint: running.then(|| self.dialer(service)),
+            endpoint: endpoint.filter(|_| running),
+        }
+    }
+
+    /// Whether Swarm gave up on the service's `task` while the service still asks for a
+    /// replica: its node went down, and a service that is never restarted gets no new
+    /// task. Its container may still run on that node, cut off, until the node rejoins.
+    async fn abandoned(&self, id: &str, task: &Task) -> Result<bool, RuntimeError> {
+        if task.desired_state == Some(TaskState::RUNNING) || task.desired_state.is_none() {
+            return Ok(false);
+        }
+        match self.service(id).await {
+            Ok(service) => Ok(replicas(&service).unwrap_or(0) > 0),
+            Err(RuntimeError::NotFound { .. }) => Ok(true),
+            Err(e) => Err(e),
         }
     }
 
@@ -269,64 +299,6 @@ impl SwarmRuntime {
             }
         }
         Ok(())
-    }
-}
-
-/// The replicas a service asks for.
-fn replicas(service: &Service) -> Option<i64> {
-    service
-        .spec
-        .as_ref()?
-        .mode
-        .as_ref()?
-        .replicated
-        .as_ref()?
-        .replicas
-}
-
-/// How a task ended, if it has.
-fn exit_of(task: &Task) -> Option<ExitStatus> {
-    let status = task.status.as_ref()?;
-    let ended = matches!(
-        status.state?,
-        TaskState::COMPLETE
-            | TaskState::FAILED
-            | TaskState::SHUTDOWN
-            | TaskState::REJECTED
-            | TaskState::ORPHANED
-            | TaskState::REMOVE
-    );
-    ended.then(|| ExitStatus {
-        code: status
-            .container_status
-            .as_ref()
-            .and_then(|c| c.exit_code)
-            .unwrap_or(-1),
-        oom_killed: false,
-    })
-}
-
-/// Connects to a service's live task, found by the overlay's DNS at each connection.
-struct TaskDialer {
-    name: String,
-    dns: SocketAddr,
-}
-
-impl Dial for TaskDialer {
-    fn dial(&self, port: u16) -> BoxFuture<'static, std::io::Result<Conn>> {
-        let (name, server) = (self.name.clone(), self.dns);
-        Box::pin(async move {
-            let addresses = dns::lookup_a(server, &name).await?;
-            let ip = addresses.first().ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{name} has no live task on the overlay network"),
-                )
-            })?;
-            let stream = TcpStream::connect((*ip, port)).await?;
-            let _ = stream.set_nodelay(true);
-            Ok(Conn::Tcp(stream))
-        })
     }
 }
 
@@ -369,10 +341,27 @@ impl Runtime for SwarmRuntime {
                 if !same {
                     return Err(self.refuse(&name, &format!("a service of that name that berth did not make for this object is in the way ({message}); remove it with `docker service rm {name}`")));
                 }
-                Ok(Created {
-                    id: there.id.unwrap_or_else(|| name.clone()),
-                    name,
-                })
+                let id = there.id.unwrap_or_else(|| name.clone());
+                if let Some(task) = self.task(&id).await? {
+                    if exit_of(&task).is_some() || self.abandoned(&id, &task).await? {
+                        // It will never run again (its node was lost, or it ended while
+                        // no router watched): made again, placed on a live node.
+                        self.remove(&id).await?;
+                        let service = spec::service_spec(spec, &self.network, 1);
+                        let created =
+                            self.docker
+                                .create_service(service, None)
+                                .await
+                                .map_err(|e| {
+                                    self.error("create a service from image", &spec.image, e)
+                                })?;
+                        return Ok(Created {
+                            id: created.id.unwrap_or_else(|| name.clone()),
+                            name,
+                        });
+                    }
+                }
+                Ok(Created { id, name })
             }
             Err(e) => Err(self.error("create a service from image", &spec.image, e)),
         }
@@ -385,7 +374,9 @@ impl Runtime for SwarmRuntime {
             if let Some(task) = self.task(id).await? {
                 let status = task.status.clone().unwrap_or_default();
                 if status.state == Some(TaskState::RUNNING) {
-                    return Ok(self.dialer(&service));
+                    if let Some(endpoint) = self.endpoint(&task).await? {
+                        return Ok(endpoint);
+                    }
                 }
                 if status.state == Some(TaskState::REJECTED) {
                     let message = status.err.unwrap_or_default();
@@ -446,6 +437,12 @@ impl Runtime for SwarmRuntime {
                     if let Some(exit) = exit_of(&task) {
                         return Ok(exit);
                     }
+                    if self.abandoned(id, &task).await? {
+                        return Ok(ExitStatus {
+                            code: -1,
+                            oom_killed: false,
+                        });
+                    }
                 }
                 Ok(None) => {
                     // No task: the service was removed (a kill), or scaled to 0 (a stop)
@@ -492,7 +489,7 @@ impl Runtime for SwarmRuntime {
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
         let service = self.service(id).await?;
         let task = self.task(id).await?;
-        Ok(self.info(&service, task.as_ref()))
+        self.info_of(&service, task.as_ref()).await
     }
 
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
@@ -548,7 +545,7 @@ impl Runtime for SwarmRuntime {
                 continue;
             };
             match self.task(&id).await {
-                Ok(task) => found.push(self.info(&service, task.as_ref())),
+                Ok(task) => found.push(self.info_of(&service, task.as_ref()).await?),
                 Err(RuntimeError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }

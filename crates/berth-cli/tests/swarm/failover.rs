@@ -1,0 +1,156 @@
+//! A worker node lost: its `dockerd` is killed, the managers mark it down, and the
+//! objects whose tasks ran there are served again from the other nodes.
+
+use std::time::{Duration, Instant};
+
+use crate::cluster::{self, Cluster};
+use crate::routers::{self, Routers, SERVICE};
+
+/// The service of object `name` of the test app: its name, the node its running task is
+/// on, and the router (container id prefix) that made it.
+async fn placed(cluster: &Cluster, name: &str) -> Option<(String, String, String)> {
+    for service in routers::services(cluster).await {
+        let labels = cluster::run(cluster.manager().docker().args([
+            "service",
+            "inspect",
+            &service,
+            "--format",
+            "{{index .Spec.Labels \"berth.object-name\"}} {{index .Spec.Labels \"berth.host\"}}",
+        ]))
+        .await;
+        let Some(router) = labels.strip_prefix(&format!("{name} ")) else {
+            continue;
+        };
+        let node = cluster::run(cluster.manager().docker().args([
+            "service",
+            "ps",
+            &service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}}",
+        ]))
+        .await;
+        return Some((service, node, router.to_string()));
+    }
+    None
+}
+
+/// The node (index) whose engine runs router container `router`, if it runs.
+async fn router_node(cluster: &Cluster, router: &str) -> Option<usize> {
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let ids = cluster::run(node.docker().args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("name={SERVICE}"),
+        ]))
+        .await;
+        if ids.lines().any(|id| id.starts_with(router)) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Kills the `dockerd` of a worker node whose tasks serve an object homed on a router
+/// that lives on another node: that object is served again, by a new container on another
+/// node, once the managers have marked the node down. Prints both times.
+pub async fn a_lost_nodes_objects_are_served_from_the_others(cluster: &Cluster, routers: &Routers) {
+    // A router that still answers, on some node: the requests go through it.
+    let mut via = None;
+    for (i, addr) in routers.public.iter().enumerate() {
+        if routers::request(addr, "GET", "/", &[("Host", "nobody.localhost")], "")
+            .await
+            .is_ok()
+        {
+            via = Some(i);
+            break;
+        }
+    }
+    let via = via.expect("a router still answers");
+    let doomed = if via == 2 { 1 } else { 2 };
+    let doomed_host = format!("n{}", doomed + 1);
+    let mut chosen = None;
+    for batch in 0..5 {
+        let names: Vec<String> = (0..6).map(|i| format!("lost-{batch}-{i}")).collect();
+        let mut gets = Vec::new();
+        for name in &names {
+            let addr = routers.public[via].clone();
+            let name = name.clone();
+            gets.push(tokio::spawn(async move {
+                routers::request(
+                    &addr,
+                    "GET",
+                    "/env",
+                    &[("Host", "web.swarm.localhost"), ("x-name", &name)],
+                    "",
+                )
+                .await
+            }));
+        }
+        for get in gets {
+            let (status, body) = get.await.expect("task").expect("an answer");
+            assert_eq!(status, 200, "{body}");
+        }
+        for name in &names {
+            let Some((_, node, router)) = placed(cluster, name).await else {
+                continue;
+            };
+            let home = router_node(cluster, &router).await;
+            if node == doomed_host && home.is_some_and(|h| h != doomed) {
+                chosen = Some(name.clone());
+                break;
+            }
+        }
+        if chosen.is_some() {
+            break;
+        }
+    }
+    let name = chosen.expect("an object on the doomed node, homed on another");
+    let before = routers::hostname(routers, via, &name).await;
+
+    let began = Instant::now();
+    cluster::run(tokio::process::Command::new("docker").args([
+        "exec",
+        &cluster.nodes[doomed].name,
+        "sh",
+        "-c",
+        "kill -9 $(cat /node/dockerd.pid)",
+    ]))
+    .await;
+    let mut marked_down = None;
+    let mut served = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (marked_down.is_none() || served.is_none()) && Instant::now() < deadline {
+        if marked_down.is_none() {
+            let status = cluster::run(cluster.manager().docker().args([
+                "node",
+                "inspect",
+                &doomed_host,
+                "--format",
+                "{{.Status.State}}",
+            ]))
+            .await;
+            if status == "down" {
+                marked_down = Some(began.elapsed());
+            }
+        }
+        if served.is_none() {
+            if let Ok((200, env)) = routers::get(routers, via, &name, "/env").await {
+                let env: serde_json::Value = serde_json::from_str(&env).unwrap_or_default();
+                if env["HOSTNAME"].as_str().is_some_and(|h| h != before) {
+                    served = Some(began.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = served.unwrap_or_else(|| panic!("{name} was not served again within 120 s"));
+    let (_, node, _) = placed(cluster, &name).await.expect("its new service");
+    assert_ne!(node, doomed_host, "the new task runs on a live node");
+    eprintln!(
+        "node {doomed_host} lost: marked down after {marked_down:?}, {name} served again by a new container after {served:?}"
+    );
+}
