@@ -5,13 +5,15 @@
 # except two shell measurements, each also last in a run of everything: `js` (a JS worker
 # against the equivalent declarative route under berth dev), which bench/js.sh runs:
 # `bench/run.sh --only js`; and `deploy` (berth serve and berth deploy), which
-# bench/deploy.sh runs: `bench/run.sh --only deploy`.
+# bench/deploy.sh runs: `bench/run.sh --only deploy`; and `swarm` (berth on a 3-node
+# Docker Swarm: the extra hop, cold starts), which bench/swarm.sh runs.
 set -eu
 cd "$(dirname "$0")/.."
 
-# Takes `js` and `deploy` out of --only; without --only, everything runs, those too.
+# Takes `js`, `deploy` and `swarm` out of --only; without --only, everything runs, those too.
 js=yes
 deploy=yes
+swarm=yes
 others=yes
 n=$#
 i=0
@@ -31,11 +33,13 @@ while [ "$i" -lt "$n" ]; do
             fi
             js=no
             deploy=no
+            swarm=no
             kept=""
             for name in $(echo "$list" | tr ',' ' '); do
                 case "$name" in
                     js) js=yes ;;
                     deploy) deploy=yes ;;
+                    swarm) swarm=yes ;;
                     *) kept="$kept${kept:+,}$name" ;;
                 esac
             done
@@ -67,4 +71,7 @@ if [ "$deploy" = yes ]; then
     sh examples/hello/build-server.sh >&2
     cargo build --release -q -p berth-cli
     bash bench/deploy.sh
+fi
+if [ "$swarm" = yes ]; then
+    bash bench/swarm.sh
 fi

@@ -41,6 +41,8 @@ pub const PORT_HEADER: HeaderName = HeaderName::from_static("berth-peer-port");
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("berth-peer-token");
 
 const REFRESH: Duration = Duration::from_secs(1);
+/// How long a router that refused a connection is left out of homes.
+const DOWN_FOR: Duration = Duration::from_secs(30);
 
 /// This router and the others, as the overlay's DNS lists them.
 pub struct Peers {
@@ -49,8 +51,13 @@ pub struct Peers {
     /// The port every router's peer listener uses.
     port: u16,
     dns: SocketAddr,
-    /// The cluster's secret (the control token), never logged.
+    /// The cluster's peer key (derived from the control token), never logged.
     token: String,
+    /// Routers a connection failed to lately, left out of homes until `DOWN_FOR` passed:
+    /// a lost node's router stays in the overlay's DNS for minutes.
+    down: Mutex<HashMap<Ipv4Addr, std::time::Instant>>,
+    /// Whether the last look found this router in the list (warned about once).
+    lost: std::sync::atomic::AtomicBool,
     view: RwLock<View>,
     /// A pool of connections per router, for the requests sent to it.
     pools: Mutex<HashMap<Ipv4Addr, Arc<Pool>>>,
@@ -100,6 +107,8 @@ impl Peers {
             token,
             view: RwLock::default(),
             pools: Mutex::default(),
+            down: Mutex::default(),
+            lost: std::sync::atomic::AtomicBool::new(false),
         });
         peers.refresh().await;
         let weak = Arc::downgrade(&peers);
@@ -119,16 +128,45 @@ impl Peers {
         let name = format!("tasks.{}", self.service);
         let mut routers = match dns::lookup_a(self.dns, &name).await {
             Ok(routers) if !routers.is_empty() => routers,
-            Ok(_) => return,
+            Ok(_) => {
+                self.warn_lost(&format!("the overlay's DNS knows no {name}; is --swarm-routers the routers' service name?"));
+                return;
+            }
             Err(e) => {
-                tracing::debug!("cannot list the routers ({name}): {e}");
+                self.warn_lost(&format!("cannot list the routers ({name}): {e}"));
                 return;
             }
         };
         routers.sort();
         let me = self.view().me.or_else(|| own_address(&routers));
+        if me.is_none() {
+            self.warn_lost(&format!("this router is not among the {} that {name} lists; it serves every object itself until it is", routers.len()));
+        } else if self.lost.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(
+                "this router sees {} routers, itself among them",
+                routers.len()
+            );
+        }
         if let Ok(mut view) = self.view.write() {
             *view = View { me, routers };
+        }
+    }
+
+    /// Warns once until the router finds itself again: until then every object is
+    /// served here, so two routers may each run one object's lifecycle.
+    fn warn_lost(&self, why: &str) {
+        if !self.lost.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("{why}");
+        }
+    }
+
+    /// Leaves `router` out of homes for a while: a connection to it failed.
+    pub fn mark_down(&self, router: Ipv4Addr) {
+        if let Ok(mut down) = self.down.lock() {
+            down.insert(router, std::time::Instant::now());
+        }
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.remove(&router);
         }
     }
 
@@ -148,7 +186,17 @@ impl Peers {
         let Some(me) = view.me else {
             return Home::Here;
         };
-        match rendezvous(id, &view.routers) {
+        let live: Vec<Ipv4Addr> = match self.down.lock() {
+            Ok(mut down) => {
+                down.retain(|_, since| since.elapsed() < DOWN_FOR);
+                view.routers
+                    .into_iter()
+                    .filter(|r| *r == me || !down.contains_key(r))
+                    .collect()
+            }
+            Err(_) => view.routers,
+        };
+        match rendezvous(id, &live) {
             Some(home) if home != me => Home::Router(home),
             _ => Home::Here,
         }

@@ -215,7 +215,7 @@ pub async fn start(
             Peers::start(
                 &cluster.routers,
                 cluster.peer_listen.port(),
-                data.token.reveal().to_string(),
+                data.token.peer_key(),
             )
             .await,
         ),

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bench;
 mod cluster;
 mod dns;
 mod failover;
@@ -27,6 +28,10 @@ async fn swarm() {
     runtime::concurrent_creates_of_one_object_make_one_service(&cluster).await;
     runtime::a_stop_ends_the_task_and_a_removal_leaves_nothing(&cluster).await;
     let routers = routers::Routers::start(&cluster).await;
+    if std::env::var_os("BERTH_SWARM_BENCH").is_some() {
+        bench::run(&cluster, &routers).await;
+        return;
+    }
     routers::first_requests_through_every_router_make_one_service(&cluster, &routers).await;
     routers::any_router_serves_a_name_that_sleeps_and_wakes(&cluster, &routers).await;
     routers::a_killed_routers_objects_are_adopted_without_restart(&cluster, &routers).await;

@@ -329,7 +329,7 @@ pub async fn first_requests_through_every_router_make_one_service(
 }
 
 /// The routers whose control API lists object `name` as healthy: its home only.
-async fn holders(cluster: &Cluster, routers: &Routers, name: &str) -> Vec<usize> {
+pub async fn holders(cluster: &Cluster, routers: &Routers, name: &str) -> Vec<usize> {
     let auth = format!("Bearer {}", routers.token);
     let mut holders = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {

@@ -18,7 +18,7 @@ async fn runtime(cluster: &Cluster) -> SwarmRuntime {
         .expect("the manager's API")
 }
 
-fn spec(app: &str, name: &str, image: &str) -> ContainerSpec {
+pub fn spec(app: &str, name: &str, image: &str) -> ContainerSpec {
     use sha2::{Digest, Sha256};
     let hex: String = Sha256::digest(format!("{app}/Echo/{name}"))
         .iter()

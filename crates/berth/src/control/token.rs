@@ -97,16 +97,27 @@ impl Token {
         same(self.0.as_bytes(), given)
     }
 
+    /// The key a cluster's routers send each other (HMAC-SHA256 of the token): it opens
+    /// only their peer listeners, so one that leaks on the overlay gives away no control.
+    pub fn peer_key(&self) -> String {
+        self.derive(b"berth peers")
+    }
+
     /// What the dashboard's cookie holds instead of the token: a key derived from it
     /// (HMAC-SHA256), good for reading only. Cookies go to every port of a host, so a
     /// cookie that leaks to another service there gives away no right to change anything.
     pub fn read_only(&self) -> String {
+        self.derive(b"berth dashboard: read only")
+    }
+
+    /// HMAC-SHA256 of `purpose` keyed by the token, in hex; empty if it cannot be made.
+    fn derive(&self, purpose: &[u8]) -> String {
         use hmac::{Hmac, Mac};
         use sha2::Sha256;
         let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes()) else {
             return String::new();
         };
-        mac.update(b"berth dashboard: read only");
+        mac.update(purpose);
         mac.finalize()
             .into_bytes()
             .iter()

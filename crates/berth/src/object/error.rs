@@ -301,7 +301,7 @@ pub enum FetchError {
         port: u16,
         cause: String,
     },
-    #[error("could not reach router {router}, where {object} lives, to send it the request: {cause}; the routers' list is read again every second, so retry")]
+    #[error("could not reach router {router}, where {object} lives, to send it the request: {cause}; berth leaves that router out of homes for 30 s, so a retry goes to another")]
     HomeUnreachable {
         object: String,
         router: std::net::Ipv4Addr,

@@ -162,6 +162,12 @@ impl Object {
         self.forward(request, port, in_flight, instance).await
     }
 
+    /// Whether this router runs the object's lifecycle: always, but on a cluster's
+    /// router whose peers make another one the object's home (see [`crate::peers`]).
+    pub fn is_home(&self) -> bool {
+        self.elsewhere().is_none()
+    }
+
     /// The router this object lives on, if it is not this one.
     pub(super) fn elsewhere(&self) -> Option<(Arc<Peers>, Ipv4Addr)> {
         let peers = self.inner.class.app.peers.get()?;
@@ -205,9 +211,12 @@ impl Object {
             Ok(Err(ProxyFailure::ClientBody(e))) => Err(FetchError::BadRequestBody {
                 cause: error_chain(e.as_ref()),
             }),
-            Ok(Err(ProxyFailure::Connect(e) | ProxyFailure::Dropped(e))) => {
+            Ok(Err(ProxyFailure::Connect(e))) => {
+                // Homes leave it out for a while: the next request goes to another.
+                peers.mark_down(home);
                 Err(unreachable(error_chain(e.as_ref())))
             }
+            Ok(Err(ProxyFailure::Dropped(e))) => Err(unreachable(error_chain(e.as_ref()))),
             Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
         }
     }

@@ -13,8 +13,8 @@
 //!
 //! Swarm cannot signal a task, pause it, or give it a volume of berth's: a stop scales
 //! the service to 0 (Swarm sends SIGTERM, then SIGKILL after its grace period), a kill
-//! removes it, and classes with `volumes`, `sleep_mode = "pause"` or an egress policy are
-//! refused with an error that says so.
+//! removes it; a pause fails with an error that says so (the object then sleeps by a
+//! stop), and classes with `volumes` or an egress policy are refused at create.
 
 pub mod dns;
 mod spec;
@@ -48,9 +48,12 @@ use super::{
 /// The attachable overlay network that berth's services and routers share by default.
 pub const DEFAULT_NETWORK: &str = "berth";
 
-const HINT: &str = "point --docker-host (or DOCKER_HOST) at a Swarm manager's API";
-/// How often a task's state is read while berth waits for it.
+const HINT: &str = "point DOCKER_HOST at a Swarm manager's API";
+/// How often a task's state is read while berth waits for it to run.
 const POLL: Duration = Duration::from_millis(100);
+/// How often a running task's state is read to learn of its end: every live container
+/// of every router asks the manager this often.
+const WATCH: Duration = Duration::from_secs(1);
 /// How long a service may take to get a running task: the image may still be loading.
 const START_LIMIT: Duration = Duration::from_secs(300);
 
@@ -273,7 +276,7 @@ impl SwarmRuntime {
         }
     }
 
-    /// Scales the service to `replicas`, retrying once when another update came first.
+    /// Scales the service to `replicas`, retrying twice when another update came first.
     async fn scale(&self, id: &str, replicas: i64) -> Result<(), RuntimeError> {
         for attempt in 0..3 {
             let service = match self.service(id).await {
@@ -341,25 +344,34 @@ impl Runtime for SwarmRuntime {
                 if !same {
                     return Err(self.refuse(&name, &format!("a service of that name that berth did not make for this object is in the way ({message}); remove it with `docker service rm {name}`")));
                 }
-                let id = there.id.unwrap_or_else(|| name.clone());
-                if let Some(task) = self.task(&id).await? {
-                    if exit_of(&task).is_some() || self.abandoned(&id, &task).await? {
-                        // It will never run again (its node was lost, or it ended while
-                        // no router watched): made again, placed on a live node.
-                        self.remove(&id).await?;
-                        let service = spec::service_spec(spec, &self.network, 1);
-                        let created =
-                            self.docker
-                                .create_service(service, None)
-                                .await
-                                .map_err(|e| {
-                                    self.error("create a service from image", &spec.image, e)
-                                })?;
-                        return Ok(Created {
+                let id = there.id.clone().unwrap_or_else(|| name.clone());
+                let dead = match self.task(&id).await? {
+                    Some(task) => exit_of(&task).is_some() || self.abandoned(&id, &task).await?,
+                    // Scaled to 0 by a home that went away before removing it.
+                    None => replicas(&there) == Some(0),
+                };
+                if dead {
+                    // It will never run again (its node was lost, or it ended while no
+                    // router watched): made again, placed on a live node. Another router
+                    // may do the same at once: then its service is the one.
+                    self.remove(&id).await?;
+                    let service = spec::service_spec(spec, &self.network, 1);
+                    return match self.docker.create_service(service, None).await {
+                        Ok(created) => Ok(Created {
                             id: created.id.unwrap_or_else(|| name.clone()),
                             name,
-                        });
-                    }
+                        }),
+                        Err(BollardError::DockerResponseServerError {
+                            status_code: 409, ..
+                        }) => {
+                            let there = self.service(&name).await?;
+                            Ok(Created {
+                                id: there.id.unwrap_or_else(|| name.clone()),
+                                name,
+                            })
+                        }
+                        Err(e) => Err(self.error("create a service from image", &spec.image, e)),
+                    };
                 }
                 Ok(Created { id, name })
             }
@@ -472,7 +484,7 @@ impl Runtime for SwarmRuntime {
                 }
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(WATCH).await;
         }
     }
 

@@ -51,7 +51,14 @@ pub(super) fn exit_of(task: &Task) -> Option<ExitStatus> {
 /// `tasks.<service>` name as the task that replaces them.
 pub(super) async fn address(host: &str, task: &str, network: &str) -> io::Result<Option<Ipv4Addr>> {
     let path = format!("/tasks/{task}");
-    let body = get(host, &path).await?;
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), get(host, &path))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{host} did not answer {path} within 10 s"),
+            )
+        })??;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| io::Error::other(format!("the engine's answer to {path} is not JSON: {e}")))?;
     Ok(overlay_address(&value, network))
