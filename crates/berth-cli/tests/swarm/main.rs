@@ -7,6 +7,7 @@ mod common;
 
 mod bench;
 mod cluster;
+mod deploys;
 mod dns;
 mod failover;
 mod routers;
@@ -34,6 +35,7 @@ async fn swarm() {
     }
     routers::first_requests_through_every_router_make_one_service(&cluster, &routers).await;
     routers::any_router_serves_a_name_that_sleeps_and_wakes(&cluster, &routers).await;
+    deploys::a_deploy_rolls_out_across_the_nodes(&cluster, &routers).await;
     routers::a_killed_routers_objects_are_adopted_without_restart(&cluster, &routers).await;
     failover::a_lost_nodes_objects_are_served_from_the_others(&cluster, &routers).await;
 }

@@ -84,7 +84,12 @@ pub async fn get(
 
 /// The manifest every router gets: one class of the test server, whose object is named
 /// by the `x-name` header; it sleeps after 8 s without requests.
-fn manifest(image: &str) -> String {
+pub fn manifest(image: &str) -> String {
+    manifest_with(image, "")
+}
+
+/// [`manifest`], with `message` as the class's `MESSAGE` (what `GET /` shows).
+pub fn manifest_with(image: &str, message: &str) -> String {
     format!(
         r#"name = "swarm"
 [containers.echo]
@@ -93,6 +98,7 @@ image = "{image}"
 [containers.echo.class]
 default_port = 8080
 sleep_after = "8s"
+env_vars = {{ MESSAGE = "{message}" }}
 [workers.web]
 bindings = {{ ECHO = "echo" }}
 routes = [

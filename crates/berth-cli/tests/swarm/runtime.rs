@@ -192,7 +192,13 @@ pub async fn a_stop_ends_the_task_and_a_removal_leaves_nothing(cluster: &Cluster
     .expect("wait");
     let info = runtime.inspect(&created.id).await.expect("inspect");
     assert!(!info.running);
-    assert_eq!(info.exit, Some(exit));
+    // The test server exits 0 on SIGTERM; Swarm may delete the ended task at any moment,
+    // and then its code is unknown (-1).
+    assert!([0, -1].contains(&exit.code), "{exit:?}");
+    assert!(
+        info.exit.is_some_and(|e| [0, -1].contains(&e.code)),
+        "{info:?}"
+    );
     assert!(
         runtime.kill(&created.id, Signal::Hup).await.is_err(),
         "Swarm cannot send SIGHUP, and says so"
