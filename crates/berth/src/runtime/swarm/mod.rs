@@ -22,7 +22,7 @@ mod tasks;
 
 pub use spec::service_name;
 
-use tasks::{exit_of, replicas};
+use tasks::{exit_of, given_up, replicas};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -217,13 +217,25 @@ impl SwarmRuntime {
         service: &Service,
         task: Option<&Task>,
     ) -> Result<ContainerInfo, RuntimeError> {
-        let running =
-            task.filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING));
+        // A task Swarm gave up on (its node was lost) may still be reported running.
+        let abandoned = task.is_some_and(|t| given_up(service, t));
+        let running = task
+            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+            .filter(|_| !abandoned);
         let endpoint = match running {
             Some(task) => self.endpoint(task).await?,
             None => None,
         };
-        Ok(self.info(service, task, endpoint))
+        let mut info = self.info(service, task, endpoint);
+        if abandoned {
+            info.running = false;
+            info.endpoint = None;
+            info.exit.get_or_insert(ExitStatus {
+                code: -1,
+                oom_killed: false,
+            });
+        }
+        Ok(info)
     }
 
     fn info(
@@ -270,7 +282,7 @@ impl SwarmRuntime {
             return Ok(false);
         }
         match self.service(id).await {
-            Ok(service) => Ok(replicas(&service).unwrap_or(0) > 0),
+            Ok(service) => Ok(given_up(&service, task)),
             Err(RuntimeError::NotFound { .. }) => Ok(true),
             Err(e) => Err(e),
         }

@@ -22,6 +22,15 @@ pub(super) fn replicas(service: &Service) -> Option<i64> {
         .replicas
 }
 
+/// Whether Swarm gave up on `task` of `service`: it wants the task shut down while the
+/// service still asks for a replica, which is what a lost node does to a service that is
+/// never restarted. Such a task may still be reported running, on the lost node.
+pub(super) fn given_up(service: &Service, task: &Task) -> bool {
+    task.desired_state
+        .is_some_and(|desired| desired != TaskState::RUNNING)
+        && replicas(service).unwrap_or(0) > 0
+}
+
 /// How a task ended, if it has.
 pub(super) fn exit_of(task: &Task) -> Option<ExitStatus> {
     let status = task.status.as_ref()?;
@@ -125,6 +134,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_swarm_gave_up_on_is_told_from_one_being_stopped() {
+        use bollard::models::{ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated};
+        let service = |replicas| Service {
+            spec: Some(ServiceSpec {
+                mode: Some(ServiceSpecMode {
+                    replicated: Some(ServiceSpecModeReplicated {
+                        replicas: Some(replicas),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let task = |desired| Task {
+            desired_state: Some(desired),
+            ..Default::default()
+        };
+        // Its node lost: Swarm wants it shut down, the service still wants one.
+        assert!(given_up(&service(1), &task(TaskState::SHUTDOWN)));
+        // Stopped by berth (scaled to 0), or running as it should.
+        assert!(!given_up(&service(0), &task(TaskState::SHUTDOWN)));
+        assert!(!given_up(&service(1), &task(TaskState::RUNNING)));
+    }
 
     #[test]
     fn the_address_on_the_overlay_is_found_among_the_attachments() {
