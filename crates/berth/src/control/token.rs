@@ -15,6 +15,8 @@ pub enum TokenError {
     Io { path: PathBuf, reason: String },
     #[error("the control token {path} is empty or damaged; remove it, and berth serve makes a new one (clients then need the new token)")]
     Damaged { path: PathBuf },
+    #[error("the token file {path} (--token-file) cannot be used: {reason}; it must hold one token of at least 32 letters and digits, such as `openssl rand -hex 32` prints")]
+    File { path: PathBuf, reason: String },
     #[error("cannot make a random token: {0}")]
     Random(String),
 }
@@ -65,14 +67,15 @@ impl Token {
     /// Reads the token from `file`, as given (a Docker secret is read-only): the one
     /// token every router of a cluster shares.
     pub fn load(file: &Path) -> Result<Token, TokenError> {
-        let text = std::fs::read_to_string(file).map_err(|e| TokenError::Io {
+        let text = std::fs::read_to_string(file).map_err(|e| TokenError::File {
             path: file.to_path_buf(),
             reason: e.to_string(),
         })?;
         let token = text.trim().to_string();
         if token.len() < 32 || !token.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(TokenError::Damaged {
+            return Err(TokenError::File {
                 path: file.to_path_buf(),
+                reason: "it is empty, too short, or holds other characters".into(),
             });
         }
         Ok(Token(token))
@@ -151,6 +154,34 @@ impl fmt::Debug for Token {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_is_read_as_given_and_a_bad_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("berth-token-file-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("secret");
+        std::fs::write(&file, format!("{}\n", "ab12".repeat(16))).expect("write");
+        let token = Token::load(&file).expect("read");
+        assert_eq!(token.reveal(), "ab12".repeat(16));
+        assert_ne!(
+            token.peer_key(),
+            token.reveal(),
+            "the peer key is not the token"
+        );
+        assert_eq!(token.peer_key().len(), 64);
+        std::fs::write(&file, "short").expect("write");
+        let error = Token::load(&file).expect_err("too short").to_string();
+        assert!(
+            error.contains("--token-file") && error.contains("secret"),
+            "{error}"
+        );
+        let missing = Token::load(&dir.join("none"))
+            .expect_err("missing")
+            .to_string();
+        assert!(missing.contains("none"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_token_is_made_once_kept_private_and_checked_exactly() {
