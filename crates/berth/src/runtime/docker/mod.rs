@@ -382,18 +382,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
-        let mut stream = self.docker.logs(id, Some(options));
-        let mut text = String::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.error("read the logs of container", id, e))?;
-            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
-        }
-        Ok(text.lines().map(str::to_string).collect())
+        let stream = self.docker.logs(id, Some(tail_options(lines)));
+        collect_lines(stream)
+            .await
+            .map_err(|e| self.error("read the logs of container", id, e))
     }
 
     async fn follow_logs(
@@ -402,21 +394,7 @@ impl Runtime for DockerRuntime {
         since: Option<SystemTime>,
         lines: tokio::sync::mpsc::Sender<Output>,
     ) -> Result<(), RuntimeError> {
-        let mut options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(true)
-            .follow(true);
-        // The engine takes whole seconds: the lines of that second up to `since` are
-        // dropped here.
-        if let Some(since) = since {
-            let secs = since
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            options = options.since(i32::try_from(secs).unwrap_or(i32::MAX));
-        }
-        let stream = self.docker.logs(id, Some(options.build()));
+        let stream = self.docker.logs(id, Some(follow_options(since)));
         forward_lines(stream, since, lines)
             .await
             .map_err(|e| self.error("follow the logs of container", id, e))?;
@@ -497,6 +475,44 @@ impl Runtime for DockerRuntime {
         }
         Ok(found)
     }
+}
+
+/// The last `lines` lines of stdout and stderr.
+pub(crate) fn tail_options(lines: usize) -> bollard::query_parameters::LogsOptions {
+    LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build()
+}
+
+/// Stdout and stderr, timestamped, followed, from `since` on. The engine takes whole
+/// seconds: [`forward_lines`] drops the lines of that second up to `since`.
+pub(crate) fn follow_options(since: Option<SystemTime>) -> bollard::query_parameters::LogsOptions {
+    let mut options = LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .follow(true);
+    if let Some(since) = since {
+        let secs = since
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        options = options.since(i32::try_from(secs).unwrap_or(i32::MAX));
+    }
+    options.build()
+}
+
+/// The lines of an engine log stream, read to its end.
+pub(crate) async fn collect_lines(
+    mut stream: impl futures_util::Stream<Item = Result<LogOutput, BollardError>> + Unpin,
+) -> Result<Vec<String>, BollardError> {
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(chunk?.as_ref()));
+    }
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 /// Sends the lines of an engine log stream (`timestamps=1`) after `since` to `lines`,

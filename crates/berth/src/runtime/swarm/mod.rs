@@ -17,6 +17,7 @@
 //! stop), and classes with `volumes` or an egress policy are refused at create.
 
 pub mod dns;
+mod inspect;
 mod spec;
 mod tasks;
 
@@ -25,21 +26,18 @@ pub use spec::service_name;
 use tasks::{exit_of, given_up, replicas};
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{NetworkCreateRequest, Service, Task, TaskState};
 use bollard::query_parameters::{
-    ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
-    UpdateServiceOptionsBuilder,
+    ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use super::docker::{forward_lines, labels};
+use super::docker::{collect_lines, follow_options, forward_lines, labels, tail_options};
 use super::{
     ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Output, Runtime, RuntimeError,
     Selector, Signal, VolumeInfo,
@@ -196,82 +194,6 @@ impl SwarmRuntime {
                 .into_iter()
                 .max_by_key(|t| t.version.clone().and_then(|v| v.index))
         }))
-    }
-
-    /// How to reach `task` on the overlay: at its own address there.
-    async fn endpoint(&self, task: &Task) -> Result<Option<Endpoint>, RuntimeError> {
-        let id = task.id.clone().unwrap_or_default();
-        let address = tasks::address(&self.host, &id, &self.network)
-            .await
-            .map_err(|e| RuntimeError::Unreachable {
-                engine: self.engine(),
-                reason: format!("reading task {id}: {e}"),
-                hint: HINT,
-            })?;
-        Ok(address.map(|ip| Endpoint::Bridge(IpAddr::V4(ip))))
-    }
-
-    /// The service's info, with its task's address when the task runs.
-    async fn info_of(
-        &self,
-        service: &Service,
-        task: Option<&Task>,
-    ) -> Result<ContainerInfo, RuntimeError> {
-        // A task Swarm gave up on (its node was lost) may still be reported running.
-        let abandoned = task.is_some_and(|t| given_up(service, t));
-        let running = task
-            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
-            .filter(|_| !abandoned);
-        let endpoint = match running {
-            Some(task) => self.endpoint(task).await?,
-            None => None,
-        };
-        let mut info = self.info(service, task, endpoint);
-        if abandoned {
-            info.running = false;
-            info.endpoint = None;
-            info.exit.get_or_insert(ExitStatus {
-                code: -1,
-                oom_killed: false,
-            });
-        }
-        Ok(info)
-    }
-
-    fn info(
-        &self,
-        service: &Service,
-        task: Option<&Task>,
-        endpoint: Option<Endpoint>,
-    ) -> ContainerInfo {
-        let spec = service.spec.clone().unwrap_or_default();
-        let service_labels: std::collections::BTreeMap<String, String> = spec
-            .labels
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let state = task.and_then(|t| t.status.as_ref()?.state);
-        let running = state == Some(TaskState::RUNNING);
-        ContainerInfo {
-            id: service.id.clone().unwrap_or_default(),
-            name: spec.name.clone().unwrap_or_default(),
-            image: spec
-                .task_template
-                .and_then(|t| t.container_spec?.image)
-                .unwrap_or_default(),
-            identity: labels::parse(&service_labels),
-            labels: service_labels,
-            running,
-            // Scaled to 0 with its ended task already deleted: stopped, how is unknown.
-            exit: task.and_then(exit_of).or_else(|| {
-                (task.is_none() && replicas(service) == Some(0)).then_some(ExitStatus {
-                    code: -1,
-                    oom_killed: false,
-                })
-            }),
-            endpoint: endpoint.filter(|_| running),
-        }
     }
 
     /// Whether Swarm gave up on the service's `task` while the service still asks for a
@@ -517,18 +439,10 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
-        let mut stream = Box::pin(self.docker.service_logs(id, Some(options)));
-        let mut text = String::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.error("read the logs of service", id, e))?;
-            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
-        }
-        Ok(text.lines().map(str::to_string).collect())
+        let stream = Box::pin(self.docker.service_logs(id, Some(tail_options(lines))));
+        collect_lines(stream)
+            .await
+            .map_err(|e| self.error("read the logs of service", id, e))
     }
 
     async fn follow_logs(
@@ -537,19 +451,7 @@ impl Runtime for SwarmRuntime {
         since: Option<SystemTime>,
         lines: tokio::sync::mpsc::Sender<Output>,
     ) -> Result<(), RuntimeError> {
-        let mut options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(true)
-            .follow(true);
-        if let Some(since) = since {
-            let secs = since
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            options = options.since(i32::try_from(secs).unwrap_or(i32::MAX));
-        }
-        let stream = Box::pin(self.docker.service_logs(id, Some(options.build())));
+        let stream = Box::pin(self.docker.service_logs(id, Some(follow_options(since))));
         forward_lines(stream, since, lines)
             .await
             .map_err(|e| self.error("follow the logs of service", id, e))
