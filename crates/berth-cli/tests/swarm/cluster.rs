@@ -104,6 +104,16 @@ pub async fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// The output of a command that may fail, as when it names a service that another
+/// router removes meanwhile.
+pub async fn try_run(command: &mut Command) -> Option<String> {
+    let output = command.output().await.expect("docker can run");
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
 fn docker() -> Command {
     Command::new("docker")
 }
