@@ -173,16 +173,34 @@ pub async fn concurrent_creates_of_one_object_make_one_service(cluster: &Cluster
     runtime.remove(&id).await.expect("remove");
 }
 
-/// A stop (SIGTERM) ends the task, `wait` reports it, and a removal leaves no service.
+/// A stop (SIGTERM) ends the task, with the class's grace given to Swarm; `wait` reports
+/// it, and a removal leaves no service. A kill leaves no container running anywhere.
 pub async fn a_stop_ends_the_task_and_a_removal_leaves_nothing(cluster: &Cluster) {
     let runtime = runtime(cluster).await;
+    let image = crate::cluster::app_image().await;
     let created = runtime
-        .create(&spec("stop", "one", &crate::cluster::app_image().await))
+        .create(&spec("stop", "one", &image))
         .await
         .expect("create");
     runtime.start(&created.id).await.expect("start");
     assert!(runtime.inspect(&created.id).await.expect("inspect").running);
-    runtime.kill(&created.id, Signal::Term).await.expect("stop");
+    runtime
+        .stop(
+            &created.id,
+            Signal::Term,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("stop");
+    let grace = cluster::run(cluster.manager().docker().args([
+        "service",
+        "inspect",
+        &created.name,
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.StopGracePeriod}}",
+    ]))
+    .await;
+    assert_eq!(grace, "30s", "Swarm sends SIGKILL after the class's grace");
     let exit = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         runtime.wait(&created.id),
@@ -211,4 +229,24 @@ pub async fn a_stop_ends_the_task_and_a_removal_leaves_nothing(cluster: &Cluster
         .expect("a second removal is not an error");
     let left = cluster::run(cluster.manager().docker().args(["service", "ls", "-q"])).await;
     assert_eq!(left, "", "no service left");
+
+    // A kill frees the service's name only once its task is gone from every node, so
+    // that a new service of that name never runs beside it.
+    let killed = runtime
+        .create(&spec("stop", "killed", &image))
+        .await
+        .expect("create");
+    runtime.start(&killed.id).await.expect("start");
+    runtime.kill(&killed.id, Signal::Kill).await.expect("kill");
+    let filter = format!("label=com.docker.swarm.service.name={}", killed.name);
+    for node in &cluster.nodes {
+        let running = cluster::run(node.docker().args(["ps", "-q", "--filter", &filter])).await;
+        assert_eq!(
+            running, "",
+            "no container of the killed object on {}",
+            node.name
+        );
+    }
+    let left = cluster::run(cluster.manager().docker().args(["service", "ls", "-q"])).await;
+    assert_eq!(left, "", "the killed object's service is removed");
 }
