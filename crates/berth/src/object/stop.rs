@@ -12,6 +12,9 @@ use super::instance::{Exit, Instance};
 use super::live::Phase;
 use super::start::EXIT_REPORT;
 use super::Object;
+
+/// How long an exited container's last lines may take to come.
+const LOG_TAIL_LIMIT: Duration = Duration::from_secs(5);
 use crate::class::SleepMode;
 use crate::event::EventKind;
 use crate::lifecycle::{after, StopReason};
@@ -235,10 +238,16 @@ impl Object {
             reason => reason,
         };
         let logs = if reason == StopReason::Exited {
-            self.runtime()
-                .logs(&instance.container_id, LOG_TAIL)
-                .await
-                .unwrap_or_default()
+            // Bounded: an engine may wait on a node it cannot reach (a Swarm task on a
+            // cut-off node) for as long as the partition lasts, and the object with it.
+            let tail = self.runtime().logs(&instance.container_id, LOG_TAIL);
+            match tokio::time::timeout(LOG_TAIL_LIMIT, tail).await {
+                Ok(lines) => lines.unwrap_or_default(),
+                Err(_) => {
+                    tracing::warn!(object = %self.describe(), "the last lines of container {} did not come within {LOG_TAIL_LIMIT:?}", instance.container_id);
+                    Vec::new()
+                }
+            }
         } else {
             Vec::new()
         };
