@@ -4,7 +4,9 @@
 //! - the extra hop: wrk against the router that is a name's home, and against one that
 //!   is not (which sends each request on to the home), in the same run;
 //! - cold starts: a first request through a router, against the service create berth's
-//!   runtime makes until its task runs, from the host (Swarm's part of the cold start).
+//!   runtime makes until its task runs, from the host (Swarm's part of the cold start);
+//! - the manager's cost with many services ([`crate::cost`]);
+//! - recovery after a node loss, with Swarm's default heartbeat and with a short one.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,27 @@ const COLD_SAMPLES: usize = 8;
 pub async fn run(cluster: &Cluster, routers: &Routers) {
     extra_hop(cluster, routers).await;
     cold_start(cluster, routers).await;
+    crate::cost::run(cluster).await;
+    recovery(cluster, routers).await;
+}
+
+/// A worker's dockerd killed with Swarm's default dispatcher heartbeat (5 s), then the
+/// other worker's with a 1 s heartbeat: when the node was marked down, and when a new
+/// container on a live node answered. It ends the cluster's workers.
+async fn recovery(cluster: &Cluster, routers: &Routers) {
+    println!("\n### Recovery after a node loss (a worker's dockerd killed)\n");
+    println!("| dispatcher heartbeat | node marked down after | served by a new container after |");
+    println!("|---|---|---|");
+    for (seconds, doomed) in [(5, 2), (1, 1)] {
+        cluster.set_heartbeat(Duration::from_secs(seconds)).await;
+        let heartbeat = format!("{seconds} s");
+        let prefix = format!("recover-{seconds}");
+        let (down, served) = crate::failover::lose(cluster, routers, 0, doomed, &prefix).await;
+        let down = down.map_or("not seen".to_string(), |d| {
+            format!("{:.1} s", d.as_secs_f64())
+        });
+        println!("| {heartbeat} | {down} | {:.1} s |", served.as_secs_f64());
+    }
 }
 
 /// wrk's requests per second and latency percentiles (p50, p99, in µs).

@@ -266,6 +266,19 @@ impl Cluster {
         &self.nodes[0]
     }
 
+    /// Sets Swarm's dispatcher heartbeat, and waits until every node has heard of it (at
+    /// its next heartbeat, with the old period).
+    pub async fn set_heartbeat(&self, period: Duration) {
+        run_cmd(self.manager().docker().args([
+            "swarm",
+            "update",
+            "--dispatcher-heartbeat",
+            &format!("{}ms", period.as_millis()),
+        ]))
+        .await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+
     /// Waits until every node is Ready in the manager's list.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -78,44 +78,26 @@ pub async fn a_lost_nodes_objects_are_served_from_the_others(cluster: &Cluster, 
     }
     let via = via.expect("a router still answers");
     let doomed = if via == 2 { 1 } else { 2 };
+    let (marked_down, served) = lose(cluster, routers, via, doomed, "lost").await;
+    eprintln!(
+        "node n{} lost: marked down after {marked_down:?}, served again by a new container after {served:?}",
+        doomed + 1
+    );
+}
+
+/// Kills node `doomed`'s dockerd while an object whose task runs there (homed on another
+/// node, named after `prefix`) is asked for through router `via`, until a new container
+/// on another node answers. How long after the kill the managers marked the node down,
+/// and the object was served again.
+pub async fn lose(
+    cluster: &Cluster,
+    routers: &Routers,
+    via: usize,
+    doomed: usize,
+    prefix: &str,
+) -> (Option<Duration>, Duration) {
     let doomed_host = format!("n{}", doomed + 1);
-    let mut chosen = None;
-    for batch in 0..5 {
-        let names: Vec<String> = (0..6).map(|i| format!("lost-{batch}-{i}")).collect();
-        let mut gets = Vec::new();
-        for name in &names {
-            let addr = routers.public[via].clone();
-            let name = name.clone();
-            gets.push(tokio::spawn(async move {
-                routers::request(
-                    &addr,
-                    "GET",
-                    "/env",
-                    &[("Host", "web.swarm.localhost"), ("x-name", &name)],
-                    "",
-                )
-                .await
-            }));
-        }
-        for get in gets {
-            let (status, body) = get.await.expect("task").expect("an answer");
-            assert_eq!(status, 200, "{body}");
-        }
-        for name in &names {
-            let Some((_, node, router)) = placed(cluster, name).await else {
-                continue;
-            };
-            let home = router_node(cluster, &router).await;
-            if node == doomed_host && home.is_some_and(|h| h != doomed) {
-                chosen = Some(name.clone());
-                break;
-            }
-        }
-        if chosen.is_some() {
-            break;
-        }
-    }
-    let name = chosen.expect("an object on the doomed node, homed on another");
+    let name = an_object_on(cluster, routers, via, doomed, prefix).await;
     let before = routers::hostname(routers, via, &name).await;
 
     let began = Instant::now();
@@ -165,7 +147,54 @@ pub async fn a_lost_nodes_objects_are_served_from_the_others(cluster: &Cluster, 
     })
     .await;
     assert!(node.is_ok(), "the new task runs on a live node: {node:?}");
-    eprintln!(
-        "node {doomed_host} lost: marked down after {marked_down:?}, {name} served again by a new container after {served:?}"
-    );
+    (marked_down, served)
+}
+
+/// The name of an object, made by requests through router `via`, whose task runs on node
+/// `node` and whose home router runs on another node. Its name starts with `prefix`.
+pub async fn an_object_on(
+    cluster: &Cluster,
+    routers: &Routers,
+    via: usize,
+    node: usize,
+    prefix: &str,
+) -> String {
+    let node_host = format!("n{}", node + 1);
+    let mut chosen = None;
+    for batch in 0..5 {
+        let names: Vec<String> = (0..6).map(|i| format!("{prefix}-{batch}-{i}")).collect();
+        let mut gets = Vec::new();
+        for name in &names {
+            let addr = routers.public[via].clone();
+            let name = name.clone();
+            gets.push(tokio::spawn(async move {
+                routers::request(
+                    &addr,
+                    "GET",
+                    "/env",
+                    &[("Host", "web.swarm.localhost"), ("x-name", &name)],
+                    "",
+                )
+                .await
+            }));
+        }
+        for get in gets {
+            let (status, body) = get.await.expect("task").expect("an answer");
+            assert_eq!(status, 200, "{body}");
+        }
+        for name in &names {
+            let Some((_, host, router)) = placed(cluster, name).await else {
+                continue;
+            };
+            let home = router_node(cluster, &router).await;
+            if host == node_host && home.is_some_and(|h| h != node) {
+                chosen = Some(name.clone());
+                break;
+            }
+        }
+        if chosen.is_some() {
+            break;
+        }
+    }
+    chosen.expect("an object on the node, homed on another")
 }

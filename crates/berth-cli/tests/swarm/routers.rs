@@ -14,7 +14,7 @@ use crate::cluster::{self, Cluster, MANAGER_API_PORT, OVERLAY};
 pub const SERVICE: &str = "berth-router";
 const PUBLIC_PORT: u16 = 8080;
 const CONTROL_PORT: u16 = 7878;
-const HOST: &str = "web.swarm.localhost";
+pub const HOST: &str = "web.swarm.localhost";
 
 /// The routers, running, with the app deployed to each.
 pub struct Routers {
