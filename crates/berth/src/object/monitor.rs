@@ -16,9 +16,6 @@ use crate::event::EventKind;
 use crate::lifecycle::{after, far_future};
 use crate::runtime::{ExitStatus, RuntimeError, Signal};
 
-/// How long the last lines of an exited container may take to reach its object's log.
-const LAST_LINES: Duration = Duration::from_secs(5);
-
 /// Watches one container until it exits, then hands it to `finish`.
 pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: OwnedSemaphorePermit) {
     let _tracked = object.app().monitors.enter();
@@ -91,13 +88,9 @@ pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: Own
     if let Some(check) = idle_check {
         check.abort();
     }
-    // The output ends with the container: the last lines are kept before its removal.
-    if let Some(kept) = kept {
-        if tokio::time::timeout(LAST_LINES, kept).await.is_err() {
-            tracing::warn!("the last output of container {container_id} may not be kept");
-        }
-    }
-    object.finish(instance, status, permit, on_start).await;
+    object
+        .finish(instance, status, permit, on_start, kept)
+        .await;
 }
 
 impl Object {

@@ -14,7 +14,7 @@ use super::start::EXIT_REPORT;
 use super::Object;
 
 /// How long an exited container's last lines may take to come.
-const LOG_TAIL_LIMIT: Duration = Duration::from_secs(5);
+const LAST_LINES: Duration = Duration::from_secs(5);
 use crate::class::SleepMode;
 use crate::event::EventKind;
 use crate::lifecycle::{after, StopReason};
@@ -230,6 +230,7 @@ impl Object {
         status: ExitStatus,
         permit: OwnedSemaphorePermit,
         on_start: Option<JoinHandle<()>>,
+        kept: Option<JoinHandle<()>>,
     ) {
         let reason = match self.phase().stop_reason(&instance) {
             // While the app shuts down (a forced sweep removes containers outright), an exit
@@ -237,20 +238,32 @@ impl Object {
             StopReason::Exited if self.app().closing() => StopReason::Shutdown,
             reason => reason,
         };
-        let logs = if reason == StopReason::Exited {
-            // Bounded: an engine may wait on a node it cannot reach (a Swarm task on a
-            // cut-off node) for as long as the partition lasts, and the object with it.
-            let tail = self.runtime().logs(&instance.container_id, LOG_TAIL);
-            match tokio::time::timeout(LOG_TAIL_LIMIT, tail).await {
+        // The output ends with the container: its last lines reach the log book, and the
+        // error's tail, before its removal. Both at once, and bounded: an engine may wait
+        // on a node it cannot reach (a Swarm task on a cut-off node) for as long as the
+        // partition lasts, and the object with it.
+        let id = &instance.container_id;
+        let keep = async {
+            if let Some(kept) = kept {
+                if tokio::time::timeout(LAST_LINES, kept).await.is_err() {
+                    tracing::warn!("the last output of container {id} may not be kept");
+                }
+            }
+        };
+        let tail = async {
+            if reason != StopReason::Exited {
+                return Vec::new();
+            }
+            let tail = self.runtime().logs(id, LOG_TAIL);
+            match tokio::time::timeout(LAST_LINES, tail).await {
                 Ok(lines) => lines.unwrap_or_default(),
                 Err(_) => {
-                    tracing::warn!(object = %self.describe(), "the last lines of container {} did not come within {LOG_TAIL_LIMIT:?}", instance.container_id);
+                    tracing::warn!(object = %self.describe(), "the last lines of container {id} did not come within {LAST_LINES:?}");
                     Vec::new()
                 }
             }
-        } else {
-            Vec::new()
         };
+        let ((), logs) = tokio::join!(keep, tail);
         // Reported as soon as it is known; the removal that follows is cleanup.
         let (metrics, labels) = self.metrics();
         metrics.exit(labels, reason.label());
