@@ -148,8 +148,12 @@ async fn cold_start(cluster: &Cluster, routers: &Routers) {
     let runtime = berth::SwarmRuntime::connect_to(&host, OVERLAY)
         .await
         .expect("the manager's API");
+    let single = berth::DockerRuntime::connect_to(&host)
+        .await
+        .expect("the manager's engine, as a single host");
     let image = cluster::app_image().await;
-    let (mut through_berth, mut swarm_alone) = (Vec::new(), Vec::new());
+    let (mut through_berth, mut swarm_alone, mut single_host) =
+        (Vec::new(), Vec::new(), Vec::new());
     for i in 0..COLD_SAMPLES {
         let began = Instant::now();
         let (status, _) = routers::get(routers, i % 3, &format!("cold-{i}"), "/ping")
@@ -164,13 +168,24 @@ async fn cold_start(cluster: &Cluster, routers: &Routers) {
         runtime.start(&created.id).await.expect("start");
         swarm_alone.push(began.elapsed());
         runtime.remove(&created.id).await.expect("remove");
+
+        let spec = crate::runtime::spec("bench-single", &format!("cold-{i}"), &image);
+        let began = Instant::now();
+        let created = single.create(&spec).await.expect("create");
+        single.start(&created.id).await.expect("start");
+        single_host.push(began.elapsed());
+        single.remove(&created.id).await.expect("remove");
     }
     let ms = |d: &Vec<Duration>| median(d.iter().map(|d| d.as_secs_f64() * 1000.0).collect());
-    let (berth, swarm) = (ms(&through_berth), ms(&swarm_alone));
+    let (berth, swarm, one) = (ms(&through_berth), ms(&swarm_alone), ms(&single_host));
     println!(
         "\n### Cold start on the cluster ({COLD_SAMPLES} samples each, interleaved, medians)\n"
     );
-    println!("| service create until its task runs (Swarm alone, from the host) | first request through a router, until the answer | berth / Swarm alone |");
-    println!("|---|---|---|");
-    println!("| {swarm:.0} ms | {berth:.0} ms | {:.2} |", berth / swarm);
+    println!("| service create until its task runs (Swarm alone, from the host) | first request through a router, until the answer | berth / Swarm alone | single-host berth's runtime on the manager's engine, create until running | Swarm alone / single host |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {swarm:.0} ms | {berth:.0} ms | {:.2} | {one:.0} ms | {:.2} |",
+        berth / swarm,
+        swarm / one
+    );
 }
