@@ -127,6 +127,7 @@ impl Fixture {
             ports: vec![8080],
             egress: berth::egress::Policy::open(),
             init: true,
+            stop_grace: std::time::Duration::from_secs(10),
             nano_cpus: 0,
             memory_bytes: 0,
             volumes: Vec::new(),

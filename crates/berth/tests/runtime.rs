@@ -40,6 +40,7 @@ fn spec(image: &str, test: &str, object: &str) -> ContainerSpec {
         ports: vec![8080],
         egress: berth::egress::Policy::open(),
         init: true,
+        stop_grace: std::time::Duration::from_secs(10),
         nano_cpus: 0,
         memory_bytes: 0,
         volumes: Vec::new(),

@@ -42,6 +42,7 @@ pub fn spec(app: &str, name: &str, image: &str) -> ContainerSpec {
         ports: vec![8080],
         egress: Policy::open(),
         init: true,
+        stop_grace: std::time::Duration::from_secs(10),
         nano_cpus: 0,
         memory_bytes: 0,
         volumes: Vec::new(),
@@ -173,34 +174,35 @@ pub async fn concurrent_creates_of_one_object_make_one_service(cluster: &Cluster
     runtime.remove(&id).await.expect("remove");
 }
 
-/// A stop (SIGTERM) ends the task, with the class's grace given to Swarm; `wait` reports
-/// it, and a removal leaves no service. A kill leaves no container running anywhere.
+/// A stop (SIGTERM) ends the task, whose grace is the class's (Swarm's own SIGKILL comes
+/// after it); `wait` reports it, and a removal leaves no service. A kill leaves no
+/// container running anywhere.
 pub async fn a_stop_ends_the_task_and_a_removal_leaves_nothing(cluster: &Cluster) {
     let runtime = runtime(cluster).await;
     let image = crate::cluster::app_image().await;
-    let created = runtime
-        .create(&spec("stop", "one", &image))
-        .await
-        .expect("create");
+    let mut one = spec("stop", "one", &image);
+    one.stop_grace = std::time::Duration::from_secs(30);
+    let created = runtime.create(&one).await.expect("create");
     runtime.start(&created.id).await.expect("start");
     assert!(runtime.inspect(&created.id).await.expect("inspect").running);
-    runtime
-        .stop(
-            &created.id,
-            Signal::Term,
-            std::time::Duration::from_secs(30),
+    // The task's own spec: Swarm stops a task with the grace it was created with.
+    let task =
+        cluster::run(
+            cluster
+                .manager()
+                .docker()
+                .args(["service", "ps", "-q", &created.name]),
         )
-        .await
-        .expect("stop");
+        .await;
     let grace = cluster::run(cluster.manager().docker().args([
-        "service",
         "inspect",
-        &created.name,
+        task.lines().next().unwrap_or_default(),
         "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.StopGracePeriod}}",
+        "{{.Spec.ContainerSpec.StopGracePeriod}}",
     ]))
     .await;
-    assert_eq!(grace, "30s", "Swarm sends SIGKILL after the class's grace");
+    assert_eq!(grace, "30s", "the task carries the class's grace");
+    runtime.kill(&created.id, Signal::Term).await.expect("stop");
     let exit = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         runtime.wait(&created.id),

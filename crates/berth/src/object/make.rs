@@ -90,6 +90,7 @@ impl Class {
                 denied: opts.denied_hosts.clone(),
             },
             init: opts.init,
+            stop_grace: opts.stop_grace,
             nano_cpus,
             memory_bytes,
         }

@@ -111,6 +111,10 @@ pub struct ContainerSpec {
     /// Run an init process as PID 1 that forwards signals and reaps zombies, so that an
     /// app that installs no SIGTERM handler still stops when asked.
     pub init: bool,
+    /// The class's `stop_grace`: berth enforces it on its own stops, and an engine that
+    /// stops containers itself (Swarm, when a service scales to 0) must be told it at
+    /// create, since a task keeps the grace it was created with.
+    pub stop_grace: std::time::Duration,
     /// CPU limit in billionths of a CPU; 0 for none.
     pub nano_cpus: i64,
     /// Memory limit in bytes; 0 for none.

@@ -12,8 +12,9 @@
 //! routers, see `crate::peers`.)
 //!
 //! Swarm cannot signal a task, pause it, or give it a volume of berth's: a stop scales
-//! the service to 0 (Swarm sends SIGTERM, then SIGKILL after its grace period), a kill
-//! removes it; a pause fails with an error that says so (the object then sleeps by a
+//! the service to 0 (Swarm sends SIGTERM, then SIGKILL after the class's grace, which
+//! the service carries from its create), a kill scales to 0 and removes the service once
+//! its task ended; a pause fails with an error that says so (the object then sleeps by a
 //! stop), and classes with `volumes` or an egress policy are refused at create.
 
 pub mod dns;
@@ -23,7 +24,7 @@ mod tasks;
 
 pub use spec::service_name;
 
-use tasks::{exit_of, given_up, replicas};
+use tasks::{exit_of, given_up, replicas, stop_grace};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -54,10 +55,8 @@ const POLL: Duration = Duration::from_millis(100);
 const WATCH: Duration = Duration::from_secs(1);
 /// How long a service may take to get a running task: the image may still be loading.
 const START_LIMIT: Duration = Duration::from_secs(300);
-/// How long a stop waits past its grace for the managers to report the task's end.
+/// How long a kill waits past a task's grace for the managers to report its end.
 const REPORT_LIMIT: Duration = Duration::from_secs(10);
-/// How long a kill waits for the task to end before it removes the service anyway.
-const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// A [`Runtime`] over a Docker Swarm manager's API.
 pub struct SwarmRuntime {
@@ -214,15 +213,8 @@ impl SwarmRuntime {
         }
     }
 
-    /// Scales the service to `replicas`, and sets how long Swarm waits between SIGTERM and
-    /// SIGKILL when it stops a task to `grace` if given. Retries twice when another update
-    /// came first.
-    async fn scale(
-        &self,
-        id: &str,
-        replicas: i64,
-        grace: Option<Duration>,
-    ) -> Result<(), RuntimeError> {
+    /// Scales the service to `replicas`, retrying twice when another update came first.
+    async fn scale(&self, id: &str, replicas: i64) -> Result<(), RuntimeError> {
         for attempt in 0..3 {
             let service = match self.service(id).await {
                 Err(RuntimeError::NotFound { .. }) => return Ok(()),
@@ -232,15 +224,6 @@ impl SwarmRuntime {
             let mut spec = service.spec.unwrap_or_default();
             if let Some(mode) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
                 mode.replicas = Some(replicas);
-            }
-            if let Some(grace) = grace {
-                let container = spec
-                    .task_template
-                    .get_or_insert_with(Default::default)
-                    .container_spec
-                    .get_or_insert_with(Default::default);
-                container.stop_grace_period =
-                    Some(i64::try_from(grace.as_nanos()).unwrap_or(i64::MAX));
             }
             let options = UpdateServiceOptionsBuilder::new()
                 .version(i32::try_from(version).unwrap_or(i32::MAX))
@@ -385,14 +368,20 @@ impl Runtime for SwarmRuntime {
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
         match signal {
-            Signal::Term => self.scale(id, 0, None).await,
+            Signal::Term => self.scale(id, 0).await,
             Signal::Kill => {
                 // Removing the service at once would free its name while its task may
-                // still run: a new service of that name could then run beside it. The
-                // task is killed first (no grace), and the service removed once it ended
-                // or after a while (its node may be lost, and never answer).
-                self.scale(id, 0, Some(Duration::ZERO)).await?;
-                let _ended = tokio::time::timeout(KILL_WAIT, self.wait(id)).await;
+                // still run: a new service of that name could then run beside it. Swarm
+                // cannot SIGKILL a task: it is stopped with the grace it was created
+                // with, and the service removed once it ended, or after the grace and a
+                // while more (its node may be lost, and never answer).
+                let grace = match self.service(id).await {
+                    Ok(service) => stop_grace(&service),
+                    Err(RuntimeError::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                self.scale(id, 0).await?;
+                let _ended = tokio::time::timeout(grace + REPORT_LIMIT, self.wait(id)).await;
                 self.remove(id).await
             }
             other => Err(RuntimeError::Engine {
@@ -401,29 +390,6 @@ impl Runtime for SwarmRuntime {
                 target: id.to_string(),
                 message: format!("Swarm cannot send {} to a task; only a stop (SIGTERM, then SIGKILL) is possible", other.as_str()),
             }),
-        }
-    }
-
-    /// The service carries the class's grace, so that Swarm itself sends SIGKILL when it
-    /// runs out (its own default is 10 s, whatever the class says).
-    async fn stop(
-        &self,
-        id: &str,
-        signal: Signal,
-        grace: Duration,
-    ) -> Result<ExitStatus, RuntimeError> {
-        match signal {
-            Signal::Term => self.scale(id, 0, Some(grace)).await?,
-            other => self.kill(id, other).await?,
-        }
-        // Swarm enforces the grace; this bound is for an end the managers are slow to
-        // report, or never learn of (a lost node).
-        match tokio::time::timeout(grace + REPORT_LIMIT, self.wait(id)).await {
-            Ok(status) => status,
-            Err(_) => {
-                self.kill(id, Signal::Kill).await?;
-                self.wait(id).await
-            }
         }
     }
 

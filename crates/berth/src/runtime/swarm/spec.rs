@@ -40,6 +40,7 @@ pub fn service_spec(spec: &ContainerSpec, network: &str, replicas: i64) -> Servi
         command: spec.entrypoint.clone(),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         init: Some(spec.init),
+        stop_grace_period: Some(i64::try_from(spec.stop_grace.as_nanos()).unwrap_or(i64::MAX)),
         ..Default::default()
     };
     let limits = Limit {

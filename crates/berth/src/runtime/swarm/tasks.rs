@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use bollard::models::{Service, Task, TaskState};
 use bytes::Bytes;
@@ -29,6 +30,23 @@ pub(super) fn given_up(service: &Service, task: &Task) -> bool {
     task.desired_state
         .is_some_and(|desired| desired != TaskState::RUNNING)
         && replicas(service).unwrap_or(0) > 0
+}
+
+/// How long Swarm waits between SIGTERM and SIGKILL when it stops the service's tasks:
+/// the grace it was created with, or Swarm's default of 10 s.
+pub(super) fn stop_grace(service: &Service) -> Duration {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| {
+            s.task_template
+                .as_ref()?
+                .container_spec
+                .as_ref()?
+                .stop_grace_period
+        })
+        .and_then(|nanos| u64::try_from(nanos).ok())
+        .map_or(Duration::from_secs(10), Duration::from_nanos)
 }
 
 /// How a task ended, if it has.
