@@ -244,8 +244,11 @@ impl Object {
         // partition lasts, and the object with it.
         let id = &instance.container_id;
         let keep = async {
-            if let Some(kept) = kept {
-                if tokio::time::timeout(LAST_LINES, kept).await.is_err() {
+            if let Some(mut kept) = kept {
+                if tokio::time::timeout(LAST_LINES, &mut kept).await.is_err() {
+                    // Not left following a node it cannot reach, to write an old copy's
+                    // output beside a new one's once the node is back.
+                    kept.abort();
                     tracing::warn!("the last output of container {id} may not be kept");
                 }
             }
