@@ -157,7 +157,13 @@ async fn cold_and_wake(
             &format!("{}=1", created.name),
         ]))
         .await;
-        runtime.start(&created.id).await.expect("woken");
+        // Until the new task runs: the old one, ended, may still be the one listed.
+        while matches!(
+            runtime.start(&created.id).await.expect("woken"),
+            berth::runtime::Endpoint::Unreachable
+        ) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         wake.push(began.elapsed().as_secs_f64() * 1000.0);
         runtime.remove(&created.id).await.expect("remove");
     }
