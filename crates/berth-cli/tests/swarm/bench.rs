@@ -91,7 +91,19 @@ fn micros(value: &str) -> f64 {
     number.parse::<f64>().unwrap_or(0.0) * factor
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The time from `runtime`'s create of `spec` until its container runs, and what was
+/// created.
+pub async fn create_until_running(
+    runtime: &impl Runtime,
+    spec: &berth::runtime::ContainerSpec,
+) -> (Duration, berth::runtime::Created) {
+    let began = Instant::now();
+    let created = runtime.create(spec).await.expect("create");
+    runtime.start(&created.id).await.expect("start");
+    (began.elapsed(), created)
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
@@ -163,17 +175,13 @@ async fn cold_start(cluster: &Cluster, routers: &Routers) {
         through_berth.push(began.elapsed());
 
         let spec = crate::runtime::spec("bench-cold", &format!("cold-{i}"), &image);
-        let began = Instant::now();
-        let created = runtime.create(&spec).await.expect("create");
-        runtime.start(&created.id).await.expect("start");
-        swarm_alone.push(began.elapsed());
+        let (took, created) = create_until_running(&runtime, &spec).await;
+        swarm_alone.push(took);
         runtime.remove(&created.id).await.expect("remove");
 
         let spec = crate::runtime::spec("bench-single", &format!("cold-{i}"), &image);
-        let began = Instant::now();
-        let created = single.create(&spec).await.expect("create");
-        single.start(&created.id).await.expect("start");
-        single_host.push(began.elapsed());
+        let (took, created) = create_until_running(&single, &spec).await;
+        single_host.push(took);
         single.remove(&created.id).await.expect("remove");
     }
     let ms = |d: &Vec<Duration>| median(d.iter().map(|d| d.as_secs_f64() * 1000.0).collect());

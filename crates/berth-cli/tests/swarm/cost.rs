@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth::Runtime;
 
+use crate::bench::median;
 use crate::cluster::{self, Cluster, OVERLAY};
 
 /// Creates at once, each a `docker service create` of its own.
@@ -140,10 +141,8 @@ async fn cold_and_wake(
     let (mut cold, mut wake) = (Vec::new(), Vec::new());
     for i in 0..COLD {
         let spec = crate::runtime::spec("bench-cost", &format!("{step}-{i}"), image);
-        let began = Instant::now();
-        let created = runtime.create(&spec).await.expect("create");
-        runtime.start(&created.id).await.expect("start");
-        cold.push(began.elapsed().as_secs_f64() * 1000.0);
+        let (took, created) = crate::bench::create_until_running(runtime, &spec).await;
+        cold.push(took.as_secs_f64() * 1000.0);
         runtime
             .kill(&created.id, berth::Signal::Term)
             .await
@@ -168,11 +167,6 @@ async fn cold_and_wake(
         runtime.remove(&created.id).await.expect("remove");
     }
     (median(cold), median(wake))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 pub async fn run(cluster: &Cluster) {

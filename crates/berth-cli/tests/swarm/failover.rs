@@ -66,17 +66,10 @@ async fn router_node(cluster: &Cluster, router: &str) -> Option<usize> {
 /// node, once the managers have marked the node down. Prints both times.
 pub async fn a_lost_nodes_objects_are_served_from_the_others(cluster: &Cluster, routers: &Routers) {
     // A router that still answers, on some node: the requests go through it.
-    let mut via = None;
-    for (i, addr) in routers.public.iter().enumerate() {
-        if routers::request(addr, "GET", "/", &[("Host", "nobody.localhost")], "")
-            .await
-            .is_ok()
-        {
-            via = Some(i);
-            break;
-        }
-    }
-    let via = via.expect("a router still answers");
+    let via = *routers::answering(routers)
+        .await
+        .first()
+        .expect("a router still answers");
     let doomed = if via == 2 { 1 } else { 2 };
     let (marked_down, served) = lose(cluster, routers, via, doomed, "lost").await;
     eprintln!(

@@ -76,15 +76,7 @@ async fn outcome(addr: &str, name: &str, old: &str) -> (String, String) {
 pub async fn a_cut_off_node_runs_its_copy_until_it_heals(cluster: &Cluster, routers: &Routers) {
     // A worker whose router still answers, if one does (an earlier scenario kills a
     // router), and a router on another node that answers.
-    let mut answering = Vec::new();
-    for (i, addr) in routers.public.iter().enumerate() {
-        if routers::request(addr, "GET", "/", &[("Host", "nobody.localhost")], "")
-            .await
-            .is_ok()
-        {
-            answering.push(i);
-        }
-    }
+    let answering = routers::answering(routers).await;
     let cut = [2, 1]
         .into_iter()
         .find(|w| answering.contains(w))

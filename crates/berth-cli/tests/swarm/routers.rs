@@ -65,6 +65,20 @@ pub async fn request(
     Ok((status, body))
 }
 
+/// The routers that still answer (an earlier scenario may have killed one), in order.
+pub async fn answering(routers: &Routers) -> Vec<usize> {
+    let mut alive = Vec::new();
+    for (i, addr) in routers.public.iter().enumerate() {
+        if request(addr, "GET", "/", &[("Host", "nobody.localhost")], "")
+            .await
+            .is_ok()
+        {
+            alive.push(i);
+        }
+    }
+    alive
+}
+
 /// `GET path` for object `name` of the app, through router `router`.
 pub async fn get(
     routers: &Routers,
