@@ -90,6 +90,33 @@ export default {
       const lengths = [mine, theirs, await answer.text(), await again.text()].map((t) => t.length);
       return new Response(lengths.join("|"));
     }
+    if (url.pathname === "/upper") {
+      // Each chunk of the request, upper-cased, as it comes: a stream of the worker's own.
+      const reader = request.body!.getReader();
+      const stream = new ReadableStream({
+        async pull(controller) {
+          const { done, value } = await reader.read();
+          if (done) controller.close();
+          else controller.enqueue(new TextEncoder().encode(new TextDecoder().decode(value).toUpperCase()));
+        },
+      });
+      return new Response(stream, { headers: { "content-type": "text/plain" } });
+    }
+    if (url.pathname === "/broken") {
+      let sent = false;
+      // The failure comes a little later, so the part is on its way first.
+      const stream = new ReadableStream({
+        async pull(controller) {
+          if (sent) {
+            await new Promise((resolve) => setTimeout(resolve, 200));
+            throw new Error("the source went away");
+          }
+          sent = true;
+          controller.enqueue("a part");
+        },
+      });
+      return new Response(stream);
+    }
     if (url.pathname === "/log") {
       console.log("the worker says", new TextEncoder().encode("hi").length);
       return new Response("logged", { status: 201 });
@@ -252,6 +279,64 @@ async fn bodies_stream_through_a_js_worker_in_bounded_memory() {
         seen.contains("first line") && !seen.contains("last line"),
         "{seen}"
     );
+
+    // A stream the worker makes reaches the client chunk by chunk: the first chunk of the
+    // answer comes back while the request has sent only its first, so the answer cannot
+    // have been read whole before it left.
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect to berth");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .write_all(b"POST /upper HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .expect("send the first chunk");
+    let seen = read_until(&mut stream, "HELLO");
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        seen.contains("HELLO"),
+        "the first chunk did not come back alone: {seen}"
+    );
+    stream
+        .write_all(b"6\r\n world\r\n0\r\n\r\n")
+        .expect("send the last chunk");
+    let rest = read_until(&mut stream, "\r\n0\r\n\r\n");
+    assert!(rest.contains(" WORLD"), "{rest}");
+    assert!(
+        rest.ends_with("\r\n0\r\n\r\n"),
+        "the answer did not end: {rest}"
+    );
+
+    // A stream that fails breaks the answer off: what was sent arrives, but not the end
+    // of a whole chunked body.
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect to berth");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /broken HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let seen = read_until(&mut stream, "\r\n0\r\n\r\n");
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("a part"), "{seen}");
+    assert!(
+        !seen.contains("\r\n0\r\n\r\n"),
+        "a broken stream was sent as a whole body: {seen}"
+    );
+}
+
+/// What `stream` gives until `needle` is among it, the connection ends, or 30 s pass.
+fn read_until(stream: &mut std::net::TcpStream, needle: &str) -> String {
+    use std::io::Read;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains(needle) && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
 }
 
 #[test]

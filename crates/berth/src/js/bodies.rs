@@ -10,6 +10,22 @@
 //! `native.read` pulls one chunk at a time, `native.readAll` all of it (see serve.js,
 //! which decides which of the two applies). A handle that JavaScript drops unread drops
 //! its body with it, when QuickJS collects the handle.
+//!
+//! A body that JavaScript makes as it goes (a `ReadableStream` of its own, or one it
+//! read from and passes on) leaves through a pipe (`native.pipe`): serve.js writes each
+//! chunk into its sink as the stream gives it, and the other end is a [`RustBody`] that
+//! berth sends on like any other, so the client sees each chunk as it is made. The pipe
+//! holds a few chunks: a writer faster than its reader waits (`native.write` settles
+//! once the chunk is taken in), and one whose reader went away gets an error, which ends
+//! its stream.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::Frame;
+use tokio::sync::mpsc;
 
 use http_body_util::BodyExt;
 use rquickjs::class::Trace;
@@ -17,7 +33,10 @@ use rquickjs::prelude::Async;
 use rquickjs::{Class, Ctx, Function, JsLifetime, Object, TypedArray};
 
 use super::bindings::throw;
-use crate::http::Body;
+use crate::http::{Body, BoxError};
+
+/// Chunks a pipe holds before its writer waits.
+const PIPE_CHUNKS: usize = 4;
 
 /// A body in Rust, as JavaScript holds it. Empty once taken (passed on or read to its end).
 #[derive(Trace, JsLifetime)]
@@ -77,7 +96,110 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Re
         };
         TypedArray::<u8>::new(ctx.clone(), bytes.to_vec())
     };
-    native.set("readAll", Function::new(ctx.clone(), Async(read_all))?)
+    native.set("readAll", Function::new(ctx.clone(), Async(read_all))?)?;
+    install_pipe(ctx, native)
+}
+
+/// How a pipe ended: `None` while it is open.
+type Ending = Arc<Mutex<Option<Result<(), String>>>>;
+
+/// The writing end of a pipe, as JavaScript holds it. A sink that JavaScript drops
+/// unclosed breaks its body off, so the client cannot take a cut body for a whole one.
+#[derive(Trace, JsLifetime)]
+#[rquickjs::class(rename = "BerthSink")]
+pub(super) struct Sink {
+    #[qjs(skip_trace)]
+    chunks: Option<mpsc::Sender<Bytes>>,
+    #[qjs(skip_trace)]
+    ending: Ending,
+}
+
+impl Sink {
+    /// Ends the pipe: its body ends after the chunks written, or breaks off with `how`'s
+    /// error. Only the first ending counts.
+    fn end(&mut self, how: Result<(), String>) {
+        if self.chunks.take().is_some() {
+            let mut ending = self.ending.lock().unwrap_or_else(|p| p.into_inner());
+            ending.get_or_insert(how);
+        }
+    }
+}
+
+/// The reading end of a pipe: a body of the chunks written, which ends when the sink is
+/// closed and breaks off when it fails or is dropped unclosed.
+struct Piped {
+    chunks: mpsc::Receiver<Bytes>,
+    ending: Ending,
+}
+
+impl hyper::body::Body for Piped {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.chunks.poll_recv(cx).map(|chunk| match chunk {
+            Some(bytes) => Some(Ok(Frame::data(bytes))),
+            None => match self
+                .ending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                Some(Ok(())) => None,
+                Some(Err(message)) => Some(Err(message.into())),
+                None => Some(Err("the worker dropped its stream before its end".into())),
+            },
+        })
+    }
+}
+
+/// Sets `native.pipe()` (`{ body, sink }`: a body handle and the sink that feeds it),
+/// `native.write(sink, chunk)` (a promise, settled once the pipe has taken the chunk;
+/// rejected when the body's reader went away), `native.close(sink)` and
+/// `native.fail(sink, message)`.
+fn install_pipe<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
+    let pipe = |ctx: Ctx<'js>| {
+        let (chunks, taken) = mpsc::channel(PIPE_CHUNKS);
+        let ending = Ending::default();
+        let piped = Piped {
+            chunks: taken,
+            ending: ending.clone(),
+        };
+        let pipe = Object::new(ctx.clone())?;
+        pipe.set("body", RustBody::handle(&ctx, crate::http::body(piped))?)?;
+        let sink = Sink {
+            chunks: Some(chunks),
+            ending,
+        };
+        pipe.set("sink", Class::instance(ctx.clone(), sink)?)?;
+        Ok::<_, rquickjs::Error>(pipe)
+    };
+    native.set("pipe", Function::new(ctx.clone(), pipe)?)?;
+    let write = |ctx: Ctx<'js>, sink: Class<'js, Sink>, chunk: TypedArray<'js, u8>| {
+        let chunks = sink.borrow().chunks.clone();
+        let bytes = chunk.as_bytes().map(Bytes::copy_from_slice);
+        async move {
+            let Some(chunks) = chunks else {
+                return Err(throw(&ctx, "the stream was already closed".into()));
+            };
+            let bytes =
+                bytes.ok_or_else(|| throw(&ctx, "the chunk's buffer is detached".into()))?;
+            chunks.send(bytes).await.map_err(|_| {
+                throw(
+                    &ctx,
+                    "the body's reader went away (the client closed the connection)".into(),
+                )
+            })
+        }
+    };
+    native.set("write", Function::new(ctx.clone(), Async(write))?)?;
+    let close = |sink: Class<'js, Sink>| sink.borrow_mut().end(Ok(()));
+    native.set("close", Function::new(ctx.clone(), close)?)?;
+    let fail = |sink: Class<'js, Sink>, message: String| sink.borrow_mut().end(Err(message));
+    native.set("fail", Function::new(ctx.clone(), fail)?)
 }
 
 fn broke_off(error: &crate::http::BoxError) -> String {

@@ -67,6 +67,10 @@
 
   const alreadyUsed = () => new TypeError("the body was already read or sent; clone() the request or response to use its body twice");
 
+  // A stream's chunk as bytes: text is encoded, any ArrayBuffer view is viewed as bytes.
+  const bytesOfChunk = (value) =>
+    typeof value === "string" ? new TextEncoder().encode(value) : new Uint8Array(value.buffer ?? value, value.byteOffset ?? 0, value.byteLength);
+
   // All of the record's bytes, as one Uint8Array.
   const bytesOf = async (body) => {
     if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
@@ -78,7 +82,7 @@
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      const chunk = typeof value === "string" ? new TextEncoder().encode(value) : new Uint8Array(value.buffer ?? value, value.byteOffset ?? 0, value.byteLength);
+      const chunk = bytesOfChunk(value);
       chunks.push(chunk);
       length += chunk.byteLength;
     }
@@ -182,16 +186,43 @@
   globalThis.Request = Request;
   globalThis.Response = Response;
 
-  // A message's body on its way to Rust: the handle when it was never read, else bytes;
-  // null for none.
+  // A message's body on its way to Rust: the handle when it was never read; a pipe's
+  // handle for a stream, which goes on chunk by chunk as it is made; else bytes; null
+  // for none.
   const outgoing = async (message) => {
     const body = held.get(message);
     if (body !== undefined && passable(body)) {
       body.used = true;
       return body.handle;
     }
-    const bytes = body === undefined ? new Uint8Array(await message.arrayBuffer()) : await bytesOf(body);
+    if (body !== undefined) return pipe(body);
+    const bytes = new Uint8Array(await message.arrayBuffer());
     return bytes.byteLength === 0 ? null : bytes;
+  };
+
+  // The record's stream, written into a new pipe as it gives chunks (see js/bodies.rs);
+  // gives the pipe's body handle at once. The writing goes on after the response has
+  // left: it ends with the stream, or breaks the body off when the stream fails, and
+  // stops (cancelling the stream) when the client goes away.
+  const pipe = (body) => {
+    if (body.used || (body.stream?.locked ?? false)) throw alreadyUsed();
+    body.used = true;
+    const reader = streamOf(body).getReader();
+    const { body: handle, sink } = native.pipe();
+    (async () => {
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          await native.write(sink, bytesOfChunk(value));
+        }
+        native.close(sink);
+      } catch (error) {
+        native.fail(sink, `the worker's stream failed: ${error}`);
+        reader.cancel(error).catch(() => {});
+      }
+    })();
+    return handle;
   };
 
   const passOn = async (target, request, port) => {
