@@ -589,6 +589,37 @@ async fn the_class_reaches_its_container_from_hooks_and_schedules() {
     assert!(log.contains("tick 1: was stopped, then pong"), "{log}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_outlives_a_restart_of_berth() {
+    let app = alchemy_app("schedule-kept", None);
+    let schedule = SCHEDULE.replace("this.schedule(1,", "this.schedule(10,");
+    edit_class(
+        &app,
+        &[("override onStart() {", &schedule)],
+        &["this.schedule(10"],
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    let scheduled = "scheduled delayed 1";
+    let log = stderr_within(&berth, scheduled, Duration::from_secs(60));
+    assert!(log.contains(scheduled), "{log}");
+    // berth stops well within the 10 s, with the tick still to come.
+    berth.signal("INT");
+    assert_eq!(berth.wait(Duration::from_secs(60)), Some(0));
+    let log = berth.stderr();
+    assert!(
+        !log.contains("tick 1"),
+        "the tick came before berth stopped, so this run shows nothing: {log}"
+    );
+
+    // A new berth on the same folder runs it, without a request to wake anything.
+    let berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let ticked = "tick 1: was stopped, then pong";
+    let log = stderr_within(&berth, ticked, Duration::from_secs(60));
+    assert!(log.contains(ticked), "{log}");
+}
+
 /// The routing example's object names, as berth's container labels give them.
 async fn object_names(app: &AppDir) -> Vec<String> {
     let mut names: Vec<String> = app

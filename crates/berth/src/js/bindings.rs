@@ -214,6 +214,7 @@ pub(super) fn install(
     install_fetch(ctx, &native, env, main, upgrades)?;
     super::bodies::install(ctx, &native)?;
     install_lifecycle(ctx, &native, env, main)?;
+    super::schedules::install(ctx, &native, env, main)?;
     super::storage::install(ctx, &native, env, main)?;
     let berth: Object = ctx.globals().get("__berth")?;
     berth.set("native", native)

@@ -23,11 +23,15 @@ use super::host::{thrown, Host};
 use super::serve::JsWorker;
 use crate::http::Body;
 use crate::lifecycle::StopReason;
-use crate::object::{Expiry, Hooks, Object, ObjectError, StopParams};
+use crate::object::{Alarm, Expiry, Hooks, Object, ObjectError, StopParams};
 
 /// How long berth waits for a hook's promise to settle before it goes on without it:
 /// well inside the 30 s a shutdown gives hooks, even for an onStart followed by an onStop.
 const HOOK_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a schedule's method may take: as long as a Cloudflare alarm handler (the
+/// alarm's lease is renewed meanwhile, so no other delivery starts).
+const ALARM_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// The object a request is for, when its class's own `fetch` answers it.
 #[derive(Debug, Clone)]
@@ -113,7 +117,24 @@ impl JsHooks {
     /// Runs `hook` for `object` and waits (at most [`HOOK_WAIT`]) for what it gives;
     /// `None` when it failed, which is logged.
     async fn call(&self, object: &Object, hook: &'static str, arg: String) -> Option<String> {
-        let (worker, binding) = self.worker()?;
+        self.call_within(object, hook, arg, HOOK_WAIT).await.ok()
+    }
+
+    /// Runs `hook` for `object` and waits at most `wait` for what it gives; why it failed
+    /// otherwise, which is logged.
+    async fn call_within(
+        &self,
+        object: &Object,
+        hook: &'static str,
+        arg: String,
+        wait: Duration,
+    ) -> Result<String, String> {
+        let Some((worker, binding)) = self.worker() else {
+            return Err(format!(
+                "class {} has no JavaScript worker to run its code (yet)",
+                self.class
+            ));
+        };
         let (reply, answer) = oneshot::channel();
         let call = HookCall {
             class: self.class.clone(),
@@ -125,25 +146,19 @@ impl JsHooks {
             reply,
         };
         let what = format!("{}.{hook}() of {}", self.class, object.describe());
-        if !worker.hook(call) {
-            tracing::error!(target: "berth::js", "{what} did not run: the worker's JavaScript thread has ended");
-            return None;
-        }
-        match tokio::time::timeout(HOOK_WAIT, answer).await {
-            Ok(Ok(Ok(value))) => Some(value),
-            Ok(Ok(Err(message))) => {
-                tracing::error!(target: "berth::js", "{what} failed: {message}");
-                None
-            }
-            Ok(Err(_)) => {
-                tracing::error!(target: "berth::js", "{what} was cut off: the worker's JavaScript thread ended");
-                None
-            }
-            Err(_) => {
-                tracing::error!(target: "berth::js", "{what} had not settled after {HOOK_WAIT:?}; berth goes on without it (does it await something that never comes?)");
-                None
-            }
-        }
+        let failed = match worker.hook(call) {
+            false => format!("{what} did not run: the worker's JavaScript thread has ended"),
+            true => match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(Ok(value))) => return Ok(value),
+                Ok(Ok(Err(message))) => format!("{what} failed: {message}"),
+                Ok(Err(_)) => {
+                    format!("{what} was cut off: the worker's JavaScript thread ended")
+                }
+                Err(_) => format!("{what} had not settled after {wait:?}; berth goes on without it (does it await something that never comes?)"),
+            },
+        };
+        tracing::error!(target: "berth::js", "{failed}");
+        Err(failed)
     }
 }
 
@@ -175,6 +190,16 @@ impl Hooks for JsHooks {
             Some(answer) if answer == "awake" => Expiry::KeepAwake,
             _ => Expiry::Sleep,
         }
+    }
+
+    /// A schedule of the class's code (`this.schedule`, see [`super::schedules`]): the
+    /// method it names runs with its payload, for up to [`ALARM_WAIT`]; a failure is
+    /// retried as an alarm's is.
+    async fn on_alarm(&self, object: &Object, alarm: &Alarm) -> Result<(), String> {
+        let arg = super::schedules::alarm_json(alarm).to_string();
+        self.call_within(object, "onAlarm", arg, ALARM_WAIT)
+            .await
+            .map(drop)
     }
 
     fn has_fetch(&self) -> bool {

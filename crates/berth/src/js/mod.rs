@@ -30,6 +30,7 @@ mod declare;
 mod engine;
 mod host;
 mod modules;
+mod schedules;
 mod serve;
 mod storage;
 mod strip;

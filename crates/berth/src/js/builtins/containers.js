@@ -74,7 +74,8 @@ export class Container extends DurableObject {
   async destroy() { return own(this, "Container.destroy").destroy(); }
   async getState() { return own(this, "Container.getState").getState(); }
   // Calls method `callback` of this object's instance with `payload` at `when` (a Date,
-  // or a delay in seconds). Kept in the worker's runtime: a restart of berth forgets it.
+  // or a delay in seconds). Kept in berth's store: it outlives a restart of berth and a
+  // new version of the app.
   async schedule(when, callback, payload) {
     own(this, "Container.schedule");
     return this[SCHEDULER].schedule(when, callback, payload);

@@ -64,57 +64,54 @@
     return instance;
   };
 
-  // Schedules, by task id: timers of this runtime, which is the one all of an object's
-  // hooks run in, so a schedule's callback finds the instance its hooks use.
-  const schedules = new Map();
-  let tasks = 0;
-  const schedulerOf = (object) => ({
-    schedule(when, callback, payload) {
-      const Class = berth.exports?.[object.className];
-      if (typeof callback !== "string" || typeof Class?.prototype?.[callback] !== "function") {
-        throw new TypeError(`schedule(when, callback, payload): callback is the name of a method of ${object.className}, as a string; got ${typeof callback === "string" ? JSON.stringify(callback) : typeof callback}`);
-      }
-      let task;
-      if (when instanceof Date && !Number.isNaN(when.getTime())) {
-        task = { type: "scheduled", time: Math.floor(when.getTime() / 1000) };
-      } else if (typeof when === "number" && Number.isFinite(when) && when >= 0) {
-        task = { type: "delayed", delayInSeconds: when, time: Math.floor(Date.now() / 1000 + when) };
-      } else {
-        throw new TypeError(`schedule(when, callback, payload): when is a Date or a delay in seconds (cron schedules are not supported by berth); got ${String(when)}`);
-      }
-      const taskId = `${object.hex.slice(0, 16)}-${++tasks}`;
-      Object.assign(task, { taskId, callback, payload });
-      const wait = Math.max(0, (task.type === "delayed" ? when * 1000 : when.getTime() - Date.now()));
-      const timer = setTimeout(() => fire(object, taskId), wait);
-      schedules.set(taskId, { object, task, timer });
-      return task;
-    },
-    get: (taskId) => (schedules.get(taskId)?.object.hex === object.hex ? schedules.get(taskId).task : undefined),
-    list: () => [...schedules.values()].filter((s) => s.object.hex === object.hex).map((s) => s.task),
-    delete(taskId) {
-      const found = schedules.get(taskId);
-      if (found?.object.hex !== object.hex) return false;
-      clearTimeout(found.timer);
-      return schedules.delete(taskId);
-    },
-  });
+  // Schedules: the object's alarms in berth's store (see js/schedules.rs), so they
+  // outlive this runtime. Each stores the method to call and its payload; when due,
+  // berth runs the "onAlarm" hook below, in the runtime that runs the object's hooks then.
+  // An alarm ({ id, dueMs, payload }) as Cloudflare's Schedule.
+  const taskOf = (alarm) => {
+    const stored = JSON.parse(alarm.payload);
+    const task = { taskId: alarm.id, type: stored.type, callback: stored.callback, payload: stored.payload, time: Math.floor(alarm.dueMs / 1000) };
+    if (stored.type === "delayed") task.delayInSeconds = stored.delayInSeconds;
+    return task;
+  };
+  const schedulerOf = (object) => {
+    const target = { binding: object.binding, id: object.hex, name: object.name ?? null };
+    const list = async () => JSON.parse(await berth.native.schedules(target)).map(taskOf);
+    return {
+      async schedule(when, callback, payload) {
+        const Class = berth.exports?.[object.className];
+        if (typeof callback !== "string" || typeof Class?.prototype?.[callback] !== "function") {
+          throw new TypeError(`schedule(when, callback, payload): callback is the name of a method of ${object.className}, as a string; got ${typeof callback === "string" ? JSON.stringify(callback) : typeof callback}`);
+        }
+        let stored;
+        let dueMs;
+        if (when instanceof Date && !Number.isNaN(when.getTime())) {
+          stored = { type: "scheduled", callback, payload };
+          dueMs = when.getTime();
+        } else if (typeof when === "number" && Number.isFinite(when) && when >= 0) {
+          stored = { type: "delayed", delayInSeconds: when, callback, payload };
+          dueMs = Date.now() + when * 1000;
+        } else {
+          throw new TypeError(`schedule(when, callback, payload): when is a Date or a delay in seconds (cron schedules are not supported by berth); got ${String(when)}`);
+        }
+        // What JSON cannot carry (a function, a cycle) fails here, not when it is due.
+        const text = JSON.stringify(stored);
+        return taskOf(JSON.parse(await berth.native.schedule(target, dueMs, text)));
+      },
+      get: async (taskId) => (await list()).find((task) => task.taskId === String(taskId)),
+      list,
+      delete: async (taskId) => berth.native.unschedule(target, String(taskId)),
+    };
+  };
 
-  // Runs a schedule's callback on the object's instance; one made only for it (the
-  // object was not running) is dropped afterwards, as onStop drops the others.
-  const fire = async (object, taskId) => {
-    const found = schedules.get(taskId);
-    if (!found) return;
-    schedules.delete(taskId);
-    const { className, binding, hex, name } = object;
-    const made = !instances.has(hex);
-    try {
-      const instance = instanceOf(className, binding, hex, name);
-      await instance[found.task.callback](found.task.payload, found.task);
-    } catch (error) {
-      console.error(`${className}.${found.task.callback}() scheduled for ${name ?? hex} failed:`, error instanceof Error ? `${error}\n${error.stack}` : error);
-    } finally {
-      if (made) await dropUnlessRunning(hex);
+  // Runs a due schedule's method on the object's instance, with its payload and task.
+  const runAlarm = async (instance, className, arg) => {
+    const task = taskOf(JSON.parse(arg));
+    const method = instance[task.callback];
+    if (typeof method !== "function") {
+      throw new TypeError(`schedule ${task.taskId} calls ${className}.${task.callback}(), which the class no longer has`);
     }
+    await method.call(instance, task.payload, task);
   };
 
   // Drops the instance of an object whose container does not run, so that one made for
@@ -141,8 +138,17 @@
   // container sleeps ("sleep": the hook called this.stop(), or is Container's own) or
   // stays awake ("awake").
   berth.hook = async (className, binding, hex, name, hook, arg) => {
+    const made = !instances.has(hex);
     const instance = instanceOf(className, binding, hex, name);
     switch (hook) {
+      case "onAlarm":
+        // An instance made only for it (the object was not running) is dropped after it.
+        try {
+          await runAlarm(instance, className, arg);
+        } finally {
+          if (made) await dropUnlessRunning(hex);
+        }
+        return "";
       case "onStart":
         await instance.onStart();
         return "";
