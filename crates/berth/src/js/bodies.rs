@@ -118,10 +118,15 @@ impl Sink {
     /// Ends the pipe: its body ends after the chunks written, or breaks off with `how`'s
     /// error. Only the first ending counts.
     fn end(&mut self, how: Result<(), String>) {
-        if self.chunks.take().is_some() {
-            let mut ending = self.ending.lock().unwrap_or_else(|p| p.into_inner());
-            ending.get_or_insert(how);
+        if self.chunks.is_none() {
+            return;
         }
+        // The ending first: the reader looks at it once the channel closes.
+        self.ending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(how);
+        self.chunks = None;
     }
 }
 
