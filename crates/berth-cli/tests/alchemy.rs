@@ -90,6 +90,13 @@ export default {
       const lengths = [mine, theirs, await answer.text(), await again.text()].map((t) => t.length);
       return new Response(lengths.join("|"));
     }
+    if (url.pathname === "/break") {
+      // A timer's callback that loops: it is cut off, and with it its runtime's timers.
+      setTimeout(() => {
+        while (true) {}
+      }, 0);
+      return new Response("breaking");
+    }
     if (url.pathname === "/upper") {
       // Each chunk of the request, upper-cased, as it comes: a stream of the worker's own.
       const reader = request.body!.getReader();
@@ -186,6 +193,31 @@ async fn a_js_worker_that_throws_loops_or_allocates_answers_500_and_others_are_s
     let (status, body) = http(&addr, "/oom", &[]);
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("ran out of the worker's 128 MiB"), "{body}");
+    assert_eq!(http(&addr, "/log", &[]).0, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_whose_timers_broke_is_replaced() {
+    let app = alchemy_app("timers", Some(WORKER));
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let cut_off = "a timer's callback ran JavaScript for more than";
+    let replaced = "was replaced by a new one";
+    // Each runtime in turn gets a timer that loops: the first one, then the one that
+    // requests go to while the first is broken (or its replacement).
+    for n in 1..=2 {
+        assert_eq!(http(&addr, "/break", &[]), (200, "breaking".into()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut log = berth.stderr();
+        while log.matches(replaced).count() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            log = berth.stderr();
+        }
+        assert_eq!(log.matches(cut_off).count(), n, "{log}");
+        assert_eq!(log.matches(replaced).count(), n, "{log}");
+    }
+    // Timers fire again: a request that waits for one is answered.
+    assert_eq!(http(&addr, "/sleep", &[]), (200, "slept".into()));
     assert_eq!(http(&addr, "/log", &[]).0, 201);
 }
 

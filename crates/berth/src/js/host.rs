@@ -23,7 +23,8 @@ use super::{bindings, builtins, ScriptError, SourcePlace};
 use crate::http::Body;
 use crate::worker::Env;
 
-/// What the thread needs to set up the worker.
+/// What a thread needs to set up the worker.
+#[derive(Clone)]
 pub(super) struct Setup {
     pub entrypoint: PathBuf,
     pub vars: BTreeMap<String, String>,
@@ -129,9 +130,13 @@ pub(super) fn run(
         // QuickJS aborts the process when a runtime is freed while values are still held
         // (a request cut off mid-await holds some), so the runtime lives as long as berth.
         std::mem::forget(host.clone());
+        // One per job still running: a lane that was replaced (see `super::lanes`) ends
+        // once its jobs are done, not in their middle.
+        let running = Rc::new(());
         while let Some(job) = queue.recv().await {
-            let (host, driver) = (host.clone(), driver.clone());
+            let (host, driver, running) = (host.clone(), driver.clone(), running.clone());
             tokio::task::spawn_local(async move {
+                let _running = running;
                 match job {
                     Job::Fetch(call) => {
                         let parts = (call.method, call.url, call.headers, call.body);
@@ -149,6 +154,10 @@ pub(super) fn run(
                 }
                 driver.wake();
             });
+        }
+        let deadline = tokio::time::Instant::now() + host.limits.request_timeout;
+        while Rc::strong_count(&running) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
 }

@@ -29,6 +29,7 @@ mod class_options;
 mod declare;
 mod engine;
 mod host;
+mod lanes;
 mod modules;
 mod schedules;
 mod serve;

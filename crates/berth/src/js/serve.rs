@@ -22,17 +22,18 @@
 //! bounded memory (see [`super::bodies`]).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Body as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::class_hooks::{HookCall, ObjectCall};
 use super::host::{self, Call, Job, Reply};
+use super::lanes::{Lane, Lanes};
 use super::upgrade::{Upgrades, TOKEN_HEADER};
 use super::ScriptError;
 use crate::http::{error_response, Body};
@@ -84,28 +85,12 @@ impl Default for WorkerLimits {
 /// are leaked, see `host::run`).
 pub struct JsWorker {
     name: String,
-    lanes: Vec<Lane>,
+    lanes: Lanes,
     upgrades: Upgrades,
     request_timeout: Duration,
     errors: ErrorDetail,
     /// The exported container classes with a `fetch` of their own.
     own_fetch: BTreeSet<String>,
-}
-
-/// One runtime of a worker, as the worker sees it.
-struct Lane {
-    calls: mpsc::UnboundedSender<Job>,
-    meter: Meter,
-    in_flight: Arc<AtomicUsize>,
-}
-
-/// Counts a request in flight on a lane until dropped.
-struct Flight(Arc<AtomicUsize>);
-
-impl Drop for Flight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl JsWorker {
@@ -119,13 +104,16 @@ impl JsWorker {
         limits: WorkerLimits,
     ) -> Result<JsWorker, ScriptError> {
         let upgrades = Upgrades::default();
-        let mut lanes = Vec::new();
-        let mut own_fetch = BTreeSet::new();
-        for _ in 0..limits.runtimes.max(1) {
-            let (lane, classes) = Lane::start(name, script, env.clone(), limits, &upgrades).await?;
-            lanes.push(lane);
-            own_fetch.extend(classes);
-        }
+        let setup = host::Setup {
+            entrypoint: script.entrypoint.clone(),
+            vars: script.vars.clone(),
+            env,
+            limits,
+            main: tokio::runtime::Handle::current(),
+            meter: Meter::default(),
+            upgrades: upgrades.clone(),
+        };
+        let (lanes, own_fetch) = Lanes::start(name, setup, limits.runtimes).await?;
         Ok(JsWorker {
             name: name.to_string(),
             lanes,
@@ -140,35 +128,13 @@ impl JsWorker {
     pub(super) fn has_own_fetch(&self, class: &str) -> bool {
         self.own_fetch.contains(class)
     }
-
-    /// The lane for the next request: one whose timers work and that is not running
-    /// JavaScript right now, with the fewest requests in flight.
-    fn lane(&self) -> Option<&Lane> {
-        self.lanes.iter().min_by_key(|lane| {
-            let busy = lane.meter.running();
-            (
-                lane.meter.broken(),
-                busy,
-                lane.in_flight.load(Ordering::Relaxed),
-            )
-        })
-    }
 }
 
 impl JsWorker {
-    /// The lane of object `id`: always the same one for one object, so that its hooks,
-    /// schedules and its class's `fetch` share one JS instance of the class.
-    fn object_lane(&self, id: &str) -> Option<&Lane> {
-        let hash = id
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-        self.lanes.get(hash % self.lanes.len().max(1))
-    }
-
     /// Queues a hook on the lane of its object. False if the lane's thread has ended.
     pub(super) fn hook(&self, call: HookCall) -> bool {
-        match self.object_lane(&call.id) {
-            Some(lane) => lane.calls.send(Job::Hook(call)).is_ok(),
+        match self.lanes.of_object(&call.id) {
+            Some(lane) => lane.send(Job::Hook(call)),
             None => false,
         }
     }
@@ -181,47 +147,6 @@ impl JsWorker {
         object: ObjectCall,
     ) -> Response<Body> {
         self.dispatch(request, Some(object)).await
-    }
-}
-
-impl Lane {
-    async fn start(
-        name: &str,
-        script: &WorkerScript,
-        env: Env,
-        limits: WorkerLimits,
-        upgrades: &Upgrades,
-    ) -> Result<(Lane, Vec<String>), ScriptError> {
-        let (calls, queue) = mpsc::unbounded_channel();
-        let meter = Meter::default();
-        let (ready, loaded) = oneshot::channel();
-        let setup = host::Setup {
-            entrypoint: script.entrypoint.clone(),
-            vars: script.vars.clone(),
-            env,
-            limits,
-            main: tokio::runtime::Handle::current(),
-            meter: meter.clone(),
-            upgrades: upgrades.clone(),
-        };
-        let entrypoint = script.entrypoint.clone();
-        let engine_error = |reason: String| ScriptError::Engine {
-            path: entrypoint.clone(),
-            reason,
-        };
-        std::thread::Builder::new()
-            .name(format!("js-{name}"))
-            .spawn(move || host::run(setup, queue, ready))
-            .map_err(|e| engine_error(format!("cannot start the worker's thread: {e}")))?;
-        let own_fetch = loaded
-            .await
-            .map_err(|_| engine_error("the worker's thread ended while loading".into()))??;
-        let lane = Lane {
-            calls,
-            meter,
-            in_flight: Arc::default(),
-        };
-        Ok((lane, own_fetch))
     }
 }
 
@@ -256,8 +181,8 @@ impl JsWorker {
         }
         let (reply, answer) = oneshot::channel();
         let lane = match &object {
-            Some(object) => self.object_lane(&object.id),
-            None => self.lane(),
+            Some(object) => self.lanes.of_object(&object.id),
+            None => self.lanes.any(),
         };
         let call = Call {
             method: parts.method.to_string(),
@@ -288,16 +213,15 @@ impl JsWorker {
     /// Queues `call` on `lane` and waits for its answer.
     async fn call(
         &self,
-        lane: Option<&Lane>,
+        lane: Option<Arc<Lane>>,
         call: Call,
         answer: oneshot::Receiver<Result<Reply, String>>,
     ) -> Response<Body> {
         let Some(lane) = lane else {
             return failure(&self.name, self.errors, "it has no JavaScript runtime");
         };
-        lane.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _flight = Flight(lane.in_flight.clone());
-        if lane.calls.send(Job::Fetch(call)).is_err() {
+        let _flight = lane.enter();
+        if !lane.send(Job::Fetch(call)) {
             return failure(&self.name, self.errors, "its JavaScript thread has ended");
         }
         // Dropping `answer` (here at the timeout, or with this future when the client goes
@@ -368,6 +292,8 @@ pub(super) struct Meter {
     /// never restarts, so no timer of the runtime fires again, and the worker sends new
     /// requests to its other runtimes.
     broken: Arc<AtomicBool>,
+    /// Told when the timers break, or the lane goes.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Meter {
@@ -387,6 +313,17 @@ impl Meter {
 
     pub fn break_timers(&self) {
         self.broken.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// The lane this meter is for is gone.
+    pub fn dropped(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Waits until the timers break or the lane goes.
+    pub async fn broken_or_dropped(&self) {
+        self.changed.notified().await
     }
 
     pub fn broken(&self) -> bool {

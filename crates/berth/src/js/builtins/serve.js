@@ -225,6 +225,7 @@
     return handle;
   };
 
+
   const passOn = async (target, request, port) => {
     const body = request.method === "GET" || request.method === "HEAD" ? null : await outgoing(request);
     return response(await native.fetch(target, request.method, request.url, [...request.headers], body, port));
