@@ -138,6 +138,11 @@ impl Engine {
         self.modules.files()
     }
 
+    /// The files those may import at run time (see [`Shared::imported_later`]).
+    pub fn imported_later(&self) -> Result<Vec<PathBuf>, ScriptError> {
+        self.modules.imported_later()
+    }
+
     /// The place a stack (as a built-in module records it) points to: its first frame in
     /// one of the app's files, in the file as written.
     pub fn place(&self, stack: &str) -> SourcePlace {

@@ -187,14 +187,16 @@ pub fn load_script(dir: &Path, limits: Limits) -> Result<Manifest, ScriptError> 
 #[derive(Debug, Clone)]
 pub struct Program {
     pub manifest: Manifest,
-    /// Every module the program imported and every module of the workers' entrypoints
+    /// Every module the program imported, every module of the workers' entrypoints, and
+    /// every file those may import at run time by a name written out (`import("./x")`)
     /// (absolute paths): what runs the app on another machine, and nothing else.
     pub files: Vec<PathBuf>,
 }
 
 /// Runs `dir/alchemy.run.ts`, reads the app it declares, and loads each worker's
 /// entrypoint too, so that [`Program::files`] holds the code the workers run. A module
-/// that a worker only imports at run time (`await import(…)`) is not among them.
+/// that a worker imports at run time (`await import("./x.ts")`) is among them when its
+/// name is written out; one whose name is computed (`import(path)`) is not.
 pub fn load_program(dir: &Path, limits: Limits) -> Result<Program, ScriptError> {
     let dir = std::path::absolute(dir).map_err(|e| ScriptError::Read {
         path: dir.to_path_buf(),
@@ -209,7 +211,8 @@ pub fn load_program(dir: &Path, limits: Limits) -> Result<Program, ScriptError> 
             engine.load_module(&script.entrypoint)?;
         }
     }
-    let files = engine.loaded_files();
+    let mut files = engine.loaded_files();
+    files.extend(engine.imported_later()?);
     Ok(Program { manifest, files })
 }
 

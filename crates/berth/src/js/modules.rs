@@ -53,6 +53,41 @@ impl Shared {
         self.lock().files.keys().map(PathBuf::from).collect()
     }
 
+    /// The files that the files loaded so far may import at run time (`import("./x")`,
+    /// with the name written out) and that are not loaded yet, with what those import in
+    /// turn: the code a worker needs beyond what loading it ran. Each is read and
+    /// stripped, not run, so a syntax error in one is found now. A name that resolves to
+    /// no file is left for the import to report when it runs.
+    pub fn imported_later(&self) -> Result<Vec<PathBuf>, ScriptError> {
+        let mut pending: Vec<(String, String)> = {
+            let state = self.lock();
+            let loaded = state.files.iter();
+            loaded
+                .flat_map(|(file, s)| s.imports.iter().map(|i| (file.clone(), i.clone())))
+                .collect()
+        };
+        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        while let Some((importer, name)) = pending.pop() {
+            let Ok(path) = resolve(&importer, &name) else {
+                continue;
+            };
+            if builtins::source(&path).is_some()
+                || seen.contains_key(&path)
+                || self.lock().files.contains_key(&path)
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| ScriptError::Read {
+                path: PathBuf::from(&path),
+                reason: e.to_string(),
+            })?;
+            let stripped = strip(Path::new(&path), &text)?;
+            pending.extend(stripped.imports.iter().map(|i| (path.clone(), i.clone())));
+            seen.insert(path, stripped.imports);
+        }
+        Ok(seen.into_keys().map(PathBuf::from).collect())
+    }
+
     /// The place in the file as written of a place in the code QuickJS ran: `None` for a
     /// module that is no file (a built-in), `(0, 0)` for a place the file does not map.
     pub fn original(&self, module: &str, line: u32, column: u32) -> Option<(u32, u32)> {

@@ -8,6 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use oxc_allocator::Allocator;
+use oxc_ast::ast::{
+    ExportAllDeclaration, ExportFromDeclaration, Expression, ImportDeclaration, ImportExpression,
+};
+use oxc_ast_visit::{walk, Visit};
 use oxc_codegen::{Codegen, CodegenOptions};
 use oxc_parser::Parser;
 use oxc_semantic::SemanticBuilder;
@@ -19,6 +23,9 @@ use super::{ScriptError, SourcePlace};
 /// A file as QuickJS runs it.
 pub(crate) struct Stripped {
     pub code: String,
+    /// What it imports by a fixed name: `import … from "x"`, `export … from "x"`, and
+    /// `import("x")` with the name written out (one computed at run time is not known).
+    pub imports: Vec<String>,
     /// From the printed code back to the file as written.
     map: Option<oxc_sourcemap::SourceMap<'static>>,
 }
@@ -53,6 +60,8 @@ pub(crate) fn strip(path: &Path, text: &str) -> Result<Stripped, ScriptError> {
         });
     }
     let mut program = parsed.program;
+    let mut imports = Imports::default();
+    imports.visit_program(&program);
     let semantic = SemanticBuilder::new()
         .with_check_syntax_error(true)
         .build(&program);
@@ -72,8 +81,41 @@ pub(crate) fn strip(path: &Path, text: &str) -> Result<Stripped, ScriptError> {
     let printed = Codegen::new().with_options(options).build(&program);
     Ok(Stripped {
         code: printed.code,
+        imports: imports.0,
         map: printed.map.map(|m| m.into_owned()),
     })
+}
+
+/// The module names a file imports, as written.
+#[derive(Default)]
+struct Imports(Vec<String>);
+
+impl<'a> Visit<'a> for Imports {
+    // `import type` and `export type … from` are erased: they import nothing.
+    fn visit_import_declaration(&mut self, it: &ImportDeclaration<'a>) {
+        if !it.import_kind.is_type() {
+            self.0.push(it.source.value.to_string());
+        }
+    }
+
+    fn visit_export_from_declaration(&mut self, it: &ExportFromDeclaration<'a>) {
+        if !it.export_kind.is_type() {
+            self.0.push(it.source.value.to_string());
+        }
+    }
+
+    fn visit_export_all_declaration(&mut self, it: &ExportAllDeclaration<'a>) {
+        if !it.export_kind.is_type() {
+            self.0.push(it.source.value.to_string());
+        }
+    }
+
+    fn visit_import_expression(&mut self, it: &ImportExpression<'a>) {
+        if let Expression::StringLiteral(source) = &it.source {
+            self.0.push(source.value.to_string());
+        }
+        walk::walk_import_expression(self, it);
+    }
 }
 
 fn syntax_error(path: &Path, text: &str, error: &oxc_diagnostics::OxcDiagnostic) -> ScriptError {

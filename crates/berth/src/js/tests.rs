@@ -497,3 +497,69 @@ async fn a_fetch_that_never_settles_answers_504_and_the_worker_goes_on() {
         assert_eq!((status.as_u16(), &body[..]), (200, &b"still here"[..]));
     }
 }
+
+#[test]
+fn a_program_ships_what_its_workers_import_at_run_time_by_a_name_written_out() {
+    let worker = r#"export { Web } from "./web.ts";
+export default {
+  async fetch(request: Request) {
+    const { answer } = await import("./lazy.ts");
+    const computed = "./" + "nowhere.ts";
+    if (request.url.endsWith("/never")) await import(computed);
+    return new Response(answer());
+  },
+};
+"#;
+    let lazy = "import { word } from \"./words/index.ts\";\nimport type { Unused } from \"./types.ts\";\nexport const answer = (): string => word;\n";
+    let dir = app(
+        "later",
+        &[
+            ("alchemy.run.ts", DECLARE),
+            ("worker.ts", worker),
+            ("web.ts", CLASS),
+            ("lazy.ts", lazy),
+            ("words/index.ts", "export const word = \"later\";\n"),
+            ("types.ts", "export type Unused = number;\n"),
+            ("unrelated.ts", "export const no = 1;\n"),
+        ],
+    );
+    let program = load_program(&dir, quick()).expect("the program loads");
+    let mut names: Vec<String> = program
+        .files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(&dir)
+                .expect("in the app")
+                .display()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    // The lazily imported module and what it imports; not the type-only import, not a
+    // name computed at run time, not a file nothing imports.
+    assert_eq!(
+        names,
+        [
+            "alchemy.run.ts",
+            "lazy.ts",
+            "web.ts",
+            "words/index.ts",
+            "worker.ts"
+        ]
+    );
+
+    let broken = app(
+        "later-broken",
+        &[
+            ("alchemy.run.ts", DECLARE),
+            ("worker.ts", "export { Web } from \"./web.ts\";\nexport default { fetch: () => import(\"./bad.ts\") };\n"),
+            ("web.ts", CLASS),
+            ("bad.ts", "export const = ;\n"),
+        ],
+    );
+    let err = load_program(&broken, quick()).expect_err("a syntax error");
+    assert!(
+        matches!(&err, ScriptError::Syntax { at, .. } if at.path.ends_with("bad.ts") && at.line == 1),
+        "{err}"
+    );
+}
