@@ -53,6 +53,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often a running task's state is read to learn of its end: every live container
 /// of every router asks the manager this often.
 const WATCH: Duration = Duration::from_secs(1);
+/// How long a service that asks for a replica may have no task at all before its
+/// container is taken as ended (see `wait`).
+const TASKLESS_LIMIT: Duration = Duration::from_secs(60);
 /// How long a service may take to get a running task: the image may still be loading.
 const START_LIMIT: Duration = Duration::from_secs(300);
 /// How long a kill waits past a task's grace for the managers to report its end.
@@ -394,8 +397,14 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        // Since when the service has had no task while it asks for one.
+        let mut taskless: Option<std::time::Instant> = None;
         loop {
-            match self.task(id).await {
+            let task = self.task(id).await;
+            if !matches!(task, Ok(None)) {
+                taskless = None;
+            }
+            match task {
                 Ok(Some(task)) => {
                     if let Some(exit) = exit_of(&task) {
                         return Ok(exit);
@@ -423,6 +432,21 @@ impl Runtime for SwarmRuntime {
                                 code: -1,
                                 oom_killed: false,
                             })
+                        }
+                        // A task is made within moments of the service: one that has had
+                        // none for this long lost it (Swarm reaped it), so the container
+                        // is taken as gone, with its exit unknown.
+                        Ok(_)
+                            if taskless
+                                .get_or_insert_with(std::time::Instant::now)
+                                .elapsed()
+                                >= TASKLESS_LIMIT =>
+                        {
+                            tracing::warn!("service {id} has had no task for {TASKLESS_LIMIT:?}; its container is taken as ended");
+                            return Ok(ExitStatus {
+                                code: -1,
+                                oom_killed: false,
+                            });
                         }
                         _ => {}
                     }
