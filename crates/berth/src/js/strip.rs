@@ -60,8 +60,6 @@ pub(crate) fn strip(path: &Path, text: &str) -> Result<Stripped, ScriptError> {
         });
     }
     let mut program = parsed.program;
-    let mut imports = Imports::default();
-    imports.visit_program(&program);
     let semantic = SemanticBuilder::new()
         .with_check_syntax_error(true)
         .build(&program);
@@ -74,6 +72,9 @@ pub(crate) fn strip(path: &Path, text: &str) -> Result<Stripped, ScriptError> {
     if let Some(error) = transformed.diagnostics.errors().next() {
         return Err(syntax_error(path, text, error));
     }
+    // After the types are erased: an import used only as a type is gone by then.
+    let mut imports = Imports::default();
+    imports.visit_program(&program);
     let options = CodegenOptions {
         source_map_path: Some(PathBuf::from(path)),
         ..CodegenOptions::default()

@@ -510,19 +510,21 @@ export default {
   },
 };
 "#;
-    let lazy = "import { word } from \"./words/index.ts\";\nimport type { Unused } from \"./types.ts\";\nexport const answer = (): string => word;\n";
-    let dir = app(
+    let lazy = "import { word } from \"./words/index.ts\";\nimport type { Unused } from \"./types.ts\";\nimport { Shape } from \"../outside.ts\";\nexport const answer = (shape?: Shape): string => word;\n";
+    let root = app(
         "later",
         &[
-            ("alchemy.run.ts", DECLARE),
-            ("worker.ts", worker),
-            ("web.ts", CLASS),
-            ("lazy.ts", lazy),
-            ("words/index.ts", "export const word = \"later\";\n"),
-            ("types.ts", "export type Unused = number;\n"),
-            ("unrelated.ts", "export const no = 1;\n"),
+            ("app/alchemy.run.ts", DECLARE),
+            ("app/worker.ts", worker),
+            ("app/web.ts", CLASS),
+            ("app/lazy.ts", lazy),
+            ("app/words/index.ts", "export const word = \"later\";\n"),
+            ("app/types.ts", "export type Unused = number;\n"),
+            ("app/unrelated.ts", "export const no = 1;\n"),
+            ("outside.ts", "export interface Shape { n: number }\n"),
         ],
     );
+    let dir = root.join("app");
     let program = load_program(&dir, quick()).expect("the program loads");
     let mut names: Vec<String> = program
         .files
@@ -535,8 +537,9 @@ export default {
         })
         .collect();
     names.sort();
-    // The lazily imported module and what it imports; not the type-only import, not a
-    // name computed at run time, not a file nothing imports.
+    // The lazily imported module and what it imports; not the type-only imports (one
+    // written as a value import, of a file outside the app, too), not a name computed at
+    // run time, not a file nothing imports.
     assert_eq!(
         names,
         [
