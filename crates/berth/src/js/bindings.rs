@@ -186,7 +186,7 @@ pub(super) fn install(
     ctx: &Ctx<'_>,
     env: &Env,
     main: &Handle,
-    upgrades: &Upgrades,
+    (upgrades, pipes): (&Upgrades, &super::bodies::Pipes),
 ) -> rquickjs::Result<()> {
     let native = Object::new(ctx.clone())?;
     let e = env.clone();
@@ -212,7 +212,7 @@ pub(super) fn install(
     };
     native.set("newUniqueId", Function::new(ctx.clone(), new_unique_id)?)?;
     install_fetch(ctx, &native, env, main, upgrades)?;
-    super::bodies::install(ctx, &native)?;
+    super::bodies::install(ctx, &native, pipes)?;
     install_lifecycle(ctx, &native, env, main)?;
     super::schedules::install(ctx, &native, env, main)?;
     super::storage::install(ctx, &native, env, main)?;

@@ -20,10 +20,11 @@
 //! its stream.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
@@ -60,7 +61,11 @@ impl RustBody {
 
 /// Sets `native.read(handle)` (a promise of the next chunk, or undefined at the end) and
 /// `native.readAll(handle)` (a promise of the rest as one Uint8Array) on `native`.
-pub(super) fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
+pub(super) fn install<'js>(
+    ctx: &Ctx<'js>,
+    native: &Object<'js>,
+    pipes: &Pipes,
+) -> rquickjs::Result<()> {
     let read = |ctx: Ctx<'js>, handle: Class<'js, RustBody>| async move {
         let Some(mut body) = handle.borrow_mut().take() else {
             return Ok(None);
@@ -97,11 +102,55 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Re
         TypedArray::<u8>::new(ctx.clone(), bytes.to_vec())
     };
     native.set("readAll", Function::new(ctx.clone(), Async(read_all))?)?;
-    install_pipe(ctx, native)
+    install_pipe(ctx, native, pipes)
 }
 
-/// How a pipe ended: `None` while it is open.
-type Ending = Arc<Mutex<Option<Result<(), String>>>>;
+/// A pipe's state, shared by its two ends and its runtime's [`Pipes`].
+#[derive(Default)]
+struct PipeState {
+    /// How it ended: `None` while it is open.
+    ending: Mutex<Option<Result<(), String>>>,
+    /// The reader's, woken when the runtime ends the pipe (see [`Pipes::end_all`]).
+    reader: AtomicWaker,
+}
+
+impl PipeState {
+    fn ending(&self) -> std::sync::MutexGuard<'_, Option<Result<(), String>>> {
+        self.ending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Ending = Arc<PipeState>;
+
+/// The pipes of one runtime. When the runtime's thread ends (a new version of the app, or
+/// the runtime was replaced), JavaScript writes into them no more, and they end with an
+/// error instead of leaving their clients waiting.
+#[derive(Clone, Default)]
+pub(super) struct Pipes(Arc<Mutex<Vec<Weak<PipeState>>>>);
+
+impl Pipes {
+    fn add(&self, pipe: &Ending) {
+        let mut pipes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pipes.retain(|p| p.upgrade().is_some_and(|p| p.ending().is_none()));
+        pipes.push(Arc::downgrade(pipe));
+    }
+
+    /// How many are still being written.
+    pub fn open(&self) -> usize {
+        let pipes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let open = pipes.iter().filter_map(Weak::upgrade);
+        open.filter(|p| p.ending().is_none()).count()
+    }
+
+    /// Ends the open ones with `why` as their error.
+    pub fn end_all(&self, why: &str) {
+        let pipes = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        for pipe in pipes.iter().filter_map(Weak::upgrade) {
+            pipe.ending().get_or_insert_with(|| Err(why.to_string()));
+            pipe.reader.wake();
+        }
+    }
+}
 
 /// The writing end of a pipe, as JavaScript holds it. A sink that JavaScript drops
 /// unclosed breaks its body off, so the client cannot take a cut body for a whole one.
@@ -122,10 +171,7 @@ impl Sink {
             return;
         }
         // The ending first: the reader looks at it once the channel closes.
-        self.ending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(how);
+        self.ending.ending().get_or_insert(how);
         self.chunks = None;
     }
 }
@@ -145,19 +191,22 @@ impl hyper::body::Body for Piped {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.chunks.poll_recv(cx).map(|chunk| match chunk {
-            Some(bytes) => Some(Ok(Frame::data(bytes))),
-            None => match self
-                .ending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-            {
+        match self.chunks.poll_recv(cx) {
+            Poll::Ready(Some(bytes)) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(None) => Poll::Ready(match self.ending.ending().clone() {
                 Some(Ok(())) => None,
                 Some(Err(message)) => Some(Err(message.into())),
                 None => Some(Err("the worker dropped its stream before its end".into())),
-            },
-        })
+            }),
+            Poll::Pending => {
+                // Ended by its runtime while its writer is stuck there: an error now.
+                self.ending.reader.register(cx.waker());
+                match self.ending.ending().clone() {
+                    Some(Err(message)) => Poll::Ready(Some(Err(message.into()))),
+                    _ => Poll::Pending,
+                }
+            }
+        }
     }
 }
 
@@ -165,10 +214,12 @@ impl hyper::body::Body for Piped {
 /// `native.write(sink, chunk)` (a promise, settled once the pipe has taken the chunk;
 /// rejected when the body's reader went away), `native.close(sink)` and
 /// `native.fail(sink, message)`.
-fn install_pipe<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
-    let pipe = |ctx: Ctx<'js>| {
+fn install_pipe<'js>(ctx: &Ctx<'js>, native: &Object<'js>, pipes: &Pipes) -> rquickjs::Result<()> {
+    let pipes = pipes.clone();
+    let pipe = move |ctx: Ctx<'js>| {
         let (chunks, taken) = mpsc::channel(PIPE_CHUNKS);
         let ending = Ending::default();
+        pipes.add(&ending);
         let piped = Piped {
             chunks: taken,
             ending: ending.clone(),
@@ -190,6 +241,9 @@ fn install_pipe<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<(
             let Some(chunks) = chunks else {
                 return Err(throw(&ctx, "the stream was already closed".into()));
             };
+            // One chunk per turn of the runtime: a long stream to a fast client would
+            // otherwise be written in one turn, and run past a turn's CPU budget.
+            tokio::task::yield_now().await;
             let bytes =
                 bytes.ok_or_else(|| throw(&ctx, "the chunk's buffer is detached".into()))?;
             chunks.send(bytes).await.map_err(|_| {

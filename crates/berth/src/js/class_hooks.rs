@@ -31,7 +31,7 @@ const HOOK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a schedule's method may take: as long as a Cloudflare alarm handler (the
 /// alarm's lease is renewed meanwhile, so no other delivery starts).
-const ALARM_WAIT: Duration = Duration::from_secs(15 * 60);
+pub(super) const ALARM_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// The object a request is for, when its class's own `fetch` answers it.
 #[derive(Debug, Clone)]
@@ -193,8 +193,10 @@ impl Hooks for JsHooks {
     }
 
     /// A schedule of the class's code (`this.schedule`, see [`super::schedules`]): the
-    /// method it names runs with its payload, for up to [`ALARM_WAIT`]; a failure is
-    /// retried as an alarm's is.
+    /// method it names runs with its payload, for up to [`ALARM_WAIT`]. A method that
+    /// throws is logged in JavaScript and the schedule is done, as on Cloudflare; what
+    /// failed around it (no worker runs the class's code yet, its thread ended, the wait
+    /// ran out) is retried as an alarm's failure is.
     async fn on_alarm(&self, object: &Object, alarm: &Alarm) -> Result<(), String> {
         let arg = super::schedules::alarm_json(alarm).to_string();
         self.call_within(object, "onAlarm", arg, ALARM_WAIT)
@@ -230,11 +232,42 @@ fn reason(reason: StopReason) -> &'static str {
 }
 
 impl Host {
-    /// Runs one hook (builtins/hooks.js) on the CPU budget of a request, and answers.
+    /// Runs one hook (builtins/hooks.js) on the CPU budget of a request, and answers. A
+    /// lifecycle hook that berth stopped waiting for runs on to its end; a schedule's
+    /// (`onAlarm`) is dropped where it stands, since its alarm is delivered again and
+    /// must not run twice at once.
     pub(super) async fn hook(&self, call: HookCall) {
+        let mut reply = call.reply;
+        let ran = self.run_hook(
+            call.class,
+            call.binding,
+            call.id,
+            call.name,
+            call.hook,
+            call.arg,
+        );
+        if call.hook != "onAlarm" {
+            let _ = reply.send(ran.await);
+            return;
+        }
+        tokio::select! {
+            answer = ran => {
+                let _ = reply.send(answer);
+            }
+            () = reply.closed() => {}
+        }
+    }
+
+    async fn run_hook(
+        &self,
+        class: String,
+        binding: String,
+        id: String,
+        name: Option<String>,
+        hook: &'static str,
+        arg: String,
+    ) -> Result<String, String> {
         let context = self.context.clone();
-        let (class, binding, id) = (call.class, call.binding, call.id);
-        let (name, hook, arg) = (call.name, call.hook, call.arg);
         let ran = self.metered(async_with!(context => |ctx| {
             let ran = async {
                 let berth: JsObject = ctx.globals().get("__berth")?;
@@ -245,12 +278,11 @@ impl Host {
             ran.await.map_err(|e| thrown(&ctx, e))
         }));
         let (ran, left) = ran.await;
-        let answer = ran.map_err(|(message, stack)| {
+        ran.map_err(|(message, stack)| {
             if left.is_zero() {
                 return format!("it ran JavaScript for more than {:?}, so berth stopped it (does it loop forever?)", self.limits.cpu);
             }
             format!("{message}\n{}", rewrite_stack(&self.modules, &stack))
-        });
-        let _ = call.reply.send(answer);
+        })
     }
 }

@@ -13,7 +13,7 @@ use rquickjs::{async_with, AsyncContext, AsyncRuntime, Ctx, Function, Module, Ob
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use super::bodies::RustBody;
+use super::bodies::{Pipes, RustBody};
 use super::engine::{place, rewrite_stack};
 use super::modules::Shared;
 use super::serve::{Meter, WorkerLimits};
@@ -84,6 +84,8 @@ pub(super) struct Host {
     entrypoint: PathBuf,
     /// The exported container classes that have a `fetch` of their own.
     own_fetch: Vec<String>,
+    /// The bodies its JavaScript is writing.
+    pipes: Pipes,
 }
 
 /// The thread's body: sets the worker up, says so on `ready`, then serves `queue` until
@@ -155,10 +157,14 @@ pub(super) fn run(
                 driver.wake();
             });
         }
-        let deadline = tokio::time::Instant::now() + host.limits.request_timeout;
-        while Rc::strong_count(&running) > 1 && tokio::time::Instant::now() < deadline {
+        // As long as a request, or a schedule's method, may take.
+        let longest = host.limits.request_timeout.max(super::class_hooks::ALARM_WAIT);
+        let deadline = tokio::time::Instant::now() + longest;
+        let busy = || Rc::strong_count(&running) > 1 || host.pipes.open() > 0;
+        while busy() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        host.pipes.end_all("the worker's runtime ended before the stream did (a new version of the app, or a replaced runtime, past its wait)");
     });
 }
 
@@ -188,11 +194,13 @@ impl Host {
             limits: setup.limits,
             entrypoint: setup.entrypoint,
             own_fetch: Vec::new(),
+            pipes: Pipes::default(),
         };
         let (env, main, vars, upgrades) = (setup.env, setup.main, setup.vars, setup.upgrades);
         let bindings: Vec<String> = env.names().map(str::to_string).collect();
+        let pipes = host.pipes.clone();
         let installed = async_with!(host.context => |ctx| {
-            install(&ctx, &env, &main, &upgrades).map_err(|e| thrown(&ctx, e))
+            install(&ctx, &env, &main, (&upgrades, &pipes)).map_err(|e| thrown(&ctx, e))
         })
         .await;
         installed.map_err(|(message, _)| ScriptError::Engine {
@@ -286,7 +294,12 @@ impl Host {
 
 /// Installs the globals of a worker: console and `__berth` (the prelude), the Web APIs,
 /// the bindings, and the glue that serves requests.
-fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rquickjs::Result<()> {
+fn install(
+    ctx: &Ctx<'_>,
+    env: &Env,
+    main: &Handle,
+    glue: (&Upgrades, &Pipes),
+) -> rquickjs::Result<()> {
     builtins::install(ctx)?;
     llrt_abort::init(ctx)?;
     llrt_buffer::init(ctx)?;
@@ -296,7 +309,7 @@ fn install(ctx: &Ctx<'_>, env: &Env, main: &Handle, upgrades: &Upgrades) -> rqui
     llrt_timers::init(ctx)?;
     llrt_fetch::init(ctx)?;
     llrt_crypto::init(ctx)?;
-    bindings::install(ctx, env, main, upgrades)?;
+    bindings::install(ctx, env, main, glue)?;
     // Named, so that the glue's frames in a stack read as berth's, not the app's.
     let mut options = rquickjs::context::EvalOptions::default();
     options.filename = Some("berth:serve".into());

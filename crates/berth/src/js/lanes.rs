@@ -41,7 +41,15 @@ struct Slot {
     /// Its place, for the log.
     n: usize,
     lane: Mutex<Arc<Lane>>,
+    /// Lanes that replaced a broken one here.
+    replaced: AtomicUsize,
 }
+
+/// How many times one place is given a fresh lane. Each replaced runtime stays in memory
+/// (see `host::run`), and code whose timers break every runtime it runs in (a
+/// `setInterval` at the top of a module that runs for longer than its budget) would
+/// otherwise replace them without end.
+const REPLACEMENTS: usize = 3;
 
 impl Slot {
     fn lane(&self) -> Arc<Lane> {
@@ -85,6 +93,7 @@ impl Lanes {
             let slot = Arc::new(Slot {
                 n,
                 lane: Mutex::new(Arc::new(lane)),
+                replaced: AtomicUsize::new(0),
             });
             maker.watch(&slot);
             slots.push(slot);
@@ -132,9 +141,13 @@ impl Maker {
         });
     }
 
-    /// Loads a new lane into `slot`, and watches it.
+    /// Loads a new lane into `slot`, and watches it; at most [`REPLACEMENTS`] times.
     async fn replace(self: Arc<Maker>, slot: Arc<Slot>) {
         let (name, n) = (&self.name, slot.n);
+        if slot.replaced.fetch_add(1, Ordering::Relaxed) >= REPLACEMENTS {
+            tracing::error!(target: "berth::js", "worker {name}: runtime {n} broke its timers again, after {REPLACEMENTS} fresh starts, so berth leaves it broken and sends requests to the worker's other runtimes; find the timer whose callback runs too long (a new version of the app starts afresh)");
+            return;
+        }
         match Lane::start(name, self.setup.clone()).await {
             Ok((lane, _)) => {
                 *slot.lane.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(lane);

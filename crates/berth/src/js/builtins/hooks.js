@@ -59,7 +59,7 @@
     };
     const instance = new Class(ctx, berth.env);
     instance[berth.SELF] = berth.directStub(binding, ctx.id);
-    instance[berth.SCHEDULER] = schedulerOf({ className, binding, hex, name });
+    instance[berth.SCHEDULER] = schedulerOf({ className, binding, hex, name }, instance);
     instances.set(hex, instance);
     return instance;
   };
@@ -74,13 +74,13 @@
     if (stored.type === "delayed") task.delayInSeconds = stored.delayInSeconds;
     return task;
   };
-  const schedulerOf = (object) => {
+  const schedulerOf = (object, instance) => {
     const target = { binding: object.binding, id: object.hex, name: object.name ?? null };
     const list = async () => JSON.parse(await berth.native.schedules(target)).map(taskOf);
     return {
       async schedule(when, callback, payload) {
-        const Class = berth.exports?.[object.className];
-        if (typeof callback !== "string" || typeof Class?.prototype?.[callback] !== "function") {
+        // A method, or a field that holds a function (an arrow function), as on Cloudflare.
+        if (typeof callback !== "string" || typeof instance[callback] !== "function") {
           throw new TypeError(`schedule(when, callback, payload): callback is the name of a method of ${object.className}, as a string; got ${typeof callback === "string" ? JSON.stringify(callback) : typeof callback}`);
         }
         let stored;
@@ -88,9 +88,10 @@
         if (when instanceof Date && !Number.isNaN(when.getTime())) {
           stored = { type: "scheduled", callback, payload };
           dueMs = when.getTime();
-        } else if (typeof when === "number" && Number.isFinite(when) && when >= 0) {
+        } else if (typeof when === "number" && Number.isFinite(when)) {
+          // A delay that is not ahead (0 or less) is due at once.
           stored = { type: "delayed", delayInSeconds: when, callback, payload };
-          dueMs = Date.now() + when * 1000;
+          dueMs = Date.now() + Math.max(0, when) * 1000;
         } else {
           throw new TypeError(`schedule(when, callback, payload): when is a Date or a delay in seconds (cron schedules are not supported by berth); got ${String(when)}`);
         }
@@ -105,13 +106,20 @@
   };
 
   // Runs a due schedule's method on the object's instance, with its payload and task.
+  // As on Cloudflare, a method that throws (or that the class no longer has) is logged
+  // and the schedule is done: it is not run again.
   const runAlarm = async (instance, className, arg) => {
     const task = taskOf(JSON.parse(arg));
     const method = instance[task.callback];
     if (typeof method !== "function") {
-      throw new TypeError(`schedule ${task.taskId} calls ${className}.${task.callback}(), which the class no longer has`);
+      console.error(`schedule ${task.taskId} calls ${className}.${task.callback}(), which the class no longer has; it is dropped`);
+      return;
     }
-    await method.call(instance, task.payload, task);
+    try {
+      await method.call(instance, task.payload, task);
+    } catch (error) {
+      console.error(`${className}.${task.callback}() of schedule ${task.taskId} failed:`, error instanceof Error ? `${error}\n${error.stack}` : error);
+    }
   };
 
   // Drops the instance of an object whose container does not run, so that one made for

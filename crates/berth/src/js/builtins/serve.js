@@ -67,9 +67,14 @@
 
   const alreadyUsed = () => new TypeError("the body was already read or sent; clone() the request or response to use its body twice");
 
-  // A stream's chunk as bytes: text is encoded, any ArrayBuffer view is viewed as bytes.
-  const bytesOfChunk = (value) =>
-    typeof value === "string" ? new TextEncoder().encode(value) : new Uint8Array(value.buffer ?? value, value.byteOffset ?? 0, value.byteLength);
+  // A stream's chunk as bytes: text is encoded, an ArrayBuffer or a view of one is
+  // viewed as bytes; anything else is an error, as on Cloudflare.
+  const bytesOfChunk = (value) => {
+    if (typeof value === "string") return new TextEncoder().encode(value);
+    if (value instanceof ArrayBuffer) return new Uint8Array(value);
+    if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    throw new TypeError(`a body's stream gave ${value === null ? "null" : typeof value}; its chunks must be text, an ArrayBuffer or a view of one (a Uint8Array)`);
+  };
 
   // All of the record's bytes, as one Uint8Array.
   const bytesOf = async (body) => {
