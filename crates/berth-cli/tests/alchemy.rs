@@ -652,6 +652,45 @@ async fn a_schedule_outlives_a_restart_of_berth() {
     assert!(log.contains(ticked), "{log}");
 }
 
+const THROWING_SCHEDULE: &str = r#"override async onStart() {
+    await this.schedule(1, "boom", {});
+    await this.schedule(4, "after", {});
+    console.log("two scheduled");
+  }
+
+  boom = async () => {
+    console.log("boom ran");
+    throw new Error("boom failed on purpose");
+  };
+
+  async after() {
+    // Its own schedule is still listed while it runs, as Cloudflare's is.
+    console.log(`after ran; left: ${(await this.getSchedules()).map((task) => task.callback).join(",")}`);
+  }
+
+  started() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_whose_method_throws_is_logged_and_not_run_again() {
+    let app = alchemy_app("schedule-throws", None);
+    edit_class(
+        &app,
+        &[("override onStart() {", THROWING_SCHEDULE)],
+        &["boom = async"],
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    // "boom" (a field holding an arrow function) is due at 1 s and throws; as on
+    // Cloudflare its schedule is then done. A retry, had there been one, would come 1 s
+    // later, before "after" at 4 s.
+    let after = "after ran; left: after\n";
+    let log = stderr_within(&berth, after, Duration::from_secs(60));
+    assert!(log.contains(after), "{log}");
+    assert_eq!(log.matches("boom ran").count(), 1, "{log}");
+    assert!(log.contains("Error: boom failed on purpose"), "{log}");
+}
+
 /// The routing example's object names, as berth's container labels give them.
 async fn object_names(app: &AppDir) -> Vec<String> {
     let mut names: Vec<String> = app
