@@ -233,29 +233,12 @@ fn reason(reason: StopReason) -> &'static str {
 
 impl Host {
     /// Runs one hook (builtins/hooks.js) on the CPU budget of a request, and answers. A
-    /// lifecycle hook that berth stopped waiting for runs on to its end; a schedule's
-    /// (`onAlarm`) is dropped where it stands, since its alarm is delivered again and
-    /// must not run twice at once.
+    /// hook that berth stopped waiting for runs on to its end: JavaScript cannot be cut
+    /// off mid-await. (A schedule delivered again meanwhile waits for it, see hooks.js.)
     pub(super) async fn hook(&self, call: HookCall) {
-        let mut reply = call.reply;
-        let ran = self.run_hook(
-            call.class,
-            call.binding,
-            call.id,
-            call.name,
-            call.hook,
-            call.arg,
-        );
-        if call.hook != "onAlarm" {
-            let _ = reply.send(ran.await);
-            return;
-        }
-        tokio::select! {
-            answer = ran => {
-                let _ = reply.send(answer);
-            }
-            () = reply.closed() => {}
-        }
+        let (class, binding, id, name) = (call.class, call.binding, call.id, call.name);
+        let answer = self.run_hook(class, binding, id, name, call.hook, call.arg);
+        let _ = call.reply.send(answer.await);
     }
 
     async fn run_hook(

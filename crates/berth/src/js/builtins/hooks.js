@@ -105,6 +105,23 @@
     };
   };
 
+  // An object's schedules run one at a time, in the order they come due, as on
+  // Cloudflare; a delivery that berth gave up waiting for (and delivers again) is waited
+  // for too, so one schedule never runs twice at once. By object id: its last turn.
+  const turns = new Map();
+  const inTurn = (hex, run) => {
+    const turn = (turns.get(hex) ?? Promise.resolve()).then(run);
+    const settled = turn.then(
+      () => {},
+      () => {},
+    );
+    turns.set(hex, settled);
+    settled.then(() => {
+      if (turns.get(hex) === settled) turns.delete(hex);
+    });
+    return turn;
+  };
+
   // Runs a due schedule's method on the object's instance, with its payload and task.
   // As on Cloudflare, a method that throws (or that the class no longer has) is logged
   // and the schedule is done: it is not run again.
@@ -146,17 +163,21 @@
   // container sleeps ("sleep": the hook called this.stop(), or is Container's own) or
   // stays awake ("awake").
   berth.hook = async (className, binding, hex, name, hook, arg) => {
-    const made = !instances.has(hex);
-    const instance = instanceOf(className, binding, hex, name);
-    switch (hook) {
-      case "onAlarm":
+    if (hook === "onAlarm") {
+      return inTurn(hex, async () => {
         // An instance made only for it (the object was not running) is dropped after it.
+        const made = !instances.has(hex);
+        const instance = instanceOf(className, binding, hex, name);
         try {
           await runAlarm(instance, className, arg);
         } finally {
           if (made) await dropUnlessRunning(hex);
         }
         return "";
+      });
+    }
+    const instance = instanceOf(className, binding, hex, name);
+    switch (hook) {
       case "onStart":
         await instance.onStart();
         return "";
