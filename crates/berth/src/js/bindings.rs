@@ -75,6 +75,30 @@ pub(super) async fn on_berth<T: Send + 'static>(
         .map_err(|e| format!("berth's task failed: {e}"))?
 }
 
+/// A native call on the object `target` names: `work` runs with it on berth's runtime
+/// (see [`on_berth`]), and a failure, of either, is a JS exception. The target is read at
+/// once, while the call's arguments are at hand.
+pub(super) fn on_object<'js, T, W, F>(
+    ctx: &Ctx<'js>,
+    env: &Env,
+    main: &Handle,
+    target: &Object<'js>,
+    work: W,
+) -> impl std::future::Future<Output = rquickjs::Result<T>> + 'js
+where
+    W: FnOnce(Container) -> F,
+    F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+    T: Send + 'static,
+{
+    let object = Target::read(target).and_then(|t| t.object(env).map_err(|m| throw(ctx, m)));
+    let work = object.map(work);
+    let (ctx, main) = (ctx.clone(), main.clone());
+    async move {
+        let done = on_berth(&main, work?).await;
+        done.map_err(|m| throw(&ctx, m))
+    }
+}
+
 /// A task on berth's runtime that nothing waits for any more is aborted.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -310,65 +334,41 @@ fn install_lifecycle<'js>(
                       wait: bool,
                       ports: Vec<u16>,
                       env_vars: BTreeMap<String, String>| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let object = object?;
-            let options = StartOptions {
-                env_vars,
-                ..StartOptions::default()
+        let options = StartOptions {
+            env_vars,
+            ..StartOptions::default()
+        };
+        on_object(&ctx, &e, &m, &target, move |object| async move {
+            let started = match wait {
+                true => object.start_and_wait_for_ports(&ports, options).await,
+                false => object.start(options).await,
             };
-            let started = on_berth(&main, async move {
-                let started = match wait {
-                    true => object.start_and_wait_for_ports(&ports, options).await,
-                    false => object.start(options).await,
-                };
-                started.map_err(|e| e.to_string())
-            });
-            started.await.map_err(|m| throw(&ctx, m))
-        }
+            started.map_err(|e| e.to_string())
+        })
     };
     native.set("start", Function::new(ctx.clone(), Async(start))?)?;
     let (e, m) = (env.clone(), main.clone());
     let stop = move |ctx: Ctx<'js>, target: Object<'js>, kill: bool| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let object = object?;
-            let signal = if kill { Signal::Kill } else { Signal::Term };
-            let stopped = on_berth(&main, async move {
-                object.stop(signal).await.map_err(|e| e.to_string())
-            });
-            stopped.await.map_err(|m| throw(&ctx, m))
-        }
+        let signal = if kill { Signal::Kill } else { Signal::Term };
+        on_object(&ctx, &e, &m, &target, move |object| async move {
+            object.stop(signal).await.map_err(|e| e.to_string())
+        })
     };
     native.set("stop", Function::new(ctx.clone(), Async(stop))?)?;
     let (e, m) = (env.clone(), main.clone());
     // Cloudflare's destroy(): the container killed, and here the object's volumes gone.
     let destroy = move |ctx: Ctx<'js>, target: Object<'js>| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let object = object?;
-            let destroyed = on_berth(&main, async move {
-                object.destroy().await.map_err(|e| e.to_string())
-            });
-            destroyed.await.map_err(|m| throw(&ctx, m))
-        }
+        on_object(&ctx, &e, &m, &target, |object| async move {
+            object.destroy().await.map_err(|e| e.to_string())
+        })
     };
     native.set("destroy", Function::new(ctx.clone(), Async(destroy))?)?;
     let (e, m) = (env.clone(), main.clone());
     let state = move |ctx: Ctx<'js>, target: Object<'js>| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let object = object?;
-            let state = on_berth(&main, async move {
-                let state = object.state().await.map_err(|e| e.to_string())?;
-                Ok(state.as_str().to_string())
-            });
-            state.await.map_err(|m| throw(&ctx, m))
-        }
+        on_object(&ctx, &e, &m, &target, |object| async move {
+            let state = object.state().await.map_err(|e| e.to_string())?;
+            Ok(state.as_str().to_string())
+        })
     };
     native.set("state", Function::new(ctx.clone(), Async(state))?)
 }

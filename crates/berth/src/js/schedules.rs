@@ -10,7 +10,7 @@ use rquickjs::prelude::Async;
 use rquickjs::{Ctx, Function, Object};
 use tokio::runtime::Handle;
 
-use super::bindings::{on_berth, throw, Target};
+use super::bindings::on_object;
 use crate::cron::{from_ms, to_ms};
 use crate::object::Alarm;
 use crate::worker::Env;
@@ -35,49 +35,31 @@ pub(super) fn install<'js>(
 ) -> rquickjs::Result<()> {
     let (e, m) = (env.clone(), main.clone());
     let schedule = move |ctx: Ctx<'js>, target: Object<'js>, due_ms: f64, payload: String| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let object = object?;
-            // One before 1970 (or not a time at all) is due at once.
-            let at = from_ms(due_ms.max(0.0) as i64);
-            let made = on_berth(&main, async move {
-                let alarm = object.schedule(at, payload).await;
-                alarm.map_err(|e| format!("schedule: {e}"))
-            });
-            let alarm = made.await.map_err(|m| throw(&ctx, m))?;
-            Ok::<_, rquickjs::Error>(alarm_json(&alarm).to_string())
-        }
+        // One before 1970 (or not a time at all) is due at once.
+        let at = from_ms(due_ms.max(0.0) as i64);
+        on_object(&ctx, &e, &m, &target, move |object| async move {
+            let alarm = object.schedule(at, payload).await;
+            let alarm = alarm.map_err(|e| format!("schedule: {e}"))?;
+            Ok(alarm_json(&alarm).to_string())
+        })
     };
     native.set("schedule", Function::new(ctx.clone(), Async(schedule))?)?;
     let (e, m) = (env.clone(), main.clone());
     let schedules = move |ctx: Ctx<'js>, target: Object<'js>| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let object = object?;
-            let listed = on_berth(&main, async move {
-                let alarms = object.list_schedules().await;
-                alarms.map_err(|e| format!("getSchedules: {e}"))
-            });
-            let alarms = listed.await.map_err(|m| throw(&ctx, m))?;
+        on_object(&ctx, &e, &m, &target, |object| async move {
+            let alarms = object.list_schedules().await;
+            let alarms = alarms.map_err(|e| format!("getSchedules: {e}"))?;
             let json: Vec<_> = alarms.iter().map(alarm_json).collect();
-            Ok::<_, rquickjs::Error>(serde_json::Value::from(json).to_string())
-        }
+            Ok(serde_json::Value::from(json).to_string())
+        })
     };
     native.set("schedules", Function::new(ctx.clone(), Async(schedules))?)?;
     let (e, m) = (env.clone(), main.clone());
     let unschedule = move |ctx: Ctx<'js>, target: Object<'js>, id: String| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let object = object?;
-            let deleted = on_berth(&main, async move {
-                let deleted = object.delete_schedule(&id).await;
-                deleted.map_err(|e| format!("deleteSchedule({id:?}): {e}"))
-            });
-            deleted.await.map_err(|m| throw(&ctx, m))
-        }
+        on_object(&ctx, &e, &m, &target, move |object| async move {
+            let deleted = object.delete_schedule(&id).await;
+            deleted.map_err(|e| format!("deleteSchedule({id:?}): {e}"))
+        })
     };
     native.set("unschedule", Function::new(ctx.clone(), Async(unschedule))?)
 }

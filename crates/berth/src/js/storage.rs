@@ -7,7 +7,7 @@ use rquickjs::prelude::Async;
 use rquickjs::{Ctx, Function, Object};
 use tokio::runtime::Handle;
 
-use super::bindings::{on_berth, throw, Target};
+use super::bindings::on_object;
 use crate::worker::Env;
 
 /// One storage operation: "get" gives the value's JSON or null, "put" stores `value`,
@@ -55,13 +55,9 @@ pub(super) fn install<'js>(
                         op: String,
                         key: String,
                         value: Option<String>| {
-        let object = Target::read(&target).and_then(|t| t.object(&e).map_err(|m| throw(&ctx, m)));
-        let main = m.clone();
-        async move {
-            let storage = object?.storage();
-            let done = on_berth(&main, run(storage, op, key, value));
-            done.await.map_err(|m| throw(&ctx, m))
-        }
+        on_object(&ctx, &e, &m, &target, |object| {
+            run(object.storage(), op, key, value)
+        })
     };
     native.set("storage", Function::new(ctx.clone(), Async(storage))?)
 }
