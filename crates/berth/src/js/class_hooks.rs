@@ -236,21 +236,9 @@ impl Host {
     /// hook that berth stopped waiting for runs on to its end: JavaScript cannot be cut
     /// off mid-await. (A schedule delivered again meanwhile waits for it, see hooks.js.)
     pub(super) async fn hook(&self, call: HookCall) {
-        let (class, binding, id, name) = (call.class, call.binding, call.id, call.name);
-        let answer = self.run_hook(class, binding, id, name, call.hook, call.arg);
-        let _ = call.reply.send(answer.await);
-    }
-
-    async fn run_hook(
-        &self,
-        class: String,
-        binding: String,
-        id: String,
-        name: Option<String>,
-        hook: &'static str,
-        arg: String,
-    ) -> Result<String, String> {
         let context = self.context.clone();
+        let (class, binding, id) = (call.class, call.binding, call.id);
+        let (name, hook, arg) = (call.name, call.hook, call.arg);
         let ran = self.metered(async_with!(context => |ctx| {
             let ran = async {
                 let berth: JsObject = ctx.globals().get("__berth")?;
@@ -261,11 +249,12 @@ impl Host {
             ran.await.map_err(|e| thrown(&ctx, e))
         }));
         let (ran, left) = ran.await;
-        ran.map_err(|(message, stack)| {
+        let answer = ran.map_err(|(message, stack)| {
             if left.is_zero() {
                 return format!("it ran JavaScript for more than {:?}, so berth stopped it (does it loop forever?)", self.limits.cpu);
             }
             format!("{message}\n{}", rewrite_stack(&self.modules, &stack))
-        })
+        });
+        let _ = call.reply.send(answer);
     }
 }
