@@ -120,8 +120,6 @@ impl PipeState {
     }
 }
 
-type Ending = Arc<PipeState>;
-
 /// The pipes of one runtime. When the runtime's thread ends (a new version of the app, or
 /// the runtime was replaced), JavaScript writes into them no more, and they end with an
 /// error instead of leaving their clients waiting.
@@ -129,7 +127,7 @@ type Ending = Arc<PipeState>;
 pub(super) struct Pipes(Arc<Mutex<Vec<Weak<PipeState>>>>);
 
 impl Pipes {
-    fn add(&self, pipe: &Ending) {
+    fn add(&self, pipe: &Arc<PipeState>) {
         let mut pipes = self.0.lock().unwrap_or_else(|p| p.into_inner());
         pipes.retain(|p| p.upgrade().is_some_and(|p| p.ending().is_none()));
         pipes.push(Arc::downgrade(pipe));
@@ -160,7 +158,7 @@ pub(super) struct Sink {
     #[qjs(skip_trace)]
     chunks: Option<mpsc::Sender<Bytes>>,
     #[qjs(skip_trace)]
-    ending: Ending,
+    state: Arc<PipeState>,
 }
 
 impl Sink {
@@ -171,7 +169,7 @@ impl Sink {
             return;
         }
         // The ending first: the reader looks at it once the channel closes.
-        self.ending.ending().get_or_insert(how);
+        self.state.ending().get_or_insert(how);
         self.chunks = None;
     }
 }
@@ -180,7 +178,7 @@ impl Sink {
 /// closed and breaks off when it fails or is dropped unclosed.
 struct Piped {
     chunks: mpsc::Receiver<Bytes>,
-    ending: Ending,
+    state: Arc<PipeState>,
 }
 
 impl hyper::body::Body for Piped {
@@ -193,15 +191,15 @@ impl hyper::body::Body for Piped {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.chunks.poll_recv(cx) {
             Poll::Ready(Some(bytes)) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-            Poll::Ready(None) => Poll::Ready(match self.ending.ending().clone() {
+            Poll::Ready(None) => Poll::Ready(match self.state.ending().clone() {
                 Some(Ok(())) => None,
                 Some(Err(message)) => Some(Err(message.into())),
                 None => Some(Err("the worker dropped its stream before its end".into())),
             }),
             Poll::Pending => {
                 // Ended by its runtime while its writer is stuck there: an error now.
-                self.ending.reader.register(cx.waker());
-                match self.ending.ending().clone() {
+                self.state.reader.register(cx.waker());
+                match self.state.ending().clone() {
                     Some(Err(message)) => Poll::Ready(Some(Err(message.into()))),
                     _ => Poll::Pending,
                 }
@@ -218,17 +216,17 @@ fn install_pipe<'js>(ctx: &Ctx<'js>, native: &Object<'js>, pipes: &Pipes) -> rqu
     let pipes = pipes.clone();
     let pipe = move |ctx: Ctx<'js>| {
         let (chunks, taken) = mpsc::channel(PIPE_CHUNKS);
-        let ending = Ending::default();
-        pipes.add(&ending);
+        let state = Arc::<PipeState>::default();
+        pipes.add(&state);
         let piped = Piped {
             chunks: taken,
-            ending: ending.clone(),
+            state: state.clone(),
         };
         let pipe = Object::new(ctx.clone())?;
         pipe.set("body", RustBody::handle(&ctx, crate::http::body(piped))?)?;
         let sink = Sink {
             chunks: Some(chunks),
-            ending,
+            state,
         };
         pipe.set("sink", Class::instance(ctx.clone(), sink)?)?;
         Ok::<_, rquickjs::Error>(pipe)
