@@ -66,13 +66,13 @@ impl Shared {
                 .flat_map(|(file, s)| s.imports.iter().map(|i| (file.clone(), i.clone())))
                 .collect()
         };
-        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
         while let Some((importer, name)) = pending.pop() {
             let Ok(path) = resolve(&importer, &name) else {
                 continue;
             };
             if builtins::source(&path).is_some()
-                || seen.contains_key(&path)
+                || seen.contains(&path)
                 || self.lock().files.contains_key(&path)
             {
                 continue;
@@ -83,9 +83,9 @@ impl Shared {
             })?;
             let stripped = strip(Path::new(&path), &text)?;
             pending.extend(stripped.imports.iter().map(|i| (path.clone(), i.clone())));
-            seen.insert(path, stripped.imports);
+            seen.insert(path);
         }
-        Ok(seen.into_keys().map(PathBuf::from).collect())
+        Ok(seen.into_iter().map(PathBuf::from).collect())
     }
 
     /// The place in the file as written of a place in the code QuickJS ran: `None` for a
