@@ -2,6 +2,7 @@
 //! identity, state and exit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use bollard::models::ContainerInspectResponse;
 
@@ -9,7 +10,42 @@ use super::egress::POLICY_LABEL;
 use super::{labels, DockerRuntime, Reach, DEFAULT_NETWORK, INTERNAL_NETWORK};
 use crate::runtime::{ContainerInfo, Endpoint, ExitStatus};
 
+/// How long an exit 137 that berth did not cause is asked about: the engine learns of a
+/// kill by the OOM killer through an event of its own, which may come after the exit, later
+/// still on a busy machine (200 ms was once too short).
+const OOM_REPORT_LIMIT: Duration = Duration::from_secs(3);
+
 impl DockerRuntime {
+    /// Marks (or, once it is removed, forgets) a container berth sent SIGKILL.
+    pub(super) fn killed_by_berth(&self, id: &str, killed: bool) {
+        let mut set = self.killed.lock().unwrap_or_else(|e| e.into_inner());
+        if killed {
+            set.insert(id.to_string());
+        } else {
+            set.remove(id);
+        }
+    }
+
+    /// Whether the container that exited with 137 was killed for lack of memory.
+    pub(super) async fn oom_killed(&self, id: &str) -> bool {
+        let ours = self
+            .killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id);
+        let deadline = tokio::time::Instant::now() + OOM_REPORT_LIMIT;
+        loop {
+            let oom = match self.docker.inspect_container(id, None).await {
+                Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
+                Err(_) => return false,
+            };
+            if oom || ours || tokio::time::Instant::now() >= deadline {
+                return oom;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub(super) fn endpoint(&self, info: &ContainerInspectResponse) -> Option<Endpoint> {
         let settings = info.network_settings.as_ref()?;
         match self.reach {

@@ -65,6 +65,9 @@ pub struct DockerRuntime {
     egress: Arc<EgressProxy>,
     /// Numbers the containers this process creates, so that their names never clash.
     serial: AtomicU64,
+    /// The containers berth itself sent SIGKILL: their exit 137 is not asked about at
+    /// length, as it would be for a kill by the kernel's OOM killer.
+    killed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 const HINT: &str = "start Docker or point DOCKER_HOST at a running engine";
@@ -95,6 +98,7 @@ impl DockerRuntime {
             reach: Reach::default(),
             internal_network: OnceCell::new(),
             serial: AtomicU64::new(0),
+            killed: Default::default(),
         })
     }
 
@@ -305,6 +309,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn kill(&self, id: &str, signal: Signal) -> Result<(), RuntimeError> {
+        if signal == Signal::Kill {
+            self.killed_by_berth(id, true);
+        }
         let options = KillContainerOptionsBuilder::new()
             .signal(signal.as_str())
             .build();
@@ -335,26 +342,13 @@ impl Runtime for DockerRuntime {
                     })
                 }
             };
-            // The engine learns of a kill for lack of memory by an event of its own, which
-            // may come just after the exit: a SIGKILL (137) is asked about a few times.
-            let mut oom_killed = false;
-            for attempt in 0..5 {
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                oom_killed = match self.docker.inspect_container(id, None).await {
-                    Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
-                    Err(_) => false,
-                };
-                if oom_killed || code != 137 {
-                    break;
-                }
-            }
+            let oom_killed = code == 137 && self.oom_killed(id).await;
             return Ok(ExitStatus { code, oom_killed });
         }
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.killed_by_berth(id, false);
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
