@@ -233,6 +233,7 @@ impl App {
         }));
         namespace.watch_alarms();
         namespace.keep_standby();
+        namespace.keep_homes();
         self.lock().push(namespace.clone());
         namespace
     }

@@ -412,29 +412,21 @@ pub async fn a_killed_routers_objects_are_adopted_without_restart(
     let first = hostname(routers, 0, name).await;
     let (_, hits) = get(routers, 0, name, "/hit").await.expect("an answer");
     // The home made the service: its berth.host label is the router container's hostname.
-    let service = services(cluster)
+    let home_host = maker_of(cluster, name)
         .await
-        .into_iter()
-        .find(|s| !s.is_empty())
-        .expect("a service");
-    let mut home_host = String::new();
-    for candidate in services(cluster).await {
-        let labels = cluster::run(cluster.manager().docker().args([
-            "service",
-            "inspect",
-            &candidate,
-            "--format",
-            "{{index .Spec.Labels \"berth.object-name\"}} {{index .Spec.Labels \"berth.host\"}}",
-        ]))
-        .await;
-        if let Some(host) = labels.strip_prefix(&format!("{name} ")) {
-            home_host = host.to_string();
+        .expect("the service of the object names its router");
+    // An object on the same home that gets no request after the kill: no request adopts
+    // it, so a look of its new home must, or it would stay awake for good.
+    let mut idle = None;
+    for n in 0..20 {
+        let candidate = format!("idle-{n}");
+        hostname(routers, 0, &candidate).await;
+        if maker_of(cluster, &candidate).await.as_deref() == Some(home_host.as_str()) {
+            idle = Some(candidate);
+            break;
         }
     }
-    assert!(
-        !home_host.is_empty(),
-        "the service of {name} names its router ({service})"
-    );
+    let idle = idle.expect("one of 20 names has the same home");
     let mut killed = None;
     for (i, node) in cluster.nodes.iter().enumerate() {
         let ids = cluster::run(node.docker().args([
@@ -477,4 +469,39 @@ pub async fn a_killed_routers_objects_are_adopted_without_restart(
     let holders = holders(cluster, routers, name).await;
     assert_eq!(holders.len(), 1, "one router holds it now: {holders:?}");
     assert_ne!(holders[0], killed, "and not the one killed");
+
+    let deadline = began + Duration::from_secs(120);
+    while maker_of(cluster, &idle).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{idle}, idle on the killed router, is still awake 120 s later"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "{idle}, idle on the killed router, slept {:?} after the kill",
+        began.elapsed()
+    );
+}
+
+/// The `berth.host` label (the router that made it) of the service of object `name`, if
+/// it has one.
+async fn maker_of(cluster: &Cluster, name: &str) -> Option<String> {
+    for service in services(cluster).await {
+        let Some(labels) = cluster::try_run(cluster.manager().docker().args([
+            "service",
+            "inspect",
+            &service,
+            "--format",
+            "{{index .Spec.Labels \"berth.object-name\"}} {{index .Spec.Labels \"berth.host\"}}",
+        ]))
+        .await
+        else {
+            continue;
+        };
+        if let Some(host) = labels.trim().strip_prefix(&format!("{name} ")) {
+            return Some(host.to_string());
+        }
+    }
+    None
 }

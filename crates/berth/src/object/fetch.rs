@@ -168,6 +168,11 @@ impl Object {
         self.elsewhere().is_none()
     }
 
+    /// Whether `container_id` is this object's container on this router.
+    pub(crate) fn holds(&self, container_id: &str) -> bool {
+        self.phase().container_id() == Some(container_id)
+    }
+
     /// The router this object lives on, if it is not this one.
     pub(super) fn elsewhere(&self) -> Option<(Arc<Peers>, Ipv4Addr)> {
         let peers = self.inner.class.app.peers.get()?;

@@ -260,6 +260,25 @@ impl Phase {
         self.begin_stop(instance, StopReason::Slept, after(stop_grace))
     }
 
+    /// The idle deadline passed on a cluster's router that is no longer the object's
+    /// home: lets go of the container, without stopping it, if it is still this object's,
+    /// awake, and idle by `activity` now. Returns whether it did; the new home adopts it.
+    pub(crate) fn release(
+        &mut self,
+        instance: &Arc<Instance>,
+        activity: &Activity,
+        sleep_after: Duration,
+    ) -> bool {
+        if !(self.is_current(instance)
+            && self.awake()
+            && activity.is_idle(sleep_after, Instant::now()))
+        {
+            return false;
+        }
+        *self = Phase::Stopped { exit_code: None };
+        true
+    }
+
     /// The idle deadline passed with `sleep_mode = "pause"`: marks the container paused
     /// if it is still this object's, healthy, and idle by `activity` now. Returns whether
     /// it did; the caller then freezes it.
@@ -469,6 +488,28 @@ mod tests {
         assert!(!phase.begin_stop(&i, StopReason::Requested, Instant::now()));
         assert!(phase.begin_stop(&i, StopReason::Destroyed, Instant::now()));
         assert_eq!(phase.stop_reason(&i), StopReason::Destroyed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_container_let_go_is_no_longer_the_objects() {
+        let (i, activity) = (instance(), Activity::new());
+        let mut phase = Phase::Healthy {
+            instance: i.clone(),
+        };
+        let sleep_after = Duration::from_secs(10);
+        assert!(!phase.release(&i, &activity, sleep_after), "not idle yet");
+        tokio::time::advance(sleep_after).await;
+        let guard = activity.enter();
+        assert!(
+            !phase.release(&i, &activity, sleep_after),
+            "a request in flight"
+        );
+        drop(guard);
+        tokio::time::advance(sleep_after).await;
+        assert!(phase.release(&i, &activity, sleep_after));
+        assert_eq!(phase.state(), State::Stopped);
+        assert!(!phase.is_current(&i));
+        assert!(!phase.release(&i, &activity, sleep_after), "once");
     }
 
     #[test]

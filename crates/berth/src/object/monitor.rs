@@ -46,6 +46,11 @@ pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: Own
     let mut idle_check: Option<JoinHandle<()>> = None;
     let sleep_after = object.sleep_after();
     let status = loop {
+        if !object.phase().is_current(&instance) {
+            // Let go: another router is the object's home and takes the container over
+            // (see `Object::release`); nothing else makes a live container not current.
+            break None;
+        }
         let deadlines = object.phase().deadlines(
             &instance,
             &object.inner.activity,
@@ -60,7 +65,7 @@ pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: Own
                 let (object, hooks) = (object.clone(), object.inner.class.hooks.clone());
                 on_start = Some(tokio::spawn(async move { hooks.on_start(&object).await }));
             }
-            status = &mut exit => break status,
+            status = &mut exit => break Some(status),
             _ = instance.wake.notified() => {}
             _ = async { if let Some(check) = idle_check.as_mut() { let _ = check.await; } }, if idle_check.is_some() => {
                 idle_check = None;
@@ -88,9 +93,19 @@ pub(super) async fn monitor(object: Object, instance: Arc<Instance>, permit: Own
     if let Some(check) = idle_check {
         check.abort();
     }
-    object
-        .finish(instance, status, permit, on_start, kept)
-        .await;
+    match status {
+        Some(status) => {
+            object
+                .finish(instance, status, permit, on_start, kept)
+                .await
+        }
+        // Its output is kept by the router that took it over.
+        None => {
+            if let Some(kept) = kept {
+                kept.abort();
+            }
+        }
+    }
 }
 
 impl Object {

@@ -33,6 +33,13 @@ pub struct StartTimings {
     pub ready: Option<Duration>,
 }
 
+/// Whether a start may take a spare of the class's standby pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spares {
+    MayTake,
+    Never,
+}
+
 impl Object {
     /// Brings the container to `goal`, starting it if needed. Callers that queued behind
     /// a start that failed get that start's error instead of starting again.
@@ -40,6 +47,23 @@ impl Object {
         &self,
         goal: Goal,
         options: Option<&StartOptions>,
+    ) -> Result<(), Arc<StartError>> {
+        self.ensure_with(goal, options, Spares::MayTake).await
+    }
+
+    /// Takes over the running container of the class's current version that another
+    /// router held, now that this one is the object's home (see `namespace::homes`): the
+    /// start adopts it, as it adopts any it meets. It never takes a standby spare, which
+    /// would run beside the container it is meant to take over.
+    pub(crate) async fn take_over(&self) -> Result<(), Arc<StartError>> {
+        self.ensure_with(Goal::Healthy, None, Spares::Never).await
+    }
+
+    async fn ensure_with(
+        &self,
+        goal: Goal,
+        options: Option<&StartOptions>,
+        spares: Spares,
     ) -> Result<(), Arc<StartError>> {
         if self.app().closing() {
             return Err(Arc::new(self.shutting_down()));
@@ -81,7 +105,7 @@ impl Object {
         let object = self.clone();
         let options = options.cloned();
         self.app()
-            .spawn(async move { object.attempt(attempts, goal, options, stops).await })
+            .spawn(async move { object.attempt(attempts, goal, options, spares, stops).await })
             .await
             .unwrap_or_else(|_| {
                 Err(Arc::new(StartError::Interrupted {
@@ -95,12 +119,13 @@ impl Object {
         mut attempts: OwnedMutexGuard<Attempts>,
         goal: Goal,
         options: Option<StartOptions>,
+        spares: Spares,
         stops: u64,
     ) -> Result<(), Arc<StartError>> {
         attempts.number += 1;
         let number = attempts.number;
         let result = self
-            .start_locked(&goal, options.as_ref(), stops)
+            .start_locked(&goal, options.as_ref(), spares, stops)
             .await
             .map_err(Arc::new);
         self.inner
@@ -145,6 +170,7 @@ impl Object {
         &self,
         goal: &Goal,
         options: Option<&StartOptions>,
+        spares: Spares,
         stops: u64,
     ) -> Result<(), StartError> {
         self.go_on(stops)?;
@@ -182,7 +208,7 @@ impl Object {
                 Some(instance) => instance,
                 None => {
                     self.go_on(stops)?;
-                    self.launch(options).await?
+                    self.launch(options, spares).await?
                 }
             },
         };
@@ -198,13 +224,19 @@ impl Object {
 
     /// Takes a spare of the standby pool, or creates and starts a container, and hands it
     /// to a monitor task.
-    async fn launch(&self, options: Option<&StartOptions>) -> Result<Arc<Instance>, StartError> {
+    async fn launch(
+        &self,
+        options: Option<&StartOptions>,
+        spares: Spares,
+    ) -> Result<Arc<Instance>, StartError> {
         let class = &self.inner.class;
         class.standby.open();
         let current = self.options();
         // A start with options of its own needs a container made for it; so does an
         // object with volumes, which a spare was not made with.
-        let may_take = options.is_none_or(StartOptions::is_empty) && current.volumes.is_empty();
+        let may_take = spares == Spares::MayTake
+            && options.is_none_or(StartOptions::is_empty)
+            && current.volumes.is_empty();
         if may_take {
             if let Some(spare) = class.standby.take(class, &current.version) {
                 return Ok(self.assign(spare));

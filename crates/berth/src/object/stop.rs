@@ -154,6 +154,20 @@ impl Object {
         signalled
     }
 
+    /// Lets go of `instance` without stopping it, for the object's new home to adopt;
+    /// its monitor then ends.
+    async fn release(&self, instance: &Arc<Instance>) {
+        let released = self
+            .phase()
+            .release(instance, &self.inner.activity, self.sleep_after());
+        if !released {
+            return;
+        }
+        tracing::info!(object = %self.describe(), "another router is this object's home now: it takes container {} over", instance.container_id);
+        instance.wake.notify_one();
+        self.persist().await;
+    }
+
     /// Called by the monitor when the idle deadline passed: asks the hooks, then puts the
     /// container to sleep if it is still idle.
     pub(super) async fn sleep_if_idle(&self, instance: &Arc<Instance>) {
@@ -176,9 +190,13 @@ impl Object {
         }
         if self.elsewhere().is_some() {
             // Another router became its home (the routers changed) and runs its
-            // lifecycle now: the container it serves is not this router's to stop.
-            self.renew_activity_timeout();
-            return;
+            // lifecycle now: it takes a container of the class's current version over
+            // (see `namespace::homes`), which is not this router's to stop. One of an
+            // older version it never takes: idle here, it sleeps here.
+            if instance.version == self.inner.class.current().version {
+                self.release(instance).await;
+                return;
+            }
         }
         let paused = instance.paused_since().is_some();
         if !paused {

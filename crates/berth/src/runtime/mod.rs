@@ -495,6 +495,22 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<(), RuntimeError>;
     /// Every container (running or not) that `selector` selects.
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// The id and identity of each container `selector` selects that is meant to run,
+    /// without asking each one's state: for a look made often, on an engine where
+    /// [`Runtime::list`] costs a call per container (Swarm). A Swarm service scaled to 0
+    /// (stopping) is left out; a container may have exited meanwhile.
+    async fn identities(
+        &self,
+        selector: &Selector,
+    ) -> Result<Vec<(String, Identity)>, RuntimeError> {
+        Ok(self
+            .list(selector)
+            .await?
+            .into_iter()
+            .filter(|info| info.running)
+            .filter_map(|info| Some((info.id, info.identity?)))
+            .collect())
+    }
     /// The object volumes `selector` selects among those the berth of store `owner`
     /// made (its session aside: volumes outlive sessions), with their size.
     async fn volumes(

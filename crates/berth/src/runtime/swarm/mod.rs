@@ -40,8 +40,8 @@ use tokio::sync::OnceCell;
 
 use super::docker::{collect_lines, follow_options, forward_lines, labels, tail_options};
 use super::{
-    ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Output, Runtime, RuntimeError,
-    Selector, Signal, VolumeInfo,
+    ContainerInfo, ContainerSpec, Created, Endpoint, ExitStatus, Identity, Output, Runtime,
+    RuntimeError, Selector, Signal, VolumeInfo,
 };
 
 /// The attachable overlay network that berth's services and routers share by default.
@@ -518,6 +518,28 @@ impl Runtime for SwarmRuntime {
             }
         }
         Ok(found)
+    }
+
+    async fn identities(
+        &self,
+        selector: &Selector,
+    ) -> Result<Vec<(String, Identity)>, RuntimeError> {
+        let filters = HashMap::from([("label", labels::filters(selector))]);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        let services = self
+            .docker
+            .list_services(Some(options))
+            .await
+            .map_err(|e| self.error("list services", "with berth labels", e))?;
+        Ok(services
+            .iter()
+            .filter(|service| replicas(service) != Some(0))
+            .filter_map(|service| {
+                let labels: std::collections::BTreeMap<String, String> =
+                    service.spec.as_ref()?.labels.clone()?.into_iter().collect();
+                Some((service.id.clone()?, labels::parse(&labels)?))
+            })
+            .collect())
     }
 
     async fn volumes(

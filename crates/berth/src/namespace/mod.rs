@@ -3,6 +3,8 @@
 //! A namespace is bound to one container class. Creating an id creates nothing: the
 //! object comes into being on first use.
 
+mod homes;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -66,6 +68,17 @@ impl Namespace {
         let weak = Arc::downgrade(&self.inner);
         let notify = self.inner.class.alarms.clone();
         self.inner.class.app.spawn(watch_alarms(weak, notify));
+    }
+
+    /// Starts the task that, on a cluster's router, takes over the running containers of
+    /// the objects that became its own (see [`homes`]). Not on a single host:
+    /// [`crate::App::use_peers`] comes before the first namespace.
+    pub(crate) fn keep_homes(&self) {
+        if self.inner.class.app.peers.get().is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.class.app.spawn(homes::keep_homes(weak));
     }
 
     /// Starts the task that keeps the class's standby pool full (`standby = N`).
