@@ -106,6 +106,12 @@ impl Activity {
 pub struct InFlight(Option<Arc<Activity>>, Option<Arc<Activity>>);
 
 impl InFlight {
+    /// Counts nowhere: for a request no object's activity follows (a control request
+    /// that one router relays to the others).
+    pub fn untracked() -> InFlight {
+        InFlight(None, None)
+    }
+
     /// Counts the request in `other`'s activity too, for as long as it counts here.
     pub fn and(mut self, mut other: InFlight) -> InFlight {
         self.1 = other.0.take();

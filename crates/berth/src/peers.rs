@@ -39,6 +39,20 @@ pub const NAME_HEADER: HeaderName = HeaderName::from_static("berth-peer-name");
 pub const PORT_HEADER: HeaderName = HeaderName::from_static("berth-peer-port");
 /// The cluster's token: only routers may send requests to objects they do not hold.
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("berth-peer-token");
+/// Marks a change to the control API (a deploy, a rollback, a destroy, a stop) that the
+/// router which took it relays to the others, so that every router makes it.
+pub const CONTROL_HEADER: HeaderName = HeaderName::from_static("berth-peer-control");
+/// Asks a router for the deployments its apps run (see [`Peers::deployments_of`]).
+pub const SYNC_HEADER: HeaderName = HeaderName::from_static("berth-peer-sync");
+
+/// What a request relayed by another router carries in its extensions (a client cannot
+/// set one): the control API makes the change here and relays it no further.
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed;
+
+/// How long a relayed control request may take on another router: a destroy waits for
+/// the containers it stops.
+const RELAY_LIMIT: Duration = Duration::from_secs(300);
 
 const REFRESH: Duration = Duration::from_secs(1);
 /// How long a router that refused a connection is left out of homes.
@@ -240,6 +254,76 @@ impl Peers {
         proxy::forward(&pool, request, self.port, in_flight).await
     }
 
+    /// The other routers, as listed now.
+    pub fn others(&self) -> Vec<Ipv4Addr> {
+        let view = self.view();
+        view.routers
+            .into_iter()
+            .filter(|r| Some(*r) != view.me)
+            .collect()
+    }
+
+    /// Sends the control request `request` (its body read whole) to router `router`,
+    /// which makes the change too; its status and body, or why it could not be sent.
+    pub async fn relay(
+        &self,
+        router: Ipv4Addr,
+        mut request: http::Request<Body>,
+    ) -> Result<(http::StatusCode, bytes::Bytes), String> {
+        let headers = request.headers_mut();
+        remove_peer_headers(headers);
+        if let Ok(token) = HeaderValue::from_str(&self.token) {
+            headers.insert(TOKEN_HEADER, token);
+        }
+        headers.insert(CONTROL_HEADER, HeaderValue::from_static("1"));
+        self.ask(router, request).await
+    }
+
+    /// The deployments router `router` runs now (the JSON of the store's live ones).
+    pub async fn deployments_of(&self, router: Ipv4Addr) -> Result<bytes::Bytes, String> {
+        let mut request = http::Request::new(crate::http::full(bytes::Bytes::new()));
+        *request.uri_mut() = http::Uri::from_static("/v1/cluster/deployments");
+        let headers = request.headers_mut();
+        if let Ok(token) = HeaderValue::from_str(&self.token) {
+            headers.insert(TOKEN_HEADER, token);
+        }
+        headers.insert(SYNC_HEADER, HeaderValue::from_static("1"));
+        match self.ask(router, request).await? {
+            (status, body) if status.is_success() => Ok(body),
+            (status, body) => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
+        }
+    }
+
+    async fn ask(
+        &self,
+        router: Ipv4Addr,
+        request: http::Request<Body>,
+    ) -> Result<(http::StatusCode, bytes::Bytes), String> {
+        use http_body_util::BodyExt;
+        let pool = self.pool(router);
+        let exchange = async {
+            let response = proxy::forward(&pool, request, self.port, InFlight::untracked())
+                .await
+                .map_err(|e| match e {
+                    ProxyFailure::Connect(e)
+                    | ProxyFailure::Dropped(e)
+                    | ProxyFailure::ClientBody(e) => crate::http::error_chain(e.as_ref()),
+                })?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| crate::http::error_chain(e.as_ref()))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(RELAY_LIMIT, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer within {RELAY_LIMIT:?}")),
+        }
+    }
+
     fn pool(&self, router: Ipv4Addr) -> Arc<Pool> {
         let mut pools = match self.pools.lock() {
             Ok(pools) => pools,
@@ -261,6 +345,8 @@ pub fn remove_peer_headers(headers: &mut HeaderMap) {
         NAME_HEADER,
         PORT_HEADER,
         TOKEN_HEADER,
+        CONTROL_HEADER,
+        SYNC_HEADER,
     ] {
         headers.remove(name);
     }

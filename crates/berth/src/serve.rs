@@ -253,17 +253,6 @@ pub async fn start(
             (listener.into(), ControlAddr::Unix(path.clone()), Some(file))
         }
     };
-    let peer = match (&config.cluster, peers) {
-        (Some(cluster), Some(peers)) => {
-            let (listener, _) = bind(cluster.peer_listen, "peer listener")?;
-            let worker = Arc::new(PeerListener {
-                platform: platform.clone(),
-                peers,
-            });
-            Some((listener, worker))
-        }
-        _ => None,
-    };
     let info = Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         registry: config.registry.clone(),
@@ -271,10 +260,24 @@ pub async fn start(
         routers: Vec::new(),
     };
     let mut control_worker = Control::new(platform.clone(), data.token.clone(), info);
-    if let Some((_, peer)) = &peer {
-        control_worker = control_worker.with_peers(peer.peers.clone());
+    if let Some(peers) = &peers {
+        control_worker = control_worker.with_peers(peers.clone());
     }
     let control_worker = Arc::new(control_worker);
+    let peer = match (&config.cluster, peers) {
+        (Some(cluster), Some(peers)) => {
+            let (listener, _) = bind(cluster.peer_listen, "peer listener")?;
+            let worker = Arc::new(PeerListener {
+                platform: platform.clone(),
+                peers: peers.clone(),
+                control: control_worker.clone(),
+            });
+            let platform = platform.clone();
+            tokio::spawn(async move { platform.catch_up(&peers).await });
+            Some((listener, worker))
+        }
+        _ => None,
+    };
     Ok(Bound {
         platform,
         public,

@@ -225,44 +225,74 @@ impl Routers {
                     }
                 }
             }
-            let auth = format!("Bearer {}", routers.token);
-            let (status, answer) = request(
-                &control,
-                "POST",
-                "/v1/apps/swarm/deployments",
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                &body,
-            )
-            .await
-            .expect("deploy");
-            assert!(status < 300, "deploy to {}: {status} {answer}", node.name);
         }
         // Homes are computed from each router's list: the test starts once all agree.
         let auth = format!("Bearer {}", routers.token);
+        wait_for_routers(cluster, &auth).await;
+        // Deployed to one router, made by all: it relays the change to the others.
+        let first = format!("{}:{CONTROL_PORT}", cluster.nodes[0].ip);
+        let (status, answer) = request(
+            &first,
+            "POST",
+            "/v1/apps/swarm/deployments",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            &body,
+        )
+        .await
+        .expect("deploy");
+        assert!(status < 300, "deploy: {status} {answer}");
         for node in &cluster.nodes {
             let control = format!("{}:{CONTROL_PORT}", node.ip);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let (_, info) =
-                    request(&control, "GET", "/v1/info", &[("Authorization", &auth)], "")
-                        .await
-                        .expect("info");
-                let info: serde_json::Value = serde_json::from_str(&info).expect("JSON");
-                if info["routers"].as_array().is_some_and(|r| r.len() == 3) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the router on {} sees {info}",
-                    node.name
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            let (status, app) = request(
+                &control,
+                "GET",
+                "/v1/apps/swarm",
+                &[("Authorization", &auth)],
+                "",
+            )
+            .await
+            .expect("app");
+            assert_eq!(
+                status, 200,
+                "the router on {} runs the app: {app}",
+                node.name
+            );
         }
         routers
+    }
+}
+
+/// Waits until every router that answers sees as many routers as answer.
+async fn wait_for_routers(cluster: &Cluster, auth: &str) {
+    let mut controls = Vec::new();
+    for node in &cluster.nodes {
+        let control = format!("{}:{CONTROL_PORT}", node.ip);
+        if let Ok((200, _)) = request(&control, "GET", "/v1/health", &[], "").await {
+            controls.push((control, node.name.clone()));
+        }
+    }
+    for (control, name) in &controls {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, info) = request(control, "GET", "/v1/info", &[("Authorization", auth)], "")
+                .await
+                .expect("info");
+            let info: serde_json::Value = serde_json::from_str(&info).expect("JSON");
+            if info["routers"]
+                .as_array()
+                .is_some_and(|r| r.len() == controls.len())
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the router on {name} sees {info}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -504,4 +534,95 @@ async fn maker_of(cluster: &Cluster, name: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The routers' running tasks.
+async fn router_tasks(cluster: &Cluster) -> Vec<String> {
+    let list = cluster::run(cluster.manager().docker().args([
+        "service",
+        "ps",
+        SERVICE,
+        "--filter",
+        "desired-state=running",
+        "-q",
+    ]))
+    .await;
+    list.lines().map(str::to_string).collect()
+}
+
+/// Every router is replaced, one after another, by a new one with an empty data folder
+/// (`docker service update --force`): no deploy reaches the new ones, so each takes the app
+/// from a router that still runs it, and serves its objects.
+pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, routers: &Routers) {
+    let manager = cluster.manager();
+    let before = router_tasks(cluster).await;
+    cluster::run(manager.docker().args([
+        "service",
+        "update",
+        "-d",
+        "--force",
+        "--update-parallelism",
+        "1",
+        SERVICE,
+    ]))
+    .await;
+    let began = Instant::now();
+    loop {
+        let state = cluster::run(manager.docker().args([
+            "service",
+            "inspect",
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+            SERVICE,
+        ]))
+        .await;
+        if state == "completed" {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(180) && !state.contains("paused"),
+            "the routers' replacement did not complete: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let after = router_tasks(cluster).await;
+    assert!(
+        !after.is_empty() && after.iter().all(|task| !before.contains(task)),
+        "every router is new: {before:?}, then {after:?}"
+    );
+    let auth = format!("Bearer {}", routers.token);
+    wait_for_routers(cluster, &auth).await;
+    let alive = answering(routers).await;
+    assert!(alive.len() >= 2, "routers answer: {alive:?}");
+    for &router in &alive {
+        let control = format!("{}:{CONTROL_PORT}", cluster.nodes[router].ip);
+        let app = cluster::eventually(|| async {
+            match request(
+                &control,
+                "GET",
+                "/v1/apps/swarm",
+                &[("Authorization", &auth)],
+                "",
+            )
+            .await
+            {
+                Ok((200, app)) => Ok(app),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        assert!(app.is_ok(), "the new router {router} runs the app: {app:?}");
+    }
+    eprintln!(
+        "every router replaced and caught up {:?} after the update began",
+        began.elapsed()
+    );
+    let first = hostname(routers, alive[0], "caught-up").await;
+    for &router in &alive[1..] {
+        assert_eq!(
+            hostname(routers, router, "caught-up").await,
+            first,
+            "router {router} reaches the same container"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 pub mod dashboard;
 mod events;
 mod logs;
+mod relay;
 pub mod token;
 
 use std::sync::Arc;
@@ -185,8 +186,17 @@ impl Control {
     }
 
     /// Whether the request carries the token: in its `Authorization` header, or, for a
-    /// GET only, in the dashboard's cookie.
+    /// GET only, in the dashboard's cookie. A change another router relayed carried it
+    /// there; here it carries the cluster's peer key instead, which the peer listener
+    /// checked, so that the token itself never crosses the overlay.
     fn authorized(&self, request: &Request<Body>) -> bool {
+        if request
+            .extensions()
+            .get::<crate::peers::Relayed>()
+            .is_some()
+        {
+            return true;
+        }
         let authorization = request.headers().get(header::AUTHORIZATION);
         self.token.accepts(authorization.map(|v| v.as_bytes()))
             || (request.method() == Method::GET
@@ -221,11 +231,46 @@ fn accepted_if(made: bool) -> StatusCode {
 #[async_trait]
 impl Worker for Control {
     async fn fetch(&self, request: Request<Body>, _env: &Env) -> Response<Body> {
+        match &self.peers {
+            Some(peers) if relay::is_relayed_change(&request) => {
+                self.everywhere(peers, request).await
+            }
+            _ => self.answer(request).await,
+        }
+    }
+}
+
+impl Control {
+    /// The answer to `request` from this router alone.
+    async fn answer(&self, request: Request<Body>) -> Response<Body> {
         match self.route(request).await {
             Ok(response) => self.closable(response),
             Err(answer) => answer.into_response(),
         }
     }
+}
+
+/// The whole of a request body, up to [`MAX_BODY`].
+async fn read_body(mut body: Body) -> Result<Bytes, Answer> {
+    let unreadable = |status, why: String| {
+        Answer::new(
+            status,
+            "body-unreadable",
+            format!("the request body could not be read: {why}"),
+        )
+    };
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| unreadable(StatusCode::BAD_REQUEST, e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > MAX_BODY {
+                let why = format!("it is over {MAX_BODY} bytes");
+                return Err(unreadable(StatusCode::PAYLOAD_TOO_LARGE, why));
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// An error answer.
@@ -320,25 +365,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Result<Response<Body>, An
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Body>) -> Result<T, Answer> {
-    let unreadable = |status, why: String| {
-        Answer::new(
-            status,
-            "body-unreadable",
-            format!("the request body could not be read: {why}"),
-        )
-    };
-    let mut body = request.into_body();
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| unreadable(StatusCode::BAD_REQUEST, e.to_string()))?;
-        if let Some(data) = frame.data_ref() {
-            if bytes.len() + data.len() > MAX_BODY {
-                let why = format!("it is over {MAX_BODY} bytes");
-                return Err(unreadable(StatusCode::PAYLOAD_TOO_LARGE, why));
-            }
-            bytes.extend_from_slice(data);
-        }
-    }
+    let bytes = read_body(request.into_body()).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Answer::new(
             StatusCode::BAD_REQUEST,

@@ -163,7 +163,7 @@ pub async fn registry_digest(registry: &str, repository: &str, tag: &str) -> Opt
     ]
     .join(", ");
     let path = format!("/v2/{repository}/manifests/{tag}");
-    let (status, _, digest) = exchange(
+    let (status, _, headers) = exchange(
         registry,
         Method::HEAD,
         &path,
@@ -172,7 +172,8 @@ pub async fn registry_digest(registry: &str, repository: &str, tag: &str) -> Opt
     )
     .await
     .ok()?;
-    status.is_success().then_some(digest).flatten()
+    let digest = headers.get("docker-content-digest")?.to_str().ok()?;
+    status.is_success().then(|| digest.to_string())
 }
 
 async fn send(
@@ -182,34 +183,35 @@ async fn send(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Result<(StatusCode, Bytes), String> {
-    exchange(authority, method, path, headers, body)
-        .await
-        .map(|(status, bytes, _)| (status, bytes))
+    let (status, bytes, headers) = exchange(authority, method, path, headers, body).await?;
+    // A change a cluster's router made but could not relay to every other router.
+    if let Some(failed) = headers
+        .get("berth-routers-failed")
+        .and_then(|v| v.to_str().ok())
+    {
+        tracing::warn!("not every router of the cluster made this change ({failed}); make it again, or on each router that failed");
+    }
+    Ok((status, bytes))
 }
 
-/// One request on a fresh connection; the answer's status, body and
-/// `Docker-Content-Digest` header.
+/// One request on a fresh connection; the answer's status, body and headers.
 async fn exchange(
     authority: &str,
     method: Method,
     path: &str,
     headers: &[(&str, String)],
     body: Vec<u8>,
-) -> Result<(StatusCode, Bytes, Option<String>), String> {
+) -> Result<(StatusCode, Bytes, http::HeaderMap), String> {
     let response = open(authority, method, path, headers, body).await?;
     let status = response.status();
-    let digest = response
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let headers = response.headers().clone();
     let bytes = response
         .into_body()
         .collect()
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    Ok((status, bytes, digest))
+    Ok((status, bytes, headers))
 }
 
 /// One request on a fresh connection, answered as far as its head.

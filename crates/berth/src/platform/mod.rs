@@ -3,6 +3,7 @@
 //! rollout. Deployments are kept in the store, so that a restarted server brings every
 //! app back and re-adopts the containers the last process left running.
 
+mod catch_up;
 mod changes;
 mod hosted;
 mod journal;

@@ -18,17 +18,27 @@ use crate::worker::{Env, Worker};
 pub struct PeerListener {
     pub platform: Arc<Platform>,
     pub peers: Arc<Peers>,
+    /// The control API, for the changes other routers relay (see `control::relay`).
+    pub control: Arc<dyn Worker>,
 }
 
 #[async_trait]
 impl Worker for PeerListener {
-    async fn fetch(&self, mut request: Request<Body>, _env: &Env) -> Response<Body> {
+    async fn fetch(&self, mut request: Request<Body>, env: &Env) -> Response<Body> {
         if !self.peers.authentic(request.headers()) {
             return error_response(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "this is the listener for berth's other routers: a request needs the cluster's token",
             );
+        }
+        if request.headers().contains_key(peers::CONTROL_HEADER) {
+            peers::remove_peer_headers(request.headers_mut());
+            request.extensions_mut().insert(peers::Relayed);
+            return self.control.fetch(request, env).await;
+        }
+        if request.headers().contains_key(peers::SYNC_HEADER) {
+            return self.deployments().await;
         }
         let header = |name: &http::HeaderName| {
             request
@@ -54,7 +64,7 @@ impl Worker for PeerListener {
             return error_response(
                 StatusCode::NOT_FOUND,
                 "no_app",
-                &format!("app {app:?} is not deployed on this router; deploy it to every router"),
+                &format!("app {app:?} is not deployed on this router; deploy it again through any router, which relays it to all"),
             );
         };
         let Some(namespace) = hosted
@@ -76,6 +86,30 @@ impl Worker for PeerListener {
         match object.container_fetch_here(request, port).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
+        }
+    }
+}
+
+impl PeerListener {
+    /// The deployments this router's apps run, for a router that catches up.
+    async fn deployments(&self) -> Response<Body> {
+        match self.platform.live_deployments().await {
+            Ok(live) => match serde_json::to_vec(&live) {
+                Ok(json) => {
+                    let mut response = Response::new(crate::http::full(json));
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
+                Err(e) => error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    &e.to_string(),
+                ),
+            },
+            Err(e) => error_response(e.status(), e.kind(), &e.to_string()),
         }
     }
 }
