@@ -50,6 +50,17 @@ pub const SYNC_HEADER: HeaderName = HeaderName::from_static("berth-peer-sync");
 #[derive(Debug, Clone, Copy)]
 pub struct Relayed;
 
+/// Whether `method path` changes an app through the control API: what routers relay to
+/// each other, and the only control requests a peer listener takes (the peer key reads
+/// nothing there).
+pub fn is_control_change(method: &http::Method, path: &str) -> bool {
+    method != http::Method::GET
+        && method != http::Method::HEAD
+        && path
+            .strip_prefix(crate::api::PREFIX)
+            .is_some_and(|rest| rest.starts_with("/apps/"))
+}
+
 /// How long a relayed control request may take on another router: a destroy waits for
 /// the containers it stops.
 const RELAY_LIMIT: Duration = Duration::from_secs(300);
@@ -430,6 +441,22 @@ mod tests {
                 assert_eq!(after, *home, "object {n} stayed where it was");
             }
         }
+    }
+
+    #[test]
+    fn only_changes_to_apps_are_relayed() {
+        use http::Method;
+        assert!(is_control_change(&Method::POST, "/v1/apps/a/deployments"));
+        assert!(is_control_change(&Method::DELETE, "/v1/apps/a"));
+        assert!(is_control_change(
+            &Method::POST,
+            "/v1/apps/a/instances/C/00/stop"
+        ));
+        assert!(!is_control_change(&Method::GET, "/v1/apps/a/logs"));
+        assert!(!is_control_change(&Method::HEAD, "/v1/apps/a"));
+        assert!(!is_control_change(&Method::POST, "/v1/session"));
+        assert!(!is_control_change(&Method::DELETE, "/v1/appsx"));
+        assert!(!is_control_change(&Method::POST, "/metrics"));
     }
 
     #[test]

@@ -10,12 +10,11 @@
 //!
 //! A router that was down meanwhile catches up when it starts (see `platform::catch_up`).
 
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 
 use super::{read_body, Control};
-use crate::api::PREFIX;
 use crate::http::{full, Body};
-use crate::peers::{Peers, Relayed};
+use crate::peers::{is_control_change, Peers, Relayed};
 
 /// How many of the routers made the change: `OK/ALL`.
 pub const ROUTERS_HEADER: HeaderName = HeaderName::from_static("berth-routers");
@@ -24,13 +23,7 @@ pub const FAILED_HEADER: HeaderName = HeaderName::from_static("berth-routers-fai
 
 /// Whether `request` changes an app, and came from a client rather than another router.
 pub(super) fn is_relayed_change(request: &Request<Body>) -> bool {
-    request.method() != Method::GET
-        && request.method() != Method::HEAD
-        && request
-            .uri()
-            .path()
-            .strip_prefix(PREFIX)
-            .is_some_and(|rest| rest.starts_with("/apps/"))
+    is_control_change(request.method(), request.uri().path())
         && request.extensions().get::<Relayed>().is_none()
 }
 

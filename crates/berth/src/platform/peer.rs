@@ -33,6 +33,13 @@ impl Worker for PeerListener {
             );
         }
         if request.headers().contains_key(peers::CONTROL_HEADER) {
+            if !peers::is_control_change(request.method(), request.uri().path()) {
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    "not_a_change",
+                    "routers relay changes to apps only; read the control API itself",
+                );
+            }
             peers::remove_peer_headers(request.headers_mut());
             request.extensions_mut().insert(peers::Relayed);
             return self.control.fetch(request, env).await;
