@@ -42,6 +42,9 @@ pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("berth-peer-token")
 /// Marks a change to the control API (a deploy, a rollback, a destroy, a stop) that the
 /// router which took it relays to the others, so that every router makes it.
 pub const CONTROL_HEADER: HeaderName = HeaderName::from_static("berth-peer-control");
+/// Asks the home router to take over an object's running container, of the version the
+/// header names, from a router that is no longer its home (see [`Peers::hand_over`]).
+pub const TAKE_OVER_HEADER: HeaderName = HeaderName::from_static("berth-peer-take-over");
 /// Asks a router for the deployments its apps run (see [`Peers::deployments_of`]).
 pub const SYNC_HEADER: HeaderName = HeaderName::from_static("berth-peer-sync");
 
@@ -199,6 +202,12 @@ impl Peers {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
     }
 
+    /// Whether this router has found itself among the routers: until it has, every
+    /// object is its own to serve, but none is its own to take over.
+    pub fn knows_itself(&self) -> bool {
+        self.view().me.is_some()
+    }
+
     /// The routers listed now, this one included.
     pub fn routers(&self) -> Vec<Ipv4Addr> {
         self.view().routers
@@ -290,6 +299,34 @@ impl Peers {
         self.ask(router, request).await
     }
 
+    /// Asks `home` to take over `object`'s running container of `version`: its status
+    /// (200: taken), or why it could not be asked.
+    pub async fn hand_over(
+        &self,
+        home: Ipv4Addr,
+        object: Addressed<'_>,
+        version: &str,
+    ) -> Result<http::StatusCode, String> {
+        let mut request = http::Request::new(crate::http::full(bytes::Bytes::new()));
+        *request.method_mut() = http::Method::POST;
+        let headers = request.headers_mut();
+        let mut set = |name: HeaderName, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        set(APP_HEADER, object.app);
+        set(CLASS_HEADER, object.class);
+        set(OBJECT_HEADER, &object.id.to_string());
+        set(PORT_HEADER, &object.port.to_string());
+        set(TOKEN_HEADER, &self.token);
+        set(TAKE_OVER_HEADER, version);
+        if let Some(name) = object.name {
+            set(NAME_HEADER, &crate::http::encode_object_name(name));
+        }
+        self.ask(home, request).await.map(|(status, _)| status)
+    }
+
     /// The deployments router `router` runs now (the JSON of the store's live ones).
     pub async fn deployments_of(&self, router: Ipv4Addr) -> Result<bytes::Bytes, String> {
         let mut request = http::Request::new(crate::http::full(bytes::Bytes::new()));
@@ -358,6 +395,7 @@ pub fn remove_peer_headers(headers: &mut HeaderMap) {
         TOKEN_HEADER,
         CONTROL_HEADER,
         SYNC_HEADER,
+        TAKE_OVER_HEADER,
     ] {
         headers.remove(name);
     }

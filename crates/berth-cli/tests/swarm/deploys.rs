@@ -53,6 +53,17 @@ pub async fn a_deploy_rolls_out_across_the_nodes(cluster: &Cluster, routers: &Ro
         "the rollout ended: {stdout}\n{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    // Every router made it: each runs its own deployment 2, from that folder.
+    for router in 0..3 {
+        let app = routers::app_of(cluster, routers, router).await;
+        assert_eq!(app["deployment"]["number"], 2, "router {router}: {app}");
+        assert!(
+            app["deployment"]["source"]
+                .as_str()
+                .is_some_and(|s| s.contains("berth-swarm-deploy")),
+            "router {router}: {app}"
+        );
+    }
 
     for router in 0..3 {
         let answer = cluster::eventually(|| async {

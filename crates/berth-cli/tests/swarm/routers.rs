@@ -4,6 +4,7 @@
 //! runs on its home router.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -536,6 +537,23 @@ async fn maker_of(cluster: &Cluster, name: &str) -> Option<String> {
     None
 }
 
+/// What router `router`'s control API shows of the app (`GET /v1/apps/swarm`).
+pub async fn app_of(cluster: &Cluster, routers: &Routers, router: usize) -> serde_json::Value {
+    let control = format!("{}:{CONTROL_PORT}", cluster.nodes[router].ip);
+    let auth = format!("Bearer {}", routers.token);
+    let (status, app) = request(
+        &control,
+        "GET",
+        "/v1/apps/swarm",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await
+    .expect("the app");
+    assert_eq!(status, 200, "router {router} runs the app: {app}");
+    serde_json::from_str(&app).expect("JSON")
+}
+
 /// The routers' running tasks.
 async fn router_tasks(cluster: &Cluster) -> Vec<String> {
     let list = cluster::run(cluster.manager().docker().args([
@@ -555,7 +573,33 @@ async fn router_tasks(cluster: &Cluster) -> Vec<String> {
 /// from a router that still runs it, and serves its objects.
 pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, routers: &Routers) {
     let manager = cluster.manager();
+    let source =
+        app_of(cluster, routers, answering(routers).await[0]).await["deployment"]["source"].clone();
     let before = router_tasks(cluster).await;
+    // An object kept awake throughout: a new router must take the app while services of
+    // the others run.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keeper = {
+        let (stop, public) = (stop.clone(), routers.public.clone());
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                for addr in &public {
+                    let sent = request(
+                        addr,
+                        "GET",
+                        "/",
+                        &[("Host", HOST), ("x-name", "kept-awake")],
+                        "",
+                    );
+                    let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     cluster::run(manager.docker().args([
         "service",
         "update",
@@ -585,6 +629,8 @@ pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, router
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = keeper.await;
     let after = router_tasks(cluster).await;
     assert!(
         !after.is_empty() && after.iter().all(|task| !before.contains(task)),
@@ -612,6 +658,11 @@ pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, router
         })
         .await;
         assert!(app.is_ok(), "the new router {router} runs the app: {app:?}");
+        assert_eq!(
+            app_of(cluster, routers, router).await["deployment"]["source"],
+            source,
+            "router {router} runs the deployment the others ran"
+        );
     }
     eprintln!(
         "every router replaced and caught up {:?} after the update began",

@@ -10,9 +10,12 @@
 //!
 //! A router that was down meanwhile catches up when it starts (see `platform::catch_up`).
 
+use std::sync::Arc;
+
 use http::{HeaderName, HeaderValue, Request, Response};
 
 use super::{read_body, Control};
+use crate::api::{DeployRequest, PREFIX};
 use crate::http::{full, Body};
 use crate::peers::{is_control_change, Peers, Relayed};
 
@@ -29,45 +32,58 @@ pub(super) fn is_relayed_change(request: &Request<Body>) -> bool {
 
 impl Control {
     /// Makes the change here, then on every other router.
-    pub(super) async fn everywhere(&self, peers: &Peers, request: Request<Body>) -> Response<Body> {
+    pub(super) async fn everywhere(
+        &self,
+        peers: &Arc<Peers>,
+        request: Request<Body>,
+    ) -> Response<Body> {
+        // No body is read for a client without the token.
+        if !self.authorized(&request) {
+            return self.answer(request).await;
+        }
         let (parts, body) = request.into_parts();
         let bytes = match read_body(body).await {
             Ok(bytes) => bytes,
             Err(answer) => return answer.into_response(),
         };
-        let copy = || {
-            let mut request = Request::new(full(bytes.clone()));
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = parts.uri.clone();
-            *request.headers_mut() = parts.headers.clone();
-            request
-        };
-        let mut response = self.answer(copy()).await;
+        let mut here = Request::new(full(bytes.clone()));
+        *here.method_mut() = parts.method.clone();
+        *here.uri_mut() = parts.uri.clone();
+        *here.headers_mut() = parts.headers.clone();
+        let mut response = self.answer(here).await;
         if !response.status().is_success() || is_dry_run(&bytes) {
             return response;
         }
-        let others = peers.others();
-        let sent = others.iter().map(|router| async {
-            let mut request = copy();
-            // The peer key stands for the token between routers (see `Control::authorized`).
-            request.headers_mut().remove(http::header::AUTHORIZATION);
-            request.headers_mut().remove(http::header::COOKIE);
-            let answer = peers.relay(*router, request).await;
-            (*router, answer)
-        });
-        let mut failed = Vec::new();
-        for (router, answer) in futures_util::future::join_all(sent).await {
-            if let Some(why) = failure(answer) {
-                tracing::warn!(
-                    "{} {} was made here but not on router {router}: {why}",
-                    parts.method,
-                    parts.uri.path()
-                );
-                failed.push(format!("{router}: {why}"));
+        let mut change = Change {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: bytes,
+        };
+        // The peer key stands for the token between routers (see `Control::authorized`).
+        change.headers.remove(http::header::AUTHORIZATION);
+        change.headers.remove(http::header::COOKIE);
+        if let Some(app) = rollback_of(change.uri.path()) {
+            // Each router would pick its own deployment to return to, from its own
+            // history: the others deploy the one this router returned to.
+            match self.live_deploy(&app).await {
+                Some(deploy) => change = deploy,
+                None => tracing::warn!("app {app} was rolled back here, but what it runs now cannot be read to relay it"),
             }
         }
+        let others = peers.others();
+        // On a task of its own: a client that goes away must not cut the relay short once
+        // the change is made here.
+        let relay = tokio::spawn(relay(peers.clone(), others.clone(), change));
+        let failed = relay
+            .await
+            .unwrap_or_else(|e| vec![format!("the relay failed: {e}")]);
         let headers = response.headers_mut();
-        let made = format!("{}/{}", others.len() + 1 - failed.len(), others.len() + 1);
+        let made = format!(
+            "{}/{}",
+            (others.len() + 1).saturating_sub(failed.len()),
+            others.len() + 1
+        );
         if let Ok(value) = HeaderValue::from_str(&made) {
             headers.insert(ROUTERS_HEADER, value);
         }
@@ -78,6 +94,75 @@ impl Control {
         }
         response
     }
+
+    /// A deploy of what `app` runs here now, as a change to relay.
+    async fn live_deploy(&self, app: &str) -> Option<Change> {
+        let live = self.platform.live_deployments().await.ok()?;
+        let deployment = live.into_iter().find(|d| d.app == app)?;
+        let request = DeployRequest {
+            manifest: deployment.manifest,
+            program: deployment.program,
+            images: deployment.images,
+            source: deployment.source,
+            adopt: true,
+            dry_run: false,
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Some(Change {
+            method: http::Method::POST,
+            uri: format!(
+                "{PREFIX}/apps/{}/deployments",
+                crate::http::encode_object_name(app)
+            )
+            .parse()
+            .ok()?,
+            headers,
+            body: serde_json::to_vec(&request).ok()?.into(),
+        })
+    }
+}
+
+/// A change to make on the other routers.
+struct Change {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+}
+
+/// Sends `change` to each of `others` at once; the routers that did not make it, and why.
+async fn relay(peers: Arc<Peers>, others: Vec<std::net::Ipv4Addr>, change: Change) -> Vec<String> {
+    let sent = others.iter().map(|router| {
+        let mut request = Request::new(full(change.body.clone()));
+        *request.method_mut() = change.method.clone();
+        *request.uri_mut() = change.uri.clone();
+        *request.headers_mut() = change.headers.clone();
+        let peers = &peers;
+        async move { (*router, peers.relay(*router, request).await) }
+    });
+    let mut failed = Vec::new();
+    for (router, answer) in futures_util::future::join_all(sent).await {
+        if let Some(why) = failure(answer) {
+            tracing::warn!(
+                "{} {} was made here but not on router {router}: {why}",
+                change.method,
+                change.uri.path()
+            );
+            failed.push(format!("{router}: {why}"));
+        }
+    }
+    failed
+}
+
+/// The app of a rollback's path.
+fn rollback_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(PREFIX)?.strip_prefix("/apps/")?;
+    let app = rest.strip_suffix("/rollback")?;
+    (!app.contains('/')).then(|| crate::http::percent_decode(app))
 }
 
 /// Why a relayed request failed, if it did.

@@ -189,7 +189,7 @@ async fn send(
         .get("berth-routers-failed")
         .and_then(|v| v.to_str().ok())
     {
-        tracing::warn!("not every router of the cluster made this change ({failed}); make it again, or on each router that failed");
+        tracing::warn!("not every router of the cluster made this change ({failed}); once they answer, deploy again (where the deployment is already made, it changes nothing), or repeat a destroy or a stop through each router that failed");
     }
     Ok((status, bytes))
 }

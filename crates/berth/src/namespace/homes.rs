@@ -33,7 +33,9 @@ impl Namespace {
     /// own.
     async fn take_over_homed(&self) {
         let class = &self.inner.class;
-        let Some(peers) = class.app.peers.get() else {
+        // A router that has not found itself takes every object for its own: it would
+        // take over, then put to sleep, what the others serve.
+        let Some(peers) = class.app.peers.get().filter(|p| p.knows_itself()) else {
             return;
         };
         if class.app.closing() || class.retired.load(std::sync::atomic::Ordering::Acquire) {
@@ -73,6 +75,12 @@ impl Namespace {
             };
             if object.holds(&container_id) {
                 continue;
+            }
+            // One whose task ended (its node was lost) is started again by the object's
+            // next request, as any: a look adopts, it never starts.
+            match class.app.runtime.inspect(&container_id).await {
+                Ok(info) if info.running => {}
+                _ => continue,
             }
             class.app.spawn(async move {
                 if let Err(e) = object.take_over().await {

@@ -31,6 +31,16 @@ const START_ALLOWANCE: Duration = Duration::from_secs(300);
 /// request: a few are worth it, an endless loop is not.
 const STARTS_PER_REQUEST: usize = 3;
 
+/// How a hand-over of a container to the object's new home went.
+pub(super) enum HandOver {
+    /// It holds the container now.
+    Taken,
+    /// It will not: it runs another version of the class, or not the app.
+    Refused,
+    /// It did not answer, or could not take it yet.
+    Unanswered,
+}
+
 impl Object {
     /// Sends `request` to the container, starting it and waiting for it first if it is
     /// not healthy. The port is the request's `berth-container-target-port` header (see
@@ -179,6 +189,34 @@ impl Object {
         match peers.home(&self.inner.id) {
             Home::Here => None,
             Home::Router(home) => Some((peers.clone(), home)),
+        }
+    }
+
+    /// Asks router `home` to take `instance` over.
+    pub(super) async fn hand_over(
+        &self,
+        peers: &Peers,
+        home: Ipv4Addr,
+        instance: &Instance,
+    ) -> HandOver {
+        let object = Addressed {
+            app: &self.inner.class.app.name,
+            class: self.class_name(),
+            id: self.inner.id,
+            name: self.name(),
+            port: 0,
+        };
+        match peers.hand_over(home, object, &instance.version).await {
+            Ok(status) if status.is_success() => HandOver::Taken,
+            Ok(status) if status.is_client_error() => HandOver::Refused,
+            Ok(status) => {
+                tracing::info!(object = %self.describe(), "router {home}, its home now, did not take container {} over: {status}", instance.container_id);
+                HandOver::Unanswered
+            }
+            Err(e) => {
+                tracing::info!(object = %self.describe(), "router {home}, its home now, did not take container {} over: {e}", instance.container_id);
+                HandOver::Unanswered
+            }
         }
     }
 

@@ -59,6 +59,15 @@ impl Object {
         self.ensure_with(Goal::Healthy, None, Spares::Never).await
     }
 
+    /// [`Object::take_over`], if the class's current version here is `version`;
+    /// `Ok(false)` otherwise.
+    pub async fn take_over_at(&self, version: &str) -> Result<bool, Arc<StartError>> {
+        if self.inner.class.current().version != version {
+            return Ok(false);
+        }
+        self.take_over().await.map(|()| true)
+    }
+
     async fn ensure_with(
         &self,
         goal: Goal,

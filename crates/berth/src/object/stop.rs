@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
+use super::fetch::HandOver;
 use super::hooks::{Expiry, ObjectError, StopParams};
 use super::instance::{Exit, Instance};
 use super::live::Phase;
@@ -188,14 +189,23 @@ impl Object {
         if !idle {
             return;
         }
-        if self.elsewhere().is_some() {
+        if let Some((peers, home)) = self.elsewhere() {
             // Another router became its home (the routers changed) and runs its
-            // lifecycle now: it takes a container of the class's current version over
-            // (see `namespace::homes`), which is not this router's to stop. One of an
-            // older version it never takes: idle here, it sleeps here.
-            if instance.version == self.inner.class.current().version {
-                self.release(instance).await;
-                return;
+            // lifecycle now. It is asked to take the container over; once it has, this
+            // router lets go of it. One it refuses (it runs another version, or not the
+            // app) is idle and nobody's: it sleeps here. A home that does not answer is
+            // asked again at the next deadline (and takes it over by itself meanwhile, see
+            // `namespace::homes`).
+            match self.hand_over(&peers, home, instance).await {
+                HandOver::Taken => {
+                    self.release(instance).await;
+                    return;
+                }
+                HandOver::Unanswered => {
+                    self.renew_activity_timeout();
+                    return;
+                }
+                HandOver::Refused => {}
             }
         }
         let paused = instance.paused_since().is_some();

@@ -1,8 +1,8 @@
 //! A router of a cluster that starts may have missed changes the others relayed while it
 //! was down (see `control::relay`), or start with an empty data folder on a new node. So
-//! it asks another router for the deployments that router's apps run, and deploys here
-//! each one it lacks or that changed there later than its own did. An app destroyed while
-//! this router was down is not destroyed here: destroy it again.
+//! it asks the other routers for the deployments their apps run, and deploys here each
+//! one it lacks or that is newer (made later) there than its own. An app destroyed while
+//! this router was down is not destroyed here: destroy it through this router.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +24,13 @@ impl Platform {
         Ok(self.store.live_deployments().await?)
     }
 
-    /// Takes from the first router that answers the deployments this one lacks or that
-    /// are newer there (see the module's documentation).
+    /// Takes from the other routers the deployments this one lacks or that are newer
+    /// there (see the module's documentation). Every router that answers is asked, and
+    /// the newest deployment of each app wins: one router may itself be catching up.
     pub async fn catch_up(self: &Arc<Self>, peers: &Peers) {
         for _ in 0..TRIES {
+            let mut newest: HashMap<String, Deployment> = HashMap::new();
+            let mut answered = Vec::new();
             for router in peers.others() {
                 let theirs = match peers.deployments_of(router).await {
                     Ok(body) => serde_json::from_slice::<Vec<Deployment>>(&body)
@@ -35,16 +38,29 @@ impl Platform {
                     Err(e) => Err(e),
                 };
                 match theirs {
-                    Ok(theirs) => return self.take_newer(router, theirs).await,
+                    Ok(theirs) => {
+                        answered.push(router.to_string());
+                        for deployment in theirs {
+                            let newer = newest
+                                .get(&deployment.app)
+                                .is_none_or(|d| d.created_at_ms < deployment.created_at_ms);
+                            if newer {
+                                newest.insert(deployment.app.clone(), deployment);
+                            }
+                        }
+                    }
                     Err(e) => tracing::info!("cannot catch up from router {router}: {e}"),
                 }
+            }
+            if !answered.is_empty() {
+                return self.take_newer(&answered.join(", "), newest).await;
             }
             tokio::time::sleep(BETWEEN_TRIES).await;
         }
         tracing::warn!("no other router told what it runs: this router runs what its own data folder holds until the next deploy");
     }
 
-    async fn take_newer(self: &Arc<Self>, router: std::net::Ipv4Addr, theirs: Vec<Deployment>) {
+    async fn take_newer(self: &Arc<Self>, routers: &str, theirs: HashMap<String, Deployment>) {
         let mine: HashMap<String, Deployment> = match self.live_deployments().await {
             Ok(mine) => mine.into_iter().map(|d| (d.app.clone(), d)).collect(),
             Err(e) => {
@@ -53,12 +69,12 @@ impl Platform {
             }
         };
         let mut taken = 0;
-        for deployment in theirs {
+        for deployment in theirs.into_values() {
             let newer = match mine.get(&deployment.app) {
                 None => true,
                 Some(own) => {
                     own.fingerprint != deployment.fingerprint
-                        && own.updated_at_ms < deployment.updated_at_ms
+                        && own.created_at_ms < deployment.created_at_ms
                 }
             };
             if !newer {
@@ -76,13 +92,13 @@ impl Platform {
             match self.deploy(&app, request).await {
                 Ok(_) => {
                     taken += 1;
-                    tracing::info!("app {app}: took deployment {number} of router {router}");
+                    tracing::info!("app {app}: took deployment {number} of routers {routers}");
                 }
                 Err(e) => tracing::error!(
-                    "app {app}: cannot take deployment {number} of router {router}: {e}"
+                    "app {app}: cannot take deployment {number} of routers {routers}: {e}"
                 ),
             }
         }
-        tracing::info!("caught up with router {router}: {taken} app(s) deployed here");
+        tracing::info!("caught up with routers {routers}: {taken} app(s) deployed here");
     }
 }

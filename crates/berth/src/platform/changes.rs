@@ -197,7 +197,12 @@ impl Platform {
         number: i64,
     ) -> Result<(), PlatformError> {
         let hosted = self.make_hosted(app, release, number).await?;
-        let others = hosted.app.other_sessions().await?;
+        // A cluster's routers share the engine by design: each one's services are the
+        // others' to serve, not a second berth in the way.
+        let others = match &self.peers {
+            Some(_) => Vec::new(),
+            None => hosted.app.other_sessions().await?,
+        };
         if let Some(other) = others.first() {
             return Err(PlatformError::Conflict(format!(
                 "another berth process runs app {app} on this engine ({other}); stop it, or deploy under another name"

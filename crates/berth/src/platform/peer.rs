@@ -63,6 +63,7 @@ impl Worker for PeerListener {
             return bad("a request between routers names its app, class, object and port");
         };
         let name = header(&peers::NAME_HEADER).and_then(|n| percent_decode(&n));
+        let take_over = header(&peers::TAKE_OVER_HEADER);
         peers::remove_peer_headers(request.headers_mut());
         let (Ok(id), Ok(port)) = (ObjectId::parse_hex(&id), port.parse::<u16>()) else {
             return bad("the object id or the port is malformed");
@@ -90,6 +91,17 @@ impl Worker for PeerListener {
             Some(_) => return bad("the object's name and id do not match"),
             None => namespace.get(id),
         };
+        if let Some(version) = take_over {
+            return match object.take_over_at(&version).await {
+                Ok(true) => Response::new(crate::http::full("taken over")),
+                Ok(false) => error_response(
+                    StatusCode::CONFLICT,
+                    "other_version",
+                    "this router runs another version of the class: stop that container where it runs",
+                ),
+                Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_taken", &e.to_string()),
+            };
+        }
         match object.container_fetch_here(request, port).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
