@@ -757,8 +757,11 @@ const OWN_FETCH: &str = r#"count = 0;
       return new Response("denied by the class", { status: 403 });
     }
     this.count++;
+    // A key never written reads as undefined.
+    const stored = ((await this.ctx.storage.get("stored")) ?? 0) + 1;
+    await this.ctx.storage.put("stored", stored);
     const answer = await this.containerFetch(request);
-    return new Response(`${this.count}: ${await answer.text()}`, { status: answer.status });
+    return new Response(`${this.count}/${stored}: ${await answer.text()}`, { status: answer.status });
   }
 
   override onStop() {"#;
@@ -784,8 +787,8 @@ async fn a_class_with_a_fetch_of_its_own_answers_for_its_objects() {
     );
     assert!(app.containers().await.is_empty());
     // Through the class to the container; one instance of the class for the object.
-    assert_eq!(http(&addr, "/ping", &[]), (200, "1: pong".into()));
-    assert_eq!(http(&addr, "/ping", &[]), (200, "2: pong".into()));
+    assert_eq!(http(&addr, "/ping", &[]), (200, "1/1: pong".into()));
+    assert_eq!(http(&addr, "/ping", &[]), (200, "2/2: pong".into()));
     assert_eq!(app.containers().await.len(), 1);
 }
 

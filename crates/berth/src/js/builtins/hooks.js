@@ -11,7 +11,7 @@
     const call = (op, key, value) => berth.native.storage(target, op, String(key), value ?? null);
     const one = async (key) => {
       const text = await call("get", key);
-      return text === null ? undefined : JSON.parse(text);
+      return text == null ? undefined : JSON.parse(text);
     };
     return {
       async get(keys) {
