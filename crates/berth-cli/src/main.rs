@@ -104,6 +104,23 @@ enum Command {
         #[command(flatten)]
         engine: serve::EngineArgs,
     },
+    /// Keep the objects' storage and alarms for every router of a Swarm.
+    ///
+    /// Run it as a service of one replica on the routers' overlay network, constrained
+    /// to one node (its data folder must not move), and give the routers
+    /// --swarm-store SERVICE. It takes only calls that carry the cluster's peer key,
+    /// derived from the control token: give it the routers' --token-file.
+    Store {
+        /// The data folder [default: /var/lib/berth as root, else $XDG_DATA_HOME/berth]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where the routers reach it.
+        #[arg(long, default_value = "0.0.0.0:7880")]
+        listen: SocketAddr,
+        /// The control token's file, shared with the routers (a Docker secret).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+    },
     /// Deploy the app to a berth serve: build, push what changed, roll out.
     ///
     /// Shows the plan (create, update, replace, delete or unchanged for each class and
@@ -312,6 +329,11 @@ fn main() -> ExitCode {
                 yes,
                 json,
             } => remote::destroy(app, &dir, stage, server, yes, json).await,
+            Command::Store {
+                data,
+                listen,
+                token_file,
+            } => serve::store(data, listen, token_file).await,
             Command::Serve {
                 data,
                 listen,

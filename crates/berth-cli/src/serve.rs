@@ -48,6 +48,28 @@ pub struct EngineArgs {
     /// of a cluster) instead of the data folder's.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// On Swarm: the service of the cluster's store (`berth store`, SERVICE or
+    /// SERVICE:PORT, default port 7880), which keeps the objects' storage and alarms for
+    /// every router. Without it, each router keeps those of the objects homed on it.
+    #[arg(long, value_name = "SERVICE")]
+    pub swarm_store: Option<String>,
+}
+
+/// `SERVICE` or `SERVICE:PORT`.
+fn store_address(text: &str) -> anyhow::Result<(String, u16)> {
+    let (service, port) = match text.rsplit_once(':') {
+        Some((service, port)) => (
+            service,
+            port.parse::<u16>()
+                .map_err(|_| anyhow::anyhow!("--swarm-store {text:?}: {port:?} is not a port"))?,
+        ),
+        None => (text, berth::cluster_store::DEFAULT_PORT),
+    };
+    anyhow::ensure!(
+        !service.is_empty(),
+        "--swarm-store {text:?} names no service"
+    );
+    Ok((service.to_string(), port))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,6 +112,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let cluster = ClusterConfig {
                 routers: args.engine.swarm_routers.clone(),
                 peer_listen: args.engine.peer_listen,
+                store: args
+                    .engine
+                    .swarm_store
+                    .as_deref()
+                    .map(store_address)
+                    .transpose()?,
             };
             (Arc::new(swarm), Some(cluster))
         }
@@ -150,4 +178,55 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await;
     eprintln!("{} bye", clock());
     Ok(())
+}
+
+/// `berth store`: the cluster's store, until SIGTERM or Ctrl-C.
+pub async fn store(
+    data: Option<PathBuf>,
+    listen: SocketAddr,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let path = data.unwrap_or_else(serve::default_data_dir);
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut data = tokio::task::spawn_blocking(move || DataDir::open(&path)).await??;
+    if let Some(file) = &token_file {
+        data.token = berth::control::Token::load(file)?;
+    }
+    let listener = berth::server::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let local = listener.local_addr()?;
+    eprintln!("{} data in {}", clock(), data.path.display());
+    println!("Store on {local}");
+    let worker = Arc::new(berth::cluster_store::StoreListener {
+        store: data.store.clone(),
+        key: data.token.peer_key(),
+    });
+    berth::server::serve_with(
+        listener,
+        worker,
+        berth::worker::Env::new(),
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+        },
+        berth::server::ServeOptions::default(),
+    )
+    .await;
+    eprintln!("{} bye", clock());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_named_with_or_without_its_port() {
+        assert_eq!(store_address("s").ok(), Some(("s".into(), 7880)));
+        assert_eq!(store_address("s:81").ok(), Some(("s".into(), 81)));
+        assert!(store_address("s:x").is_err());
+        assert!(store_address(":81").is_err());
+    }
 }

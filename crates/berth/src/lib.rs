@@ -53,6 +53,7 @@ pub mod app;
 pub mod worker;
 // Floor 7: what stands in front.
 pub mod build;
+pub mod cluster_store;
 pub mod hosts;
 pub mod manifest;
 pub mod router;

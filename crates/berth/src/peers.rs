@@ -402,7 +402,7 @@ pub fn remove_peer_headers(headers: &mut HeaderMap) {
 }
 
 /// Compares in constant time for equal lengths, so that timing tells nothing of the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -184,6 +184,9 @@ pub struct ClusterConfig {
     pub routers: String,
     /// The peer listener, on the same port on every router.
     pub peer_listen: SocketAddr,
+    /// The service of the cluster's store (`berth store`), with its port, where the
+    /// objects' storage and alarms live; `None`: in this router's data folder.
+    pub store: Option<(String, u16)>,
 }
 
 /// Both listeners, bound, and the platform they serve.
@@ -210,6 +213,10 @@ pub async fn start(
     platform_name: String,
     config: ServeConfig,
 ) -> Result<Bound, ServeError> {
+    if let Some((service, port)) = config.cluster.as_ref().and_then(|c| c.store.clone()) {
+        let client = crate::cluster_store::StoreClient::new(&service, port, data.token.peer_key());
+        data.store.share_through(Arc::new(client));
+    }
     let peers = match &config.cluster {
         Some(cluster) => Some(
             Peers::start(

@@ -14,6 +14,7 @@ mod failover;
 mod partition;
 mod routers;
 mod runtime;
+mod storage;
 
 use std::time::Duration;
 
@@ -40,7 +41,10 @@ async fn swarm() {
     routers::any_router_serves_a_name_that_sleeps_and_wakes(&cluster, &routers).await;
     deploys::a_deploy_rolls_out_across_the_nodes(&cluster, &routers).await;
     routers::a_killed_routers_objects_are_adopted_without_restart(&cluster, &routers).await;
+    let counted =
+        storage::an_objects_storage_is_one_whichever_router_runs_it(&cluster, &routers).await;
     routers::replaced_routers_catch_up_from_the_others(&cluster, &routers).await;
+    storage::an_objects_storage_outlives_every_router(&cluster, &routers, counted).await;
     cluster.set_heartbeat(Duration::from_secs(1)).await;
     partition::a_cut_off_node_runs_its_copy_until_it_heals(&cluster, &routers).await;
     failover::a_lost_nodes_objects_are_served_from_the_others(&cluster, &routers).await;

@@ -13,8 +13,10 @@ use tokio::net::TcpStream;
 use crate::cluster::{self, Cluster, MANAGER_API_PORT, OVERLAY};
 
 pub const SERVICE: &str = "berth-router";
+/// The cluster's store (`berth store`).
+pub const STORE_SERVICE: &str = "berth-store";
 const PUBLIC_PORT: u16 = 8080;
-const CONTROL_PORT: u16 = 7878;
+pub const CONTROL_PORT: u16 = 7878;
 pub const HOST: &str = "web.swarm.localhost";
 
 /// The routers, running, with the app deployed to each.
@@ -145,6 +147,31 @@ impl Routers {
             manager.socket.display()
         );
         cluster::run(tokio::process::Command::new("sh").args(["-c", &script])).await;
+        // The cluster's store, on the manager, where the objects' storage lives.
+        cluster::run(manager.docker().args([
+            "service",
+            "create",
+            "-d",
+            "--name",
+            STORE_SERVICE,
+            "--network",
+            OVERLAY,
+            "--endpoint-mode",
+            "dnsrr",
+            "--no-resolve-image",
+            "--init",
+            "--constraint",
+            "node.role==manager",
+            "--secret",
+            "source=berth-token,target=berth-token",
+            &image,
+            "store",
+            "--token-file",
+            "/run/secrets/berth-token",
+            "--data",
+            "/data",
+        ]))
+        .await;
         cluster::run(manager.docker().args([
             "service",
             "create",
@@ -188,6 +215,8 @@ impl Routers {
             "/run/secrets/berth-token",
             "--data",
             "/data",
+            "--swarm-store",
+            STORE_SERVICE,
         ]))
         .await;
         let public: Vec<String> = cluster

@@ -280,6 +280,8 @@ impl Namespace {
 /// The longest the alarm task sleeps at once: it looks again at least this often, to
 /// follow a change of the machine's clock and to end once its namespace is gone.
 const ALARM_NAP: Duration = Duration::from_secs(60);
+/// The same, with the cluster's store.
+const SHARED_ALARM_NAP: Duration = Duration::from_secs(5);
 
 /// Delivers the alarms of a namespace's objects when due, each on a task of its own.
 async fn watch_alarms(weak: Weak<NamespaceInner>, notify: Arc<Notify>) {
@@ -306,9 +308,15 @@ impl Namespace {
     async fn next_alarm(&self) -> Option<Duration> {
         let class = &self.inner.class;
         let store = &class.app.store;
+        // Alarms that other routers add to the cluster's store are seen only by looking.
+        let nap = if store.is_shared() {
+            SHARED_ALARM_NAP
+        } else {
+            ALARM_NAP
+        };
         let record = match store.next_alarm(&class.namespace_key).await {
             Ok(Some(record)) => record,
-            Ok(None) => return Some(ALARM_NAP),
+            Ok(None) => return Some(nap),
             Err(e) => {
                 tracing::warn!("alarms of {}: {e}", class.namespace_key);
                 return Some(Duration::from_secs(5));
@@ -317,7 +325,7 @@ impl Namespace {
         let now = class.app.clock().now();
         if let Ok(ahead) = from_ms(record.due_ms).duration_since(now) {
             if !ahead.is_zero() {
-                return Some(ahead.min(ALARM_NAP));
+                return Some(ahead.min(nap));
             }
         }
         let Ok(id) = ObjectId::parse_hex(&record.object) else {
@@ -326,6 +334,16 @@ impl Namespace {
                 .await;
             return None;
         };
+        // With the cluster's store, every router sees every alarm: the object's home
+        // delivers it, as it runs the object's lifecycle.
+        let elsewhere = class
+            .app
+            .peers
+            .get()
+            .is_some_and(|peers| peers.home(&id) != crate::peers::Home::Here);
+        if store.is_shared() && elsewhere {
+            return Some(Duration::from_secs(1));
+        }
         // Leased: no one delivers it again while this delivery runs (which renews it).
         let leased = to_ms(now + LEASE);
         match store

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 mod deployments;
 mod schedules;
+pub mod shared;
 
 pub use deployments::{Deployment, DeploymentStatus};
 pub use schedules::AlarmRecord;
@@ -39,6 +40,8 @@ pub enum StoreError {
     Query { path: PathBuf, reason: String },
     #[error("the state database {path} could not be reached: {reason}")]
     Interrupted { path: PathBuf, reason: String },
+    #[error("the cluster's store (berth store) failed: {reason}; check that its service runs and that this router reaches it")]
+    Shared { reason: String },
 }
 
 /// What the store keeps of one object.
@@ -70,6 +73,8 @@ struct Inner {
     conn: Mutex<Connection>,
     /// One query at a time on the blocking pool.
     turn: Arc<tokio::sync::Semaphore>,
+    /// Where objects' storage and alarms live, if not here (see [`shared`]).
+    remote: std::sync::OnceLock<Arc<dyn shared::Remote>>,
 }
 
 const SCHEMA: &str = "
@@ -170,6 +175,7 @@ impl Store {
                 owner,
                 conn: Mutex::new(conn),
                 turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                remote: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -313,6 +319,14 @@ impl Store {
     /// Forgets every object of `app`, with its storage and alarms, and the app's cron
     /// schedules' last runs. Returns how many objects.
     pub async fn forget_app(&self, app: &str) -> Result<usize, StoreError> {
+        if let Some(forgot) = self
+            .shared::<()>(shared::Call::ForgetApp {
+                app: app.to_string(),
+            })
+            .await
+        {
+            forgot?;
+        }
         let prefix = format!("{app}/");
         self.run(move |c| {
             let n = c.execute(
@@ -335,7 +349,25 @@ impl Store {
     }
 }
 
-/// An object's private durable storage: keys to bytes, kept in the app's SQLite file.
+impl Store {
+    /// Forgets the storage and alarms of every object of `app`.
+    async fn forget_shared_here(&self, app: &str) -> Result<(), StoreError> {
+        let prefix = format!("{app}/");
+        self.run(move |c| {
+            for table in ["storage", "alarms"] {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE substr(namespace, 1, length(?1)) = ?1"),
+                    params![prefix],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// An object's private durable storage: keys to bytes, kept in the app's SQLite file (or
+/// in the cluster's store, see [`shared`]).
 #[derive(Clone)]
 pub struct Storage {
     store: Store,
@@ -354,7 +386,83 @@ impl Storage {
         }
     }
 
+    fn of(store: &Store, namespace: &str, id: &str) -> Storage {
+        Storage {
+            store: store.clone(),
+            namespace: namespace.into(),
+            id: id.into(),
+        }
+    }
+
+    fn call(&self, key: Option<&str>) -> (String, String, String) {
+        (
+            self.namespace.to_string(),
+            self.id.to_string(),
+            key.unwrap_or_default().to_string(),
+        )
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (namespace, id, key_) = self.call(Some(key));
+        let call = shared::Call::Get {
+            namespace,
+            id,
+            key: key_,
+        };
+        if let Some(answer) = self.store.shared::<Option<String>>(call).await {
+            return answer?
+                .map(|hex| {
+                    shared::unhex(&hex).ok_or_else(|| StoreError::Shared {
+                        reason: "a value that is not hex".into(),
+                    })
+                })
+                .transpose();
+        }
+        self.get_here(key).await
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (namespace, id, key_) = self.call(Some(key));
+        let call = shared::Call::Put {
+            namespace,
+            id,
+            key: key_,
+            value: crate::id::hex(value),
+        };
+        if let Some(answer) = self.store.shared::<()>(call).await {
+            return answer;
+        }
+        self.put_here(key, value).await
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let (namespace, id, key_) = self.call(Some(key));
+        let call = shared::Call::Delete {
+            namespace,
+            id,
+            key: key_,
+        };
+        if let Some(answer) = self.store.shared(call).await {
+            return answer;
+        }
+        self.delete_here(key).await
+    }
+
+    /// The object's keys, in order.
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let (namespace, id, _) = self.call(None);
+        if let Some(answer) = self
+            .store
+            .shared(shared::Call::Keys { namespace, id })
+            .await
+        {
+            return answer;
+        }
+        self.keys_here().await
+    }
+
+    async fn get_here(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (ns, id, key) = (self.namespace.clone(), self.id.clone(), key.to_string());
         self.store
             .run(move |c| {
@@ -368,7 +476,7 @@ impl Storage {
             .await
     }
 
-    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    async fn put_here(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let (ns, id, key) = (self.namespace.clone(), self.id.clone(), key.to_string());
         let value = value.to_vec();
         self.store
@@ -383,8 +491,7 @@ impl Storage {
             .await
     }
 
-    /// Deletes `key`; returns whether it existed.
-    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+    async fn delete_here(&self, key: &str) -> Result<bool, StoreError> {
         let (ns, id, key) = (self.namespace.clone(), self.id.clone(), key.to_string());
         self.store
             .run(move |c| {
@@ -397,8 +504,7 @@ impl Storage {
             .await
     }
 
-    /// The object's keys, in order.
-    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+    async fn keys_here(&self) -> Result<Vec<String>, StoreError> {
         let (ns, id) = (self.namespace.clone(), self.id.clone());
         self.store
             .run(move |c| {

@@ -3,6 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use super::shared::Call;
 use super::{Store, StoreError};
 
 pub(super) const SCHEMA: &str = "
@@ -23,7 +24,7 @@ CREATE INDEX IF NOT EXISTS alarms_due ON alarms (namespace, due_ms);
 ";
 
 /// An object's alarm as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AlarmRecord {
     pub id: String,
     pub namespace: String,
@@ -85,6 +86,18 @@ impl Store {
 
     /// Adds (or replaces, by id) an alarm.
     pub async fn save_alarm(&self, alarm: AlarmRecord) -> Result<(), StoreError> {
+        if let Some(answer) = self
+            .shared(Call::SaveAlarm {
+                alarm: alarm.clone(),
+            })
+            .await
+        {
+            return answer;
+        }
+        self.save_alarm_here(alarm).await
+    }
+
+    pub(super) async fn save_alarm_here(&self, alarm: AlarmRecord) -> Result<(), StoreError> {
         self.run(move |c| {
             c.execute(
                 "INSERT OR REPLACE INTO alarms (id, namespace, object, name, due_ms, payload, attempts)
@@ -114,6 +127,26 @@ impl Store {
         due_ms: i64,
         attempts: u32,
     ) -> Result<bool, StoreError> {
+        let call = Call::MoveAlarm {
+            id: id.to_string(),
+            expected_ms,
+            due_ms,
+            attempts,
+        };
+        if let Some(answer) = self.shared(call).await {
+            return answer;
+        }
+        self.move_alarm_here(id, expected_ms, due_ms, attempts)
+            .await
+    }
+
+    pub(super) async fn move_alarm_here(
+        &self,
+        id: &str,
+        expected_ms: i64,
+        due_ms: i64,
+        attempts: u32,
+    ) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.run(move |c| {
             c.execute(
@@ -127,6 +160,21 @@ impl Store {
 
     /// Removes alarm `id` once delivered, if it is still the one leased at `leased_ms`.
     pub async fn finish_alarm(&self, id: &str, leased_ms: i64) -> Result<bool, StoreError> {
+        let call = Call::FinishAlarm {
+            id: id.to_string(),
+            leased_ms,
+        };
+        if let Some(answer) = self.shared(call).await {
+            return answer;
+        }
+        self.finish_alarm_here(id, leased_ms).await
+    }
+
+    pub(super) async fn finish_alarm_here(
+        &self,
+        id: &str,
+        leased_ms: i64,
+    ) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.run(move |c| {
             c.execute(
@@ -144,6 +192,21 @@ impl Store {
         namespace: &str,
         object: &str,
     ) -> Result<Vec<AlarmRecord>, StoreError> {
+        let call = Call::AlarmsOf {
+            namespace: namespace.to_string(),
+            object: object.to_string(),
+        };
+        if let Some(answer) = self.shared(call).await {
+            return answer;
+        }
+        self.alarms_of_here(namespace, object).await
+    }
+
+    pub(super) async fn alarms_of_here(
+        &self,
+        namespace: &str,
+        object: &str,
+    ) -> Result<Vec<AlarmRecord>, StoreError> {
         let (namespace, object) = (namespace.to_string(), object.to_string());
         self.run(move |c| {
             let mut stmt = c.prepare(&format!(
@@ -157,6 +220,19 @@ impl Store {
 
     /// The soonest alarm of `namespace`, due or not.
     pub async fn next_alarm(&self, namespace: &str) -> Result<Option<AlarmRecord>, StoreError> {
+        let call = Call::NextAlarm {
+            namespace: namespace.to_string(),
+        };
+        if let Some(answer) = self.shared(call).await {
+            return answer;
+        }
+        self.next_alarm_here(namespace).await
+    }
+
+    pub(super) async fn next_alarm_here(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<AlarmRecord>, StoreError> {
         let namespace = namespace.to_string();
         self.run(move |c| {
             c.query_row(
@@ -171,6 +247,23 @@ impl Store {
 
     /// Removes an alarm of an object; whether there was one.
     pub async fn delete_alarm(
+        &self,
+        namespace: &str,
+        object: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let call = Call::DeleteAlarm {
+            namespace: namespace.to_string(),
+            object: object.to_string(),
+            id: id.to_string(),
+        };
+        if let Some(answer) = self.shared(call).await {
+            return answer;
+        }
+        self.delete_alarm_here(namespace, object, id).await
+    }
+
+    pub(super) async fn delete_alarm_here(
         &self,
         namespace: &str,
         object: &str,

@@ -1,0 +1,140 @@
+//! The objects' storage on the cluster's store (`berth store`): a JavaScript class that
+//! counts its requests in `this.ctx.storage` counts on, whichever router runs it, and
+//! after every router was replaced by one with an empty data folder.
+
+use crate::cluster::{self, Cluster};
+use crate::routers::{request, Routers, CONTROL_PORT};
+
+const HOST: &str = "web.counted.localhost";
+
+/// The app: a class whose own `fetch` counts in its storage and starts no container.
+fn program(image: &str) -> serde_json::Value {
+    let run = format!(
+        r#"import {{ Container, Worker }} from "alchemy/cloudflare";
+import type {{ Counter }} from "./src/counter.ts";
+
+const counter = await Container<Counter>("counter", {{ className: "Counter", image: "{image}" }});
+
+export const worker = await Worker("web", {{
+  name: "web",
+  entrypoint: "./src/worker.ts",
+  bindings: {{ COUNTER: counter }},
+}});
+"#
+    );
+    let counter = r#"import { Container } from "@cloudflare/containers";
+
+export class Counter extends Container {
+  defaultPort = 8080;
+
+  override async fetch(_request: Request): Promise<Response> {
+    const count = ((await this.ctx.storage.get("count")) ?? 0) + 1;
+    await this.ctx.storage.put("count", count);
+    return new Response(String(count));
+  }
+}
+"#;
+    let worker = r#"import { getContainer } from "@cloudflare/containers";
+export { Counter } from "./counter.ts";
+
+export default {
+  async fetch(request: Request, env: any): Promise<Response> {
+    return getContainer(env.COUNTER, request.headers.get("x-name") ?? "one").fetch(request);
+  },
+};
+"#;
+    serde_json::json!({
+        "manifest": "",
+        "program": {
+            "alchemy.run.ts": run,
+            "src/counter.ts": counter,
+            "src/worker.ts": worker,
+        },
+        "images": {},
+        "source": "swarm-test-js",
+    })
+}
+
+/// The count of object `name`, through router `router`.
+async fn count(cluster: &Cluster, routers: &Routers, router: usize, name: &str) -> u32 {
+    let answer = request(
+        &routers.public[router],
+        "GET",
+        "/",
+        &[("Host", HOST), ("x-name", name)],
+        "",
+    )
+    .await;
+    match answer {
+        Ok((200, body)) => body
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("a count: {body}")),
+        other => {
+            let mut logs = String::new();
+            for service in [crate::routers::SERVICE, crate::routers::STORE_SERVICE] {
+                logs += &cluster::run(
+                    cluster
+                        .manager()
+                        .docker()
+                        .args(["service", "logs", "--tail", "30", service]),
+                )
+                .await;
+            }
+            panic!("router {router} counts {name}: {other:?}\n{logs}")
+        }
+    }
+}
+
+/// Deploys the app through a router; each router that answers (an earlier scenario killed
+/// one) adds one to the count of one object in turn: one count, 1 then 2 (then 3), though
+/// the class runs on each. Returns the count.
+pub async fn an_objects_storage_is_one_whichever_router_runs_it(
+    cluster: &Cluster,
+    routers: &Routers,
+) -> u32 {
+    let alive = crate::routers::answering(routers).await;
+    assert!(alive.len() >= 2, "routers answer: {alive:?}");
+    let body = program(&cluster::app_image().await).to_string();
+    let control = format!("{}:{CONTROL_PORT}", cluster.nodes[alive[0]].ip);
+    let auth = format!("Bearer {}", routers.token);
+    let (status, answer) = request(
+        &control,
+        "POST",
+        "/v1/apps/counted/deployments",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    )
+    .await
+    .expect("deploy");
+    assert!(status < 300, "deploy: {status} {answer}");
+    let mut counts = Vec::new();
+    for &router in &alive {
+        counts.push(count(cluster, routers, router, "shared").await);
+    }
+    let expected: Vec<u32> = (1..=alive.len() as u32).collect();
+    assert_eq!(counts, expected, "one count through routers {alive:?}");
+    counts.len() as u32
+}
+
+/// After every router was replaced (with empty data folders), the count goes on from
+/// `before`, through each router.
+pub async fn an_objects_storage_outlives_every_router(
+    cluster: &Cluster,
+    routers: &Routers,
+    before: u32,
+) {
+    let alive = crate::routers::answering(routers).await;
+    let mut counts = Vec::new();
+    for &router in &alive {
+        counts.push(count(cluster, routers, router, "shared").await);
+    }
+    let expected: Vec<u32> = (before + 1..=before + alive.len() as u32).collect();
+    assert_eq!(
+        counts, expected,
+        "the count goes on through routers {alive:?}"
+    );
+}
