@@ -108,7 +108,7 @@ enum Command {
     ///
     /// Run it as a service of one replica on the routers' overlay network, constrained
     /// to one node (its data folder must not move), and give the routers
-    /// --swarm-store SERVICE. It takes only calls that carry the cluster's peer key,
+    /// --swarm-store SERVICE. It takes only calls that carry the cluster's store key,
     /// derived from the control token: give it the routers' --token-file.
     Store {
         /// The data folder [default: /var/lib/berth as root, else $XDG_DATA_HOME/berth]

@@ -104,6 +104,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let images = Arc::new(DockerRuntime::connect().await?);
     let platform = images.platform().await?;
     let (runtime, cluster): (Arc<dyn berth::Runtime>, _) = match args.engine.engine {
+        Engine::Docker if args.engine.swarm_store.is_some() => {
+            anyhow::bail!("--swarm-store is for a cluster's routers: add --engine swarm, or leave it out (one host keeps the objects' storage in its data folder)")
+        }
         Engine::Docker => (images.clone(), None),
         Engine::Swarm => {
             let host = std::env::var("DOCKER_HOST")
@@ -199,7 +202,7 @@ pub async fn store(
     println!("Store on {local}");
     let worker = Arc::new(berth::cluster_store::StoreListener {
         store: data.store.clone(),
-        key: data.token.peer_key(),
+        key: data.token.store_key(),
     });
     berth::server::serve_with(
         listener,

@@ -1,10 +1,10 @@
 //! The cluster's store: `berth store`, one process that keeps the objects' storage and
 //! alarms for every router of a Swarm (see [`crate::store::shared`]), and the routers'
 //! client of it. The routers reach it on the overlay at `tasks.<service>`, with the
-//! cluster's peer key; its data folder must stay on one node (constrain its service to
+//! cluster's store key (derived from the control token); its data folder must stay on one node (constrain its service to
 //! that node), or it starts empty elsewhere.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,10 +32,11 @@ const MAX_CALL: usize = 64 * 1024 * 1024;
 /// How long a call may take.
 const CALL_LIMIT: Duration = Duration::from_secs(15);
 
-/// Serves a store's shared calls to the routers that carry the peer key.
+/// Serves a store's shared calls to the routers that carry the store key
+/// (`Token::store_key` in `control`).
 pub struct StoreListener {
     pub store: Store,
-    /// The cluster's peer key, never logged.
+    /// The cluster's store key, never logged.
     pub key: String,
 }
 
@@ -50,7 +51,7 @@ impl Worker for StoreListener {
             return error_response(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "this is the cluster's store: a call needs the cluster's peer key",
+                "this is the cluster's store: a call needs the cluster's store key",
             );
         }
         if request.method() != Method::POST || request.uri().path() != PATH {
@@ -120,9 +121,13 @@ pub struct StoreClient {
     port: u16,
     dns: SocketAddr,
     key: String,
-    /// The store's task, once found; found again after a connection to it failed.
-    found: Mutex<Option<(Ipv4Addr, Arc<Pool>)>>,
+    /// The store's task, and when it was found; found again after a connection to it
+    /// failed, or after [`FOUND_FOR`], so that an address a new task took is left soon.
+    found: Mutex<Option<(std::time::Instant, Arc<Pool>)>>,
 }
+
+/// How long the store's address is used before it is looked up again.
+const FOUND_FOR: Duration = Duration::from_secs(30);
 
 impl StoreClient {
     /// The client of the store of service `service`, listening on `port`.
@@ -137,8 +142,10 @@ impl StoreClient {
     }
 
     async fn pool(&self) -> Result<Arc<Pool>, StoreError> {
-        if let Some((_, pool)) = &*self.found.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(pool.clone());
+        if let Some((at, pool)) = &*self.found.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < FOUND_FOR {
+                return Ok(pool.clone());
+            }
         }
         let name = format!("tasks.{}", self.service);
         let addresses = dns::lookup_a(self.dns, &name)
@@ -152,7 +159,8 @@ impl StoreClient {
             });
         };
         let pool = Arc::new(Pool::new(Endpoint::Bridge(IpAddr::V4(ip))));
-        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some((ip, pool.clone()));
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), pool.clone()));
         Ok(pool)
     }
 
@@ -199,7 +207,8 @@ impl Remote for StoreClient {
         let body = Bytes::from(serde_json::to_vec(call).map_err(|e| StoreError::Shared {
             reason: e.to_string(),
         })?);
-        // Twice: a store that moved (a new task) is found again after a failed connection.
+        // Twice: a store that moved (a new task) is found again after a failed connection,
+        // and a read is sent again on a connection the store had closed.
         for attempt in 0..2 {
             let sent = tokio::time::timeout(CALL_LIMIT, self.send(body.clone())).await;
             let failure = match sent {
@@ -211,6 +220,7 @@ impl Remote for StoreClient {
                     );
                     continue;
                 }
+                Ok(Err(ProxyFailure::Dropped(_))) if attempt == 0 && call.only_reads() => continue,
                 Ok(Err(
                     ProxyFailure::Connect(e)
                     | ProxyFailure::Dropped(e)

@@ -67,6 +67,8 @@ pub fn is_control_change(method: &http::Method, path: &str) -> bool {
 /// How long a relayed control request may take on another router: a destroy waits for
 /// the containers it stops.
 const RELAY_LIMIT: Duration = Duration::from_secs(300);
+/// How long a home may take to take a running container over (its readiness check).
+const TAKE_OVER_LIMIT: Duration = Duration::from_secs(30);
 
 const REFRESH: Duration = Duration::from_secs(1);
 /// How long a router that refused a connection is left out of homes.
@@ -296,7 +298,7 @@ impl Peers {
             headers.insert(TOKEN_HEADER, token);
         }
         headers.insert(CONTROL_HEADER, HeaderValue::from_static("1"));
-        self.ask(router, request).await
+        self.ask(router, request, RELAY_LIMIT).await
     }
 
     /// Asks `home` to take over `object`'s running container of `version`: its status
@@ -324,7 +326,9 @@ impl Peers {
         if let Some(name) = object.name {
             set(NAME_HEADER, &crate::http::encode_object_name(name));
         }
-        self.ask(home, request).await.map(|(status, _)| status)
+        self.ask(home, request, TAKE_OVER_LIMIT)
+            .await
+            .map(|(status, _)| status)
     }
 
     /// The deployments router `router` runs now (the JSON of the store's live ones).
@@ -336,7 +340,7 @@ impl Peers {
             headers.insert(TOKEN_HEADER, token);
         }
         headers.insert(SYNC_HEADER, HeaderValue::from_static("1"));
-        match self.ask(router, request).await? {
+        match self.ask(router, request, RELAY_LIMIT).await? {
             (status, body) if status.is_success() => Ok(body),
             (status, body) => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
         }
@@ -346,6 +350,7 @@ impl Peers {
         &self,
         router: Ipv4Addr,
         request: http::Request<Body>,
+        limit: Duration,
     ) -> Result<(http::StatusCode, bytes::Bytes), String> {
         use http_body_util::BodyExt;
         let pool = self.pool(router);
@@ -366,9 +371,9 @@ impl Peers {
                 .to_bytes();
             Ok((status, body))
         };
-        match tokio::time::timeout(RELAY_LIMIT, exchange).await {
+        match tokio::time::timeout(limit, exchange).await {
             Ok(answer) => answer,
-            Err(_) => Err(format!("no answer within {RELAY_LIMIT:?}")),
+            Err(_) => Err(format!("no answer within {limit:?}")),
         }
     }
 

@@ -214,7 +214,7 @@ pub async fn start(
     config: ServeConfig,
 ) -> Result<Bound, ServeError> {
     if let Some((service, port)) = config.cluster.as_ref().and_then(|c| c.store.clone()) {
-        let client = crate::cluster_store::StoreClient::new(&service, port, data.token.peer_key());
+        let client = crate::cluster_store::StoreClient::new(&service, port, data.token.store_key());
         data.store.share_through(Arc::new(client));
     }
     let peers = match &config.cluster {

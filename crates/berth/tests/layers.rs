@@ -28,7 +28,14 @@ const FLOORS: &[&[&str]] = &[
     &["object"],
     &["namespace"],
     &["app", "worker"],
-    &["router", "server", "build", "hosts", "manifest"],
+    &[
+        "router",
+        "server",
+        "build",
+        "hosts",
+        "manifest",
+        "cluster_store",
+    ],
     &["session", "js", "platform", "control", "serve", "deploy"],
 ];
 

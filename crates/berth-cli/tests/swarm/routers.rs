@@ -606,14 +606,16 @@ pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, router
         app_of(cluster, routers, answering(routers).await[0]).await["deployment"]["source"].clone();
     let before = router_tasks(cluster).await;
     // An object kept awake throughout: a new router must take the app while services of
-    // the others run.
+    // the others run, and the object's container must go on (taken over, not restarted).
+    let kept = hostname(routers, answering(routers).await[0], "kept-awake").await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let keeper = {
         let (stop, public) = (stop.clone(), routers.public.clone());
         tokio::spawn(async move {
+            let mut answered = 0;
             for _ in 0..300 {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
+                    break;
                 }
                 for addr in &public {
                     let sent = request(
@@ -623,10 +625,15 @@ pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, router
                         &[("Host", HOST), ("x-name", "kept-awake")],
                         "",
                     );
-                    let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
+                    if let Ok(Ok((200, _))) =
+                        tokio::time::timeout(Duration::from_secs(5), sent).await
+                    {
+                        answered += 1;
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            answered
         })
     };
     cluster::run(manager.docker().args([
@@ -659,7 +666,11 @@ pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, router
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = keeper.await;
+    let answered = keeper.await.expect("the keeper");
+    assert!(
+        answered > 0,
+        "kept-awake was answered during the replacement"
+    );
     let after = router_tasks(cluster).await;
     assert!(
         !after.is_empty() && after.iter().all(|task| !before.contains(task)),
@@ -697,6 +708,13 @@ pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, router
         "every router replaced and caught up {:?} after the update began",
         began.elapsed()
     );
+    for &router in &alive {
+        assert_eq!(
+            hostname(routers, router, "kept-awake").await,
+            kept,
+            "router {router} reaches the container kept awake, not a new one"
+        );
+    }
     let first = hostname(routers, alive[0], "caught-up").await;
     for &router in &alive[1..] {
         assert_eq!(

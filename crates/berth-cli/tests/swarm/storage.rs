@@ -27,10 +27,23 @@ export const worker = await Worker("web", {{
 export class Counter extends Container {
   defaultPort = 8080;
 
-  override async fetch(_request: Request): Promise<Response> {
+  override async fetch(request: Request): Promise<Response> {
+    const path = new URL(request.url).pathname;
+    if (path === "/schedule") {
+      await this.schedule(1, "ring");
+      return new Response("scheduled");
+    }
+    if (path === "/rung") {
+      return new Response(String((await this.ctx.storage.get("rung")) ?? 0));
+    }
     const count = ((await this.ctx.storage.get("count")) ?? 0) + 1;
     await this.ctx.storage.put("count", count);
     return new Response(String(count));
+  }
+
+  async ring() {
+    const rung = ((await this.ctx.storage.get("rung")) ?? 0) + 1;
+    await this.ctx.storage.put("rung", rung);
   }
 }
 "#;
@@ -117,7 +130,44 @@ pub async fn an_objects_storage_is_one_whichever_router_runs_it(
     }
     let expected: Vec<u32> = (1..=alive.len() as u32).collect();
     assert_eq!(counts, expected, "one count through routers {alive:?}");
+
+    // An alarm set through one router is delivered once (by the object's home), and what
+    // it writes is read through another.
+    let (first, last) = (alive[0], alive[alive.len() - 1]);
+    let scheduled = get(routers, first, "ringer", "/schedule").await;
+    assert_eq!(scheduled, Ok((200, "scheduled".to_string())));
+    let rung = cluster::eventually(|| async {
+        match get(routers, last, "ringer", "/rung").await {
+            Ok((200, body)) if body.trim() == "1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(rung.is_ok(), "the alarm rang: {rung:?}");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        get(routers, first, "ringer", "/rung").await,
+        Ok((200, "1".to_string())),
+        "once"
+    );
     counts.len() as u32
+}
+
+/// `GET path` for object `name`, through router `router`.
+async fn get(
+    routers: &Routers,
+    router: usize,
+    name: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    request(
+        &routers.public[router],
+        "GET",
+        path,
+        &[("Host", HOST), ("x-name", name)],
+        "",
+    )
+    .await
 }
 
 /// After every router was replaced (with empty data folders), the count goes on from

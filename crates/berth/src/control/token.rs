@@ -106,6 +106,13 @@ impl Token {
         self.derive(b"berth peers")
     }
 
+    /// The key routers send the cluster's store (`berth store`): it opens only the
+    /// store, so one that leaks on the overlay gives away the objects' storage, not the
+    /// peer listeners (which take control changes) nor the control API.
+    pub fn store_key(&self) -> String {
+        self.derive(b"berth store")
+    }
+
     /// What the dashboard's cookie holds instead of the token: a key derived from it
     /// (HMAC-SHA256), good for reading only. Cookies go to every port of a host, so a
     /// cookie that leaks to another service there gives away no right to change anything.

@@ -282,6 +282,9 @@ impl Namespace {
 const ALARM_NAP: Duration = Duration::from_secs(60);
 /// The same, with the cluster's store.
 const SHARED_ALARM_NAP: Duration = Duration::from_secs(5);
+/// How long a due alarm waits for its home, with the cluster's store, before any router
+/// delivers it.
+const HOME_GRACE: Duration = Duration::from_secs(10);
 
 /// Delivers the alarms of a namespace's objects when due, each on a task of its own.
 async fn watch_alarms(weak: Weak<NamespaceInner>, notify: Arc<Notify>) {
@@ -335,14 +338,20 @@ impl Namespace {
             return None;
         };
         // With the cluster's store, every router sees every alarm: the object's home
-        // delivers it, as it runs the object's lifecycle.
-        let elsewhere = class
-            .app
-            .peers
-            .get()
-            .is_some_and(|peers| peers.home(&id) != crate::peers::Home::Here);
-        if store.is_shared() && elsewhere {
-            return Some(Duration::from_secs(1));
+        // delivers it, as it runs the object's lifecycle, and a router that has not found
+        // itself among the routers delivers none. One that no home took within
+        // HOME_GRACE (its home is gone, or lacks the app) is delivered by whoever sees it:
+        // the soonest alarm must not hold up the others for good.
+        if store.is_shared() {
+            let mine = class.app.peers.get().is_some_and(|peers| {
+                peers.knows_itself() && peers.home(&id) == crate::peers::Home::Here
+            });
+            let overdue = now
+                .duration_since(from_ms(record.due_ms))
+                .is_ok_and(|late| late > HOME_GRACE);
+            if !mine && !overdue {
+                return Some(Duration::from_secs(1));
+            }
         }
         // Leased: no one delivers it again while this delivery runs (which renews it).
         let leased = to_ms(now + LEASE);

@@ -35,9 +35,10 @@ const STARTS_PER_REQUEST: usize = 3;
 pub(super) enum HandOver {
     /// It holds the container now.
     Taken,
-    /// It will not: it runs another version of the class, or not the app.
+    /// It will not: it runs another version of the class, or not the app, or its
+    /// take-over failed.
     Refused,
-    /// It did not answer, or could not take it yet.
+    /// It did not answer.
     Unanswered,
 }
 
@@ -208,13 +209,15 @@ impl Object {
         };
         match peers.hand_over(home, object, &instance.version).await {
             Ok(status) if status.is_success() => HandOver::Taken,
-            Ok(status) if status.is_client_error() => HandOver::Refused,
+            // It answered but will not, or could not, take it: idle, it sleeps here.
             Ok(status) => {
                 tracing::info!(object = %self.describe(), "router {home}, its home now, did not take container {} over: {status}", instance.container_id);
-                HandOver::Unanswered
+                HandOver::Refused
             }
             Err(e) => {
-                tracing::info!(object = %self.describe(), "router {home}, its home now, did not take container {} over: {e}", instance.container_id);
+                // Left out of homes for a while: the next deadline asks another, or none.
+                peers.mark_down(home);
+                tracing::info!(object = %self.describe(), "router {home}, its home now, did not answer for container {}: {e}", instance.container_id);
                 HandOver::Unanswered
             }
         }

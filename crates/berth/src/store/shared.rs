@@ -65,6 +65,16 @@ pub enum Call {
     },
 }
 
+impl Call {
+    /// Whether the call only reads, so that it may be sent again.
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Call::Get { .. } | Call::Keys { .. } | Call::AlarmsOf { .. } | Call::NextAlarm { .. }
+        )
+    }
+}
+
 /// Where a store sends its shared calls.
 #[async_trait]
 pub trait Remote: Send + Sync {
@@ -165,7 +175,7 @@ impl Store {
 
 /// Bytes from hex; `None` if it is not hex.
 pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -246,5 +256,6 @@ mod tests {
         assert_eq!(unhex(&crate::id::hex(&[0, 9, 255])), Some(vec![0, 9, 255]));
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("+f"), None);
     }
 }
