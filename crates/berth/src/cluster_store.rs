@@ -61,7 +61,7 @@ impl Worker for StoreListener {
                 &format!("the store answers POST {PATH} only"),
             );
         }
-        let bytes = match read_call(request.into_body()).await {
+        let bytes = match crate::http::read_limited(request.into_body(), MAX_CALL).await {
             Ok(bytes) => bytes,
             Err(why) => {
                 return error_response(
@@ -97,21 +97,6 @@ impl Worker for StoreListener {
             ),
         }
     }
-}
-
-/// A call's body, up to [`MAX_CALL`] bytes.
-async fn read_call(mut body: Body) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        if let Some(data) = frame.data_ref() {
-            if bytes.len() + data.len() > MAX_CALL {
-                return Err(format!("it is over {MAX_CALL} bytes"));
-            }
-            bytes.extend_from_slice(data);
-        }
-    }
-    Ok(bytes)
 }
 
 /// A router's way to the cluster's store.

@@ -126,6 +126,22 @@ where
     }
 }
 
+/// The whole of `body`, up to `max` bytes; why not, otherwise.
+pub(crate) async fn read_limited(mut body: Body, max: usize) -> Result<Bytes, String> {
+    use http_body_util::BodyExt;
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > max {
+                return Err(format!("it is over {max} bytes"));
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
 /// A body of fixed bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     body(Full::new(bytes.into()))

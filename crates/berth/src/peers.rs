@@ -42,9 +42,9 @@ pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("berth-peer-token")
 /// Marks a change to the control API (a deploy, a rollback, a destroy, a stop) that the
 /// router which took it relays to the others, so that every router makes it.
 pub const CONTROL_HEADER: HeaderName = HeaderName::from_static("berth-peer-control");
-/// Asks the home router to take over an object's running container, of the version the
-/// header names, from a router that is no longer its home (see [`Peers::hand_over`]).
-pub const TAKE_OVER_HEADER: HeaderName = HeaderName::from_static("berth-peer-take-over");
+/// Asks the home router to do something to an object besides sending it a request (its
+/// body says what: `object::Lifecycle`).
+pub const LIFECYCLE_HEADER: HeaderName = HeaderName::from_static("berth-peer-lifecycle");
 /// Asks a router for the deployments its apps run (see [`Peers::deployments_of`]).
 pub const SYNC_HEADER: HeaderName = HeaderName::from_static("berth-peer-sync");
 
@@ -67,8 +67,6 @@ pub fn is_control_change(method: &http::Method, path: &str) -> bool {
 /// How long a relayed control request may take on another router: a destroy waits for
 /// the containers it stops.
 const RELAY_LIMIT: Duration = Duration::from_secs(300);
-/// How long a home may take to take a running container over (its readiness check).
-const TAKE_OVER_LIMIT: Duration = Duration::from_secs(30);
 
 const REFRESH: Duration = Duration::from_secs(1);
 /// How long a router that refused a connection is left out of homes.
@@ -301,15 +299,16 @@ impl Peers {
         self.ask(router, request, RELAY_LIMIT).await
     }
 
-    /// Asks `home` to take over `object`'s running container of `version`: its status
-    /// (200: taken), or why it could not be asked.
-    pub async fn hand_over(
+    /// Asks `home` to do `what` (an `object::Lifecycle`, as JSON) to `object`: the
+    /// answer's status and body, or why it could not be asked.
+    pub async fn lifecycle(
         &self,
         home: Ipv4Addr,
         object: Addressed<'_>,
-        version: &str,
-    ) -> Result<http::StatusCode, String> {
-        let mut request = http::Request::new(crate::http::full(bytes::Bytes::new()));
+        what: &impl serde::Serialize,
+    ) -> Result<(http::StatusCode, bytes::Bytes), String> {
+        let body = serde_json::to_vec(what).map_err(|e| e.to_string())?;
+        let mut request = http::Request::new(crate::http::full(body));
         *request.method_mut() = http::Method::POST;
         let headers = request.headers_mut();
         let mut set = |name: HeaderName, value: &str| {
@@ -322,13 +321,11 @@ impl Peers {
         set(OBJECT_HEADER, &object.id.to_string());
         set(PORT_HEADER, &object.port.to_string());
         set(TOKEN_HEADER, &self.token);
-        set(TAKE_OVER_HEADER, version);
+        set(LIFECYCLE_HEADER, "1");
         if let Some(name) = object.name {
             set(NAME_HEADER, &crate::http::encode_object_name(name));
         }
-        self.ask(home, request, TAKE_OVER_LIMIT)
-            .await
-            .map(|(status, _)| status)
+        self.ask(home, request, RELAY_LIMIT).await
     }
 
     /// The deployments router `router` runs now (the JSON of the store's live ones).
@@ -400,7 +397,7 @@ pub fn remove_peer_headers(headers: &mut HeaderMap) {
         TOKEN_HEADER,
         CONTROL_HEADER,
         SYNC_HEADER,
-        TAKE_OVER_HEADER,
+        LIFECYCLE_HEADER,
     ] {
         headers.remove(name);
     }

@@ -391,7 +391,8 @@ async fn keep_warm(objects: Vec<Object>, route: String) {
     loop {
         let mut failed = false;
         for object in &objects {
-            if object.container_state().is_some_and(|s| s.is_active()) {
+            // On a cluster, each object is kept warm by its home, which runs it.
+            if !object.is_home() || object.container_state().is_some_and(|s| s.is_active()) {
                 continue;
             }
             if let Err(e) = object.start(StartOptions::default()).await {

@@ -39,6 +39,7 @@ async fn swarm() {
     }
     routers::first_requests_through_every_router_make_one_service(&cluster, &routers).await;
     routers::any_router_serves_a_name_that_sleeps_and_wakes(&cluster, &routers).await;
+    routers::starts_and_peeks_go_home(&cluster, &routers).await;
     deploys::a_deploy_rolls_out_across_the_nodes(&cluster, &routers).await;
     routers::a_killed_routers_objects_are_adopted_without_restart(&cluster, &routers).await;
     let counted =

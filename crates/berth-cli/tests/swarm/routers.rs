@@ -119,6 +119,8 @@ env_vars = {{ MESSAGE = "{message}" }}
 [workers.web]
 bindings = {{ ECHO = "echo" }}
 routes = [
+  {{ path = "/start/*", binding = "ECHO", instance = {{ from = "header", name = "x-name" }}, start_only = true }},
+  {{ path = "/peek/*", binding = "ECHO", instance = {{ from = "header", name = "x-name" }}, wake = false }},
   {{ path = "/*", binding = "ECHO", instance = {{ from = "header", name = "x-name" }} }},
 ]
 "#
@@ -408,7 +410,7 @@ pub async fn first_requests_through_every_router_make_one_service(
     );
 }
 
-/// The routers whose control API lists object `name` as healthy: its home only.
+/// The routers whose control API lists object `name` as running or healthy: its home only.
 pub async fn holders(cluster: &Cluster, routers: &Routers, name: &str) -> Vec<usize> {
     let auth = format!("Bearer {}", routers.token);
     let mut holders = Vec::new();
@@ -428,7 +430,7 @@ pub async fn holders(cluster: &Cluster, routers: &Routers, name: &str) -> Vec<us
         let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
         let holds = list.as_array().is_some_and(|all| {
             all.iter()
-                .any(|i| i["name"] == name && i["state"] == "healthy")
+                .any(|i| i["name"] == name && (i["state"] == "healthy" || i["state"] == "running"))
         });
         if holds {
             holders.push(i);
@@ -723,4 +725,55 @@ pub async fn replaced_routers_catch_up_from_the_others(cluster: &Cluster, router
             "router {router} reaches the same container"
         );
     }
+}
+
+/// A start that is not a request (a `start_only` route) runs on the object's home, not on
+/// the router that took it; a `wake = false` route through any router wakes nothing, and
+/// reaches the container where it serves.
+pub async fn starts_and_peeks_go_home(cluster: &Cluster, routers: &Routers) {
+    let through = answering(routers).await[0];
+    let mut elsewhere = None;
+    for n in 0..12 {
+        let name = format!("started-{n}");
+        let (status, body) = get(routers, through, &name, "/start/x")
+            .await
+            .expect("an answer");
+        assert_eq!(status, 202, "{body}");
+        let held = cluster::eventually(|| async {
+            match holders(cluster, routers, &name).await {
+                held if held.len() == 1 => Ok(held),
+                held => Err(format!("{held:?}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|held| panic!("one router holds {name}: {held}"));
+        if held[0] != through {
+            elsewhere = Some(name);
+            break;
+        }
+    }
+    let started =
+        elsewhere.expect("a name started through one router is held by its home, another");
+    // Once a request made it healthy at its home, a wake = false route reaches its
+    // container (whose 404 says it got the path).
+    let (status, body) = get(routers, through, &started, "/hit")
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(routers, through, &started, "/peek/x")
+        .await
+        .expect("an answer");
+    assert_eq!((status, body.trim()), (404, "not found: /peek/x"));
+    // Asleep: no route wakes it.
+    for router in answering(routers).await {
+        let (status, body) = get(routers, router, "never-woken", "/peek/x")
+            .await
+            .expect("an answer");
+        assert_eq!(status, 503, "router {router}: {body}");
+    }
+    assert_eq!(
+        maker_of(cluster, "never-woken").await,
+        None,
+        "no service for never-woken"
+    );
 }

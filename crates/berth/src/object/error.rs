@@ -223,6 +223,12 @@ pub enum StartError {
         #[source]
         source: StoreError,
     },
+    #[error("router {router}, the home of {object}, did not start it: {message}")]
+    AtHome {
+        object: String,
+        router: std::net::Ipv4Addr,
+        message: String,
+    },
 }
 
 impl StartError {
@@ -244,6 +250,7 @@ impl StartError {
             StartError::NotReady { .. } => "never-ready",
             StartError::StillStopping { .. } => "still-stopping",
             StartError::Store { .. } => "store",
+            StartError::AtHome { .. } => "at-home",
             StartError::Interrupted { .. }
             | StartError::ShuttingDown { .. }
             | StartError::ClassRemoved { .. } => return None,
@@ -269,6 +276,7 @@ impl StartError {
             StartError::ClassRemoved { .. } => ErrorKind::ClassRemoved,
             StartError::StillStopping { .. } => ErrorKind::StillStopping,
             StartError::Store { .. } => ErrorKind::StoreFailed,
+            StartError::AtHome { .. } => ErrorKind::Unavailable,
         }
     }
 

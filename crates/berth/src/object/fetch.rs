@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use super::error::{FetchError, StartError};
 use super::instance::Instance;
 use super::live::Goal;
-use super::Object;
+use super::{Lifecycle, Object};
 use crate::activity::InFlight;
 use crate::http::{
     encode_object_name, error_chain, Body, BoxError, OBJECT_ID_HEADER, OBJECT_NAME_HEADER,
@@ -104,7 +104,18 @@ impl Object {
                 Ok(port) => port,
                 Err(e) => return Ok(Err(e)),
             };
-            return Ok(self.send_home(&peers, home, request, port).await);
+            // Sent only if it serves there: the home's peer listener would wake it.
+            return match self.at_home(&peers, home, &Lifecycle::Serving).await {
+                Ok((status, serving)) if status.is_success() && serving == "true" => {
+                    Ok(self.send_home(&peers, home, request, port).await)
+                }
+                Ok(_) => Err(request),
+                Err(cause) => Ok(Err(FetchError::HomeUnreachable {
+                    object: self.describe(),
+                    router: home,
+                    cause,
+                })),
+            };
         }
         // Counted first, as in `lease`, so that the container cannot fall asleep between.
         let in_flight = self.inner.activity.enter();
@@ -200,23 +211,17 @@ impl Object {
         home: Ipv4Addr,
         instance: &Instance,
     ) -> HandOver {
-        let object = Addressed {
-            app: &self.inner.class.app.name,
-            class: self.class_name(),
-            id: self.inner.id,
-            name: self.name(),
-            port: 0,
+        let what = Lifecycle::TakeOver {
+            version: instance.version.clone(),
         };
-        match peers.hand_over(home, object, &instance.version).await {
-            Ok(status) if status.is_success() => HandOver::Taken,
+        match self.at_home(peers, home, &what).await {
+            Ok((status, _)) if status.is_success() => HandOver::Taken,
             // It answered but will not, or could not, take it: idle, it sleeps here.
-            Ok(status) => {
-                tracing::info!(object = %self.describe(), "router {home}, its home now, did not take container {} over: {status}", instance.container_id);
+            Ok((status, message)) => {
+                tracing::info!(object = %self.describe(), "router {home}, its home now, did not take container {} over: {status} {message}", instance.container_id);
                 HandOver::Refused
             }
             Err(e) => {
-                // Left out of homes for a while: the next deadline asks another, or none.
-                peers.mark_down(home);
                 tracing::info!(object = %self.describe(), "router {home}, its home now, did not answer for container {}: {e}", instance.container_id);
                 HandOver::Unanswered
             }

@@ -11,6 +11,7 @@
 mod alarms;
 mod error;
 mod fetch;
+mod home;
 mod hooks;
 mod instance;
 mod live;
@@ -42,6 +43,7 @@ use crate::store::{now_ms, ObjectRecord, Storage, StoreError};
 pub use alarms::Alarm;
 pub(crate) use alarms::LEASE as ALARM_LEASE;
 pub use error::{ErrorKind, FetchError, Retry, Side, StartError};
+pub use home::Lifecycle;
 pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
 use live::{Goal, Phase};
 pub(crate) use standby::{keep as keep_standby, Standby};
@@ -388,14 +390,35 @@ impl Object {
         )
     }
 
-    /// Starts the container if none runs, without waiting for its ports.
+    /// Starts the container if none runs, without waiting for its ports. On a cluster's
+    /// router, the object's home does (see [`Lifecycle`]).
     pub async fn start(&self, options: StartOptions) -> Result<(), Arc<StartError>> {
+        if let Some((peers, home)) = self.elsewhere() {
+            let what = Lifecycle::start(false, &[], options);
+            return self.start_at_home(&peers, home, what).await;
+        }
+        self.start_here(options).await
+    }
+
+    async fn start_here(&self, options: StartOptions) -> Result<(), Arc<StartError>> {
         self.ensure(Goal::Started, Some(&options)).await
     }
 
     /// Starts the container if none runs and waits until `ports` accept connections
-    /// (the class's ports when empty).
+    /// (the class's ports when empty). On a cluster's router, the object's home does.
     pub async fn start_and_wait_for_ports(
+        &self,
+        ports: &[u16],
+        options: StartOptions,
+    ) -> Result<(), Arc<StartError>> {
+        if let Some((peers, home)) = self.elsewhere() {
+            let what = Lifecycle::start(true, ports, options);
+            return self.start_at_home(&peers, home, what).await;
+        }
+        self.start_and_wait_here(ports, options).await
+    }
+
+    async fn start_and_wait_here(
         &self,
         ports: &[u16],
         options: StartOptions,
@@ -410,16 +433,34 @@ impl Object {
 
     /// Sends `signal` to the container, SIGKILLs it after the class's grace period, and
     /// returns once it has exited and been removed. A start under way ends at its next
-    /// step, and what it started is stopped too.
+    /// step, and what it started is stopped too. On a cluster's router, the object's home
+    /// does (a SIGTERM stop, or a SIGKILL for `Signal::Kill`).
     pub async fn stop(&self, signal: Signal) -> Result<(), RuntimeError> {
+        if let Some((peers, home)) = self.elsewhere() {
+            let what = Lifecycle::Stop {
+                kill: signal == Signal::Kill,
+            };
+            return self.stop_at_home(&peers, home, what).await;
+        }
+        self.stop_here(signal).await
+    }
+
+    async fn stop_here(&self, signal: Signal) -> Result<(), RuntimeError> {
         self.stop_with(StopReason::Requested, signal)
             .await
             .map(drop)
     }
 
     /// Kills and removes the container at once, and the object's volumes and kept logs
-    /// with it.
+    /// with it. On a cluster's router, the object's home does.
     pub async fn destroy(&self) -> Result<(), RuntimeError> {
+        if let Some((peers, home)) = self.elsewhere() {
+            return self.stop_at_home(&peers, home, Lifecycle::Destroy).await;
+        }
+        self.destroy_here().await
+    }
+
+    async fn destroy_here(&self) -> Result<(), RuntimeError> {
         self.stop_with(StopReason::Destroyed, Signal::Kill).await?;
         // Whatever the class lists now: a volume of an earlier version goes too.
         let app = self.app();

@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode};
 use super::Platform;
 use crate::http::{error_response, Body};
 use crate::id::ObjectId;
+use crate::object::Lifecycle;
 use crate::peers::{self, Peers};
 use crate::worker::{Env, Worker};
 
@@ -63,7 +64,7 @@ impl Worker for PeerListener {
             return bad("a request between routers names its app, class, object and port");
         };
         let name = header(&peers::NAME_HEADER).and_then(|n| percent_decode(&n));
-        let take_over = header(&peers::TAKE_OVER_HEADER);
+        let lifecycle = request.headers().contains_key(peers::LIFECYCLE_HEADER);
         peers::remove_peer_headers(request.headers_mut());
         let (Ok(id), Ok(port)) = (ObjectId::parse_hex(&id), port.parse::<u16>()) else {
             return bad("the object id or the port is malformed");
@@ -91,15 +92,14 @@ impl Worker for PeerListener {
             Some(_) => return bad("the object's name and id do not match"),
             None => namespace.get(id),
         };
-        if let Some(version) = take_over {
-            return match object.take_over_at(&version).await {
-                Ok(true) => Response::new(crate::http::full("taken over")),
-                Ok(false) => error_response(
-                    StatusCode::CONFLICT,
-                    "other_version",
-                    "this router runs another version of the class: stop that container where it runs",
-                ),
-                Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_taken", &e.to_string()),
+        if lifecycle {
+            let body = match crate::http::read_limited(request.into_body(), 1024 * 1024).await {
+                Ok(body) => body,
+                Err(e) => return bad(&format!("the request's body could not be read: {e}")),
+            };
+            return match serde_json::from_slice::<Lifecycle>(&body) {
+                Ok(what) => object.lifecycle_here(what).await,
+                Err(e) => bad(&format!("not a lifecycle request: {e}")),
             };
         }
         match object.container_fetch_here(request, port).await {
