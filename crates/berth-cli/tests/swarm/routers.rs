@@ -298,7 +298,7 @@ impl Routers {
 }
 
 /// Waits until every router that answers sees as many routers as answer.
-async fn wait_for_routers(cluster: &Cluster, auth: &str) {
+pub async fn wait_for_routers(cluster: &Cluster, auth: &str) {
     let mut controls = Vec::new();
     for node in &cluster.nodes {
         let control = format!("{}:{CONTROL_PORT}", node.ip);

@@ -1,13 +1,15 @@
-//! The objects' storage on the cluster's store (`berth store`): a JavaScript class that
-//! counts its requests in `this.ctx.storage` counts on, whichever router runs it, and
-//! after every router was replaced by one with an empty data folder.
+//! The objects' storage on the cluster's store (`berth store`), and their class's own
+//! `fetch` on their home: a JavaScript class that counts its requests in
+//! `this.ctx.storage` and in a field counts on, whichever router took the request, and
+//! (in storage) after every router was replaced by one with an empty data folder.
 
 use crate::cluster::{self, Cluster};
 use crate::routers::{request, Routers, CONTROL_PORT};
 
 const HOST: &str = "web.counted.localhost";
 
-/// The app: a class whose own `fetch` counts in its storage and starts no container.
+/// The app: a class whose own `fetch` counts in its storage and in a field (its
+/// instance lives while its container runs, which it starts).
 fn program(image: &str) -> serde_json::Value {
     let run = format!(
         r#"import {{ Container, Worker }} from "alchemy/cloudflare";
@@ -38,8 +40,13 @@ export class Counter extends Container {
     }
     const count = ((await this.ctx.storage.get("count")) ?? 0) + 1;
     await this.ctx.storage.put("count", count);
-    return new Response(String(count));
+    // The instance lives while the container runs: its field counts along.
+    this.hits = (this.hits ?? 0) + 1;
+    await this.containerFetch(new Request("http://container/hit"));
+    return new Response(`${count} ${this.hits}`);
   }
+
+  hits?: number;
 
   async ring() {
     const rung = ((await this.ctx.storage.get("rung")) ?? 0) + 1;
@@ -68,8 +75,9 @@ export default {
     })
 }
 
-/// The count of object `name`, through router `router`.
-async fn count(cluster: &Cluster, routers: &Routers, router: usize, name: &str) -> u32 {
+/// The count of object `name` in its storage, and in its instance of the class, through
+/// router `router`.
+async fn count(cluster: &Cluster, routers: &Routers, router: usize, name: &str) -> (u32, u32) {
     let answer = request(
         &routers.public[router],
         "GET",
@@ -79,10 +87,16 @@ async fn count(cluster: &Cluster, routers: &Routers, router: usize, name: &str) 
     )
     .await;
     match answer {
-        Ok((200, body)) => body
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("a count: {body}")),
+        Ok((200, body)) => {
+            let numbers: Vec<u32> = body
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            match numbers[..] {
+                [stored, hits] => (stored, hits),
+                _ => panic!("two counts: {body}"),
+            }
+        }
         other => {
             let mut logs = String::new();
             for service in [crate::routers::SERVICE, crate::routers::STORE_SERVICE] {
@@ -100,17 +114,19 @@ async fn count(cluster: &Cluster, routers: &Routers, router: usize, name: &str) 
 }
 
 /// Deploys the app through a router; each router that answers (an earlier scenario killed
-/// one) adds one to the count of one object in turn: one count, 1 then 2 (then 3), though
-/// the class runs on each. Returns the count.
+/// one) adds one to the count of one object in turn: one count, 1 then 2 (then 3), in
+/// storage and in the object's one instance of the class. Returns the count.
 pub async fn an_objects_storage_is_one_whichever_router_runs_it(
     cluster: &Cluster,
     routers: &Routers,
 ) -> u32 {
     let alive = crate::routers::answering(routers).await;
     assert!(alive.len() >= 2, "routers answer: {alive:?}");
+    // Homes are one only once the routers' lists agree (an earlier scenario killed one).
+    let auth = format!("Bearer {}", routers.token);
+    crate::routers::wait_for_routers(cluster, &auth).await;
     let body = program(&cluster::app_image().await).to_string();
     let control = format!("{}:{CONTROL_PORT}", cluster.nodes[alive[0]].ip);
-    let auth = format!("Bearer {}", routers.token);
     let (status, answer) = request(
         &control,
         "POST",
@@ -128,7 +144,9 @@ pub async fn an_objects_storage_is_one_whichever_router_runs_it(
     for &router in &alive {
         counts.push(count(cluster, routers, router, "shared").await);
     }
-    let expected: Vec<u32> = (1..=alive.len() as u32).collect();
+    // One count in storage, and one instance of the class (on the object's home) that
+    // counts along: the class's own fetch runs there, whichever router took the request.
+    let expected: Vec<(u32, u32)> = (1..=alive.len() as u32).map(|n| (n, n)).collect();
     assert_eq!(counts, expected, "one count through routers {alive:?}");
 
     // An alarm set through one router is delivered once (by the object's home), and what
@@ -180,7 +198,7 @@ pub async fn an_objects_storage_outlives_every_router(
     let alive = crate::routers::answering(routers).await;
     let mut counts = Vec::new();
     for &router in &alive {
-        counts.push(count(cluster, routers, router, "shared").await);
+        counts.push(count(cluster, routers, router, "shared").await.0);
     }
     let expected: Vec<u32> = (before + 1..=before + alive.len() as u32).collect();
     assert_eq!(

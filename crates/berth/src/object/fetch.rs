@@ -31,6 +31,10 @@ const START_ALLOWANCE: Duration = Duration::from_secs(300);
 /// request: a few are worth it, an endless loop is not.
 const STARTS_PER_REQUEST: usize = 3;
 
+/// The port a request between routers names when it is for the class's own fetch, not
+/// for a container port (which is never 0).
+pub const CLASS_PORT: u16 = 0;
+
 /// How a hand-over of a container to the object's new home went.
 pub(super) enum HandOver {
     /// It holds the container now.
@@ -57,7 +61,25 @@ impl Object {
     {
         let hooks = &self.inner.class.hooks;
         if hooks.has_fetch() {
+            // On a cluster, the class's own fetch runs on the object's home, where its one
+            // instance of the class lives (port 0 tells the home's peer listener so).
+            if let Some((peers, home)) = self.elsewhere() {
+                return match self.send_home(&peers, home, request, CLASS_PORT).await {
+                    Ok(response) => response,
+                    Err(e) => e.into_response(),
+                };
+            }
             let request = request.map(|body| body.map_err(Into::into).boxed());
+            return hooks.fetch(self, request).await;
+        }
+        self.fetch_container(request).await
+    }
+
+    /// [`Object::fetch`] on this router, whichever is the home: for a request another
+    /// router sent here for the class's own fetch.
+    pub async fn class_fetch_here(&self, request: Request<Body>) -> Response<Body> {
+        let hooks = &self.inner.class.hooks;
+        if hooks.has_fetch() {
             return hooks.fetch(self, request).await;
         }
         self.fetch_container(request).await

@@ -43,6 +43,7 @@ use crate::store::{now_ms, ObjectRecord, Storage, StoreError};
 pub use alarms::Alarm;
 pub(crate) use alarms::LEASE as ALARM_LEASE;
 pub use error::{ErrorKind, FetchError, Retry, Side, StartError};
+pub use fetch::CLASS_PORT;
 pub use home::Lifecycle;
 pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
 use live::{Goal, Phase};

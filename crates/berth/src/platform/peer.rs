@@ -1,7 +1,7 @@
 //! The peer listener of a cluster's router: requests that other routers send to the
 //! objects whose home is this one (see [`crate::peers`]). Each carries its object in
 //! `berth-peer-*` headers and the cluster's token; it goes to the object's container
-//! here, never on to another router.
+//! (or, for port 0, its class's own fetch) here, never on to another router.
 
 use std::sync::Arc;
 
@@ -101,6 +101,9 @@ impl Worker for PeerListener {
                 Ok(what) => object.lifecycle_here(what).await,
                 Err(e) => bad(&format!("not a lifecycle request: {e}")),
             };
+        }
+        if port == crate::object::CLASS_PORT {
+            return object.class_fetch_here(request).await;
         }
         match object.container_fetch_here(request, port).await {
             Ok(response) => response,
