@@ -257,19 +257,7 @@ impl Peers {
     {
         let headers = request.headers_mut();
         remove_peer_headers(headers);
-        let mut set = |name: HeaderName, value: &str| {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(name, value);
-            }
-        };
-        set(APP_HEADER, object.app);
-        set(CLASS_HEADER, object.class);
-        set(OBJECT_HEADER, &object.id.to_string());
-        set(PORT_HEADER, &object.port.to_string());
-        set(TOKEN_HEADER, &self.token);
-        if let Some(name) = object.name {
-            set(NAME_HEADER, &crate::http::encode_object_name(name));
-        }
+        self.address(headers, &object);
         let pool = self.pool(home);
         proxy::forward(&pool, request, self.port, in_flight).await
     }
@@ -311,6 +299,13 @@ impl Peers {
         let mut request = http::Request::new(crate::http::full(body));
         *request.method_mut() = http::Method::POST;
         let headers = request.headers_mut();
+        self.address(headers, &object);
+        headers.insert(LIFECYCLE_HEADER, HeaderValue::from_static("1"));
+        self.ask(home, request, RELAY_LIMIT).await
+    }
+
+    /// Puts `object` and the cluster's token in `headers`, for the home's peer listener.
+    fn address(&self, headers: &mut HeaderMap, object: &Addressed<'_>) {
         let mut set = |name: HeaderName, value: &str| {
             if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
@@ -321,11 +316,9 @@ impl Peers {
         set(OBJECT_HEADER, &object.id.to_string());
         set(PORT_HEADER, &object.port.to_string());
         set(TOKEN_HEADER, &self.token);
-        set(LIFECYCLE_HEADER, "1");
         if let Some(name) = object.name {
             set(NAME_HEADER, &crate::http::encode_object_name(name));
         }
-        self.ask(home, request, RELAY_LIMIT).await
     }
 
     /// The deployments router `router` runs now (the JSON of the store's live ones).

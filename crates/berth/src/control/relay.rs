@@ -15,7 +15,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Request, Response};
 
 use super::{read_body, Control};
-use crate::api::{DeployRequest, PREFIX};
+use crate::api::PREFIX;
 use crate::http::{full, Body};
 use crate::peers::{is_control_change, Peers, Relayed};
 
@@ -99,14 +99,7 @@ impl Control {
     async fn live_deploy(&self, app: &str) -> Option<Change> {
         let live = self.platform.live_deployments().await.ok()?;
         let deployment = live.into_iter().find(|d| d.app == app)?;
-        let request = DeployRequest {
-            manifest: deployment.manifest,
-            program: deployment.program,
-            images: deployment.images,
-            source: deployment.source,
-            adopt: true,
-            dry_run: false,
-        };
+        let request = crate::platform::redeploy(&deployment, deployment.source.clone());
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,

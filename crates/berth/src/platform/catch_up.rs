@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Platform, PlatformError};
-use crate::api::DeployRequest;
 use crate::peers::Peers;
 use crate::store::Deployment;
 
@@ -81,14 +80,7 @@ impl Platform {
                 continue;
             }
             let (app, number) = (deployment.app.clone(), deployment.number);
-            let request = DeployRequest {
-                manifest: deployment.manifest,
-                program: deployment.program,
-                images: deployment.images,
-                source: deployment.source,
-                adopt: true,
-                dry_run: false,
-            };
+            let request = super::redeploy(&deployment, deployment.source.clone());
             match self.deploy(&app, request).await {
                 Ok(_) => {
                     taken += 1;

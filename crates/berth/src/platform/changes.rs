@@ -321,14 +321,7 @@ impl Platform {
                 "app {app} has no earlier deployment to return to"
             )));
         };
-        let request = DeployRequest {
-            manifest: target.manifest.clone(),
-            program: target.program.clone(),
-            images: target.images.clone(),
-            source: live.map(|l| l.source.clone()).unwrap_or_default(),
-            adopt: true,
-            dry_run: false,
-        };
+        let request = redeploy(target, live.map(|l| l.source.clone()).unwrap_or_default());
         let note = format!("rollback to deployment {}", target.number);
         self.deploy_noted(app, request, &note).await
     }
@@ -411,4 +404,17 @@ fn check_hosts(app: &str, release: &Release, hosted: &[Arc<Hosted>]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// A deploy of what `deployment` ran, again, as coming from `source`: taking the app over,
+/// whatever source it was deployed from since.
+pub(crate) fn redeploy(deployment: &Deployment, source: String) -> DeployRequest {
+    DeployRequest {
+        manifest: deployment.manifest.clone(),
+        program: deployment.program.clone(),
+        images: deployment.images.clone(),
+        source,
+        adopt: true,
+        dry_run: false,
+    }
 }

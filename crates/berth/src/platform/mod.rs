@@ -34,6 +34,7 @@ use crate::runtime::{Runtime, RuntimeError, Signal};
 use crate::store::{Deployment, DeploymentStatus, Store, StoreError};
 use crate::worker::{Env, Worker};
 
+pub(crate) use changes::redeploy;
 use hosted::{Hosted, HostedWorker};
 use release::Release;
 

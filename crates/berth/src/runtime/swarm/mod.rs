@@ -245,6 +245,18 @@ impl SwarmRuntime {
     }
 }
 
+impl SwarmRuntime {
+    /// The services `selector` selects, by berth's labels.
+    async fn services(&self, selector: &Selector) -> Result<Vec<Service>, RuntimeError> {
+        let filters = HashMap::from([("label", labels::filters(selector))]);
+        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
+        self.docker
+            .list_services(Some(options))
+            .await
+            .map_err(|e| self.error("list services", "with berth labels", e))
+    }
+}
+
 #[async_trait]
 impl Runtime for SwarmRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<Created, RuntimeError> {
@@ -499,13 +511,7 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn list(&self, selector: &Selector) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let filters = HashMap::from([("label", labels::filters(selector))]);
-        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
-        let services = self
-            .docker
-            .list_services(Some(options))
-            .await
-            .map_err(|e| self.error("list services", "with berth labels", e))?;
+        let services = self.services(selector).await?;
         let mut found = Vec::with_capacity(services.len());
         for service in services {
             let Some(id) = service.id.clone() else {
@@ -524,13 +530,7 @@ impl Runtime for SwarmRuntime {
         &self,
         selector: &Selector,
     ) -> Result<Vec<(String, Identity)>, RuntimeError> {
-        let filters = HashMap::from([("label", labels::filters(selector))]);
-        let options = ListServicesOptionsBuilder::new().filters(&filters).build();
-        let services = self
-            .docker
-            .list_services(Some(options))
-            .await
-            .map_err(|e| self.error("list services", "with berth labels", e))?;
+        let services = self.services(selector).await?;
         Ok(services
             .iter()
             .filter(|service| replicas(service) != Some(0))
