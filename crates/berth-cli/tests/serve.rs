@@ -518,7 +518,35 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     assert_eq!(server.get(&host, "/version", "a"), (200, "two".into()));
     assert_eq!(server.get(&host, "/", "a"), (200, expected.into()));
 
+    // A third version: the first's folder goes, the one it replaced stays (its runtimes
+    // may still be ending), and a rollback returns to it.
+    let two = std::fs::read_to_string(app.dir.join("src/worker.ts")).expect("worker.ts");
+    std::fs::write(
+        app.dir.join("src/worker.ts"),
+        two.replace("new Response(\"two\")", "new Response(\"three\")"),
+    )
+    .expect("worker.ts");
+    let out = server.deploy(&app.dir, &[]);
+    assert!(out.contains("is active"), "{out}");
+    assert_eq!(server.get(&host, "/version", "a"), (200, "three".into()));
+    let kept: Vec<PathBuf> = std::fs::read_dir(&programs)
+        .expect("the app's programs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "the first version's folder is gone: {kept:?}"
+    );
+    assert!(!kept.contains(&shipped[0]), "{kept:?}");
+    let (code, stdout, stderr) = server.run(&["rollback", &app.name]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("rollback to deployment"), "{stdout}");
+    assert_eq!(server.get(&host, "/version", "a"), (200, "two".into()));
+
+    // Without its folders, a restarted server writes the live program again.
     server.stop();
+    std::fs::remove_dir_all(&programs).expect("remove the programs");
     let server = Server::start(&data);
     let (status, body) = server.get(&host, "/", "b");
     assert_eq!(

@@ -101,7 +101,12 @@ impl Platform {
             .await?;
         let Some(hosted) = current else {
             // A new app: checked and recovered before any request can reach it.
+            let program = release.program.clone();
             let created = self.first_deployment(app, release, number).await;
+            if created.is_ok() {
+                let keep: Vec<&std::path::Path> = program.iter().map(|p| p.as_path()).collect();
+                super::release::prune_programs(&self.programs.join(app), &keep);
+            }
             let (status, message) = match &created {
                 Ok(()) => (DeploymentStatus::Active, note.to_string()),
                 Err(e) => (DeploymentStatus::Failed, e.to_string()),
@@ -111,6 +116,7 @@ impl Platform {
         };
         {
             let (previous, previous_number) = (hosted.release(), hosted.deployment());
+            let programs = [release.program.clone(), previous.program.clone()];
             let staged = match hosted.stage(release).await {
                 Ok(staged) => staged,
                 Err(e) => {
@@ -163,6 +169,11 @@ impl Platform {
                 };
                 match rollout::roll_out(&applied.changed, progress).await {
                     Ok(()) => {
+                        // The old version's runtimes may still be ending: its folder stays
+                        // until the next deploy.
+                        let keep: Vec<&std::path::Path> =
+                            programs.iter().flatten().map(|p| p.as_path()).collect();
+                        super::release::prune_programs(&platform.programs.join(&app), &keep);
                         platform
                             .finish(&app, number, DeploymentStatus::Active, &note)
                             .await;

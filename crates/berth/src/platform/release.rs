@@ -42,6 +42,8 @@ pub(crate) struct Release {
     /// Workers, with their hosts filled in.
     pub workers: Vec<WorkerDef>,
     pub fingerprint: String,
+    /// The folder its program was written to and runs from (an app of `alchemy.run.ts`).
+    pub program: Option<PathBuf>,
 }
 
 impl Release {
@@ -64,19 +66,22 @@ impl Release {
         }
         let (root, files) = (programs.join(app), program.clone());
         // Writing the files and running the program both block: off the async threads.
-        let parsed = tokio::task::spawn_blocking(move || {
+        let (dir, parsed) = tokio::task::spawn_blocking(move || {
             let dir = write_program(&root, &files)?;
-            load_script(&dir, Limits::default()).map_err(|e| {
+            let parsed = load_script(&dir, Limits::default()).map_err(|e| {
                 let prefix = format!("{}/", dir.display());
                 PlatformError::Invalid(format!(
                     "the program fails on the server: {}; fix it and deploy again",
                     e.to_string().replace(&prefix, "")
                 ))
-            })
+            })?;
+            Ok::<_, PlatformError>((dir, parsed))
         })
         .await
         .map_err(|e| PlatformError::Invalid(format!("running the program failed: {e}")))??;
-        Release::of(app, parsed, images)
+        let mut release = Release::of(app, parsed, images)?;
+        release.program = Some(dir);
+        Ok(release)
     }
 
     /// The release of `app` from a manifest's text and the images a deploy pushed.
@@ -138,6 +143,7 @@ impl Release {
             classes,
             workers,
             fingerprint,
+            program: None,
         })
     }
 
@@ -181,6 +187,28 @@ impl Release {
             plan.push(item("worker", &gone.name, Change::Delete));
         }
         plan
+    }
+}
+
+/// Removes the program folders under `root` (one app's) that are not in `keep`: those of
+/// superseded deployments, and any left half-written. A deployment keeps its files in
+/// the store, so a rollback writes its folder again. Called under the app's turn, so no
+/// deploy writes beside it.
+pub(crate) fn prune_programs(root: &Path, keep: &[&Path]) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if keep.contains(&path.as_path()) || !path.is_dir() {
+            continue;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(
+                "cannot remove the superseded program {}: {e}",
+                path.display()
+            );
+        }
     }
 }
 
