@@ -654,8 +654,8 @@ async fn a_schedule_outlives_a_restart_of_berth() {
 
 const THROWING_SCHEDULE: &str = r#"override async onStart() {
     await this.schedule(1, "boom", {});
-    await this.schedule(4, "after", {});
-    console.log("two scheduled");
+    const after = await this.schedule(4, "after", {});
+    console.log(`two scheduled; after at ${after.time}`);
   }
 
   boom = async () => {
@@ -664,8 +664,11 @@ const THROWING_SCHEDULE: &str = r#"override async onStart() {
   };
 
   async after() {
-    // Its own schedule is still listed while it runs, as Cloudflare's is.
-    console.log(`after ran; left: ${(await this.getSchedules()).map((task) => task.callback).join(",")}`);
+    // Its own schedule is still listed while it runs, as Cloudflare's is, at the time
+    // it was set for.
+    const left = await this.getSchedules();
+    console.log(`after ran; left: ${left.map((task) => task.callback).join(",")}`);
+    console.log(`listed at ${left.map((task) => task.time).join(",")}`);
   }
 
   started() {"#;
@@ -689,6 +692,14 @@ async fn a_schedule_whose_method_throws_is_logged_and_not_run_again() {
     assert!(log.contains(after), "{log}");
     assert_eq!(log.matches("boom ran").count(), 1, "{log}");
     assert!(log.contains("Error: boom failed on purpose"), "{log}");
+    let number_after = |marker: &str| {
+        let log = stderr_within(&berth, "listed at ", Duration::from_secs(10));
+        let at = log.find(marker).map(|i| &log[i + marker.len()..]);
+        at.and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{marker:?} and a time in: {log}"))
+    };
+    assert_eq!(number_after("listed at "), number_after("after at "));
 }
 
 /// The routing example's object names, as berth's container labels give them.

@@ -67,10 +67,12 @@
   // Schedules: the object's alarms in berth's store (see js/schedules.rs), so they
   // outlive this runtime. Each stores the method to call and its payload; when due,
   // berth runs the "onAlarm" hook below, in the runtime that runs the object's hooks then.
-  // An alarm ({ id, dueMs, payload }) as Cloudflare's Schedule.
+  // An alarm ({ id, dueMs, payload }) as Cloudflare's Schedule. Its time is when it was
+  // set to run, kept in the payload: while a delivery runs (or waits for a retry), the
+  // store's due time is the delivery's lease (or the retry's time).
   const taskOf = (alarm) => {
     const stored = JSON.parse(alarm.payload);
-    const task = { taskId: alarm.id, type: stored.type, callback: stored.callback, payload: stored.payload, time: Math.floor(alarm.dueMs / 1000) };
+    const task = { taskId: alarm.id, type: stored.type, callback: stored.callback, payload: stored.payload, time: Math.floor((stored.dueMs ?? alarm.dueMs) / 1000) };
     if (stored.type === "delayed") task.delayInSeconds = stored.delayInSeconds;
     return task;
   };
@@ -95,6 +97,7 @@
         } else {
           throw new TypeError(`schedule(when, callback, payload): when is a Date or a delay in seconds (cron schedules are not supported by berth); got ${String(when)}`);
         }
+        stored.dueMs = dueMs;
         // What JSON cannot carry (a function, a cycle) fails here, not when it is due.
         const text = JSON.stringify(stored);
         return taskOf(JSON.parse(await berth.native.schedule(target, dueMs, text)));
