@@ -566,3 +566,103 @@ export default {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_chunk_that_is_neither_text_nor_bytes_breaks_the_body_off_naming_it() {
+    use http_body_util::BodyExt;
+    let worker = r#"export default {
+  async fetch(request) {
+    const chunks = ["text, ", new TextEncoder().encode("bytes, "), { not: "bytes" }, "never sent"];
+    const body = new ReadableStream({ pull(c) { c.enqueue(chunks.shift()); } });
+    return new Response(body);
+  },
+};
+"#;
+    let worker = js_worker("chunks", worker, WorkerLimits::default()).await;
+    let request = http::Request::get("http://site/")
+        .body(crate::http::full(""))
+        .expect("a request");
+    use crate::worker::Worker;
+    let response = worker.fetch(request, &crate::worker::Env::new()).await;
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    let failure = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    got.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..]))
+                }
+                Some(Err(e)) => return Some(e.to_string()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the body ends within 10 s");
+    // What came before the bad chunk is sent; the client cannot take the rest for whole.
+    assert_eq!(String::from_utf8_lossy(&got), "text, bytes, ");
+    let failure = failure.expect("the body is broken off, not ended");
+    assert!(
+        failure.contains("its chunks must be text, an ArrayBuffer or a view"),
+        "{failure}"
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_whose_timers_keep_breaking_is_replaced_three_times_then_left() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Counts the worker's module loads: each fetches this listener at its top level.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let counted = loads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let worker = format!(
+        r#"await fetch("http://127.0.0.1:{port}/loaded");
+// A timer whose callback runs past the CPU budget: it breaks the runtime's timers.
+setInterval(() => {{ for (;;) {{}} }}, 1);
+export default {{ fetch: () => new Response("served") }};
+"#
+    );
+    let limits = WorkerLimits {
+        cpu: Duration::from_millis(50),
+        runtimes: 1,
+        ..WorkerLimits::default()
+    };
+    let worker = js_worker("replaced", &worker, limits).await;
+    // The first runtime and three fresh ones, each broken by its timer in turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while loads.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "three replacements within 30 s"
+    );
+    // No fifth: the last runtime's timers broke too, and it is left as it is.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "no runtime after the third replacement"
+    );
+    // It still answers requests: they need no timer.
+    let request = http::Request::get("http://site/")
+        .body(crate::http::full(""))
+        .expect("a request");
+    let (status, _, body) = through(&worker, request).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"served"[..]));
+}
