@@ -702,6 +702,45 @@ async fn a_schedule_whose_method_throws_is_logged_and_not_run_again() {
     assert_eq!(number_after("listed at "), number_after("after at "));
 }
 
+const TWO_AT_ONCE: &str = r#"override async onStart() {
+    await this.schedule(1, "slow", {});
+    await this.schedule(1, "quick", {});
+    console.log("both scheduled");
+  }
+
+  async slow() {
+    console.log("slow began");
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    console.log("slow done");
+  }
+
+  async quick() {
+    console.log("quick ran");
+  }
+
+  started() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objects_schedules_due_together_run_one_at_a_time_in_order() {
+    let app = alchemy_app("schedule-turns", None);
+    edit_class(
+        &app,
+        &[("override onStart() {", TWO_AT_ONCE)],
+        &["async quick()"],
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    let log = stderr_within(&berth, "quick ran", Duration::from_secs(60));
+    let at = |line: &str| {
+        log.find(line)
+            .unwrap_or_else(|| panic!("{line:?} in: {log}"))
+    };
+    // Due 1 s after onStart, a moment apart: "quick" waits until "slow" has ended.
+    assert!(at("slow began") < at("slow done"), "{log}");
+    assert!(at("slow done") < at("quick ran"), "{log}");
+}
+
 /// The routing example's object names, as berth's container labels give them.
 async fn object_names(app: &AppDir) -> Vec<String> {
     let mut names: Vec<String> = app
