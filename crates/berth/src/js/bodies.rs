@@ -140,6 +140,22 @@ impl Pipes {
         open.filter(|p| p.ending().is_none()).count()
     }
 
+    /// A new pipe of this runtime: its sink, and the body it feeds.
+    fn new_pipe(&self) -> (Sink, Piped) {
+        let (chunks, taken) = mpsc::channel(PIPE_CHUNKS);
+        let state = Arc::<PipeState>::default();
+        self.add(&state);
+        let piped = Piped {
+            chunks: taken,
+            state: state.clone(),
+        };
+        let sink = Sink {
+            chunks: Some(chunks),
+            state,
+        };
+        (sink, piped)
+    }
+
     /// Ends the open ones with `why` as their error.
     pub fn end_all(&self, why: &str) {
         let pipes = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
@@ -215,19 +231,9 @@ impl hyper::body::Body for Piped {
 fn install_pipe<'js>(ctx: &Ctx<'js>, native: &Object<'js>, pipes: &Pipes) -> rquickjs::Result<()> {
     let pipes = pipes.clone();
     let pipe = move |ctx: Ctx<'js>| {
-        let (chunks, taken) = mpsc::channel(PIPE_CHUNKS);
-        let state = Arc::<PipeState>::default();
-        pipes.add(&state);
-        let piped = Piped {
-            chunks: taken,
-            state: state.clone(),
-        };
+        let (sink, piped) = pipes.new_pipe();
         let pipe = Object::new(ctx.clone())?;
         pipe.set("body", RustBody::handle(&ctx, crate::http::body(piped))?)?;
-        let sink = Sink {
-            chunks: Some(chunks),
-            state,
-        };
         pipe.set("sink", Class::instance(ctx.clone(), sink)?)?;
         Ok::<_, rquickjs::Error>(pipe)
     };
@@ -261,4 +267,52 @@ fn install_pipe<'js>(ctx: &Ctx<'js>, native: &Object<'js>, pipes: &Pipes) -> rqu
 
 fn broke_off(error: &crate::http::BoxError) -> String {
     format!("the body broke off while JavaScript read it: {error}; the client or the container closed the connection")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frames of `body` until it ends: its data, and its error if it broke off.
+    async fn read(mut body: Piped) -> (Vec<u8>, Option<String>) {
+        let mut data = Vec::new();
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    data.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..]))
+                }
+                Some(Err(e)) => return (data, Some(e.to_string())),
+                None => return (data, None),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipe_its_runtime_ends_breaks_off_after_what_was_written_and_says_why() {
+        let pipes = Pipes::default();
+        let (sink, body) = pipes.new_pipe();
+        let (_closed, closed_body) = {
+            let (mut sink, body) = pipes.new_pipe();
+            sink.end(Ok(()));
+            (sink, body)
+        };
+        let chunks = sink.chunks.clone().expect("open");
+        chunks
+            .send(Bytes::from_static(b"before"))
+            .await
+            .expect("taken");
+        // The writer is stuck (its runtime's thread is ending): the reader is not left
+        // waiting.
+        let reading = tokio::spawn(read(body));
+        tokio::task::yield_now().await;
+        assert_eq!(pipes.open(), 1, "the closed pipe is not counted");
+        pipes.end_all("the runtime ended");
+        let read_within = tokio::time::timeout(std::time::Duration::from_secs(5), reading);
+        let (data, error) = read_within.await.expect("woken, within 5 s").expect("read");
+        assert_eq!(data, b"before");
+        assert_eq!(error.as_deref(), Some("the runtime ended"));
+        // One closed before is whole, not broken off.
+        assert_eq!(read(closed_body).await, (Vec::new(), None));
+        drop(sink);
+    }
 }
