@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use rquickjs::{async_with, AsyncContext, AsyncRuntime, Ctx, Function, Module, Object};
+use rquickjs::prelude::Opt;
+use rquickjs::{async_with, AsyncContext, AsyncRuntime, Ctx, Function, Module, Object, Value};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -309,14 +310,28 @@ fn install(
     llrt_timers::init(ctx)?;
     llrt_fetch::init(ctx)?;
     llrt_crypto::init(ctx)?;
+    llrt_events::init(ctx)?;
+    install_structured_clone(ctx)?;
     bindings::install(ctx, env, main, glue)?;
     // Named, so that the glue's frames in a stack read as berth's, not the app's.
+    let mut options = rquickjs::context::EvalOptions::default();
+    options.filename = Some("berth:streams".into());
+    ctx.eval_with_options::<(), _>(include_str!("builtins/streams.js"), options)?;
     let mut options = rquickjs::context::EvalOptions::default();
     options.filename = Some("berth:serve".into());
     ctx.eval_with_options::<(), _>(include_str!("builtins/serve.js"), options)?;
     let mut options = rquickjs::context::EvalOptions::default();
     options.filename = Some("berth:hooks".into());
     ctx.eval_with_options::<(), _>(include_str!("builtins/hooks.js"), options)
+}
+
+/// `structuredClone(value, options)`, as LLRT's utilities implement it.
+fn install_structured_clone<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    let clone = |ctx: Ctx<'js>, value: Value<'js>, options: Opt<Object<'js>>| {
+        llrt_utils::clone::structured_clone(&ctx, value, options)
+    };
+    ctx.globals()
+        .set("structuredClone", Function::new(ctx.clone(), clone)?)
 }
 
 /// A failure inside JavaScript as (message, stack), which can leave the runtime.

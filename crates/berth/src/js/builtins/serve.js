@@ -100,12 +100,40 @@
     return all;
   };
 
+  // A body LLRT keeps itself (one given as text or bytes, or a `fetch()`'s answer), as a
+  // record whose stream reads it whole on its first pull: LLRT gives no stream of it.
+  const nativeRecord = (message, arrayBuffer) => {
+    const body = record(null, null);
+    body.stream = new ReadableStream(
+      {
+        async pull(controller) {
+          body.pulled = true;
+          const bytes = new Uint8Array(await arrayBuffer.call(message));
+          if (bytes.byteLength > 0) controller.enqueue(bytes);
+          controller.close();
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    streams.set(body.stream, body);
+    held.set(message, body);
+    return body;
+  };
+
+  // Messages made with no body: their `body` is null.
+  const bodiless = new WeakSet();
+
   // What the subclasses add to LLRT's body methods, for a body in `held`.
-  const bodyMethods = (Native) =>
+  // LLRT's `Response.body` is always undefined, and its `Request.body` is the text or
+  // bytes given: here both are a ReadableStream (null for none), so that
+  // `new Response(answer.body, answer)` passes the body on.
+  const bodyMethods = (Native, none) =>
     class extends Native {
       get body() {
         const body = held.get(this);
-        return body === undefined ? super.body : streamOf(body);
+        if (body !== undefined) return streamOf(body);
+        if (bodiless.has(this) || none(this, () => super.body)) return null;
+        return streamOf(nativeRecord(this, super.arrayBuffer));
       }
       get bodyUsed() {
         const body = held.get(this);
@@ -155,7 +183,7 @@
 
   // LLRT's constructors take a missing argument, not an undefined one: arguments are
   // passed on as given.
-  class Request extends bodyMethods(NativeRequest) {
+  class Request extends bodyMethods(NativeRequest, (_, own) => own() == null) {
     constructor(...args) {
       const [input, init] = args;
       const given = init !== null && typeof init === "object" && "body" in init;
@@ -174,22 +202,55 @@
     }
   }
 
-  class Response extends bodyMethods(NativeResponse) {
+  class Response extends bodyMethods(NativeResponse, (response) => NULL_BODY.includes(response.status)) {
     constructor(...args) {
       if (streamed(args[0])) {
         super(null, ...args.slice(1));
         held.set(this, recordOf(args[0]));
       } else {
         super(...args);
+        if (args[0] === undefined || args[0] === null) bodiless.add(this);
       }
     }
     clone() {
       const theirs = split(this);
       return theirs === undefined ? super.clone() : new Response(theirs, this);
     }
+    // LLRT's make its own instances: made ours, for the body above.
+    static json(...args) {
+      return Object.setPrototypeOf(NativeResponse.json(...args), Response.prototype);
+    }
+    static redirect(...args) {
+      const answer = Object.setPrototypeOf(NativeResponse.redirect(...args), Response.prototype);
+      bodiless.add(answer);
+      return answer;
+    }
+    static error() {
+      const answer = Object.setPrototypeOf(NativeResponse.error(), Response.prototype);
+      bodiless.add(answer);
+      return answer;
+    }
   }
   globalThis.Request = Request;
   globalThis.Response = Response;
+  // `fetch()` is LLRT's, which sends only a body of bytes it was given, and answers with
+  // its own Responses: a body held here (a client's, or a stream) is read and given to it
+  // whole, and its answer is made ours.
+  const nativeFetch = globalThis.fetch;
+  // A Request's fields are getters, which `{ ...request }` would not copy.
+  const fields = (init) =>
+    init instanceof NativeRequest ? { method: init.method, headers: init.headers, redirect: init.redirect } : { ...init };
+  globalThis.fetch = async (input, init) => {
+    if (init !== undefined && init !== null && init.body instanceof ReadableStream) {
+      init = { ...fields(init), body: await new Response(init.body).arrayBuffer() };
+    } else if (input instanceof NativeRequest && held.has(input) && (init?.body ?? null) === null) {
+      const body = ["GET", "HEAD"].includes(input.method) ? undefined : await input.arrayBuffer();
+      init = { ...fields(input), ...fields(init), body };
+      input = input.url;
+    }
+    const answer = await (init === undefined ? nativeFetch(input) : nativeFetch(input, init));
+    return Object.setPrototypeOf(answer, Response.prototype);
+  };
 
   // A message's body on its way to Rust: the handle when it was never read; a pipe's
   // handle for a stream, which goes on chunk by chunk as it is made; else bytes; null
@@ -332,6 +393,9 @@
         console.error("uncaught in a timer's callback:", error instanceof Error ? `${error}\n${error.stack}` : error);
       }
     }, delay);
+  // As on Cloudflare, where libraries look for this user agent to know where they run.
+  globalThis.navigator ??= { userAgent: "Cloudflare-Workers", hardwareConcurrency: 1 };
+
   globalThis.setTimeout = guarded(globalThis.setTimeout);
   globalThis.setInterval = guarded(globalThis.setInterval);
   const setImmediate = globalThis.setImmediate;
