@@ -518,14 +518,27 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     assert_eq!(server.get(&host, "/version", "a"), (200, "two".into()));
     assert_eq!(server.get(&host, "/", "a"), (200, expected.into()));
 
-    // A third version: the first's folder goes, the one it replaced stays (its runtimes
-    // may still be ending), and a rollback returns to it.
-    let two = std::fs::read_to_string(app.dir.join("src/worker.ts")).expect("worker.ts");
+    // A third version, whose word comes from a package of node_modules: the package goes
+    // with the program. The first version's folder goes, the one it replaced stays (its
+    // runtimes may still be ending), and a rollback returns to it.
+    let package = app.dir.join("node_modules/words");
+    std::fs::create_dir_all(package.join("esm")).expect("package");
     std::fs::write(
-        app.dir.join("src/worker.ts"),
-        two.replace("new Response(\"two\")", "new Response(\"three\")"),
+        package.join("package.json"),
+        r#"{ "name": "words", "exports": { "import": "./esm/index.js", "require": "./index.cjs" } }"#,
     )
-    .expect("worker.ts");
+    .expect("package.json");
+    std::fs::write(
+        package.join("esm/index.js"),
+        "export const three = \"three\";\n",
+    )
+    .expect("index.js");
+    let two = std::fs::read_to_string(app.dir.join("src/worker.ts")).expect("worker.ts");
+    let three = format!(
+        "import {{ three }} from \"words\";\n{}",
+        two.replace("new Response(\"two\")", "new Response(three)")
+    );
+    std::fs::write(app.dir.join("src/worker.ts"), three).expect("worker.ts");
     let out = server.deploy(&app.dir, &[]);
     assert!(out.contains("is active"), "{out}");
     assert_eq!(server.get(&host, "/version", "a"), (200, "three".into()));

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 /// The API's version prefix.
 pub const PREFIX: &str = "/v1";
 
-/// The most a deploy's program files may hold in all: well under the control API's
-/// limit on a request's body, and far more than the code of workers takes.
-pub const MAX_PROGRAM_BYTES: usize = 2 * 1024 * 1024;
+/// The most a deploy's program files may hold in all: half the control API's limit on
+/// a request's body (JSON escapes some characters), and room for the packages of
+/// `node_modules` a worker imports beside its own code.
+pub const MAX_PROGRAM_BYTES: usize = 8 * 1024 * 1024;
 
 /// `GET /v1/info`: what a client needs to know before it deploys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

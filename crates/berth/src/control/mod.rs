@@ -26,8 +26,9 @@ use crate::worker::{metrics_response, Env, Worker};
 
 pub use token::{Token, TokenError};
 
-/// The largest request body the API reads (a manifest and its image references).
-const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The largest request body the API reads: a deploy, with a program of up to
+/// [`crate::api::MAX_PROGRAM_BYTES`].
+const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// The OpenAPI 3 document of the API.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -31,6 +31,7 @@ mod engine;
 mod host;
 mod lanes;
 mod modules;
+mod packages;
 mod schedules;
 mod serve;
 mod storage;
@@ -90,8 +91,14 @@ pub enum ScriptError {
     Read { path: PathBuf, reason: String },
     #[error("{at}: syntax error: {message}")]
     Syntax { at: SourcePlace, message: String },
-    #[error("{importer}: imports {module:?}, which berth does not provide; berth provides {} and files by relative path (./file.ts)", builtins::NAMES.join(", "))]
+    #[error("{importer}: imports {module:?}, which berth does not provide and no node_modules above it holds; berth provides {}, files by relative path (./file.ts) and ES module packages in node_modules", builtins::NAMES.join(", "))]
     UnknownModule { module: String, importer: String },
+    #[error("{importer}: imports {module:?} from node_modules, but {reason}")]
+    Package {
+        module: String,
+        importer: String,
+        reason: String,
+    },
     #[error("{importer}: cannot find {module:?}: tried {}", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     ModuleNotFound {
         module: String,
@@ -213,6 +220,12 @@ pub fn load_program(dir: &Path, limits: Limits) -> Result<Program, ScriptError> 
     }
     let mut files = engine.loaded_files();
     files.extend(engine.imported_later()?);
+    // Where the packages' modules are, for the server to resolve them again.
+    let manifests: std::collections::BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| packages::manifest_of(f))
+        .collect();
+    files.extend(manifests);
     Ok(Program { manifest, files })
 }
 

@@ -3,8 +3,8 @@
 //! Relative imports resolve as TypeScript's bundler resolution does: the extension may be
 //! left out (`.ts`, `.mts`, `.js`, `.mjs` are tried, in that order), a folder means its
 //! `index` file, and `./x.js` finds `./x.ts`, since TypeScript code imports its own files
-//! by the name they compile to. Bare names are berth's built-in modules, or errors: there
-//! is no `node_modules`.
+//! by the name they compile to. Bare names are berth's built-in modules, else packages
+//! of `node_modules` (see [`super::packages`]).
 //!
 //! QuickJS only learns that an import failed; the typed error is kept in [`Shared`], so
 //! the caller can report it instead of QuickJS's message.
@@ -132,10 +132,13 @@ pub(crate) fn resolve(base: &str, name: &str) -> Result<String, ScriptError> {
     }
     let relative = name.starts_with("./") || name.starts_with("../");
     if !relative && !name.starts_with('/') {
-        return Err(ScriptError::UnknownModule {
-            module: name.to_string(),
-            importer: base.to_string(),
-        });
+        return match super::packages::resolve(base, name, candidates)? {
+            Some(found) => Ok(found.to_string_lossy().into_owned()),
+            None => Err(ScriptError::UnknownModule {
+                module: name.to_string(),
+                importer: base.to_string(),
+            }),
+        };
     }
     let from = Path::new(base).parent().unwrap_or(Path::new("/"));
     let tried = candidates(&normalize(&from.join(name)));
@@ -169,7 +172,7 @@ fn candidates(path: &Path) -> Vec<PathBuf> {
 }
 
 /// `path` without `.` and `..` components (without asking the file system).
-fn normalize(path: &Path) -> PathBuf {
+pub(super) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {

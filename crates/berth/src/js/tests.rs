@@ -818,3 +818,123 @@ async fn the_web_apis_workers_use_are_there_and_bodies_are_streams() {
         Some(&b"yes"[..])
     );
 }
+
+#[tokio::test]
+async fn packages_of_node_modules_are_imported_shipped_and_served() {
+    let worker = r#"import { greet } from "greeter";
+import { shout } from "greeter/shout";
+import { tiny } from "@acme/tiny";
+export { Web } from "./web.ts";
+export default { fetch: () => new Response(`${greet("you")} ${shout("hi")} ${tiny}`) };
+"#;
+    let files = [
+        ("alchemy.run.ts", DECLARE),
+        ("worker.ts", worker),
+        ("web.ts", CLASS),
+        (
+            "node_modules/greeter/package.json",
+            r#"{ "name": "greeter", "exports": { ".": { "types": "./index.d.ts", "require": "./index.cjs", "import": "./esm/index.js" }, "./shout": "./esm/shout.js" } }"#,
+        ),
+        ("node_modules/greeter/index.cjs", "module.exports = {};\n"),
+        (
+            "node_modules/greeter/esm/index.js",
+            "import { tiny } from \"@acme/tiny\";\nimport { word } from \"./word.js\";\nexport const greet = (name) => `${word}, ${name} (${tiny})`;\n",
+        ),
+        ("node_modules/greeter/esm/word.js", "export const word = \"hello\";\n"),
+        ("node_modules/greeter/esm/shout.js", "export const shout = (s) => s.toUpperCase();\n"),
+        ("node_modules/greeter/esm/unused.js", "export const no = 1;\n"),
+        (
+            "node_modules/@acme/tiny/package.json",
+            r#"{ "name": "@acme/tiny", "module": "dist/tiny.mjs", "main": "dist/tiny.cjs" }"#,
+        ),
+        ("node_modules/@acme/tiny/dist/tiny.mjs", "export const tiny = \"tiny\";\n"),
+    ];
+    let dir = app("packages", &files);
+    let program = load_program(&dir, quick()).expect("the program loads");
+    let mut names: Vec<String> = program
+        .files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(&dir)
+                .expect("in the app")
+                .display()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    // What the worker imports, with each package's package.json; not the CommonJS build
+    // or a file nothing imports.
+    assert_eq!(
+        names,
+        [
+            "alchemy.run.ts",
+            "node_modules/@acme/tiny/dist/tiny.mjs",
+            "node_modules/@acme/tiny/package.json",
+            "node_modules/greeter/esm/index.js",
+            "node_modules/greeter/esm/shout.js",
+            "node_modules/greeter/esm/word.js",
+            "node_modules/greeter/package.json",
+            "web.ts",
+            "worker.ts"
+        ]
+    );
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.ts"),
+        vars: Default::default(),
+    };
+    let worker = JsWorker::start(
+        "packages",
+        &script,
+        crate::worker::Env::new(),
+        WorkerLimits::default(),
+    )
+    .await
+    .expect("the worker starts");
+    let request = http::Request::get("http://site/")
+        .body(crate::http::full(""))
+        .expect("a request");
+    let (status, _, body) = through(&worker, request).await;
+    assert_eq!(
+        (status.as_u16(), String::from_utf8_lossy(&body).as_ref()),
+        (200, "hello, you (tiny) HI tiny")
+    );
+}
+
+#[test]
+fn a_package_that_is_missing_or_commonjs_only_is_named_in_the_error() {
+    let missing = program(
+        "no-package",
+        DECLARE,
+        &[(
+            "worker.ts",
+            "import \"left-pad\";\nexport { Web } from \"./web.ts\";\nexport default {};\n",
+        )],
+    )
+    .expect_err("no such package");
+    let text = missing.to_string();
+    assert!(
+        text.contains("\"left-pad\"") && text.contains("node_modules"),
+        "{text}"
+    );
+    let commonjs = program(
+        "cjs-package",
+        DECLARE,
+        &[
+            (
+                "worker.ts",
+                "import \"old\";\nexport { Web } from \"./web.ts\";\nexport default {};\n",
+            ),
+            (
+                "node_modules/old/package.json",
+                r#"{ "main": "index.cjs" }"#,
+            ),
+            ("node_modules/old/index.cjs", "module.exports = 1;\n"),
+        ],
+    )
+    .expect_err("CommonJS");
+    let text = commonjs.to_string();
+    assert!(
+        text.contains("\"old\"") && text.contains("CommonJS"),
+        "{text}"
+    );
+}
