@@ -801,6 +801,75 @@ async fn the_routing_example_spreads_round_robin_over_three_and_gives_each_user_
     );
 }
 
+const METHODS: &str = r#"count = 0;
+  async greet(name: string) {
+    this.count++;
+    const pong = await (await this.containerFetch("http://container/ping")).text();
+    return { hello: name, count: this.count, pong };
+  }
+
+  async refuse() {
+    throw new Error("refused on purpose");
+  }
+
+  override onStop() {"#;
+
+const CALLER: &str = r#"const container = getContainer(env.MY_CONTAINER, "container");
+    const path = new URL(request.url).pathname;
+    const called = async (call: () => Promise<unknown>) => {
+      try {
+        return JSON.stringify(await call());
+      } catch (error) {
+        return `threw: ${error instanceof Error ? error.message : error}`;
+      }
+    };
+    if (path === "/greet") return new Response(await called(() => (container as any).greet("you")));
+    if (path === "/refuse") return new Response(await called(() => (container as any).refuse()));
+    if (path === "/missing") return new Response(await called(() => (container as any).missing()));
+    return container.fetch(request);"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_calls_the_methods_of_the_class_in_the_objects_instance() {
+    let app = alchemy_app("methods", None);
+    edit_class(&app, &[("override onStop() {", METHODS)], &["async greet("]);
+    let worker = app.dir.join("src/worker.ts");
+    let source = std::fs::read_to_string(&worker).expect("worker.ts");
+    let edited = source.replace(
+        "const container = getContainer(env.MY_CONTAINER, \"container\");\n    return container.fetch(request);",
+        CALLER,
+    );
+    assert!(edited.contains("/greet"), "{edited}");
+    std::fs::write(&worker, edited).expect("worker.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    // The method runs in the object's one instance (its field counts on), reaches the
+    // container, and its answer comes back as it was.
+    let first = http(&addr, "/greet", &[]);
+    assert_eq!(
+        first,
+        (200, r#"{"hello":"you","count":1,"pong":"pong"}"#.into()),
+        "{}",
+        berth.stderr()
+    );
+    assert_eq!(
+        http(&addr, "/greet", &[]),
+        (200, r#"{"hello":"you","count":2,"pong":"pong"}"#.into())
+    );
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    // What the method throws, and a method the class lacks, are thrown to the caller.
+    let (status, text) = http(&addr, "/refuse", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        text.starts_with("threw: ") && text.contains("refused on purpose"),
+        "{text}"
+    );
+    let (_, text) = http(&addr, "/missing", &[]);
+    assert!(
+        text.contains("MyContainer has no method missing()"),
+        "{text}"
+    );
+}
+
 const OWN_FETCH: &str = r#"count = 0;
   override async fetch(request: Request): Promise<Response> {
     if (new URL(request.url).pathname === "/denied") {

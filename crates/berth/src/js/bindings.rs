@@ -370,5 +370,14 @@ fn install_lifecycle<'js>(
             Ok(state.as_str().to_string())
         })
     };
-    native.set("state", Function::new(ctx.clone(), Async(state))?)
+    native.set("state", Function::new(ctx.clone(), Async(state))?)?;
+    let (e, m) = (env.clone(), main.clone());
+    // `native.call(target, method, args)`: a method of the object's class (RPC), its
+    // arguments and answer as JSON.
+    let call = move |ctx: Ctx<'js>, target: Object<'js>, method: String, args: String| {
+        on_object(&ctx, &e, &m, &target, move |object| async move {
+            object.call(&method, args).await
+        })
+    };
+    native.set("call", Function::new(ctx.clone(), Async(call))?)
 }

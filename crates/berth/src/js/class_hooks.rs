@@ -33,6 +33,9 @@ const HOOK_WAIT: Duration = Duration::from_secs(10);
 /// alarm's lease is renewed meanwhile, so no other delivery starts).
 pub(super) const ALARM_WAIT: Duration = Duration::from_secs(15 * 60);
 
+/// How long a method called on a stub may take, as a request may.
+const CALL_WAIT: Duration = Duration::from_secs(100);
+
 /// The object a request is for, when its class's own `fetch` answers it.
 #[derive(Debug, Clone)]
 pub(super) struct ObjectCall {
@@ -174,6 +177,12 @@ impl Hooks for JsHooks {
             "reason": reason(params.reason),
         });
         self.call(object, "onStop", arg.to_string()).await;
+    }
+
+    async fn call(&self, object: &Object, method: &str, args: String) -> Result<String, String> {
+        let arg = serde_json::json!({ "method": method, "args": args });
+        self.call_within(object, "call", arg.to_string(), CALL_WAIT)
+            .await
     }
 
     async fn on_pause(&self, object: &Object) {

@@ -86,6 +86,15 @@ pub trait Hooks: Send + Sync + 'static {
     async fn fetch(&self, object: &Object, request: Request<Body>) -> Response<Body> {
         object.fetch_container(request).await
     }
+
+    /// A method of the class called on a stub (Cloudflare's RPC on Durable Objects):
+    /// `args` and the answer are JSON; `Err` says why it failed.
+    async fn call(&self, object: &Object, method: &str, _args: String) -> Result<String, String> {
+        Err(format!(
+            "{} has no method {method}: only a class of JavaScript code has methods to call",
+            object.describe()
+        ))
+    }
 }
 
 /// Hooks that do nothing but the defaults.

@@ -333,6 +333,12 @@ impl Object {
         self.inner.class.hooks.has_fetch()
     }
 
+    /// Calls `method` of the object's class with `args` (JSON), as a stub's RPC does on
+    /// Cloudflare; its answer as JSON, or "" for none.
+    pub async fn call(&self, method: &str, args: String) -> Result<String, String> {
+        self.inner.class.hooks.call(self, method, args).await
+    }
+
     /// Requests in flight through this object right now.
     pub fn in_flight(&self) -> u32 {
         self.inner.activity.in_flight()

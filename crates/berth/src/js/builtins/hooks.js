@@ -179,6 +179,20 @@
         return "";
       });
     }
+    if (hook === "call") {
+      const { method, args } = JSON.parse(arg);
+      const made = !instances.has(hex);
+      const instance = instanceOf(className, binding, hex, name);
+      try {
+        if (method === "constructor" || typeof instance[method] !== "function") {
+          throw new TypeError(`${className} has no method ${method}()`);
+        }
+        const answer = await instance[method](...JSON.parse(args));
+        return answer === undefined ? "" : JSON.stringify(answer);
+      } finally {
+        if (made) await dropUnlessRunning(hex);
+      }
+    }
     const instance = instanceOf(className, binding, hex, name);
     switch (hook) {
       case "onStart":

@@ -305,20 +305,24 @@
 
   berth.DurableObjectId = DurableObjectId;
 
+  // The object a stub stands for, as native calls name it. A symbol, not a private
+  // field: methods are called through the stub's Proxy (`withMethods`).
+  const TARGET = Symbol("target");
+  const CALL = Symbol("call");
+
   // A stub of one container object: what `namespace.get(id)` gives.
   class ContainerStub {
-    #target;
     constructor(binding, id, direct = false) {
       this.id = id;
       this.name = id.name;
-      this.#target = { binding, id: id.hex, name: id.name ?? null, direct };
+      this[TARGET] = { binding, id: id.hex, name: id.name ?? null, direct };
     }
     // Sends the request to the container's default port (or the one `switchPort` set).
     async fetch(input, init) {
       // A Request passed on as it is (`container.fetch(request)`) is sent as it is:
       // copying it would give the same method, url, headers and body.
       const request = input instanceof Request && init === undefined ? input : new Request(input, init);
-      return passOn(this.#target, request, null);
+      return passOn(this[TARGET], request, null);
     }
     // Cloudflare's containerFetch(request | url, init | port?, port?).
     async containerFetch(input, initOrPort, port) {
@@ -326,25 +330,41 @@
       const to = typeof initOrPort === "number" ? initOrPort : port;
       // As in fetch: a Request passed on as it is goes as it is, its body unread.
       const request = input instanceof Request && init === undefined ? input : init === undefined ? new Request(input) : new Request(input, init);
-      return passOn(this.#target, request, to ?? null);
+      return passOn(this[TARGET], request, to ?? null);
     }
     async start(options) {
-      await native.start(this.#target, false, [], options?.envVars ?? {});
+      await native.start(this[TARGET], false, [], options?.envVars ?? {});
     }
     async startAndWaitForPorts(ports, options) {
       const list = ports === undefined ? [] : Array.isArray(ports) ? ports : [ports];
-      await native.start(this.#target, true, list, options?.startOptions?.envVars ?? {});
+      await native.start(this[TARGET], true, list, options?.startOptions?.envVars ?? {});
     }
     async stop(signal) {
-      await native.stop(this.#target, signal === "SIGKILL" || signal === 9);
+      await native.stop(this[TARGET], signal === "SIGKILL" || signal === 9);
     }
     async destroy() {
-      await native.destroy(this.#target);
+      await native.destroy(this[TARGET]);
     }
     async getState() {
-      return { status: await native.state(this.#target), lastChange: Date.now() };
+      return { status: await native.state(this[TARGET]), lastChange: Date.now() };
+    }
+    // A method of the object's class, called in the object's one instance of it (RPC, as
+    // on Cloudflare): its arguments and answer go as JSON.
+    async [CALL](method, args) {
+      const answer = await native.call(this[TARGET], method, JSON.stringify(args));
+      return answer === "" ? undefined : JSON.parse(answer);
     }
   }
+
+  // The stub, with every name it does not have itself calling that method of the class.
+  // `then` is not one: a stub is not a promise, so `await stub` gives the stub.
+  const withMethods = (stub) =>
+    new Proxy(stub, {
+      get(target, name) {
+        if (typeof name === "symbol" || name in target || name === "then" || name === "toJSON") return target[name];
+        return (...args) => target[CALL](name, args);
+      },
+    });
 
   // The Durable Object namespace a container binding stands for.
   const namespace = (binding) => {
@@ -367,9 +387,9 @@
       newUniqueId: () => new DurableObjectId(native.newUniqueId(binding), undefined),
       get: (id) => {
         if (!(id instanceof DurableObjectId)) throw new TypeError(`${binding}.get takes an id from ${binding}.idFromName, idFromString or newUniqueId`);
-        return new ContainerStub(binding, id);
+        return withMethods(new ContainerStub(binding, id));
       },
-      getByName: (name) => new ContainerStub(binding, idFromName(name)),
+      getByName: (name) => withMethods(new ContainerStub(binding, idFromName(name))),
     };
   };
   // The stub a class's own code reaches its container through (hooks.js).
