@@ -519,8 +519,13 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     assert_eq!(server.get(&host, "/", "a"), (200, expected.into()));
 
     // A third version, whose word comes from a package of node_modules: the package goes
-    // with the program. The first version's folder goes, the one it replaced stays (its
-    // runtimes may still be ending), and a rollback returns to it.
+    // with the program. The first version's folder goes once it is 20 minutes old (made
+    // so here), the one it replaced stays (its runtimes may still be ending), and a
+    // rollback returns to it.
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(&shipped[0])
+        .and_then(|folder| folder.set_modified(an_hour_ago))
+        .expect("date the first version's folder back");
     let package = app.dir.join("node_modules/words");
     std::fs::create_dir_all(package.join("esm")).expect("package");
     std::fs::write(

@@ -327,8 +327,10 @@ fn install(
 
 /// `structuredClone(value, options)`, as LLRT's utilities implement it.
 fn install_structured_clone<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
-    let clone = |ctx: Ctx<'js>, value: Value<'js>, options: Opt<Object<'js>>| {
-        llrt_utils::clone::structured_clone(&ctx, value, options)
+    // `structuredClone(value, undefined)` is `structuredClone(value)`.
+    let clone = |ctx: Ctx<'js>, value: Value<'js>, options: Opt<Value<'js>>| {
+        let options = options.0.and_then(|o| o.into_object());
+        llrt_utils::clone::structured_clone(&ctx, value, Opt(options))
     };
     ctx.globals()
         .set("structuredClone", Function::new(ctx.clone(), clone)?)

@@ -38,6 +38,11 @@ pub(super) fn resolve(
                     reason,
                 });
         }
+        // Not above the app's folder: a deploy sends nothing from there, and on a server
+        // that is where other apps' programs are.
+        if here.join(super::SCRIPT_FILE_NAME).is_file() {
+            break;
+        }
         dir = here.parent();
     }
     Ok(None)
@@ -131,11 +136,18 @@ fn exported(exports: &Value, subpath: &str) -> Option<String> {
     if let Some(value) = map.get(subpath) {
         return conditional(value);
     }
-    map.iter().find_map(|(key, value)| {
-        let (before, after) = key.split_once('*')?;
-        let middle = subpath.strip_prefix(before)?.strip_suffix(after)?;
-        conditional(value).map(|target| target.replace('*', middle))
-    })
+    // The pattern with the longest part before its `*` wins, as in Node; one whose
+    // target is null excludes what it matches.
+    let (value, middle) = map
+        .iter()
+        .filter_map(|(key, value)| {
+            let (before, after) = key.split_once('*')?;
+            let middle = subpath.strip_prefix(before)?.strip_suffix(after)?;
+            Some((before.len(), value, middle))
+        })
+        .max_by_key(|(prefix, _, _)| *prefix)
+        .map(|(_, value, middle)| (value, middle))?;
+    conditional(value).map(|target| target.replace('*', middle))
 }
 
 /// A target of `exports`, with the conditions taken in [`CONDITIONS`]'s order.
@@ -204,6 +216,11 @@ mod tests {
             Some("./dist/utils/http.js".into())
         );
         assert_eq!(exported(&exports, "./node"), None);
+        let patterns =
+            json!({ "./*": "./any/*.js", "./utils/*": "./u/*.js", "./utils/private/*": null });
+        assert_eq!(exported(&patterns, "./utils/x"), Some("./u/x.js".into()));
+        assert_eq!(exported(&patterns, "./y"), Some("./any/y.js".into()));
+        assert_eq!(exported(&patterns, "./utils/private/z"), None);
         assert_eq!(exported(&exports, "./other"), None);
         assert_eq!(exported(&json!("./main.js"), "."), Some("./main.js".into()));
         assert_eq!(

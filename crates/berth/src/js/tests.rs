@@ -757,6 +757,26 @@ export default {
       const posted = await new Response(post.body).text();
       return new Response(`${rewrapped}|${posted}|${none.body}|${get.body}|${made.bodyUsed}`);
     }
+    if (path === "/review") {
+      const out = [];
+      // A Request made in JS, with a body, sent to another server.
+      const sent = await fetch(new Request(UPSTREAM, { method: "PUT", body: "made" }));
+      out.push(await sent.text());
+      // The URL rewrite: a new Request from the client's keeps its method and body.
+      const moved = await fetch(new Request(UPSTREAM, request));
+      out.push(await moved.text());
+      // A clone of a message LLRT holds the body of has its body as a stream too.
+      out.push(await new Response(new Response("cloned").clone().body).text());
+      // What a transform throws errors the readable side.
+      const failing = new Response("x").body.pipeThrough(new TransformStream({ transform() { throw new Error("no"); } }));
+      out.push(await new Response(failing).text().then(() => "read", (e) => `errored: ${e.message ?? e}`));
+      out.push(JSON.stringify(structuredClone({ a: 1 }, undefined)));
+      try { new TextDecoderStream("utf-16le"); out.push("utf-16 taken"); } catch (e) { out.push(e.name); }
+      // A surrogate pair split across two chunks.
+      const pair = new ReadableStream({ start(c) { c.enqueue("a\ud83d"); c.enqueue("\ude00b"); c.close(); } });
+      out.push(await new Response(pair.pipeThrough(new TextEncoderStream())).text());
+      return new Response(out.join("|"));
+    }
     if (path === "/upstream") {
       // The proxy pattern: another server's answer passed on with a header of its own.
       const answer = await fetch(UPSTREAM, request);
@@ -801,6 +821,14 @@ async fn the_web_apis_workers_use_are_there_and_bodies_are_streams() {
     assert_eq!(
         text(through(&worker, get("/bodies")).await),
         (200, "made in JS|posted|null|null|true".into())
+    );
+    let (status, _, body) = through(&worker, post("/review", chunked(1, 4))).await;
+    assert_eq!(
+        (status.as_u16(), String::from_utf8_lossy(&body).as_ref()),
+        (
+            200,
+            "PUT made|POST aaaa|cloned|errored: no|{\"a\":1}|RangeError|a\u{1F600}b"
+        )
     );
     // A client's body goes on to another server through fetch(); its answer comes back
     // with its status, its headers, its body and the worker's header.

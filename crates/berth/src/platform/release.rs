@@ -190,17 +190,28 @@ impl Release {
     }
 }
 
-/// Removes the program folders under `root` (one app's) that are not in `keep`: those of
-/// superseded deployments, and any left half-written. A deployment keeps its files in
-/// the store, so a rollback writes its folder again. Called under the app's turn, so no
-/// deploy writes beside it.
+/// How long a program folder stays after its deployment was superseded: runtimes of the
+/// old version finish their requests and streams for up to 15 minutes, and may import
+/// modules meanwhile.
+const PROGRAM_GRACE: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// Removes the program folders under `root` (one app's) that are not in `keep` and were
+/// written more than [`PROGRAM_GRACE`] ago: those of superseded deployments, and any
+/// left half-written. A deployment keeps its files in the store, so a rollback writes its
+/// folder again. Called under the app's turn, so no deploy writes beside it.
 pub(crate) fn prune_programs(root: &Path, keep: &[&Path]) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if keep.contains(&path.as_path()) || !path.is_dir() {
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|written| written.elapsed().ok())
+            .is_none_or(|age| age < PROGRAM_GRACE);
+        if keep.contains(&path.as_path()) || !path.is_dir() || recent {
             continue;
         }
         if let Err(e) = std::fs::remove_dir_all(&path) {

@@ -181,6 +181,25 @@
   // What JavaScript passes as a body that native code cannot hold: a ReadableStream.
   const streamed = (body) => body instanceof ReadableStream;
 
+  // A Request's fields are getters, which `{ ...request }` would not copy.
+  const REQUEST_FIELDS = ["method", "headers", "redirect", "signal", "keepalive", "mode"];
+  const fields = (init) => {
+    if (!(init instanceof NativeRequest)) return { ...init };
+    const copy = {};
+    for (const name of REQUEST_FIELDS) {
+      const value = init[name];
+      if (value !== undefined && value !== null) copy[name] = value;
+    }
+    return copy;
+  };
+
+  // LLRT's clone() makes one of its own instances: made ours, as `original` is.
+  const ours = (copy, original, Class) => {
+    Object.setPrototypeOf(copy, Class.prototype);
+    if (bodiless.has(original)) bodiless.add(copy);
+    return copy;
+  };
+
   // LLRT's constructors take a missing argument, not an undefined one: arguments are
   // passed on as given.
   class Request extends bodyMethods(NativeRequest, (_, own) => own() == null) {
@@ -189,7 +208,7 @@
       const given = init !== null && typeof init === "object" && "body" in init;
       const body = given ? init.body : input instanceof NativeRequest ? input.body : undefined;
       if (streamed(body)) {
-        super(input, given ? { ...init, body: undefined } : init ?? {});
+        super(input, given ? { ...fields(init), body: undefined } : init ?? {});
         held.set(this, recordOf(body));
       } else {
         // `new Request(request, undefined)` is `new Request(request)`, as in browsers.
@@ -198,7 +217,7 @@
     }
     clone() {
       const theirs = split(this);
-      return theirs === undefined ? super.clone() : new Request(this, { body: theirs });
+      return theirs === undefined ? ours(super.clone(), this, Request) : new Request(this, { body: theirs });
     }
   }
 
@@ -214,7 +233,7 @@
     }
     clone() {
       const theirs = split(this);
-      return theirs === undefined ? super.clone() : new Response(theirs, this);
+      return theirs === undefined ? ours(super.clone(), this, Response) : new Response(theirs, this);
     }
     // LLRT's make its own instances: made ours, for the body above.
     static json(...args) {
@@ -237,15 +256,15 @@
   // its own Responses: a body held here (a client's, or a stream) is read and given to it
   // whole, and its answer is made ours.
   const nativeFetch = globalThis.fetch;
-  // A Request's fields are getters, which `{ ...request }` would not copy.
-  const fields = (init) =>
-    init instanceof NativeRequest ? { method: init.method, headers: init.headers, redirect: init.redirect } : { ...init };
   globalThis.fetch = async (input, init) => {
-    if (init !== undefined && init !== null && init.body instanceof ReadableStream) {
+    // `"body" in init` holds for a Request given as `init`, whose body is a getter.
+    const given = init !== undefined && init !== null && "body" in init;
+    if (given && init.body instanceof ReadableStream) {
       init = { ...fields(init), body: await new Response(init.body).arrayBuffer() };
-    } else if (input instanceof NativeRequest && held.has(input) && (init?.body ?? null) === null) {
-      const body = ["GET", "HEAD"].includes(input.method) ? undefined : await input.arrayBuffer();
-      init = { ...fields(input), ...fields(init), body };
+    } else if (input instanceof NativeRequest && !given) {
+      // LLRT would read the Request's body as a property: now a stream, which it cannot send.
+      const none = ["GET", "HEAD"].includes(input.method) || input.body === null;
+      init = { ...fields(input), ...fields(init), body: none ? undefined : await input.arrayBuffer() };
       input = input.url;
     }
     const answer = await (init === undefined ? nativeFetch(input) : nativeFetch(input, init));

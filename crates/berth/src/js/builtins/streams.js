@@ -26,14 +26,15 @@
       let ended = false;
       const controller = {
         enqueue(chunk) {
-          readable.enqueue(chunk);
+          // Before the enqueue, which may ask for the next chunk at once (a read waiting).
           demand = false;
+          readable.enqueue(chunk);
         },
         error(reason) {
           if (ended) return;
           ended = true;
           readable.error(reason);
-          writable.error(reason);
+          writable?.error(reason);
           asked();
         },
         terminate() {
@@ -65,7 +66,16 @@
         },
         readableStrategy,
       );
-      const started = Promise.resolve().then(() => transformer.start?.(controller));
+      // What the transformer throws errors both sides, as the standard has it.
+      const guarded = async (step) => {
+        try {
+          return await step();
+        } catch (error) {
+          controller.error(error);
+          throw error;
+        }
+      };
+      const started = guarded(() => transformer.start?.(controller));
       this.#writable = new WritableStream(
         {
           start(c) {
@@ -75,12 +85,12 @@
           async write(chunk) {
             if (!ended && !demand && (readable.desiredSize ?? 0) <= 0) await want();
             if (ended) throw new TypeError("the TransformStream's readable side is gone");
-            if (transformer.transform) await transformer.transform(chunk, controller);
+            if (transformer.transform) await guarded(() => transformer.transform(chunk, controller));
             else controller.enqueue(chunk);
           },
           async close() {
             if (ended) return;
-            await transformer.flush?.(controller);
+            await guarded(() => transformer.flush?.(controller));
             if (!ended) {
               ended = true;
               readable.close();
@@ -110,10 +120,22 @@
   class TextEncoderStream extends TransformStream {
     constructor() {
       const encoder = new TextEncoder();
+      // A high surrogate that ends a chunk waits for the low one that starts the next.
+      let pending = "";
       super({
         transform(chunk, controller) {
-          const bytes = encoder.encode(String(chunk));
+          let text = pending + String(chunk);
+          pending = "";
+          const last = text.charCodeAt(text.length - 1);
+          if (last >= 0xd800 && last <= 0xdbff) {
+            pending = text.slice(-1);
+            text = text.slice(0, -1);
+          }
+          const bytes = encoder.encode(text);
           if (bytes.byteLength > 0) controller.enqueue(bytes);
+        },
+        flush(controller) {
+          if (pending !== "") controller.enqueue(encoder.encode(pending));
         },
       });
     }
@@ -136,7 +158,13 @@
   class TextDecoderStream extends TransformStream {
     #encoding;
     constructor(label = "utf-8", options = {}) {
-      const decoder = new TextDecoder(label, options);
+      if (!["utf-8", "utf8", "unicode-1-1-utf-8"].includes(String(label).trim().toLowerCase())) {
+        throw new RangeError(`TextDecoderStream: berth decodes UTF-8 only, not ${label}`);
+      }
+      // A byte order mark is taken off the start of the stream only, not of each chunk.
+      const first = new TextDecoder(label, options);
+      const rest = new TextDecoder(label, { ...options, ignoreBOM: true });
+      let decoder = first;
       let carried = new Uint8Array(0);
       super({
         transform(chunk, controller) {
@@ -146,14 +174,16 @@
           bytes.set(view, carried.length);
           const keep = incomplete(bytes);
           carried = bytes.slice(bytes.length - keep);
+          if (bytes.length === keep) return;
           const text = decoder.decode(bytes.subarray(0, bytes.length - keep));
+          decoder = rest;
           if (text.length > 0) controller.enqueue(text);
         },
         flush(controller) {
           if (carried.length > 0) controller.enqueue(decoder.decode(carried));
         },
       });
-      this.#encoding = decoder.encoding;
+      this.#encoding = first.encoding;
     }
     get encoding() {
       return this.#encoding;
