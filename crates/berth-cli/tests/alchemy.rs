@@ -801,6 +801,49 @@ async fn the_routing_example_spreads_round_robin_over_three_and_gives_each_user_
     );
 }
 
+const SCHEDULED: &str = r#"import { getContainer } from "@cloudflare/containers";
+export { MyContainer } from "./container.ts";
+
+export default {
+  async fetch(request: Request, env: any): Promise<Response> {
+    return getContainer(env.MY_CONTAINER, "container").fetch(request);
+  },
+  async scheduled(controller: any, env: any) {
+    const pong = await (await getContainer(env.MY_CONTAINER, "container").fetch("http://container/ping")).text();
+    console.log(`tick ${controller.cron} due ${new Date(controller.scheduledTime).toISOString()}: ${pong}`);
+  },
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_cron_trigger_runs_its_scheduled_handler_and_one_missed_runs_at_start() {
+    let app = alchemy_app("crons", Some(SCHEDULED));
+    let program = app.dir.join("alchemy.run.ts");
+    let source = std::fs::read_to_string(&program).expect("alchemy.run.ts");
+    let edited = source.replace(
+        "  name: \"my-worker\",\n",
+        "  name: \"my-worker\",\n  crons: [\"0 0 1 1 *\"],\n",
+    );
+    assert!(edited.contains("crons"), "{edited}");
+    std::fs::write(&program, edited).expect("alchemy.run.ts");
+    // As if berth had last run on 2 January 2020: the tick of 1 January 2021 was
+    // missed, and runs once, at the start.
+    std::fs::create_dir_all(app.dir.join(".berth")).expect(".berth");
+    let store = berth::Store::open(app.dir.join(".berth/state.db")).expect("store");
+    let key = format!("{}/my-worker/0 0 1 1 *|scheduled", app.name);
+    store
+        .cron_started(&key, 1_577_923_200_000)
+        .await
+        .expect("seed the store");
+    drop(store);
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    berth.ready();
+    let tick = "tick 0 0 1 1 * due 2021-01-01T00:00:00.000Z: pong";
+    let log = stderr_within(&berth, tick, Duration::from_secs(60));
+    assert!(log.contains(tick), "{log}");
+    assert_eq!(log.matches("tick 0 0 1 1 *").count(), 1, "{log}");
+}
+
 const METHODS: &str = r#"count = 0;
   async greet(name: string) {
     this.count++;

@@ -23,7 +23,7 @@ mod path;
 mod schedules;
 
 pub use path::PathPattern;
-pub use schedules::{CronSchedule, Planned, Running, SCHEDULE_HEADER};
+pub use schedules::{CronSchedule, Delivery, Planned, Running, SCHEDULE_HEADER};
 
 /// Where in a request a key (an object name, or a hash key) is read.
 #[derive(Debug, Clone, PartialEq, Eq)]

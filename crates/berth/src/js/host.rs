@@ -29,6 +29,8 @@ use crate::worker::Env;
 pub(super) struct Setup {
     pub entrypoint: PathBuf,
     pub vars: BTreeMap<String, String>,
+    /// Whether the worker has cron triggers: then its module must export `scheduled`.
+    pub crons: bool,
     pub env: Env,
     pub limits: WorkerLimits,
     /// berth's runtime, where container work runs.
@@ -62,10 +64,20 @@ pub(super) struct Call {
     pub reply: oneshot::Sender<Result<Reply, String>>,
 }
 
-/// What a worker's thread is asked to run: a request, or a hook of a container class.
+/// What a worker's thread is asked to run: a request, a hook of a container class, or a
+/// tick of a cron trigger.
 pub(super) enum Job {
     Fetch(Call),
     Hook(super::class_hooks::HookCall),
+    Scheduled(Tick),
+}
+
+/// A tick of a worker's cron trigger, for its `scheduled` handler.
+pub(super) struct Tick {
+    pub cron: String,
+    /// When it was due, in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub reply: oneshot::Sender<Result<(), String>>,
 }
 
 /// The worker's response, as parts; its body is a container's passed on as it comes, or
@@ -154,6 +166,15 @@ pub(super) fn run(
                         }
                     }
                     Job::Hook(call) => host.hook(call).await,
+                    Job::Scheduled(tick) => {
+                        let mut reply = tick.reply;
+                        tokio::select! {
+                            ran = host.scheduled(tick.cron, tick.time_ms) => {
+                                let _ = reply.send(ran);
+                            }
+                            () = reply.closed() => {}
+                        }
+                    }
                 }
                 driver.wake();
             });
@@ -198,6 +219,7 @@ impl Host {
             pipes: Pipes::default(),
         };
         let (env, main, vars, upgrades) = (setup.env, setup.main, setup.vars, setup.upgrades);
+        let crons = setup.crons;
         let bindings: Vec<String> = env.names().map(str::to_string).collect();
         let pipes = host.pipes.clone();
         let installed = async_with!(host.context => |ctx| {
@@ -215,7 +237,7 @@ impl Host {
                 let namespace: Object = Module::import(&ctx, path.as_bytes())?.into_future().await?;
                 let berth: Object = ctx.globals().get("__berth")?;
                 let start: Function = berth.get("startWorker")?;
-                start.call::<_, Vec<String>>((namespace, path.as_str(), bindings, vars))
+                start.call::<_, Vec<String>>((namespace, path.as_str(), bindings, vars, crons))
             };
             started.await.map_err(|e| thrown(&ctx, e))
         }));
@@ -277,6 +299,27 @@ impl Host {
             }
             if message.contains("out of memory") {
                 return format!("its fetch ran out of the worker's {} MiB of memory", self.limits.memory_bytes >> 20);
+            }
+            format!("{message}\n{}", rewrite_stack(&self.modules, &stack))
+        })
+    }
+
+    /// Runs the worker's `scheduled` handler for a tick of `cron` due at `time_ms`.
+    async fn scheduled(&self, cron: String, time_ms: i64) -> Result<(), String> {
+        let context = self.context.clone();
+        let ran = self.metered(async_with!(context => |ctx| {
+            let ran = async {
+                let berth: Object = ctx.globals().get("__berth")?;
+                let scheduled: Function = berth.get("scheduled")?;
+                let promise: rquickjs::Promise = scheduled.call((cron, time_ms as f64))?;
+                promise.into_future::<()>().await
+            };
+            ran.await.map_err(|e| thrown(&ctx, e))
+        }));
+        let (ran, left) = ran.await;
+        ran.map_err(|(message, stack)| {
+            if left.is_zero() {
+                return format!("its scheduled handler ran JavaScript for more than {:?}, so berth stopped it (does it loop forever?)", self.limits.cpu);
             }
             format!("{message}\n{}", rewrite_stack(&self.modules, &stack))
         })

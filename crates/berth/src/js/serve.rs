@@ -107,6 +107,7 @@ impl JsWorker {
         let setup = host::Setup {
             entrypoint: script.entrypoint.clone(),
             vars: script.vars.clone(),
+            crons: !script.crons.is_empty(),
             env,
             limits,
             main: tokio::runtime::Handle::current(),
@@ -122,6 +123,46 @@ impl JsWorker {
             errors: limits.errors,
             own_fetch,
         })
+    }
+
+    /// Runs the worker's `scheduled` handler for a tick of `cron` due at `at`, waiting
+    /// at most 15 minutes (Cloudflare's limit for a cron trigger); why it failed
+    /// otherwise.
+    pub(super) async fn scheduled(
+        &self,
+        cron: &crate::cron::Cron,
+        at: std::time::SystemTime,
+    ) -> Result<(), String> {
+        let Some(lane) = self.lanes.any() else {
+            return Err(format!("worker {} has no JavaScript runtime", self.name));
+        };
+        let (reply, answer) = oneshot::channel();
+        let tick = host::Tick {
+            cron: cron.to_string(),
+            time_ms: crate::cron::to_ms(at),
+            reply,
+        };
+        let _flight = lane.enter();
+        if !lane.send(Job::Scheduled(tick)) {
+            return Err(format!(
+                "worker {}: its JavaScript thread has ended",
+                self.name
+            ));
+        }
+        let wait = super::class_hooks::ALARM_WAIT;
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(ran)) => {
+                ran.map_err(|e| format!("worker {}'s scheduled handler failed: {e}", self.name))
+            }
+            Ok(Err(_)) => Err(format!(
+                "worker {}: its JavaScript thread ended during the tick",
+                self.name
+            )),
+            Err(_) => Err(format!(
+                "worker {}'s scheduled handler had not settled after {wait:?}",
+                self.name
+            )),
+        }
     }
 
     /// Whether the worker exports container class `class` with a `fetch` of its own.

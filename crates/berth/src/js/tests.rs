@@ -344,6 +344,7 @@ async fn js_worker(test: &str, worker: &str, limits: WorkerLimits) -> JsWorker {
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.js"),
         vars: Default::default(),
+        crons: Vec::new(),
     };
     JsWorker::start(test, &script, crate::worker::Env::new(), limits)
         .await
@@ -909,6 +910,7 @@ export default { fetch: () => new Response(`${greet("you")} ${shout("hi")} ${tin
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.ts"),
         vars: Default::default(),
+        crons: Vec::new(),
     };
     let worker = JsWorker::start(
         "packages",
@@ -963,6 +965,86 @@ fn a_package_that_is_missing_or_commonjs_only_is_named_in_the_error() {
     let text = commonjs.to_string();
     assert!(
         text.contains("\"old\"") && text.contains("CommonJS"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_cron_trigger_runs_scheduled_and_a_throw_is_retried_unless_it_said_no_retry() {
+    let worker = r#"let ticks = [];
+export default {
+  fetch: () => new Response(ticks.join(",")),
+  async scheduled(controller, env, ctx) {
+    ticks.push(`${controller.cron}@${controller.scheduledTime}`);
+    if (ticks.length === 2) throw new Error("second tick fails");
+    if (ticks.length === 3) { controller.noRetry(); throw new Error("third tick fails, not retried"); }
+  },
+};
+"#;
+    let dir = app("crons", &[("worker.js", worker)]);
+    let cron: crate::cron::Cron = "*/5 * * * *".parse().expect("cron");
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: Default::default(),
+        crons: vec![cron.clone()],
+    };
+    let limits = WorkerLimits {
+        runtimes: 1,
+        ..WorkerLimits::default()
+    };
+    let worker = JsWorker::start("crons", &script, crate::worker::Env::new(), limits)
+        .await
+        .expect("the worker starts");
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(300);
+    assert_eq!(worker.scheduled(&cron, at).await, Ok(()));
+    let failed = worker
+        .scheduled(&cron, at)
+        .await
+        .expect_err("the second tick throws");
+    assert!(failed.contains("second tick fails"), "{failed}");
+    assert_eq!(worker.scheduled(&cron, at).await, Ok(()), "noRetry: done");
+    let request = http::Request::get("http://site/")
+        .body(crate::http::full(""))
+        .expect("a request");
+    let (_, _, body) = through(&worker, request).await;
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "*/5 * * * *@300000,*/5 * * * *@300000,*/5 * * * *@300000"
+    );
+
+    // Crons with no handler to run are refused when the worker loads.
+    let dir = app(
+        "crons-none",
+        &[(
+            "worker.js",
+            "export default { fetch: () => new Response(\"\") };\n",
+        )],
+    );
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: Default::default(),
+        crons: vec![cron],
+    };
+    let refused = JsWorker::start("crons-none", &script, crate::worker::Env::new(), limits).await;
+    let error = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("no scheduled handler"), "{error}");
+}
+
+#[test]
+fn a_workers_crons_are_read_and_a_bad_one_names_its_place() {
+    let crons = r#"import { Container, Worker } from "alchemy/cloudflare";
+const web = await Container("web", { className: "Web" });
+await Worker("site", { entrypoint: "./worker.ts", bindings: { WEB: web }, crons: ["*/5 * * * *", "0 3 * * MON"] });
+"#;
+    let manifest = program("crons-read", crons, &[]).expect("the program loads");
+    let script = manifest.workers[0].script.as_ref().expect("a script");
+    let read: Vec<String> = script.crons.iter().map(|c| c.to_string()).collect();
+    assert_eq!(read, ["*/5 * * * *", "0 3 * * MON"]);
+    let bad = crons.replace("0 3 * * MON", "0 25 * * *");
+    let err = program("crons-bad", &bad, &[]).expect_err("hour 25");
+    let text = err.to_string();
+    assert!(
+        text.contains("alchemy.run.ts:3:") && text.contains("crons[1]"),
         "{text}"
     );
 }

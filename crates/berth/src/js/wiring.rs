@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::{JsHooks, JsWorker, ScriptError, WorkerLimits};
 use crate::manifest::WorkerDef;
 use crate::namespace::Namespace;
-use crate::router::{Planned, Router, RouterError, Running};
+use crate::router::{Delivery, Planned, Router, RouterError, Running};
 use crate::worker::{Binding, Env, Worker};
 
 /// Why an app's workers could not be made.
@@ -92,6 +92,7 @@ pub async fn start_workers(
             Some(script) => {
                 let worker =
                     Arc::new(JsWorker::start(&def.name, script, env.clone(), limits).await?);
+                schedules.extend(cron_triggers(&def.name, &script.crons, &worker, classes)?);
                 js.push((def, worker.clone()));
                 worker
             }
@@ -132,4 +133,55 @@ pub async fn start_workers(
         hooks,
         schedules,
     })
+}
+
+/// The cron triggers of JS worker `name`: each tick runs its `scheduled` handler. When
+/// each last ran is kept in the app's store (that of its containers' classes), so that a
+/// tick missed while berth was down runs at the next start; on a cluster, the router
+/// that is home to the trigger's name runs it.
+fn cron_triggers(
+    name: &str,
+    crons: &[crate::cron::Cron],
+    worker: &Arc<JsWorker>,
+    classes: &BTreeMap<String, BoundClass>,
+) -> Result<Vec<Planned>, WorkersError> {
+    if crons.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(namespace) = classes.values().map(|c| c.namespace.clone()).next() else {
+        return Err(WorkersError::Script(ScriptError::Engine {
+            path: PathBuf::from(name),
+            reason: format!("worker {name} has crons, and berth keeps when they ran with the app's containers; declare a Container"),
+        }));
+    };
+    let app = namespace
+        .key()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Ok(crons
+        .iter()
+        .map(|cron| {
+            let key = format!("{app}/{name}/{cron}|scheduled");
+            let store = namespace.store().clone();
+            let (worker, namespace, home) = (worker.clone(), namespace.clone(), key.clone());
+            let tick_cron = cron.clone();
+            let deliver: Delivery = Arc::new(move |tick| {
+                let (worker, namespace, home, cron) = (
+                    worker.clone(),
+                    namespace.clone(),
+                    home.clone(),
+                    tick_cron.clone(),
+                );
+                Box::pin(async move {
+                    if !namespace.is_home_of_name(&home) {
+                        return Ok(());
+                    }
+                    worker.scheduled(&cron, tick).await
+                })
+            });
+            Planned::new(key, cron.clone(), store, deliver)
+        })
+        .collect())
 }

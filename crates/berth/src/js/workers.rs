@@ -24,6 +24,8 @@ struct WorkerProps {
     routes: Vec<Value>,
     #[serde(default)]
     domains: Vec<Value>,
+    #[serde(default)]
+    crons: Vec<String>,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
 }
@@ -79,6 +81,13 @@ pub(super) fn worker(
             hosts.push(host);
         }
     }
+    let mut crons = Vec::new();
+    for (i, text) in props.crons.iter().enumerate() {
+        let cron = text
+            .parse()
+            .map_err(|why| fail(format!("crons[{i}]: {text:?} {why}")))?;
+        crons.push(cron);
+    }
     Ok(WorkerDef {
         name,
         bindings,
@@ -88,6 +97,7 @@ pub(super) fn worker(
         script: Some(WorkerScript {
             entrypoint: entrypoint.into(),
             vars,
+            crons,
         }),
     })
 }

@@ -147,6 +147,8 @@ pub struct WorkerScript {
     pub entrypoint: PathBuf,
     /// Text bindings (plain strings and secrets), by binding name.
     pub vars: BTreeMap<String, String>,
+    /// Cron triggers: at each tick the module's `scheduled` handler runs.
+    pub crons: Vec<crate::cron::Cron>,
 }
 
 // By hand, because `vars` hold secrets: each value prints as a digest, which still
@@ -164,10 +166,14 @@ impl std::fmt::Debug for WorkerScript {
                 (name.as_str(), format!("sha256:{hex}"))
             })
             .collect();
-        f.debug_struct("WorkerScript")
-            .field("entrypoint", &self.entrypoint)
-            .field("vars", &vars)
-            .finish()
+        let mut s = f.debug_struct("WorkerScript");
+        s.field("entrypoint", &self.entrypoint).field("vars", &vars);
+        // Only when there are some, so that the text of a worker without is as before.
+        if !self.crons.is_empty() {
+            let crons: Vec<String> = self.crons.iter().map(|c| c.to_string()).collect();
+            s.field("crons", &crons);
+        }
+        s.finish()
     }
 }
 

@@ -124,6 +124,24 @@ impl Namespace {
         Ok(self.inner.ids.unique()?)
     }
 
+    /// The app's store.
+    pub fn store(&self) -> &crate::store::Store {
+        &self.inner.class.app.store
+    }
+
+    /// Whether this router is the home of the object called `name` (always, but on a
+    /// cluster), without making the object: what is done once for the cluster is done
+    /// there.
+    pub fn is_home_of_name(&self, name: &str) -> bool {
+        let Some(peers) = self.inner.class.app.peers.get() else {
+            return true;
+        };
+        matches!(
+            peers.home(&self.id_from_name(name)),
+            crate::peers::Home::Here
+        )
+    }
+
     /// The one live object for `id`, created on first use.
     pub fn get(&self, id: ObjectId) -> Object {
         self.object(id, None::<fn() -> String>)

@@ -7,7 +7,9 @@
 //! missed while berth was down runs once at the next start, not once per missed tick.
 
 use std::future::Future;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -50,17 +52,34 @@ const LAST_RETRY: Duration = Duration::from_secs(300);
 /// The longest sleep at once, so that a change of the machine's clock is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
-/// A worker's schedules, each bound to its object, ready to run.
+/// What a tick (the time it was due) does: a request to an object (a route's schedule),
+/// or a JS worker's `scheduled` handler. `Ok` once it was delivered; `Err` says why not,
+/// and is retried.
+pub type Delivery = Arc<
+    dyn Fn(SystemTime) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
+
+/// A worker's schedules, each bound to what it reaches, ready to run.
 #[derive(Clone)]
 pub struct Planned {
     key: String,
     cron: Cron,
     store: Store,
-    object: Object,
-    path: String,
+    deliver: Delivery,
 }
 
 impl Planned {
+    /// A schedule called `key` in `store` (where its last run is kept) that runs
+    /// `deliver` at each tick of `cron`.
+    pub fn new(key: String, cron: Cron, store: Store, deliver: Delivery) -> Planned {
+        Planned {
+            key,
+            cron,
+            store,
+            deliver,
+        }
+    }
+
     /// Starts `planned`, on `clock`; they run until the returned [`Running`] is dropped.
     pub fn start(planned: &[Planned], clock: Clock) -> Running {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -70,17 +89,9 @@ impl Planned {
             .iter()
             .cloned()
             .map(|p| {
-                let Planned {
-                    key,
-                    cron,
-                    store,
-                    object,
-                    path,
-                } = p;
-                let deliver_cron = cron.clone();
-                handle.spawn(run(key, cron, store, clock, move || {
-                    let (object, path, cron) = (object.clone(), path.clone(), deliver_cron.clone());
-                    async move { deliver(&object, &path, &cron).await }
+                let deliver = p.deliver;
+                handle.spawn(run(p.key, p.cron, p.store, clock, move |tick| {
+                    deliver(tick)
                 }))
             })
             .collect();
@@ -114,13 +125,14 @@ impl Router {
             .iter()
             .map(|schedule| {
                 let (object, path) = self.scheduled(schedule)?;
-                Ok(Planned {
-                    key: schedule.key(object.app_name(), worker),
-                    cron: schedule.cron.clone(),
-                    store: object.store().clone(),
-                    object,
-                    path,
-                })
+                let key = schedule.key(object.app_name(), worker);
+                let store = object.store().clone();
+                let cron = schedule.cron.clone();
+                let deliver: Delivery = Arc::new(move |_| {
+                    let (object, path, cron) = (object.clone(), path.clone(), cron.clone());
+                    Box::pin(async move { deliver(&object, &path, &cron).await })
+                });
+                Ok(Planned::new(key, schedule.cron.clone(), store, deliver))
             })
             .collect()
     }
@@ -197,7 +209,7 @@ pub(super) async fn deliver(object: &Object, path: &str, cron: &Cron) -> Result<
 /// Runs one schedule until the task is dropped. `key` names it in `store`.
 pub(super) async fn run<F, Fut>(key: String, cron: Cron, store: Store, clock: Clock, deliver: F)
 where
-    F: Fn() -> Fut,
+    F: Fn(SystemTime) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
     let mut last = match store.cron_started(&key, to_ms(clock.now())).await {
@@ -221,7 +233,7 @@ where
         // Due, or missed while berth was down: one delivery stands for every tick up to now.
         let mut wait = FIRST_RETRY;
         let delivered = loop {
-            match deliver().await {
+            match deliver(tick).await {
                 Ok(()) => break true,
                 Err(why) => {
                     let next = cron.next_after(now);
@@ -270,7 +282,7 @@ mod tests {
             cron,
             store.clone(),
             clock,
-            move || {
+            move |_| {
                 let (seen, count) = (seen.clone(), count.clone());
                 async move {
                     seen.lock().expect("attempts").push(clock.now());

@@ -443,7 +443,7 @@
     const context = { waitUntil() {}, passThroughOnException() {}, props: {} };
 
   // Sets up the worker from its entrypoint's exports; fails with what is missing.
-  berth.startWorker = (exports, path, bindings, vars) => {
+  berth.startWorker = (exports, path, bindings, vars, crons) => {
     const env = { ...vars };
     for (const name of bindings) env[name] = namespace(name);
     // `cloudflare:workers`'s env: the same object whether the worker imports it or not.
@@ -459,7 +459,27 @@
     } else {
       throw new TypeError(`${path}: the default export has no fetch; export default { async fetch(request, env, ctx) { … } }, or a class extending WorkerEntrypoint`);
     }
+    // Cron triggers: each tick calls `scheduled(controller, env, ctx)`, as on Cloudflare.
+    if (typeof entry === "function" && typeof entry.prototype?.scheduled === "function") {
+      berth.onTick = (controller) => new entry(context, env).scheduled(controller);
+    } else if (typeof entry?.scheduled === "function") {
+      berth.onTick = (controller) => entry.scheduled(controller, env, context);
+    } else if (crons) {
+      throw new TypeError(`${path}: the worker has crons, but its default export has no scheduled handler; add async scheduled(controller, env, ctx) { … } beside fetch`);
+    }
     return ownFetch(exports);
+  };
+
+  // A tick whose handler throws is tried again, unless the handler called noRetry().
+  berth.scheduled = async (cron, scheduledTime) => {
+    let retry = true;
+    const controller = { cron, scheduledTime, type: "scheduled", noRetry: () => void (retry = false) };
+    try {
+      await berth.onTick(controller);
+    } catch (error) {
+      if (retry) throw error;
+      console.error(`the scheduled handler of ${cron} failed, and is not tried again (it called noRetry()):`, error instanceof Error ? `${error}\n${error.stack}` : error);
+    }
   };
 
   berth.serve = async (method, url, headers, handle, object) => {
