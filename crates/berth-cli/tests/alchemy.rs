@@ -826,8 +826,8 @@ async fn a_workers_cron_trigger_runs_its_scheduled_handler_and_one_missed_runs_a
     );
     assert!(edited.contains("crons"), "{edited}");
     std::fs::write(&program, edited).expect("alchemy.run.ts");
-    // As if berth had last run on 2 January 2020: the tick of 1 January 2021 was
-    // missed, and runs once, at the start.
+    // As if berth had last run on 2 January 2020: the ticks of every 1 January since
+    // were missed, and one run, for the latest, stands for them at the start.
     std::fs::create_dir_all(app.dir.join(".berth")).expect(".berth");
     let store = berth::Store::open(app.dir.join(".berth/state.db")).expect("store");
     let key = format!("{}/my-worker/0 0 1 1 *|scheduled", app.name);
@@ -838,7 +838,13 @@ async fn a_workers_cron_trigger_runs_its_scheduled_handler_and_one_missed_runs_a
     drop(store);
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     berth.ready();
-    let tick = "tick 0 0 1 1 * due 2021-01-01T00:00:00.000Z: pong";
+    let year = std::process::Command::new("date")
+        .args(["-u", "+%Y"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .expect("date");
+    let tick = format!("tick 0 0 1 1 * due {year}-01-01T00:00:00.000Z: pong");
+    let tick = tick.as_str();
     let log = stderr_within(&berth, tick, Duration::from_secs(60));
     assert!(log.contains(tick), "{log}");
     assert_eq!(log.matches("tick 0 0 1 1 *").count(), 1, "{log}");
@@ -900,11 +906,10 @@ async fn a_stub_calls_the_methods_of_the_class_in_the_objects_instance() {
     );
     assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
     // What the method throws, and a method the class lacks, are thrown to the caller.
-    let (status, text) = http(&addr, "/refuse", &[]);
-    assert_eq!(status, 200);
-    assert!(
-        text.starts_with("threw: ") && text.contains("refused on purpose"),
-        "{text}"
+    // What a method throws is thrown to the caller as it was: its message, no more.
+    assert_eq!(
+        http(&addr, "/refuse", &[]),
+        (200, "threw: refused on purpose".into())
     );
     let (_, text) = http(&addr, "/missing", &[]);
     assert!(

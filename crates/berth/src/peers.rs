@@ -216,6 +216,11 @@ impl Peers {
     /// Where object `id` lives. Here while this router does not know itself or its
     /// peers yet: serving it is better than sending it nowhere.
     pub fn home(&self, id: &ObjectId) -> Home {
+        self.home_of(id.as_bytes())
+    }
+
+    /// Where what `key` names lives (an object's id, or a cron trigger's name).
+    pub fn home_of(&self, key: &[u8]) -> Home {
         let view = self.view();
         let Some(me) = view.me else {
             return Home::Here;
@@ -230,7 +235,7 @@ impl Peers {
             }
             Err(_) => view.routers,
         };
-        match rendezvous(id, &live) {
+        match rendezvous_of(key, &live) {
             Some(home) if home != me => Home::Router(home),
             _ => Home::Here,
         }
@@ -403,10 +408,15 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// The router with the highest score for `id`: a hash of the id and the router's address.
 pub fn rendezvous(id: &ObjectId, routers: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    rendezvous_of(id.as_bytes(), routers)
+}
+
+/// [`rendezvous`] for any key.
+fn rendezvous_of(key: &[u8], routers: &[Ipv4Addr]) -> Option<Ipv4Addr> {
     use sha2::{Digest, Sha256};
     routers.iter().copied().max_by_key(|router| {
         let mut hash = Sha256::new();
-        hash.update(id.as_bytes());
+        hash.update(key);
         hash.update(router.octets());
         let digest = hash.finalize();
         let mut score = [0u8; 8];

@@ -48,6 +48,11 @@ export class Counter extends Container {
 
   hits?: number;
 
+  // Called on a stub (RPC): answered by the object's one instance, on its home.
+  async hitCount() {
+    return { hits: this.hits ?? 0 };
+  }
+
   async ring() {
     const rung = ((await this.ctx.storage.get("rung")) ?? 0) + 1;
     await this.ctx.storage.put("rung", rung);
@@ -59,7 +64,11 @@ export { Counter } from "./counter.ts";
 
 export default {
   async fetch(request: Request, env: any): Promise<Response> {
-    return getContainer(env.COUNTER, request.headers.get("x-name") ?? "one").fetch(request);
+    const stub = getContainer(env.COUNTER, request.headers.get("x-name") ?? "one");
+    if (new URL(request.url).pathname === "/hits") {
+      return Response.json(await (stub as any).hitCount());
+    }
+    return stub.fetch(request);
   },
 };
 "#;
@@ -148,6 +157,16 @@ pub async fn an_objects_storage_is_one_whichever_router_runs_it(
     // counts along: the class's own fetch runs there, whichever router took the request.
     let expected: Vec<(u32, u32)> = (1..=alive.len() as u32).map(|n| (n, n)).collect();
     assert_eq!(counts, expected, "one count through routers {alive:?}");
+    // A method called on a stub through any router runs in that same instance.
+    let hits = format!("{{\"hits\":{}}}", alive.len());
+    for &router in &alive {
+        let called = get(routers, router, "shared", "/hits").await;
+        assert_eq!(
+            called,
+            Ok((200, hits.clone())),
+            "RPC through router {router}"
+        );
+    }
 
     // An alarm set through one router is delivered once (by the object's home), and what
     // it writes is read through another.

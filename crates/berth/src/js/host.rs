@@ -166,14 +166,11 @@ pub(super) fn run(
                         }
                     }
                     Job::Hook(call) => host.hook(call).await,
+                    // Run to its end even when nobody waits any more (a new version of
+                    // the app replaced the trigger): a handler is not cut off mid-way.
                     Job::Scheduled(tick) => {
-                        let mut reply = tick.reply;
-                        tokio::select! {
-                            ran = host.scheduled(tick.cron, tick.time_ms) => {
-                                let _ = reply.send(ran);
-                            }
-                            () = reply.closed() => {}
-                        }
+                        let ran = host.scheduled(tick.cron, tick.time_ms).await;
+                        let _ = tick.reply.send(ran);
                     }
                 }
                 driver.wake();

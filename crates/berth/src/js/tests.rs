@@ -1012,6 +1012,27 @@ export default {
         "*/5 * * * *@300000,*/5 * * * *@300000,*/5 * * * *@300000"
     );
 
+    // A worker of cron triggers only loads; a request to it is an error.
+    let dir = app(
+        "crons-only",
+        &[("worker.js", "export default { scheduled() {} };\n")],
+    );
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: Default::default(),
+        crons: vec![cron.clone()],
+    };
+    let only = JsWorker::start("crons-only", &script, crate::worker::Env::new(), limits)
+        .await
+        .expect("a worker of crons only starts");
+    assert_eq!(only.scheduled(&cron, at).await, Ok(()));
+    let request = http::Request::get("http://site/")
+        .body(crate::http::full(""))
+        .expect("a request");
+    let (status, _, body) = through(&only, request).await;
+    assert_eq!(status.as_u16(), 500);
+    assert!(String::from_utf8_lossy(&body).contains("no fetch handler"));
+
     // Crons with no handler to run are refused when the worker loads.
     let dir = app(
         "crons-none",

@@ -83,10 +83,13 @@ pub(super) fn worker(
     }
     let mut crons = Vec::new();
     for (i, text) in props.crons.iter().enumerate() {
-        let cron = text
+        let cron: crate::cron::Cron = text
             .parse()
             .map_err(|why| fail(format!("crons[{i}]: {text:?} {why}")))?;
-        crons.push(cron);
+        // The same expression twice is one trigger, not two runs of each tick.
+        if !crons.contains(&cron) {
+            crons.push(cron);
+        }
     }
     Ok(WorkerDef {
         name,

@@ -40,6 +40,11 @@ pub enum Lifecycle {
     TakeOver {
         version: String,
     },
+    /// Call a method of the object's class (RPC) in its instance there; `args` is JSON.
+    Call {
+        method: String,
+        args: String,
+    },
 }
 
 impl Lifecycle {
@@ -75,9 +80,13 @@ impl Object {
         };
         match peers.lifecycle(home, object, what).await {
             Ok((status, body)) => {
-                let text = serde_json::from_slice::<crate::api::ErrorBody>(&body)
+                // A failure's message, from its error body; a success's answer as it is.
+                let error = (!status.is_success())
+                    .then(|| serde_json::from_slice::<crate::api::ErrorBody>(&body).ok())
+                    .flatten();
+                let text = error
                     .map(|e| e.message)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
                 Ok((status, text))
             }
             Err(e) => {
@@ -169,6 +178,12 @@ impl Object {
             Lifecycle::Serving => {
                 Response::new(full(self.phase().serving().is_some().to_string()))
             }
+            Lifecycle::Call { method, args } => match self.call_here(&method, args).await {
+                Ok(answer) => Response::new(full(answer)),
+                Err(message) => {
+                    error_response(StatusCode::UNPROCESSABLE_ENTITY, "call-failed", &message)
+                }
+            },
             Lifecycle::TakeOver { version } => match self.take_over_at(&version).await {
                 Ok(true) => Response::new(full("taken over")),
                 Ok(false) => error_response(
@@ -203,6 +218,10 @@ mod tests {
             Lifecycle::Serving,
             Lifecycle::TakeOver {
                 version: "v1".into(),
+            },
+            Lifecycle::Call {
+                method: "greet".into(),
+                args: "[\"you\"]".into(),
             },
         ];
         for ask in asks {

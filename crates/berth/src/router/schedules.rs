@@ -49,6 +49,9 @@ pub const SCHEDULE_HEADER: &str = "berth-schedule";
 /// The first wait after a failed delivery, and the longest.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(300);
+/// How many missed ticks are stepped over to find the latest one due (a year of a
+/// minutely trigger is more: then a tick near the start of the gap is delivered).
+const MAX_CATCH_UP: usize = 100_000;
 /// The longest sleep at once, so that a change of the machine's clock is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
@@ -230,7 +233,16 @@ where
                 continue;
             }
         }
-        // Due, or missed while berth was down: one delivery stands for every tick up to now.
+        // Due, or missed while berth was down: one delivery, of the latest tick due, stands
+        // for every tick up to now.
+        let mut latest = tick;
+        for _ in 0..MAX_CATCH_UP {
+            match cron.next_after(latest) {
+                Some(next) if next <= now => latest = next,
+                _ => break,
+            }
+        }
+        let tick = latest;
         let mut wait = FIRST_RETRY;
         let delivered = loop {
             match deliver(tick).await {

@@ -144,23 +144,41 @@
 
   // Drops the instance of an object whose container does not run, so that one made for
   // a schedule or a request (of any client-chosen name) does not stay: onStop, which
-  // drops the others, never comes for it.
+  // drops the others, never comes for it. Not while a request, call or schedule still
+  // uses it (see `withInstance`).
   const dropUnlessRunning = async (hex) => {
     const kept = instances.get(hex);
     if (!kept) return;
     const status = await kept.getState().then((s) => s.status, () => "stopped");
-    if (!["running", "healthy", "paused", "stopping"].includes(status)) instances.delete(hex);
+    if (!["running", "healthy", "paused", "stopping"].includes(status) && !inUse.has(hex)) instances.delete(hex);
   };
 
-  // A request for an object whose class has a `fetch` of its own (serve.js).
-  berth.classFetch = async ({ className, binding, id, name }, request) => {
-    const made = !instances.has(id);
+  // By object id: the requests, calls and schedules using its instance now.
+  const inUse = new Map();
+  // Runs `run` with the object's instance; once nothing uses it, it is dropped unless
+  // its container runs.
+  const withInstance = async (className, binding, hex, name, run) => {
+    inUse.set(hex, (inUse.get(hex) ?? 0) + 1);
     try {
-      return await instanceOf(className, binding, id, name).fetch(request);
+      return await run(instanceOf(className, binding, hex, name));
     } finally {
-      if (made) await dropUnlessRunning(id);
+      const left = inUse.get(hex) - 1;
+      if (left > 0) {
+        inUse.set(hex, left);
+      } else {
+        inUse.delete(hex);
+        await dropUnlessRunning(hex);
+      }
     }
   };
+
+  // Names a stub cannot call: the constructor, berth's hooks (berth calls them), and
+  // what Cloudflare keeps for itself.
+  const NOT_CALLABLE = new Set(["constructor", "fetch", "alarm", "connect", "dup", "webSocketMessage", "webSocketClose", "webSocketError", "onStart", "onStop", "onError", "onPause", "onActivityExpired"]);
+
+  // A request for an object whose class has a `fetch` of its own (serve.js).
+  berth.classFetch = async ({ className, binding, id, name }, request) =>
+    withInstance(className, binding, id, name, (instance) => instance.fetch(request));
 
   // Runs `hook` with `arg` (JSON); gives "" or, for onActivityExpired, whether the
   // container sleeps ("sleep": the hook called this.stop(), or is Container's own) or
@@ -169,29 +187,25 @@
     if (hook === "onAlarm") {
       return inTurn(hex, async () => {
         // An instance made only for it (the object was not running) is dropped after it.
-        const made = !instances.has(hex);
-        const instance = instanceOf(className, binding, hex, name);
-        try {
-          await runAlarm(instance, className, arg);
-        } finally {
-          if (made) await dropUnlessRunning(hex);
-        }
+        await withInstance(className, binding, hex, name, (instance) => runAlarm(instance, className, arg));
         return "";
       });
     }
     if (hook === "call") {
+      // What the method throws goes back as its name and message, for the caller to
+      // throw: it is the app's answer, not a failure of berth's.
       const { method, args } = JSON.parse(arg);
-      const made = !instances.has(hex);
-      const instance = instanceOf(className, binding, hex, name);
-      try {
-        if (method === "constructor" || typeof instance[method] !== "function") {
-          throw new TypeError(`${className} has no method ${method}()`);
+      return withInstance(className, binding, hex, name, async (instance) => {
+        try {
+          if (NOT_CALLABLE.has(method) || typeof instance[method] !== "function") {
+            throw new TypeError(`${className} has no method ${method}() to call on a stub`);
+          }
+          return JSON.stringify({ value: await instance[method](...JSON.parse(args)) });
+        } catch (error) {
+          const thrown = error instanceof Error ? { name: error.name, message: error.message } : { name: "Error", message: String(error) };
+          return JSON.stringify({ error: thrown });
         }
-        const answer = await instance[method](...JSON.parse(args));
-        return answer === undefined ? "" : JSON.stringify(answer);
-      } finally {
-        if (made) await dropUnlessRunning(hex);
-      }
+      });
     }
     const instance = instanceOf(className, binding, hex, name);
     switch (hook) {

@@ -368,10 +368,17 @@
       return { status: await native.state(this[TARGET]), lastChange: Date.now() };
     }
     // A method of the object's class, called in the object's one instance of it (RPC, as
-    // on Cloudflare): its arguments and answer go as JSON.
+    // on Cloudflare): its arguments and answer go as JSON; what it throws is thrown here
+    // with its name and message.
     async [CALL](method, args) {
-      const answer = await native.call(this[TARGET], method, JSON.stringify(args));
-      return answer === "" ? undefined : JSON.parse(answer);
+      const answer = JSON.parse(await native.call(this[TARGET], method, JSON.stringify(args)));
+      if (answer.error !== undefined) {
+        const Thrown = typeof globalThis[answer.error.name] === "function" ? globalThis[answer.error.name] : Error;
+        const error = new Thrown(answer.error.message);
+        if (error.name !== answer.error.name) error.name = answer.error.name;
+        throw error;
+      }
+      return answer.value;
     }
   }
 
@@ -456,6 +463,11 @@
       berth.handler = (request) => new entry(context, env).fetch(request);
     } else if (entry !== null && typeof entry === "object" && typeof entry.fetch === "function") {
       berth.handler = (request) => entry.fetch(request, env, context);
+    } else if (crons && (typeof entry?.scheduled === "function" || typeof entry?.prototype?.scheduled === "function")) {
+      // A worker of cron triggers only: requests get an error, as on Cloudflare.
+      berth.handler = () => {
+        throw new TypeError(`${path}: the worker has no fetch handler, only scheduled`);
+      };
     } else {
       throw new TypeError(`${path}: the default export has no fetch; export default { async fetch(request, env, ctx) { … } }, or a class extending WorkerEntrypoint`);
     }
