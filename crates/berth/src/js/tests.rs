@@ -368,6 +368,30 @@ async fn through(
     answered.await.expect("an answer within 10 s")
 }
 
+/// The files `berth deploy` would send of the program in `dir`, relative to it, sorted.
+fn shipped(dir: &Path) -> Vec<String> {
+    let program = load_program(dir, quick()).expect("the program loads");
+    let mut names: Vec<String> = program
+        .files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(dir)
+                .expect("in the app")
+                .display()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// `GET /` for a worker.
+fn get_root() -> http::Request<crate::http::Body> {
+    http::Request::get("http://site/")
+        .body(crate::http::full(""))
+        .expect("a request")
+}
+
 /// A request body of `chunks` chunks of `size` bytes, each sent as its own frame.
 fn chunked(chunks: usize, size: usize) -> crate::http::Body {
     let frames = (0..chunks).map(move |i| {
@@ -526,18 +550,7 @@ export default {
         ],
     );
     let dir = root.join("app");
-    let program = load_program(&dir, quick()).expect("the program loads");
-    let mut names: Vec<String> = program
-        .files
-        .iter()
-        .map(|f| {
-            f.strip_prefix(&dir)
-                .expect("in the app")
-                .display()
-                .to_string()
-        })
-        .collect();
-    names.sort();
+    let names = shipped(&dir);
     // The lazily imported module and what it imports; not the type-only imports (one
     // written as a value import, of a file outside the app, too), not a name computed at
     // run time, not a file nothing imports.
@@ -580,9 +593,7 @@ async fn a_stream_chunk_that_is_neither_text_nor_bytes_breaks_the_body_off_namin
 };
 "#;
     let worker = js_worker("chunks", worker, WorkerLimits::default()).await;
-    let request = http::Request::get("http://site/")
-        .body(crate::http::full(""))
-        .expect("a request");
+    let request = get_root();
     use crate::worker::Worker;
     let response = worker.fetch(request, &crate::worker::Env::new()).await;
     assert_eq!(response.status(), http::StatusCode::OK);
@@ -661,9 +672,7 @@ export default {{ fetch: () => new Response("served") }};
         "no runtime after the third replacement"
     );
     // It still answers requests: they need no timer.
-    let request = http::Request::get("http://site/")
-        .body(crate::http::full(""))
-        .expect("a request");
+    let request = get_root();
     let (status, _, body) = through(&worker, request).await;
     assert_eq!((status.as_u16(), &body[..]), (200, &b"served"[..]));
 }
@@ -879,18 +888,7 @@ export default { fetch: () => new Response(`${greet("you")} ${shout("hi")} ${tin
         ("node_modules/@acme/tiny/dist/tiny.mjs", "export const tiny = \"tiny\";\n"),
     ];
     let dir = app("packages", &files);
-    let program = load_program(&dir, quick()).expect("the program loads");
-    let mut names: Vec<String> = program
-        .files
-        .iter()
-        .map(|f| {
-            f.strip_prefix(&dir)
-                .expect("in the app")
-                .display()
-                .to_string()
-        })
-        .collect();
-    names.sort();
+    let names = shipped(&dir);
     // What the worker imports, with each package's package.json; not the CommonJS build
     // or a file nothing imports.
     assert_eq!(
@@ -920,9 +918,7 @@ export default { fetch: () => new Response(`${greet("you")} ${shout("hi")} ${tin
     )
     .await
     .expect("the worker starts");
-    let request = http::Request::get("http://site/")
-        .body(crate::http::full(""))
-        .expect("a request");
+    let request = get_root();
     let (status, _, body) = through(&worker, request).await;
     assert_eq!(
         (status.as_u16(), String::from_utf8_lossy(&body).as_ref()),
@@ -1003,9 +999,7 @@ export default {
         .expect_err("the second tick throws");
     assert!(failed.contains("second tick fails"), "{failed}");
     assert_eq!(worker.scheduled(&cron, at).await, Ok(()), "noRetry: done");
-    let request = http::Request::get("http://site/")
-        .body(crate::http::full(""))
-        .expect("a request");
+    let request = get_root();
     let (_, _, body) = through(&worker, request).await;
     assert_eq!(
         String::from_utf8_lossy(&body),
@@ -1026,9 +1020,7 @@ export default {
         .await
         .expect("a worker of crons only starts");
     assert_eq!(only.scheduled(&cron, at).await, Ok(()));
-    let request = http::Request::get("http://site/")
-        .body(crate::http::full(""))
-        .expect("a request");
+    let request = get_root();
     let (status, _, body) = through(&only, request).await;
     assert_eq!(status.as_u16(), 500);
     assert!(String::from_utf8_lossy(&body).contains("no fetch handler"));
