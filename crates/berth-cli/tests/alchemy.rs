@@ -801,6 +801,51 @@ async fn the_routing_example_spreads_round_robin_over_three_and_gives_each_user_
     );
 }
 
+const DO_ALARM: &str = r#"override async onStart() {
+    await this.ctx.storage.setAlarm(Date.now() + 60_000);
+    // Set again: one alarm per object, the last time set.
+    await this.ctx.storage.setAlarm(new Date(Date.now() + 500));
+    console.log(`alarm set: ${(await this.ctx.storage.getAlarm()) !== null}; schedules: ${(await this.getSchedules()).length}`);
+  }
+
+  async alarm(info: { retryCount: number; isRetry: boolean }) {
+    const n = ((await this.ctx.storage.get("alarms")) ?? 0) + 1;
+    await this.ctx.storage.put("alarms", n);
+    console.log(`alarm ran ${n}, retry ${info.retryCount}`);
+    if (n === 1) throw new Error("the first alarm fails on purpose");
+    await this.ctx.storage.deleteAll();
+    console.log(`after the alarm: ${await this.ctx.storage.getAlarm()}, ${(await this.ctx.storage.list()).size} keys`);
+  }
+
+  started() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_durable_object_alarm_runs_alarm_and_retries_it_when_it_throws() {
+    let app = alchemy_app("do-alarm", None);
+    edit_class(
+        &app,
+        &[("override onStart() {", DO_ALARM)],
+        &["async alarm("],
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    let done = "after the alarm: null, 0 keys";
+    let log = stderr_within(&berth, done, Duration::from_secs(60));
+    assert!(log.contains("alarm set: true; schedules: 0"), "{log}");
+    let at = |line: &str| {
+        log.find(line)
+            .unwrap_or_else(|| panic!("{line:?} in: {log}"))
+    };
+    // The one alarm set last runs; its throw is retried; the second run ends it.
+    assert!(
+        at("alarm ran 1, retry 0") < at("alarm ran 2, retry 1"),
+        "{log}"
+    );
+    assert!(at("alarm ran 2, retry 1") < at(done), "{log}");
+    assert_eq!(log.matches("alarm ran").count(), 2, "{log}");
+}
+
 const SCHEDULED: &str = r#"import { getContainer } from "@cloudflare/containers";
 export { MyContainer } from "./container.ts";
 

@@ -41,8 +41,40 @@
         if (limit !== undefined) keys = keys.slice(0, limit);
         return this.get(keys);
       },
+      async deleteAll() {
+        await this.delete(JSON.parse(await call("keys", "")));
+      },
+      // Each call goes to berth's store as it is made: there is no transaction to group
+      // them, and nothing to flush.
+      async transaction(closure) {
+        return closure(this);
+      },
+      async sync() {},
+      // The Durable Object alarm: one per object, kept with its schedules; when due, the
+      // class's alarm() runs (see runAlarm), and is retried if it throws, as on Cloudflare.
+      async getAlarm() {
+        // The alarm whose alarm() runs now is not set any more, as on Cloudflare.
+        const found = (await alarmsOf(target)).find((alarm) => JSON.parse(alarm.payload).type === "alarm" && !ringing.has(alarm.id));
+        return found === undefined ? null : JSON.parse(found.payload).dueMs;
+      },
+      async setAlarm(when) {
+        const dueMs = when instanceof Date ? when.getTime() : Number(when);
+        if (!Number.isFinite(dueMs)) throw new TypeError(`setAlarm(time): time is a Date or milliseconds since the epoch; got ${String(when)}`);
+        await this.deleteAlarm();
+        await berth.native.schedule(target, dueMs, JSON.stringify({ type: "alarm", dueMs }));
+      },
+      async deleteAlarm() {
+        for (const alarm of await alarmsOf(target)) {
+          if (JSON.parse(alarm.payload).type === "alarm") await berth.native.unschedule(target, alarm.id);
+        }
+      },
     };
   };
+
+  // The object's alarms in berth's store: its schedules and its Durable Object alarm.
+  const alarmsOf = async (target) => JSON.parse(await berth.native.schedules(target));
+  // The ids of the Durable Object alarms whose alarm() runs now.
+  const ringing = new Set();
 
   const instanceOf = (className, binding, hex, name) => {
     const known = instances.get(hex);
@@ -78,7 +110,9 @@
   };
   const schedulerOf = (object, instance) => {
     const target = { binding: object.binding, id: object.hex, name: object.name ?? null };
-    const list = async () => JSON.parse(await berth.native.schedules(target)).map(taskOf);
+    // The schedules, not the Durable Object alarm (storage.getAlarm() gives that).
+    const list = async () =>
+      (await alarmsOf(target)).filter((alarm) => JSON.parse(alarm.payload).type !== "alarm").map(taskOf);
     return {
       async schedule(when, callback, payload) {
         // A method, or a field that holds a function (an arrow function), as on Cloudflare.
@@ -129,7 +163,23 @@
   // As on Cloudflare, a method that throws (or that the class no longer has) is logged
   // and the schedule is done: it is not run again.
   const runAlarm = async (instance, className, arg) => {
-    const task = taskOf(JSON.parse(arg));
+    const alarm = JSON.parse(arg);
+    if (JSON.parse(alarm.payload).type === "alarm") {
+      // The Durable Object alarm: what alarm() throws goes back to berth, which tries
+      // it again after 1 s, then twice as long, six times at most, as Cloudflare does.
+      if (typeof instance.alarm !== "function") {
+        console.error(`${className} set a Durable Object alarm (ctx.storage.setAlarm), but has no alarm() method to run; it is dropped`);
+        return;
+      }
+      ringing.add(alarm.id);
+      try {
+        await instance.alarm({ retryCount: alarm.attempts, isRetry: alarm.attempts > 0 });
+      } finally {
+        ringing.delete(alarm.id);
+      }
+      return;
+    }
+    const task = taskOf(alarm);
     const method = instance[task.callback];
     if (typeof method !== "function") {
       console.error(`schedule ${task.taskId} calls ${className}.${task.callback}(), which the class no longer has; it is dropped`);
