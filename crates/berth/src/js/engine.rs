@@ -192,11 +192,35 @@ impl Engine {
         if message.contains("out of memory") {
             return self.out_of_memory();
         }
-        ScriptError::Thrown {
-            at: self.place(&stack),
-            message,
+        let mut at = self.place(&stack);
+        let site = value
+            .as_object()
+            .and_then(|e| e.get::<_, Option<String>>("site").ok().flatten());
+        if let Some(found) = site.and_then(|site| written_at(&at, &site)) {
+            at = found;
         }
+        ScriptError::Thrown { at, message }
     }
+}
+
+/// Where `site` is first written in `at`'s file, at or after `at`'s line: a throw that
+/// QuickJS places at an earlier call (one from a property read) names the text it was
+/// read by, and is placed there instead.
+fn written_at(at: &SourcePlace, site: &str) -> Option<SourcePlace> {
+    let text = std::fs::read_to_string(&at.path).ok()?;
+    let (line, column) = text
+        .lines()
+        .enumerate()
+        .skip(at.line.saturating_sub(1) as usize)
+        .find_map(|(n, line)| {
+            line.find(site)
+                .map(|byte| (n, line[..byte].chars().count()))
+        })?;
+    Some(SourcePlace {
+        path: at.path.clone(),
+        line: u32::try_from(line + 1).ok()?,
+        column: u32::try_from(column + 1).ok()?,
+    })
 }
 
 impl Drop for Engine {

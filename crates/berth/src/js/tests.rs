@@ -177,6 +177,17 @@ fn a_thrown_error_names_the_line_as_written() {
 }
 
 #[test]
+fn a_missing_secret_names_the_line_that_reads_it() {
+    let text = "import alchemy from \"alchemy\";\nimport { Container } from \"alchemy/cloudflare\";\nawait Container(\"web\", { className: \"Web\" });\n\nconst token = alchemy.secret.env.BERTH_TEST_NEVER_SET;\n";
+    let err = program("secret-line", text, &[]).expect_err("not set");
+    let ScriptError::Thrown { at, message } = &err else {
+        panic!("thrown: {err}");
+    };
+    assert!(message.contains("BERTH_TEST_NEVER_SET is not set"), "{err}");
+    assert_eq!((at.line, at.column), (5, 30), "{err}");
+}
+
+#[test]
 fn types_are_erased_and_imports_resolve_without_extension_or_to_index() {
     let text = r#"import type { Missing } from "./nowhere";
 import { port } from "./lib";

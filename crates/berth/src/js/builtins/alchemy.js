@@ -31,7 +31,11 @@ export class Secret {
 const variable = (name) => {
   const value = globalThis.process.env[name];
   if (value === undefined) {
-    throw new Error(`the environment variable ${String(name)} is not set`);
+    const error = new Error(`the environment variable ${String(name)} is not set`);
+    // What the program wrote, for berth to find its line: QuickJS places a throw from a
+    // property read at the call before it.
+    error.site = `env.${String(name)}`;
+    throw error;
   }
   return value;
 };
