@@ -199,6 +199,7 @@ impl Engine {
         if let Some(found) = site.and_then(|site| written_at(&at, &site)) {
             at = found;
         }
+        let message = super::packages::explain_commonjs(message, &at.path);
         ScriptError::Thrown { at, message }
     }
 }

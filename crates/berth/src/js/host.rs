@@ -254,10 +254,10 @@ impl Host {
                 limit: self.limits.cpu,
             };
         }
-        ScriptError::Thrown {
-            at: place(&self.modules, &stack).unwrap_or_else(|| SourcePlace::file(&self.entrypoint)),
-            message,
-        }
+        let at =
+            place(&self.modules, &stack).unwrap_or_else(|| SourcePlace::file(&self.entrypoint));
+        let message = super::packages::explain_commonjs(message, &at.path);
+        ScriptError::Thrown { at, message }
     }
 
     /// Runs one request through the worker's fetch, or through the own `fetch` of the

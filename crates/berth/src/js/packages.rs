@@ -166,6 +166,21 @@ fn normalize(path: &Path) -> PathBuf {
     super::modules::normalize(path)
 }
 
+/// `message` with a word on why, when a file of `node_modules` at `at` failed as
+/// CommonJS code does in an ES module (`module`, `exports` or `require` undefined).
+pub(super) fn explain_commonjs(message: String, at: &Path) -> String {
+    let commonjs = ["module", "exports", "require"]
+        .iter()
+        .any(|name| message.contains(&format!("ReferenceError: {name} is not defined")))
+        || message.contains("'require' is not defined");
+    let in_package = at.components().any(|c| c.as_os_str() == "node_modules");
+    if commonjs && in_package {
+        format!("{message} ({} is CommonJS, and berth loads ES modules only: use the package's ES module build, or another package)", at.display())
+    } else {
+        message
+    }
+}
+
 /// The `package.json` of the package a file of `node_modules` is in: shipped with the
 /// program, since it says where the package's modules are.
 pub(super) fn manifest_of(file: &Path) -> Option<PathBuf> {

@@ -974,6 +974,31 @@ fn a_package_that_is_missing_or_commonjs_only_is_named_in_the_error() {
         text.contains("\"old\"") && text.contains("CommonJS"),
         "{text}"
     );
+    // CommonJS in a .js file fails as it runs, and says why.
+    let hidden = program(
+        "cjs-in-js",
+        DECLARE,
+        &[
+            (
+                "worker.ts",
+                "import \"older\";\nexport { Web } from \"./web.ts\";\nexport default {};\n",
+            ),
+            (
+                "node_modules/older/package.json",
+                r#"{ "main": "index.js" }"#,
+            ),
+            (
+                "node_modules/older/index.js",
+                "module.exports = { a: 1 };\n",
+            ),
+        ],
+    )
+    .expect_err("CommonJS");
+    let text = hidden.to_string();
+    assert!(
+        text.contains("older/index.js") && text.contains("is CommonJS"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
