@@ -31,6 +31,8 @@ export class Counter extends Container {
 
   override async fetch(request: Request): Promise<Response> {
     const path = new URL(request.url).pathname;
+    // A WebSocket, passed on to the container by the class, on the object's home.
+    if (path === "/ws") return this.containerFetch(request);
     if (path === "/schedule") {
       await this.schedule(1, "ring");
       return new Response("scheduled");
@@ -167,6 +169,11 @@ pub async fn an_objects_storage_is_one_whichever_router_runs_it(
             "RPC through router {router}"
         );
     }
+    // A WebSocket through any router reaches the container through the class's own
+    // fetch on the object's home, both ways.
+    for &router in &alive {
+        echoes(&routers.public[router], "shared").await;
+    }
 
     // An alarm set through one router is delivered once (by the object's home), and what
     // it writes is read through another.
@@ -188,6 +195,39 @@ pub async fn an_objects_storage_is_one_whichever_router_runs_it(
         "once"
     );
     counts.len() as u32
+}
+
+/// Opens a WebSocket to `/ws` of object `name` through the router at `addr`, and sees
+/// three messages echoed.
+async fn echoes(addr: &str, name: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let limit = std::time::Duration::from_secs(60);
+    let mut ask = format!("ws://{HOST}/ws")
+        .into_client_request()
+        .expect("a WebSocket request");
+    ask.headers_mut().insert(
+        "x-name",
+        http::HeaderValue::from_str(name).expect("a header value"),
+    );
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let (mut socket, _) = tokio::time::timeout(limit, tokio_tungstenite::client_async(ask, stream))
+        .await
+        .unwrap_or_else(|_| panic!("the upgrade through {addr} in time"))
+        .unwrap_or_else(|e| panic!("a WebSocket through {addr}: {e}"));
+    for i in 0..3 {
+        let message = Message::text(format!("through {addr}: {i}"));
+        socket.send(message.clone()).await.expect("send");
+        let echo = tokio::time::timeout(limit, socket.next())
+            .await
+            .expect("an echo in time")
+            .expect("an answer")
+            .expect("a message");
+        assert_eq!(echo, message);
+    }
+    let _ = socket.close(None).await;
 }
 
 /// `GET path` for object `name`, through router `router`.
