@@ -1,0 +1,289 @@
+//! A JS worker serving: bodies, timeouts, broken runtimes and cron ticks.
+
+use std::time::Duration;
+
+use super::*;
+
+const BODIES: &str = r#"export default {
+  async fetch(request) {
+    const path = new URL(request.url).pathname;
+    if (path === "/text") return new Response(`${(await request.text()).length} characters`);
+    if (path === "/json") return Response.json({ got: (await request.json()).n + 1 });
+    if (path === "/stream") {
+      const reader = request.body.getReader();
+      let chunks = 0, bytes = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks++;
+        bytes += value.byteLength;
+      }
+      return new Response(`${chunks} chunks, ${bytes} bytes, used ${request.bodyUsed}`);
+    }
+    if (path === "/twice") {
+      await request.text();
+      try { await request.text(); return new Response("read twice"); } catch (e) { return new Response(String(e), { status: 409 }); }
+    }
+    if (path === "/mirror") return new Response(request.body, { status: 201, headers: { "x-mirror": "yes" } });
+    if (path === "/made") {
+      const parts = ["made ", "in ", "JavaScript"];
+      const body = new ReadableStream({ pull(c) { parts.length ? c.enqueue(new TextEncoder().encode(parts.shift())) : c.close(); } });
+      return new Response(body);
+    }
+    if (path === "/rewrap") {
+      const copy = new Request(request, { headers: { "x-copy": "1" } });
+      return new Response(await copy.text());
+    }
+    return new Response("?", { status: 404 });
+  },
+};
+"#;
+
+#[tokio::test]
+async fn javascript_reads_request_bodies_whole_or_in_chunks() {
+    let worker = js_worker("bodies", BODIES, WorkerLimits::default()).await;
+    let (status, _, body) = through(&worker, post("/text", chunked(3, 1000))).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"3000 characters"[..]));
+    let json = crate::http::full(r#"{"n": 41}"#);
+    let (_, _, body) = through(&worker, post("/json", json)).await;
+    assert_eq!(&body[..], br#"{"got":42}"#);
+    let (_, _, body) = through(&worker, post("/stream", chunked(5, 100))).await;
+    assert_eq!(&body[..], b"5 chunks, 500 bytes, used true");
+    let (status, _, body) = through(&worker, post("/twice", chunked(1, 10))).await;
+    assert_eq!(status.as_u16(), 409, "{body:?}");
+    let (_, _, body) = through(&worker, post("/made", crate::http::full(""))).await;
+    assert_eq!(&body[..], b"made in JavaScript");
+    let (_, _, body) = through(&worker, post("/rewrap", chunked(2, 3))).await;
+    assert_eq!(&body[..], b"aaabbb");
+}
+
+#[tokio::test]
+async fn a_body_passed_on_unread_goes_from_rust_to_rust() {
+    let worker = js_worker("mirror", BODIES, WorkerLimits::default()).await;
+    // 64 MiB: twice the worker's JavaScript heap, so it cannot have gone through it.
+    let limits = WorkerLimits {
+        memory_bytes: 32 << 20,
+        ..WorkerLimits::default()
+    };
+    let small = js_worker("mirror-small", BODIES, limits).await;
+    for worker in [&worker, &small] {
+        let (status, headers, body) = through(worker, post("/mirror", chunked(64, 1 << 20))).await;
+        assert_eq!(status.as_u16(), 201);
+        assert_eq!(
+            headers.get("x-mirror").map(|v| v.as_bytes()),
+            Some(&b"yes"[..])
+        );
+        assert_eq!(body.len(), 64 << 20);
+        assert_eq!(
+            (body[0], body[(1 << 20) + 1], body[body.len() - 1]),
+            (b'a', b'b', b'l')
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fetch_that_never_settles_answers_504_and_the_worker_goes_on() {
+    let worker = r#"export default {
+  async fetch(request) {
+    if (new URL(request.url).pathname === "/never") return new Promise(() => {});
+    return new Response("still here");
+  },
+};
+"#;
+    let limits = WorkerLimits {
+        request_timeout: Duration::from_millis(300),
+        ..WorkerLimits::default()
+    };
+    let worker = js_worker("never", worker, limits).await;
+    let get = |path: &str| {
+        http::Request::get(format!("http://site{path}"))
+            .body(crate::http::full(""))
+            .expect("a request")
+    };
+    let (status, headers, body) = through(&worker, get("/never")).await;
+    assert_eq!(status, http::StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        headers.get(crate::http::ERROR_HEADER).map(|v| v.as_bytes()),
+        Some(&b"request-timeout"[..])
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("did not answer within 300ms"), "{text}");
+    for _ in 0..4 {
+        let (status, _, body) = through(&worker, get("/")).await;
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"still here"[..]));
+    }
+}
+
+#[tokio::test]
+async fn a_stream_chunk_that_is_neither_text_nor_bytes_breaks_the_body_off_naming_it() {
+    use http_body_util::BodyExt;
+    let worker = r#"export default {
+  async fetch(request) {
+    const chunks = ["text, ", new TextEncoder().encode("bytes, "), { not: "bytes" }, "never sent"];
+    const body = new ReadableStream({ pull(c) { c.enqueue(chunks.shift()); } });
+    return new Response(body);
+  },
+};
+"#;
+    let worker = js_worker("chunks", worker, WorkerLimits::default()).await;
+    let request = get_root();
+    use crate::worker::Worker;
+    let response = worker.fetch(request, &crate::worker::Env::new()).await;
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    let failure = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    got.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..]))
+                }
+                Some(Err(e)) => return Some(e.to_string()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the body ends within 10 s");
+    // What came before the bad chunk is sent; the client cannot take the rest for whole.
+    assert_eq!(String::from_utf8_lossy(&got), "text, bytes, ");
+    let failure = failure.expect("the body is broken off, not ended");
+    assert!(
+        failure.contains("its chunks must be text, an ArrayBuffer or a view"),
+        "{failure}"
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_whose_timers_keep_breaking_is_replaced_three_times_then_left() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Counts the worker's module loads: each fetches this listener at its top level.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let counted = loads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let worker = format!(
+        r#"await fetch("http://127.0.0.1:{port}/loaded");
+// A timer whose callback runs past the CPU budget: it breaks the runtime's timers.
+setInterval(() => {{ for (;;) {{}} }}, 1);
+export default {{ fetch: () => new Response("served") }};
+"#
+    );
+    let limits = WorkerLimits {
+        cpu: Duration::from_millis(50),
+        runtimes: 1,
+        ..WorkerLimits::default()
+    };
+    let worker = js_worker("replaced", &worker, limits).await;
+    // The first runtime and three fresh ones, each broken by its timer in turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while loads.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "three replacements within 30 s"
+    );
+    // No fifth: the last runtime's timers broke too, and it is left as it is.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "no runtime after the third replacement"
+    );
+    // It still answers requests: they need no timer.
+    let request = get_root();
+    let (status, _, body) = through(&worker, request).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"served"[..]));
+}
+
+#[tokio::test]
+async fn a_cron_trigger_runs_scheduled_and_a_throw_is_retried_unless_it_said_no_retry() {
+    let worker = r#"let ticks = [];
+export default {
+  fetch: () => new Response(ticks.join(",")),
+  async scheduled(controller, env, ctx) {
+    ticks.push(`${controller.cron}@${controller.scheduledTime}`);
+    if (ticks.length === 2) throw new Error("second tick fails");
+    if (ticks.length === 3) { controller.noRetry(); throw new Error("third tick fails, not retried"); }
+  },
+};
+"#;
+    let dir = app("crons", &[("worker.js", worker)]);
+    let cron: crate::cron::Cron = "*/5 * * * *".parse().expect("cron");
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: Default::default(),
+        crons: vec![cron.clone()],
+    };
+    let limits = WorkerLimits {
+        runtimes: 1,
+        ..WorkerLimits::default()
+    };
+    let worker = JsWorker::start("crons", &script, crate::worker::Env::new(), limits)
+        .await
+        .expect("the worker starts");
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(300);
+    assert_eq!(worker.scheduled(&cron, at).await, Ok(()));
+    let failed = worker
+        .scheduled(&cron, at)
+        .await
+        .expect_err("the second tick throws");
+    assert!(failed.contains("second tick fails"), "{failed}");
+    assert_eq!(worker.scheduled(&cron, at).await, Ok(()), "noRetry: done");
+    let request = get_root();
+    let (_, _, body) = through(&worker, request).await;
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "*/5 * * * *@300000,*/5 * * * *@300000,*/5 * * * *@300000"
+    );
+
+    // A worker of cron triggers only loads; a request to it is an error.
+    let dir = app(
+        "crons-only",
+        &[("worker.js", "export default { scheduled() {} };\n")],
+    );
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: Default::default(),
+        crons: vec![cron.clone()],
+    };
+    let only = JsWorker::start("crons-only", &script, crate::worker::Env::new(), limits)
+        .await
+        .expect("a worker of crons only starts");
+    assert_eq!(only.scheduled(&cron, at).await, Ok(()));
+    let request = get_root();
+    let (status, _, body) = through(&only, request).await;
+    assert_eq!(status.as_u16(), 500);
+    assert!(String::from_utf8_lossy(&body).contains("no fetch handler"));
+
+    // Crons with no handler to run are refused when the worker loads.
+    let dir = app(
+        "crons-none",
+        &[(
+            "worker.js",
+            "export default { fetch: () => new Response(\"\") };\n",
+        )],
+    );
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: Default::default(),
+        crons: vec![cron],
+    };
+    let refused = JsWorker::start("crons-none", &script, crate::worker::Env::new(), limits).await;
+    let error = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("no scheduled handler"), "{error}");
+}
