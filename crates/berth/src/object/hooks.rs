@@ -101,3 +101,30 @@ pub trait Hooks: Send + Sync + 'static {
 pub struct NoHooks;
 
 impl Hooks for NoHooks {}
+
+impl Object {
+    /// Calls `method` of the object's class with `args` (JSON), as a stub's RPC does on
+    /// Cloudflare; its answer as JSON, or "" for none. On a cluster's router, in the
+    /// object's one instance of the class, on its home.
+    pub async fn call(&self, method: &str, args: String) -> Result<String, String> {
+        if let Some((peers, home)) = self.elsewhere() {
+            let what = super::home::Lifecycle::Call {
+                method: method.to_string(),
+                args,
+            };
+            return match self.at_home(&peers, home, &what).await {
+                Ok((status, answer)) if status.is_success() => Ok(answer),
+                Ok((_, message)) => Err(message),
+                Err(e) => Err(format!(
+                    "{}'s home, router {home}, did not answer: {e}",
+                    self.describe()
+                )),
+            };
+        }
+        self.call_here(method, args).await
+    }
+
+    pub(super) async fn call_here(&self, method: &str, args: String) -> Result<String, String> {
+        self.inner.class.hooks.call(self, method, args).await
+    }
+}
