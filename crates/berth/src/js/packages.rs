@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::modules::normalize;
 use super::ScriptError;
 
 /// The `exports` conditions taken, best first.
@@ -160,10 +161,6 @@ fn conditional(value: &Value) -> Option<String> {
             .find_map(|c| by_condition.get(*c).and_then(conditional)),
         _ => None,
     }
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    super::modules::normalize(path)
 }
 
 /// `message` with a word on why, when a file of `node_modules` at `at` failed as

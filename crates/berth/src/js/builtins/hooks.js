@@ -54,7 +54,7 @@
       // class's alarm() runs (see runAlarm), and is retried if it throws, as on Cloudflare.
       async getAlarm() {
         // The alarm whose alarm() runs now is not set any more, as on Cloudflare.
-        const found = (await alarmsOf(target)).find((alarm) => JSON.parse(alarm.payload).type === "alarm" && !ringing.has(alarm.id));
+        const found = (await alarmsOf(target)).find((alarm) => isAlarm(alarm) && !ringing.has(alarm.id));
         return found === undefined ? null : JSON.parse(found.payload).dueMs;
       },
       async setAlarm(when) {
@@ -65,7 +65,7 @@
       },
       async deleteAlarm() {
         for (const alarm of await alarmsOf(target)) {
-          if (JSON.parse(alarm.payload).type === "alarm") await berth.native.unschedule(target, alarm.id);
+          if (isAlarm(alarm)) await berth.native.unschedule(target, alarm.id);
         }
       },
     };
@@ -73,6 +73,8 @@
 
   // The object's alarms in berth's store: its schedules and its Durable Object alarm.
   const alarmsOf = async (target) => JSON.parse(await berth.native.schedules(target));
+  // Whether an alarm of the store is the Durable Object alarm, not a schedule.
+  const isAlarm = (alarm) => JSON.parse(alarm.payload).type === "alarm";
   // The ids of the Durable Object alarms whose alarm() runs now.
   const ringing = new Set();
 
@@ -112,7 +114,7 @@
     const target = { binding: object.binding, id: object.hex, name: object.name ?? null };
     // The schedules, not the Durable Object alarm (storage.getAlarm() gives that).
     const list = async () =>
-      (await alarmsOf(target)).filter((alarm) => JSON.parse(alarm.payload).type !== "alarm").map(taskOf);
+      (await alarmsOf(target)).filter((alarm) => !isAlarm(alarm)).map(taskOf);
     return {
       async schedule(when, callback, payload) {
         // A method, or a field that holds a function (an arrow function), as on Cloudflare.
@@ -164,7 +166,7 @@
   // and the schedule is done: it is not run again.
   const runAlarm = async (instance, className, arg) => {
     const alarm = JSON.parse(arg);
-    if (JSON.parse(alarm.payload).type === "alarm") {
+    if (isAlarm(alarm)) {
       // The Durable Object alarm: what alarm() throws goes back to berth, which tries
       // it again after 1 s, then twice as long, six times at most, as Cloudflare does.
       if (typeof instance.alarm !== "function") {

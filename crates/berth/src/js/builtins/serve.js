@@ -45,11 +45,14 @@
   const streamOf = (body) => {
     if (body.stream === null) {
       const handle = body.handle;
+      // The next chunk, or undefined at the end: from the Rust body, unless the record
+      // reads otherwise (see nativeRecord).
+      const read = body.read ?? (() => native.read(handle));
       body.stream = new ReadableStream(
         {
           async pull(controller) {
             body.pulled = true;
-            const chunk = await native.read(handle);
+            const chunk = await read();
             if (chunk === undefined) controller.close();
             else controller.enqueue(chunk);
           },
@@ -104,18 +107,14 @@
   // record whose stream reads it whole on its first pull: LLRT gives no stream of it.
   const nativeRecord = (message, arrayBuffer) => {
     const body = record(null, null);
-    body.stream = new ReadableStream(
-      {
-        async pull(controller) {
-          body.pulled = true;
-          const bytes = new Uint8Array(await arrayBuffer.call(message));
-          if (bytes.byteLength > 0) controller.enqueue(bytes);
-          controller.close();
-        },
-      },
-      { highWaterMark: 0 },
-    );
-    streams.set(body.stream, body);
+    let read = false;
+    body.read = async () => {
+      if (read) return undefined;
+      read = true;
+      const bytes = new Uint8Array(await arrayBuffer.call(message));
+      return bytes.byteLength > 0 ? bytes : undefined;
+    };
+    streamOf(body);
     held.set(message, body);
     return body;
   };
@@ -193,11 +192,12 @@
     return copy;
   };
 
-  // LLRT's clone() makes one of its own instances: made ours, as `original` is.
-  const ours = (copy, original, Class) => {
-    Object.setPrototypeOf(copy, Class.prototype);
-    if (bodiless.has(original)) bodiless.add(copy);
-    return copy;
+  // An instance LLRT made itself (clone(), Response.json(), fetch()'s answer), made one
+  // of `Class`, for the body above; `none`: it has no body.
+  const ours = (native, Class, none = false) => {
+    Object.setPrototypeOf(native, Class.prototype);
+    if (none) bodiless.add(native);
+    return native;
   };
 
   // LLRT's constructors take a missing argument, not an undefined one: arguments are
@@ -217,7 +217,7 @@
     }
     clone() {
       const theirs = split(this);
-      return theirs === undefined ? ours(super.clone(), this, Request) : new Request(this, { body: theirs });
+      return theirs === undefined ? ours(super.clone(), Request, bodiless.has(this)) : new Request(this, { body: theirs });
     }
   }
 
@@ -233,21 +233,16 @@
     }
     clone() {
       const theirs = split(this);
-      return theirs === undefined ? ours(super.clone(), this, Response) : new Response(theirs, this);
+      return theirs === undefined ? ours(super.clone(), Response, bodiless.has(this)) : new Response(theirs, this);
     }
-    // LLRT's make its own instances: made ours, for the body above.
     static json(...args) {
-      return Object.setPrototypeOf(NativeResponse.json(...args), Response.prototype);
+      return ours(NativeResponse.json(...args), Response);
     }
     static redirect(...args) {
-      const answer = Object.setPrototypeOf(NativeResponse.redirect(...args), Response.prototype);
-      bodiless.add(answer);
-      return answer;
+      return ours(NativeResponse.redirect(...args), Response, true);
     }
     static error() {
-      const answer = Object.setPrototypeOf(NativeResponse.error(), Response.prototype);
-      bodiless.add(answer);
-      return answer;
+      return ours(NativeResponse.error(), Response, true);
     }
   }
   globalThis.Request = Request;
@@ -267,8 +262,7 @@
       init = { ...fields(input), ...fields(init), body: none ? undefined : await input.arrayBuffer() };
       input = input.url;
     }
-    const answer = await (init === undefined ? nativeFetch(input) : nativeFetch(input, init));
-    return Object.setPrototypeOf(answer, Response.prototype);
+    return ours(await (init === undefined ? nativeFetch(input) : nativeFetch(input, init)), Response);
   };
 
   // A message's body on its way to Rust: the handle when it was never read; a pipe's
@@ -459,11 +453,23 @@
     berth.exports = exports;
     berth.env = env;
     const entry = exports.default;
-    if (typeof entry === "function" && typeof entry.prototype?.fetch === "function") {
-      berth.handler = (request) => new entry(context, env).fetch(request);
-    } else if (entry !== null && typeof entry === "object" && typeof entry.fetch === "function") {
-      berth.handler = (request) => entry.fetch(request, env, context);
-    } else if (crons && (typeof entry?.scheduled === "function" || typeof entry?.prototype?.scheduled === "function")) {
+    // A handler of the default export, called as Cloudflare calls it: a method of a
+    // class extending WorkerEntrypoint, or a function of an object.
+    const handler = (method) => {
+      if (typeof entry === "function" && typeof entry.prototype?.[method] === "function") {
+        return (arg) => new entry(context, env)[method](arg);
+      }
+      if (entry !== null && typeof entry === "object" && typeof entry[method] === "function") {
+        return (arg) => entry[method](arg, env, context);
+      }
+      return undefined;
+    };
+    const fetch = handler("fetch");
+    // Cron triggers: each tick calls `scheduled(controller, env, ctx)`.
+    const scheduled = handler("scheduled");
+    if (fetch !== undefined) {
+      berth.handler = fetch;
+    } else if (crons && scheduled !== undefined) {
       // A worker of cron triggers only: requests get an error, as on Cloudflare.
       berth.handler = () => {
         throw new TypeError(`${path}: the worker has no fetch handler, only scheduled`);
@@ -471,11 +477,8 @@
     } else {
       throw new TypeError(`${path}: the default export has no fetch; export default { async fetch(request, env, ctx) { … } }, or a class extending WorkerEntrypoint`);
     }
-    // Cron triggers: each tick calls `scheduled(controller, env, ctx)`, as on Cloudflare.
-    if (typeof entry === "function" && typeof entry.prototype?.scheduled === "function") {
-      berth.onTick = (controller) => new entry(context, env).scheduled(controller);
-    } else if (typeof entry?.scheduled === "function") {
-      berth.onTick = (controller) => entry.scheduled(controller, env, context);
+    if (scheduled !== undefined) {
+      berth.onTick = scheduled;
     } else if (crons) {
       throw new TypeError(`${path}: the worker has crons, but its default export has no scheduled handler; add async scheduled(controller, env, ctx) { … } beside fetch`);
     }
