@@ -111,7 +111,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// A container's answer, its body unread (`None`: it has none).
 struct Reply {
     status: u16,
-    headers: Vec<Vec<String>>,
+    headers: http::HeaderMap,
     body: Option<crate::http::Body>,
 }
 
@@ -139,9 +139,11 @@ async fn send(
     if let (Some((token, upgrades)), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status())
     {
         upgrades.park_response(token, response);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(TOKEN_HEADER, http::HeaderValue::from(token));
         return Ok(Reply {
             status: StatusCode::SWITCHING_PROTOCOLS.as_u16(),
-            headers: vec![vec![TOKEN_HEADER.to_string(), token.to_string()]],
+            headers,
             body: None,
         });
     }
@@ -171,38 +173,30 @@ fn reply(response: http::Response<crate::http::Body>) -> Reply {
     let body = (!body.is_end_stream()).then_some(body);
     Reply {
         status: parts.status.as_u16(),
-        headers: super::host::header_pairs(&parts.headers),
+        headers: parts.headers,
         body,
     }
 }
 
 /// Takes the upgrade token out of a request's headers.
-fn take_token(headers: &mut Vec<Vec<String>>) -> Option<u64> {
-    let at = headers.iter().position(|pair| {
-        pair.first()
-            .is_some_and(|n| n.eq_ignore_ascii_case(TOKEN_HEADER))
-    })?;
-    headers.remove(at).get(1)?.parse().ok()
+fn take_token(headers: &mut http::HeaderMap) -> Option<u64> {
+    headers.remove(TOKEN_HEADER)?.to_str().ok()?.parse().ok()
 }
 
 /// Builds the request a stub's fetch sends.
 fn request(
     method: &str,
     url: &str,
-    headers: &[Vec<String>],
+    headers: http::HeaderMap,
     body: crate::http::Body,
 ) -> Result<Request<crate::http::Body>, String> {
     let method = Method::from_bytes(method.as_bytes()).map_err(|e| format!("{method:?}: {e}"))?;
     let uri: Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
-    let mut builder = Request::builder().method(method).uri(uri);
-    for pair in headers {
-        if let [name, value] = pair.as_slice() {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-    }
-    builder
-        .body(body)
-        .map_err(|e| format!("cannot send {url}: {e}"))
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
 /// Sets `__berth.native` in `ctx`.
@@ -245,9 +239,11 @@ pub(super) fn install(
 }
 
 /// `native.fetch(target, method, url, headers, body, port)`: a promise of
-/// `{ status, headers, body }`. The body sent is bytes, a [`RustBody`] handle (sent on
-/// as it comes, see [`super::bodies`]) or null; the body answered is a handle, or null
-/// when the container answered none.
+/// `{ status, response, body }`, `response` the worker's `Response` with the container's
+/// status and headers (see [`super::messages`]). The headers sent are a `Headers`; the
+/// body sent is bytes, a [`RustBody`] handle (sent on as it comes, see
+/// [`super::bodies`]) or null; the body answered is a handle, or null when the container
+/// answered none.
 fn install_fetch<'js>(
     ctx: &Ctx<'js>,
     native: &Object<'js>,
@@ -261,19 +257,20 @@ fn install_fetch<'js>(
                       target: Object<'js>,
                       method: String,
                       url: String,
-                      mut headers: Vec<Vec<String>>,
+                      headers: Value<'js>,
                       body: Option<Value<'js>>,
                       port: Option<u16>| {
-        let upgrade = take_token(&mut headers).map(|token| (token, upgrades.clone()));
         let prepared = Target::read(&target).and_then(|target| {
             let object = target.object(&env).map_err(|m| throw(&ctx, m))?;
+            let mut headers = super::messages::headers(&ctx, headers)?;
+            let upgrade = take_token(&mut headers).map(|token| (token, upgrades.clone()));
             let body = outgoing(&ctx, body)?;
-            let request = request(&method, &url, &headers, body).map_err(|m| throw(&ctx, m))?;
-            Ok((object, request, target.direct))
+            let request = request(&method, &url, headers, body).map_err(|m| throw(&ctx, m))?;
+            Ok((object, request, target.direct, upgrade))
         });
         let main = main.clone();
         async move {
-            let (object, request, direct) = prepared?;
+            let (object, request, direct, upgrade) = prepared?;
             // A class with a fetch of its own gets the request first, on berth's runtime.
             let reply = match (port, upgrade) {
                 (None, None) if direct || !object.has_class_fetch() => {
@@ -286,7 +283,8 @@ fn install_fetch<'js>(
             let reply = reply.map_err(|m| throw(&ctx, m))?;
             let answer = Object::new(ctx.clone())?;
             answer.set("status", reply.status)?;
-            answer.set("headers", reply.headers)?;
+            let response = super::messages::response(&ctx, reply.status, &reply.headers)?;
+            answer.set("response", response)?;
             match reply.body {
                 Some(body) => answer.set("body", RustBody::handle(&ctx, body)?)?,
                 None => answer.set("body", rquickjs::Null)?,

@@ -20,7 +20,7 @@ use super::modules::Shared;
 use super::serve::{Meter, WorkerLimits};
 use super::turns::{Driver, Metered, Turns};
 use super::upgrade::Upgrades;
-use super::{bindings, builtins, ScriptError, SourcePlace};
+use super::{bindings, builtins, messages, ScriptError, SourcePlace};
 use crate::http::Body;
 use crate::worker::Env;
 
@@ -40,24 +40,12 @@ pub(super) struct Setup {
     pub upgrades: Upgrades,
 }
 
-/// Headers as JavaScript takes them, `[name, value]` pairs; a value that is not UTF-8
-/// is read lossily.
-pub(super) fn header_pairs(headers: &http::HeaderMap) -> Vec<Vec<String>> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            vec![name.as_str().to_string(), value]
-        })
-        .collect()
-}
-
 /// One request, as parts JavaScript can take; its body stays in Rust (see
 /// [`super::bodies`]), `None` when it has none.
 pub(super) struct Call {
     pub method: String,
     pub url: String,
-    pub headers: Vec<Vec<String>>,
+    pub headers: http::HeaderMap,
     pub body: Option<Body>,
     /// The object whose class's own `fetch` answers, instead of the worker's.
     pub object: Option<super::class_hooks::ObjectCall>,
@@ -84,7 +72,7 @@ pub(super) struct Tick {
 /// the bytes JavaScript made.
 pub(super) struct Reply {
     pub status: u16,
-    pub headers: Vec<Vec<String>>,
+    pub headers: http::HeaderMap,
     pub body: Body,
 }
 
@@ -264,7 +252,7 @@ impl Host {
     /// class of `object`.
     async fn serve(
         &self,
-        (method, url, headers, body): (String, String, Vec<Vec<String>>, Option<Body>),
+        (method, url, headers, body): (String, String, http::HeaderMap, Option<Body>),
         object: Option<super::class_hooks::ObjectCall>,
     ) -> Result<Reply, String> {
         let context = self.context.clone();
@@ -272,16 +260,17 @@ impl Host {
             let served = async {
                 let berth: Object = ctx.globals().get("__berth")?;
                 let serve: Function = berth.get("serve")?;
+                let request = messages::request(&ctx, &method, &url, &headers)?;
                 let body = body.map(|body| RustBody::handle(&ctx, body)).transpose()?;
                 let object = match object {
                     Some(object) => Some(object.to_js(&ctx)?),
                     None => None,
                 };
-                let promise: rquickjs::Promise = serve.call((method, url, headers, body, object))?;
+                let promise: rquickjs::Promise = serve.call((request, body, object))?;
                 let answer: Object = promise.into_future().await?;
                 Ok(Reply {
                     status: answer.get("status")?,
-                    headers: answer.get("headers")?,
+                    headers: messages::headers(&ctx, answer.get("headers")?)?,
                     body: bindings::outgoing(&ctx, answer.get("body")?)?,
                 })
             };

@@ -30,6 +30,7 @@ mod declare;
 mod engine;
 mod host;
 mod lanes;
+mod messages;
 mod modules;
 mod packages;
 mod schedules;

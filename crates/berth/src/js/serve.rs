@@ -216,9 +216,10 @@ impl JsWorker {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut headers = host::header_pairs(&parts.headers);
+        let url = format!("http://{host}{path}");
+        let mut headers = std::mem::take(&mut parts.headers);
         if let Some(token) = token {
-            headers.push(vec![TOKEN_HEADER.to_string(), token.to_string()]);
+            headers.insert(TOKEN_HEADER, http::HeaderValue::from(token));
         }
         let (reply, answer) = oneshot::channel();
         let lane = match &object {
@@ -227,7 +228,7 @@ impl JsWorker {
         };
         let call = Call {
             method: parts.method.to_string(),
-            url: format!("http://{host}{path}"),
+            url,
             headers,
             body,
             object,
@@ -300,16 +301,7 @@ impl JsWorker {
 fn response(status: StatusCode, reply: Reply) -> Response<Body> {
     let mut response = Response::new(reply.body);
     *response.status_mut() = status;
-    for pair in reply.headers {
-        if let [name, value] = pair.as_slice() {
-            if let (Ok(name), Ok(value)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_str(value),
-            ) {
-                response.headers_mut().append(name, value);
-            }
-        }
-    }
+    *response.headers_mut() = reply.headers;
     response
 }
 

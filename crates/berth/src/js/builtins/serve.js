@@ -307,19 +307,21 @@
 
   const passOn = async (target, request, port) => {
     const body = request.method === "GET" || request.method === "HEAD" ? null : await outgoing(request);
-    return response(await native.fetch(target, request.method, request.url, [...request.headers], body, port));
+    return response(await native.fetch(target, request.method, request.url, request.headers, body, port));
   };
 
+  // The container's answer: a Response made in Rust (js/messages.rs), its body held here.
   const response = (reply) => {
-    const answer = new Response(null, { status: reply.status, headers: reply.headers });
+    const answer = reply.response;
     if (reply.body !== null && !NULL_BODY.includes(reply.status)) held.set(answer, record(reply.body, null));
+    else bodiless.add(answer);
     return answer;
   };
 
   berth.DurableObjectId = DurableObjectId;
 
-  // The object a stub stands for, as native calls name it. A symbol, not a private
-  // field: methods are called through the stub's Proxy (`withMethods`).
+  // The object a stub stands for, as native calls name it; a symbol, which the Proxy
+  // among the stub's prototypes (below) reads as any other name.
   const TARGET = Symbol("target");
   const CALL = Symbol("call");
 
@@ -376,15 +378,22 @@
     }
   }
 
-  // The stub, with every name it does not have itself calling that method of the class.
-  // `then` is not one: a stub is not a promise, so `await stub` gives the stub.
-  const withMethods = (stub) =>
-    new Proxy(stub, {
-      get(target, name) {
-        if (typeof name === "symbol" || name in target || name === "then" || name === "toJSON") return target[name];
-        return (...args) => target[CALL](name, args);
+  // A stub's every name it does not have itself calls that method of the class: the
+  // last prototype of stubs is a Proxy that makes those calls, so that the stub's own
+  // methods are found without it. `then` is not one: a stub is not a promise, so
+  // `await stub` gives the stub. The stub of a class's own code has none (a name it
+  // does not have is undefined, as on any object).
+  Object.setPrototypeOf(
+    ContainerStub.prototype,
+    new Proxy(Object.prototype, {
+      get(target, name, stub) {
+        if (typeof name === "symbol" || name in target || name === "then" || name === "toJSON" || stub[TARGET].direct) {
+          return Reflect.get(target, name, stub);
+        }
+        return (...args) => stub[CALL](name, args);
       },
-    });
+    }),
+  );
 
   // The Durable Object namespace a container binding stands for.
   const namespace = (binding) => {
@@ -407,10 +416,20 @@
       newUniqueId: () => new DurableObjectId(native.newUniqueId(binding), undefined),
       get: (id) => {
         if (!(id instanceof DurableObjectId)) throw new TypeError(`${binding}.get takes an id from ${binding}.idFromName, idFromString or newUniqueId`);
-        return withMethods(new ContainerStub(binding, id));
+        return stubOf(binding, id);
       },
-      getByName: (name) => withMethods(new ContainerStub(binding, idFromName(name))),
+      getByName: (name) => stubOf(binding, idFromName(name)),
     };
+  };
+  // A stub holds nothing but its target, so one made for an id is given again for it
+  // (ids by name are kept, above): most requests ask for the same stub.
+  const STUB = Symbol("stub");
+  const stubOf = (binding, id) => {
+    const kept = id[STUB];
+    if (kept !== undefined && kept.binding === binding) return kept.stub;
+    const stub = new ContainerStub(binding, id);
+    id[STUB] = { binding, stub };
+    return stub;
   };
   // The stub a class's own code reaches its container through (hooks.js).
   berth.directStub = (binding, id) => new ContainerStub(binding, id, true);
@@ -497,13 +516,19 @@
     }
   };
 
-  berth.serve = async (method, url, headers, handle, object) => {
-    const request = new Request(url, { method, headers });
+  // A client's request, made in Rust (js/messages.rs) with its body's handle, if any.
+  berth.serve = async (request, handle, object) => {
     if (handle !== null) held.set(request, record(handle, null));
+    else bodiless.add(request);
     const answer = object ? await berth.classFetch(object, request) : await berth.handler(request);
     if (!(answer instanceof NativeResponse)) {
       throw new TypeError(`the worker's fetch returned ${answer === null ? "null" : typeof answer}, not a Response`);
     }
-    return { status: answer.status, headers: [...answer.headers], body: await outgoing(answer) };
+    return { status: answer.status, headers: answer.headers, body: await outgoing(answer) };
   };
+  // For js/messages.rs, which makes requests and responses as `ours` does.
+  berth.NativeRequest = NativeRequest;
+  berth.NativeResponse = NativeResponse;
+  berth.Request = Request;
+  berth.Response = Response;
 })();

@@ -287,3 +287,34 @@ export default {
     let error = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("no scheduled handler"), "{error}");
 }
+
+#[tokio::test]
+async fn headers_cross_both_ways_as_http_has_them() {
+    let worker = r#"export default {
+  async fetch(request) {
+    const seen = [request.method, request.headers.get("x-twice"), request.headers.get("X-Case"), request.headers.has("x-none"), [...request.headers.keys()].join()];
+    const answer = new Response(seen.join("|"), { status: 201, headers: { "x-answer": "yes" } });
+    answer.headers.append("set-cookie", "a=1");
+    answer.headers.append("set-cookie", "b=2");
+    return answer;
+  },
+};
+"#;
+    let worker = js_worker("headers", worker, WorkerLimits::default()).await;
+    let request = http::Request::put("http://site/")
+        .header("x-twice", "1")
+        .header("x-twice", "2")
+        .header("x-case", "kept")
+        .body(crate::http::full("body"))
+        .expect("a request");
+    let (status, headers, body) = through(&worker, request).await;
+    assert_eq!(status, http::StatusCode::CREATED);
+    // Sorted by name, as LLRT keeps headers made from pairs.
+    assert_eq!(body, "PUT|1, 2|kept|false|x-case,x-twice");
+    assert_eq!(
+        headers.get("x-answer").map(|v| v.as_bytes()),
+        Some(&b"yes"[..])
+    );
+    let cookies: Vec<_> = headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"], "{headers:?}");
+}

@@ -1,0 +1,127 @@
+//! Requests and responses as they cross between Rust and a worker's JavaScript.
+//!
+//! They are built here, in Rust, as the worker's own `Request` and `Response` (LLRT's
+//! native objects with serve.js's prototypes, as serve.js's `ours` makes them), and their
+//! headers move into and out of LLRT's `Headers` from and to an [`http::HeaderMap`]
+//! directly. Going through JavaScript instead (`[name, value]` arrays, serve.js's
+//! constructors, a spread of the headers) cost a worker more than its own `fetch` did:
+//! see "Lean requests" in BENCHMARKS.md.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use llrt_fetch::headers::{Headers, HeadersGuard};
+use rquickjs::function::Constructor;
+use rquickjs::{Class, Ctx, Object, Value};
+
+/// What serve.js leaves for this module on `__berth`: the native class and the worker's
+/// class (its prototype) of a message kind.
+fn classes<'js>(
+    ctx: &Ctx<'js>,
+    native: &str,
+    ours: &str,
+) -> rquickjs::Result<(Constructor<'js>, Object<'js>)> {
+    let berth: Object = ctx.globals().get("__berth")?;
+    let native: Constructor = berth.get(native)?;
+    let ours: Object = berth.get(ours)?;
+    Ok((native, ours.get("prototype")?))
+}
+
+/// Replaces the headers of a message LLRT just made (it made them empty), as LLRT's
+/// `Headers` holds them when made from `[name, value]` pairs: sorted by name, and the
+/// values of one name joined into one (`, `; `; ` for `cookie`), but for `set-cookie`,
+/// whose values stay apart.
+fn fill<'js>(
+    message: &Object<'js>,
+    headers: &HeaderMap,
+    guard: HeadersGuard,
+) -> rquickjs::Result<()> {
+    let mut names: Vec<&HeaderName> = headers.keys().collect();
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut held = HeaderMap::with_capacity(names.len());
+    for name in names {
+        let mut values = headers.get_all(name).iter();
+        if name == http::header::SET_COOKIE {
+            for value in values {
+                held.append(name.clone(), value.clone());
+            }
+            continue;
+        }
+        let Some(first) = values.next() else { continue };
+        let mut joined = first.as_bytes().to_vec();
+        let between: &[u8] = if name == http::header::COOKIE {
+            b"; "
+        } else {
+            b", "
+        };
+        for value in values {
+            joined.extend_from_slice(between);
+            joined.extend_from_slice(value.as_bytes());
+        }
+        // Joined from valid values with valid separators, so valid itself.
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            held.insert(name.clone(), value);
+        }
+    }
+    let own: Class<Headers> = message.get("headers")?;
+    *own.borrow_mut() = Headers::from_http_headers(&held, guard)?;
+    Ok(())
+}
+
+/// The worker's `Request` for `method url`, with `headers`; its body is serve.js's to add.
+pub(super) fn request<'js>(
+    ctx: &Ctx<'js>,
+    method: &str,
+    url: &str,
+    headers: &HeaderMap,
+) -> rquickjs::Result<Object<'js>> {
+    let (native, prototype) = classes(ctx, "NativeRequest", "Request")?;
+    let init = Object::new(ctx.clone())?;
+    init.set("method", method)?;
+    let request: Object = native.construct((url, init))?;
+    request.set_prototype(Some(&prototype))?;
+    fill(&request, headers, HeadersGuard::Request)?;
+    Ok(request)
+}
+
+/// The worker's `Response` with `status` and `headers`, and no body of LLRT's.
+pub(super) fn response<'js>(
+    ctx: &Ctx<'js>,
+    status: u16,
+    headers: &HeaderMap,
+) -> rquickjs::Result<Object<'js>> {
+    let (native, prototype) = classes(ctx, "NativeResponse", "Response")?;
+    let init = Object::new(ctx.clone())?;
+    init.set("status", status)?;
+    let response: Object = native.construct((rquickjs::Null, init))?;
+    response.set_prototype(Some(&prototype))?;
+    fill(&response, headers, HeadersGuard::Response)?;
+    Ok(response)
+}
+
+/// The headers of a message, as HTTP carries them: LLRT's `Headers` are read directly,
+/// anything else iterable of `[name, value]` (a `Headers` of another library) through
+/// JavaScript. A header HTTP cannot carry is left out.
+pub(super) fn headers<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    let mut add = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            map.append(name, value);
+        }
+    };
+    if let Some(own) = value.as_object().and_then(Class::<Headers>::from_object) {
+        for (name, value) in own.borrow().iter() {
+            add(name, value);
+        }
+        return Ok(map);
+    }
+    let from: rquickjs::Function = ctx.globals().get::<_, Object>("Array")?.get("from")?;
+    let pairs: Vec<Vec<String>> = from.call((value,))?;
+    for pair in pairs {
+        if let [name, value] = pair.as_slice() {
+            add(name, value);
+        }
+    }
+    Ok(map)
+}
