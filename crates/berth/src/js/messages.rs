@@ -1,28 +1,23 @@
 //! Requests and responses as they cross between Rust and a worker's JavaScript.
 //!
-//! They are built here, in Rust, as the worker's own `Request` and `Response` (LLRT's
-//! native objects with serve.js's prototypes, as serve.js's `ours` makes them), and their
-//! headers move into and out of LLRT's `Headers` from and to an [`http::HeaderMap`]
-//! directly. Going through JavaScript instead (`[name, value]` arrays, serve.js's
-//! constructors, a spread of the headers) cost a worker more than its own `fetch` did:
+//! They are built here, in Rust, as the worker's own `Request` and `Response`: LLRT's
+//! objects, made without a call into JavaScript, with serve.js's prototypes (as serve.js's
+//! `ours` gives them). Their headers move between LLRT's `Headers` and an
+//! [`http::HeaderMap`] directly. Going through JavaScript instead (`[name, value]` arrays,
+//! serve.js's constructors, a spread of the headers) cost a worker more than its own
+//! `fetch` did:
 //! see "Lean requests" in BENCHMARKS.md.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use llrt_fetch::headers::{Headers, HeadersGuard};
-use rquickjs::function::Constructor;
+use rquickjs::prelude::Opt;
 use rquickjs::{Class, Ctx, Object, Value};
 
-/// What serve.js leaves for this module on `__berth`: the native class and the worker's
-/// class (its prototype) of a message kind.
-fn classes<'js>(
-    ctx: &Ctx<'js>,
-    native: &str,
-    ours: &str,
-) -> rquickjs::Result<(Constructor<'js>, Object<'js>)> {
+/// The prototype of the worker's class `name` (`Request` or `Response`), which serve.js
+/// leaves on `__berth` for this module.
+fn prototype<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Object<'js>> {
     let berth: Object = ctx.globals().get("__berth")?;
-    let native: Constructor = berth.get(native)?;
-    let ours: Object = berth.get(ours)?;
-    Ok((native, ours.get("prototype")?))
+    berth.get::<_, Object>(name)?.get("prototype")
 }
 
 /// Replaces the headers of a message LLRT just made (it made them empty), as LLRT's
@@ -73,11 +68,18 @@ pub(super) fn request<'js>(
     url: &str,
     headers: &HeaderMap,
 ) -> rquickjs::Result<Object<'js>> {
-    let (native, prototype) = classes(ctx, "NativeRequest", "Request")?;
-    let init = Object::new(ctx.clone())?;
-    init.set("method", method)?;
-    let request: Object = native.construct((url, init))?;
-    request.set_prototype(Some(&prototype))?;
+    let init = match method {
+        "GET" => None,
+        _ => {
+            let init = Object::new(ctx.clone())?;
+            init.set("method", method)?;
+            Some(init.into_value())
+        }
+    };
+    let url = rquickjs::String::from_str(ctx.clone(), url)?.into_value();
+    let made = llrt_fetch::request::Request::new(ctx.clone(), url, Opt(init))?;
+    let request = Class::instance(ctx.clone(), made)?.into_inner();
+    request.set_prototype(Some(&prototype(ctx, "Request")?))?;
     fill(&request, headers, HeadersGuard::Request)?;
     Ok(request)
 }
@@ -88,11 +90,11 @@ pub(super) fn response<'js>(
     status: u16,
     headers: &HeaderMap,
 ) -> rquickjs::Result<Object<'js>> {
-    let (native, prototype) = classes(ctx, "NativeResponse", "Response")?;
     let init = Object::new(ctx.clone())?;
     init.set("status", status)?;
-    let response: Object = native.construct((rquickjs::Null, init))?;
-    response.set_prototype(Some(&prototype))?;
+    let made = llrt_fetch::response::Response::new(ctx.clone(), Opt(None), Opt(Some(init)))?;
+    let response = Class::instance(ctx.clone(), made)?.into_inner();
+    response.set_prototype(Some(&prototype(ctx, "Response")?))?;
     fill(&response, headers, HeadersGuard::Response)?;
     Ok(response)
 }

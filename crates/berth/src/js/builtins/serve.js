@@ -527,8 +527,6 @@
     return { status: answer.status, headers: answer.headers, body: await outgoing(answer) };
   };
   // For js/messages.rs, which makes requests and responses as `ours` does.
-  berth.NativeRequest = NativeRequest;
-  berth.NativeResponse = NativeResponse;
   berth.Request = Request;
   berth.Response = Response;
 })();
