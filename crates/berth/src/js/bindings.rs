@@ -43,13 +43,14 @@ impl Target {
     /// The object, or why there is none (as text for a JS error).
     pub(super) fn object(&self, env: &Env) -> Result<Container, String> {
         let namespace = namespace(env, &self.binding)?;
-        match &self.name {
-            Some(name) => Ok(namespace.get_by_name(name)),
-            None => namespace
-                .id_from_string(&self.id)
-                .map(|id| namespace.get(id))
-                .map_err(|e| format!("{}: {e}", self.binding)),
-        }
+        // The id the stub holds is the name's already (no hash of the name per request).
+        let id = namespace
+            .id_from_string(&self.id)
+            .map_err(|e| format!("{}: {e}", self.binding))?;
+        Ok(match &self.name {
+            Some(name) => namespace.get_named(id, || name.clone()),
+            None => namespace.get(id),
+        })
     }
 }
 

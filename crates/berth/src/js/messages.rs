@@ -5,8 +5,7 @@
 //! `ours` gives them). Their headers move between LLRT's `Headers` and an
 //! [`http::HeaderMap`] directly. Going through JavaScript instead (`[name, value]` arrays,
 //! serve.js's constructors, a spread of the headers) cost a worker more than its own
-//! `fetch` did:
-//! see "Lean requests" in BENCHMARKS.md.
+//! `fetch` did: see "Lean requests" in BENCHMARKS.md.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use llrt_fetch::headers::{Headers, HeadersGuard};
