@@ -50,6 +50,8 @@ pub(super) struct Call {
     /// The object whose class's own `fetch` answers, instead of the worker's.
     pub object: Option<super::class_hooks::ObjectCall>,
     pub reply: oneshot::Sender<Result<Reply, String>>,
+    /// Ends (its sender is dropped) when nobody waits for the answer any more.
+    pub abandoned: oneshot::Receiver<()>,
 }
 
 /// What a worker's thread is asked to run: a request, a hook of a container class, or a
@@ -143,14 +145,19 @@ pub(super) fn run(
                 match job {
                     Job::Fetch(call) => {
                         let parts = (call.method, call.url, call.headers, call.body);
-                        let mut reply = call.reply;
+                        let mut abandoned = call.abandoned;
                         // Nobody waits for the answer any more (the request timed out, or
                         // its client went away): the task is dropped where it stands.
+                        // Not `reply.closed()`: the waker that leaves with the sender would
+                        // wake this thread once more, for nothing, when the answer is taken.
                         tokio::select! {
                             served = host.serve(parts, call.object) => {
-                                let _ = reply.send(served);
+                                // Gone before the answer is, so that the waiting side's
+                                // end wakes nobody here.
+                                drop(abandoned);
+                                let _ = call.reply.send(served);
                             }
-                            () = reply.closed() => {}
+                            _ = &mut abandoned => {}
                         }
                     }
                     Job::Hook(call) => host.hook(call).await,

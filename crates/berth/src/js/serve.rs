@@ -226,6 +226,9 @@ impl JsWorker {
             Some(object) => self.lanes.of_object(&object.id),
             None => self.lanes.any(),
         };
+        // Held while the answer is awaited; dropped with this future, it tells the
+        // request's task that nobody waits any more.
+        let (_waiting, abandoned) = oneshot::channel::<()>();
         let call = Call {
             method: parts.method.to_string(),
             url,
@@ -233,6 +236,7 @@ impl JsWorker {
             body,
             object,
             reply,
+            abandoned,
         };
         let answered = self.call(lane, call, answer).await;
         let Some(token) = token else {
