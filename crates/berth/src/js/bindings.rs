@@ -148,7 +148,7 @@ async fn send(
             body: None,
         });
     }
-    Ok(reply(response))
+    Ok(reply(response).await)
 }
 
 /// Sends a plain request (no upgrade, the default port) from this thread when the
@@ -163,14 +163,49 @@ async fn fetch_here_or_on_berth(
     direct: bool,
 ) -> Result<Reply, String> {
     match object.fetch_if_serving(request).await {
-        Ok(response) => Ok(reply(response.unwrap_or_else(|e| e.into_response()))),
+        Ok(response) => Ok(reply(response.unwrap_or_else(|e| e.into_response())).await),
         Err(request) => on_berth(main, send(object, request, (None, direct), None)).await,
     }
 }
 
-/// A container's response as a [`Reply`], its body unread.
-fn reply(response: http::Response<crate::http::Body>) -> Reply {
-    let (parts, body) = response.into_parts();
+/// The largest body of a container's answer that is read whole before the answer is
+/// given to JavaScript (see [`reply`]).
+const SMALL_BODY: u64 = 64 << 10;
+
+/// A container's response as a [`Reply`]. A body of a known length of at most
+/// [`SMALL_BODY`] is read here first, on the thread that sent the request; any other is
+/// passed on unread. Read by another thread (the server's, which sends the worker's
+/// answer), each piece of a body would wake this one to fetch it, and then the other;
+/// read here, a small answer costs no wake-up of its own. Should it break off, the
+/// client gets what arrived and then the break, as it would have.
+async fn reply(response: http::Response<crate::http::Body>) -> Reply {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = response.into_parts();
+    if body.size_hint().exact().is_some_and(|n| n <= SMALL_BODY) {
+        let mut read = bytes::BytesMut::new();
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        read.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    body = crate::http::body(http_body_util::StreamBody::new(
+                        futures_util::stream::iter([
+                            Ok(hyper::body::Frame::data(read.freeze())),
+                            Err(e),
+                        ]),
+                    ));
+                    break;
+                }
+                None => {
+                    body = full(read.freeze());
+                    break;
+                }
+            }
+        }
+    }
     let body = (!body.is_end_stream()).then_some(body);
     Reply {
         status: parts.status.as_u16(),
@@ -379,4 +414,79 @@ fn install_lifecycle<'js>(
         })
     };
     native.set("call", Function::new(ctx.clone(), Async(call))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A container's answer as `raw` (the bytes it writes before closing), through a
+    /// real HTTP/1.1 connection; with the connection's task.
+    async fn answer(
+        raw: String,
+    ) -> (
+        http::Response<crate::http::Body>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(raw.as_bytes()).await;
+        });
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, crate::http::Body>(
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .expect("handshake");
+        let connection = tokio::spawn(connection);
+        let request = http::Request::get("/")
+            .header("host", "test")
+            .body(full(Bytes::new()))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("an answer");
+        (response.map(crate::http::body), connection)
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_is_read_whole_and_a_broken_one_still_breaks_for_the_client() {
+        // More than the one piece a connection hands over before it is asked for more.
+        let text = "a".repeat(60_000);
+        let raw = format!("HTTP/1.1 200 OK\r\ncontent-length: 60000\r\n\r\n{text}");
+        let (response, connection) = answer(raw).await;
+        let whole = reply(response).await;
+        // Read already: it needs the connection no more.
+        connection.abort();
+        let _ = connection.await;
+        let body = whole.body.expect("a body");
+        let bytes = body
+            .collect()
+            .await
+            .expect("the body read whole")
+            .to_bytes();
+        assert_eq!(bytes, text);
+
+        let raw = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello".to_string();
+        let (response, _connection) = answer(raw).await;
+        let broken = reply(response).await;
+        let mut body = broken.body.expect("a body");
+        let first = body
+            .frame()
+            .await
+            .expect("a frame")
+            .expect("the part that came");
+        assert_eq!(first.into_data().expect("data"), "hello");
+        let rest = body.frame().await.expect("the break");
+        assert!(rest.is_err(), "the client sees the body break off");
+    }
 }
