@@ -8,7 +8,9 @@
 #      words itself (`new Response(...)`), without reaching any container.
 # Both containers are warmed first. Then wrk (keep-alive, SECONDS per run) at 1, 16 and
 # 64 connections against the container directly (its bridge address), A and B,
-# interleaved, REPEATS times. It prints the figures as Markdown: medians over the repeats.
+# interleaved, REPEATS times. It prints the figures as Markdown: medians over the repeats,
+# with berth's own CPU time per request (each `berth dev` is a process of its own), which
+# varies less than throughput on a machine shared with wrk and the containers.
 #
 #   bench/js.sh [REPEATS] [SECONDS]        # default 3 and 5
 #   BERTH=path/to/berth bench/js.sh        # another build of berth, to compare two
@@ -209,17 +211,27 @@ body_c=$(curl -s --max-time 5 "http://$addr_c/")
 [ "$body_a" = "$body_c" ] || { echo "A and C answer differently: '$body_a' / '$body_c'" >&2; exit 1; }
 log "route (A) on $addr_a, worker (B) on $addr_b, floor (C) on $addr_c, A's container at $direct; wrk ${seconds} s per run"
 
-# One wrk run; appends "REQ_PER_SEC P50_US P99_US" to $tmp/TARGET-CONNECTIONS.
-measure() { # TARGET ADDR CONNECTIONS
-    local threads=$3 out
+# The CPU time berth process PID has used, in clock ticks (user and system); 0 for none.
+ticks() { # PID
+    if [ -z "$1" ]; then echo 0; return; fi
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+hz=$(getconf CLK_TCK)
+
+# One wrk run; appends "REQ_PER_SEC P50_US P99_US CPU_US_PER_REQUEST" to
+# $tmp/TARGET-CONNECTIONS (the CPU time of berth process PID, 0 without one).
+measure() { # TARGET ADDR CONNECTIONS [PID]
+    local threads=$3 out before after
     [ "$threads" -gt 2 ] && threads=2
+    before=$(ticks "${4:-}")
     out=$(wrk -t"$threads" -c"$3" -d"${seconds}s" --latency "http://$2/")
+    after=$(ticks "${4:-}")
     if echo "$out" | grep -q -e 'Socket errors' -e 'Non-2xx'; then
         echo "wrk against $1 at $3 connections saw errors:" >&2
         echo "$out" >&2
         exit 1
     fi
-    echo "$out" | awk '
+    echo "$out" | awk -v ticks="$((after - before))" -v hz="$hz" '
         function us(v) {
             if (v ~ /us$/) return v + 0
             if (v ~ /ms$/) return v * 1000
@@ -229,7 +241,11 @@ measure() { # TARGET ADDR CONNECTIONS
         $1 == "50%" { p50 = us($2) }
         $1 == "99%" { p99 = us($2) }
         $1 == "Requests/sec:" { rps = $2 }
-        END { if (rps == "" || p50 < 0 || p99 < 0) exit 1; printf "%s %.1f %.1f\n", rps, p50, p99 }
+        $2 == "requests" && $3 == "in" { n = $1 }
+        END {
+            if (rps == "" || p50 < 0 || p99 < 0 || n + 0 == 0) exit 1
+            printf "%s %.1f %.1f %.1f\n", rps, p50, p99, ticks * 1000000 / hz / n
+        }
     ' >>"$tmp/$1-$3" || { echo "unexpected wrk output:" >&2; echo "$out" >&2; exit 1; }
     log "round $round, $3 connections, $1: $(tail -1 "$tmp/$1-$3")"
 }
@@ -237,9 +253,9 @@ measure() { # TARGET ADDR CONNECTIONS
 for round in $(seq 1 "$repeats"); do
     for c in 1 16 64; do
         measure direct "$direct" "$c"
-        measure route "$addr_a" "$c"
-        measure worker "$addr_b" "$c"
-        measure floor "$addr_c" "$c"
+        measure route "$addr_a" "$c" "$pid_a"
+        measure worker "$addr_b" "$c" "$pid_b"
+        measure floor "$addr_c" "$c" "$pid_c"
     done
 done
 
@@ -283,4 +299,15 @@ for t in direct route worker floor; do
         over_a="$(minus "$p50" "$a50") µs"; over_a99="$(minus "$p99" "$a99") µs"; fi
     [ "$t" = route ] && { over_a="0 µs"; over_a99="0 µs"; }
     echo "| $t | $(int "$p50") µs | $(int "$p99") µs | $(minus "$p50" "$d50") µs | $(minus "$p99" "$d99") µs | $over_a | $over_a99 |"
+done
+echo
+echo "berth's CPU time per request (user and system, from /proc/PID/stat over each run; median of the rounds):"
+echo
+echo "| connections | route (A) | worker (B) | JS floor (C) | worker / route | floor / route |"
+echo "|---|---|---|---|---|---|"
+for c in 1 16 64; do
+    a=$(median "$tmp/route-$c" 4)
+    b=$(median "$tmp/worker-$c" 4)
+    f=$(median "$tmp/floor-$c" 4)
+    echo "| $c | $(int "$a") µs | $(int "$b") µs | $(int "$f") µs | $(ratio "$b" "$a") | $(ratio "$f" "$a") |"
 done
