@@ -43,7 +43,7 @@ impl Target {
     /// The object, or why there is none (as text for a JS error).
     pub(super) fn object(&self, env: &Env) -> Result<Container, String> {
         let namespace = namespace(env, &self.binding)?;
-        // The id the stub holds is the name's already (no hash of the name per request).
+        // The id the stub holds is the name's already: the name is not hashed again.
         let id = namespace
             .id_from_string(&self.id)
             .map_err(|e| format!("{}: {e}", self.binding))?;
@@ -109,7 +109,7 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// A container's answer, its body unread (`None`: it has none).
+/// A container's answer, its body as it comes (`None`: it has none).
 struct Reply {
     status: u16,
     headers: http::HeaderMap,
@@ -148,7 +148,7 @@ async fn send(
             body: None,
         });
     }
-    Ok(reply(response).await)
+    Ok(reply(response))
 }
 
 /// Sends a plain request (no upgrade, the default port) from this thread when the
@@ -163,55 +163,60 @@ async fn fetch_here_or_on_berth(
     direct: bool,
 ) -> Result<Reply, String> {
     match object.fetch_if_serving(request).await {
-        Ok(response) => Ok(reply(response.unwrap_or_else(|e| e.into_response())).await),
+        Ok(response) => Ok(reply(response.unwrap_or_else(|e| e.into_response()))),
         Err(request) => on_berth(main, send(object, request, (None, direct), None)).await,
     }
 }
 
-/// The largest body of a container's answer that is read whole before the answer is
-/// given to JavaScript (see [`reply`]).
+/// The largest body of a container's answer whose pieces are taken ahead (see [`reply`]).
 const SMALL_BODY: u64 = 64 << 10;
 
-/// A container's response as a [`Reply`]. A body of a known length of at most
-/// [`SMALL_BODY`] is read here first, on the thread that sent the request; any other is
-/// passed on unread. Read by another thread (the server's, which sends the worker's
-/// answer), each piece of a body would wake this one to fetch it, and then the other;
-/// read here, a small answer costs no wake-up of its own. Should it break off, the
-/// client gets what arrived and then the break, as it would have.
-async fn reply(response: http::Response<crate::http::Body>) -> Reply {
-    use http_body_util::BodyExt;
-    let (parts, mut body) = response.into_parts();
-    if body.size_hint().exact().is_some_and(|n| n <= SMALL_BODY) {
-        let mut read = bytes::BytesMut::new();
-        loop {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        read.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    body = crate::http::body(http_body_util::StreamBody::new(
-                        futures_util::stream::iter([
-                            Ok(hyper::body::Frame::data(read.freeze())),
-                            Err(e),
-                        ]),
-                    ));
-                    break;
-                }
-                None => {
-                    body = full(read.freeze());
-                    break;
-                }
-            }
-        }
-    }
+/// A container's response as a [`Reply`]. Of a body of a known length of at most
+/// [`SMALL_BODY`], what has arrived already is taken here, on the thread that sent the
+/// request, without waiting for more: the answer of a small body mostly comes whole with
+/// its head. Taken by another thread (the server's, which sends the worker's answer),
+/// each piece, and the body's end, would wake this one, and then the other. The rest of
+/// the body, if any, follows as it comes; should it break off, the client gets what
+/// arrived and then the break, as it would have.
+fn reply(response: http::Response<crate::http::Body>) -> Reply {
+    let (parts, body) = response.into_parts();
+    let body = match body.size_hint().exact() {
+        Some(length) if length <= SMALL_BODY => read_ahead(body),
+        _ => body,
+    };
     let body = (!body.is_end_stream()).then_some(body);
     Reply {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body,
     }
+}
+
+/// The pieces of `body` that are here now, then the rest as it comes.
+fn read_ahead(mut body: crate::http::Body) -> crate::http::Body {
+    use futures_util::FutureExt;
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+    let mut read = bytes::BytesMut::new();
+    let rest = loop {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+                if body.is_end_stream() {
+                    return full(read.freeze());
+                }
+            }
+            Some(None) => return full(read.freeze()),
+            Some(Some(Err(e))) => break futures_util::stream::iter([Err(e)]).left_stream(),
+            None if read.is_empty() => return body,
+            None => break http_body_util::BodyStream::new(body).right_stream(),
+        }
+    };
+    let first = futures_util::stream::iter([Ok(Frame::data(read.freeze()))]);
+    crate::http::body(http_body_util::StreamBody::new(first.chain(rest)))
 }
 
 /// Takes the upgrade token out of a request's headers.
@@ -422,10 +427,12 @@ mod tests {
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A container's answer as `raw` (the bytes it writes before closing), through a
-    /// real HTTP/1.1 connection; with the connection's task.
+    /// A container's answer: it writes `first`, then `then` once `go` is told (or at
+    /// once without one), and closes; through a real HTTP/1.1 connection, with the
+    /// connection's task.
     async fn answer(
-        raw: String,
+        first: String,
+        then: Option<(&'static str, tokio::sync::oneshot::Receiver<()>)>,
     ) -> (
         http::Response<crate::http::Body>,
         tokio::task::JoinHandle<hyper::Result<()>>,
@@ -438,7 +445,11 @@ mod tests {
             let (mut stream, _) = listener.accept().await.expect("accept");
             let mut request = [0u8; 1024];
             let _ = stream.read(&mut request).await;
-            let _ = stream.write_all(raw.as_bytes()).await;
+            let _ = stream.write_all(first.as_bytes()).await;
+            if let Some((rest, go)) = then {
+                let _ = go.await;
+                let _ = stream.write_all(rest.as_bytes()).await;
+            }
         });
         let stream = tokio::net::TcpStream::connect(address)
             .await
@@ -458,28 +469,39 @@ mod tests {
         (response.map(crate::http::body), connection)
     }
 
+    async fn text(body: crate::http::Body) -> String {
+        let bytes = body.collect().await.expect("the whole body").to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     #[tokio::test]
-    async fn a_small_answer_is_read_whole_and_a_broken_one_still_breaks_for_the_client() {
-        // More than the one piece a connection hands over before it is asked for more.
-        let text = "a".repeat(60_000);
-        let raw = format!("HTTP/1.1 200 OK\r\ncontent-length: 60000\r\n\r\n{text}");
-        let (response, connection) = answer(raw).await;
-        let whole = reply(response).await;
-        // Read already: it needs the connection no more.
+    async fn a_small_answer_is_taken_ahead_without_waiting_and_the_rest_follows() {
+        let head = |length: usize| format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
+
+        // Whole with its head: taken, it needs the connection no more.
+        let (response, connection) = answer(format!("{}hello", head(5)), None).await;
+        let whole = reply(response);
         connection.abort();
         let _ = connection.await;
-        let body = whole.body.expect("a body");
-        let bytes = body
-            .collect()
-            .await
-            .expect("the body read whole")
-            .to_bytes();
-        assert_eq!(bytes, text);
+        assert_eq!(text(whole.body.expect("a body")).await, "hello");
 
-        let raw = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello".to_string();
-        let (response, _connection) = answer(raw).await;
-        let broken = reply(response).await;
-        let mut body = broken.body.expect("a body");
+        // More than one piece: what was taken, then the rest, in order.
+        let long = "0123456789".repeat(6_000);
+        let (response, _connection) = answer(format!("{}{long}", head(60_000)), None).await;
+        assert_eq!(text(reply(response).body.expect("a body")).await, long);
+
+        // The rest not sent yet: the answer is given at once, and the rest follows.
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let (response, _connection) = answer(format!("{}hel", head(5)), Some(("lo", wait))).await;
+        let mut body = reply(response).body.expect("a body");
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "hel");
+        let _ = go.send(());
+        assert_eq!(text(body).await, "lo");
+
+        // Broken off: the client gets what arrived, then the break.
+        let (response, _connection) = answer(format!("{}hello", head(10)), None).await;
+        let mut body = reply(response).body.expect("a body");
         let first = body
             .frame()
             .await
