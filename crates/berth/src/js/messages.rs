@@ -22,7 +22,9 @@ fn prototype<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Object<'js>> {
 /// Replaces the headers of a message LLRT just made (it made them empty), as LLRT's
 /// `Headers` holds them when made from `[name, value]` pairs: sorted by name, and the
 /// values of one name joined into one (`, `; `; ` for `cookie`), but for `set-cookie`,
-/// whose values stay apart.
+/// whose values stay apart. A value LLRT's `Headers` refuses (bytes beyond printable
+/// ASCII) is left out, as every copy of the message (`new Request(request, init)`,
+/// `new Headers(request.headers)`, `clone()`) would throw on it.
 fn fill<'js>(
     message: &Object<'js>,
     headers: &HeaderMap,
@@ -32,7 +34,10 @@ fn fill<'js>(
     names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     let mut held = HeaderMap::with_capacity(names.len());
     for name in names {
-        let mut values = headers.get_all(name).iter();
+        let mut values = headers
+            .get_all(name)
+            .iter()
+            .filter(|value| acceptable(value.as_bytes()));
         if name == http::header::SET_COOKIE {
             for value in values {
                 held.append(name.clone(), value.clone());
@@ -56,8 +61,16 @@ fn fill<'js>(
         }
     }
     let own: Class<Headers> = message.get("headers")?;
-    *own.borrow_mut() = Headers::from_http_headers(&held, guard)?;
+    *own.try_borrow_mut()? = Headers::from_http_headers(&held, guard)?;
     Ok(())
+}
+
+/// Whether LLRT's `Headers` takes a value: tab, space, form feed and printable ASCII
+/// (its `is_http_header_value`, which it does not export).
+fn acceptable(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|b| matches!(b, b'\t' | b' ' | 0x0c | 0x21..=0x7e))
 }
 
 /// The worker's `Request` for `method url`, with `headers`; its body is serve.js's to add.
@@ -108,12 +121,19 @@ pub(super) fn headers<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Resul
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
-            map.append(name, value);
+            map.try_append(name, value).map_err(|_| {
+                rquickjs::Exception::throw_type(
+                    ctx,
+                    "too many headers for HTTP (over 32,768); send fewer",
+                )
+            })?;
         }
+        Ok::<_, rquickjs::Error>(())
     };
     if let Some(own) = value.as_object().and_then(Class::<Headers>::from_object) {
-        for (name, value) in own.borrow().iter() {
-            add(name, value);
+        let own = own.try_borrow()?;
+        for (name, value) in own.iter() {
+            add(name, value)?;
         }
         return Ok(map);
     }
@@ -121,7 +141,7 @@ pub(super) fn headers<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Resul
     let pairs: Vec<Vec<String>> = from.call((value,))?;
     for pair in pairs {
         if let [name, value] = pair.as_slice() {
-            add(name, value);
+            add(name, value)?;
         }
     }
     Ok(map)

@@ -19,7 +19,8 @@
 //! Bodies are not read here: the request's body goes to JavaScript as a handle, and a
 //! container's body comes back as one, so one that JavaScript passes on unread flows from
 //! the client to the container, or from the container to the client, as it comes, in
-//! bounded memory (see [`super::bodies`]).
+//! bounded memory (see [`super::bodies`]). Only what has arrived of a small one with its
+//! head is taken ahead (see `bindings::reply`).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,6 +219,8 @@ impl JsWorker {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let url = format!("http://{host}{path}");
         let mut headers = std::mem::take(&mut parts.headers);
+        // Only berth sets it: a client's would name another client's parked upgrade.
+        headers.remove(TOKEN_HEADER);
         if let Some(token) = token {
             headers.insert(TOKEN_HEADER, http::HeaderValue::from(token));
         }
@@ -270,8 +273,8 @@ impl JsWorker {
         if !lane.send(Job::Fetch(call)) {
             return failure(&self.name, self.errors, "its JavaScript thread has ended");
         }
-        // Dropping `answer` (here at the timeout, or with this future when the client goes
-        // away) drops the request's task on its thread.
+        // Past the timeout, or when the client goes away, `dispatch` ends, and with it
+        // the sender whose end drops the request's task on its thread (`abandoned`).
         let Ok(answered) = tokio::time::timeout(self.request_timeout, answer).await else {
             let message = format!(
                 "worker {} did not answer within {:?}; answer sooner (stream the answer, or answer at once and work in the background), or make sure every promise its fetch awaits settles",

@@ -1,7 +1,8 @@
 // Runs in a worker's runtime after the prelude: the worker's `env` (container bindings as
 // Durable Object namespaces, and its vars), and `__berth.serve`, which berth calls with each
-// request. Requests and responses cross to Rust as plain parts (method, url, headers as
-// [name, value] pairs, a body), so only these few lines know the shape of both sides.
+// request. A client's request and a container's answer are made in Rust (js/messages.rs)
+// as instances of the classes below; what crosses back is the status, the `Headers` and a
+// body.
 // `__berth.native` is set by berth before this runs (see js/bindings.rs).
 //
 // Bodies (see js/bodies.rs): the client's request body and a container's response body
@@ -385,9 +386,11 @@
   // does not have is undefined, as on any object).
   Object.setPrototypeOf(
     ContainerStub.prototype,
-    new Proxy(Object.prototype, {
+    // Its target is a plain object, so that stubs are still objects (`instanceof Object`).
+    new Proxy({}, {
       get(target, name, stub) {
-        if (typeof name === "symbol" || name in target || name === "then" || name === "toJSON" || stub[TARGET].direct) {
+        const of = stub[TARGET];
+        if (typeof name === "symbol" || name in target || name === "then" || name === "toJSON" || of === undefined || of.direct) {
           return Reflect.get(target, name, stub);
         }
         return (...args) => stub[CALL](name, args);
