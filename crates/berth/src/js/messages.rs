@@ -12,11 +12,19 @@ use llrt_fetch::headers::{Headers, HeadersGuard};
 use rquickjs::prelude::Opt;
 use rquickjs::{Class, Ctx, Object, Value};
 
-/// The prototype of the worker's class `name` (`Request` or `Response`), which serve.js
-/// leaves on `__berth` for this module.
-fn prototype<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Object<'js>> {
+/// `message`, just made by LLRT, as an instance of the worker's class `class` (`Request`
+/// or `Response`, which serve.js leaves on `__berth` for this module), with `headers`.
+fn adopt<'js>(
+    ctx: &Ctx<'js>,
+    message: Object<'js>,
+    class: &str,
+    (headers, guard): (&HeaderMap, HeadersGuard),
+) -> rquickjs::Result<Object<'js>> {
     let berth: Object = ctx.globals().get("__berth")?;
-    berth.get::<_, Object>(name)?.get("prototype")
+    let prototype: Object = berth.get::<_, Object>(class)?.get("prototype")?;
+    message.set_prototype(Some(&prototype))?;
+    fill(&message, headers, guard)?;
+    Ok(message)
 }
 
 /// Replaces the headers of a message LLRT just made (it made them empty), as LLRT's
@@ -91,9 +99,7 @@ pub(super) fn request<'js>(
     let url = rquickjs::String::from_str(ctx.clone(), url)?.into_value();
     let made = llrt_fetch::request::Request::new(ctx.clone(), url, Opt(init))?;
     let request = Class::instance(ctx.clone(), made)?.into_inner();
-    request.set_prototype(Some(&prototype(ctx, "Request")?))?;
-    fill(&request, headers, HeadersGuard::Request)?;
-    Ok(request)
+    adopt(ctx, request, "Request", (headers, HeadersGuard::Request))
 }
 
 /// The worker's `Response` with `status` and `headers`, and no body of LLRT's.
@@ -106,9 +112,7 @@ pub(super) fn response<'js>(
     init.set("status", status)?;
     let made = llrt_fetch::response::Response::new(ctx.clone(), Opt(None), Opt(Some(init)))?;
     let response = Class::instance(ctx.clone(), made)?.into_inner();
-    response.set_prototype(Some(&prototype(ctx, "Response")?))?;
-    fill(&response, headers, HeadersGuard::Response)?;
-    Ok(response)
+    adopt(ctx, response, "Response", (headers, HeadersGuard::Response))
 }
 
 /// The headers of a message, as HTTP carries them: LLRT's `Headers` are read directly,
