@@ -86,7 +86,7 @@
       throw new TypeError(`the worker's entrypoint does not export class ${className}, so its hooks cannot run; export it (export { ${className} } from "./container.ts")`);
     }
     const ctx = {
-      id: new berth.DurableObjectId(hex, name ?? undefined),
+      id: new berth.DurableObjectId(hex, name ?? undefined, binding),
       storage: storageOf({ binding, id: hex, name: name ?? null }),
       waitUntil() {},
       blockConcurrencyWhile: async (callback) => callback(),

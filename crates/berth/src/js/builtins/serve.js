@@ -18,10 +18,13 @@
   const NativeRequest = globalThis.Request;
   const NativeResponse = globalThis.Response;
 
+  // The binding whose namespace made an id (not a field of its own, as on Cloudflare).
+  const MADE_BY = Symbol("made by");
   class DurableObjectId {
-    constructor(hex, name) {
+    constructor(hex, name, binding) {
       this.hex = hex;
       this.name = name;
+      this[MADE_BY] = binding;
     }
     toString() {
       return this.hex;
@@ -408,21 +411,31 @@
       let id = ids.get(key);
       if (id === undefined) {
         if (ids.size >= 1024) ids.clear();
-        id = new DurableObjectId(native.idFromName(binding, key), key);
+        id = new DurableObjectId(native.idFromName(binding, key), key, binding);
         ids.set(key, id);
       }
       return id;
     };
     return {
       idFromName,
-      idFromString: (hex) => new DurableObjectId(native.idFromString(binding, String(hex)), undefined),
-      newUniqueId: () => new DurableObjectId(native.newUniqueId(binding), undefined),
+      idFromString: (hex) => new DurableObjectId(native.idFromString(binding, String(hex)), undefined, binding),
+      newUniqueId: () => new DurableObjectId(native.newUniqueId(binding), undefined, binding),
       get: (id) => {
         if (!(id instanceof DurableObjectId)) throw new TypeError(`${binding}.get takes an id from ${binding}.idFromName, idFromString or newUniqueId`);
+        if (id[MADE_BY] !== binding) ownId(binding, id);
         return stubOf(binding, id);
       },
       getByName: (name) => stubOf(binding, idFromName(name)),
     };
+  };
+  // An id another binding made is one of this binding's only when both stand for the
+  // same namespace: else `get` throws at once, as on Cloudflare, not the stub's first call.
+  const ownId = (binding, id) => {
+    try {
+      native.idFromString(binding, id.hex);
+    } catch (error) {
+      throw new TypeError(`${binding}.get: ${error?.message ?? error}; take the id from ${binding}.idFromName, idFromString or newUniqueId`);
+    }
   };
   // A stub holds nothing but its target, so one made for an id is given again for it
   // (ids by name are kept, above): most requests ask for the same stub.

@@ -374,13 +374,23 @@ await Worker("site", { entrypoint: "./worker.ts", bindings: { WEB: web }, crons:
 
 /// A worker whose entrypoint is `worker`, with no bindings.
 pub(super) async fn js_worker(test: &str, worker: &str, limits: WorkerLimits) -> JsWorker {
+    js_worker_with(test, worker, crate::worker::Env::new(), limits).await
+}
+
+/// A worker whose entrypoint is `worker`, with `env`'s bindings.
+pub(super) async fn js_worker_with(
+    test: &str,
+    worker: &str,
+    env: crate::worker::Env,
+    limits: WorkerLimits,
+) -> JsWorker {
     let dir = app(test, &[("worker.js", worker)]);
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.js"),
         vars: Default::default(),
         crons: Vec::new(),
     };
-    JsWorker::start(test, &script, crate::worker::Env::new(), limits)
+    JsWorker::start(test, &script, env, limits)
         .await
         .expect("the worker starts")
 }

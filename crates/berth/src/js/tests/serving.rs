@@ -325,3 +325,52 @@ async fn headers_cross_both_ways_as_http_has_them() {
     let cookies: Vec<_> = headers.get_all("set-cookie").iter().collect();
     assert_eq!(cookies, ["a=1", "b=2"], "{headers:?}");
 }
+
+const IDS: &str = r#"export default {
+  async fetch(request, env) {
+    const path = new URL(request.url).pathname;
+    try {
+      if (path === "/same") {
+        const stub = env.A.get(env.ALSO_A.idFromName("x"));
+        return new Response(stub.id.equals(env.A.idFromName("x")) ? "the same object" : "another object");
+      }
+      if (path === "/foreign") env.OTHER.get(env.A.idFromName("x"));
+      if (path === "/unique") env.A.get(env.OTHER.newUniqueId());
+      return new Response("no error");
+    } catch (error) {
+      return new Response(`${error.name}: ${error.message}`, { status: 400 });
+    }
+  },
+};
+"#;
+
+#[tokio::test]
+async fn an_id_of_another_namespace_is_refused_by_get() {
+    use crate::class::ContainerClass;
+    use crate::object::NoHooks;
+    use crate::worker::Binding;
+    let app = crate::app::App::new(
+        "ids",
+        crate::runtime::fake::FakeRuntime::new(),
+        crate::store::Store::in_memory().expect("a store"),
+    )
+    .expect("an app");
+    let hooks = std::sync::Arc::new(NoHooks);
+    let a = app.namespace(ContainerClass::new("A", "none"), hooks.clone());
+    let other = app.namespace(ContainerClass::new("Other", "none"), hooks);
+    let mut env = crate::worker::Env::new();
+    env.bind("A", Binding::Container(a.clone()));
+    env.bind("ALSO_A", Binding::Container(a));
+    env.bind("OTHER", Binding::Container(other));
+    let worker = super::js_worker_with("ids", IDS, env, WorkerLimits::default()).await;
+    let get = |path: &str| post(path, crate::http::full(""));
+    let (status, _, body) = through(&worker, get("/same")).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"the same object"[..]));
+    for path in ["/foreign", "/unique"] {
+        let (status, _, body) = through(&worker, get(path)).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status.as_u16(), 400, "{path}: {text}");
+        assert!(text.starts_with("TypeError: "), "{path}: {text}");
+        assert!(text.contains("made by another namespace"), "{path}: {text}");
+    }
+}
