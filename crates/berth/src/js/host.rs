@@ -195,6 +195,9 @@ impl Host {
         runtime
             .set_interrupt_handler(Some(Box::new(move || over.over())))
             .await;
+        runtime
+            .set_host_promise_rejection_tracker(Some(Box::new(rejected)))
+            .await;
         let modules = Shared::default();
         runtime
             .set_loader(modules.resolver(), modules.loader())
@@ -359,6 +362,23 @@ fn install(
     let mut options = rquickjs::context::EvalOptions::default();
     options.filename = Some("berth:hooks".into());
     ctx.eval_with_options::<(), _>(include_str!("builtins/hooks.js"), options)
+}
+
+/// QuickJS's rejection tracker: tells serve.js (`__berth.rejected`) of a promise rejected
+/// with no handler, or of a handler that came later; serve.js logs those left unhandled.
+fn rejected<'js>(ctx: Ctx<'js>, promise: Value<'js>, reason: Value<'js>, handled: bool) {
+    let tell = || {
+        let berth: Object = ctx.globals().get("__berth")?;
+        match berth.get::<_, Option<Function>>("rejected")? {
+            Some(rejected) => rejected.call::<_, ()>((promise, reason, handled)),
+            // While serve.js itself loads.
+            None => Ok(()),
+        }
+    };
+    if let Err(rquickjs::Error::Exception) = tell() {
+        // Out of budget or memory as it ran: the rejection goes unlogged.
+        let _ = ctx.catch();
+    }
 }
 
 /// `structuredClone(value, options)`, as LLRT's utilities implement it.

@@ -476,7 +476,33 @@
   const setImmediate = globalThis.setImmediate;
   globalThis.setImmediate = (callback, ...args) => guarded((f) => setImmediate(f))(callback, 0, ...args);
 
-    const context = { waitUntil() {}, passThroughOnException() {}, props: {} };
+  // A promise rejected with no handler, still without one once the jobs of the moment
+  // have run (a `waitUntil`'s work that failed, a promise nobody awaited), is logged, as
+  // Cloudflare and Node log it, instead of failing unseen. berth's rejection tracker
+  // (js/host.rs) calls this as QuickJS rejects such a promise, and again when a handler
+  // comes later (an `await` of a promise that was already rejected).
+  const unhandled = new Map();
+  berth.rejected = (promise, reason, handled) => {
+    if (handled) {
+      unhandled.delete(promise);
+      return;
+    }
+    if (unhandled.size === 0) globalThis.setTimeout(reportUnhandled, 0);
+    if (unhandled.size < 100) unhandled.set(promise, reason);
+  };
+  const reportUnhandled = () => {
+    for (const reason of unhandled.values()) {
+      console.error("Uncaught (in promise)", reason instanceof Error ? `${reason}\n${reason.stack}` : reason);
+    }
+    unhandled.clear();
+  };
+
+  const context = {
+    // Its promise runs on as any other: the runtime outlives the request.
+    waitUntil() {},
+    passThroughOnException() {},
+    props: {},
+  };
 
   // Sets up the worker from its entrypoint's exports; fails with what is missing.
   berth.startWorker = (exports, path, bindings, vars, crons) => {

@@ -374,3 +374,60 @@ async fn an_id_of_another_namespace_is_refused_by_get() {
         assert!(text.contains("made by another namespace"), "{path}: {text}");
     }
 }
+
+const REJECTIONS: &str = r#"const logged = [];
+console.error = (...args) => logged.push(args.map(String).join(" "));
+const fails = async (message) => {
+  throw new Error(message);
+};
+export default {
+  async fetch(request, env, ctx) {
+    const path = new URL(request.url).pathname;
+    if (path === "/later") {
+      ctx.waitUntil((async () => {
+        await null;
+        throw new Error("the work after the answer failed");
+      })());
+      return new Response("answered");
+    }
+    if (path === "/caught") {
+      try {
+        await fails("caught by an await");
+      } catch {}
+      await Promise.reject(new Error("caught by catch")).catch(() => {});
+      return new Response("caught");
+    }
+    return new Response(logged.join("\n"));
+  },
+};
+"#;
+
+#[tokio::test]
+async fn a_rejection_nobody_handles_is_logged_and_a_caught_one_is_not() {
+    // One runtime: the log the worker keeps is its own.
+    let limits = WorkerLimits {
+        runtimes: 1,
+        ..WorkerLimits::default()
+    };
+    let worker = js_worker("rejections", REJECTIONS, limits).await;
+    let get = |path: &str| post(path, crate::http::full(""));
+    let (_, _, body) = through(&worker, get("/caught")).await;
+    assert_eq!(&body[..], b"caught");
+    let (_, _, body) = through(&worker, get("/later")).await;
+    assert_eq!(&body[..], b"answered");
+    // The report comes once the jobs of the moment have run, on a timer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let logged = loop {
+        let (_, _, body) = through(&worker, get("/logged")).await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if text.contains("failed") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        logged.contains("Uncaught (in promise) Error: the work after the answer failed"),
+        "{logged}"
+    );
+    assert!(!logged.contains("caught by"), "{logged}");
+}
