@@ -34,9 +34,14 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
     MODULES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
-/// Runs the prelude in `ctx`: `__berth`, `console`, and `process.env` with the
-/// environment of berth.
-pub(crate) fn install(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
+/// Runs the prelude in `ctx`: `__berth`, `console`, and `process.env` with `vars`: the
+/// environment of berth for the app's program (`alchemy.run.ts` reads its secrets there),
+/// only a worker's own vars and secrets for a worker, as on Cloudflare (berth's
+/// environment is not a worker's to read, nor its packages').
+pub(crate) fn install(
+    ctx: &Ctx<'_>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> rquickjs::Result<()> {
     ctx.eval::<(), _>(include_str!("builtins/prelude.js"))?;
     let berth: Object = ctx.globals().get("__berth")?;
     let print = Function::new(ctx.clone(), |level: String, text: String| {
@@ -48,12 +53,16 @@ pub(crate) fn install(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
     })?;
     berth.set("print", print)?;
     let env = Object::new(ctx.clone())?;
-    for (key, value) in std::env::vars_os() {
-        if let (Some(key), Some(value)) = (key.to_str(), value.to_str()) {
-            env.set(key, value)?;
-        }
+    for (key, value) in vars {
+        env.set(key, value)?;
     }
     let process: Object = ctx.globals().get("process")?;
     process.set("env", env)?;
     Ok(())
+}
+
+/// berth's own environment, as far as it is text.
+pub(crate) fn host_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
 }

@@ -52,7 +52,7 @@ impl Engine {
         runtime.set_loader(modules.resolver(), modules.loader());
         let context = Context::full(&runtime).map_err(engine_error)?;
         context
-            .with(|ctx| builtins::install(&ctx))
+            .with(|ctx| builtins::install(&ctx, builtins::host_vars()))
             .map_err(engine_error)?;
         Ok(Engine {
             quickjs: Some((context, runtime)),

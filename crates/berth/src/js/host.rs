@@ -217,8 +217,9 @@ impl Host {
         let crons = setup.crons;
         let bindings: Vec<String> = env.names().map(str::to_string).collect();
         let pipes = host.pipes.clone();
+        let own_vars = vars.clone();
         let installed = async_with!(host.context => |ctx| {
-            install(&ctx, &env, &main, (&upgrades, &pipes)).map_err(|e| thrown(&ctx, e))
+            install(&ctx, (&env, &own_vars), &main, (&upgrades, &pipes)).map_err(|e| thrown(&ctx, e))
         })
         .await;
         installed.map_err(|(message, _)| ScriptError::Engine {
@@ -336,11 +337,12 @@ impl Host {
 /// the bindings, and the glue that serves requests.
 fn install(
     ctx: &Ctx<'_>,
-    env: &Env,
+    (env, vars): (&Env, &BTreeMap<String, String>),
     main: &Handle,
     glue: (&Upgrades, &Pipes),
 ) -> rquickjs::Result<()> {
-    builtins::install(ctx)?;
+    let own = vars.iter().map(|(k, v)| (k.clone(), v.clone()));
+    builtins::install(ctx, own)?;
     llrt_abort::init(ctx)?;
     llrt_buffer::init(ctx)?;
     llrt_url::init(ctx)?;

@@ -431,3 +431,33 @@ async fn a_rejection_nobody_handles_is_logged_and_a_caught_one_is_not() {
     );
     assert!(!logged.contains("caught by"), "{logged}");
 }
+
+#[tokio::test]
+async fn process_env_holds_the_workers_vars_not_berths_environment() {
+    let worker = r#"const atLoad = process.env.GREETING;
+export default {
+  async fetch() {
+    return Response.json({ atLoad, keys: Object.keys(process.env), path: process.env.PATH ?? null });
+  },
+};
+"#;
+    let dir = super::app("process-env", &[("worker.js", worker)]);
+    let script = crate::manifest::WorkerScript {
+        entrypoint: dir.join("worker.js"),
+        vars: [("GREETING".to_string(), "hello".to_string())].into(),
+        crons: Vec::new(),
+    };
+    assert!(
+        std::env::var_os("PATH").is_some(),
+        "the test needs PATH set"
+    );
+    let env = crate::worker::Env::new();
+    let worker = JsWorker::start("process-env", &script, env, WorkerLimits::default())
+        .await
+        .expect("the worker starts");
+    let (_, _, body) = through(&worker, post("/", crate::http::full(""))).await;
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"{"atLoad":"hello","keys":["GREETING"],"path":null}"#
+    );
+}
