@@ -588,9 +588,11 @@ const SCHEDULE: &str = r#"override async onStart() {
 
   async tick(payload: { n: number }) {
     const before = (await this.getState()).status;
-    await this.startAndWaitForPorts(8080);
+    // The current library's form: one object of ports and start options.
+    await this.startAndWaitForPorts({ ports: 8080, startOptions: { envVars: { TICKED: "yes" } } });
     const pong = await (await this.containerFetch("http://container/ping")).text();
-    console.log(`tick ${payload.n}: was ${before}, then ${pong}`);
+    const env = await (await this.containerFetch("http://container/env")).json();
+    console.log(`tick ${payload.n}: was ${before}, then ${pong}, with TICKED=${env.TICKED}`);
   }
 
   started() {"#;
@@ -618,7 +620,10 @@ async fn the_class_reaches_its_container_from_hooks_and_schedules() {
     );
     assert!(at("scheduled delayed 1") < at(ticked), "{log}");
     let log = stderr_within(&berth, "then pong", Duration::from_secs(60));
-    assert!(log.contains("tick 1: was stopped, then pong"), "{log}");
+    assert!(
+        log.contains("tick 1: was stopped, then pong, with TICKED=yes"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,7 @@ export class Container extends DurableObject {
   async fetch(request) { return own(this, "Container.fetch").fetch(request); }
   async containerFetch(input, initOrPort, port) { return own(this, "Container.containerFetch").containerFetch(input, initOrPort, port); }
   async start(options) { return own(this, "Container.start").start(options); }
-  async startAndWaitForPorts(ports, options) { return own(this, "Container.startAndWaitForPorts").startAndWaitForPorts(ports, options); }
+  async startAndWaitForPorts(...args) { return own(this, "Container.startAndWaitForPorts").startAndWaitForPorts(...args); }
   async stop(signal) {
     // From onActivityExpired, a stop is the hook's answer (berth stops the container
     // when the hook returns), not a second stop racing the lifecycle.

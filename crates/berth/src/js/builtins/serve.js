@@ -354,9 +354,14 @@
     async start(options) {
       await native.start(this[TARGET], false, [], options?.envVars ?? {});
     }
-    async startAndWaitForPorts(ports, options) {
+    // Cloudflare's two forms: ({ ports, startOptions, cancellationOptions }), and
+    // (ports, cancellationOptions, startOptions). The cancellation options are not
+    // berth's: a start is bounded by the class's readiness timeout.
+    async startAndWaitForPorts(portsOrOptions, cancellationOptions, startOptions) {
+      const one = portsOrOptions !== null && typeof portsOrOptions === "object" && !Array.isArray(portsOrOptions);
+      const { ports, startOptions: start } = one ? portsOrOptions : { ports: portsOrOptions, startOptions };
       const list = ports === undefined ? [] : Array.isArray(ports) ? ports : [ports];
-      await native.start(this[TARGET], true, list, options?.startOptions?.envVars ?? {});
+      await native.start(this[TARGET], true, list, start?.envVars ?? {});
     }
     async stop(signal) {
       await native.stop(this[TARGET], signal === "SIGKILL" || signal === 9);
