@@ -419,6 +419,43 @@ const ON_STOP: &str = r#"override async onStop(params: { exitCode: number; reaso
     console.log(`hook state: ${this.field}; storage: ${mark.by} ${mark.id === String(this.ctx.id)}; reason: ${params.reason}`);
 "#;
 
+const KEEP_AWAKE: &str = r#"override onStart() {
+    void this.keepAwake();
+  }
+
+  // Renews the activity timeout each second for 6 s, three times the sleepAfter of 2 s.
+  async keepAwake() {
+    for (let n = 1; n <= 6; n++) {
+      this.renewActivityTimeout();
+      console.log(`kept awake ${n}`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+
+  started() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_activity_timeout_keeps_an_idle_container_awake() {
+    let app = alchemy_app("renew", None);
+    edit_class(
+        &app,
+        &[
+            ("sleepAfter = \"3m\"", "sleepAfter = \"2s\""),
+            ("override onStart() {", KEEP_AWAKE),
+        ],
+        &["sleepAfter = \"2s\"", "keepAwake"],
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    // No request after the first: only the renewals keep it awake, and then it sleeps.
+    let stopped = "Container successfully shut down";
+    let log = stderr_within(&berth, stopped, Duration::from_secs(90));
+    let at = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    assert!(at("kept awake 6") < at(stopped), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_container_class_hooks_run_in_javascript() {
     let app = alchemy_app("hooks", None);

@@ -83,7 +83,8 @@ export class Container extends DurableObject {
   async getSchedule(id) { own(this, "Container.getSchedule"); return this[SCHEDULER].get(id); }
   async getSchedules() { own(this, "Container.getSchedules"); return this[SCHEDULER].list(); }
   async deleteSchedule(id) { own(this, "Container.deleteSchedule"); return this[SCHEDULER].delete(id); }
-  renewActivityTimeout() {}
+  // Without an object (the instance berth makes to read the class's fields), nothing.
+  renewActivityTimeout() { this[SELF]?.renewActivityTimeout(); }
   onStart() {}
   onStop() {}
   // berth's own: the container was paused (sleepMode = "pause"); onStop comes when it stops.

@@ -369,6 +369,10 @@
     async destroy() {
       await native.destroy(this[TARGET]);
     }
+    // Pushes the container's sleep (sleepAfter) back, from now.
+    renewActivityTimeout() {
+      native.renew(this[TARGET]);
+    }
     async getState() {
       return { status: await native.state(this[TARGET]), lastChange: Date.now() };
     }
