@@ -129,7 +129,9 @@ pub(super) fn manifest(engine: &Engine, dir: &Path, json: String) -> Result<Mani
                 continue;
             }
             searched.push(script.entrypoint.clone());
-            if let Some(json) = engine.class_options(&script.entrypoint, &def.class.name)? {
+            let options =
+                engine.class_options(&script.entrypoint, &def.class.name, &script.vars)?;
+            if let Some(json) = options {
                 let mut class =
                     class_options::container_class(&json, &def.class.name, &script.entrypoint)?;
                 class.max_instances = def.class.max_instances;

@@ -3,6 +3,7 @@
 //! limit); and QuickJS's failures turned into [`ScriptError`]s that name the place in
 //! the file as written.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -119,10 +120,13 @@ impl Engine {
         &self,
         entrypoint: &Path,
         class: &str,
+        vars: &BTreeMap<String, String>,
     ) -> Result<Option<String>, ScriptError> {
         self.with(|ctx| {
-            let namespace = import(ctx, entrypoint)?;
             let berth: Object = ctx.globals().get("__berth")?;
+            let worker_vars: Function = berth.get("workerVars")?;
+            worker_vars.call::<_, ()>((vars.clone(),))?;
+            let namespace = import(ctx, entrypoint)?;
             let options: Function = berth.get("classOptions")?;
             options.call::<_, Option<String>>((namespace, class))
         })

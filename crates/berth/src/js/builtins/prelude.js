@@ -55,11 +55,18 @@
     describe: () => JSON.stringify(declared),
     // The option fields of `className` as exported by `namespace`, as JSON; null when
     // the module does not export it.
+    // A worker's vars and secrets, into `env` of `cloudflare:workers` as a worker sees
+    // it, before its module loads for classOptions.
+    workerVars(vars) {
+      Object.assign((berth.workersEnv ??= {}), vars);
+    },
     classOptions(namespace, className) {
       if (!(className in namespace)) return null;
       const cls = namespace[className];
       if (typeof cls !== "function") return JSON.stringify({ $notClass: typeof cls });
-      const instance = new cls(state(), {});
+      // Its `env` holds the worker's vars and secrets, as it will when berth serves it:
+      // a field set from one (`envVars = { KEY: env.KEY }`) gets its value.
+      const instance = new cls(state(), { ...berth.workersEnv });
       const fields = {
         $extendsContainer: berth.Container !== null && instance instanceof berth.Container,
       };

@@ -330,6 +330,38 @@ await Worker("site", {
 }
 
 #[test]
+fn a_class_reads_the_workers_vars_and_secrets_from_env() {
+    let text = r#"import alchemy from "alchemy";
+import { Container, Worker } from "alchemy/cloudflare";
+const web = await Container("web", { className: "Web" });
+await Worker("site", { entrypoint: "./worker.ts", bindings: { WEB: web, GREETING: "hi", KEY: alchemy.secret("s3cret") } });
+"#;
+    let class = r#"import { Container } from "@cloudflare/containers";
+import { env } from "cloudflare:workers";
+export class Web extends Container {
+  defaultPort = 8080;
+  envVars = { FIELD: env.GREETING };
+  constructor(ctx: any, env: any) {
+    super(ctx, env);
+    this.envVars = { ...this.envVars, SECRET: env.KEY };
+  }
+}
+"#;
+    let manifest = program("class-env", text, &[("web.ts", class)]).expect("loads");
+    let vars = &manifest.containers[0].class.env_vars;
+    assert_eq!(
+        vars.get("FIELD").map(String::as_str),
+        Some("hi"),
+        "{vars:?}"
+    );
+    assert_eq!(
+        vars.get("SECRET").map(String::as_str),
+        Some("s3cret"),
+        "{vars:?}"
+    );
+}
+
+#[test]
 fn berth_toml_wins_over_alchemy_run_ts() {
     let toml = "name = \"from-toml\"\n";
     let dir = app(
