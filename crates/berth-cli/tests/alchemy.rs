@@ -419,6 +419,38 @@ const ON_STOP: &str = r#"override async onStop(params: { exitCode: number; reaso
     console.log(`hook state: ${this.field}; storage: ${mark.by} ${mark.id === String(this.ctx.id)}; reason: ${params.reason}`);
 "#;
 
+const BLOCKING: &str = r#"constructor(ctx: any, env: any) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      this.loaded = "what the constructor loaded";
+    });
+  }
+
+  loaded = "nothing yet";
+
+  override onStart() {
+    console.log(`onStart sees ${this.loaded}`);"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_concurrency_while_holds_the_hooks_until_it_settles() {
+    let app = alchemy_app("block", None);
+    edit_class(
+        &app,
+        &[("override onStart() {", BLOCKING)],
+        &["blockConcurrencyWhile"],
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, body) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{body}\n{}", berth.stderr());
+    let log = stderr_within(&berth, "onStart sees", Duration::from_secs(30));
+    assert!(
+        log.contains("onStart sees what the constructor loaded"),
+        "{log}"
+    );
+}
+
 const KEEP_AWAKE: &str = r#"override onStart() {
     void this.keepAwake();
   }

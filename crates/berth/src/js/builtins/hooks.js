@@ -78,6 +78,21 @@
   // The ids of the Durable Object alarms whose alarm() runs now.
   const ringing = new Set();
 
+  // blockConcurrencyWhile, as on Cloudflare: its callback runs at once, and nothing else
+  // reaches the instance (a request, a call, a hook, a schedule) until it has settled.
+  // By instance: what it waits for before anything else.
+  const gates = new WeakMap();
+  const blockWhile = (holder, callback) => {
+    const run = (async () => callback())();
+    holder.gate = Promise.all([holder.gate, run]).then(() => {}, () => {});
+    return run;
+  };
+  // The instance, once what its blockConcurrencyWhile runs has settled.
+  const ready = async (instance) => {
+    await gates.get(instance)?.gate;
+    return instance;
+  };
+
   const instanceOf = (className, binding, hex, name) => {
     const known = instances.get(hex);
     if (known) return known;
@@ -89,9 +104,11 @@
       id: new berth.DurableObjectId(hex, name ?? undefined, binding),
       storage: storageOf({ binding, id: hex, name: name ?? null }),
       waitUntil() {},
-      blockConcurrencyWhile: async (callback) => callback(),
+      blockConcurrencyWhile: (callback) => blockWhile(holder, callback),
     };
+    const holder = { gate: undefined };
     const instance = new Class(ctx, berth.env);
+    gates.set(instance, holder);
     instance[berth.SELF] = berth.directStub(binding, ctx.id);
     instance[berth.SCHEDULER] = schedulerOf({ className, binding, hex, name }, instance);
     instances.set(hex, instance);
@@ -212,7 +229,7 @@
   const withInstance = async (className, binding, hex, name, run) => {
     inUse.set(hex, (inUse.get(hex) ?? 0) + 1);
     try {
-      return await run(instanceOf(className, binding, hex, name));
+      return await run(await ready(instanceOf(className, binding, hex, name)));
     } finally {
       const left = inUse.get(hex) - 1;
       if (left > 0) {
@@ -259,7 +276,7 @@
         }
       });
     }
-    const instance = instanceOf(className, binding, hex, name);
+    const instance = await ready(instanceOf(className, binding, hex, name));
     switch (hook) {
       case "onStart":
         await instance.onStart();
