@@ -883,6 +883,8 @@ const DO_ALARM: &str = r#"override async onStart() {
   }
 
   async alarm(info: { retryCount: number; isRetry: boolean }) {
+    // As a class written for Cloudflare's Container does: there, it runs the schedules.
+    await super.alarm();
     const n = ((await this.ctx.storage.get("alarms")) ?? 0) + 1;
     await this.ctx.storage.put("alarms", n);
     console.log(`alarm ran ${n}, retry ${info.retryCount}`);

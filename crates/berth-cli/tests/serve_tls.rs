@@ -206,14 +206,20 @@ async fn an_app_is_served_over_https_with_streams_and_websockets() {
     );
     let (status, body) = exchange(&mut connect(&tls, &public).await, &head).await;
     assert_eq!((status, body.as_str()), (200, "slept 300"));
-    // The app learns that its client came over HTTPS, whatever the client claims.
+    // The app learns that its client came over HTTPS, and from where, whatever the
+    // client claims.
     let head = format!(
-        "GET /headers HTTP/1.1\r\nHost: {host}\r\nX-User: a\r\nX-Forwarded-Proto: gopher\r\nConnection: close\r\n\r\n"
+        "GET /headers HTTP/1.1\r\nHost: {host}\r\nX-User: a\r\nX-Forwarded-Proto: gopher\r\nX-Forwarded-For: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nConnection: close\r\n\r\n"
     );
     let (status, body) = exchange(&mut connect(&tls, &public).await, &head).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("x-forwarded-proto: https"), "{body}");
-    assert!(!body.contains("gopher"), "{body}");
+    assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+    assert!(body.contains("cf-connecting-ip: 127.0.0.1"), "{body}");
+    assert!(
+        !body.contains("gopher") && !body.contains("6.6.6.6"),
+        "{body}"
+    );
 
     // A body streamed both ways: each piece comes back before the next is sent.
     let mut stream = connect(&tls, &public).await;

@@ -405,8 +405,9 @@ fn shutting_down() -> Response<Body> {
     response
 }
 
-/// Records the client's address and the scheme it used for the container, as proxies do
-/// (berth is the edge: a client's own `x-forwarded-proto` is replaced), and drops the
+/// Records the client's address (`x-forwarded-for`, and Cloudflare's `cf-connecting-ip`)
+/// and the scheme it used for the container, as proxies do (berth is the edge: a
+/// client's own `x-forwarded-proto` is replaced), and drops the
 /// header that picks a container port: only the worker's own code may set it
 /// (`switch_port`).
 fn forwarded(
@@ -421,9 +422,12 @@ fn forwarded(
     headers.remove(TARGET_PORT_HEADER);
     headers.insert("x-forwarded-proto", scheme);
     // berth is the edge: what a client claims in these headers is not kept.
+    // `cf-connecting-ip` too, which code written for Cloudflare reads the client from.
     headers.remove("x-forwarded-for");
+    headers.remove("cf-connecting-ip");
     if let Some(value) = remote {
         headers.insert("x-forwarded-for", value.clone());
+        headers.insert("cf-connecting-ip", value.clone());
     }
     request
 }

@@ -91,6 +91,9 @@ export class Container extends DurableObject {
   onPause() {}
   onError(error) { throw error; }
   async onActivityExpired() { await this.stop(); }
+  // Cloudflare's Container runs its schedules from alarm(), so a class that overrides
+  // alarm() calls super.alarm(); berth runs schedules apart, so here it does nothing.
+  async alarm() {}
 }
 globalThis.__berth.Container = Container;
 

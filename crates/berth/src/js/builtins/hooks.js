@@ -186,7 +186,7 @@
     if (isAlarm(alarm)) {
       // The Durable Object alarm: what alarm() throws goes back to berth, which tries
       // it again after 1 s, then twice as long, six times at most, as Cloudflare does.
-      if (typeof instance.alarm !== "function") {
+      if (typeof instance.alarm !== "function" || instance.alarm === berth.Container?.prototype.alarm) {
         console.error(`${className} set a Durable Object alarm (ctx.storage.setAlarm), but has no alarm() method to run; it is dropped`);
         return;
       }

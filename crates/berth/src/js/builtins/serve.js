@@ -567,8 +567,12 @@
     }
   };
 
+  // A client's request's `cf`, which Cloudflare fills from its edge (country, colo…):
+  // berth has none of it, so code that reads `request.cf.country` gets undefined.
+  const CF = Object.freeze({});
   // A client's request, made in Rust (js/messages.rs) with its body's handle, if any.
   berth.serve = async (request, handle, object) => {
+    request.cf = CF;
     if (handle !== null) held.set(request, record(handle, null));
     else bodiless.add(request);
     const answer = object ? await berth.classFetch(object, request) : await berth.handler(request);

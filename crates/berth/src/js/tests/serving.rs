@@ -433,11 +433,11 @@ async fn a_rejection_nobody_handles_is_logged_and_a_caught_one_is_not() {
 }
 
 #[tokio::test]
-async fn process_env_holds_the_workers_vars_not_berths_environment() {
+async fn process_env_holds_the_workers_vars_not_berths_environment_and_cf_is_there() {
     let worker = r#"const atLoad = process.env.GREETING;
 export default {
-  async fetch() {
-    return Response.json({ atLoad, keys: Object.keys(process.env), path: process.env.PATH ?? null });
+  async fetch(request) {
+    return Response.json({ atLoad, keys: Object.keys(process.env), path: process.env.PATH ?? null, country: request.cf.country ?? null });
   },
 };
 "#;
@@ -458,6 +458,6 @@ export default {
     let (_, _, body) = through(&worker, post("/", crate::http::full(""))).await;
     assert_eq!(
         String::from_utf8_lossy(&body),
-        r#"{"atLoad":"hello","keys":["GREETING"],"path":null}"#
+        r#"{"atLoad":"hello","keys":["GREETING"],"path":null,"country":null}"#
     );
 }
