@@ -186,6 +186,7 @@
 
   // A Request's fields are getters, which `{ ...request }` would not copy.
   const REQUEST_FIELDS = ["method", "headers", "redirect", "signal", "keepalive", "mode"];
+  const REDIRECT = Symbol("redirect");
   const fields = (init) => {
     if (!(init instanceof NativeRequest)) return { ...init };
     const copy = {};
@@ -207,8 +208,15 @@
   // LLRT's constructors take a missing argument, not an undefined one: arguments are
   // passed on as given.
   class Request extends bodyMethods(NativeRequest, (_, own) => own() == null) {
+    // LLRT's Request has no `redirect`; fetch() reads it from here (see `fields`). A
+    // client's request has "manual", as on Cloudflare: `fetch(request)` hands a redirect
+    // back to the client instead of following it.
+    get redirect() {
+      return this[REDIRECT] ?? "follow";
+    }
     constructor(...args) {
       const [input, init] = args;
+      const redirect = (init !== null && typeof init === "object" ? init.redirect : undefined) ?? (input instanceof NativeRequest ? input.redirect : undefined);
       const given = init !== null && typeof init === "object" && "body" in init;
       const body = given ? init.body : input instanceof NativeRequest ? input.body : undefined;
       if (streamed(body)) {
@@ -218,6 +226,7 @@
         // `new Request(request, undefined)` is `new Request(request)`, as in browsers.
         super(...(args.length > 1 && init === undefined ? [input] : args));
       }
+      if (redirect !== undefined) this[REDIRECT] = redirect;
     }
     clone() {
       const theirs = split(this);
@@ -573,6 +582,7 @@
   // A client's request, made in Rust (js/messages.rs) with its body's handle, if any.
   berth.serve = async (request, handle, object) => {
     request.cf = CF;
+    request[REDIRECT] = "manual";
     if (handle !== null) held.set(request, record(handle, null));
     else bodiless.add(request);
     const answer = object ? await berth.classFetch(object, request) : await berth.handler(request);

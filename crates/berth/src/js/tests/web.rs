@@ -3,7 +3,8 @@
 use super::*;
 
 /// A local HTTP/1.1 server for `fetch()` from a worker: it answers each request with
-/// status 203, an `x-upstream` header and the request's method and body as its body.
+/// status 203, an `x-upstream` header and the request's method and body as its body; a
+/// request for `/moved` with a redirect to `/`.
 fn upstream() -> u16 {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -15,6 +16,7 @@ fn upstream() -> u16 {
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
             let method = line.split(' ').next().unwrap_or("").to_string();
+            let moved = line.split(' ').nth(1) == Some("/moved");
             let mut length = 0usize;
             loop {
                 let mut header = String::new();
@@ -31,6 +33,13 @@ fn upstream() -> u16 {
             let _ = reader.read_exact(&mut body);
             let answer = format!("{method} {}", String::from_utf8_lossy(&body));
             let mut stream = reader.into_inner();
+            if moved {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{port}/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                continue;
+            }
             let _ = write!(
                 stream,
                 "HTTP/1.1 203 Non-Authoritative Information\r\nx-upstream: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
@@ -112,6 +121,13 @@ export default {
       out.push(await new Response(pair.pipeThrough(new TextEncoderStream())).text());
       return new Response(out.join("|"));
     }
+    if (path === "/redirects") {
+      // A client's request is sent on with redirect "manual", as on Cloudflare: the
+      // redirect comes back; a URL fetched by itself follows it.
+      const passed = await fetch(new Request(`${UPSTREAM}moved`, request));
+      const own = await fetch(`${UPSTREAM}moved`);
+      return new Response(`${request.redirect} ${passed.status} ${passed.headers.get("location")} ${own.status}`);
+    }
     if (path === "/upstream") {
       // The proxy pattern: another server's answer passed on with a header of its own.
       const answer = await fetch(UPSTREAM, request);
@@ -126,7 +142,8 @@ export default {
 
 #[tokio::test]
 async fn the_web_apis_workers_use_are_there_and_bodies_are_streams() {
-    let worker = WEB_APIS.replace("PORT", &upstream().to_string());
+    let port = upstream();
+    let worker = WEB_APIS.replace("PORT", &port.to_string());
     let worker = js_worker("web-apis", &worker, WorkerLimits::default()).await;
     let get = |path: &str| {
         http::Request::get(format!("http://site{path}"))
@@ -156,6 +173,11 @@ async fn the_web_apis_workers_use_are_there_and_bodies_are_streams() {
     assert_eq!(
         text(through(&worker, get("/bodies")).await),
         (200, "made in JS|posted|null|null|true".into())
+    );
+    let moved = format!("manual 302 http://127.0.0.1:{port}/ 203");
+    assert_eq!(
+        text(through(&worker, get("/redirects")).await),
+        (200, moved)
     );
     let (status, _, body) = through(&worker, post("/review", chunked(1, 4))).await;
     assert_eq!(
