@@ -628,6 +628,8 @@ async fn a_hook_that_loops_is_cut_off_and_on_activity_expired_keeps_the_containe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
     let app = alchemy_app("hook-crash", None);
+    let state = "override async onStop() {\n    const s = await this.getState();\n    console.log(`state then: ${s.status} ${s.exitCode}`);";
+    edit_class(&app, &[("override onStop() {", state)], &["state then"]);
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
@@ -643,6 +645,8 @@ async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
     let error = "Container error: Error: container exited with code 3";
     assert!(at("Container successfully started") < at(error), "{log}");
     assert!(at(error) < at(stopped), "{log}");
+    // getState() gives the exit code, as Cloudflare's does.
+    assert!(log.contains("state then: stopped_with_code 3"), "{log}");
     drop(exit);
 }
 

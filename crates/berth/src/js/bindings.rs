@@ -360,7 +360,7 @@ pub(super) fn outgoing<'js>(
 }
 
 /// `native.start(target, wait, ports, envVars)`, `native.stop(target, kill)` and
-/// `native.state(target)`: promises.
+/// `native.state(target)` (JSON: `{ status, exitCode? }`): promises.
 fn install_lifecycle<'js>(
     ctx: &Ctx<'js>,
     native: &Object<'js>,
@@ -406,7 +406,11 @@ fn install_lifecycle<'js>(
     let state = move |ctx: Ctx<'js>, target: Object<'js>| {
         on_object(&ctx, &e, &m, &target, |object| async move {
             let state = object.state().await.map_err(|e| e.to_string())?;
-            Ok(state.as_str().to_string())
+            let mut answer = serde_json::json!({ "status": state.as_str() });
+            if let crate::lifecycle::State::StoppedWithCode(code) = state {
+                answer["exitCode"] = code.into();
+            }
+            Ok(answer.to_string())
         })
     };
     native.set("state", Function::new(ctx.clone(), Async(state))?)?;

@@ -383,7 +383,8 @@
       native.renew(this[TARGET]);
     }
     async getState() {
-      return { status: await native.state(this[TARGET]), lastChange: Date.now() };
+      // Cloudflare's State: `exitCode` when the container exited by itself.
+      return { ...JSON.parse(await native.state(this[TARGET])), lastChange: Date.now() };
     }
     // A method of the object's class, called in the object's one instance of it (RPC, as
     // on Cloudflare): its arguments and answer go as JSON; what it throws is thrown here
