@@ -430,7 +430,12 @@ const BLOCKING: &str = r#"constructor(ctx: any, env: any) {
   loaded = "nothing yet";
 
   override onStart() {
-    console.log(`onStart sees ${this.loaded}`);"#;
+    console.log(`onStart sees ${this.loaded}`);
+    try {
+      this.ctx.storage.sql.exec("select 1");
+    } catch (error) {
+      console.log(`sql: ${error.message}`);
+    }"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_concurrency_while_holds_the_hooks_until_it_settles() {
@@ -447,6 +452,12 @@ async fn block_concurrency_while_holds_the_hooks_until_it_settles() {
     let log = stderr_within(&berth, "onStart sees", Duration::from_secs(30));
     assert!(
         log.contains("onStart sees what the constructor loaded"),
+        "{log}"
+    );
+    // Cloudflare's SQL API is not there, and says so.
+    let log = stderr_within(&berth, "sql: ", Duration::from_secs(30));
+    assert!(
+        log.contains("sql: this.ctx.storage.sql: berth keeps"),
         "{log}"
     );
 }

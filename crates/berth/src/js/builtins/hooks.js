@@ -50,6 +50,10 @@
         return closure(this);
       },
       async sync() {},
+      // Cloudflare's SQLite API of a Durable Object: berth's storage is keys and values.
+      get sql() {
+        throw new Error("this.ctx.storage.sql: berth keeps an object's storage as keys and values, without SQL; use get, put, delete and list");
+      },
       // The Durable Object alarm: one per object, kept with its schedules; when due, the
       // class's alarm() runs (see runAlarm), and is retried if it throws, as on Cloudflare.
       async getAlarm() {
