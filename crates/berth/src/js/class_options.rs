@@ -65,7 +65,15 @@ pub(super) fn container_class(
             "volumes" => list(value, volume_path).map(|v| options.volumes = v),
             _ => Ok(()),
         };
-        checked.map_err(|message| error(known(field), format!("{value} {message}")))?;
+        // envVars may hold secrets (`env.KEY`): only its names go into an error.
+        let shown = match (field.as_str(), value.as_object()) {
+            ("envVars", Some(vars)) => {
+                let names: Vec<&str> = vars.keys().map(String::as_str).collect();
+                format!("{{{}}}", names.join(", "))
+            }
+            _ => value.to_string(),
+        };
+        checked.map_err(|message| error(known(field), format!("{shown} {message}")))?;
     }
     Ok(options)
 }

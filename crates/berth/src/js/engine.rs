@@ -126,9 +126,17 @@ impl Engine {
             let berth: Object = ctx.globals().get("__berth")?;
             let worker_vars: Function = berth.get("workerVars")?;
             worker_vars.call::<_, ()>((vars.clone(),))?;
-            let namespace = import(ctx, entrypoint)?;
-            let options: Function = berth.get("classOptions")?;
-            options.call::<_, Option<String>>((namespace, class))
+            let read = import(ctx, entrypoint).and_then(|namespace| {
+                let options: Function = berth.get("classOptions")?;
+                options.call::<_, Option<String>>((namespace, class))
+            });
+            // The program's own process.env back, with what was thrown kept aside.
+            let thrown = matches!(read, Err(rquickjs::Error::Exception)).then(|| ctx.catch());
+            worker_vars.call::<_, ()>((rquickjs::Null,))?;
+            match thrown {
+                Some(value) => Err(ctx.throw(value)),
+                None => read,
+            }
         })
     }
 

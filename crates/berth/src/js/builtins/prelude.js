@@ -42,6 +42,8 @@
     container: undefined,
   });
 
+  // The program's `process.env` (berth's environment), while a worker's is set instead.
+  let programEnv;
   const berth = {
     declared,
     // Set by berth: print(level, text).
@@ -55,10 +57,15 @@
     describe: () => JSON.stringify(declared),
     // The option fields of `className` as exported by `namespace`, as JSON; null when
     // the module does not export it.
-    // A worker's vars and secrets, into `env` of `cloudflare:workers` as a worker sees
-    // it, before its module loads for classOptions.
+    // A worker's vars and secrets, as `env` (of `cloudflare:workers`, and a class's
+    // constructor's) and `process.env` hold them when the worker runs, while berth loads
+    // its module and reads its classes' fields; null puts the program's `process.env` back.
     workerVars(vars) {
-      Object.assign((berth.workersEnv ??= {}), vars);
+      const env = (berth.workersEnv ??= {});
+      for (const key of Object.keys(env)) delete env[key];
+      programEnv ??= globalThis.process.env;
+      globalThis.process.env = vars === null ? programEnv : { ...vars };
+      if (vars !== null) Object.assign(env, vars);
     },
     classOptions(namespace, className) {
       if (!(className in namespace)) return null;

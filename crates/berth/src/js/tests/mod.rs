@@ -335,30 +335,67 @@ fn a_class_reads_the_workers_vars_and_secrets_from_env() {
 import { Container, Worker } from "alchemy/cloudflare";
 const web = await Container("web", { className: "Web" });
 await Worker("site", { entrypoint: "./worker.ts", bindings: { WEB: web, GREETING: "hi", KEY: alchemy.secret("s3cret") } });
+const other = await Container("other", { className: "Other" });
+await Worker("second", { entrypoint: "./second.ts", bindings: { OTHER: other } });
 "#;
     let class = r#"import { Container } from "@cloudflare/containers";
 import { env } from "cloudflare:workers";
 export class Web extends Container {
   defaultPort = 8080;
-  envVars = { FIELD: env.GREETING };
+  envVars = { FIELD: env.GREETING, PROCESS: process.env.GREETING, PATH: process.env.PATH ?? "none" };
   constructor(ctx: any, env: any) {
     super(ctx, env);
     this.envVars = { ...this.envVars, SECRET: env.KEY };
   }
 }
 "#;
-    let manifest = program("class-env", text, &[("web.ts", class)]).expect("loads");
+    // A second worker, which binds no KEY: its class sees none of the first's.
+    let second = r#"import { Container } from "@cloudflare/containers";
+import { env } from "cloudflare:workers";
+export class Other extends Container {
+  defaultPort = 8080;
+  envVars = { LEAKED: env.KEY ?? "none" };
+}
+export default {};
+"#;
+    // berth's own PATH is not the class's to read.
+    assert!(
+        std::env::var_os("PATH").is_some(),
+        "the test needs PATH set"
+    );
+    let files = [("web.ts", class), ("second.ts", second)];
+    let manifest = program("class-env", text, &files).expect("loads");
     let vars = &manifest.containers[0].class.env_vars;
-    assert_eq!(
-        vars.get("FIELD").map(String::as_str),
-        Some("hi"),
-        "{vars:?}"
+    let var = |name: &str| vars.get(name).map(String::as_str);
+    assert_eq!(var("FIELD"), Some("hi"), "{vars:?}");
+    assert_eq!(var("PROCESS"), Some("hi"), "{vars:?}");
+    assert_eq!(var("PATH"), Some("none"), "{vars:?}");
+    assert_eq!(var("SECRET"), Some("s3cret"), "{vars:?}");
+    let other = &manifest.containers[1].class.env_vars;
+    let leaked = other.get("LEAKED").map(String::as_str);
+    assert_eq!(leaked, Some("none"), "{other:?}");
+}
+
+#[test]
+fn a_bad_env_var_names_its_key_and_shows_no_value() {
+    let text = r#"import alchemy from "alchemy";
+import { Container, Worker } from "alchemy/cloudflare";
+const web = await Container("web", { className: "Web" });
+await Worker("site", { entrypoint: "./worker.ts", bindings: { WEB: web, KEY: alchemy.secret("s3cret") } });
+"#;
+    let class = r#"import { Container } from "@cloudflare/containers";
+import { env } from "cloudflare:workers";
+export class Web extends Container {
+  envVars = { KEY: env.KEY, PORT: 8080 };
+}
+"#;
+    let error = program("bad-env", text, &[("web.ts", class)]).expect_err("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("envVars: {KEY, PORT} has PORT = 8080"),
+        "{text}"
     );
-    assert_eq!(
-        vars.get("SECRET").map(String::as_str),
-        Some("s3cret"),
-        "{vars:?}"
-    );
+    assert!(!text.contains("s3cret"), "{text}");
 }
 
 #[test]
