@@ -85,10 +85,25 @@
   // blockConcurrencyWhile, as on Cloudflare: its callback runs at once, and nothing else
   // reaches the instance (a request, a call, a hook, a schedule) until it has settled.
   // By instance: what it waits for before anything else.
+  // As on Cloudflare, a callback that throws, or that has not settled after 30 s, resets
+  // the object: its next event gets a new instance.
   const gates = new WeakMap();
+  const BLOCK_LIMIT_MS = 30_000;
   const blockWhile = (holder, callback) => {
     const run = (async () => callback())();
-    holder.gate = Promise.all([holder.gate, run]).then(() => {}, () => {});
+    let timer;
+    const limit = new Promise((resolve) => {
+      timer = setTimeout(() => resolve("timed out"), BLOCK_LIMIT_MS);
+    });
+    const settled = run.then(() => undefined, (error) => error);
+    const done = Promise.race([settled, limit]).then((failure) => {
+      clearTimeout(timer);
+      if (failure === undefined) return;
+      const why = failure === "timed out" ? `had not settled after ${BLOCK_LIMIT_MS / 1000} s` : `failed: ${failure instanceof Error ? `${failure}\n${failure.stack}` : failure}`;
+      console.error(`blockConcurrencyWhile's callback ${why}; the object starts afresh at its next event`);
+      holder.reset();
+    });
+    holder.gate = Promise.all([holder.gate, done]);
     return run;
   };
   // The instance, once what its blockConcurrencyWhile runs has settled.
@@ -110,7 +125,12 @@
       waitUntil() {},
       blockConcurrencyWhile: (callback) => blockWhile(holder, callback),
     };
-    const holder = { gate: undefined };
+    const holder = {
+      gate: undefined,
+      reset: () => {
+        if (instances.get(hex) === instance) instances.delete(hex);
+      },
+    };
     const instance = new Class(ctx, berth.env);
     gates.set(instance, holder);
     instance[berth.SELF] = berth.directStub(binding, ctx.id);
