@@ -276,7 +276,7 @@
   // Runs `hook` with `arg` (JSON); gives "" or, for onActivityExpired, whether the
   // container sleeps ("sleep": the hook called this.stop(), or is Container's own) or
   // stays awake ("awake").
-  berth.hook = async (className, binding, hex, name, hook, arg) => {
+  berth.hook = berth.awaitedByRust(async (className, binding, hex, name, hook, arg) => {
     if (hook === "onAlarm") {
       return inTurn(hex, async () => {
         // An instance made only for it (the object was not running) is dropped after it.
@@ -332,5 +332,5 @@
       default:
         throw new TypeError(`berth has no hook ${hook}`);
     }
-  };
+  });
 })();

@@ -501,6 +501,14 @@
   // (js/host.rs) calls this as QuickJS rejects such a promise, and again when a handler
   // comes later (an `await` of a promise that was already rejected).
   const unhandled = new Map();
+  // The promises Rust awaits itself (a request's answer, a hook's, a tick's), and whose
+  // failure it reports: QuickJS does not count Rust's wait as a handler.
+  const awaited = new WeakSet();
+  berth.awaitedByRust = (run) => (...args) => {
+    const promise = run(...args);
+    awaited.add(promise);
+    return promise;
+  };
   berth.rejected = (promise, reason, handled) => {
     if (handled) {
       unhandled.delete(promise);
@@ -510,7 +518,8 @@
     if (unhandled.size < 100) unhandled.set(promise, reason);
   };
   const reportUnhandled = () => {
-    for (const reason of unhandled.values()) {
+    for (const [promise, reason] of unhandled) {
+      if (awaited.has(promise)) continue;
       console.error("Uncaught (in promise)", reason instanceof Error ? `${reason}\n${reason.stack}` : reason);
     }
     unhandled.clear();
@@ -566,7 +575,7 @@
   };
 
   // A tick whose handler throws is tried again, unless the handler called noRetry().
-  berth.scheduled = async (cron, scheduledTime) => {
+  berth.scheduled = berth.awaitedByRust(async (cron, scheduledTime) => {
     let retry = true;
     const controller = { cron, scheduledTime, type: "scheduled", noRetry: () => void (retry = false) };
     try {
@@ -575,13 +584,13 @@
       if (retry) throw error;
       console.error(`the scheduled handler of ${cron} failed, and is not tried again (it called noRetry()):`, error instanceof Error ? `${error}\n${error.stack}` : error);
     }
-  };
+  });
 
   // A client's request's `cf`, which Cloudflare fills from its edge (country, colo…):
   // berth has none of it, so code that reads `request.cf.country` gets undefined.
   const CF = Object.freeze({});
   // A client's request, made in Rust (js/messages.rs) with its body's handle, if any.
-  berth.serve = async (request, handle, object) => {
+  berth.serve = berth.awaitedByRust(async (request, handle, object) => {
     request.cf = CF;
     request[REDIRECT] = "manual";
     if (handle !== null) held.set(request, record(handle, null));
@@ -591,7 +600,7 @@
       throw new TypeError(`the worker's fetch returned ${answer === null ? "null" : typeof answer}, not a Response`);
     }
     return { status: answer.status, headers: answer.headers, body: await outgoing(answer) };
-  };
+  });
   // For js/messages.rs, which makes requests and responses as `ours` does.
   berth.Request = Request;
   berth.Response = Response;

@@ -381,8 +381,16 @@ const fails = async (message) => {
   throw new Error(message);
 };
 export default {
-  async fetch(request, env, ctx) {
+  // Not async: what it throws fails the request (a 500), and is not also logged as
+  // unhandled.
+  fetch(request, env, ctx) {
     const path = new URL(request.url).pathname;
+    if (path === "/throw") throw new Error("thrown by fetch itself");
+    return answer(path, ctx);
+  },
+};
+const answer = async (path, ctx) => {
+  {
     if (path === "/later") {
       ctx.waitUntil((async () => {
         await null;
@@ -398,7 +406,7 @@ export default {
       return new Response("caught");
     }
     return new Response(logged.join("\n"));
-  },
+  }
 };
 "#;
 
@@ -413,6 +421,8 @@ async fn a_rejection_nobody_handles_is_logged_and_a_caught_one_is_not() {
     let get = |path: &str| post(path, crate::http::full(""));
     let (_, _, body) = through(&worker, get("/caught")).await;
     assert_eq!(&body[..], b"caught");
+    let (status, _, _) = through(&worker, get("/throw")).await;
+    assert_eq!(status.as_u16(), 500);
     let (_, _, body) = through(&worker, get("/later")).await;
     assert_eq!(&body[..], b"answered");
     // The report comes once the jobs of the moment have run, on a timer.
@@ -430,6 +440,7 @@ async fn a_rejection_nobody_handles_is_logged_and_a_caught_one_is_not() {
         "{logged}"
     );
     assert!(!logged.contains("caught by"), "{logged}");
+    assert!(!logged.contains("thrown by fetch itself"), "{logged}");
 }
 
 #[tokio::test]
