@@ -414,15 +414,14 @@ fn install_lifecycle<'js>(
         })
     };
     native.set("state", Function::new(ctx.clone(), Async(state))?)?;
-    let e = env.clone();
-    // `native.renew(target)`: Cloudflare's renewActivityTimeout(), at once.
+    let (e, m) = (env.clone(), main.clone());
+    // `native.renew(target)`: Cloudflare's renewActivityTimeout().
     let renew = move |ctx: Ctx<'js>, target: Object<'js>| {
-        let target = Target::read(&target)?;
-        let object = target.object(&e).map_err(|m| throw(&ctx, m))?;
-        object.renew_activity_timeout();
-        Ok::<_, rquickjs::Error>(())
+        on_object(&ctx, &e, &m, &target, |object| async move {
+            object.renew().await.map_err(|e| e.to_string())
+        })
     };
-    native.set("renew", Function::new(ctx.clone(), renew)?)?;
+    native.set("renew", Function::new(ctx.clone(), Async(renew))?)?;
     let (e, m) = (env.clone(), main.clone());
     // `native.call(target, method, args)`: a method of the object's class (RPC), its
     // arguments and answer as JSON.

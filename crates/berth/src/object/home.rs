@@ -33,6 +33,8 @@ pub enum Lifecycle {
         kill: bool,
     },
     Destroy,
+    /// Push the container's sleep back by `sleep_after` from now (renewActivityTimeout).
+    Renew,
     /// Whether a healthy container takes requests now (a `wake = false` route).
     Serving,
     /// Take over the running container of this class version, which the asking router,
@@ -117,7 +119,7 @@ impl Object {
         }
     }
 
-    /// A stop or destroy asked of the home.
+    /// A stop, destroy or renewal asked of the home.
     pub(super) async fn stop_at_home(
         &self,
         peers: &Peers,
@@ -175,6 +177,10 @@ impl Object {
                 Ok(()) => done(),
                 Err(e) => runtime_failure(&e),
             },
+            Lifecycle::Renew => {
+                self.renew_activity_timeout();
+                done()
+            }
             Lifecycle::Serving => {
                 Response::new(full(self.phase().serving().is_some().to_string()))
             }

@@ -367,9 +367,19 @@ impl Object {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Pushes the idle deadline `sleep_after` into the future from now.
+    /// Pushes the idle deadline `sleep_after` into the future from now, here.
     pub fn renew_activity_timeout(&self) {
         self.inner.activity.renew();
+    }
+
+    /// [`Object::renew_activity_timeout`] where the object's lifecycle runs: on a
+    /// cluster's router, the object's home does it.
+    pub async fn renew(&self) -> Result<(), RuntimeError> {
+        if let Some((peers, home)) = self.elsewhere() {
+            return self.stop_at_home(&peers, home, Lifecycle::Renew).await;
+        }
+        self.renew_activity_timeout();
+        Ok(())
     }
 
     /// The object's private durable storage.

@@ -84,7 +84,8 @@ export class Container extends DurableObject {
   async getSchedules() { own(this, "Container.getSchedules"); return this[SCHEDULER].list(); }
   async deleteSchedule(id) { own(this, "Container.deleteSchedule"); return this[SCHEDULER].delete(id); }
   // Without an object (the instance berth makes to read the class's fields), nothing.
-  renewActivityTimeout() { this[SELF]?.renewActivityTimeout(); }
+  // A failure (a cluster's home that does not answer) is logged as an unhandled rejection.
+  renewActivityTimeout() { return this[SELF]?.renewActivityTimeout(); }
   onStart() {}
   onStop() {}
   // berth's own: the container was paused (sleepMode = "pause"); onStop comes when it stops.

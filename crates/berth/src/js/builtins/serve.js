@@ -222,15 +222,27 @@
       if (streamed(body)) {
         super(input, given ? { ...fields(init), body: undefined } : init ?? {});
         held.set(this, recordOf(body));
+      } else if (init instanceof NativeRequest) {
+        // A Request as the init (`new Request(url, request)`), without a body: its
+        // fields, not the Request itself, which LLRT would take the url of too.
+        super(input, fields(init));
       } else {
         // `new Request(request, undefined)` is `new Request(request)`, as in browsers.
         super(...(args.length > 1 && init === undefined ? [input] : args));
       }
-      if (redirect !== undefined) this[REDIRECT] = redirect;
+      if (redirect !== undefined) {
+        if (!["follow", "manual", "error"].includes(redirect)) throw new TypeError(`Request: redirect is "follow", "manual" or "error"; got ${String(redirect)}`);
+        this[REDIRECT] = redirect;
+      }
     }
     clone() {
       const theirs = split(this);
-      return theirs === undefined ? ours(super.clone(), Request, bodiless.has(this)) : new Request(this, { body: theirs });
+      // LLRT's clone() gives its copy the url as method: one without a body is made anew.
+      const none = theirs === undefined && (bodiless.has(this) || ["GET", "HEAD"].includes(this.method));
+      const copy = none ? new Request(this.url, fields(this)) : theirs === undefined ? ours(super.clone(), Request, bodiless.has(this)) : new Request(this, { body: theirs });
+      if (none) bodiless.add(copy);
+      if (this[REDIRECT] !== undefined) copy[REDIRECT] = this[REDIRECT];
+      return copy;
     }
   }
 
@@ -379,8 +391,8 @@
       await native.destroy(this[TARGET]);
     }
     // Pushes the container's sleep (sleepAfter) back, from now.
-    renewActivityTimeout() {
-      native.renew(this[TARGET]);
+    async renewActivityTimeout() {
+      await native.renew(this[TARGET]);
     }
     async getState() {
       // Cloudflare's State: `exitCode` when the container exited by itself.
@@ -593,7 +605,8 @@
   berth.serve = berth.awaitedByRust(async (request, handle, object) => {
     request.cf = CF;
     request[REDIRECT] = "manual";
-    if (handle !== null) held.set(request, record(handle, null));
+    // `handle` is undefined, not null, for a request without a body (GET, HEAD).
+    if (handle != null) held.set(request, record(handle, null));
     else bodiless.add(request);
     const answer = object ? await berth.classFetch(object, request) : await berth.handler(request);
     if (!(answer instanceof NativeResponse)) {

@@ -126,7 +126,10 @@ export default {
       // redirect comes back; a URL fetched by itself follows it.
       const passed = await fetch(new Request(`${UPSTREAM}moved`, request));
       const own = await fetch(`${UPSTREAM}moved`);
-      return new Response(`${request.redirect} ${passed.status} ${passed.headers.get("location")} ${own.status}`);
+      const cloned = await fetch(new Request(`${UPSTREAM}moved`, request.clone()));
+      // A client's GET has no body, and its clone is a GET too.
+      const shape = `${request.body} ${request.clone().method}`;
+      return new Response(`${request.redirect} ${passed.status} ${passed.headers.get("location")} ${own.status} ${cloned.status} ${shape}`);
     }
     if (path === "/upstream") {
       // The proxy pattern: another server's answer passed on with a header of its own.
@@ -174,7 +177,7 @@ async fn the_web_apis_workers_use_are_there_and_bodies_are_streams() {
         text(through(&worker, get("/bodies")).await),
         (200, "made in JS|posted|null|null|true".into())
     );
-    let moved = format!("manual 302 http://127.0.0.1:{port}/ 203");
+    let moved = format!("manual 302 http://127.0.0.1:{port}/ 203 302 null GET");
     assert_eq!(
         text(through(&worker, get("/redirects")).await),
         (200, moved)
