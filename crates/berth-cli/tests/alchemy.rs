@@ -1054,6 +1054,93 @@ async fn a_stub_calls_the_methods_of_the_class_in_the_objects_instance() {
     );
 }
 
+const RESETS: &str = r#"instance = 0;
+  constructor(ctx: any, env: any) {
+    super(ctx, env);
+    made += 1;
+    this.instance = made;
+    ctx.blockConcurrencyWhile(async () => {
+      if (this.instance === 1) throw new Error("the first load failed");
+    });
+  }
+
+  async which() {
+    return this.instance;
+  }
+
+  async portReady() {
+    await this.stop();
+    let before;
+    try {
+      await this.waitForPort({ portToCheck: 8080 });
+    } catch (error) {
+      before = error.message;
+    }
+    await this.start();
+    await this.waitForPort({ portToCheck: 8080 });
+    const pong = await (await this.containerFetch("http://container/ping")).text();
+    return `${before} | then ${pong}`;
+  }
+
+  override onStop() {"#;
+
+const RESETS_CALLER: &str = r#"const container = getContainer(env.MY_CONTAINER, "container");
+    const path = new URL(request.url).pathname;
+    if (path === "/which") return new Response(String(await (container as any).which()));
+    if (path === "/ready") return new Response(String(await (container as any).portReady()));
+    return container.fetch(request);"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_block_concurrency_while_resets_the_object_and_wait_for_port_waits() {
+    let app = alchemy_app("resets", None);
+    edit_class(
+        &app,
+        &[("override onStop() {", RESETS)],
+        &["the first load failed"],
+    );
+    // The classes' instances are counted in the module.
+    let class = app.dir.join("src/container.ts");
+    let source = std::fs::read_to_string(&class).expect("container.ts");
+    std::fs::write(&class, format!("let made = 0;\n{source}")).expect("container.ts");
+    let worker = app.dir.join("src/worker.ts");
+    let source = std::fs::read_to_string(&worker).expect("worker.ts");
+    let edited = source.replace(
+        "const container = getContainer(env.MY_CONTAINER, \"container\");\n    return container.fetch(request);",
+        RESETS_CALLER,
+    );
+    assert!(edited.contains("/which"), "{edited}");
+    std::fs::write(&worker, edited).expect("worker.ts");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    // The container starts, and onStart makes the object's first instance, whose load
+    // fails: onStart goes on in it, and the next event gets a new instance, whose load
+    // succeeds and which stays while the container runs.
+    assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    let started = "Container successfully started";
+    let log = stderr_within(&berth, started, Duration::from_secs(30));
+    assert!(log.contains(started), "{log}");
+    assert_eq!(
+        http(&addr, "/which", &[]),
+        (200, "2".into()),
+        "{}",
+        berth.stderr()
+    );
+    assert_eq!(http(&addr, "/which", &[]), (200, "2".into()));
+    let log = berth.stderr();
+    assert!(
+        log.contains("blockConcurrencyWhile's callback failed: Error: the first load failed"),
+        "{log}"
+    );
+    // waitForPort refuses a container that does not run, and waits for one that does.
+    let (status, body) = http(&addr, "/ready", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("waitForPort: the container is stopped, not running"),
+        "{body}"
+    );
+    assert!(body.ends_with(" | then pong"), "{body}");
+}
+
 const OWN_FETCH: &str = r#"count = 0;
   override async fetch(request: Request): Promise<Response> {
     if (new URL(request.url).pathname === "/denied") {

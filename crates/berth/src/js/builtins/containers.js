@@ -62,6 +62,18 @@ export class Container extends DurableObject {
   async containerFetch(input, initOrPort, port) { return own(this, "Container.containerFetch").containerFetch(input, initOrPort, port); }
   async start(options) { return own(this, "Container.start").start(options); }
   async startAndWaitForPorts(...args) { return own(this, "Container.startAndWaitForPorts").startAndWaitForPorts(...args); }
+  // Cloudflare's waitForPort({ portToCheck }): until that port of the running container
+  // answers. Its retries and interval are not berth's: the class's readiness timeout is.
+  async waitForPort(options) {
+    const port = options?.portToCheck;
+    if (!Number.isInteger(port)) throw new TypeError("waitForPort({ portToCheck }): portToCheck is the port to wait for, a number");
+    const self = own(this, "Container.waitForPort");
+    const { status } = await self.getState();
+    if (!["running", "healthy"].includes(status)) {
+      throw new Error(`waitForPort: the container is ${status}, not running; start it first (start() or startAndWaitForPorts())`);
+    }
+    await self.startAndWaitForPorts([port]);
+  }
   async stop(signal) {
     // From onActivityExpired, a stop is the hook's answer (berth stops the container
     // when the hook returns), not a second stop racing the lifecycle.
