@@ -83,23 +83,23 @@
   const ringing = new Set();
 
   // blockConcurrencyWhile, as on Cloudflare: its callback runs at once, and nothing else
-  // reaches the instance (a request, a call, a hook, a schedule) until it has settled.
-  // By instance: what it waits for before anything else.
-  // As on Cloudflare, a callback that throws, or that has not settled after 30 s, resets
-  // the object: its next event gets a new instance.
+  // reaches the instance (a request, a call, a hook, a schedule) until it has settled. A
+  // callback that throws, or that has not settled after 30 s, resets the object: its next
+  // event gets a new instance. By instance: its holder, whose gate is what it waits for.
   const gates = new WeakMap();
   const BLOCK_LIMIT_MS = 30_000;
+  const TIMED_OUT = Symbol("timed out");
   const blockWhile = (holder, callback) => {
     const run = (async () => callback())();
     let timer;
     const limit = new Promise((resolve) => {
-      timer = setTimeout(() => resolve("timed out"), BLOCK_LIMIT_MS);
+      timer = setTimeout(() => resolve(TIMED_OUT), BLOCK_LIMIT_MS);
     });
     const settled = run.then(() => undefined, (error) => error);
     const done = Promise.race([settled, limit]).then((failure) => {
       clearTimeout(timer);
       if (failure === undefined) return;
-      const why = failure === "timed out" ? `had not settled after ${BLOCK_LIMIT_MS / 1000} s` : `failed: ${failure instanceof Error ? `${failure}\n${failure.stack}` : failure}`;
+      const why = failure === TIMED_OUT ? `had not settled after ${BLOCK_LIMIT_MS / 1000} s` : `failed: ${berth.withStack(failure)}`;
       console.error(`blockConcurrencyWhile's callback ${why}; the object starts afresh at its next event`);
       holder.reset();
     });
@@ -231,7 +231,7 @@
     try {
       await method.call(instance, task.payload, task);
     } catch (error) {
-      console.error(`${className}.${task.callback}() of schedule ${task.taskId} failed:`, error instanceof Error ? `${error}\n${error.stack}` : error);
+      console.error(`${className}.${task.callback}() of schedule ${task.taskId} failed:`, berth.withStack(error));
     }
   };
 

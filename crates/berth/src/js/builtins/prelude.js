@@ -52,11 +52,11 @@
     Container: null,
     // The stack where a resource is declared, for berth to name the line.
     site: () => new Error().stack ?? "",
+    // What was thrown, for the log: an Error with its stack.
+    withStack: (thrown) => (thrown instanceof Error ? `${thrown}\n${thrown.stack}` : thrown),
     // A copy of `props` as JSON sees it: resources turn into their `toJSON` descriptions.
     snapshot: (props) => JSON.parse(JSON.stringify(props ?? {})),
     describe: () => JSON.stringify(declared),
-    // The option fields of `className` as exported by `namespace`, as JSON; null when
-    // the module does not export it.
     // A worker's vars and secrets, as `env` (of `cloudflare:workers`, and a class's
     // constructor's) and `process.env` hold them when the worker runs, while berth loads
     // its module and reads its classes' fields; null puts the program's `process.env` back.
@@ -67,6 +67,8 @@
       globalThis.process.env = vars === null ? programEnv : { ...vars };
       if (vars !== null) Object.assign(env, vars);
     },
+    // The option fields of `className` as exported by `namespace`, as JSON; null when
+    // the module does not export it.
     classOptions(namespace, className) {
       if (!(className in namespace)) return null;
       const cls = namespace[className];

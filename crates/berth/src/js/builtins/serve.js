@@ -237,10 +237,16 @@
     }
     clone() {
       const theirs = split(this);
-      // LLRT's clone() gives its copy the url as method: one without a body is made anew.
-      const none = theirs === undefined && (bodiless.has(this) || ["GET", "HEAD"].includes(this.method));
-      const copy = none ? new Request(this.url, fields(this)) : theirs === undefined ? ours(super.clone(), Request, bodiless.has(this)) : new Request(this, { body: theirs });
-      if (none) bodiless.add(copy);
+      let copy;
+      if (theirs !== undefined) {
+        copy = new Request(this, { body: theirs });
+      } else if (bodiless.has(this) || ["GET", "HEAD"].includes(this.method)) {
+        // LLRT's clone() gives its copy the url as method: one without a body is made anew.
+        copy = new Request(this.url, fields(this));
+        bodiless.add(copy);
+      } else {
+        copy = ours(super.clone(), Request, false);
+      }
       if (this[REDIRECT] !== undefined) copy[REDIRECT] = this[REDIRECT];
       return copy;
     }
@@ -496,7 +502,7 @@
       try {
         if (typeof callback === "function") callback(...args);
       } catch (error) {
-        console.error("uncaught in a timer's callback:", error instanceof Error ? `${error}\n${error.stack}` : error);
+        console.error("uncaught in a timer's callback:", berth.withStack(error));
       }
     }, delay);
   // As on Cloudflare, where libraries look for this user agent to know where they run.
@@ -532,7 +538,7 @@
   const reportUnhandled = () => {
     for (const [promise, reason] of unhandled) {
       if (awaited.has(promise)) continue;
-      console.error("Uncaught (in promise)", reason instanceof Error ? `${reason}\n${reason.stack}` : reason);
+      console.error("Uncaught (in promise)", berth.withStack(reason));
     }
     unhandled.clear();
   };
@@ -594,7 +600,7 @@
       await berth.onTick(controller);
     } catch (error) {
       if (retry) throw error;
-      console.error(`the scheduled handler of ${cron} failed, and is not tried again (it called noRetry()):`, error instanceof Error ? `${error}\n${error.stack}` : error);
+      console.error(`the scheduled handler of ${cron} failed, and is not tried again (it called noRetry()):`, berth.withStack(error));
     }
   });
 
