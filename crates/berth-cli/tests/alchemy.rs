@@ -397,15 +397,28 @@ fn stderr_within(berth: &Berth, needle: &str, limit: Duration) -> String {
 /// Rewrites the example's `src/container.ts` with `edits` (each a text and what replaces
 /// it), and checks that each of `needles` is in the result.
 fn edit_class(app: &AppDir, edits: &[(&str, &str)], needles: &[&str]) {
-    let class = app.dir.join("src/container.ts");
-    let mut source = std::fs::read_to_string(&class).expect("container.ts");
+    edit(app, "src/container.ts", edits, needles);
+}
+
+/// Replaces, in the example's worker, its one line that sends to the container with
+/// `calls` (which ends by sending what it does not answer), and checks it for `needle`.
+fn edit_worker(app: &AppDir, calls: &str, needle: &str) {
+    let sends = "const container = getContainer(env.MY_CONTAINER, \"container\");\n    return container.fetch(request);";
+    edit(app, "src/worker.ts", &[(sends, calls)], &[needle]);
+}
+
+/// Edits `file` of the app (each `from` replaced by its `to`), and checks that it then
+/// holds each of `needles`.
+fn edit(app: &AppDir, file: &str, edits: &[(&str, &str)], needles: &[&str]) {
+    let path = app.dir.join(file);
+    let mut source = std::fs::read_to_string(&path).expect(file);
     for (from, to) in edits {
         source = source.replace(from, to);
     }
     for needle in needles {
         assert!(source.contains(needle), "{needle} in {source}");
     }
-    std::fs::write(&class, source).expect("container.ts");
+    std::fs::write(&path, source).expect(file);
 }
 
 const ON_START: &str = r#"field = "unset";
@@ -1017,14 +1030,7 @@ const CALLER: &str = r#"const container = getContainer(env.MY_CONTAINER, "contai
 async fn a_stub_calls_the_methods_of_the_class_in_the_objects_instance() {
     let app = alchemy_app("methods", None);
     edit_class(&app, &[("override onStop() {", METHODS)], &["async greet("]);
-    let worker = app.dir.join("src/worker.ts");
-    let source = std::fs::read_to_string(&worker).expect("worker.ts");
-    let edited = source.replace(
-        "const container = getContainer(env.MY_CONTAINER, \"container\");\n    return container.fetch(request);",
-        CALLER,
-    );
-    assert!(edited.contains("/greet"), "{edited}");
-    std::fs::write(&worker, edited).expect("worker.ts");
+    edit_worker(&app, CALLER, "/greet");
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     // The method runs in the object's one instance (its field counts on), reaches the
@@ -1093,23 +1099,17 @@ const RESETS_CALLER: &str = r#"const container = getContainer(env.MY_CONTAINER, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_block_concurrency_while_resets_the_object_and_wait_for_port_waits() {
     let app = alchemy_app("resets", None);
+    // The class's instances are counted in its module.
+    let counted = "let made = 0;\nexport class MyContainer";
     edit_class(
         &app,
-        &[("override onStop() {", RESETS)],
-        &["the first load failed"],
+        &[
+            ("override onStop() {", RESETS),
+            ("export class MyContainer", counted),
+        ],
+        &["the first load failed", counted],
     );
-    // The classes' instances are counted in the module.
-    let class = app.dir.join("src/container.ts");
-    let source = std::fs::read_to_string(&class).expect("container.ts");
-    std::fs::write(&class, format!("let made = 0;\n{source}")).expect("container.ts");
-    let worker = app.dir.join("src/worker.ts");
-    let source = std::fs::read_to_string(&worker).expect("worker.ts");
-    let edited = source.replace(
-        "const container = getContainer(env.MY_CONTAINER, \"container\");\n    return container.fetch(request);",
-        RESETS_CALLER,
-    );
-    assert!(edited.contains("/which"), "{edited}");
-    std::fs::write(&worker, edited).expect("worker.ts");
+    edit_worker(&app, RESETS_CALLER, "/which");
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     // The container starts, and onStart makes the object's first instance, whose load
