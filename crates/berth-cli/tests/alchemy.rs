@@ -1265,3 +1265,71 @@ export default {
     assert!(log.contains(started), "{log}");
     assert!(!log.contains("MyContainer.onStart() of"), "{log}");
 }
+
+const RESTARTS: &str = r#"async restartWith(message: string) {
+    await this.stop("SIGINT");
+    this.envVars = { ...this.envVars, MESSAGE: message };
+    await this.startAndWaitForPorts();
+    const headers = await (await this.containerFetch("/headers")).text();
+    const host = headers.split("\n").find((line) => line.startsWith("host:"));
+    await this.schedule(3600, "later", { n: 1 });
+    await this.schedule(7200, "later", { n: 2 });
+    await this.schedule(7200, "other", {});
+    const listed = (await this.listSchedules("later")).length;
+    await this.deleteSchedules("later");
+    const left = (await this.getSchedules()).map((task) => task.callback).join(",");
+    return `${host}; later: ${listed}, then left: ${left}`;
+  }
+
+  async later() {}
+  async other() {}
+
+  override onStop() {"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_from_the_class_takes_its_fields_as_they_are_then() {
+    let app = alchemy_app("restarts", None);
+    edit_class(
+        &app,
+        &[("override onStop() {", RESTARTS)],
+        &["restartWith("],
+    );
+    edit_worker(
+        &app,
+        r#"const container = getContainer(env.MY_CONTAINER, "container");
+    if (new URL(request.url).pathname === "/restart") return new Response(await (container as any).restartWith("set at run time"));
+    return container.fetch(request);"#,
+        "/restart",
+    );
+    // As Cloudflare asks of a worker whose containers' egress it intercepts.
+    edit(
+        &app,
+        "src/worker.ts",
+        &[(
+            "export { MyContainer }",
+            "export { ContainerProxy } from \"@cloudflare/containers\";\nexport { MyContainer }",
+        )],
+        &["export { ContainerProxy }"],
+    );
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, text) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{text}\n{}", berth.stderr());
+    assert!(
+        text.contains("I was passed in via the container class!"),
+        "{text}"
+    );
+    // The method stops the container, changes this.envVars and starts it again: the new
+    // container has the new value. Its relative containerFetch reaches it as Cloudflare's
+    // would, with the host Cloudflare's library gives it.
+    let (status, text) = http(&addr, "/restart", &[]);
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "host: container; later: 2, then left: other"),
+        "{}",
+        berth.stderr()
+    );
+    let (status, text) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("set at run time"), "{text}");
+}

@@ -359,7 +359,8 @@ pub(super) fn outgoing<'js>(
     ))
 }
 
-/// `native.start(target, wait, ports, envVars)`, `native.stop(target, kill)` and
+/// `native.start(target, wait, ports, envVars, entrypoint, enableInternet)`,
+/// `native.stop(target, signal)` (`"SIGTERM"`, `"SIGINT"` or `"SIGKILL"`) and
 /// `native.state(target)` (JSON: `{ status, exitCode? }`): promises.
 fn install_lifecycle<'js>(
     ctx: &Ctx<'js>,
@@ -372,12 +373,16 @@ fn install_lifecycle<'js>(
                       target: Object<'js>,
                       wait: bool,
                       ports: Vec<u16>,
-                      env_vars: BTreeMap<String, String>| {
+                      env_vars: BTreeMap<String, String>,
+                      entrypoint: Option<Vec<String>>,
+                      enable_internet: Option<bool>| {
         let options = StartOptions {
             env_vars,
-            ..StartOptions::default()
+            entrypoint,
+            enable_internet,
         };
         on_object(&ctx, &e, &m, &target, move |object| async move {
+            let options = object.beyond_class(options);
             let started = match wait {
                 true => object.start_and_wait_for_ports(&ports, options).await,
                 false => object.start(options).await,
@@ -387,8 +392,8 @@ fn install_lifecycle<'js>(
     };
     native.set("start", Function::new(ctx.clone(), Async(start))?)?;
     let (e, m) = (env.clone(), main.clone());
-    let stop = move |ctx: Ctx<'js>, target: Object<'js>, kill: bool| {
-        let signal = if kill { Signal::Kill } else { Signal::Term };
+    let stop = move |ctx: Ctx<'js>, target: Object<'js>, signal: String| {
+        let signal = Signal::from_name(&signal).unwrap_or_default();
         on_object(&ctx, &e, &m, &target, move |object| async move {
             object.stop(signal).await.map_err(|e| e.to_string())
         })

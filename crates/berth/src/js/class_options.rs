@@ -38,6 +38,12 @@ pub(super) fn container_class(
     if fields.get("$extendsContainer") != Some(&Value::Bool(true)) {
         return Err(error("(extends)", "the class does not extend Container from \"@cloudflare/containers\"; berth reads a container's options from that class's fields".into()));
     }
+    if let Some(handlers) = fields.get("$outbound").and_then(Value::as_str) {
+        return Err(error(
+            "(outbound)",
+            format!("the class sets {handlers}: berth does not pass a container's outbound requests through JavaScript; control its egress with enableInternet, allowedHosts and deniedHosts"),
+        ));
+    }
     let mut options = ContainerClass::new(class, String::new());
     for (field, value) in &fields {
         if let Some(kind) = value.get("$unsupported") {
@@ -145,9 +151,12 @@ fn sleep_after(value: &Value) -> Result<Duration, String> {
         Value::String(text) => {
             parse_duration(text).map_err(|e| format!("is not a duration: {e}"))?
         }
-        Value::Number(n) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
-            "is not a duration; give whole seconds, or a text such as \"3m\"".to_string()
-        })?,
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| {
+                "is not a duration; give seconds, or a text such as \"3m\"".to_string()
+            })?,
         _ => return Err("is not a duration; give a text such as \"3m\", or seconds".into()),
     };
     if duration.is_zero() {

@@ -401,6 +401,23 @@ impl Object {
         )
     }
 
+    /// `options` without what the class sets already: a start from a class's own code
+    /// passes the instance's fields whole, and one that changes none of them may still
+    /// take a standby spare.
+    pub fn beyond_class(&self, mut options: StartOptions) -> StartOptions {
+        let class = self.options();
+        options
+            .env_vars
+            .retain(|key, value| class.env_vars.get(key) != Some(value));
+        if options.entrypoint == class.entrypoint {
+            options.entrypoint = None;
+        }
+        if options.enable_internet == Some(class.enable_internet) {
+            options.enable_internet = None;
+        }
+        options
+    }
+
     /// Starts the container if none runs, without waiting for its ports. On a cluster's
     /// router, the object's home does (see [`Lifecycle`]).
     pub async fn start(&self, options: StartOptions) -> Result<(), Arc<StartError>> {

@@ -106,11 +106,13 @@ where
     *request.version_mut() = http::Version::HTTP_11;
     let headers = request.headers_mut();
     if !headers.contains_key(header::HOST) {
-        if let Some(authority) = original.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, value);
-            }
-        }
+        // HTTP/1.1 needs one: a request with no authority gets the host Cloudflare's
+        // library resolves a container request's relative URL against.
+        let host = original
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or(HeaderValue::from_static("container"));
+        headers.insert(header::HOST, host);
     }
     headers.remove(TARGET_PORT_HEADER);
     strip_hop_by_hop(headers, upgrade);

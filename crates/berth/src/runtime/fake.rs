@@ -148,6 +148,11 @@ impl FakeRuntime {
         self.lock().signals.get(id).cloned().unwrap_or_default()
     }
 
+    /// What container `id` was made of, while it exists.
+    pub fn spec(&self, id: &str) -> Option<ContainerSpec> {
+        self.lock().containers.get(id).map(|c| c.spec.clone())
+    }
+
     /// Whether container `id` is paused.
     pub fn is_paused(&self, id: &str) -> bool {
         self.lock().containers.get(id).is_some_and(|c| c.paused)

@@ -390,6 +390,21 @@ pub enum Signal {
 }
 
 impl Signal {
+    const ALL: [Signal; 7] = [
+        Signal::Term,
+        Signal::Kill,
+        Signal::Int,
+        Signal::Hup,
+        Signal::Quit,
+        Signal::Usr1,
+        Signal::Usr2,
+    ];
+
+    /// The signal `name` names (`SIGTERM`), if it is one of these.
+    pub fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Signal::Term => "SIGTERM",

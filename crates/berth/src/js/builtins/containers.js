@@ -55,13 +55,22 @@ export class Container extends DurableObject {
     if (options?.defaultPort !== undefined) this.defaultPort = options.defaultPort;
     if (options?.sleepAfter !== undefined) this.sleepAfter = options.sleepAfter;
     if (options?.explicitContainerStart !== undefined) this.manualStart = options.explicitContainerStart;
+    if (options?.envVars !== undefined) this.envVars = options.envVars;
+    if (options?.entrypoint !== undefined) this.entrypoint = options.entrypoint;
+    if (options?.enableInternet !== undefined) this.enableInternet = options.enableInternet;
   }
 
   // What Cloudflare's Container does by default: to the container, started if need be.
   async fetch(request) { return own(this, "Container.fetch").fetch(request); }
   async containerFetch(input, initOrPort, port) { return own(this, "Container.containerFetch").containerFetch(input, initOrPort, port); }
-  async start(options) { return own(this, "Container.start").start(options); }
-  async startAndWaitForPorts(...args) { return own(this, "Container.startAndWaitForPorts").startAndWaitForPorts(...args); }
+  // As Cloudflare's, a start from the class's code takes the instance's fields as they
+  // are now (under what `options` sets): a method may change this.envVars before it.
+  async start(options) { return own(this, "Container.start").start(withFields(this, options)); }
+  async startAndWaitForPorts(...args) {
+    const self = own(this, "Container.startAndWaitForPorts");
+    const { ports, startOptions } = globalThis.__berth.waitArgs(args);
+    return self.startAndWaitForPorts({ ports, startOptions: withFields(this, startOptions) });
+  }
   // Cloudflare's waitForPort({ portToCheck }): until that port of the running container
   // answers. Its retries and interval are not berth's: the class's readiness timeout is.
   async waitForPort(options) {
@@ -74,7 +83,7 @@ export class Container extends DurableObject {
     }
     await self.startAndWaitForPorts([port]);
   }
-  async stop(signal) {
+  async stop(signal = "SIGTERM") {
     // From onActivityExpired, a stop is the hook's answer (berth stops the container
     // when the hook returns), not a second stop racing the lifecycle.
     if (this[EXPIRY]) {
@@ -95,6 +104,14 @@ export class Container extends DurableObject {
   async getSchedule(id) { own(this, "Container.getSchedule"); return this[SCHEDULER].get(id); }
   async getSchedules() { own(this, "Container.getSchedules"); return this[SCHEDULER].list(); }
   async deleteSchedule(id) { own(this, "Container.deleteSchedule"); return this[SCHEDULER].delete(id); }
+  // Cloudflare's: the schedules that call method `name`, and their removal.
+  async listSchedules(name) {
+    own(this, "Container.listSchedules");
+    return (await this[SCHEDULER].list()).filter((task) => task.callback === name);
+  }
+  async deleteSchedules(name) {
+    for (const task of await this.listSchedules(name)) await this[SCHEDULER].delete(task.taskId);
+  }
   // Without an object (the instance berth makes to read the class's fields), nothing.
   // A failure (a cluster's home that does not answer) is logged as an unhandled rejection.
   renewActivityTimeout() { return this[SELF]?.renewActivityTimeout(); }
@@ -109,6 +126,30 @@ export class Container extends DurableObject {
   async alarm() {}
 }
 globalThis.__berth.Container = Container;
+
+// The start options of a start from the class's own code: the instance's fields, under
+// `options`. berth sends only what differs from the class's fields as it read them.
+const withFields = (instance, options) => ({
+  ...options,
+  envVars: { ...instance.envVars, ...options?.envVars },
+  entrypoint: options?.entrypoint ?? instance.entrypoint,
+  enableInternet: options?.enableInternet ?? instance.enableInternet,
+});
+
+// Cloudflare's outbound interception runs through this entrypoint, which a worker
+// exports. berth controls a container's egress itself (enableInternet, allowedHosts,
+// deniedHosts), so it only needs to exist: the export then loads as it does on
+// Cloudflare. A class's outbound handlers are refused when berth reads the class.
+export class ContainerProxy {
+  async fetch() {
+    return new Response("berth does not route a container's outbound requests through ContainerProxy; use the class's enableInternet, allowedHosts and deniedHosts", { status: 501 });
+  }
+}
+
+// Cloudflare's typed helper for an outbound handler's parameters: they as they are.
+export function outboundParams(_handler, params) {
+  return params;
+}
 
 export function getContainer(binding, name) {
   const namespace = namespaceOf(binding, "getContainer");

@@ -356,6 +356,39 @@
   const TARGET = Symbol("target");
   const CALL = Symbol("call");
 
+  // Cloudflare's startAndWaitForPorts arguments, in either form, as { ports, startOptions }.
+  berth.waitArgs = (args) => {
+    const [first, cancellationOptions, startOptions] = args;
+    const one = first !== null && typeof first === "object" && !Array.isArray(first);
+    const { ports, startOptions: options } = one ? first : { ports: first, startOptions };
+    return { ports: ports === undefined ? [] : Array.isArray(ports) ? ports : [ports], startOptions: options };
+  };
+  // Start options ({ envVars, entrypoint, enableInternet, labels }) checked and passed on;
+  // labels are Cloudflare's metrics' own, and berth's containers take the class's.
+  const startOn = (target, wait, ports, options, what) => {
+    if (options !== undefined && options !== null && typeof options !== "object") {
+      throw new TypeError(`${what}: the start options are an object ({ envVars, entrypoint, enableInternet }), got ${typeof options}`);
+    }
+    const { envVars = {}, entrypoint, enableInternet } = options ?? {};
+    if (envVars === null || typeof envVars !== "object" || Object.values(envVars).some((v) => typeof v !== "string")) {
+      throw new TypeError(`${what}: envVars is an object of strings, as { KEY: "value" }`);
+    }
+    if (entrypoint !== undefined && !(Array.isArray(entrypoint) && entrypoint.every((a) => typeof a === "string"))) {
+      throw new TypeError(`${what}: entrypoint is an array of strings, as ["node", "server.js"]`);
+    }
+    if (enableInternet !== undefined && typeof enableInternet !== "boolean") {
+      throw new TypeError(`${what}: enableInternet is true or false, got ${typeof enableInternet}`);
+    }
+    return native.start(target, wait, ports, envVars, entrypoint ?? null, enableInternet ?? null);
+  };
+  const STOP_SIGNALS = { SIGTERM: 15, SIGINT: 2, SIGKILL: 9 };
+  const stopSignal = (signal) => {
+    if (typeof signal === "string" && signal in STOP_SIGNALS) return signal;
+    const named = Object.keys(STOP_SIGNALS).find((name) => STOP_SIGNALS[name] === signal);
+    if (named) return named;
+    throw new TypeError(`stop(signal): a container stops with SIGTERM, SIGINT or SIGKILL (15, 2 or 9), got ${String(signal)}`);
+  };
+
   // A stub of one container object: what `namespace.get(id)` gives.
   class ContainerStub {
     constructor(binding, id, direct = false) {
@@ -375,23 +408,26 @@
       const init = typeof initOrPort === "object" ? initOrPort : undefined;
       const to = typeof initOrPort === "number" ? initOrPort : port;
       // As in fetch: a Request passed on as it is goes as it is, its body unread.
-      const request = input instanceof Request && init === undefined ? input : init === undefined ? new Request(input) : new Request(input, init);
+      // A URL may be relative (as "/api"): Cloudflare's library resolves it against
+      // http://container.
+      const url = input instanceof Request ? input : new URL(input, "http://container").href;
+      const request = input instanceof Request && init === undefined ? input : init === undefined ? new Request(url) : new Request(url, init);
       return passOn(this[TARGET], request, to ?? null);
     }
     async start(options) {
-      await native.start(this[TARGET], false, [], options?.envVars ?? {});
+      await startOn(this[TARGET], false, [], options, "start");
     }
     // Cloudflare's two forms: ({ ports, startOptions, cancellationOptions }), and
     // (ports, cancellationOptions, startOptions). The cancellation options are not
     // berth's: a start is bounded by the class's readiness timeout.
-    async startAndWaitForPorts(portsOrOptions, cancellationOptions, startOptions) {
-      const one = portsOrOptions !== null && typeof portsOrOptions === "object" && !Array.isArray(portsOrOptions);
-      const { ports, startOptions: start } = one ? portsOrOptions : { ports: portsOrOptions, startOptions };
-      const list = ports === undefined ? [] : Array.isArray(ports) ? ports : [ports];
-      await native.start(this[TARGET], true, list, start?.envVars ?? {});
+    async startAndWaitForPorts(...args) {
+      const { ports, startOptions } = berth.waitArgs(args);
+      await startOn(this[TARGET], true, ports, startOptions, "startAndWaitForPorts");
     }
-    async stop(signal) {
-      await native.stop(this[TARGET], signal === "SIGKILL" || signal === 9);
+    // Cloudflare's stop(signal): SIGTERM, SIGINT or SIGKILL, by name or number; berth
+    // kills the container if it has not exited at the class's stop grace.
+    async stop(signal = "SIGTERM") {
+      await native.stop(this[TARGET], stopSignal(signal));
     }
     async destroy() {
       await native.destroy(this[TARGET]);

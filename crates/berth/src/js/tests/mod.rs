@@ -277,6 +277,38 @@ fn a_bad_option_names_the_class_and_the_field() {
 }
 
 #[test]
+fn the_constructors_options_set_fields_and_container_proxy_exports_as_on_cloudflare() {
+    let class = r#"import { Container, ContainerProxy, outboundParams } from "@cloudflare/containers";
+export { ContainerProxy };
+export class Web extends Container {
+  sleepAfter = 1.5;
+  constructor(ctx: any, env: any) {
+    super(ctx, env, { defaultPort: 3000, envVars: { A: "a" }, entrypoint: ["/run"], enableInternet: false });
+  }
+}
+export const params = outboundParams(() => new Response(""), { n: 1 });
+"#;
+    let manifest = program("ctor", DECLARE, &[("web.ts", class)]).expect("loads");
+    let class = &manifest.containers[0].class;
+    assert_eq!(class.default_port, Some(3000));
+    assert_eq!(class.env_vars.get("A").map(String::as_str), Some("a"));
+    assert_eq!(class.entrypoint.as_deref(), Some(&["/run".to_string()][..]));
+    assert!(!class.enable_internet);
+    assert_eq!(class.sleep_after, Duration::from_millis(1500));
+
+    let class = r#"import { Container } from "@cloudflare/containers";
+export class Web extends Container {
+  static outboundByHost = { "api.example.com": () => new Response("no") };
+}
+"#;
+    let err = program("outbound", DECLARE, &[("web.ts", class)]).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("class Web"), "{text}");
+    assert!(text.contains("the class sets outboundByHost"), "{text}");
+    assert!(text.contains("allowedHosts"), "{text}");
+}
+
+#[test]
 fn a_class_no_worker_exports_is_an_error() {
     let text = DECLARE.replace("className: \"Web\"", "className: \"Api\"");
     let err = program("noclass", &text, &[]).expect_err("no class");

@@ -472,3 +472,99 @@ export default {
         r#"{"atLoad":"hello","keys":["GREETING"],"path":null,"country":null}"#
     );
 }
+
+const LIFECYCLE: &str = r#"export default {
+  async fetch(request, env) {
+    const path = new URL(request.url).pathname;
+    const stub = env.A.getByName("x");
+    try {
+      if (path === "/start") {
+        await stub.start({ envVars: { EXTRA: "from start" }, entrypoint: ["/serve", "--quiet"], enableInternet: false, labels: { team: "a" } });
+      }
+      if (path === "/plain") await stub.startAndWaitForPorts({ startOptions: { envVars: { CLASS: "class" } } });
+      if (path === "/bad-entrypoint") await stub.start({ entrypoint: "/serve" });
+      if (path === "/interrupt") await stub.stop("SIGINT");
+      if (path === "/kill") await stub.stop(9);
+      if (path === "/bad-signal") await stub.stop("SIGSTOP");
+      return new Response(JSON.stringify(await stub.getState()));
+    } catch (error) {
+      return new Response(`${error.name}: ${error.message}`, { status: 400 });
+    }
+  },
+};
+"#;
+
+#[tokio::test]
+async fn start_options_reach_the_container_and_stop_sends_the_signal_asked_for() {
+    use crate::class::ContainerClass;
+    use crate::object::NoHooks;
+    use crate::runtime::Signal;
+    use crate::worker::Binding;
+    let fake = crate::runtime::fake::FakeRuntime::new();
+    fake.image("none", Default::default());
+    let app = crate::app::App::new(
+        "lifecycle",
+        fake.clone(),
+        crate::store::Store::in_memory().expect("a store"),
+    )
+    .expect("an app");
+    let mut class = ContainerClass::new("A", "none");
+    class.default_port = Some(8080);
+    class.env_vars.insert("CLASS".into(), "class".into());
+    let a = app.namespace(class, std::sync::Arc::new(NoHooks));
+    let mut env = crate::worker::Env::new();
+    env.bind("A", Binding::Container(a));
+    let worker = super::js_worker_with("lifecycle", LIFECYCLE, env, WorkerLimits::default()).await;
+    let call = |path: &str| post(path, crate::http::full(""));
+    let said = |body: &bytes::Bytes| String::from_utf8_lossy(body).into_owned();
+
+    let (status, _, body) = through(&worker, call("/start")).await;
+    assert_eq!(status.as_u16(), 200, "{}", said(&body));
+    let running = fake.running();
+    assert_eq!(running.len(), 1, "one container runs");
+    let spec = fake.spec(&running[0]).expect("its spec");
+    assert_eq!(
+        spec.env.get("EXTRA").map(String::as_str),
+        Some("from start")
+    );
+    assert_eq!(spec.env.get("CLASS").map(String::as_str), Some("class"));
+    assert_eq!(
+        spec.entrypoint,
+        Some(vec!["/serve".into(), "--quiet".into()])
+    );
+    assert!(
+        !spec.egress.is_open(),
+        "enableInternet: false closes its egress"
+    );
+
+    let (status, _, body) = through(&worker, call("/interrupt")).await;
+    assert_eq!(status.as_u16(), 200, "{}", said(&body));
+    assert_eq!(fake.signals(&running[0]), vec![Signal::Int]);
+    assert!(fake.running().is_empty(), "{}", said(&body));
+
+    // The class's own values, passed again, change nothing.
+    let (status, _, body) = through(&worker, call("/plain")).await;
+    assert_eq!(status.as_u16(), 200, "{}", said(&body));
+    let running = fake.running();
+    let spec = fake.spec(&running[0]).expect("its spec");
+    assert_eq!(spec.entrypoint, None);
+    assert!(spec.egress.is_open());
+    let (status, _, body) = through(&worker, call("/kill")).await;
+    assert_eq!(status.as_u16(), 200, "{}", said(&body));
+    assert_eq!(fake.signals(&running[0]), vec![Signal::Kill]);
+
+    for (path, needle) in [
+        (
+            "/bad-entrypoint",
+            "TypeError: start: entrypoint is an array of strings",
+        ),
+        (
+            "/bad-signal",
+            "TypeError: stop(signal): a container stops with SIGTERM, SIGINT or SIGKILL",
+        ),
+    ] {
+        let (status, _, body) = through(&worker, call(path)).await;
+        assert_eq!(status.as_u16(), 400, "{path}: {}", said(&body));
+        assert!(said(&body).starts_with(needle), "{path}: {}", said(&body));
+    }
+}
