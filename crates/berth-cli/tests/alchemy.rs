@@ -1010,6 +1010,10 @@ const METHODS: &str = r#"count = 0;
     throw new Error("refused on purpose");
   }
 
+  async answer() {
+    return this.containerFetch("/echo", { method: "POST", body: "\u00e9t\u00e9 \u2713" });
+  }
+
   override onStop() {"#;
 
 const CALLER: &str = r#"const container = getContainer(env.MY_CONTAINER, "container");
@@ -1024,6 +1028,10 @@ const CALLER: &str = r#"const container = getContainer(env.MY_CONTAINER, "contai
     if (path === "/greet") return new Response(await called(() => (container as any).greet("you")));
     if (path === "/refuse") return new Response(await called(() => (container as any).refuse()));
     if (path === "/missing") return new Response(await called(() => (container as any).missing()));
+    if (path === "/answer") {
+      const answer = await (container as any).answer();
+      return new Response(`${answer.status} ${answer.headers.get("content-length")} ${await answer.text()}`);
+    }
     return container.fetch(request);"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1047,6 +1055,13 @@ async fn a_stub_calls_the_methods_of_the_class_in_the_objects_instance() {
         (200, r#"{"hello":"you","count":2,"pong":"pong"}"#.into())
     );
     assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
+    // A method's Response comes back as one: status, headers and body (bytes as they were).
+    assert_eq!(
+        http(&addr, "/answer", &[]),
+        (200, "200 9 été ✓".into()),
+        "{}",
+        berth.stderr()
+    );
     // What the method throws, and a method the class lacks, are thrown to the caller.
     // What a method throws is thrown to the caller as it was: its message, no more.
     assert_eq!(
@@ -1164,6 +1179,14 @@ async fn a_class_with_a_fetch_of_its_own_answers_for_its_objects() {
         &[("override onStop() {", OWN_FETCH)],
         &["containerFetch(request)"],
     );
+    // Cloudflare's containerFetch goes to the container, not through the class's fetch.
+    edit_worker(
+        &app,
+        r#"const container = getContainer(env.MY_CONTAINER, "container");
+    if (request.headers.has("x-direct")) return container.containerFetch(request);
+    return container.fetch(request);"#,
+        "x-direct",
+    );
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
 
@@ -1180,6 +1203,11 @@ async fn a_class_with_a_fetch_of_its_own_answers_for_its_objects() {
     assert_eq!(http(&addr, "/ping", &[]), (200, "1/1: pong".into()));
     assert_eq!(http(&addr, "/ping", &[]), (200, "2/2: pong".into()));
     assert_eq!(app.containers().await.len(), 1);
+    assert_eq!(
+        http(&addr, "/ping", &[("x-direct", "1")]),
+        (200, "pong".into())
+    );
+    assert_eq!(http(&addr, "/ping", &[]), (200, "3/3: pong".into()));
 }
 
 const WEB_APIS: &str = r#"export default {

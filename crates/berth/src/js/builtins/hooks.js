@@ -293,7 +293,10 @@
           if (NOT_CALLABLE.has(method) || typeof instance[method] !== "function") {
             throw new TypeError(`${className} has no method ${method}() to call on a stub`);
           }
-          return JSON.stringify({ value: await instance[method](...JSON.parse(args)) });
+          const value = await instance[method](...JSON.parse(args));
+          // A Response (as this.containerFetch gives) goes whole, its body read.
+          if (value instanceof Response) return JSON.stringify({ response: await berth.responseOut(value) });
+          return JSON.stringify({ value });
         } catch (error) {
           const thrown = error instanceof Error ? { name: error.name, message: error.message } : { name: "Error", message: String(error) };
           return JSON.stringify({ error: thrown });

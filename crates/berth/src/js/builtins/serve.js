@@ -412,7 +412,9 @@
       // http://container.
       const url = input instanceof Request ? input : new URL(input, "http://container").href;
       const request = input instanceof Request && init === undefined ? input : init === undefined ? new Request(url) : new Request(url, init);
-      return passOn(this[TARGET], request, to ?? null);
+      // Straight to the container, as Cloudflare's containerFetch, not through the
+      // class's own fetch.
+      return passOn({ ...this[TARGET], direct: true }, request, to ?? null);
     }
     async start(options) {
       await startOn(this[TARGET], false, [], options, "start");
@@ -451,9 +453,24 @@
         if (error.name !== answer.error.name) error.name = answer.error.name;
         throw error;
       }
-      return answer.value;
+      return answer.response === undefined ? answer.value : responseIn(answer.response);
     }
   }
+
+  // A Response a class's method answers, as JSON for RPC: its body read whole, in
+  // base64; and the Response again on the caller's side.
+  berth.responseOut = async (response) => {
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return { status: response.status, statusText: response.statusText, headers: [...response.headers], body: btoa(binary) };
+  };
+  const responseIn = ({ status, statusText, headers, body }) => {
+    const binary = atob(body);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return new Response(NULL_BODY.includes(status) ? null : bytes, { status, statusText, headers });
+  };
 
   // A stub's every name it does not have itself calls that method of the class: the
   // last prototype of stubs is a Proxy that makes those calls, so that the stub's own
