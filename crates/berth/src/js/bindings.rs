@@ -361,7 +361,7 @@ pub(super) fn outgoing<'js>(
 
 /// `native.start(target, wait, ports, envVars, entrypoint, enableInternet)`,
 /// `native.stop(target, signal)` (`"SIGTERM"`, `"SIGINT"` or `"SIGKILL"`) and
-/// `native.state(target)` (JSON: `{ status, exitCode? }`): promises.
+/// `native.state(target)` (JSON: `{ status, lastChange, exitCode? }`): promises.
 fn install_lifecycle<'js>(
     ctx: &Ctx<'js>,
     native: &Object<'js>,
@@ -411,7 +411,8 @@ fn install_lifecycle<'js>(
     let state = move |ctx: Ctx<'js>, target: Object<'js>| {
         on_object(&ctx, &e, &m, &target, |object| async move {
             let state = object.state().await.map_err(|e| e.to_string())?;
-            let mut answer = serde_json::json!({ "status": state.as_str() });
+            let changed = crate::cron::to_ms(object.last_change());
+            let mut answer = serde_json::json!({ "status": state.as_str(), "lastChange": changed });
             if let crate::lifecycle::State::StoppedWithCode(code) = state {
                 answer["exitCode"] = code.into();
             }

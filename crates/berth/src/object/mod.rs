@@ -194,6 +194,9 @@ struct Inner {
     last_start: Mutex<Option<StartTimings>>,
     /// Set for the objects of a `keep_warm` pool: their containers never sleep.
     kept_awake: std::sync::atomic::AtomicBool,
+    /// When the object was made or last had a lifecycle event: Cloudflare's
+    /// `getState().lastChange`.
+    last_change: Mutex<std::time::SystemTime>,
     /// The `berth-object-id` and `berth-object-name` headers, made once.
     id_header: OnceLock<http::HeaderValue>,
     name_header: OnceLock<http::HeaderValue>,
@@ -242,6 +245,7 @@ impl Object {
                 stops: AtomicU64::new(0),
                 persisting: tokio::sync::Mutex::new(()),
                 kept_awake: std::sync::atomic::AtomicBool::new(false),
+                last_change: Mutex::new(std::time::SystemTime::now()),
                 last_start: Mutex::new(None),
                 id_header: OnceLock::new(),
                 name_header: OnceLock::new(),
@@ -297,6 +301,16 @@ impl Object {
             self.load().await?;
         }
         Ok(self.phase().state())
+    }
+
+    /// When this object was made here, or last had a lifecycle event (a start, a stop,
+    /// a crash…).
+    pub fn last_change(&self) -> std::time::SystemTime {
+        *self
+            .inner
+            .last_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Never puts this object's containers to sleep, whatever the class's `sleep_after`:
@@ -529,6 +543,11 @@ impl Object {
     }
 
     fn emit(&self, container_id: &str, kind: EventKind) {
+        *self
+            .inner
+            .last_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = std::time::SystemTime::now();
         self.app().emit(Event {
             class: self.class_name().to_string(),
             object: self.label(),

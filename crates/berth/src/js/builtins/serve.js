@@ -439,8 +439,9 @@
       await native.renew(this[TARGET]);
     }
     async getState() {
-      // Cloudflare's State: `exitCode` when the container exited by itself.
-      return { ...JSON.parse(await native.state(this[TARGET])), lastChange: Date.now() };
+      // Cloudflare's State: `exitCode` when the container exited by itself, and when it
+      // last changed (ms since the epoch).
+      return JSON.parse(await native.state(this[TARGET]));
     }
     // A method of the object's class, called in the object's one instance of it (RPC, as
     // on Cloudflare): its arguments and answer go as JSON; what it throws is thrown here

@@ -536,6 +536,18 @@ async fn start_options_reach_the_container_and_stop_sends_the_signal_asked_for()
         !spec.egress.is_open(),
         "enableInternet: false closes its egress"
     );
+    // lastChange is when the container started, not when the state was asked for.
+    let changed = |body: &bytes::Bytes| {
+        let state: serde_json::Value = serde_json::from_slice(body).expect("a state");
+        assert_eq!(state["status"], "running", "{state}");
+        state["lastChange"].as_i64().expect("lastChange")
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, _, body) = through(&worker, call("/")).await;
+    let healthy = changed(&body);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (_, _, body) = through(&worker, call("/")).await;
+    assert_eq!(changed(&body), healthy);
 
     let (status, _, body) = through(&worker, call("/interrupt")).await;
     assert_eq!(status.as_u16(), 200, "{}", said(&body));
