@@ -1294,7 +1294,17 @@ export default {
     assert!(!log.contains("MyContainer.onStart() of"), "{log}");
 }
 
-const RESTARTS: &str = r#"async restartWith(message: string) {
+const RESTARTS: &str = r#"seen = "nothing";
+  constructor(ctx: any, env: any) {
+    super(ctx, env);
+    // The constructor reaches its container already, as on Cloudflare.
+    ctx.blockConcurrencyWhile(async () => {
+      this.seen = (await this.getState()).status;
+    });
+  }
+
+  async restartWith(message: string) {
+    const seen = this.seen;
     await this.stop("SIGINT");
     this.envVars = { ...this.envVars, MESSAGE: message };
     await this.startAndWaitForPorts();
@@ -1306,7 +1316,7 @@ const RESTARTS: &str = r#"async restartWith(message: string) {
     const listed = (await this.listSchedules("later")).length;
     await this.deleteSchedules("later");
     const left = (await this.getSchedules()).map((task) => task.callback).join(",");
-    return `${host}; later: ${listed}, then left: ${left}`;
+    return `${seen}; ${host}; later: ${listed}, then left: ${left}`;
   }
 
   async later() {}
@@ -1353,7 +1363,7 @@ async fn a_start_from_the_class_takes_its_fields_as_they_are_then() {
     let (status, text) = http(&addr, "/restart", &[]);
     assert_eq!(
         (status, text.as_str()),
-        (200, "host: container; later: 2, then left: other"),
+        (200, "healthy; host: container; later: 2, then left: other"),
         "{}",
         berth.stderr()
     );

@@ -52,6 +52,12 @@ export class Container extends DurableObject {
 
   constructor(ctx, env, options) {
     super(ctx, env);
+    // Made by berth for an object (see hooks.js): its stub and scheduler, from the start.
+    const made = globalThis.__berth.constructing;
+    if (made) {
+      this[SELF] = made.self;
+      this[SCHEDULER] = made.scheduler;
+    }
     if (options?.defaultPort !== undefined) this.defaultPort = options.defaultPort;
     if (options?.sleepAfter !== undefined) this.sleepAfter = options.sleepAfter;
     if (options?.explicitContainerStart !== undefined) this.manualStart = options.explicitContainerStart;
@@ -99,7 +105,7 @@ export class Container extends DurableObject {
   // new version of the app.
   async schedule(when, callback, payload) {
     own(this, "Container.schedule");
-    return this[SCHEDULER].schedule(when, callback, payload);
+    return this[SCHEDULER].schedule(this, when, callback, payload);
   }
   async getSchedule(id) { own(this, "Container.getSchedule"); return this[SCHEDULER].get(id); }
   async getSchedules() { own(this, "Container.getSchedules"); return this[SCHEDULER].list(); }

@@ -131,10 +131,22 @@
         if (instances.get(hex) === instance) instances.delete(hex);
       },
     };
-    const instance = new Class(ctx, berth.env);
+    // Container's constructor takes these, so that the subclass's constructor (and the
+    // callback of its blockConcurrencyWhile) can reach its container already.
+    const own = {
+      self: berth.directStub(binding, ctx.id),
+      scheduler: schedulerOf({ className, binding, hex, name }),
+    };
+    berth.constructing = own;
+    let instance;
+    try {
+      instance = new Class(ctx, berth.env);
+    } finally {
+      berth.constructing = null;
+    }
     gates.set(instance, holder);
-    instance[berth.SELF] = berth.directStub(binding, ctx.id);
-    instance[berth.SCHEDULER] = schedulerOf({ className, binding, hex, name }, instance);
+    instance[berth.SELF] = own.self;
+    instance[berth.SCHEDULER] = own.scheduler;
     instances.set(hex, instance);
     return instance;
   };
@@ -151,13 +163,13 @@
     if (stored.type === "delayed") task.delayInSeconds = stored.delayInSeconds;
     return task;
   };
-  const schedulerOf = (object, instance) => {
+  const schedulerOf = (object) => {
     const target = { binding: object.binding, id: object.hex, name: object.name ?? null };
     // The schedules, not the Durable Object alarm (storage.getAlarm() gives that).
     const list = async () =>
       (await alarmsOf(target)).filter((alarm) => !isAlarm(alarm)).map(taskOf);
     return {
-      async schedule(when, callback, payload) {
+      async schedule(instance, when, callback, payload) {
         // A method, or a field that holds a function (an arrow function), as on Cloudflare.
         if (typeof callback !== "string" || typeof instance[callback] !== "function") {
           throw new TypeError(`schedule(when, callback, payload): callback is the name of a method of ${object.className}, as a string; got ${typeof callback === "string" ? JSON.stringify(callback) : typeof callback}`);
