@@ -61,6 +61,17 @@ pub enum EventKind {
     EgressDenied { host: String },
 }
 
+impl EventKind {
+    /// Whether it changes the object's state (a start, a stop, a pause…), rather than
+    /// reporting a failure or a refusal (a crash changes it by the `Stopped` that follows).
+    pub fn is_lifecycle(&self) -> bool {
+        !matches!(
+            self,
+            EventKind::Error { .. } | EventKind::EgressDenied { .. }
+        )
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: ", self.class, self.object)?;

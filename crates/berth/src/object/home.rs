@@ -31,6 +31,9 @@ pub enum Lifecycle {
     },
     Stop {
         kill: bool,
+        /// The signal by name (`SIGINT`); routers before it sent only `kill`.
+        #[serde(default)]
+        signal: Option<String>,
     },
     Destroy,
     /// Push the container's sleep back by `sleep_after` from now (renewActivityTimeout).
@@ -166,8 +169,9 @@ impl Object {
                     Err(e) => FetchError::Start(e).into_response(),
                 }
             }
-            Lifecycle::Stop { kill } => {
-                let signal = if kill { Signal::Kill } else { Signal::Term };
+            Lifecycle::Stop { kill, signal } => {
+                let asked = signal.as_deref().and_then(Signal::from_name);
+                let signal = asked.unwrap_or(if kill { Signal::Kill } else { Signal::Term });
                 match self.stop_here(signal).await {
                     Ok(()) => done(),
                     Err(e) => runtime_failure(&e),
@@ -219,7 +223,10 @@ mod tests {
     fn what_a_router_asks_travels_as_json() {
         let asks = [
             Lifecycle::start(true, &[8080], StartOptions::default()),
-            Lifecycle::Stop { kill: true },
+            Lifecycle::Stop {
+                kill: true,
+                signal: None,
+            },
             Lifecycle::Destroy,
             Lifecycle::Serving,
             Lifecycle::TakeOver {

@@ -194,8 +194,8 @@ struct Inner {
     last_start: Mutex<Option<StartTimings>>,
     /// Set for the objects of a `keep_warm` pool: their containers never sleep.
     kept_awake: std::sync::atomic::AtomicBool,
-    /// When the object was made or last had a lifecycle event: Cloudflare's
-    /// `getState().lastChange`.
+    /// When the object's state last changed, as the store recorded it or a lifecycle
+    /// event since: Cloudflare's `getState().lastChange`.
     last_change: Mutex<std::time::SystemTime>,
     /// The `berth-object-id` and `berth-object-name` headers, made once.
     id_header: OnceLock<http::HeaderValue>,
@@ -303,8 +303,8 @@ impl Object {
         Ok(self.phase().state())
     }
 
-    /// When this object was made here, or last had a lifecycle event (a start, a stop,
-    /// a crash…).
+    /// When this object's state last changed: its last lifecycle event (a start, a
+    /// stop, a crash…), else the store's record of it, else when it was made here.
     pub fn last_change(&self) -> std::time::SystemTime {
         *self
             .inner
@@ -481,6 +481,7 @@ impl Object {
         if let Some((peers, home)) = self.elsewhere() {
             let what = Lifecycle::Stop {
                 kill: signal == Signal::Kill,
+                signal: Some(signal.as_str().to_string()),
             };
             return self.stop_at_home(&peers, home, what).await;
         }
@@ -543,11 +544,13 @@ impl Object {
     }
 
     fn emit(&self, container_id: &str, kind: EventKind) {
-        *self
-            .inner
-            .last_change
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = std::time::SystemTime::now();
+        if kind.is_lifecycle() {
+            *self
+                .inner
+                .last_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = std::time::SystemTime::now();
+        }
         self.app().emit(Event {
             class: self.class_name().to_string(),
             object: self.label(),
@@ -568,6 +571,17 @@ impl Object {
             .await?;
         if let Some(name) = record.as_ref().and_then(|r| r.name.as_deref()) {
             self.learn_name(name);
+        }
+        if let Some(record) = &record {
+            let changed = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(
+                    u64::try_from(record.updated_at_ms).unwrap_or(0),
+                );
+            *self
+                .inner
+                .last_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = changed;
         }
         self.phase().load(record.as_ref());
         Ok(())

@@ -53,8 +53,10 @@ export class Container extends DurableObject {
   constructor(ctx, env, options) {
     super(ctx, env);
     // Made by berth for an object (see hooks.js): its stub and scheduler, from the start.
+    // Taken once: another Container made while this constructor runs is not this object.
     const made = globalThis.__berth.constructing;
     if (made) {
+      globalThis.__berth.constructing = null;
       this[SELF] = made.self;
       this[SCHEDULER] = made.scheduler;
     }
@@ -137,7 +139,8 @@ globalThis.__berth.Container = Container;
 // `options`. berth sends only what differs from the class's fields as it read them.
 const withFields = (instance, options) => ({
   ...options,
-  envVars: { ...instance.envVars, ...options?.envVars },
+  // A var whose value is undefined (an unset secret) is left out, as at load.
+  envVars: Object.fromEntries(Object.entries({ ...instance.envVars, ...options?.envVars }).filter(([, v]) => v !== undefined)),
   entrypoint: options?.entrypoint ?? instance.entrypoint,
   enableInternet: options?.enableInternet ?? instance.enableInternet,
 });

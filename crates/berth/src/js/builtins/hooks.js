@@ -168,6 +168,14 @@
     // The schedules, not the Durable Object alarm (storage.getAlarm() gives that).
     const list = async () =>
       (await alarmsOf(target)).filter((alarm) => !isAlarm(alarm)).map(taskOf);
+    // Each operation reaches the store after the one called before it, as Cloudflare's
+    // SQL does: deleteSchedules("tick") then schedule(60, "tick"), unawaited, keeps the new one.
+    let last = Promise.resolve();
+    const inOrder = (op) => {
+      const run = last.then(op);
+      last = run.catch(() => {});
+      return run;
+    };
     return {
       async schedule(instance, when, callback, payload) {
         // A method, or a field that holds a function (an arrow function), as on Cloudflare.
@@ -189,11 +197,11 @@
         stored.dueMs = dueMs;
         // What JSON cannot carry (a function, a cycle) fails here, not when it is due.
         const text = JSON.stringify(stored);
-        return taskOf(JSON.parse(await berth.native.schedule(target, dueMs, text)));
+        return inOrder(async () => taskOf(JSON.parse(await berth.native.schedule(target, dueMs, text))));
       },
-      get: async (taskId) => (await list()).find((task) => task.taskId === String(taskId)),
-      list,
-      delete: async (taskId) => berth.native.unschedule(target, String(taskId)),
+      get: (taskId) => inOrder(async () => (await list()).find((task) => task.taskId === String(taskId))),
+      list: () => inOrder(list),
+      delete: (taskId) => inOrder(() => berth.native.unschedule(target, String(taskId))),
     };
   };
 

@@ -80,7 +80,7 @@
         $extendsContainer: berth.Container !== null && instance instanceof berth.Container,
       };
       // Cloudflare's outbound handlers (static fields), which berth refuses by name.
-      const outbound = ["outbound", "outboundByHost", "outboundHandlers"].filter((k) => cls[k] !== undefined);
+      const outbound = ["outbound", "outboundByHost", "outboundHandlers", "outboundProxies", "outboundProxy"].filter((k) => cls[k] !== undefined);
       if (outbound.length > 0) fields.$outbound = outbound.join(", ");
       for (const field of OPTIONS) {
         const value = instance[field];

@@ -460,8 +460,14 @@
 
   // A Response a class's method answers, as JSON for RPC: its body read whole, in
   // base64; and the Response again on the caller's side.
+  const RPC_BODY_LIMIT = 16 << 20;
   berth.responseOut = async (response) => {
+    const whole = "a Response that a method answers through a stub is read whole";
+    if (response.status === 101) throw new TypeError(`${whole}, so it cannot be an upgrade (101); pass the upgrade on with stub.fetch(request)`);
+    const over = () => new RangeError(`${whole}, and this one's body is over ${RPC_BODY_LIMIT >> 20} MiB; send it with stub.fetch or containerFetch from the worker instead`);
+    if (Number(response.headers.get("content-length")) > RPC_BODY_LIMIT) throw over();
     const bytes = new Uint8Array(await response.arrayBuffer());
+    if (bytes.length > RPC_BODY_LIMIT) throw over();
     let binary = "";
     for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
     return { status: response.status, statusText: response.statusText, headers: [...response.headers], body: btoa(binary) };
