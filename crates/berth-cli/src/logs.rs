@@ -89,12 +89,11 @@ async fn local(
     print: impl Fn(&Entry),
 ) -> anyhow::Result<()> {
     let dir = &args.dir;
-    let has_app = [berth::manifest::FILE_NAME, berth::js::SCRIPT_FILE_NAME]
-        .iter()
-        .any(|f| dir.join(f).is_file());
+    let has_app =
+        dir.join(berth::manifest::FILE_NAME).is_file() || berth::js::program_file(dir).is_some();
     if !has_app && !dir.join(STATE_DIR).is_dir() {
         bail!(
-            "{} holds no berth app (no {}, no {} and no {STATE_DIR}/); give the app's folder, or --app NAME for an app on a berth serve",
+            "{} holds no berth app (no {}, no {}, no wrangler.jsonc and no {STATE_DIR}/); give the app's folder, or --app NAME for an app on a berth serve",
             dir.display(),
             berth::manifest::FILE_NAME,
             berth::js::SCRIPT_FILE_NAME,

@@ -10,10 +10,10 @@ use berth::{DockerRuntime, Runtime, Store};
 
 pub async fn run(dir: &Path, json: bool, volumes: bool) -> anyhow::Result<()> {
     let manifest = dir.join(berth::manifest::FILE_NAME);
-    let program = dir.join(berth::js::SCRIPT_FILE_NAME);
+    let program = berth::js::program_file(dir);
     anyhow::ensure!(
-        dir.join(STATE_DIR).is_dir() || manifest.is_file() || program.is_file(),
-        "{} holds no berth app (no {}, no {} and no {STATE_DIR}/); give the app's folder, as for berth dev",
+        dir.join(STATE_DIR).is_dir() || manifest.is_file() || program.is_some(),
+        "{} holds no berth app (no {}, no {}, no wrangler.jsonc and no {STATE_DIR}/); give the app's folder, as for berth dev",
         dir.display(),
         berth::manifest::FILE_NAME,
         berth::js::SCRIPT_FILE_NAME,

@@ -1371,3 +1371,63 @@ async fn a_start_from_the_class_takes_its_fields_as_they_are_then() {
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("set at run time"), "{text}");
 }
+
+/// Cloudflare's own example, with its wrangler.jsonc and src/index.ts as they stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrangler_project_runs_as_written() {
+    let app = wrangler_app("dev");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    let (status, text) = http(&addr, "/", &[]);
+    assert_eq!(status, 200, "{text}\n{}", berth.stderr());
+    assert!(
+        text.starts_with("Call /container to start a container"),
+        "{text}"
+    );
+    let greeting =
+        "Hi, I'm a container and this is my message: I was passed in via the container class!";
+    // getRandom(env.MY_CONTAINER, 3), as Cloudflare names the instances.
+    for _ in 0..30 {
+        assert_eq!(http(&addr, "/lb", &[]), (200, greeting.into()));
+    }
+    stderr_within(
+        &berth,
+        "Container successfully started",
+        Duration::from_secs(10),
+    );
+    let names = object_names(&app).await;
+    assert!(
+        (2..=3).contains(&names.len()) && names.iter().all(|n| n.starts_with("instance-")),
+        "30 requests over getRandom(3): {names:?}"
+    );
+    // max_instances = 3 of wrangler.jsonc holds: a fourth name waits for a free slot.
+    let (status, text) = http(&addr, "/container", &[]);
+    if names.len() == 3 {
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("maximum of 3 instances"), "{text}");
+    } else {
+        assert_eq!((status, text.as_str()), (200, greeting));
+    }
+    let (code, stdout, stderr) = berth_in(&app.dir, &["ps"], b"");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("MyContainer"), "{stdout}");
+    assert!(stdout.contains("instance-"), "{stdout}");
+}
+
+#[test]
+fn a_syntax_error_in_wrangler_jsonc_names_its_line_and_column() {
+    let app = wrangler_app("syntax");
+    edit(
+        &app,
+        "wrangler.jsonc",
+        &[("\"main\": \"src/index.ts\",", "\"main\": \"src/index.ts\"")],
+        &["\"main\": \"src/index.ts\"\n"],
+    );
+    let (code, stderr) = run_to_end(&["dev", "--port", "0"], &app.dir, &[]);
+    assert_ne!(code, Some(0));
+    let place = format!(
+        "{}:6:3: syntax error",
+        app.dir.join("wrangler.jsonc").display()
+    );
+    assert!(stderr.contains(&place), "{stderr}");
+}

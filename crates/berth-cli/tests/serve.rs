@@ -578,6 +578,42 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// A Wrangler project (Cloudflare's own example) deploys as an alchemy one does: its
+/// wrangler.jsonc and its worker's code are what is shipped, and the server reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrangler_project_is_deployed_and_served_by_its_worker() {
+    let app = wrangler_app("serve");
+    let data = data_dir("wrangler");
+    let server = Server::start(&data);
+    let host = format!("{0}.{0}.localhost", app.name);
+    let out = server.deploy(&app.dir, &[]);
+    assert!(out.contains("is active"), "{out}");
+    let (status, body) = server.get(&host, "/container", "a");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "Hi, I'm a container and this is my message: I was passed in via the container class!"
+        ),
+        "{}",
+        server.process.stderr()
+    );
+    let programs = data.join("programs").join(&app.name);
+    let shipped: Vec<PathBuf> = std::fs::read_dir(&programs)
+        .expect("the app's programs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(shipped.len(), 1, "{shipped:?}");
+    for file in ["wrangler.jsonc", "src/index.ts"] {
+        assert!(shipped[0].join(file).is_file(), "{file} is shipped");
+    }
+    let (code, stdout, stderr) = server.run(&["deploy", &app.dir.display().to_string()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "no changes");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// The server runs the program with its own environment: a secret the deploying machine
 /// has and the server lacks fails the deploy, naming the line that reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

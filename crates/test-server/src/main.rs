@@ -410,6 +410,10 @@ async fn handle(req: Request<Incoming>, port: u16) -> Result<Response<Body>, Inf
                     }
                     Err(_) => text(StatusCode::BAD_REQUEST, format!("bad size: {mib}")),
                 }
+            } else if std::env::var_os("GREET_EVERY_PATH").is_some() {
+                // As a Go server whose ServeMux handles "/": every path gets the greeting.
+                let msg = std::env::var("MESSAGE").unwrap_or_default();
+                text(StatusCode::OK, format!("{GREETING}{msg}"))
             } else {
                 text(StatusCode::NOT_FOUND, format!("not found: {p}"))
             }

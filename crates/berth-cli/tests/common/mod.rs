@@ -79,6 +79,35 @@ pub fn alchemy_app(test: &str, worker: Option<&str>) -> AppDir {
     AppDir { dir, name }
 }
 
+/// A copy of `examples/wrangler` (Cloudflare's own example, with its `wrangler.jsonc`),
+/// with the static server its Dockerfile copies.
+pub fn wrangler_app(test: &str) -> AppDir {
+    let name = format!("cli-wrangler-{test}-{}", std::process::id());
+    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src")).expect("app dir");
+    let example = root().join("examples/wrangler");
+    for file in [
+        "wrangler.jsonc",
+        "Dockerfile",
+        ".dockerignore",
+        "src/index.ts",
+    ] {
+        std::fs::copy(example.join(file), dir.join(file)).expect(file);
+    }
+    std::fs::copy(server_binary(), dir.join("server")).expect("server");
+    // The app is named as the test's folder, for its cleanup to find its containers.
+    let config = dir.join("wrangler.jsonc");
+    let text = std::fs::read_to_string(&config).expect("wrangler.jsonc");
+    let renamed = text.replace(
+        "\"name\": \"container-package-class-worker\"",
+        &format!("\"name\": \"{name}\""),
+    );
+    assert_ne!(renamed, text, "the example's name in wrangler.jsonc");
+    std::fs::write(&config, renamed).expect("wrangler.jsonc");
+    AppDir { dir, name }
+}
+
 /// A temporary app folder: a FROM-scratch Dockerfile, the server binary copied in by
 /// build.command, and the berth.toml given.
 pub struct AppDir {

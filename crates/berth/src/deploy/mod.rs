@@ -12,7 +12,7 @@ use http::Method;
 
 use crate::api::{DeployRequest, DeployResponse, DeploymentView, Info, MAX_PROGRAM_BYTES, PREFIX};
 use crate::build::{self, BuildError, Builder, Origin, DEV_PREFIX};
-use crate::js::{load_program, Limits, LoadError, SCRIPT_FILE_NAME};
+use crate::js::{load_program, program_file, Limits, LoadError};
 use crate::manifest::{valid_app_name, ImageSource, Manifest, ManifestError, FILE_NAME};
 
 pub use client::{registry_digest, ControlClient};
@@ -101,7 +101,7 @@ pub async fn prepare(
             reason: e.to_string(),
         })?;
         (manifest, text, BTreeMap::new())
-    } else if dir.join(SCRIPT_FILE_NAME).exists() {
+    } else if program_file(dir).is_some() {
         let program = load_program(dir, Limits::default()).map_err(LoadError::from)?;
         let files = program_files(&program.manifest.dir, &program.files)?;
         (program.manifest, String::new(), files)

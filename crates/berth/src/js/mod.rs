@@ -41,6 +41,7 @@ mod turns;
 mod upgrade;
 mod wiring;
 mod workers;
+mod wrangler;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,9 +52,20 @@ pub use class_hooks::JsHooks;
 pub use declare::app_name_from_folder;
 pub use serve::{ErrorDetail, JsWorker, WorkerLimits};
 pub use wiring::{start_workers, BoundClass, Started, StartedWorker, WorkersError};
+pub use wrangler::FILE_NAMES as WRANGLER_FILE_NAMES;
 
 /// The program berth runs when a folder has no `berth.toml`.
 pub const SCRIPT_FILE_NAME: &str = "alchemy.run.ts";
+
+/// The file a folder's JavaScript app is read from: `alchemy.run.ts`, else a Wrangler
+/// configuration (`wrangler.jsonc`, `wrangler.json` or `wrangler.toml`).
+pub fn program_file(dir: &Path) -> Option<PathBuf> {
+    let script = dir.join(SCRIPT_FILE_NAME);
+    if script.is_file() {
+        return Some(script);
+    }
+    wrangler::config_file(dir)
+}
 
 /// A place in a script: `path:line:column`, or only the path when the place is unknown
 /// (line 0).
@@ -146,7 +158,7 @@ pub enum LoadError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Script(#[from] ScriptError),
-    #[error("{dir} has neither {FILE_NAME} nor {SCRIPT_FILE_NAME}; run berth in the app's folder, or give it the folder")]
+    #[error("{dir} has no {FILE_NAME}, no {SCRIPT_FILE_NAME} and no wrangler.jsonc, wrangler.json or wrangler.toml; run berth in the app's folder, or give it the folder")]
     NoApp { dir: PathBuf },
 }
 
@@ -177,7 +189,7 @@ impl Manifest {
         if dir.join(FILE_NAME).exists() {
             return Ok(Manifest::load_toml(dir)?);
         }
-        if dir.join(SCRIPT_FILE_NAME).exists() {
+        if program_file(dir).is_some() {
             return Ok(load_script(dir, Limits::default())?);
         }
         Err(LoadError::NoApp {
@@ -210,9 +222,17 @@ pub fn load_program(dir: &Path, limits: Limits) -> Result<Program, ScriptError> 
         path: dir.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let script = dir.join(SCRIPT_FILE_NAME);
+    let script = program_file(&dir).ok_or_else(|| ScriptError::Read {
+        path: dir.join(SCRIPT_FILE_NAME),
+        reason: "there is no such file (nor a wrangler.jsonc, wrangler.json or wrangler.toml)"
+            .into(),
+    })?;
     let engine = engine::Engine::new(&script, limits)?;
-    let declared = engine.run_program()?;
+    let is_wrangler = !script.ends_with(SCRIPT_FILE_NAME);
+    let declared = match is_wrangler {
+        true => wrangler::declared(&script)?,
+        false => engine.run_program()?,
+    };
     let manifest = declare::manifest(&engine, &dir, declared)?;
     for worker in &manifest.workers {
         if let Some(script) = &worker.script {
@@ -221,6 +241,9 @@ pub fn load_program(dir: &Path, limits: Limits) -> Result<Program, ScriptError> 
     }
     let mut files = engine.loaded_files();
     files.extend(engine.imported_later()?);
+    if is_wrangler {
+        files.push(script);
+    }
     // Where the packages' modules are, for the server to resolve them again.
     let manifests: std::collections::BTreeSet<PathBuf> = files
         .iter()

@@ -41,7 +41,7 @@ pub(super) fn resolve(
         }
         // Not above the app's folder: a deploy sends nothing from there, and on a server
         // that is where other apps' programs are.
-        if here.join(super::SCRIPT_FILE_NAME).is_file() {
+        if super::program_file(here).is_some() {
             break;
         }
         dir = here.parent();

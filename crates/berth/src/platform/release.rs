@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{Change, PlanItem};
 use crate::class::ContainerClass;
 use crate::hosts::HostPattern;
-use crate::js::{load_script, Limits, SCRIPT_FILE_NAME};
+use crate::js::{load_script, Limits, SCRIPT_FILE_NAME, WRANGLER_FILE_NAMES};
 use crate::manifest::{ImageSource, Manifest, Rollout, WorkerDef};
 
 use super::PlatformError;
@@ -229,9 +229,10 @@ fn write_program(
     root: &Path,
     program: &BTreeMap<String, String>,
 ) -> Result<PathBuf, PlatformError> {
-    if !program.contains_key(SCRIPT_FILE_NAME) {
+    let top = std::iter::once(SCRIPT_FILE_NAME).chain(WRANGLER_FILE_NAMES);
+    if !top.into_iter().any(|name| program.contains_key(name)) {
         return Err(PlatformError::Invalid(format!(
-            "the program has no {SCRIPT_FILE_NAME}; berth deploy sends it with the modules it imports"
+            "the program has no {SCRIPT_FILE_NAME} (nor a Wrangler configuration); berth deploy sends it with the modules it imports"
         )));
     }
     let bytes: usize = program.values().map(String::len).sum();

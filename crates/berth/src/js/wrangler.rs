@@ -1,0 +1,400 @@
+//! A Wrangler project as written (`wrangler.jsonc`, `wrangler.json` or `wrangler.toml`,
+//! as Cloudflare's own container examples are): its `containers`, the Durable Object
+//! bindings of their classes, its `main` worker, `vars`, `routes` and cron `triggers`,
+//! as the same declarations `alchemy.run.ts` makes, so that the rest (the classes'
+//! fields, the worker) is read as for alchemy.
+//!
+//! What berth has no use for (`compatibility_date`, `migrations`, `observability`, …) is
+//! passed over, and what it does not know is logged as ignored, so that a project runs
+//! unchanged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ScriptError, SourcePlace};
+use crate::manifest::valid_app_name;
+
+/// The files berth reads a Wrangler project from, in Wrangler's own order.
+pub const FILE_NAMES: [&str; 3] = ["wrangler.jsonc", "wrangler.json", "wrangler.toml"];
+
+/// Keys of a Wrangler configuration that say nothing berth acts on.
+const PASSED_OVER: [&str; 12] = [
+    "$schema",
+    "compatibility_date",
+    "compatibility_flags",
+    "migrations",
+    "observability",
+    "account_id",
+    "workers_dev",
+    "preview_urls",
+    "minify",
+    "upload_source_maps",
+    "placement",
+    "limits",
+];
+
+#[derive(Deserialize)]
+struct Config {
+    name: Option<String>,
+    main: Option<String>,
+    #[serde(default)]
+    containers: Vec<ContainerConfig>,
+    #[serde(default)]
+    durable_objects: DurableObjects,
+    #[serde(default)]
+    vars: BTreeMap<String, Value>,
+    #[serde(default)]
+    routes: Vec<Value>,
+    route: Option<Value>,
+    #[serde(default)]
+    triggers: Triggers,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct ContainerConfig {
+    class_name: String,
+    image: String,
+    image_build_context: Option<String>,
+    #[serde(default)]
+    image_vars: BTreeMap<String, String>,
+    max_instances: Option<usize>,
+    instance_type: Option<Value>,
+    name: Option<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct DurableObjects {
+    #[serde(default)]
+    bindings: Vec<DurableObjectBinding>,
+}
+
+#[derive(Deserialize)]
+struct DurableObjectBinding {
+    name: String,
+    class_name: String,
+    script_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Triggers {
+    #[serde(default)]
+    crons: Vec<String>,
+}
+
+/// The Wrangler configuration of `dir`, if it has one.
+pub fn config_file(dir: &Path) -> Option<PathBuf> {
+    FILE_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+/// What the configuration at `path` declares, as the built-in modules record an
+/// `alchemy.run.ts` program's declarations (see `declare`).
+pub(super) fn declared(path: &Path) -> Result<String, ScriptError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ScriptError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let value = parse(path, &text)?;
+    let config: Config = serde_path_to_error::deserialize(value)
+        .map_err(|e| invalid(path, format!("{}: {}", e.path(), e.inner())))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for key in config.other.keys() {
+        if !PASSED_OVER.contains(&key.as_str()) {
+            tracing::warn!("{}: berth ignores {key}", path.display());
+        }
+    }
+    let app = match &config.name {
+        Some(name) if valid_app_name(name) => json!({ "name": name, "site": "" }),
+        Some(name) => return Err(invalid(path, format!("name {name:?} is not a valid app name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit, at most 64"))),
+        None => Value::Null,
+    };
+    let mut containers = Vec::new();
+    for container in &config.containers {
+        containers.push(self::container(path, dir, container)?);
+    }
+    let workers = match &config.main {
+        Some(main) => vec![worker(path, &config, main)?],
+        None if config.containers.is_empty() => Vec::new(),
+        None => {
+            return Err(invalid(
+                path,
+                "main is missing; give the worker's module, as in \"main\": \"src/index.ts\""
+                    .into(),
+            ))
+        }
+    };
+    Ok(json!({ "app": app, "containers": containers, "workers": workers }).to_string())
+}
+
+/// One container: built from its Dockerfile, or a prebuilt image.
+fn container(path: &Path, dir: &Path, c: &ContainerConfig) -> Result<Value, ScriptError> {
+    for key in c.other.keys() {
+        tracing::warn!(
+            "{}: berth ignores containers[{}].{key}",
+            path.display(),
+            c.class_name
+        );
+    }
+    let fail = |message: String| invalid(path, format!("containers ({}): {message}", c.class_name));
+    let mut props = json!({ "className": c.class_name });
+    // The image's name: the container's, else its class's, as an image name can be.
+    let name = c.name.as_deref().unwrap_or(&c.class_name);
+    props["name"] = json!(super::app_name_from_folder(Path::new(
+        &name.replace('/', "-")
+    )));
+    // A path (of a Dockerfile) is built; anything else is an image's name. Not whether
+    // the file exists: a server reads the project without it, and takes the image pushed.
+    let dockerfile = dir.join(&c.image);
+    let is_path = c.image.starts_with('.') || c.image.starts_with('/');
+    if is_path || dockerfile.is_file() {
+        let context = match &c.image_build_context {
+            Some(context) => dir.join(context),
+            None => dockerfile.parent().unwrap_or(dir).to_path_buf(),
+        };
+        let inside = lexical(&dockerfile)
+            .strip_prefix(lexical(&context))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                fail(format!(
+                    "the Dockerfile {} is not inside the build context {}; berth builds with the Dockerfile inside its context",
+                    c.image,
+                    c.image_build_context.as_deref().unwrap_or(".")
+                ))
+            })?;
+        let relative = lexical(&context)
+            .strip_prefix(lexical(dir))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| context.to_string_lossy().into_owned());
+        let relative = if relative.is_empty() {
+            ".".to_string()
+        } else {
+            relative
+        };
+        props["build"] = json!({ "context": relative, "dockerfile": inside, "args": c.image_vars });
+    } else {
+        props["image"] = json!(c.image);
+    }
+    if let Some(max) = c.max_instances {
+        props["maxInstances"] = json!(max);
+    }
+    match &c.instance_type {
+        None => {}
+        Some(Value::String(kind)) => props["instanceType"] = json!(kind),
+        Some(other) => tracing::warn!(
+            "{}: berth ignores containers[{}].instance_type {other}: it knows the named types (lite, basic, standard-1…)",
+            path.display(),
+            c.class_name
+        ),
+    }
+    Ok(json!({ "id": c.class_name, "site": "", "props": props }))
+}
+
+/// The worker `main` is: its Durable Object bindings, vars, routes and crons.
+fn worker(path: &Path, config: &Config, main: &str) -> Result<Value, ScriptError> {
+    let mut bindings = serde_json::Map::new();
+    for binding in &config.durable_objects.bindings {
+        if let Some(script) = &binding.script_name {
+            return Err(invalid(path, format!("durable_objects.bindings ({}): script_name {script:?} binds another worker's class; berth binds the classes of this project", binding.name)));
+        }
+        bindings.insert(
+            binding.name.clone(),
+            json!({ "$resource": "durable-object-namespace", "className": binding.class_name }),
+        );
+    }
+    for (name, value) in &config.vars {
+        // Wrangler gives a var that is not a text as JSON; a worker here gets it as text.
+        let text = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        if bindings.insert(name.clone(), json!(text)).is_some() {
+            return Err(invalid(path, format!("vars.{name}: the name is a Durable Object binding too; give each binding its own name")));
+        }
+    }
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .chain(config.route.as_ref())
+        .cloned()
+        .collect();
+    let name = config.name.clone().unwrap_or_else(|| "worker".into());
+    let props = json!({
+        "name": name,
+        "entrypoint": main,
+        "bindings": bindings,
+        "routes": routes,
+        "crons": config.triggers.crons,
+    });
+    Ok(json!({ "id": name, "site": "", "props": props }))
+}
+
+/// `path` with its `.` and `..` resolved as written (a link is not followed).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn invalid(path: &Path, message: String) -> ScriptError {
+    ScriptError::Invalid {
+        at: SourcePlace::file(path),
+        resource: "wrangler configuration".into(),
+        message,
+    }
+}
+
+/// The configuration as a JSON value: TOML, or JSON with comments and trailing commas.
+fn parse(path: &Path, text: &str) -> Result<Value, ScriptError> {
+    let syntax = |line: usize, column: usize, message: String| ScriptError::Syntax {
+        at: SourcePlace {
+            path: path.to_path_buf(),
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        },
+        message,
+    };
+    if path.extension().is_some_and(|e| e == "toml") {
+        return toml::from_str::<Value>(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((0, 0), |span| line_column(text, span.start));
+            syntax(line, column, e.message().to_string())
+        });
+    }
+    serde_json::from_str(&plain_json(text)).map_err(|e| {
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        syntax(e.line(), e.column(), message)
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let end = (0..=offset.min(text.len()))
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// JSON with comments (`//`, `/* */`) and trailing commas, as plain JSON: each comment
+/// and trailing comma becomes spaces (newlines kept), so that an error's line and
+/// column are those of the file.
+fn plain_json(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out: Vec<char> = Vec::with_capacity(chars.len());
+    let mut i = 0;
+    let mut in_string = false;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(escaped) = next {
+                    out.push(escaped);
+                    i += 1;
+                }
+            } else if c == '"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        match (c, next) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+                i += 1;
+            }
+            ('/', Some('/')) => {
+                while i < chars.len() && chars[i] != '\n' {
+                    out.push(' ');
+                    i += 1;
+                }
+            }
+            ('/', Some('*')) => {
+                out.extend([' ', ' ']);
+                i += 2;
+                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                    out.push(if chars[i] == '\n' { '\n' } else { ' ' });
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.extend([' ', ' ']);
+                    i += 2;
+                }
+            }
+            (']' | '}', _) => {
+                // A comma with only blanks after it, before this bracket, was a trailing one.
+                if let Some(comma) = out.iter().rposition(|c| !c.is_whitespace()) {
+                    if out[comma] == ',' {
+                        out[comma] = ' ';
+                    }
+                }
+                out.push(c);
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_and_trailing_commas_go_and_strings_keep_theirs() {
+        let text = "{\n  // a comment\n  \"a\": \"// not one, /* nor this */\",\n  /* gone */ \"b\": [1, 2,],\n  \"c\": \"\\\"quoted,\\\" ]\",\n}\n";
+        let value: Value = serde_json::from_str(&plain_json(text)).expect("plain JSON");
+        assert_eq!(
+            value,
+            json!({ "a": "// not one, /* nor this */", "b": [1, 2], "c": "\"quoted,\" ]" })
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line_and_column_of_the_file() {
+        let text = "{\n  // one\n  /* two\n  three */\n  \"a\": 1\n  \"b\": 2\n}\n";
+        let err = parse(Path::new("/x/wrangler.jsonc"), text).expect_err("no comma");
+        assert!(
+            err.to_string()
+                .starts_with("/x/wrangler.jsonc:6:3: syntax error"),
+            "{err}"
+        );
+        let err =
+            parse(Path::new("/x/wrangler.toml"), "name = \"a\"\nmain = \n").expect_err("no value");
+        assert!(err.to_string().starts_with("/x/wrangler.toml:2:"), "{err}");
+    }
+}
