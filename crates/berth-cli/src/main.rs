@@ -23,8 +23,9 @@ use clap::{Parser, Subcommand};
 /// use, waits until it is ready, proxies to it, and stops it after it has been idle.
 ///
 /// An app is a folder with a Dockerfile and a berth.toml that names container classes
-/// (port, idle timeout, environment, size) and workers (bindings and routes), or else an
-/// alchemy.run.ts (a Cloudflare Containers project), which berth reads as written.
+/// (port, idle timeout, environment, size) and workers (bindings and routes), or else a
+/// Cloudflare Containers project as written: an alchemy.run.ts, or a wrangler.jsonc
+/// (wrangler.json, wrangler.toml).
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -47,7 +48,7 @@ enum Command {
     /// rebuild and replace running containers. Ctrl-C stops and removes every container
     /// the session started. State lives in DIR/.berth/.
     Dev {
-        /// The app's folder, holding berth.toml.
+        /// The app's folder, holding berth.toml, alchemy.run.ts or wrangler.jsonc.
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// The port of the router (of the first worker; further workers take the next
@@ -126,11 +127,11 @@ enum Command {
     /// Shows the plan (create, update, replace, delete or unchanged for each class and
     /// worker), builds the images as berth dev does, pushes those the server's registry
     /// lacks, and follows the rollout; exits non-zero if it fails. A deploy with no
-    /// change prints "no changes" and touches nothing. An app of alchemy.run.ts sends the
-    /// modules its program loads, which the server runs again with its own environment
+    /// change prints "no changes" and touches nothing. An app of alchemy.run.ts (or wrangler.jsonc)
+    /// sends the modules its program loads, which the server runs again with its own environment
     /// (secrets are set where berth serve runs).
     Deploy {
-        /// The app's folder, holding berth.toml or alchemy.run.ts.
+        /// The app's folder, holding berth.toml, alchemy.run.ts or wrangler.jsonc.
         #[arg(default_value = ".")]
         dir: PathBuf,
         #[command(flatten)]
@@ -226,7 +227,7 @@ enum Command {
     Exec(exec::Args),
     /// List the app's instances: class, name, id, state and uptime.
     Ps {
-        /// The app's folder, holding berth.toml.
+        /// The app's folder, holding berth.toml, alchemy.run.ts or wrangler.jsonc.
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// Print JSON instead of a table.
