@@ -118,7 +118,8 @@ export class Container extends DurableObject {
     return (await this[SCHEDULER].list()).filter((task) => task.callback === name);
   }
   async deleteSchedules(name) {
-    for (const task of await this.listSchedules(name)) await this[SCHEDULER].delete(task.taskId);
+    own(this, "Container.deleteSchedules");
+    return this[SCHEDULER].deleteCalling(name);
   }
   // Without an object (the instance berth makes to read the class's fields), nothing.
   // A failure (a cluster's home that does not answer) is logged as an unhandled rejection.

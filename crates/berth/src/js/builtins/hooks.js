@@ -202,6 +202,13 @@
       get: (taskId) => inOrder(async () => (await list()).find((task) => task.taskId === String(taskId))),
       list: () => inOrder(list),
       delete: (taskId) => inOrder(() => berth.native.unschedule(target, String(taskId))),
+      // Every schedule that calls `callback`, in one step of the order.
+      deleteCalling: (callback) =>
+        inOrder(async () => {
+          for (const task of await list()) {
+            if (task.callback === callback) await berth.native.unschedule(target, task.taskId);
+          }
+        }),
     };
   };
 
