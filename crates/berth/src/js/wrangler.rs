@@ -18,10 +18,32 @@ use super::{ScriptError, SourcePlace};
 use crate::manifest::valid_app_name;
 
 /// The files berth reads a Wrangler project from, in Wrangler's own order.
-pub const FILE_NAMES: [&str; 3] = ["wrangler.jsonc", "wrangler.json", "wrangler.toml"];
+pub const FILE_NAMES: [&str; 3] = ["wrangler.json", "wrangler.jsonc", "wrangler.toml"];
+
+/// Bindings berth has nothing to bind to: a project that uses one is refused, naming it,
+/// rather than run with `env` lacking it.
+const UNSUPPORTED_BINDINGS: [&str; 16] = [
+    "kv_namespaces",
+    "r2_buckets",
+    "d1_databases",
+    "services",
+    "queues",
+    "ai",
+    "vectorize",
+    "hyperdrive",
+    "workflows",
+    "analytics_engine_datasets",
+    "browser",
+    "mtls_certificates",
+    "send_email",
+    "dispatch_namespaces",
+    "images",
+    "secrets_store_secrets",
+];
 
 /// Keys of a Wrangler configuration that say nothing berth acts on.
-const PASSED_OVER: [&str; 12] = [
+const PASSED_OVER: [&str; 13] = [
+    "exports",
     "$schema",
     "compatibility_date",
     "compatibility_flags",
@@ -51,8 +73,16 @@ struct Config {
     route: Option<Value>,
     #[serde(default)]
     triggers: Triggers,
+    #[serde(default)]
+    secrets: Secrets,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Secrets {
+    #[serde(default)]
+    required: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,11 +133,17 @@ pub(super) fn declared(path: &Path) -> Result<String, ScriptError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let value = parse(path, &text)?;
+    // Wrangler takes a file that starts with a byte order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let value = parse(path, text)?;
     let config: Config = serde_path_to_error::deserialize(value)
         .map_err(|e| invalid(path, format!("{}: {}", e.path(), e.inner())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    for key in config.other.keys() {
+    for (key, value) in &config.other {
+        let empty = value.as_array().is_some_and(Vec::is_empty) || value.is_null();
+        if UNSUPPORTED_BINDINGS.contains(&key.as_str()) && !empty {
+            return Err(invalid(path, format!("{key}: berth binds containers, their Durable Object classes, vars and secrets, not {key}; run the worker without them, or on Cloudflare")));
+        }
         if !PASSED_OVER.contains(&key.as_str()) {
             tracing::warn!("{}: berth ignores {key}", path.display());
         }
@@ -123,7 +159,6 @@ pub(super) fn declared(path: &Path) -> Result<String, ScriptError> {
     }
     let workers = match &config.main {
         Some(main) => vec![worker(path, &config, main)?],
-        None if config.containers.is_empty() => Vec::new(),
         None => {
             return Err(invalid(
                 path,
@@ -221,6 +256,29 @@ fn worker(path: &Path, config: &Config, main: &str) -> Result<Value, ScriptError
             return Err(invalid(path, format!("vars.{name}: the name is a Durable Object binding too; give each binding its own name")));
         }
     }
+    // Secrets: a `.dev.vars` (else `.env`) beside the configuration, as Wrangler reads for
+    // local development (a deploy does not send it), over the vars; then each name of
+    // `secrets.required` from there or from berth's environment (a server's own).
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let local = dev_vars(dir)?;
+    for name in &config.secrets.required {
+        if local.contains_key(name) {
+            continue;
+        }
+        let value = std::env::var(name).map_err(|_| invalid(path, format!("secrets.required names {name}, which is neither in .dev.vars nor in berth's environment; set it in either")))?;
+        bindings.insert(
+            name.clone(),
+            json!({ "$resource": "secret", "value": value }),
+        );
+    }
+    for (name, value) in local {
+        let secret = json!({ "$resource": "secret", "value": value });
+        if let Some(Value::Object(kind)) = bindings.insert(name.clone(), secret) {
+            if kind.contains_key("className") {
+                return Err(invalid(path, format!("{name} of .dev.vars is a Durable Object binding too; give each binding its own name")));
+            }
+        }
+    }
     let routes: Vec<Value> = config
         .routes
         .iter()
@@ -236,6 +294,43 @@ fn worker(path: &Path, config: &Config, main: &str) -> Result<Value, ScriptError
         "crons": config.triggers.crons,
     });
     Ok(json!({ "id": name, "site": "", "props": props }))
+}
+
+/// The `KEY=value` lines of `dir`'s `.dev.vars`, else its `.env` (`#` comments, `export`,
+/// quotes): Wrangler's local secrets.
+fn dev_vars(dir: &Path) -> Result<BTreeMap<String, String>, ScriptError> {
+    let Some(file) = [".dev.vars", ".env"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+    else {
+        return Ok(BTreeMap::new());
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| ScriptError::Read {
+        path: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut vars = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        let quoted = value.len() >= 2
+            && (value.starts_with('"') && value.ends_with('"')
+                || value.starts_with('\'') && value.ends_with('\''));
+        let value = if quoted {
+            &value[1..value.len() - 1]
+        } else {
+            value
+        };
+        vars.insert(key.trim().to_string(), value.to_string());
+    }
+    Ok(vars)
 }
 
 /// `path` with its `.` and `..` resolved as written (a link is not followed).

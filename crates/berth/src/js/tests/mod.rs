@@ -579,6 +579,8 @@ GREETING = "hello"
 LIMITS = { max = 3 }
 [triggers]
 crons = ["*/5 * * * *"]
+[secrets]
+required = ["TOKEN", "PATH"]
 [[containers]]
 class_name = "Api"
 image = "./docker/api/Dockerfile"
@@ -602,6 +604,10 @@ class_name = "Cache"
             ("wrangler.toml", config),
             ("src/index.ts", WRANGLER_WORKER),
             ("docker/api/Dockerfile", "FROM scratch\n"),
+            (
+                ".dev.vars",
+                "# local secrets\nTOKEN=\"from dev vars\"\nexport GREETING=overridden\n",
+            ),
         ],
     );
     let program = load_program(&dir, quick()).expect("loads");
@@ -631,17 +637,24 @@ class_name = "Cache"
     assert_eq!(worker.hosts.len(), 1);
     let script = worker.script.as_ref().expect("a JS worker");
     assert_eq!(script.entrypoint, dir.join("src/index.ts"));
+    // .dev.vars over vars, and a required secret from berth's environment.
     assert_eq!(
         script.vars.get("GREETING").map(String::as_str),
-        Some("hello")
+        Some("overridden")
     );
+    assert_eq!(
+        script.vars.get("TOKEN").map(String::as_str),
+        Some("from dev vars")
+    );
+    assert_eq!(script.vars.get("PATH"), std::env::var("PATH").ok().as_ref());
     assert_eq!(
         script.vars.get("LIMITS").map(String::as_str),
         Some(r#"{"max":3}"#)
     );
     assert_eq!(script.crons.len(), 1);
-    // What berth deploy ships: the configuration and the worker's code.
+    // What berth deploy ships: the configuration and the worker's code, not the secrets.
     assert!(program.files.contains(&dir.join("wrangler.toml")));
+    assert!(!program.files.contains(&dir.join(".dev.vars")));
     assert!(program.files.contains(&dir.join("src/index.ts")));
 }
 
@@ -669,6 +682,14 @@ fn a_wrangler_project_that_berth_cannot_run_says_why() {
         (
             r#"{ "containers": [{ "class_name": "Api", "image": "./Dockerfile" }] }"#,
             "main is missing",
+        ),
+        (
+            r#"{ "main": "src/index.ts", "kv_namespaces": [{ "binding": "KV", "id": "1" }] }"#,
+            "kv_namespaces: berth binds containers",
+        ),
+        (
+            r#"{ "main": "src/index.ts", "secrets": { "required": ["BERTH_TEST_NEVER_SET_SECRET"] } }"#,
+            "secrets.required names BERTH_TEST_NEVER_SET_SECRET, which is neither in .dev.vars",
         ),
     ];
     for (i, (config, needle)) in cases.into_iter().enumerate() {
