@@ -118,17 +118,10 @@ impl InFlight {
         self
     }
 
-    /// Stops counting as in flight, but keeps the means to renew the first activity: for
-    /// a connection that was upgraded and now carries messages.
-    pub fn into_renewer(mut self) -> Renewer {
-        let activity = self.0.take();
-        if let Some(activity) = &activity {
-            activity.leave();
-        }
-        if let Some(second) = self.1.take() {
-            second.leave();
-        }
-        Renewer(activity)
+    /// The means to renew the first activity while this counts: for a connection that
+    /// was upgraded and carries messages.
+    pub fn renewer(&self) -> Renewer {
+        Renewer(self.0.clone())
     }
 }
 
@@ -175,12 +168,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_upgraded_connection_counts_out_but_renews() {
+    async fn an_upgraded_connection_counts_until_it_ends_and_renews() {
         let activity = Activity::new();
-        let renewer = activity.enter().into_renewer();
-        assert_eq!(activity.in_flight(), 0);
+        let guard = activity.enter();
+        let renewer = guard.renewer();
+        assert_eq!(activity.in_flight(), 1);
         tokio::time::advance(Duration::from_secs(5)).await;
         renewer.renew();
         assert_eq!(activity.last(), Instant::now());
+        drop(guard);
+        assert_eq!(activity.in_flight(), 0);
     }
 }

@@ -58,7 +58,7 @@ async fn a_websocket_echoes_a_thousand_messages_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_messages_keep_a_container_awake() {
+async fn an_open_websocket_keeps_a_container_awake_until_it_closes() {
     let t = TestApp::new("ws-awake").await;
     let mut class = t.class("Chatty").await;
     class.sleep_after = Duration::from_secs(1);
@@ -86,7 +86,17 @@ async fn websocket_messages_keep_a_container_awake() {
         State::Healthy,
         "messages renewed the activity"
     );
-    // Silence: the container goes to sleep.
+    // Silence on an open socket: it is a request in flight, as in Cloudflare's library,
+    // so the container stays awake.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        object.state().await.expect("state"),
+        State::Healthy,
+        "an open socket holds off sleep"
+    );
+    // Closed: the container goes to sleep.
+    socket.close(None).await.expect("close");
+    drop(socket);
     let slept = common::eventually(Duration::from_secs(10), || async {
         object.state().await.expect("state") == State::Stopped
     })

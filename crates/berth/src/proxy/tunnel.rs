@@ -1,5 +1,7 @@
 //! An upgraded connection (a WebSocket, or any HTTP/1.1 upgrade) between a client and a
-//! container: bytes copied both ways, each chunk renewing the object's activity.
+//! container: bytes copied both ways. As in Cloudflare's library, an open socket is a
+//! request in flight until it closes, so the container does not sleep under a quiet one;
+//! each chunk renews the activity too, and the close does.
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -17,14 +19,14 @@ pub(super) async fn tunnel(client: OnUpgrade, container: OnUpgrade, in_flight: I
             return;
         }
     };
-    // The socket is no longer a request in flight; its messages renew activity instead.
-    let renewer = in_flight.into_renewer();
+    let renewer = in_flight.renewer();
     let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
     let (container_read, container_write) = tokio::io::split(TokioIo::new(container));
     tokio::join!(
         copy(client_read, container_write, &renewer),
         copy(container_read, client_write, &renewer),
     );
+    drop(in_flight);
 }
 
 /// Copies `from` into `to` until `from` ends or either fails, then closes `to`'s side.
