@@ -653,7 +653,16 @@ async fn a_hook_that_loops_is_cut_off_and_on_activity_expired_keeps_the_containe
 async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
     let app = alchemy_app("hook-crash", None);
     let state = "override async onStop() {\n    const s = await this.getState();\n    console.log(`state then: ${s.status} ${s.exitCode}`);";
-    edit_class(&app, &[("override onStop() {", state)], &["state then"]);
+    // As Cloudflare's own onError, and its examples', this one rethrows what it is given.
+    let rethrows = "console.log(\"Container error:\", error);\n    throw error;";
+    edit_class(
+        &app,
+        &[
+            ("override onStop() {", state),
+            ("console.log(\"Container error:\", error);", rethrows),
+        ],
+        &["state then", "throw error;"],
+    );
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
     let addr = berth.ready();
     assert_eq!(http(&addr, "/ping", &[]), (200, "pong".into()));
@@ -671,6 +680,8 @@ async fn a_container_that_crashes_reaches_on_error_then_on_stop() {
     assert!(at(error) < at(stopped), "{log}");
     // getState() gives the exit code, as Cloudflare's does.
     assert!(log.contains("state then: stopped_with_code 3"), "{log}");
+    // The error it rethrew is the one berth reported: not a failure of the hook.
+    assert!(!log.contains("onError() of"), "{log}");
     drop(exit);
 }
 

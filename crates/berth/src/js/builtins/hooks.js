@@ -345,9 +345,17 @@
       case "onPause":
         await instance.onPause();
         return "";
-      case "onError":
-        await instance.onError(new Error(JSON.parse(arg)));
+      case "onError": {
+        // Container's own onError rethrows what it is given, for Cloudflare's callers;
+        // here berth has logged the error already, so that is no failure of the hook.
+        const error = new Error(JSON.parse(arg));
+        try {
+          await instance.onError(error);
+        } catch (thrown) {
+          if (thrown !== error) throw thrown;
+        }
         return "";
+      }
       case "onActivityExpired": {
         if (instance.onActivityExpired === berth.Container?.prototype.onActivityExpired) return "sleep";
         const expiry = { stop: false };
