@@ -1447,3 +1447,45 @@ fn a_syntax_error_in_wrangler_jsonc_names_its_line_and_column() {
     );
     assert!(stderr.contains(&place), "{stderr}");
 }
+
+/// As Cloudflare's examples/websocket: the worker opens a WebSocket to its container,
+/// sends and reads messages itself, then closes it.
+const SOCKET_CLIENT: &str = r#"const container = getContainer(env.MY_CONTAINER, "container");
+    if (new URL(request.url).pathname === "/talk") {
+      const answer = await container.fetch(new Request("http://container/ws", { headers: { Upgrade: "websocket" } }));
+      const socket = answer.webSocket;
+      if (!socket) return new Response(`no WebSocket: ${answer.status}`, { status: 500 });
+      socket.accept();
+      const heard: string[] = [];
+      const closed = new Promise((resolve) => socket.addEventListener("close", (event: any) => resolve(event.code)));
+      const all = new Promise<void>((resolve) => {
+        socket.addEventListener("message", (event: any) => {
+          heard.push(typeof event.data === "string" ? event.data : `${event.data.byteLength} bytes`);
+          if (heard.length === 2) resolve();
+        });
+      });
+      socket.send("ping");
+      socket.send(new Uint8Array([1, 2, 3]));
+      await all;
+      socket.close(1000, "done");
+      const code = await closed;
+      const plain = (await container.fetch(new Request("http://container/ping"))).webSocket;
+      return new Response(`${answer.status} ${heard.join(", ")}; closed ${code}; plain ${plain}`);
+    }
+    return container.fetch(request);"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_opens_a_websocket_to_its_container() {
+    let app = alchemy_app("socket-client", None);
+    edit_worker(&app, SOCKET_CLIENT, "/talk");
+    let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
+    let addr = berth.ready();
+    assert_eq!(
+        http(&addr, "/talk", &[]),
+        (200, "101 ping, 3 bytes; closed 1000; plain null".into()),
+        "{}",
+        berth.stderr()
+    );
+    // And again, on the same container.
+    assert_eq!(http(&addr, "/talk", &[]).0, 200, "{}", berth.stderr());
+}

@@ -109,11 +109,13 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// A container's answer, its body as it comes (`None`: it has none).
+/// A container's answer, its body as it comes (`None`: it has none), and the socket of
+/// a 101 to a request the worker sent with `Upgrade: websocket`.
 struct Reply {
     status: u16,
     headers: http::HeaderMap,
     body: Option<crate::http::Body>,
+    socket: Option<super::sockets::Socket>,
 }
 
 /// Sends a request to the object, by its default port (or the one the request's
@@ -146,6 +148,7 @@ async fn send(
             status: StatusCode::SWITCHING_PROTOCOLS.as_u16(),
             headers,
             body: None,
+            socket: None,
         });
     }
     Ok(reply(response))
@@ -178,7 +181,11 @@ const SMALL_BODY: u64 = 64 << 10;
 /// each piece, and the body's end, would wake this one, and then the other. The rest of
 /// the body, if any, follows as it comes; should it break off, the client gets what
 /// arrived and then the break, as it would have.
-fn reply(response: http::Response<crate::http::Body>) -> Reply {
+fn reply(mut response: http::Response<crate::http::Body>) -> Reply {
+    let socket = match response.status() {
+        StatusCode::SWITCHING_PROTOCOLS => super::sockets::open(&mut response),
+        _ => None,
+    };
     let (parts, body) = response.into_parts();
     let body = match body.size_hint().exact() {
         Some(length) if length <= SMALL_BODY => read_ahead(body),
@@ -189,6 +196,7 @@ fn reply(response: http::Response<crate::http::Body>) -> Reply {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body,
+        socket,
     }
 }
 
@@ -273,6 +281,7 @@ pub(super) fn install(
     install_fetch(ctx, &native, env, main, upgrades)?;
     super::bodies::install(ctx, &native, pipes)?;
     install_lifecycle(ctx, &native, env, main)?;
+    super::sockets::install(ctx, &native)?;
     super::schedules::install(ctx, &native, env, main)?;
     super::storage::install(ctx, &native, env, main)?;
     let berth: Object = ctx.globals().get("__berth")?;
@@ -305,6 +314,9 @@ fn install_fetch<'js>(
             let object = target.object(&env).map_err(|m| throw(&ctx, m))?;
             let mut headers = super::messages::headers(&ctx, headers)?;
             let upgrade = take_token(&mut headers).map(|token| (token, upgrades.clone()));
+            if upgrade.is_none() {
+                super::sockets::prepare(&mut headers);
+            }
             let body = outgoing(&ctx, body)?;
             let request = request(&method, &url, headers, body).map_err(|m| throw(&ctx, m))?;
             Ok((object, request, target.direct, upgrade))
@@ -329,6 +341,12 @@ fn install_fetch<'js>(
             match reply.body {
                 Some(body) => answer.set("body", RustBody::handle(&ctx, body)?)?,
                 None => answer.set("body", rquickjs::Null)?,
+            }
+            if let Some(socket) = reply.socket {
+                answer.set(
+                    "socket",
+                    super::sockets::SocketHandle::handle(&ctx, socket)?,
+                )?;
             }
             Ok::<_, rquickjs::Error>(answer)
         }

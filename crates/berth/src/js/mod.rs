@@ -35,6 +35,7 @@ mod modules;
 mod packages;
 mod schedules;
 mod serve;
+mod sockets;
 mod storage;
 mod strip;
 mod turns;

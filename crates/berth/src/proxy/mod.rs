@@ -94,7 +94,14 @@ where
     B::Error: Into<BoxError>,
 {
     let upgrade = is_upgrade(request.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    // A client's upgrade is tunnelled; one a worker asked for itself (no client behind
+    // it) comes back as the container's 101, its connection for the worker to take.
+    let client_upgrade = (upgrade
+        && request
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some())
+    .then(|| hyper::upgrade::on(&mut request));
 
     let original = request.uri().clone();
     // Only the path goes on: where to connect is the pool's container, always one berth

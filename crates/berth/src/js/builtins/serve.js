@@ -341,9 +341,82 @@
     return response(await native.fetch(target, request.method, request.url, request.headers, body, port));
   };
 
+  // A WebSocket the worker opened to its container (see js/sockets.rs), as Cloudflare's:
+  // accept(), then send() and close(), and "message" and "close" events (listeners, or
+  // onmessage/onclose). Messages that come before accept() wait for it.
+  const SOCKET = Symbol("socket");
+  class WebSocket {
+    static CONNECTING = 0;
+    static OPEN = 1;
+    static CLOSING = 2;
+    static CLOSED = 3;
+    #handle;
+    #listeners = new Map();
+    #accepted = false;
+    constructor(handle, key) {
+      if (key !== SOCKET) {
+        throw new TypeError("new WebSocket(url) is not supported; open one to a container with stub.fetch(new Request(url, { headers: { Upgrade: \"websocket\" } })) and take the answer's webSocket");
+      }
+      this.#handle = handle;
+      this.readyState = WebSocket.OPEN;
+    }
+    accept() {
+      if (this.#accepted) return;
+      this.#accepted = true;
+      (async () => {
+        for (;;) {
+          const event = await native.wsNext(this.#handle);
+          if (event === null) return;
+          if (event.type === "close") {
+            this.readyState = WebSocket.CLOSED;
+            this.#dispatch("close", { code: event.code, reason: event.reason, wasClean: event.code !== 1006 });
+            return;
+          }
+          this.#dispatch("message", { data: event.type === "text" ? event.data : event.data.buffer });
+        }
+      })();
+    }
+    send(data) {
+      if (!this.#accepted) throw new TypeError("WebSocket.send: call accept() first");
+      if (this.readyState !== WebSocket.OPEN) throw new TypeError("WebSocket.send: the WebSocket is closed");
+      const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
+      native.wsSend(this.#handle, bytes ?? String(data));
+    }
+    close(code = 1000, reason = "") {
+      if (this.readyState >= WebSocket.CLOSING) return;
+      this.readyState = WebSocket.CLOSING;
+      native.wsClose(this.#handle, code, String(reason));
+    }
+    addEventListener(type, listener) {
+      if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+      this.#listeners.get(type).add(listener);
+    }
+    removeEventListener(type, listener) {
+      this.#listeners.get(type)?.delete(listener);
+    }
+    #dispatch(type, fields) {
+      const event = { type, target: this, ...fields };
+      const handlers = [...(this.#listeners.get(type) ?? []), this[`on${type}`]];
+      for (const handler of handlers) {
+        if (typeof handler !== "function") continue;
+        try {
+          handler.call(this, event);
+        } catch (error) {
+          console.error(`a WebSocket ${type} listener failed:`, berth.withStack(error));
+        }
+      }
+    }
+  }
+  globalThis.WebSocket = WebSocket;
+  // Cloudflare's Response.webSocket: null but for a container's answer to a WebSocket.
+  Object.defineProperty(NativeResponse.prototype, "webSocket", { get: () => null, configurable: true });
+
   // The container's answer: a Response made in Rust (js/messages.rs), its body held here.
   const response = (reply) => {
     const answer = reply.response;
+    if (reply.socket !== undefined) {
+      Object.defineProperty(answer, "webSocket", { value: new WebSocket(reply.socket, SOCKET) });
+    }
     if (reply.body !== null && !NULL_BODY.includes(reply.status)) held.set(answer, record(reply.body, null));
     else bodiless.add(answer);
     return answer;
