@@ -1451,6 +1451,16 @@ fn a_syntax_error_in_wrangler_jsonc_names_its_line_and_column() {
 /// As Cloudflare's examples/websocket: the worker opens a WebSocket to its container,
 /// sends and reads messages itself, then closes it.
 const SOCKET_CLIENT: &str = r#"const container = getContainer(env.MY_CONTAINER, "container");
+    // A client's WebSocket, answered by the worker itself with a WebSocketPair.
+    if (new URL(request.url).pathname === "/own" && request.headers.get("Upgrade") === "websocket") {
+      const [client, server] = Object.values(new WebSocketPair()) as any[];
+      server.accept();
+      server.addEventListener("message", (event: any) => {
+        if (event.data === "bye") server.close(1000, "asked to");
+        else server.send(`the worker heard ${typeof event.data === "string" ? event.data : event.data.byteLength + " bytes"}`);
+      });
+      return new Response(null, { status: 101, webSocket: client });
+    }
     if (new URL(request.url).pathname === "/talk") {
       const answer = await container.fetch(new Request("http://container/ws", { headers: { Upgrade: "websocket" } }));
       const socket = answer.webSocket;
@@ -1475,7 +1485,7 @@ const SOCKET_CLIENT: &str = r#"const container = getContainer(env.MY_CONTAINER, 
     return container.fetch(request);"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_opens_a_websocket_to_its_container() {
+async fn a_worker_opens_a_websocket_to_its_container_and_answers_a_clients_itself() {
     let app = alchemy_app("socket-client", None);
     edit_worker(&app, SOCKET_CLIENT, "/talk");
     let mut berth = Berth::start(&["dev", "--port", "0"], &app.dir);
@@ -1488,4 +1498,49 @@ async fn a_worker_opens_a_websocket_to_its_container() {
     );
     // And again, on the same container.
     assert_eq!(http(&addr, "/talk", &[]).0, 200, "{}", berth.stderr());
+
+    // A client's WebSocket that the worker answers itself.
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect to berth");
+    let (mut socket, response) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(format!("ws://{addr}/own"), stream),
+    )
+    .await
+    .expect("the upgrade in time")
+    .unwrap_or_else(|e| {
+        panic!(
+            "a WebSocket answered by the worker: {e}\n{}",
+            berth.stderr()
+        )
+    });
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    for (sent, heard) in [
+        (Message::text("hello"), "the worker heard hello"),
+        (Message::binary(vec![0u8; 5]), "the worker heard 5 bytes"),
+    ] {
+        socket.send(sent).await.expect("send");
+        let answer = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("an answer in time")
+            .expect("an answer")
+            .expect("a message");
+        assert_eq!(answer, Message::text(heard));
+    }
+    socket.send(Message::text("bye")).await.expect("send");
+    let close = tokio::time::timeout(Duration::from_secs(30), socket.next())
+        .await
+        .expect("the close in time")
+        .expect("an answer")
+        .expect("a message");
+    let Message::Close(Some(frame)) = close else {
+        panic!("a close frame: {close:?}");
+    };
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1000, "asked to")
+    );
+    // A plain request to that path is not a WebSocket: the worker sends it on.
+    assert_eq!(http(&addr, "/own", &[]).0, 404);
 }

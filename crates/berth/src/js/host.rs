@@ -76,6 +76,8 @@ pub(super) struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Body,
+    /// The Rust side of the `WebSocketPair` whose client end the worker answered with.
+    pub socket: Option<super::sockets::Peer>,
 }
 
 pub(super) struct Host {
@@ -279,10 +281,12 @@ impl Host {
                 };
                 let promise: rquickjs::Promise = serve.call((request, body, object))?;
                 let answer: Object = promise.into_future().await?;
+                let peer: Option<rquickjs::Class<super::sockets::PeerHandle>> = answer.get("peer")?;
                 Ok(Reply {
                     status: answer.get("status")?,
                     headers: messages::headers(&ctx, answer.get("headers")?)?,
                     body: bindings::outgoing(&ctx, answer.get("body")?)?,
+                    socket: peer.and_then(|p| p.borrow_mut().take()),
                 })
             };
             served.await.map_err(|e| thrown(&ctx, e))

@@ -77,71 +77,127 @@ pub(super) fn open(response: &mut http::Response<crate::http::Body>) -> Option<S
         .get::<hyper::upgrade::OnUpgrade>()
         .is_some()
         .then(|| hyper::upgrade::on(&mut *response))?;
-    let (out, mut outgoing) = mpsc::unbounded_channel::<Message>();
-    let (tell, events) = mpsc::unbounded_channel();
+    let (socket, peer) = pair();
     let held = std::mem::replace(response.body_mut(), crate::http::full(bytes::Bytes::new()));
     tokio::spawn(async move {
         let _held = held;
-        let io = match upgraded.await {
-            Ok(io) => io,
+        match upgraded.await {
+            Ok(io) => pump(io, Role::Client, peer).await,
             Err(e) => {
                 let reason = format!("the container's connection did not upgrade: {e}");
-                let _ = tell.send(Event::Close { code: 1006, reason });
-                return;
+                let _ = peer.tell.send(Event::Close { code: 1006, reason });
             }
-        };
-        let socket = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None).await;
-        let (mut sink, mut stream) = socket.split();
-        let mut sending = true;
-        loop {
-            tokio::select! {
-                message = outgoing.recv(), if sending => match message {
-                    Some(message) => {
-                        if sink.send(message).await.is_err() {
-                            sending = false;
-                        }
-                    }
-                    // The worker dropped the socket: close it.
-                    None => {
-                        let _ = sink.close().await;
+        }
+    });
+    Some(socket)
+}
+
+/// The Rust side of a socket: what JavaScript sends, and where to tell it what came.
+pub(super) struct Peer {
+    outgoing: mpsc::UnboundedReceiver<Message>,
+    tell: mpsc::UnboundedSender<Event>,
+}
+
+/// A socket for JavaScript, and its Rust side, not connected yet.
+fn pair() -> (Socket, Peer) {
+    let (out, outgoing) = mpsc::unbounded_channel::<Message>();
+    let (tell, events) = mpsc::unbounded_channel();
+    let socket = Socket {
+        out,
+        events: Arc::new(Mutex::new(events)),
+    };
+    (socket, Peer { outgoing, tell })
+}
+
+/// Connects `peer` to a client's connection, upgraded once the worker's 101 has gone out:
+/// the server end of a `WebSocketPair` then talks to the client.
+pub(super) fn accept(peer: Peer, client: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match client.await {
+            Ok(io) => pump(io, Role::Server, peer).await,
+            Err(e) => {
+                let reason = format!("the client's connection did not upgrade: {e}");
+                let _ = peer.tell.send(Event::Close { code: 1006, reason });
+            }
+        }
+    });
+}
+
+/// Frames `io` as a WebSocket and carries messages between it and `peer` until it closes.
+async fn pump(io: hyper::upgrade::Upgraded, role: Role, peer: Peer) {
+    let Peer { mut outgoing, tell } = peer;
+    let socket = WebSocketStream::from_raw_socket(TokioIo::new(io), role, None).await;
+    let (mut sink, mut stream) = socket.split();
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            message = outgoing.recv(), if sending => match message {
+                Some(message) => {
+                    if sink.send(message).await.is_err() {
                         sending = false;
                     }
-                },
-                incoming = stream.next() => {
-                    let event = match incoming {
-                        Some(Ok(Message::Text(text))) => Event::Text(text.to_string()),
-                        Some(Ok(Message::Binary(bytes))) => Event::Binary(bytes),
-                        Some(Ok(Message::Close(frame))) => {
-                            let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                                (u16::from(f.code), f.reason.to_string())
-                            });
-                            let _ = tell.send(Event::Close { code, reason });
-                            break;
-                        }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => {
-                            let _ = tell.send(Event::Close { code: 1006, reason: e.to_string() });
-                            break;
-                        }
-                        None => {
-                            let reason = "the container's connection ended".to_string();
-                            let _ = tell.send(Event::Close { code: 1006, reason });
-                            break;
-                        }
-                    };
-                    if tell.send(event).is_err() {
+                }
+                // JavaScript dropped the socket: close it.
+                None => {
+                    let _ = sink.close().await;
+                    sending = false;
+                }
+            },
+            incoming = stream.next() => {
+                let event = match incoming {
+                    Some(Ok(Message::Text(text))) => Event::Text(text.to_string()),
+                    Some(Ok(Message::Binary(bytes))) => Event::Binary(bytes),
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                            (u16::from(f.code), f.reason.to_string())
+                        });
+                        let _ = tell.send(Event::Close { code, reason });
                         break;
                     }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        let _ = tell.send(Event::Close { code: 1006, reason: e.to_string() });
+                        break;
+                    }
+                    None => {
+                        let reason = "the connection ended".to_string();
+                        let _ = tell.send(Event::Close { code: 1006, reason });
+                        break;
+                    }
+                };
+                if tell.send(event).is_err() {
+                    break;
                 }
             }
         }
-        // The close handshake's answer, if the worker's close is still on its way.
-        let _ = sink.flush().await;
-    });
-    Some(Socket {
-        out,
-        events: Arc::new(Mutex::new(events)),
-    })
+    }
+    // The close handshake's answer, if JavaScript's close is still on its way.
+    let _ = sink.flush().await;
+}
+
+/// The Rust side of a `WebSocketPair`, as JavaScript holds it (on the pair's client end)
+/// until the worker answers with it.
+#[derive(Trace, JsLifetime)]
+#[rquickjs::class(rename = "BerthPeer")]
+pub(super) struct PeerHandle {
+    #[qjs(skip_trace)]
+    peer: Option<Peer>,
+}
+
+impl PeerHandle {
+    /// The peer, once: a second answer with the same pair has none.
+    pub fn take(&mut self) -> Option<Peer> {
+        self.peer.take()
+    }
+}
+
+/// A peer as a worker's answer carries it to the server (see `serve::dispatch`).
+#[derive(Clone)]
+pub(super) struct Answered(pub Arc<std::sync::Mutex<Option<Peer>>>);
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+pub(super) fn accept_key(key: &[u8]) -> String {
+    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key)
 }
 
 impl SocketHandle {
@@ -155,7 +211,9 @@ impl SocketHandle {
 
 /// Sets `native.wsSend(handle, data)` (text, or bytes), `native.wsClose(handle, code,
 /// reason)` and `native.wsNext(handle)` (a promise of `{ type: "text" | "binary" |
-/// "close", … }`, or null once the close was given) on `native`.
+/// "close", … }`, or null once the close was given), and `native.wsPair()` (`{ socket,
+/// peer }`: a `WebSocketPair`'s server end and the Rust side its client end stands for)
+/// on `native`.
 pub(super) fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
     let send = |ctx: Ctx<'js>, handle: Class<'js, SocketHandle>, data: Value<'js>| {
         let message = match data.as_string() {
@@ -206,5 +264,16 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Re
             Ok(Some(answer))
         }
     };
-    native.set("wsNext", Function::new(ctx.clone(), Async(next))?)
+    native.set("wsNext", Function::new(ctx.clone(), Async(next))?)?;
+    let make_pair = |ctx: Ctx<'js>| {
+        let (socket, peer) = pair();
+        let made = Object::new(ctx.clone())?;
+        made.set("socket", SocketHandle::handle(&ctx, socket)?)?;
+        made.set(
+            "peer",
+            Class::instance(ctx.clone(), PeerHandle { peer: Some(peer) })?,
+        )?;
+        Ok::<_, rquickjs::Error>(made)
+    };
+    native.set("wsPair", Function::new(ctx.clone(), make_pair)?)
 }

@@ -15,6 +15,9 @@
   const berth = globalThis.__berth;
   const native = berth.native;
   const NULL_BODY = [101, 204, 205, 304];
+  // On a WebSocketPair's client end, and on the Response that answers with it: the Rust
+  // side of the pair (js/sockets.rs).
+  const PEER = Symbol("peer");
   const NativeRequest = globalThis.Request;
   const NativeResponse = globalThis.Response;
 
@@ -254,6 +257,20 @@
 
   class Response extends bodyMethods(NativeResponse, (response) => NULL_BODY.includes(response.status)) {
     constructor(...args) {
+      const socket = args[1]?.webSocket;
+      if (socket !== undefined && socket !== null) {
+        // Cloudflare's answer to a client's WebSocket: new Response(null, { status: 101,
+        // webSocket: client }), the client end of a WebSocketPair.
+        const peer = socket[PEER];
+        if (peer === undefined) throw new TypeError("new Response(null, { status: 101, webSocket }): webSocket is the client end of a WebSocketPair (Object.values(new WebSocketPair())[0])");
+        if (args[1].status !== 101) throw new TypeError("new Response(null, { status: 101, webSocket }): a WebSocket answers with status 101");
+        super(null, { ...args[1], status: 200, webSocket: undefined });
+        Object.defineProperty(this, "status", { value: 101 });
+        Object.defineProperty(this, "webSocket", { value: socket });
+        this[PEER] = peer;
+        bodiless.add(this);
+        return;
+      }
       if (streamed(args[0])) {
         super(null, ...args.slice(1));
         held.set(this, recordOf(args[0]));
@@ -361,6 +378,7 @@
       this.readyState = WebSocket.OPEN;
     }
     accept() {
+      if (this.#handle === null) throw new TypeError("WebSocket.accept: this is the client end of a WebSocketPair, which goes in the Response; accept the other end");
       if (this.#accepted) return;
       this.#accepted = true;
       (async () => {
@@ -408,6 +426,19 @@
     }
   }
   globalThis.WebSocket = WebSocket;
+  // Cloudflare's WebSocketPair: [client, server]. The client end goes in the answer,
+  // new Response(null, { status: 101, webSocket: client }); the worker talks through the
+  // server end, which berth connects to the client once the 101 is out.
+  class WebSocketPair {
+    constructor() {
+      const { socket, peer } = native.wsPair();
+      const client = new WebSocket(null, SOCKET);
+      client[PEER] = peer;
+      this[0] = client;
+      this[1] = new WebSocket(socket, SOCKET);
+    }
+  }
+  globalThis.WebSocketPair = WebSocketPair;
   // Cloudflare's Response.webSocket: null but for a container's answer to a WebSocket.
   Object.defineProperty(NativeResponse.prototype, "webSocket", { get: () => null, configurable: true });
 
@@ -751,7 +782,7 @@
     if (!(answer instanceof NativeResponse)) {
       throw new TypeError(`the worker's fetch returned ${answer === null ? "null" : typeof answer}, not a Response`);
     }
-    return { status: answer.status, headers: answer.headers, body: await outgoing(answer) };
+    return { status: answer.status, headers: answer.headers, body: await outgoing(answer), peer: answer[PEER] ?? null };
   });
   // For js/messages.rs, which makes requests and responses as `ours` does.
   berth.Request = Request;
