@@ -29,6 +29,8 @@ use crate::worker::Env;
 pub(super) struct Setup {
     pub entrypoint: PathBuf,
     pub vars: BTreeMap<String, String>,
+    /// Those of `vars` that `env` holds parsed, as JSON.
+    pub json_vars: std::collections::BTreeSet<String>,
     /// Whether the worker has cron triggers: then its module must export `scheduled`.
     pub crons: bool,
     pub env: Env,
@@ -217,6 +219,7 @@ impl Host {
         };
         let (env, main, vars, upgrades) = (setup.env, setup.main, setup.vars, setup.upgrades);
         let crons = setup.crons;
+        let json_vars = setup.json_vars;
         let bindings: Vec<String> = env.names().map(str::to_string).collect();
         let pipes = host.pipes.clone();
         let own_vars = vars.clone();
@@ -235,7 +238,8 @@ impl Host {
                 let namespace: Object = Module::import(&ctx, path.as_bytes())?.into_future().await?;
                 let berth: Object = ctx.globals().get("__berth")?;
                 let start: Function = berth.get("startWorker")?;
-                start.call::<_, Vec<String>>((namespace, path.as_str(), bindings, vars, crons))
+                let json: Vec<String> = json_vars.into_iter().collect();
+                start.call::<_, Vec<String>>((namespace, path.as_str(), bindings, vars, crons, json))
             };
             started.await.map_err(|e| thrown(&ctx, e))
         }));

@@ -109,6 +109,7 @@ impl JsWorker {
         let setup = host::Setup {
             entrypoint: script.entrypoint.clone(),
             vars: script.vars.clone(),
+            json_vars: script.json_vars.clone(),
             crons: !script.crons.is_empty(),
             env,
             limits,

@@ -62,10 +62,15 @@ pub(super) fn worker(
         .map_err(|e| fail(format!("entrypoint: {e}")))?;
     let mut bindings = BTreeMap::new();
     let mut vars = BTreeMap::new();
+    let mut json_vars = std::collections::BTreeSet::new();
     for (binding, value) in &props.bindings {
         match bound(value, containers) {
             Ok(Bound::Container(id)) => drop(bindings.insert(binding.clone(), id)),
             Ok(Bound::Text(text)) => drop(vars.insert(binding.clone(), text)),
+            Ok(Bound::Json(text)) => {
+                json_vars.insert(binding.clone());
+                vars.insert(binding.clone(), text);
+            }
             Err(message) => return Err(fail(format!("bindings.{binding}: {message}"))),
         }
     }
@@ -100,6 +105,7 @@ pub(super) fn worker(
         script: Some(WorkerScript {
             entrypoint: entrypoint.into(),
             vars,
+            json_vars,
             crons,
         }),
     })
@@ -108,6 +114,8 @@ pub(super) fn worker(
 enum Bound {
     /// A container resource id.
     Container(String),
+    /// JSON, whose value `env` holds (a Wrangler var that is not text).
+    Json(String),
     /// A string or a secret.
     Text(String),
 }
@@ -119,6 +127,7 @@ fn bound(value: &Value, containers: &[(ContainerDef, SourcePlace)]) -> Result<Bo
         (Value::String(text), _) => Ok(Bound::Text(text.clone())),
         (_, Some("container")) => Ok(Bound::Container(field("id").unwrap_or_default().to_string())),
         (_, Some("secret")) => Ok(Bound::Text(field("value").unwrap_or_default().to_string())),
+        (_, Some("json")) => Ok(Bound::Json(value.get("value").map(Value::to_string).unwrap_or_default())),
         (_, Some("durable-object-namespace")) => {
             let class = field("className").unwrap_or_default();
             containers

@@ -247,12 +247,12 @@ fn worker(path: &Path, config: &Config, main: &str) -> Result<Value, ScriptError
         );
     }
     for (name, value) in &config.vars {
-        // Wrangler gives a var that is not a text as JSON; a worker here gets it as text.
-        let text = match value {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
+        // A var that is not text is JSON, and `env` holds its value, as on Cloudflare.
+        let bound = match value {
+            Value::String(text) => json!(text),
+            other => json!({ "$resource": "json", "value": other }),
         };
-        if bindings.insert(name.clone(), json!(text)).is_some() {
+        if bindings.insert(name.clone(), bound).is_some() {
             return Err(invalid(path, format!("vars.{name}: the name is a Durable Object binding too; give each binding its own name")));
         }
     }

@@ -147,6 +147,9 @@ pub struct WorkerScript {
     pub entrypoint: PathBuf,
     /// Text bindings (plain strings and secrets), by binding name.
     pub vars: BTreeMap<String, String>,
+    /// The vars whose text is JSON (Wrangler's vars that are not text): `env` holds the
+    /// value, as on Cloudflare, not the text.
+    pub json_vars: std::collections::BTreeSet<String>,
     /// Cron triggers: at each tick the module's `scheduled` handler runs.
     pub crons: Vec<crate::cron::Cron>,
 }
@@ -168,6 +171,10 @@ impl std::fmt::Debug for WorkerScript {
             .collect();
         let mut s = f.debug_struct("WorkerScript");
         s.field("entrypoint", &self.entrypoint).field("vars", &vars);
+        // Only when there are some, so that the text of a worker without is as before.
+        if !self.json_vars.is_empty() {
+            s.field("json_vars", &self.json_vars);
+        }
         // Only when there are some, so that the text of a worker without is as before.
         if !self.crons.is_empty() {
             let crons: Vec<String> = self.crons.iter().map(|c| c.to_string()).collect();

@@ -715,8 +715,10 @@
   };
 
   // Sets up the worker from its entrypoint's exports; fails with what is missing.
-  berth.startWorker = (exports, path, bindings, vars, crons) => {
+  berth.startWorker = (exports, path, bindings, vars, crons, json) => {
     const env = { ...vars };
+    // Wrangler's vars that are not text: their value, as on Cloudflare.
+    for (const name of json) env[name] = JSON.parse(env[name]);
     for (const name of bindings) env[name] = namespace(name);
     // `cloudflare:workers`'s env: the same object whether the worker imports it or not.
     Object.assign((berth.workersEnv ??= {}), env);

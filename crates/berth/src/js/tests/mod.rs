@@ -489,6 +489,7 @@ pub(super) async fn js_worker_with(
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.js"),
         vars: Default::default(),
+        json_vars: Default::default(),
         crons: Vec::new(),
     };
     JsWorker::start(test, &script, env, limits)
@@ -651,6 +652,8 @@ class_name = "Cache"
         script.vars.get("LIMITS").map(String::as_str),
         Some(r#"{"max":3}"#)
     );
+    assert!(script.json_vars.contains("LIMITS"));
+    assert!(!script.json_vars.contains("GREETING"));
     assert_eq!(script.crons.len(), 1);
     // What berth deploy ships: the configuration and the worker's code, not the secrets.
     assert!(program.files.contains(&dir.join("wrangler.toml")));

@@ -111,6 +111,7 @@ export default { fetch: () => new Response(`${greet("you")} ${shout("hi")} ${tin
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.ts"),
         vars: Default::default(),
+        json_vars: Default::default(),
         crons: Vec::new(),
     };
     let worker = JsWorker::start(

@@ -227,6 +227,7 @@ export default {
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.js"),
         vars: Default::default(),
+        json_vars: Default::default(),
         crons: vec![cron.clone()],
     };
     let limits = WorkerLimits {
@@ -259,6 +260,7 @@ export default {
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.js"),
         vars: Default::default(),
+        json_vars: Default::default(),
         crons: vec![cron.clone()],
     };
     let only = JsWorker::start("crons-only", &script, crate::worker::Env::new(), limits)
@@ -281,6 +283,7 @@ export default {
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.js"),
         vars: Default::default(),
+        json_vars: Default::default(),
         crons: vec![cron],
     };
     let refused = JsWorker::start("crons-none", &script, crate::worker::Env::new(), limits).await;
@@ -447,15 +450,22 @@ async fn a_rejection_nobody_handles_is_logged_and_a_caught_one_is_not() {
 async fn process_env_holds_the_workers_vars_not_berths_environment_and_cf_is_there() {
     let worker = r#"const atLoad = process.env.GREETING;
 export default {
-  async fetch(request) {
-    return Response.json({ atLoad, keys: Object.keys(process.env), path: process.env.PATH ?? null, country: request.cf.country ?? null });
+  async fetch(request, env) {
+    return Response.json({ atLoad, keys: Object.keys(process.env), path: process.env.PATH ?? null, country: request.cf.country ?? null, limits: env.LIMITS.max, debug: env.DEBUG });
   },
 };
 "#;
     let dir = super::app("process-env", &[("worker.js", worker)]);
     let script = crate::manifest::WorkerScript {
         entrypoint: dir.join("worker.js"),
-        vars: [("GREETING".to_string(), "hello".to_string())].into(),
+        vars: [
+            ("GREETING".to_string(), "hello".to_string()),
+            ("LIMITS".to_string(), r#"{"max":3}"#.to_string()),
+            ("DEBUG".to_string(), "false".to_string()),
+        ]
+        .into(),
+        // Wrangler's vars that are not text: env holds their values.
+        json_vars: ["LIMITS".to_string(), "DEBUG".to_string()].into(),
         crons: Vec::new(),
     };
     assert!(
@@ -469,7 +479,7 @@ export default {
     let (_, _, body) = through(&worker, post("/", crate::http::full(""))).await;
     assert_eq!(
         String::from_utf8_lossy(&body),
-        r#"{"atLoad":"hello","keys":["GREETING"],"path":null,"country":null}"#
+        r#"{"atLoad":"hello","keys":["DEBUG","GREETING","LIMITS"],"path":null,"country":null,"limits":3,"debug":false}"#
     );
 }
 

@@ -40,6 +40,7 @@ fn a_worker_prints_no_secret_but_a_digest_that_follows_it() {
     let script = |value: &str| WorkerScript {
         entrypoint: PathBuf::from("src/worker.ts"),
         vars: BTreeMap::from([("API_KEY".to_string(), value.to_string())]),
+        json_vars: Default::default(),
         crons: Vec::new(),
     };
     let one = format!("{:?}", script("hunter2-secret"));
