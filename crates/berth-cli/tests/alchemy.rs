@@ -1477,10 +1477,17 @@ const SOCKET_CLIENT: &str = r#"const container = getContainer(env.MY_CONTAINER, 
       socket.send("ping");
       socket.send(new Uint8Array([1, 2, 3]));
       await all;
+      // 1006 is for a connection that broke, never sent: refused, as on Cloudflare.
+      let refused = "nothing";
+      try {
+        socket.close(1006);
+      } catch (error: any) {
+        refused = error.name;
+      }
       socket.close(1000, "done");
       const code = await closed;
       const plain = (await container.fetch(new Request("http://container/ping"))).webSocket;
-      return new Response(`${answer.status} ${heard.join(", ")}; closed ${code}; plain ${plain}`);
+      return new Response(`${answer.status} ${heard.join(", ")}; closed ${code}; plain ${plain}; 1006 ${refused}`);
     }
     return container.fetch(request);"#;
 
@@ -1492,7 +1499,10 @@ async fn a_worker_opens_a_websocket_to_its_container_and_answers_a_clients_itsel
     let addr = berth.ready();
     assert_eq!(
         http(&addr, "/talk", &[]),
-        (200, "101 ping, 3 bytes; closed 1000; plain null".into()),
+        (
+            200,
+            "101 ping, 3 bytes; closed 1000; plain null; 1006 TypeError".into()
+        ),
         "{}",
         berth.stderr()
     );

@@ -115,7 +115,7 @@ struct Reply {
     status: u16,
     headers: http::HeaderMap,
     body: Option<crate::http::Body>,
-    socket: Option<super::sockets::Socket>,
+    socket: Option<super::sockets::Upgrade>,
 }
 
 /// Sends a request to the object, by its default port (or the one the request's
@@ -183,7 +183,7 @@ const SMALL_BODY: u64 = 64 << 10;
 /// arrived and then the break, as it would have.
 fn reply(mut response: http::Response<crate::http::Body>) -> Reply {
     let socket = match response.status() {
-        StatusCode::SWITCHING_PROTOCOLS => super::sockets::open(&mut response),
+        StatusCode::SWITCHING_PROTOCOLS => super::sockets::upgrade(&mut response),
         _ => None,
     };
     let (parts, body) = response.into_parts();
@@ -253,7 +253,7 @@ pub(super) fn install(
     ctx: &Ctx<'_>,
     env: &Env,
     main: &Handle,
-    (upgrades, pipes): (&Upgrades, &super::bodies::Pipes),
+    (upgrades, pipes, sockets): (&Upgrades, &super::bodies::Pipes, &super::sockets::Sockets),
 ) -> rquickjs::Result<()> {
     let native = Object::new(ctx.clone())?;
     let e = env.clone();
@@ -278,10 +278,10 @@ pub(super) fn install(
         Ok::<_, rquickjs::Error>(id.to_string())
     };
     native.set("newUniqueId", Function::new(ctx.clone(), new_unique_id)?)?;
-    install_fetch(ctx, &native, env, main, upgrades)?;
+    install_fetch(ctx, &native, env, main, (upgrades, sockets))?;
     super::bodies::install(ctx, &native, pipes)?;
     install_lifecycle(ctx, &native, env, main)?;
-    super::sockets::install(ctx, &native)?;
+    super::sockets::install(ctx, &native, sockets)?;
     super::schedules::install(ctx, &native, env, main)?;
     super::storage::install(ctx, &native, env, main)?;
     let berth: Object = ctx.globals().get("__berth")?;
@@ -299,9 +299,10 @@ fn install_fetch<'js>(
     native: &Object<'js>,
     env: &Env,
     main: &Handle,
-    upgrades: &Upgrades,
+    (upgrades, sockets): (&Upgrades, &super::sockets::Sockets),
 ) -> rquickjs::Result<()> {
     let (env, main, upgrades) = (env.clone(), main.clone(), upgrades.clone());
+    let sockets = sockets.clone();
     #[allow(clippy::type_complexity)]
     let fetch = move |ctx: Ctx<'js>,
                       target: Object<'js>,
@@ -321,7 +322,7 @@ fn install_fetch<'js>(
             let request = request(&method, &url, headers, body).map_err(|m| throw(&ctx, m))?;
             Ok((object, request, target.direct, upgrade))
         });
-        let main = main.clone();
+        let (main, sockets) = (main.clone(), sockets.clone());
         async move {
             let (object, request, direct, upgrade) = prepared?;
             // A class with a fetch of its own gets the request first, on berth's runtime.
@@ -342,7 +343,8 @@ fn install_fetch<'js>(
                 Some(body) => answer.set("body", RustBody::handle(&ctx, body)?)?,
                 None => answer.set("body", rquickjs::Null)?,
             }
-            if let Some(socket) = reply.socket {
+            if let Some(upgrade) = reply.socket {
+                let socket = upgrade.open(&main, &sockets);
                 answer.set(
                     "socket",
                     super::sockets::SocketHandle::handle(&ctx, socket)?,

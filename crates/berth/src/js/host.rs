@@ -93,6 +93,8 @@ pub(super) struct Host {
     own_fetch: Vec<String>,
     /// The bodies its JavaScript is writing.
     pipes: Pipes,
+    /// Its WebSockets, closed when it ends.
+    sockets: super::sockets::Sockets,
 }
 
 /// The thread's body: sets the worker up, says so on `ready`, then serves `queue` until
@@ -183,6 +185,7 @@ pub(super) fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         host.pipes.end_all("the worker's runtime ended before the stream did (a new version of the app, or a replaced runtime, past its wait)");
+        host.sockets.end_all();
     });
 }
 
@@ -216,15 +219,17 @@ impl Host {
             entrypoint: setup.entrypoint,
             own_fetch: Vec::new(),
             pipes: Pipes::default(),
+            sockets: super::sockets::Sockets::default(),
         };
         let (env, main, vars, upgrades) = (setup.env, setup.main, setup.vars, setup.upgrades);
         let crons = setup.crons;
         let json_vars = setup.json_vars;
         let bindings: Vec<String> = env.names().map(str::to_string).collect();
         let pipes = host.pipes.clone();
+        let sockets = host.sockets.clone();
         let own_vars = vars.clone();
         let installed = async_with!(host.context => |ctx| {
-            install(&ctx, (&env, &own_vars), &main, (&upgrades, &pipes)).map_err(|e| thrown(&ctx, e))
+            install(&ctx, (&env, &own_vars), &main, (&upgrades, &pipes, &sockets)).map_err(|e| thrown(&ctx, e))
         })
         .await;
         installed.map_err(|(message, _)| ScriptError::Engine {
@@ -286,11 +291,17 @@ impl Host {
                 let promise: rquickjs::Promise = serve.call((request, body, object))?;
                 let answer: Object = promise.into_future().await?;
                 let peer: Option<rquickjs::Class<super::sockets::PeerHandle>> = answer.get("peer")?;
+                let socket = match peer {
+                    Some(peer) => Some(peer.borrow_mut().take().ok_or_else(|| {
+                        rquickjs::Exception::throw_type(&ctx, "this WebSocketPair's client end was answered with already; make a new WebSocketPair for each WebSocket")
+                    })?),
+                    None => None,
+                };
                 Ok(Reply {
                     status: answer.get("status")?,
                     headers: messages::headers(&ctx, answer.get("headers")?)?,
                     body: bindings::outgoing(&ctx, answer.get("body")?)?,
-                    socket: peer.and_then(|p| p.borrow_mut().take()),
+                    socket,
                 })
             };
             served.await.map_err(|e| thrown(&ctx, e))
@@ -347,7 +358,7 @@ fn install(
     ctx: &Ctx<'_>,
     (env, vars): (&Env, &BTreeMap<String, String>),
     main: &Handle,
-    glue: (&Upgrades, &Pipes),
+    glue: (&Upgrades, &Pipes, &super::sockets::Sockets),
 ) -> rquickjs::Result<()> {
     let own = vars.iter().map(|(k, v)| (k.clone(), v.clone()));
     builtins::install(ctx, own)?;

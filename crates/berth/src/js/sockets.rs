@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use rquickjs::class::Trace;
 use rquickjs::prelude::Async;
 use rquickjs::{Class, Ctx, Function, JsLifetime, Object, TypedArray, Value};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,7 +33,7 @@ enum Event {
 /// One open socket: what JavaScript sends, and what comes from the container.
 pub(super) struct Socket {
     out: mpsc::UnboundedSender<Message>,
-    events: Arc<Mutex<mpsc::UnboundedReceiver<Event>>>,
+    events: Arc<Mutex<mpsc::Receiver<Event>>>,
 }
 
 /// A socket as JavaScript holds it.
@@ -57,6 +57,8 @@ pub(super) fn prepare(headers: &mut http::HeaderMap) -> bool {
         return false;
     }
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    // Compression berth's framing does not speak: the container must not choose it.
+    headers.remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
     if !headers.contains_key(SEC_WEBSOCKET_VERSION) {
         headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
@@ -69,44 +71,89 @@ pub(super) fn prepare(headers: &mut http::HeaderMap) -> bool {
     true
 }
 
-/// The socket of a container's 101 answer, if it is one: its connection, upgraded, on a
-/// task of its own that holds `response` (and so its request in flight) until it ends.
-pub(super) fn open(response: &mut http::Response<crate::http::Body>) -> Option<Socket> {
+/// A container's 101 to a worker's request, before its socket is running.
+pub(super) struct Upgrade {
+    upgraded: hyper::upgrade::OnUpgrade,
+    /// The container's answer: it counts the request in flight while the socket is open.
+    held: crate::http::Body,
+}
+
+/// The container's 101 answer's upgrade, if it is one, taken out of `response`.
+pub(super) fn upgrade(response: &mut http::Response<crate::http::Body>) -> Option<Upgrade> {
     let upgraded = response
         .extensions()
         .get::<hyper::upgrade::OnUpgrade>()
         .is_some()
         .then(|| hyper::upgrade::on(&mut *response))?;
-    let (socket, peer) = pair();
     let held = std::mem::replace(response.body_mut(), crate::http::full(bytes::Bytes::new()));
-    tokio::spawn(async move {
-        let _held = held;
-        match upgraded.await {
-            Ok(io) => pump(io, Role::Client, peer).await,
-            Err(e) => {
-                let reason = format!("the container's connection did not upgrade: {e}");
-                let _ = peer.tell.send(Event::Close { code: 1006, reason });
-            }
-        }
-    });
-    Some(socket)
+    Some(Upgrade { upgraded, held })
 }
 
-/// The Rust side of a socket: what JavaScript sends, and where to tell it what came.
+impl Upgrade {
+    /// The socket, its connection carried on a task of berth's runtime until it closes
+    /// or the worker's runtime ends.
+    pub fn open(self, main: &tokio::runtime::Handle, sockets: &Sockets) -> Socket {
+        let (socket, peer) = pair(sockets);
+        let Upgrade { upgraded, held } = self;
+        main.spawn(async move {
+            let _held = held;
+            match upgraded.await {
+                Ok(io) => pump(io, Role::Client, peer).await,
+                Err(e) => {
+                    let reason = format!("the container's connection did not upgrade: {e}");
+                    let _ = peer.tell.send(Event::Close { code: 1006, reason }).await;
+                }
+            }
+        });
+        socket
+    }
+}
+
+/// The sockets of one worker runtime: when it ends (a new version of the app, a replaced
+/// runtime), each closes (1001, going away) instead of going on with nobody to answer.
+#[derive(Clone)]
+pub(super) struct Sockets(Arc<watch::Sender<bool>>);
+
+impl Default for Sockets {
+    fn default() -> Sockets {
+        Sockets(Arc::new(watch::channel(false).0))
+    }
+}
+
+impl Sockets {
+    pub fn end_all(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Messages from the other side that wait for JavaScript before the socket stops reading.
+const WAITING: usize = 64;
+
+/// The Rust side of a socket: what JavaScript sends, where to tell it what came, and
+/// when its runtime ends.
 pub(super) struct Peer {
     outgoing: mpsc::UnboundedReceiver<Message>,
-    tell: mpsc::UnboundedSender<Event>,
+    tell: mpsc::Sender<Event>,
+    ending: watch::Receiver<bool>,
 }
 
 /// A socket for JavaScript, and its Rust side, not connected yet.
-fn pair() -> (Socket, Peer) {
+fn pair(sockets: &Sockets) -> (Socket, Peer) {
     let (out, outgoing) = mpsc::unbounded_channel::<Message>();
-    let (tell, events) = mpsc::unbounded_channel();
+    let (tell, events) = mpsc::channel(WAITING);
     let socket = Socket {
         out,
         events: Arc::new(Mutex::new(events)),
     };
-    (socket, Peer { outgoing, tell })
+    let ending = sockets.0.subscribe();
+    (
+        socket,
+        Peer {
+            outgoing,
+            tell,
+            ending,
+        },
+    )
 }
 
 /// Connects `peer` to a client's connection, upgraded once the worker's 101 has gone out:
@@ -117,22 +164,39 @@ pub(super) fn accept(peer: Peer, client: hyper::upgrade::OnUpgrade) {
             Ok(io) => pump(io, Role::Server, peer).await,
             Err(e) => {
                 let reason = format!("the client's connection did not upgrade: {e}");
-                let _ = peer.tell.send(Event::Close { code: 1006, reason });
+                let _ = peer.tell.send(Event::Close { code: 1006, reason }).await;
             }
         }
     });
 }
 
-/// Frames `io` as a WebSocket and carries messages between it and `peer` until it closes.
+/// How long a close waits for the other side's answer.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Frames `io` as a WebSocket and carries messages between it and `peer` until it closes,
+/// or the worker's runtime ends. The largest message is Cloudflare's, 32 MiB.
 async fn pump(io: hyper::upgrade::Upgraded, role: Role, peer: Peer) {
-    let Peer { mut outgoing, tell } = peer;
-    let socket = WebSocketStream::from_raw_socket(TokioIo::new(io), role, None).await;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let Peer {
+        mut outgoing,
+        tell,
+        mut ending,
+    } = peer;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(32 << 20))
+        .max_frame_size(Some(32 << 20));
+    let socket = WebSocketStream::from_raw_socket(TokioIo::new(io), role, Some(config)).await;
     let (mut sink, mut stream) = socket.split();
     let mut sending = true;
+    let mut closing: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
     loop {
         tokio::select! {
             message = outgoing.recv(), if sending => match message {
                 Some(message) => {
+                    if matches!(message, Message::Close(_)) {
+                        closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
+                    }
                     if sink.send(message).await.is_err() {
                         sending = false;
                     }
@@ -141,8 +205,19 @@ async fn pump(io: hyper::upgrade::Upgraded, role: Role, peer: Peer) {
                 None => {
                     let _ = sink.close().await;
                     sending = false;
+                    closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
                 }
             },
+            _ = ending.changed(), if sending => {
+                let frame = CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "the worker's runtime ended".into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                sending = false;
+                closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
+            },
+            _ = tokio::time::sleep_until(closing.unwrap_or(far)), if closing.is_some() => break,
             incoming = stream.next() => {
                 let event = match incoming {
                     Some(Ok(Message::Text(text))) => Event::Text(text.to_string()),
@@ -151,27 +226,29 @@ async fn pump(io: hyper::upgrade::Upgraded, role: Role, peer: Peer) {
                         let (code, reason) = frame.map_or((1005, String::new()), |f| {
                             (u16::from(f.code), f.reason.to_string())
                         });
-                        let _ = tell.send(Event::Close { code, reason });
+                        let _ = tell.send(Event::Close { code, reason }).await;
                         break;
                     }
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
-                        let _ = tell.send(Event::Close { code: 1006, reason: e.to_string() });
+                        let _ = tell.send(Event::Close { code: 1006, reason: e.to_string() }).await;
                         break;
                     }
                     None => {
                         let reason = "the connection ended".to_string();
-                        let _ = tell.send(Event::Close { code: 1006, reason });
+                        let _ = tell.send(Event::Close { code: 1006, reason }).await;
                         break;
                     }
                 };
-                if tell.send(event).is_err() {
+                // Waits while JavaScript is behind: the other side is then held back by
+                // the connection itself.
+                if tell.send(event).await.is_err() {
                     break;
                 }
             }
         }
     }
-    // The close handshake's answer, if JavaScript's close is still on its way.
+    // The close handshake's answer, if one is still on its way.
     let _ = sink.flush().await;
 }
 
@@ -214,7 +291,11 @@ impl SocketHandle {
 /// "close", … }`, or null once the close was given), and `native.wsPair()` (`{ socket,
 /// peer }`: a `WebSocketPair`'s server end and the Rust side its client end stands for)
 /// on `native`.
-pub(super) fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
+pub(super) fn install<'js>(
+    ctx: &Ctx<'js>,
+    native: &Object<'js>,
+    sockets: &Sockets,
+) -> rquickjs::Result<()> {
     let send = |ctx: Ctx<'js>, handle: Class<'js, SocketHandle>, data: Value<'js>| {
         let message = match data.as_string() {
             Some(text) => Message::text(text.to_string()?),
@@ -265,8 +346,9 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Re
         }
     };
     native.set("wsNext", Function::new(ctx.clone(), Async(next))?)?;
-    let make_pair = |ctx: Ctx<'js>| {
-        let (socket, peer) = pair();
+    let sockets = sockets.clone();
+    let make_pair = move |ctx: Ctx<'js>| {
+        let (socket, peer) = pair(&sockets);
         let made = Object::new(ctx.clone())?;
         made.set("socket", SocketHandle::handle(&ctx, socket)?)?;
         made.set(

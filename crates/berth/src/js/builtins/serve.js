@@ -264,7 +264,7 @@
         const peer = socket[PEER];
         if (peer === undefined) throw new TypeError("new Response(null, { status: 101, webSocket }): webSocket is the client end of a WebSocketPair (Object.values(new WebSocketPair())[0])");
         if (args[1].status !== 101) throw new TypeError("new Response(null, { status: 101, webSocket }): a WebSocket answers with status 101");
-        super(null, { ...args[1], status: 200, webSocket: undefined });
+        super(null, { status: 200, statusText: args[1].statusText, headers: args[1].headers });
         Object.defineProperty(this, "status", { value: 101 });
         Object.defineProperty(this, "webSocket", { value: socket });
         this[PEER] = peer;
@@ -383,8 +383,8 @@
       this.#accepted = true;
       (async () => {
         for (;;) {
-          const event = await native.wsNext(this.#handle);
-          if (event === null) return;
+          // Null: the Rust side is gone (the answer it was for never went out).
+          const event = (await native.wsNext(this.#handle)) ?? { type: "close", code: 1006, reason: "the WebSocket was never connected" };
           if (event.type === "close") {
             this.readyState = WebSocket.CLOSED;
             this.#dispatch("close", { code: event.code, reason: event.reason, wasClean: event.code !== 1006 });
@@ -392,7 +392,12 @@
           }
           this.#dispatch("message", { data: event.type === "text" ? event.data : event.data.buffer });
         }
-      })();
+      })().catch((error) => {
+        // A listener cut off for its CPU time: the socket cannot be read on.
+        console.error("a WebSocket stopped reading:", berth.withStack(error));
+        this.readyState = WebSocket.CLOSED;
+        native.wsClose(this.#handle, 1011, "the worker failed");
+      });
     }
     send(data) {
       if (!this.#accepted) throw new TypeError("WebSocket.send: call accept() first");
@@ -401,8 +406,14 @@
       native.wsSend(this.#handle, bytes ?? String(data));
     }
     close(code = 1000, reason = "") {
-      if (this.readyState >= WebSocket.CLOSING) return;
-      this.readyState = WebSocket.CLOSING;
+      if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
+        throw new TypeError(`WebSocket.close: the code is 1000 or from 3000 to 4999, got ${code}`);
+      }
+      if (new TextEncoder().encode(String(reason)).length > 123) {
+        throw new TypeError("WebSocket.close: the reason is at most 123 bytes of UTF-8");
+      }
+      if (this.#handle === null || this.readyState >= WebSocket.CLOSING) return;
+      this.readyState = this.#accepted ? WebSocket.CLOSING : WebSocket.CLOSED;
       native.wsClose(this.#handle, code, String(reason));
     }
     addEventListener(type, listener) {
@@ -424,6 +435,9 @@
         }
       }
     }
+  }
+  for (const [name, value] of Object.entries({ CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 })) {
+    Object.defineProperty(WebSocket.prototype, name, { value });
   }
   globalThis.WebSocket = WebSocket;
   // Cloudflare's WebSocketPair: [client, server]. The client end goes in the answer,
