@@ -52,7 +52,8 @@ struct ContainerProps {
     max_instances: Option<usize>,
     /// berth's own: spares kept started and ready for new names.
     standby: Option<usize>,
-    instance_type: Option<String>,
+    /// A named size (`"basic"`), or Wrangler's custom `{ vcpu, memory_mib, disk_mb }`.
+    instance_type: Option<Value>,
     /// `dev.remote` pushes the image to Cloudflare in alchemy's dev mode; berth always runs
     /// the image where it builds it, so it has no meaning here.
     #[serde(rename = "dev")]
@@ -207,7 +208,7 @@ fn container(
     }
     if let Some(kind) = &props.instance_type {
         class.instance_type =
-            Some(InstanceType::named(kind).map_err(|e| fail(format!("instanceType: {e}")))?);
+            Some(instance_type(kind).map_err(|e| fail(format!("instanceType: {e}")))?);
     }
     let image_place = Place {
         path: at.path.clone(),
@@ -224,6 +225,35 @@ fn container(
         exported_by: None,
     };
     Ok((def, at))
+}
+
+/// A named instance type, or a custom one as Wrangler takes it: `vcpu` (default 1/16)
+/// and `memory_mib` (default 256); `disk_mb` is the platform's, not berth's.
+fn instance_type(value: &Value) -> Result<InstanceType, String> {
+    let custom = match value {
+        Value::String(name) => return InstanceType::named(name).map_err(|e| e.to_string()),
+        Value::Object(custom) => custom,
+        other => {
+            return Err(format!(
+                "{other} is neither a named type (\"basic\") nor {{ vcpu, memory_mib }}"
+            ))
+        }
+    };
+    let vcpu = match custom.get("vcpu") {
+        None => 1.0 / 16.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|v| *v > 0.0 && *v <= 256.0)
+            .ok_or("vcpu is a number above 0, at most 256")?,
+    };
+    let memory_mib = match custom.get("memory_mib") {
+        None => 256,
+        Some(v) => v
+            .as_u64()
+            .filter(|m| *m >= 6)
+            .ok_or("memory_mib is a whole number of MiB, at least 6")?,
+    };
+    Ok(InstanceType { vcpu, memory_mib })
 }
 
 /// An `Image` or `RemoteImage` resource given as `image`.

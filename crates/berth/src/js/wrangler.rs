@@ -222,14 +222,8 @@ fn container(path: &Path, dir: &Path, c: &ContainerConfig) -> Result<Value, Scri
     if let Some(max) = c.max_instances {
         props["maxInstances"] = json!(max);
     }
-    match &c.instance_type {
-        None => {}
-        Some(Value::String(kind)) => props["instanceType"] = json!(kind),
-        Some(other) => tracing::warn!(
-            "{}: berth ignores containers[{}].instance_type {other}: it knows the named types (lite, basic, standard-1…)",
-            path.display(),
-            c.class_name
-        ),
+    if let Some(kind) = &c.instance_type {
+        props["instanceType"] = kind.clone();
     }
     Ok(json!({ "id": c.class_name, "site": "", "props": props }))
 }

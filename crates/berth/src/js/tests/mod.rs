@@ -592,6 +592,7 @@ instance_type = "basic"
 [[containers]]
 class_name = "Cache"
 image = "registry.example.com/cache:1"
+instance_type = { vcpu = 2, memory_mib = 3072, disk_mb = 8000 }
 [[durable_objects.bindings]]
 name = "API"
 class_name = "Api"
@@ -625,6 +626,11 @@ class_name = "Cache"
     assert_eq!(build.context, dir.join("docker"));
     assert_eq!(build.dockerfile, "api/Dockerfile");
     assert_eq!(build.args.get("VERSION").map(String::as_str), Some("2"));
+    let custom = manifest.containers[1]
+        .class
+        .instance_type
+        .expect("a custom type");
+    assert_eq!((custom.vcpu, custom.memory_mib), (2.0, 3072));
     assert!(matches!(
         &manifest.containers[1].image,
         crate::manifest::ImageSource::Prebuilt(image) if image == "registry.example.com/cache:1"
@@ -685,6 +691,10 @@ fn a_wrangler_project_that_berth_cannot_run_says_why() {
         (
             r#"{ "containers": [{ "class_name": "Api", "image": "./Dockerfile" }] }"#,
             "main is missing",
+        ),
+        (
+            r#"{ "main": "src/index.ts", "containers": [{ "class_name": "Api", "image": "./Dockerfile", "instance_type": { "vcpu": 0 } }] }"#,
+            "instanceType: vcpu is a number above 0",
         ),
         (
             r#"{ "main": "src/index.ts", "kv_namespaces": [{ "binding": "KV", "id": "1" }] }"#,
