@@ -273,12 +273,10 @@ fn worker(path: &Path, config: &Config, main: &str) -> Result<Value, ScriptError
             }
         }
     }
-    let routes: Vec<Value> = config
-        .routes
-        .iter()
-        .chain(config.route.as_ref())
-        .cloned()
-        .collect();
+    let mut routes: Vec<Value> = Vec::new();
+    for route in config.routes.iter().chain(config.route.as_ref()) {
+        routes.extend(hosts_of(path, route).into_iter().map(Value::String));
+    }
     let name = config.name.clone().unwrap_or_else(|| "worker".into());
     let props = json!({
         "name": name,
@@ -341,6 +339,39 @@ fn lexical(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The hosts a Wrangler route gives the worker, as `host/*`: berth routes whole hosts, so
+/// a route of a path (`example.com/api/*`) routes its host, and Cloudflare's
+/// `*example.com/*` is the host and its subdomains. An empty route is no route, as in
+/// Wrangler; a route that is neither text nor `{ pattern }` is left to the worker's check.
+fn hosts_of(config: &Path, route: &Value) -> Vec<String> {
+    let pattern = match route {
+        Value::String(text) => text.as_str(),
+        other => match other.get("pattern").and_then(Value::as_str) {
+            Some(pattern) => pattern,
+            None => return vec![other.to_string()],
+        },
+    };
+    let without_scheme = pattern.split_once("://").map_or(pattern, |(_, rest)| rest);
+    let (host, rest) = without_scheme
+        .split_once('/')
+        .unwrap_or((without_scheme, ""));
+    if host.is_empty() {
+        return Vec::new();
+    }
+    if !matches!(rest, "" | "*") {
+        tracing::warn!(
+            "{}: route {pattern:?} names a path; berth routes the whole host {host} to the worker, whose fetch sees the path",
+            config.display()
+        );
+    }
+    match host.strip_prefix('*') {
+        Some(apex) if !apex.starts_with('.') && !apex.is_empty() => {
+            vec![format!("{apex}/*"), format!("*.{apex}/*")]
+        }
+        _ => vec![format!("{host}/*")],
+    }
 }
 
 fn invalid(path: &Path, message: String) -> ScriptError {

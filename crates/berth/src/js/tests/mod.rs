@@ -574,7 +574,7 @@ fn a_wrangler_toml_declares_containers_bindings_vars_routes_and_crons() {
     let config = r#"name = "shop"
 main = "src/index.ts"
 compatibility_date = "2026-05-12"
-routes = [{ pattern = "shop.example.com/*", zone_name = "example.com" }]
+routes = [{ pattern = "shop.example.com/*", zone_name = "example.com" }, "api.example.com/v1/*", "*example.org/*", ""]
 [vars]
 GREETING = "hello"
 LIMITS = { max = 3 }
@@ -641,7 +641,17 @@ class_name = "Cache"
         worker.bindings.get("CACHE").map(String::as_str),
         Some("Cache")
     );
-    assert_eq!(worker.hosts.len(), 1);
+    // A path routes its whole host; *example.org is the apex and its subdomains.
+    let hosts: Vec<String> = worker.hosts.iter().map(|h| h.to_string()).collect();
+    assert_eq!(
+        hosts,
+        [
+            "shop.example.com",
+            "api.example.com",
+            "example.org",
+            "*.example.org"
+        ]
+    );
     let script = worker.script.as_ref().expect("a JS worker");
     assert_eq!(script.entrypoint, dir.join("src/index.ts"));
     // .dev.vars over vars, and a required secret from berth's environment.
