@@ -153,12 +153,18 @@ fn host(value: &Value, field: &str) -> Result<HostPattern, String> {
             .and_then(Value::as_str)
             .ok_or_else(|| format!("{value} is neither a text nor an object with {field}"))?,
     };
-    let without_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
-    let (host, path) = without_scheme
-        .split_once('/')
-        .unwrap_or((without_scheme, "*"));
+    let (host, path) = host_and_path(text);
     if !matches!(path, "*" | "") {
         return Err(format!("{text:?} routes the path /{path}, and berth routes whole hosts to a worker; route {host}/* and let the worker's fetch look at the path"));
     }
     HostPattern::parse(host)
+}
+
+/// A route's host and the path after it (empty when it names none), its scheme left out:
+/// `https://api.example.com/v1/*` is `api.example.com` and `v1/*`.
+pub(super) fn host_and_path(route: &str) -> (&str, &str) {
+    let without_scheme = route.split_once("://").map_or(route, |(_, rest)| rest);
+    without_scheme
+        .split_once('/')
+        .unwrap_or((without_scheme, ""))
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::modules::normalize;
 use super::{ScriptError, SourcePlace};
 use crate::manifest::valid_app_name;
 
@@ -195,8 +196,8 @@ fn container(path: &Path, dir: &Path, c: &ContainerConfig) -> Result<Value, Scri
             Some(context) => dir.join(context),
             None => dockerfile.parent().unwrap_or(dir).to_path_buf(),
         };
-        let inside = lexical(&dockerfile)
-            .strip_prefix(lexical(&context))
+        let inside = normalize(&dockerfile)
+            .strip_prefix(normalize(&context))
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
             .ok_or_else(|| {
@@ -206,8 +207,8 @@ fn container(path: &Path, dir: &Path, c: &ContainerConfig) -> Result<Value, Scri
                     c.image_build_context.as_deref().unwrap_or(".")
                 ))
             })?;
-        let relative = lexical(&context)
-            .strip_prefix(lexical(dir))
+        let relative = normalize(&context)
+            .strip_prefix(normalize(dir))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| context.to_string_lossy().into_owned());
         let relative = if relative.is_empty() {
@@ -325,22 +326,6 @@ fn dev_vars(dir: &Path) -> Result<BTreeMap<String, String>, ScriptError> {
     Ok(vars)
 }
 
-/// `path` with its `.` and `..` resolved as written (a link is not followed).
-fn lexical(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// The hosts a Wrangler route gives the worker, as `host/*`: berth routes whole hosts, so
 /// a route of a path (`example.com/api/*`) routes its host, and Cloudflare's
 /// `*example.com/*` is the host and its subdomains. An empty route is no route, as in
@@ -353,10 +338,7 @@ fn hosts_of(config: &Path, route: &Value) -> Vec<String> {
             None => return vec![other.to_string()],
         },
     };
-    let without_scheme = pattern.split_once("://").map_or(pattern, |(_, rest)| rest);
-    let (host, rest) = without_scheme
-        .split_once('/')
-        .unwrap_or((without_scheme, ""));
+    let (host, rest) = super::workers::host_and_path(pattern);
     if host.is_empty() {
         return Vec::new();
     }
