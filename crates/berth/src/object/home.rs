@@ -69,6 +69,16 @@ const HOME_HINT: &str =
     "retry: the routers leave a router that does not answer out of homes for 30 s";
 
 impl Object {
+    /// [`Object::renew_activity_timeout`] where the object's lifecycle runs: on a
+    /// cluster's router, the object's home does it.
+    pub async fn renew(&self) -> Result<(), RuntimeError> {
+        if let Some((peers, home)) = self.elsewhere() {
+            return self.stop_at_home(&peers, home, Lifecycle::Renew).await;
+        }
+        self.renew_activity_timeout();
+        Ok(())
+    }
+
     /// Asks router `home` for `what`: its status and, for a failure, its message.
     pub(super) async fn at_home(
         &self,

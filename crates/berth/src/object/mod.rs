@@ -23,7 +23,6 @@ mod standby;
 mod start;
 mod stop;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
@@ -48,7 +47,7 @@ pub use home::Lifecycle;
 pub use hooks::{Expiry, Hooks, NoHooks, ObjectError, StopParams};
 use live::{Goal, Phase};
 pub(crate) use standby::{keep as keep_standby, Standby};
-pub use start::StartTimings;
+pub use start::{StartOptions, StartTimings};
 
 /// What the objects of one class share.
 pub(crate) struct Class {
@@ -146,22 +145,6 @@ impl Class {
         *current = Arc::new(ClassVersion::new(options));
         // The standby pool follows: spares of the old version go, new ones come.
         self.standby.wake.notify_one();
-    }
-}
-
-/// Per-start overrides of the class options.
-#[derive(Debug, Clone, Default)]
-pub struct StartOptions {
-    /// Added to (and overriding) the class's `env_vars`.
-    pub env_vars: BTreeMap<String, String>,
-    pub entrypoint: Option<Vec<String>>,
-    pub enable_internet: Option<bool>,
-}
-
-impl StartOptions {
-    /// Whether they override nothing: such a start may take a standby spare.
-    pub fn is_empty(&self) -> bool {
-        self.env_vars.is_empty() && self.entrypoint.is_none() && self.enable_internet.is_none()
     }
 }
 
@@ -306,8 +289,15 @@ impl Object {
     /// When this object's state last changed: its last lifecycle event (a start, a
     /// stop, a crash…), else the store's record of it, else when it was made here.
     pub fn last_change(&self) -> std::time::SystemTime {
-        *self
-            .inner
+        *self.last_change_slot()
+    }
+
+    fn changed_at(&self, time: std::time::SystemTime) {
+        *self.last_change_slot() = time;
+    }
+
+    fn last_change_slot(&self) -> MutexGuard<'_, std::time::SystemTime> {
+        self.inner
             .last_change
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -386,16 +376,6 @@ impl Object {
         self.inner.activity.renew();
     }
 
-    /// [`Object::renew_activity_timeout`] where the object's lifecycle runs: on a
-    /// cluster's router, the object's home does it.
-    pub async fn renew(&self) -> Result<(), RuntimeError> {
-        if let Some((peers, home)) = self.elsewhere() {
-            return self.stop_at_home(&peers, home, Lifecycle::Renew).await;
-        }
-        self.renew_activity_timeout();
-        Ok(())
-    }
-
     /// The object's private durable storage.
     /// The store of the object's app.
     pub(crate) fn store(&self) -> &crate::store::Store {
@@ -413,23 +393,6 @@ impl Object {
             &self.inner.class.namespace_key,
             self.inner.id,
         )
-    }
-
-    /// `options` without what the class sets already: a start from a class's own code
-    /// passes the instance's fields whole, and one that changes none of them may still
-    /// take a standby spare.
-    pub fn beyond_class(&self, mut options: StartOptions) -> StartOptions {
-        let class = self.options();
-        options
-            .env_vars
-            .retain(|key, value| class.env_vars.get(key) != Some(value));
-        if options.entrypoint == class.entrypoint {
-            options.entrypoint = None;
-        }
-        if options.enable_internet == Some(class.enable_internet) {
-            options.enable_internet = None;
-        }
-        options
     }
 
     /// Starts the container if none runs, without waiting for its ports. On a cluster's
@@ -545,11 +508,7 @@ impl Object {
 
     fn emit(&self, container_id: &str, kind: EventKind) {
         if kind.is_lifecycle() {
-            *self
-                .inner
-                .last_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = std::time::SystemTime::now();
+            self.changed_at(std::time::SystemTime::now());
         }
         self.app().emit(Event {
             class: self.class_name().to_string(),
@@ -573,15 +532,7 @@ impl Object {
             self.learn_name(name);
         }
         if let Some(record) = &record {
-            let changed = std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis(
-                    u64::try_from(record.updated_at_ms).unwrap_or(0),
-                );
-            *self
-                .inner
-                .last_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = changed;
+            self.changed_at(crate::cron::from_ms(record.updated_at_ms));
         }
         self.phase().load(record.as_ref());
         Ok(())

@@ -1,5 +1,6 @@
 //! Starting an object's container: one start at a time, shared by everyone who waits.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,45 @@ use super::instance::Instance;
 use super::live::{Goal, Phase};
 use super::make::Owner;
 use super::standby::Spare;
-use super::{monitor, Attempts, Object, StartOptions};
+use super::{monitor, Attempts, Object};
 use crate::event::EventKind;
 use crate::lifecycle::after;
 use crate::runtime::ContainerInfo;
+
+/// Per-start overrides of the class options.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Added to (and overriding) the class's `env_vars`.
+    pub env_vars: BTreeMap<String, String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub enable_internet: Option<bool>,
+}
+
+impl StartOptions {
+    /// Whether they override nothing: such a start may take a standby spare.
+    pub fn is_empty(&self) -> bool {
+        self.env_vars.is_empty() && self.entrypoint.is_none() && self.enable_internet.is_none()
+    }
+}
+
+impl Object {
+    /// `options` without what the class sets already: a start from a class's own code
+    /// passes the instance's fields whole, and one that changes none of them may still
+    /// take a standby spare.
+    pub fn beyond_class(&self, mut options: StartOptions) -> StartOptions {
+        let class = self.options();
+        options
+            .env_vars
+            .retain(|key, value| class.env_vars.get(key) != Some(value));
+        if options.entrypoint == class.entrypoint {
+            options.entrypoint = None;
+        }
+        if options.enable_internet == Some(class.enable_internet) {
+            options.enable_internet = None;
+        }
+        options
+    }
+}
 
 /// How long a new start waits for the object's previous container to exit.
 pub(super) const EXIT_REPORT: Duration = Duration::from_secs(30);
