@@ -245,17 +245,18 @@ impl JsWorker {
             abandoned,
         };
         let answered = self.call(lane, call, answer).await;
+        let pair = answered.extensions().get::<Answered>().is_some();
         let Some(token) = token else {
-            if answered.extensions().get::<Answered>().is_some() {
+            if pair {
                 let message = "its fetch answered a WebSocket (a WebSocketPair's end) to a request that asked for none; answer with it only a request whose Upgrade is websocket";
                 return failure(&self.name, self.errors, message);
             }
             return answered;
         };
-        if answered.extensions().get::<Answered>().is_some() {
+        if pair {
             let client = self.upgrades.take_request(token).unwrap_or_default();
             self.upgrades.forget(token);
-            return accept_socket(answered, client, key.as_ref()).unwrap_or_else(|| {
+            return super::sockets::answer(answered, client, key.as_ref()).unwrap_or_else(|| {
                 let message = "its fetch answered a WebSocket to a request without Sec-WebSocket-Key, or answered with the same WebSocketPair twice";
                 failure(&self.name, self.errors, message)
             });
@@ -326,50 +327,9 @@ fn response(status: StatusCode, reply: Reply) -> Response<Body> {
     *response.status_mut() = status;
     *response.headers_mut() = reply.headers;
     if let Some(peer) = reply.socket {
-        let answered = Answered(Arc::new(Mutex::new(Some(peer))));
-        response.extensions_mut().insert(answered);
+        response.extensions_mut().insert(Answered::new(peer));
     }
     response
-}
-
-/// Answers a client's WebSocket with the server end of the worker's `WebSocketPair`: the
-/// handshake's 101, and the client's connection, once upgraded, carried to the pair.
-fn accept_socket(
-    answered: Response<Body>,
-    client: http::Extensions,
-    key: Option<&http::HeaderValue>,
-) -> Option<Response<Body>> {
-    let peer = answered
-        .extensions()
-        .get::<Answered>()?
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()?;
-    let key = key?;
-    let mut request = Request::new(());
-    *request.extensions_mut() = client;
-    let upgrade = hyper::upgrade::on(&mut request);
-    super::sockets::accept(peer, upgrade);
-    let (mut parts, _) = answered.into_parts();
-    parts.status = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = &mut parts.headers;
-    headers.insert(
-        http::header::UPGRADE,
-        http::HeaderValue::from_static("websocket"),
-    );
-    headers.insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("Upgrade"),
-    );
-    let accept = super::sockets::accept_key(key.as_bytes());
-    if let Ok(value) = http::HeaderValue::from_str(&accept) {
-        headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, value);
-    }
-    Some(Response::from_parts(
-        parts,
-        crate::http::full(bytes::Bytes::new()),
-    ))
 }
 
 /// A 500 that says what failed in the worker (in `berth dev`, the stack is for the

@@ -268,13 +268,55 @@ impl PeerHandle {
     }
 }
 
-/// A peer as a worker's answer carries it to the server (see `serve::dispatch`).
+/// A peer as a worker's answer carries it to the server (see `serve::dispatch`), in the
+/// response's extensions, which hold only what can be cloned.
 #[derive(Clone)]
-pub(super) struct Answered(pub Arc<std::sync::Mutex<Option<Peer>>>);
+pub(super) struct Answered(Arc<std::sync::Mutex<Option<Peer>>>);
 
-/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
-pub(super) fn accept_key(key: &[u8]) -> String {
-    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key)
+impl Answered {
+    pub fn new(peer: Peer) -> Answered {
+        Answered(Arc::new(std::sync::Mutex::new(Some(peer))))
+    }
+}
+
+/// Answers a client's WebSocket with the server end of the worker's `WebSocketPair`: the
+/// handshake's 101, and the client's connection, once upgraded, carried to the pair.
+pub(super) fn answer(
+    answered: http::Response<crate::http::Body>,
+    client: http::Extensions,
+    key: Option<&http::HeaderValue>,
+) -> Option<http::Response<crate::http::Body>> {
+    let peer = answered
+        .extensions()
+        .get::<Answered>()?
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()?;
+    let key = key?;
+    let mut request = http::Request::new(());
+    *request.extensions_mut() = client;
+    let upgrade = hyper::upgrade::on(&mut request);
+    accept(peer, upgrade);
+    let (mut parts, _) = answered.into_parts();
+    parts.status = http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = &mut parts.headers;
+    headers.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if let Ok(value) = http::HeaderValue::from_str(&accept) {
+        headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    Some(http::Response::from_parts(
+        parts,
+        crate::http::full(bytes::Bytes::new()),
+    ))
 }
 
 impl SocketHandle {

@@ -79,10 +79,16 @@
 
   // A stream's chunk as bytes: text is encoded, an ArrayBuffer or a view of one is
   // viewed as bytes; anything else is an error, as on Cloudflare.
-  const bytesOfChunk = (value) => {
-    if (typeof value === "string") return new TextEncoder().encode(value);
+  // An ArrayBuffer, or a view of one, as bytes; null for anything else.
+  const viewOf = (value) => {
     if (value instanceof ArrayBuffer) return new Uint8Array(value);
     if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    return null;
+  };
+  const bytesOfChunk = (value) => {
+    if (typeof value === "string") return new TextEncoder().encode(value);
+    const view = viewOf(value);
+    if (view !== null) return view;
     throw new TypeError(`a body's stream gave ${value === null ? "null" : typeof value}; its chunks must be text, an ArrayBuffer or a view of one (a Uint8Array)`);
   };
 
@@ -363,10 +369,6 @@
   // onmessage/onclose). Messages that come before accept() wait for it.
   const SOCKET = Symbol("socket");
   class WebSocket {
-    static CONNECTING = 0;
-    static OPEN = 1;
-    static CLOSING = 2;
-    static CLOSED = 3;
     #handle;
     #listeners = new Map();
     #accepted = false;
@@ -402,8 +404,7 @@
     send(data) {
       if (!this.#accepted) throw new TypeError("WebSocket.send: call accept() first");
       if (this.readyState !== WebSocket.OPEN) throw new TypeError("WebSocket.send: the WebSocket is closed");
-      const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
-      native.wsSend(this.#handle, bytes ?? String(data));
+      native.wsSend(this.#handle, viewOf(data) ?? String(data));
     }
     close(code = 1000, reason = "") {
       if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
@@ -436,7 +437,9 @@
       }
     }
   }
+  // readyState's values, on the class and on each socket, as in browsers.
   for (const [name, value] of Object.entries({ CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 })) {
+    Object.defineProperty(WebSocket, name, { value });
     Object.defineProperty(WebSocket.prototype, name, { value });
   }
   globalThis.WebSocket = WebSocket;
