@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -32,6 +32,14 @@ async fn container_ids(app: &AppDir) -> BTreeSet<String> {
         .into_iter()
         .filter(|c| c.running)
         .map(|c| c.id)
+        .collect()
+}
+
+/// The folders of an app's programs on the server, one per version kept.
+fn folders(programs: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(programs)
+        .expect("the app's programs")
+        .map(|e| e.expect("entry").path())
         .collect()
 }
 
@@ -477,10 +485,7 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     );
 
     let programs = data.join("programs").join(&app.name);
-    let shipped: Vec<PathBuf> = std::fs::read_dir(&programs)
-        .expect("the app's programs")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let shipped = folders(&programs);
     assert_eq!(shipped.len(), 1, "{shipped:?}");
     let mut files: Vec<String> = Vec::new();
     let mut pending = vec![shipped[0].clone()];
@@ -547,10 +552,7 @@ async fn an_alchemy_app_is_deployed_served_by_its_js_worker_and_kept_over_a_rest
     let out = server.deploy(&app.dir, &[]);
     assert!(out.contains("is active"), "{out}");
     assert_eq!(server.get(&host, "/version", "a"), (200, "three".into()));
-    let kept: Vec<PathBuf> = std::fs::read_dir(&programs)
-        .expect("the app's programs")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let kept = folders(&programs);
     assert_eq!(
         kept.len(),
         2,
@@ -599,10 +601,7 @@ async fn a_wrangler_project_is_deployed_and_served_by_its_worker() {
         server.process.stderr()
     );
     let programs = data.join("programs").join(&app.name);
-    let shipped: Vec<PathBuf> = std::fs::read_dir(&programs)
-        .expect("the app's programs")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let shipped = folders(&programs);
     assert_eq!(shipped.len(), 1, "{shipped:?}");
     for file in ["wrangler.jsonc", "src/index.ts"] {
         assert!(shipped[0].join(file).is_file(), "{file} is shipped");

@@ -59,43 +59,44 @@ pub fn server_binary() -> PathBuf {
 /// A copy of `examples/alchemy` with the test server as its container's binary, its
 /// worker replaced by `worker` when given. Cleaned up (containers, images, folder) on drop.
 pub fn alchemy_app(test: &str, worker: Option<&str>) -> AppDir {
-    let name = format!("cli-alchemy-{test}-{}", std::process::id());
-    let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("src")).expect("app dir");
-    let example = root().join("examples/alchemy");
-    for file in [
+    let files = [
         "alchemy.run.ts",
         "Dockerfile",
         "src/container.ts",
         "src/worker.ts",
-    ] {
-        std::fs::copy(example.join(file), dir.join(file)).expect(file);
-    }
-    std::fs::copy(server_binary(), dir.join("server")).expect("server");
+    ];
+    let (dir, name) = example_copy("alchemy", test, &files);
     if let Some(worker) = worker {
         std::fs::write(dir.join("src/worker.ts"), worker).expect("worker.ts");
     }
     AppDir { dir, name }
 }
 
-/// A copy of `examples/wrangler` (Cloudflare's own example, with its `wrangler.jsonc`),
-/// with the static server its Dockerfile copies.
-pub fn wrangler_app(test: &str) -> AppDir {
-    let name = format!("cli-wrangler-{test}-{}", std::process::id());
+/// `files` of `examples/EXAMPLE` copied into a fresh folder `cli-EXAMPLE-TEST-PID`, with
+/// the test server its Dockerfile copies; the folder and its name.
+fn example_copy(example: &str, test: &str, files: &[&str]) -> (PathBuf, String) {
+    let name = format!("cli-{example}-{test}-{}", std::process::id());
     let dir = std::env::temp_dir().join("berth-cli-tests").join(&name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("src")).expect("app dir");
-    let example = root().join("examples/wrangler");
-    for file in [
+    let from = root().join("examples").join(example);
+    for file in files {
+        std::fs::copy(from.join(file), dir.join(file)).expect(file);
+    }
+    std::fs::copy(server_binary(), dir.join("server")).expect("server");
+    (dir, name)
+}
+
+/// A copy of `examples/wrangler` (Cloudflare's own example, with its `wrangler.jsonc`),
+/// with the static server its Dockerfile copies.
+pub fn wrangler_app(test: &str) -> AppDir {
+    let files = [
         "wrangler.jsonc",
         "Dockerfile",
         ".dockerignore",
         "src/index.ts",
-    ] {
-        std::fs::copy(example.join(file), dir.join(file)).expect(file);
-    }
-    std::fs::copy(server_binary(), dir.join("server")).expect("server");
+    ];
+    let (dir, name) = example_copy("wrangler", test, &files);
     // The app is named as the test's folder, for its cleanup to find its containers.
     let config = dir.join("wrangler.jsonc");
     let text = std::fs::read_to_string(&config).expect("wrangler.jsonc");
